@@ -1,0 +1,323 @@
+package redisadapter
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	socketio "github.com/googollee/go-socket.io"
+	"github.com/redis/rueidis"
+)
+
+// Adapter makes the go-socket.io servers of a fleet act as one through Redis.
+// Create one per *socketio.Server with New, before the server's Serve; all
+// its methods are safe for concurrent use.
+type Adapter struct {
+	server *socketio.Server
+	client rueidis.Client
+	opts   Options
+	log    *slog.Logger
+	uid    string
+
+	namespaces map[string]*namespace // fixed at New
+	byPattern  map[string]*namespace
+	byRequest  map[string]*namespace
+	byResponse map[string]*namespace
+
+	broadcasts chan rueidis.PubSubMessage
+	requests   chan rueidis.PubSubMessage
+	responses  chan rueidis.PubSubMessage
+
+	pendingMu sync.Mutex
+	pending   map[string]*pendingRequest
+
+	handlersMu sync.RWMutex
+	handlers   map[string]ServerSideHandler // key: nsp + "\x00" + event
+
+	stats    counters
+	warnOnce sync.Once
+	liveMu   sync.RWMutex       // orders spawn against closing
+	closing  chan struct{}      // closed once, when the adapter closes
+	stop     context.CancelFunc // ends the receive loops
+	wg       sync.WaitGroup     // every goroutine the adapter starts
+}
+
+// ServerSideHandler handles an event sent by ServerSideEmit on another node
+// (Go or Node.js). args are the event's arguments as JSON. When the sender
+// asked for an acknowledgement, the returned value is sent back as this
+// node's answer; otherwise it is discarded. Handlers run one at a time on
+// the adapter's request goroutine: a slow one delays this node's answers to
+// other requests, not the broadcasts it delivers.
+type ServerSideHandler func(args []json.RawMessage) any
+
+// New attaches an adapter to server, connected to Redis through c, and
+// returns once its subscriptions are active, so that a broadcast published
+// by any node after New returns reaches this one. opts may be nil.
+//
+// New installs OnConnect and OnDisconnect handlers on every namespace in
+// opts.Namespaces to track the sockets of this node: register yours with
+// Adapter.OnConnect and Adapter.OnDisconnect, not with the server, which
+// keeps one handler per hook. Call New before server.Serve (go-socket.io
+// stores handlers without a lock) and create the server with
+// SessionIDGenerator, or socket ids collide across nodes.
+//
+// New fails with ErrConfig for invalid options or connector, and with the
+// Redis error when Redis cannot be reached, refuses the credentials, or the
+// subscriptions are not confirmed before ctx ends.
+func New(ctx context.Context, server *socketio.Server, c Connector, opts *Options) (*Adapter, error) {
+	if server == nil || c == nil {
+		return nil, fmt.Errorf("%w: server and connector are required", ErrConfig)
+	}
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	o.setDefaults()
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	copt, err := c.clientOption()
+	if err != nil {
+		return nil, err
+	}
+	copt.DisableCache = true // pub/sub only: no client-side caching, no tracking
+	client, err := rueidis.NewClient(copt)
+	if err != nil {
+		return nil, fmt.Errorf("redisadapter: connect to redis: %w", err)
+	}
+	a := &Adapter{
+		server:     server,
+		client:     client,
+		opts:       o,
+		log:        o.Logger.With("adapter", "redisadapter"),
+		uid:        randomID(6),
+		namespaces: make(map[string]*namespace),
+		byPattern:  make(map[string]*namespace),
+		byRequest:  make(map[string]*namespace),
+		byResponse: make(map[string]*namespace),
+		broadcasts: make(chan rueidis.PubSubMessage, o.ReceiveQueue),
+		requests:   make(chan rueidis.PubSubMessage, o.ReceiveQueue),
+		responses:  make(chan rueidis.PubSubMessage, o.ReceiveQueue),
+		pending:    make(map[string]*pendingRequest),
+		handlers:   make(map[string]ServerSideHandler),
+		closing:    make(chan struct{}),
+	}
+	a.log = a.log.With("uid", a.uid)
+	for _, name := range o.Namespaces {
+		ns := newNamespace(name, newChannels(o.Key, name))
+		a.namespaces[name] = ns
+		a.byPattern[ns.ch.pattern()] = ns
+		a.byRequest[ns.ch.request] = ns
+		a.byResponse[ns.ch.response] = ns
+		a.byResponse[ns.ch.responseTo(a.uid)] = ns
+		server.OnConnect(name, func(conn socketio.Conn) error { return a.onConnect(ns, conn) })
+		server.OnDisconnect(name, func(conn socketio.Conn, reason string) { a.onDisconnect(ns, conn, reason) })
+	}
+	if err := a.start(ctx); err != nil {
+		a.shutdown()
+		return nil, err
+	}
+	return a, nil
+}
+
+// UID is this node's id on the wire, unique per Adapter.
+func (a *Adapter) UID() string { return a.uid }
+
+// OnConnect registers f as the connect handler of namespace nsp (in place of
+// server.OnConnect, which would replace the adapter's). It panics when nsp
+// is not in Options.Namespaces, a programming error.
+func (a *Adapter) OnConnect(nsp string, f func(socketio.Conn) error) {
+	ns := a.mustNamespace(nsp)
+	ns.mu.Lock()
+	ns.onConnect = f
+	ns.mu.Unlock()
+}
+
+// OnDisconnect registers f as the disconnect handler of namespace nsp (in
+// place of server.OnDisconnect). It panics when nsp is not served.
+func (a *Adapter) OnDisconnect(nsp string, f func(socketio.Conn, string)) {
+	ns := a.mustNamespace(nsp)
+	ns.mu.Lock()
+	ns.onDisconnect = f
+	ns.mu.Unlock()
+}
+
+// OnServerSideEmit registers the handler of event in namespace nsp for
+// events sent with ServerSideEmit by other nodes. A second registration for
+// the same event replaces the first. It panics when nsp is not served.
+func (a *Adapter) OnServerSideEmit(nsp, event string, h ServerSideHandler) {
+	a.mustNamespace(nsp)
+	a.handlersMu.Lock()
+	a.handlers[nsp+"\x00"+event] = h
+	a.handlersMu.Unlock()
+}
+
+func (a *Adapter) serverSideHandler(nsp, event string) ServerSideHandler {
+	a.handlersMu.RLock()
+	defer a.handlersMu.RUnlock()
+	return a.handlers[nsp+"\x00"+event]
+}
+
+func (a *Adapter) mustNamespace(nsp string) *namespace {
+	ns, ok := a.namespaces[normalizeNamespace(nsp)]
+	if !ok {
+		panic(fmt.Sprintf("redisadapter: namespace %q is not in Options.Namespaces", nsp))
+	}
+	return ns
+}
+
+func (a *Adapter) namespace(nsp string) (*namespace, error) {
+	ns, ok := a.namespaces[normalizeNamespace(nsp)]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownNamespace, nsp)
+	}
+	return ns, nil
+}
+
+// normalizeNamespace maps go-socket.io's alias of the root namespace ("")
+// to "/".
+func normalizeNamespace(nsp string) string {
+	if nsp == "" {
+		return "/"
+	}
+	return nsp
+}
+
+// Ping checks that Redis answers on the adapter's own connection, for health
+// checks: it opens no new connection.
+func (a *Adapter) Ping(ctx context.Context) error {
+	if a.isClosed() {
+		return ErrClosed
+	}
+	if err := a.client.Do(ctx, a.client.B().Ping().Build()).Error(); err != nil {
+		return fmt.Errorf("redisadapter: ping: %w", err)
+	}
+	return nil
+}
+
+// Close unsubscribes, fails pending requests with ErrClosed, stops every
+// goroutine the adapter started and closes its Redis client. Sockets stay
+// connected to the server. Close waits for the adapter's goroutines until
+// ctx ends (one may be stuck writing to a client that does not read) and
+// then returns ctx's error. Calling it again returns nil at once.
+func (a *Adapter) Close(ctx context.Context) error {
+	if !a.markClosed() {
+		return nil
+	}
+	a.failPending()
+	done := make(chan struct{})
+	go func() {
+		a.shutdown()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("redisadapter: close: %w", ctx.Err())
+	}
+}
+
+// shutdown stops the receive loops and workers, waits for them and closes
+// the client.
+func (a *Adapter) shutdown() {
+	a.markClosed()
+	if a.stop != nil {
+		a.stop()
+	}
+	a.wg.Wait()
+	a.client.Close()
+}
+
+// markClosed closes a.closing and reports whether this call did it.
+func (a *Adapter) markClosed() bool {
+	a.liveMu.Lock()
+	defer a.liveMu.Unlock()
+	if a.isClosed() {
+		return false
+	}
+	close(a.closing)
+	return true
+}
+
+// spawn runs f on a goroutine the adapter owns (Close waits for it), unless
+// the adapter is closing; it reports whether f was started.
+func (a *Adapter) spawn(f func()) bool {
+	a.liveMu.RLock()
+	defer a.liveMu.RUnlock()
+	if a.isClosed() {
+		return false
+	}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		f()
+	}()
+	return true
+}
+
+func (a *Adapter) isClosed() bool {
+	select {
+	case <-a.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+// randomID returns n random alphanumeric characters (Node's uid2 alphabet).
+func randomID(n int) string {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b)
+}
+
+// Stats are the adapter's counters since New. Read them with Adapter.Stats.
+type Stats struct {
+	// Published counts messages this node published (broadcasts, requests, responses).
+	Published uint64
+	// Received counts messages read from Redis, own messages included.
+	Received uint64
+	// Malformed counts received messages dropped as undecodable, oversized or of unknown type.
+	Malformed uint64
+	// QueueFull counts received messages dropped because a receive queue was full.
+	QueueFull uint64
+	// SlowSocketDrops counts events not delivered to a local socket whose queue was full.
+	SlowSocketDrops uint64
+	// RequestTimeouts counts requests that ended before every node answered.
+	RequestTimeouts uint64
+	// Resubscribes counts subscriptions renewed after a dropped connection or a server-side unsubscribe.
+	Resubscribes uint64
+	// IDCollisions counts socket ids seen on two nodes at once, or not made by SessionIDGenerator.
+	IDCollisions uint64
+	// QueueDepth is how many received messages wait to be handled now.
+	QueueDepth int
+}
+
+type counters struct {
+	published, received, malformed, queueFull, slowSocket, timeouts, resubscribes, collisions atomic.Uint64
+}
+
+// Stats returns a snapshot of the counters. It is cheap and never blocks.
+func (a *Adapter) Stats() Stats {
+	c := &a.stats
+	return Stats{
+		Published:       c.published.Load(),
+		Received:        c.received.Load(),
+		Malformed:       c.malformed.Load(),
+		QueueFull:       c.queueFull.Load(),
+		SlowSocketDrops: c.slowSocket.Load(),
+		RequestTimeouts: c.timeouts.Load(),
+		Resubscribes:    c.resubscribes.Load(),
+		IDCollisions:    c.collisions.Load(),
+		QueueDepth:      len(a.broadcasts) + len(a.requests) + len(a.responses),
+	}
+}

@@ -1,0 +1,33 @@
+package redisadapter
+
+import "errors"
+
+// Errors returned by the adapter. Callers branch on them with errors.Is; the
+// returned errors wrap them with the details (the namespace, the node count,
+// the Redis error underneath).
+var (
+	// ErrClosed is returned by every method of an Adapter (or Emitter) after
+	// Close, and by requests that were pending when Close was called.
+	ErrClosed = errors.New("redisadapter: closed")
+
+	// ErrTimeout is returned by a request when some nodes did not answer
+	// before its deadline. The request still returns what did arrive; the
+	// wrapping error says how many nodes answered.
+	ErrTimeout = errors.New("redisadapter: request timed out")
+
+	// ErrMessageTooLarge is returned when an encoded broadcast or request
+	// would exceed Options.MaxMessageSize. Receivers drop such messages.
+	ErrMessageTooLarge = errors.New("redisadapter: message too large")
+
+	// ErrUnknownNamespace is returned when an operation names a namespace
+	// that is not in Options.Namespaces.
+	ErrUnknownNamespace = errors.New("redisadapter: namespace not served by this adapter")
+
+	// ErrPublish is returned when Redis did not accept a publish (it is
+	// unreachable, refused the command, or the context ended first). The
+	// Redis error is wrapped too.
+	ErrPublish = errors.New("redisadapter: publish failed")
+
+	// ErrConfig is returned for an invalid connector, URL or option.
+	ErrConfig = errors.New("redisadapter: invalid configuration")
+)

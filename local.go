@@ -1,0 +1,272 @@
+package redisadapter
+
+// Local delivery: the sockets of this node and the per-socket queues that
+// keep one slow client from stalling the rest.
+//
+// Room membership stays in go-socket.io (conn.Join, server.ForEach); the
+// adapter only snapshots it. go-socket.io's own Send/SendAll call Emit while
+// holding the namespace lock and Emit blocks until the client's writer takes
+// the packet, so the adapter never emits under that lock: it collects the
+// target Conns, then hands each event to the socket's queue, drained by a
+// goroutine that exists only while the queue is not empty.
+
+import (
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	socketio "github.com/googollee/go-socket.io"
+)
+
+type namespace struct {
+	name string
+	ch   channels
+
+	mu           sync.RWMutex
+	sockets      map[string]*localSocket
+	onConnect    func(socketio.Conn) error
+	onDisconnect func(socketio.Conn, string)
+}
+
+func newNamespace(name string, ch channels) *namespace {
+	return &namespace{name: name, ch: ch, sockets: make(map[string]*localSocket)}
+}
+
+type localSocket struct {
+	conn      socketio.Conn
+	connected time.Time
+
+	mu      sync.Mutex
+	queue   []outEvent
+	pumping bool
+	gone    bool
+}
+
+type outEvent struct {
+	event string
+	args  []any
+	ack   func(any) // the client's acknowledgement, for broadcasts that want one
+}
+
+func (a *Adapter) onConnect(ns *namespace, conn socketio.Conn) error {
+	a.track(ns, conn)
+	ns.mu.RLock()
+	f := ns.onConnect
+	ns.mu.RUnlock()
+	if f != nil {
+		return f(conn)
+	}
+	return nil
+}
+
+// track registers conn (once: go-socket.io may report a connect twice).
+func (a *Adapter) track(ns *namespace, conn socketio.Conn) *localSocket {
+	id := conn.ID()
+	if !looksGenerated(id) {
+		a.stats.collisions.Add(1)
+		a.warnOnce.Do(func() {
+			a.log.Error("socket id does not come from redisadapter.SessionIDGenerator: go-socket.io's default ids are a per-process counter that collides across nodes, so remote operations by id may reach the wrong socket",
+				"id", id, "namespace", ns.name)
+		})
+	}
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	s, ok := ns.sockets[id]
+	if !ok {
+		s = &localSocket{conn: conn, connected: time.Now()}
+		ns.sockets[id] = s
+	}
+	return s
+}
+
+func (a *Adapter) onDisconnect(ns *namespace, conn socketio.Conn, reason string) {
+	ns.mu.Lock()
+	s := ns.sockets[conn.ID()]
+	delete(ns.sockets, conn.ID())
+	f := ns.onDisconnect
+	ns.mu.Unlock()
+	if s != nil {
+		s.mu.Lock()
+		s.gone, s.queue = true, nil
+		s.mu.Unlock()
+	}
+	if f != nil {
+		f(conn, reason)
+	}
+}
+
+// socketFor returns the tracked socket of conn. A conn the adapter never saw
+// connect means someone replaced its OnConnect handler; it is tracked from
+// here on, and the mistake is logged once.
+func (a *Adapter) socketFor(ns *namespace, conn socketio.Conn) *localSocket {
+	ns.mu.RLock()
+	s := ns.sockets[conn.ID()]
+	ns.mu.RUnlock()
+	if s != nil {
+		return s
+	}
+	a.log.Warn("socket was not seen connecting: register connect handlers with Adapter.OnConnect, not the server's OnConnect",
+		"id", conn.ID(), "namespace", ns.name)
+	return a.track(ns, conn)
+}
+
+// selectLocal returns this node's sockets matched by sel, each once.
+func (a *Adapter) selectLocal(ns *namespace, sel selector) []*localSocket {
+	var conns []socketio.Conn
+	switch {
+	case len(sel.Rooms) == 0:
+		ns.mu.RLock()
+		out := make([]*localSocket, 0, len(ns.sockets))
+		for _, s := range ns.sockets {
+			out = append(out, s)
+		}
+		ns.mu.RUnlock()
+		return a.except(ns, out, sel.Except)
+	case len(sel.Rooms) == 1:
+		a.server.ForEach(ns.name, sel.Rooms[0], func(c socketio.Conn) { conns = append(conns, c) })
+	default:
+		seen := make(map[string]struct{})
+		for _, room := range sel.Rooms {
+			a.server.ForEach(ns.name, room, func(c socketio.Conn) {
+				if _, dup := seen[c.ID()]; !dup {
+					seen[c.ID()] = struct{}{}
+					conns = append(conns, c)
+				}
+			})
+		}
+	}
+	out := make([]*localSocket, 0, len(conns))
+	for _, c := range conns {
+		out = append(out, a.socketFor(ns, c))
+	}
+	return a.except(ns, out, sel.Except)
+}
+
+// except removes from sockets those in any of the rooms.
+func (a *Adapter) except(ns *namespace, sockets []*localSocket, rooms []string) []*localSocket {
+	if len(rooms) == 0 || len(sockets) == 0 {
+		return sockets
+	}
+	excluded := make(map[string]struct{})
+	for _, room := range rooms {
+		a.server.ForEach(ns.name, room, func(c socketio.Conn) { excluded[c.ID()] = struct{}{} })
+	}
+	kept := sockets[:0]
+	for _, s := range sockets {
+		if _, ok := excluded[s.conn.ID()]; !ok {
+			kept = append(kept, s)
+		}
+	}
+	return kept
+}
+
+// hasLocalRoom reports whether any local socket is in room.
+func (a *Adapter) hasLocalRoom(ns *namespace, room string) bool {
+	return a.server.RoomLen(ns.name, room) > 0
+}
+
+// deliver queues event to every local socket matched by sel.
+func (a *Adapter) deliver(ns *namespace, sel selector, event string, args []any) {
+	args = emittable(args)
+	for _, s := range a.selectLocal(ns, sel) {
+		a.enqueue(s, outEvent{event: event, args: args})
+	}
+}
+
+// jsonNull stands for a nil argument: go-socket.io's Emit panics on a nil
+// argument (reflect.ValueOf(nil) is not a valid value), and this encodes as
+// the null the client expects.
+type jsonNull struct{}
+
+func (jsonNull) MarshalJSON() ([]byte, error) { return []byte("null"), nil }
+
+// emittable replaces nil arguments with jsonNull, copying args only if needed.
+func emittable(args []any) []any {
+	for i, v := range args {
+		if v == nil {
+			out := make([]any, len(args))
+			copy(out, args)
+			for j := i; j < len(out); j++ {
+				if out[j] == nil {
+					out[j] = jsonNull{}
+				}
+			}
+			return out
+		}
+	}
+	return args
+}
+
+// enqueue adds ev to s's queue, starting its drain if idle. A full queue
+// drops ev: the socket is not reading, and waiting for it would stall every
+// other socket of the node.
+func (a *Adapter) enqueue(s *localSocket, ev outEvent) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gone {
+		return
+	}
+	if len(s.queue) >= a.opts.SocketQueue {
+		a.stats.slowSocket.Add(1)
+		return
+	}
+	s.queue = append(s.queue, ev)
+	if !s.pumping {
+		s.pumping = a.spawn(func() { a.drain(s) })
+	}
+}
+
+// drain emits s's queued events in order, and returns when the queue is
+// empty, the socket is gone or the adapter is closing.
+func (a *Adapter) drain(s *localSocket) {
+	for {
+		s.mu.Lock()
+		batch := s.queue
+		if len(batch) == 0 || s.gone || a.isClosed() {
+			s.queue, s.pumping = nil, false
+			s.mu.Unlock()
+			return
+		}
+		s.queue = nil
+		s.mu.Unlock()
+		for _, ev := range batch {
+			a.emit(s, ev)
+		}
+	}
+}
+
+// emit calls Emit, which blocks until the client's writer takes the packet
+// and returns when the connection closes. A panic inside go-socket.io must
+// not take the node down with it.
+func (a *Adapter) emit(s *localSocket, ev outEvent) {
+	defer func() {
+		if r := recover(); r != nil {
+			a.log.Error("go-socket.io panicked emitting an event", "event", ev.event, "id", s.conn.ID(), "panic", fmt.Sprint(r))
+		}
+	}()
+	if ev.ack == nil {
+		s.conn.Emit(ev.event, ev.args...)
+		return
+	}
+	s.conn.Emit(ev.event, append(ev.args[:len(ev.args):len(ev.args)], func(v any) { ev.ack(v) })...)
+}
+
+// describe returns the RemoteSocket view of a local socket.
+func (a *Adapter) describe(s *localSocket) RemoteSocket {
+	data, err := json.Marshal(s.conn.Context())
+	if err != nil {
+		data = json.RawMessage("null")
+	}
+	rooms := s.conn.Rooms()
+	if rooms == nil {
+		rooms = []string{}
+	}
+	return RemoteSocket{
+		ID:        s.conn.ID(),
+		Handshake: handshakeOf(s.conn, s.connected),
+		Rooms:     rooms,
+		Data:      data,
+		Node:      a.uid,
+	}
+}

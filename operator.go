@@ -1,0 +1,215 @@
+package redisadapter
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+)
+
+// BroadcastOperator selects sockets of one namespace across the fleet, by
+// rooms and excluded rooms, and acts on them: Node's BroadcastOperator.
+// Get one from Adapter.Of or Adapter.To. It is a value: To, Except and Local
+// return a new operator and leave the receiver unchanged, so one can be
+// shared between goroutines.
+type BroadcastOperator struct {
+	a     *Adapter
+	ns    *namespace
+	err   error // the namespace is not served
+	sel   selector
+	local bool
+}
+
+// Of returns an operator on every socket of namespace nsp. If nsp is not in
+// Options.Namespaces, every method of the operator returns ErrUnknownNamespace.
+func (a *Adapter) Of(nsp string) BroadcastOperator {
+	ns, err := a.namespace(nsp)
+	return BroadcastOperator{a: a, ns: ns, err: err}
+}
+
+// To returns an operator on the sockets of the root namespace ("/") that are
+// in any of rooms; shorthand for a.Of("/").To(rooms...).
+func (a *Adapter) To(rooms ...string) BroadcastOperator { return a.Of("/").To(rooms...) }
+
+// To narrows the selection to sockets in any of rooms (added to those
+// already named). A socket in several of them is reached once.
+func (o BroadcastOperator) To(rooms ...string) BroadcastOperator {
+	o.sel.Rooms = appendNew(o.sel.Rooms, rooms)
+	return o
+}
+
+// Except leaves out sockets in any of rooms.
+func (o BroadcastOperator) Except(rooms ...string) BroadcastOperator {
+	o.sel.Except = appendNew(o.sel.Except, rooms)
+	return o
+}
+
+// Local restricts the operator to this node's sockets: nothing is published.
+func (o BroadcastOperator) Local() BroadcastOperator {
+	o.local = true
+	return o
+}
+
+// appendNew returns a copy of list with the items not already in it.
+func appendNew(list, items []string) []string {
+	out := slices.Clip(list)
+	for _, it := range items {
+		if !slices.Contains(out, it) {
+			out = append(out, it)
+		}
+	}
+	return out
+}
+
+func (o BroadcastOperator) check() error {
+	if o.err != nil {
+		return o.err
+	}
+	if o.a.isClosed() {
+		return ErrClosed
+	}
+	return nil
+}
+
+// Emit sends event with args to the selected sockets on every node. Args are
+// encoded once, with msgpack using their json struct tags, so clients on
+// any node receive the JSON they would get from a local emit. Local sockets
+// get the event even when publishing fails; the error (ErrPublish, or
+// ErrMessageTooLarge when the encoded event exceeds Options.MaxMessageSize)
+// then means other nodes did not. Emit returns within RequestTimeout.
+func (o BroadcastOperator) Emit(ctx context.Context, event string, args ...any) error {
+	if err := o.check(); err != nil {
+		return err
+	}
+	var payload []byte
+	if !o.local {
+		var err error
+		if payload, err = encodeBroadcast(o.a.uid, o.ns.name, o.sel, event, args); err != nil {
+			return err
+		}
+	}
+	o.a.deliver(o.ns, o.sel, event, args)
+	if o.local {
+		return nil
+	}
+	return o.a.publish(ctx, o.ns.ch.forRooms(o.sel.Rooms), payload)
+}
+
+// SocketsJoin makes the selected sockets, on every node, join rooms. This
+// node's sockets have joined when it returns; other nodes apply it when they
+// read the message (pub/sub: there is no acknowledgement, as in Node).
+func (o BroadcastOperator) SocketsJoin(ctx context.Context, rooms ...string) error {
+	return o.remote(ctx, typeRemoteJoin, rooms, false)
+}
+
+// SocketsLeave makes the selected sockets, on every node, leave rooms, like
+// SocketsJoin.
+func (o BroadcastOperator) SocketsLeave(ctx context.Context, rooms ...string) error {
+	return o.remote(ctx, typeRemoteLeave, rooms, false)
+}
+
+// DisconnectSockets disconnects the selected sockets on every node, like
+// SocketsJoin. go-socket.io cannot leave one namespace only, so a Go node
+// closes the connection whatever close says; a Node.js node honours it.
+func (o BroadcastOperator) DisconnectSockets(ctx context.Context, close bool) error {
+	return o.remote(ctx, typeRemoteDisconnect, nil, close)
+}
+
+func (o BroadcastOperator) remote(ctx context.Context, typ requestType, rooms []string, closeConn bool) error {
+	if err := o.check(); err != nil {
+		return err
+	}
+	if typ != typeRemoteDisconnect && len(rooms) == 0 {
+		return nil
+	}
+	o.a.applyLocal(o.ns, typ, o.sel, rooms, closeConn)
+	if o.local {
+		return nil
+	}
+	sel := o.sel.wire()
+	req := request{UID: o.a.uid, Type: typ, Opts: &sel, Rooms: rooms}
+	if typ == typeRemoteDisconnect {
+		req.Close = &closeConn
+	}
+	payload, err := json.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("redisadapter: encode %s: %w", typ, err)
+	}
+	return o.a.publish(ctx, o.ns.ch.request, payload)
+}
+
+// FetchSockets returns the selected sockets of every node, this one's first.
+// When some node does not answer in time it returns the sockets that arrived
+// and an error wrapping ErrTimeout. A socket id reported by two nodes means
+// colliding ids (see SessionIDGenerator): it is logged and counted in
+// Stats.IDCollisions.
+func (o BroadcastOperator) FetchSockets(ctx context.Context) ([]RemoteSocket, error) {
+	if err := o.check(); err != nil {
+		return nil, err
+	}
+	var out []RemoteSocket
+	for _, s := range o.a.selectLocal(o.ns, o.sel) {
+		out = append(out, o.a.describe(s))
+	}
+	if o.local {
+		return out, nil
+	}
+	sel := o.sel.wire()
+	p, err := o.a.ask(ctx, o.ns, request{Type: typeRemoteFetch, Opts: &sel})
+	if p == nil {
+		return out, err
+	}
+	out = append(out, p.sockets...)
+	ids := make([]string, len(out))
+	for i, s := range out {
+		ids[i] = s.ID
+	}
+	o.a.checkCollisions(o.ns, ids)
+	return out, err
+}
+
+// CountSockets returns how many sockets are selected across the fleet: the
+// size of a room (or of several) cluster-wide. Without Except it asks only
+// for socket ids; with Except it fetches the sockets. Errors are those of
+// FetchSockets; the count then covers the nodes that answered.
+func (o BroadcastOperator) CountSockets(ctx context.Context) (int, error) {
+	if err := o.check(); err != nil {
+		return 0, err
+	}
+	if len(o.sel.Except) > 0 {
+		sockets, err := o.FetchSockets(ctx)
+		return len(sockets), err
+	}
+	var ids []string
+	for _, s := range o.a.selectLocal(o.ns, o.sel) {
+		ids = append(ids, s.conn.ID())
+	}
+	if o.local {
+		return len(ids), nil
+	}
+	rooms := o.sel.wire().Rooms
+	p, err := o.a.ask(ctx, o.ns, request{Type: typeSockets, Rooms: rooms})
+	if p == nil {
+		return len(ids), err
+	}
+	ids = append(ids, p.ids...)
+	return len(ids) - o.a.checkCollisions(o.ns, ids), err
+}
+
+// checkCollisions logs and counts ids that appear more than once (each
+// node reports a socket once, so a repeat means two nodes share an id), and
+// returns how many repeats there were.
+func (a *Adapter) checkCollisions(ns *namespace, ids []string) int {
+	seen := make(map[string]struct{}, len(ids))
+	repeats := 0
+	for _, id := range ids {
+		if _, dup := seen[id]; dup {
+			repeats++
+			a.log.Error("socket id held by two nodes: use redisadapter.SessionIDGenerator on every server", "id", id, "namespace", ns.name)
+			continue
+		}
+		seen[id] = struct{}{}
+	}
+	a.stats.collisions.Add(uint64(repeats))
+	return repeats
+}

@@ -1,0 +1,391 @@
+package redisadapter
+
+// Requests between nodes: the requester's side (pending requests, finished
+// when every other node answered or failed at the deadline) and the
+// answering side.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/redis/rueidis"
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+type pendingRequest struct {
+	typ      requestType
+	expected int // answers awaited: the other subscribers of the request channel
+	answers  int
+	finished bool // answers == expected, or the requester stopped waiting
+	err      error
+	done     chan struct{}
+
+	sockets []RemoteSocket
+	ids     []string
+	rooms   []string
+	acks    []json.RawMessage
+}
+
+// serverCount returns how many nodes (Go or Node.js, this one included)
+// subscribe to the namespace's request channel: Node's serverCount.
+func (a *Adapter) serverCount(ctx context.Context, ns *namespace) (int, error) {
+	counts, err := a.client.Do(ctx, a.client.B().PubsubNumsub().Channel(ns.ch.request).Build()).AsIntMap()
+	if err != nil {
+		return 0, fmt.Errorf("redisadapter: PUBSUB NUMSUB: %w", err)
+	}
+	return int(counts[ns.ch.request]), nil
+}
+
+// ask publishes req to the other nodes of ns and collects their answers
+// until all arrived, the request timeout passed, or ctx ended. It returns
+// what arrived in every case; the error says why it stopped early.
+func (a *Adapter) ask(ctx context.Context, ns *namespace, req request) (*pendingRequest, error) {
+	if a.isClosed() {
+		return nil, ErrClosed
+	}
+	ctx, cancel := context.WithTimeout(ctx, a.opts.RequestTimeout)
+	defer cancel()
+	n, err := a.serverCount(ctx, ns)
+	if err != nil {
+		return nil, err
+	}
+	p := &pendingRequest{typ: req.Type, expected: n - 1, done: make(chan struct{})}
+	if p.expected <= 0 {
+		return p, nil
+	}
+	req.UID, req.RequestID = a.uid, randomID(8)
+	payload, err := json.Marshal(req)
+	if err != nil {
+		return nil, fmt.Errorf("redisadapter: encode %s request: %w", req.Type, err)
+	}
+	a.pendingMu.Lock()
+	if a.isClosed() {
+		a.pendingMu.Unlock()
+		return nil, ErrClosed
+	}
+	a.pending[req.RequestID] = p
+	a.pendingMu.Unlock()
+
+	err = a.publish(ctx, ns.ch.request, payload)
+	if err == nil {
+		select {
+		case <-p.done:
+		case <-ctx.Done():
+		}
+	}
+	a.pendingMu.Lock()
+	delete(a.pending, req.RequestID)
+	p.finished = true
+	a.pendingMu.Unlock()
+	switch {
+	case err != nil:
+		return p, err
+	case p.err != nil:
+		return p, p.err
+	case p.answers >= p.expected:
+		return p, nil
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		a.stats.timeouts.Add(1)
+		return p, fmt.Errorf("%w: %s: %d of %d other nodes answered: %w", ErrTimeout, req.Type, p.answers, p.expected, ctx.Err())
+	default:
+		return p, fmt.Errorf("redisadapter: %s: %w", req.Type, ctx.Err())
+	}
+}
+
+// failPending ends every pending request with ErrClosed.
+func (a *Adapter) failPending() {
+	a.pendingMu.Lock()
+	defer a.pendingMu.Unlock()
+	for id, p := range a.pending {
+		p.err, p.finished = ErrClosed, true
+		close(p.done)
+		delete(a.pending, id)
+	}
+}
+
+// handleResponse adds an answer to its pending request. Answers past the
+// expected count, or to a request no longer pending, are ignored, so a flood
+// of answers cannot grow memory.
+func (a *Adapter) handleResponse(m rueidis.PubSubMessage) {
+	r, err := decodeResponse(m.Message)
+	if err != nil {
+		a.dropped(m, err)
+		return
+	}
+	a.pendingMu.Lock()
+	p := a.pending[r.RequestID]
+	a.pendingMu.Unlock()
+	if p == nil {
+		return // another node's request, or one that already ended
+	}
+	// Decode outside the lock; p.typ never changes.
+	var sockets []RemoteSocket
+	var ids []string
+	switch p.typ {
+	case typeRemoteFetch:
+		err = json.Unmarshal(r.Sockets, &sockets)
+		for i := range sockets {
+			sockets[i].Node = r.UID
+		}
+	case typeSockets:
+		err = json.Unmarshal(r.Sockets, &ids)
+	}
+	if err != nil {
+		a.dropped(m, err)
+	}
+	a.pendingMu.Lock()
+	defer a.pendingMu.Unlock()
+	if p.finished {
+		return
+	}
+	switch p.typ {
+	case typeRemoteFetch:
+		p.sockets = append(p.sockets, sockets...)
+	case typeSockets:
+		p.ids = append(p.ids, ids...)
+	case typeAllRooms:
+		p.rooms = append(p.rooms, r.Rooms...)
+	case typeServerSideEmit:
+		ack := r.Data
+		if ack == nil {
+			ack = json.RawMessage("null") // Node leaves out an undefined ack
+		}
+		p.acks = append(p.acks, ack)
+	}
+	p.answers++
+	if p.answers >= p.expected {
+		p.finished = true
+		close(p.done)
+	}
+}
+
+// handleRequest answers or applies a request from another node. A request
+// for a namespace this node does not serve never gets here: the node does
+// not subscribe to its channel.
+func (a *Adapter) handleRequest(m rueidis.PubSubMessage) {
+	ns := a.byRequest[m.Channel]
+	r, err := decodeRequest(m.Message)
+	if err != nil {
+		a.dropped(m, err)
+		return
+	}
+	if r.UID == a.uid {
+		// Node applies its own join/leave/disconnect when they come back;
+		// this adapter applied them before publishing.
+		return
+	}
+	switch r.Type {
+	case typeSockets:
+		ids := []string{}
+		for _, s := range a.selectLocal(ns, selector{Rooms: r.Rooms}) {
+			ids = append(ids, s.conn.ID())
+		}
+		a.respond(ns, r, map[string]any{"requestId": r.RequestID, "uid": a.uid, "sockets": ids})
+	case typeAllRooms:
+		rooms := a.server.Rooms(ns.name)
+		if rooms == nil {
+			rooms = []string{}
+		}
+		a.respond(ns, r, map[string]any{"requestId": r.RequestID, "uid": a.uid, "rooms": rooms})
+	case typeRemoteJoin, typeRemoteLeave, typeRemoteDisconnect:
+		if r.Opts != nil {
+			a.applyLocal(ns, r.Type, *r.Opts, r.Rooms, r.Close != nil && *r.Close)
+			return
+		}
+		// The legacy per-socket form: {sid, room, requestId}, answered.
+		sel := selector{Rooms: []string{r.SID}}
+		if r.SID == "" || len(a.selectLocal(ns, sel)) == 0 {
+			return
+		}
+		a.applyLocal(ns, r.Type, sel, []string{r.Room}, r.Close != nil && *r.Close)
+		a.respond(ns, r, map[string]any{"requestId": r.RequestID})
+	case typeRemoteFetch:
+		var sel selector
+		if r.Opts != nil {
+			sel = *r.Opts
+		}
+		sockets := []RemoteSocket{}
+		for _, s := range a.selectLocal(ns, sel) {
+			sockets = append(sockets, a.describe(s))
+		}
+		a.respond(ns, r, map[string]any{"requestId": r.RequestID, "uid": a.uid, "sockets": sockets})
+	case typeServerSideEmit:
+		a.serveServerSideEmit(ns, r)
+	case typeBroadcast:
+		a.serveBroadcastWithAck(ns, r)
+	default:
+		a.dropped(m, fmt.Errorf("%w: unknown request type %d", errMalformed, r.Type))
+	}
+}
+
+// applyLocal joins, leaves or disconnects the local sockets matched by sel.
+// Join and Leave are called outside go-socket.io's ForEach: inside it they
+// deadlock.
+func (a *Adapter) applyLocal(ns *namespace, typ requestType, sel selector, rooms []string, closeConn bool) {
+	for _, s := range a.selectLocal(ns, sel) {
+		switch typ {
+		case typeRemoteJoin:
+			for _, room := range rooms {
+				s.conn.Join(room)
+			}
+		case typeRemoteLeave:
+			for _, room := range rooms {
+				s.conn.Leave(room)
+			}
+		case typeRemoteDisconnect:
+			// go-socket.io has no namespace-only disconnect: close either way.
+			_ = s.conn.Close()
+		}
+	}
+}
+
+// serveServerSideEmit calls the registered handler and, when the sender
+// wants an acknowledgement, answers with what it returned. Without a
+// handler there is no answer, as in Node.
+func (a *Adapter) serveServerSideEmit(ns *namespace, r request) {
+	var data []json.RawMessage
+	var event string
+	if json.Unmarshal(r.Data, &data) != nil || len(data) == 0 || json.Unmarshal(data[0], &event) != nil {
+		a.stats.malformed.Add(1)
+		return
+	}
+	h := a.serverSideHandler(ns.name, event)
+	if h == nil {
+		return
+	}
+	ack, ok := a.callHandler(h, event, data[1:])
+	if !ok || r.RequestID == "" {
+		return
+	}
+	ackJSON, err := json.Marshal(ack)
+	if err != nil {
+		a.log.Error("serverSideEmit handler returned a value JSON cannot encode", "event", event, "err", err)
+		return
+	}
+	a.respond(ns, r, map[string]any{"type": typeServerSideEmit, "requestId": r.RequestID, "data": json.RawMessage(ackJSON)})
+}
+
+func (a *Adapter) callHandler(h ServerSideHandler, event string, args []json.RawMessage) (ack any, ok bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			a.log.Error("serverSideEmit handler panicked", "event", event, "panic", fmt.Sprint(p))
+			ok = false
+		}
+	}()
+	return h(args), true
+}
+
+// serveBroadcastWithAck delivers a broadcast that wants acknowledgements
+// (Node's emitWithAck / timeout().emit(..., cb)), answers with how many
+// local clients got it, then with each client's acknowledgement.
+func (a *Adapter) serveBroadcastWithAck(ns *namespace, r request) {
+	f := r.frame
+	if f.event == "" || f.nsp != ns.name {
+		a.stats.malformed.Add(1)
+		return
+	}
+	targets := a.selectLocal(ns, f.sel)
+	a.respond(ns, r, map[string]any{"type": typeBroadcastClientCount, "requestId": r.RequestID, "clientCount": len(targets)})
+	args := emittable(f.args)
+	for _, s := range targets {
+		a.enqueue(s, outEvent{event: f.event, args: args, ack: func(v any) {
+			payload, err := msgpack.Marshal(map[string]any{"type": typeBroadcastAck, "requestId": r.RequestID, "packet": v})
+			if err != nil {
+				a.log.Warn("acknowledgement not sent", "event", f.event, "err", err)
+				return
+			}
+			a.publishResponse(ns, r, payload)
+		}})
+	}
+}
+
+// respond publishes a JSON answer to the requester's own response channel,
+// which every node (Go or Node.js) subscribes to: unlike the shared one, it
+// spares the other nodes from reading the answer.
+func (a *Adapter) respond(ns *namespace, r request, body map[string]any) {
+	payload, err := json.Marshal(body)
+	if err != nil {
+		a.log.Error("encode response", "type", r.Type, "err", err)
+		return
+	}
+	a.publishResponse(ns, r, payload)
+}
+
+func (a *Adapter) publishResponse(ns *namespace, r request, payload []byte) {
+	channel := ns.ch.response
+	if r.UID != "" {
+		channel = ns.ch.responseTo(r.UID)
+	}
+	if err := a.publish(context.Background(), channel, payload); err != nil {
+		a.log.Warn("answer not sent", "type", r.Type, "err", err)
+	}
+}
+
+// publish sends payload on channel, within RequestTimeout at most.
+func (a *Adapter) publish(ctx context.Context, channel string, payload []byte) error {
+	if len(payload) > a.opts.MaxMessageSize {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrMessageTooLarge, len(payload), a.opts.MaxMessageSize)
+	}
+	ctx, cancel := context.WithTimeout(ctx, a.opts.RequestTimeout)
+	defer cancel()
+	cmd := a.client.B().Publish().Channel(channel).Message(rueidis.BinaryString(payload)).Build()
+	if err := a.client.Do(ctx, cmd).Error(); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrPublish, channel, err)
+	}
+	a.stats.published.Add(1)
+	return nil
+}
+
+// AllRooms returns every room of namespace nsp across the fleet, sorted,
+// private socket-id rooms included (as in Node). When some node does not
+// answer in time it returns the rooms that arrived and an error wrapping
+// ErrTimeout.
+func (a *Adapter) AllRooms(ctx context.Context, nsp string) ([]string, error) {
+	ns, err := a.namespace(nsp)
+	if err != nil {
+		return nil, err
+	}
+	p, err := a.ask(ctx, ns, request{Type: typeAllRooms})
+	if p == nil {
+		return nil, err
+	}
+	rooms := append(a.server.Rooms(ns.name), p.rooms...)
+	slices.Sort(rooms)
+	return slices.Compact(rooms), err
+}
+
+// ServerCount returns how many servers (Go or Node.js, this one included)
+// serve the first of Options.Namespaces ("/" by default), from PUBSUB
+// NUMSUB as in Node.
+func (a *Adapter) ServerCount(ctx context.Context) (int, error) {
+	if a.isClosed() {
+		return 0, ErrClosed
+	}
+	return a.serverCount(ctx, a.namespaces[a.opts.Namespaces[0]])
+}
+
+// ServerSideEmit sends event with args to the other servers of namespace
+// nsp (not to clients), where OnServerSideEmit handlers (or Node's
+// io.on(event)) receive it, and returns each server's acknowledgement as
+// JSON. Servers without a handler for event do not answer, as in Node, so
+// the call then waits until the request timeout. When some server does not
+// answer in time it returns the answers that arrived and an error wrapping
+// ErrTimeout.
+func (a *Adapter) ServerSideEmit(ctx context.Context, nsp, event string, args ...any) ([]json.RawMessage, error) {
+	ns, err := a.namespace(nsp)
+	if err != nil {
+		return nil, err
+	}
+	data, err := json.Marshal(append([]any{event}, args...))
+	if err != nil {
+		return nil, fmt.Errorf("redisadapter: serverSideEmit %q: %w", event, err)
+	}
+	p, err := a.ask(ctx, ns, request{Type: typeServerSideEmit, Data: data})
+	if p == nil {
+		return nil, err
+	}
+	return p.acks, err
+}

@@ -1,0 +1,460 @@
+package redisadapter
+
+// The wire format of @socket.io/redis-adapter 8.x (the classic adapter:
+// PUBLISH/SUBSCRIBE), followed exactly so Go and Node.js servers can share
+// one Redis:
+//
+//   - broadcasts: msgpack [uid, packet, opts] on "<key>#<nsp>#" or, for
+//     exactly one room, "<key>#<nsp>#<room>#"; packet is
+//     {type: 2, data: [event, ...args], nsp}, opts is
+//     {rooms: [...], except: [...], flags: {}};
+//   - requests: JSON {uid, requestId, type, ...} on "<key>-request#<nsp>#"
+//     (type 7 is msgpack);
+//   - responses: JSON {requestId, ...} on "<key>-response#<nsp>#" or on the
+//     requester's own "<key>-response#<nsp>#<uid>#".
+//
+// Every decoder here returns an error for input it cannot use; none panics.
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// requestType is the "type" field of a request or response, numbered as in
+// Node's RequestType enum.
+type requestType int
+
+const (
+	typeSockets              requestType = 0
+	typeAllRooms             requestType = 1
+	typeRemoteJoin           requestType = 2
+	typeRemoteLeave          requestType = 3
+	typeRemoteDisconnect     requestType = 4
+	typeRemoteFetch          requestType = 5
+	typeServerSideEmit       requestType = 6
+	typeBroadcast            requestType = 7
+	typeBroadcastClientCount requestType = 8
+	typeBroadcastAck         requestType = 9
+)
+
+func (t requestType) String() string {
+	switch t {
+	case typeSockets:
+		return "sockets"
+	case typeAllRooms:
+		return "allRooms"
+	case typeRemoteJoin:
+		return "socketsJoin"
+	case typeRemoteLeave:
+		return "socketsLeave"
+	case typeRemoteDisconnect:
+		return "disconnectSockets"
+	case typeRemoteFetch:
+		return "fetchSockets"
+	case typeServerSideEmit:
+		return "serverSideEmit"
+	case typeBroadcast:
+		return "broadcastWithAck"
+	}
+	return fmt.Sprintf("type %d", int(t))
+}
+
+// Packet types of the socket.io protocol that a broadcast may carry.
+const (
+	packetEvent       = 2
+	packetBinaryEvent = 5
+)
+
+// channels holds the channel names of one namespace. They are built here and
+// nowhere else.
+type channels struct {
+	broadcast string // "<key>#<nsp>#"; a room channel appends "<room>#"
+	request   string // "<key>-request#<nsp>#"
+	response  string // "<key>-response#<nsp>#"; a node's own appends "<uid>#"
+}
+
+func newChannels(key, nsp string) channels {
+	return channels{
+		broadcast: key + "#" + nsp + "#",
+		request:   key + "-request#" + nsp + "#",
+		response:  key + "-response#" + nsp + "#",
+	}
+}
+
+// pattern is what a node PSUBSCRIBEs to get every broadcast of the namespace.
+func (c channels) pattern() string { return c.broadcast + "*" }
+
+// forRooms is the channel a broadcast is published on: the room's own channel
+// when it targets exactly one room (receivers without that room skip decoding).
+func (c channels) forRooms(rooms []string) string {
+	if len(rooms) == 1 {
+		return c.broadcast + rooms[0] + "#"
+	}
+	return c.broadcast
+}
+
+// responseTo is the response channel of the node with the given uid.
+func (c channels) responseTo(uid string) string { return c.response + uid + "#" }
+
+// roomOf returns the room named by a broadcast channel ("" for the
+// namespace-wide channel) and whether the channel belongs to c at all.
+func (c channels) roomOf(channel string) (string, bool) {
+	if !strings.HasPrefix(channel, c.broadcast) {
+		return "", false
+	}
+	rest := channel[len(c.broadcast):]
+	if rest == "" {
+		return "", true
+	}
+	if !strings.HasSuffix(rest, "#") {
+		return "", false
+	}
+	return rest[:len(rest)-1], true
+}
+
+// selector chooses sockets: those in any of Rooms (all when empty) and in
+// none of Except. It is the "opts" object of the wire format.
+type selector struct {
+	Rooms  []string `json:"rooms" msgpack:"rooms"`
+	Except []string `json:"except" msgpack:"except"`
+}
+
+// wire returns s with nil slices replaced by empty ones: Node reads them with
+// new Set(...) and the spread operator, and the capture shows [] not null.
+func (s selector) wire() selector {
+	if s.Rooms == nil {
+		s.Rooms = []string{}
+	}
+	if s.Except == nil {
+		s.Except = []string{}
+	}
+	return s
+}
+
+// broadcastFrame is a decoded broadcast.
+type broadcastFrame struct {
+	uid   string
+	nsp   string
+	event string
+	args  []any
+	sel   selector
+}
+
+var errMalformed = errors.New("malformed message")
+
+func malformed(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{errMalformed}, args...)...)
+}
+
+// newEncoder returns a msgpack encoder that writes to buf and encodes Go
+// structs by their json tags, so a value reaches a client on another node
+// with the same field names it would have if emitted locally.
+func newEncoder(buf *bytes.Buffer) *msgpack.Encoder {
+	enc := msgpack.NewEncoder(buf)
+	enc.SetCustomStructTag("json")
+	enc.UseCompactInts(true)
+	return enc
+}
+
+// encodeBroadcast encodes [uid, {type, data: [event, ...args], nsp}, {rooms, except, flags}].
+func encodeBroadcast(uid, nsp string, sel selector, event string, args []any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := newEncoder(&buf)
+	sel = sel.wire()
+	err := errors.Join(
+		enc.EncodeArrayLen(3),
+		enc.EncodeString(uid),
+		enc.EncodeMapLen(3),
+		enc.EncodeString("type"), enc.EncodeInt(packetEvent),
+		enc.EncodeString("data"), encodeEventData(enc, event, args),
+		enc.EncodeString("nsp"), enc.EncodeString(nsp),
+		enc.EncodeMapLen(3),
+		enc.EncodeString("rooms"), enc.Encode(sel.Rooms),
+		enc.EncodeString("except"), enc.Encode(sel.Except),
+		enc.EncodeString("flags"), enc.EncodeMapLen(0),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("redisadapter: encode %q: %w", event, err)
+	}
+	return buf.Bytes(), nil
+}
+
+func encodeEventData(enc *msgpack.Encoder, event string, args []any) error {
+	if err := enc.EncodeArrayLen(1 + len(args)); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(event); err != nil {
+		return err
+	}
+	for _, a := range args {
+		if err := enc.Encode(a); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// newDecoder returns a msgpack decoder over s that decodes numbers loosely
+// (int64, uint64, float64) and maps as map[string]any.
+func newDecoder(s string) *msgpack.Decoder {
+	dec := msgpack.NewDecoder(strings.NewReader(s))
+	dec.UseLooseInterfaceDecoding(true)
+	return dec
+}
+
+// decodeBroadcast decodes a broadcast frame. A missing packet nsp means "/".
+func decodeBroadcast(msg string) (broadcastFrame, error) {
+	var f broadcastFrame
+	dec := newDecoder(msg)
+	n, err := dec.DecodeArrayLen()
+	if err != nil || n != 3 {
+		return f, malformed("broadcast is not a 3-element array")
+	}
+	if f.uid, err = dec.DecodeString(); err != nil {
+		return f, malformed("broadcast uid: %v", err)
+	}
+	typ, err := decodePacket(dec, &f)
+	if err != nil {
+		return f, err
+	}
+	if typ != packetEvent && typ != packetBinaryEvent {
+		return f, malformed("broadcast packet type %d", typ)
+	}
+	if f.sel, err = decodeSelector(dec); err != nil {
+		return f, err
+	}
+	if _, err := dec.PeekCode(); err == nil {
+		return f, malformed("trailing bytes after broadcast")
+	}
+	return f, nil
+}
+
+// decodePacket reads a socket.io packet map {type, data, nsp} into f and
+// returns its type.
+func decodePacket(dec *msgpack.Decoder, f *broadcastFrame) (int, error) {
+	n, err := dec.DecodeMapLen()
+	if err != nil || n < 0 {
+		return 0, malformed("packet is not a map")
+	}
+	typ, haveData := -1, false
+	f.nsp = "/"
+	for range n {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return 0, malformed("packet key: %v", err)
+		}
+		switch key {
+		case "type":
+			if typ, err = dec.DecodeInt(); err != nil {
+				return 0, malformed("packet type: %v", err)
+			}
+		case "nsp":
+			if f.nsp, err = dec.DecodeString(); err != nil {
+				return 0, malformed("packet nsp: %v", err)
+			}
+		case "data":
+			if f.event, f.args, err = decodeEventData(dec); err != nil {
+				return 0, err
+			}
+			haveData = true
+		default:
+			if err := dec.Skip(); err != nil {
+				return 0, malformed("packet field %q: %v", key, err)
+			}
+		}
+	}
+	if !haveData {
+		return 0, malformed("packet without data")
+	}
+	return typ, nil
+}
+
+// decodeEventData reads [event, ...args].
+func decodeEventData(dec *msgpack.Decoder) (string, []any, error) {
+	n, err := dec.DecodeArrayLen()
+	if err != nil || n < 1 {
+		return "", nil, malformed("event data is not a non-empty array")
+	}
+	event, err := dec.DecodeString()
+	if err != nil {
+		return "", nil, malformed("event name: %v", err)
+	}
+	args := make([]any, 0, min(n-1, 64))
+	for range n - 1 {
+		v, err := dec.DecodeInterfaceLoose()
+		if err != nil {
+			return "", nil, malformed("event %q argument: %v", event, err)
+		}
+		args = append(args, v)
+	}
+	return event, args, nil
+}
+
+// decodeSelector reads {rooms, except, flags}; flags are skipped (local is
+// never published, the others do not change what a receiver does).
+func decodeSelector(dec *msgpack.Decoder) (selector, error) {
+	var s selector
+	n, err := dec.DecodeMapLen()
+	if err != nil || n < 0 {
+		return s, malformed("broadcast opts is not a map")
+	}
+	for range n {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return s, malformed("opts key: %v", err)
+		}
+		switch key {
+		case "rooms":
+			s.Rooms, err = decodeStrings(dec)
+		case "except":
+			s.Except, err = decodeStrings(dec)
+		default:
+			err = dec.Skip()
+		}
+		if err != nil {
+			return s, malformed("opts %q: %v", key, err)
+		}
+	}
+	return s, nil
+}
+
+func decodeStrings(dec *msgpack.Decoder) ([]string, error) {
+	n, err := dec.DecodeArrayLen()
+	if err != nil || n <= 0 {
+		return nil, err
+	}
+	out := make([]string, 0, min(n, 64))
+	for range n {
+		s, err := dec.DecodeString()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// request is a request between nodes. Zero fields are left out, as Node
+// leaves them out; each type sets the fields Node sets for it.
+type request struct {
+	UID       string          `json:"uid"`
+	RequestID string          `json:"requestId,omitempty"`
+	Type      requestType     `json:"type"`
+	Opts      *selector       `json:"opts,omitempty"`
+	Rooms     []string        `json:"rooms,omitempty"`
+	Close     *bool           `json:"close,omitempty"`
+	Data      json.RawMessage `json:"data,omitempty"`
+
+	// The legacy per-socket form of join/leave/disconnect.
+	SID  string `json:"sid,omitempty"`
+	Room string `json:"room,omitempty"`
+
+	// Type 7 (broadcast with acknowledgements) only; it comes as msgpack.
+	frame broadcastFrame
+}
+
+// decodeRequest decodes a request: JSON when it starts with '{', else msgpack
+// (Node sends type 7 that way).
+func decodeRequest(msg string) (request, error) {
+	var r request
+	if strings.HasPrefix(msg, "{") {
+		if err := json.Unmarshal([]byte(msg), &r); err != nil {
+			return r, malformed("request: %v", err)
+		}
+		return r, nil
+	}
+	return decodeMsgpackRequest(msg)
+}
+
+// decodeMsgpackRequest decodes the msgpack map {uid, requestId, type, packet, opts}.
+func decodeMsgpackRequest(msg string) (request, error) {
+	var r request
+	dec := newDecoder(msg)
+	n, err := dec.DecodeMapLen()
+	if err != nil || n < 0 {
+		return r, malformed("request is neither JSON nor a msgpack map")
+	}
+	r.Type = -1
+	for range n {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return r, malformed("request key: %v", err)
+		}
+		switch key {
+		case "uid":
+			r.UID, err = dec.DecodeString()
+		case "requestId":
+			r.RequestID, err = dec.DecodeString()
+		case "type":
+			var t int
+			t, err = dec.DecodeInt()
+			r.Type = requestType(t)
+		case "packet":
+			_, err = decodePacket(dec, &r.frame)
+		case "opts":
+			r.frame.sel, err = decodeSelector(dec)
+		default:
+			err = dec.Skip()
+		}
+		if err != nil {
+			return r, malformed("request %q: %v", key, err)
+		}
+	}
+	r.frame.uid = r.UID
+	return r, nil
+}
+
+// response is a response to a request, decoded from any node. UID is ours:
+// Go nodes add it so a requester knows which node holds a fetched socket;
+// Node.js nodes leave it out.
+type response struct {
+	Type        requestType     `json:"type,omitempty"`
+	RequestID   string          `json:"requestId"`
+	UID         string          `json:"uid,omitempty"`
+	Rooms       []string        `json:"rooms,omitempty"`
+	Sockets     json.RawMessage `json:"sockets,omitempty"`
+	Data        json.RawMessage `json:"data,omitempty"`
+	ClientCount int             `json:"clientCount,omitempty"`
+}
+
+// decodeResponse decodes a response. Msgpack responses (type 9, acks of a
+// broadcast with acknowledgements) yield only their requestId and type.
+func decodeResponse(msg string) (response, error) {
+	var r response
+	if strings.HasPrefix(msg, "{") {
+		if err := json.Unmarshal([]byte(msg), &r); err != nil {
+			return r, malformed("response: %v", err)
+		}
+		return r, nil
+	}
+	dec := newDecoder(msg)
+	n, err := dec.DecodeMapLen()
+	if err != nil || n < 0 {
+		return r, malformed("response is neither JSON nor a msgpack map")
+	}
+	for range n {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return r, malformed("response key: %v", err)
+		}
+		switch key {
+		case "requestId":
+			r.RequestID, err = dec.DecodeString()
+		case "type":
+			var t int
+			t, err = dec.DecodeInt()
+			r.Type = requestType(t)
+		default:
+			err = dec.Skip()
+		}
+		if err != nil {
+			return r, malformed("response %q: %v", key, err)
+		}
+	}
+	return r, nil
+}
