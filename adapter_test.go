@@ -1,0 +1,354 @@
+package redisadapter_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	socketio "github.com/googollee/go-socket.io"
+	"github.com/redis/rueidis"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/blogstack/redisadapter"
+	"github.com/blogstack/redisadapter/internal/redistest"
+	"github.com/blogstack/redisadapter/internal/siotest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// testcontainers' Docker client keeps idle HTTP connections and a
+		// log producer goroutine per process, not per test.
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreAnyFunction("github.com/testcontainers/testcontainers-go.(*Reaper).connect.func1"),
+	)
+}
+
+// suite is the behaviour every connector must have; each backend runs it.
+func suite(t *testing.T, connect func(t *testing.T) redisadapter.Connector) {
+	t.Run("BroadcastRoomAcrossNodes", func(t *testing.T) {
+		c := connect(t)
+		a, b := startNode(t, c, nil), startNode(t, c, nil)
+		a1, b1, b2 := a.client(t, "post:1"), b.client(t, "post:1"), b.client(t)
+		require.NoError(t, a.a.To("post:1").Emit(bg(t), "comment", map[string]any{"text": "hi", "n": 1}))
+		expect(t, a1, "comment", `{"n":1,"text":"hi"}`)
+		expect(t, b1, "comment", `{"n":1,"text":"hi"}`)
+		// b2 is not in the room: the next thing it sees is the namespace-wide event.
+		require.NoError(t, a.a.Of("/").Emit(bg(t), "all", "x", nil, 2))
+		expect(t, b2, "all", `"x"`, `null`, `2`)
+		expect(t, b1, "all", `"x"`, `null`, `2`)
+		expect(t, a1, "all", `"x"`, `null`, `2`)
+	})
+
+	t.Run("SeveralRoomsOnceAndExcept", func(t *testing.T) {
+		c := connect(t)
+		a, b := startNode(t, c, nil), startNode(t, c, nil)
+		both := b.client(t, "r1", "r2")
+		vip := b.client(t, "r1", "vip")
+		only2 := a.client(t, "r2")
+		require.NoError(t, a.a.To("r1", "r2").Except("vip").Emit(bg(t), "m", 1))
+		require.NoError(t, a.a.To("r1", "r2").Emit(bg(t), "m", 2))
+		expect(t, both, "m", "1")
+		expect(t, both, "m", "2") // once each, not twice
+		expect(t, vip, "m", "2")  // excluded from the first
+		expect(t, only2, "m", "1")
+		expect(t, only2, "m", "2")
+	})
+
+	t.Run("LocalOnly", func(t *testing.T) {
+		c := connect(t)
+		a, b := startNode(t, c, nil), startNode(t, c, nil)
+		ac, bc := a.client(t, "r"), b.client(t, "r")
+		require.NoError(t, a.a.To("r").Local().Emit(bg(t), "local", 1))
+		require.NoError(t, a.a.To("r").Emit(bg(t), "global", 2))
+		expect(t, ac, "local", "1")
+		expect(t, ac, "global", "2")
+		expect(t, bc, "global", "2")
+	})
+
+	t.Run("Namespaces", func(t *testing.T) {
+		c := connect(t)
+		opts := &redisadapter.Options{Namespaces: []string{"/", "/chat"}}
+		a, b := startNode(t, c, opts), startNode(t, c, opts)
+		root := b.client(t)
+		chat := b.client(t)
+		require.NoError(t, chat.Join("/chat"))
+		eventually(t, "chat socket connected on b", func() bool {
+			s, _ := b.a.Of("/chat").Local().CountSockets(bg(t))
+			return s == 1
+		})
+		require.NoError(t, a.a.Of("/chat").Emit(bg(t), "c", "in chat"))
+		require.NoError(t, a.a.Of("/").Emit(bg(t), "r", "in root"))
+		e, err := chat.NextAny(wait)
+		require.NoError(t, err)
+		require.Equal(t, "/chat", e.Namespace)
+		require.Equal(t, "c", e.Name)
+		expect(t, root, "r", `"in root"`) // root never saw "c"
+		require.ErrorIs(t, a.a.Of("/nope").Emit(bg(t), "x"), redisadapter.ErrUnknownNamespace)
+	})
+
+	t.Run("RemoteJoinLeaveDisconnect", func(t *testing.T) {
+		c := connect(t)
+		a, b := startNode(t, c, nil), startNode(t, c, nil)
+		bc := b.client(t, "post:1")
+		ac := a.client(t, "post:1")
+		require.NoError(t, a.a.To("post:1").SocketsJoin(bg(t), "readers"))
+		eventually(t, "remote join applied on b", func() bool { return b.srv.RoomLen("/", "readers") == 1 })
+		require.Equal(t, 1, a.srv.RoomLen("/", "readers"), "the local socket joined before SocketsJoin returned")
+		require.NoError(t, b.a.To("readers").Emit(bg(t), "hello", 1))
+		expect(t, bc, "hello", "1")
+		expect(t, ac, "hello", "1")
+
+		require.NoError(t, a.a.To(bc.ID()).SocketsLeave(bg(t), "readers"))
+		eventually(t, "remote leave applied on b", func() bool { return b.srv.RoomLen("/", "readers") == 0 })
+
+		require.NoError(t, a.a.To(bc.ID()).DisconnectSockets(bg(t), true))
+		select {
+		case <-bc.Closed():
+		case <-time.After(wait):
+			t.Fatal("remote disconnect did not close the client")
+		}
+		eventually(t, "b forgot the socket", func() bool {
+			n, _ := b.a.Of("/").Local().CountSockets(bg(t))
+			return n == 0
+		})
+	})
+
+	t.Run("FetchCountRoomsServers", func(t *testing.T) {
+		c := connect(t)
+		a, b, third := startNode(t, c, nil), startNode(t, c, nil), startNode(t, c, nil)
+		ac := a.client(t, "post:9")
+		bc := b.client(t, "post:9", "extra")
+		third.client(t)
+		n, err := a.a.ServerCount(bg(t))
+		require.NoError(t, err)
+		require.Equal(t, 3, n)
+
+		sockets, err := a.a.To("post:9").FetchSockets(bg(t))
+		require.NoError(t, err)
+		require.Len(t, sockets, 2)
+		byID := map[string]redisadapter.RemoteSocket{}
+		for _, s := range sockets {
+			byID[s.ID] = s
+		}
+		require.Equal(t, a.a.UID(), byID[ac.ID()].Node)
+		require.Equal(t, b.a.UID(), byID[bc.ID()].Node)
+		require.ElementsMatch(t, []string{bc.ID(), "post:9", "extra"}, byID[bc.ID()].Rooms)
+		require.Equal(t, "127.0.0.1", byID[bc.ID()].Handshake.Address)
+		require.NotZero(t, byID[bc.ID()].Handshake.Issued)
+
+		count, err := b.a.To("post:9").CountSockets(bg(t))
+		require.NoError(t, err)
+		require.Equal(t, 2, count)
+		count, err = b.a.To("post:9").Except("extra").CountSockets(bg(t))
+		require.NoError(t, err)
+		require.Equal(t, 1, count)
+		count, err = third.a.Of("/").CountSockets(bg(t))
+		require.NoError(t, err)
+		require.Equal(t, 3, count)
+
+		rooms, err := third.a.AllRooms(bg(t), "/")
+		require.NoError(t, err)
+		require.Subset(t, rooms, []string{"post:9", "extra", ac.ID(), bc.ID()})
+	})
+
+	t.Run("ServerSideEmit", func(t *testing.T) {
+		c := connect(t)
+		a, b, third := startNode(t, c, nil), startNode(t, c, nil), startNode(t, c, nil)
+		for i, n := range []*node{b, third} {
+			n.a.OnServerSideEmit("/", "ping", func(args []json.RawMessage) any {
+				return map[string]any{"node": i, "got": args}
+			})
+		}
+		acks, err := a.a.ServerSideEmit(bg(t), "/", "ping", "p", 7)
+		require.NoError(t, err)
+		require.Len(t, acks, 2)
+		for _, ack := range acks {
+			require.Contains(t, string(ack), `"got":["p",7]`)
+		}
+
+		// A node without a handler does not answer: the caller gets what
+		// arrived and an error that says so, at the deadline.
+		third.a.OnServerSideEmit("/", "only-b", nil)
+		b.a.OnServerSideEmit("/", "only-b", func([]json.RawMessage) any { return "b" })
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		acks, err = a.a.ServerSideEmit(ctx, "/", "only-b")
+		require.ErrorIs(t, err, redisadapter.ErrTimeout)
+		require.ErrorContains(t, err, "1 of 2 other nodes answered")
+		require.Equal(t, []json.RawMessage{json.RawMessage(`"b"`)}, acks)
+		require.Less(t, time.Since(start), 2*time.Second)
+		require.EqualValues(t, 1, a.a.Stats().RequestTimeouts)
+	})
+
+	t.Run("MalformedInputIsDroppedAndCounted", func(t *testing.T) {
+		c := connect(t)
+		a, b := startNodes(t, c, &redisadapter.Options{MaxMessageSize: 4096})
+		bc := b.client(t, "r")
+		raw := rawClient(t, c)
+		garbage := map[string]string{
+			"socket.io#/#":          "garbage",
+			"socket.io#/#r#":        "\x93\xa6abcdef", // truncated frame on a room b has
+			"socket.io-request#/#":  `{"uid":"x","type":99}`,
+			"socket.io-response#/#": "{not json",
+		}
+		for ch, msg := range garbage {
+			require.NoError(t, raw.Do(bg(t), raw.B().Publish().Channel(ch).Message(msg).Build()).Error())
+		}
+		huge := make([]byte, 5000)
+		require.NoError(t, raw.Do(bg(t), raw.B().Publish().Channel("socket.io#/#").Message(string(huge)).Build()).Error())
+		eventually(t, "every bad message counted on b", func() bool { return b.a.Stats().Malformed >= 5 })
+		// The loop still delivers.
+		require.NoError(t, a.a.To("r").Emit(bg(t), "still", "alive"))
+		expect(t, bc, "still", `"alive"`)
+		// And publishing something too large is an error, not a silent drop.
+		err := a.a.To("r").Emit(bg(t), "big", string(huge))
+		require.ErrorIs(t, err, redisadapter.ErrMessageTooLarge)
+	})
+}
+
+// startNodes starts two nodes with the same options (helper for the suite's
+// option variants).
+func startNodes(t *testing.T, c redisadapter.Connector, opts *redisadapter.Options) (*node, *node) {
+	return startNode(t, c, opts), startNode(t, c, opts)
+}
+
+// rawClient is a plain rueidis client to the same Redis, for injecting
+// messages no adapter would send.
+func rawClient(t *testing.T, c redisadapter.Connector) rueidis.Client {
+	t.Helper()
+	u := c.(redisadapter.Standalone).URL
+	opt, err := rueidis.ParseURL(u)
+	require.NoError(t, err)
+	opt.ForceSingleClient, opt.DisableCache = true, true
+	cl, err := rueidis.NewClient(opt)
+	require.NoError(t, err)
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+func TestStandalone(t *testing.T) {
+	srv := redistest.Start(t)
+	suite(t, func(t *testing.T) redisadapter.Connector {
+		return redisadapter.Standalone{URL: srv.URL()}
+	})
+}
+
+// Broadcasts flow again after Redis restarts, with no call from the user.
+func TestStandaloneRestart(t *testing.T) {
+	srv := redistest.Start(t)
+	c := redisadapter.Standalone{URL: srv.URL()}
+	a, b := startNode(t, c, nil), startNode(t, c, nil)
+	bc := b.client(t, "r")
+	require.NoError(t, a.a.To("r").Emit(bg(t), "before", 1))
+	expect(t, bc, "before", "1")
+
+	srv.Stop(t)
+	// During the outage: publishes and requests fail within their timeout,
+	// with an error naming the cause.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	err := a.a.To("r").Emit(ctx, "lost", 0)
+	require.ErrorIs(t, err, redisadapter.ErrPublish)
+	_, err = a.a.AllRooms(ctx, "/")
+	require.Error(t, err)
+	require.Error(t, a.a.Ping(ctx))
+
+	srv.Restart(t)
+	restarted := time.Now()
+	// Publish until b receives one: the first ones may go out before b's
+	// subscription is back.
+	var got time.Duration
+	eventually(t, "broadcast after restart", func() bool {
+		_ = a.a.To("r").Emit(bg(t), "after", 2)
+		select {
+		case e := <-bc.Events:
+			if e.Name == "after" {
+				got = time.Since(restarted)
+				return true
+			}
+		default:
+		}
+		return false
+	})
+	t.Logf("broadcasts resumed %v after redis answered again", got)
+	require.NoError(t, a.a.Ping(bg(t)))
+	require.Positive(t, b.a.Stats().Resubscribes)
+}
+
+// Close fails pending requests with ErrClosed and leaves nothing running
+// (TestMain checks for leaked goroutines).
+func TestCloseFailsPending(t *testing.T) {
+	srv := redistest.Start(t)
+	c := redisadapter.Standalone{URL: srv.URL()}
+	a, _ := startNodes(t, c, nil)
+	// b has no handler for "slow": the request stays pending until Close.
+	errc := make(chan error, 1)
+	go func() {
+		_, err := a.a.ServerSideEmit(context.Background(), "/", "slow")
+		errc <- err
+	}()
+	eventually(t, "request published", func() bool { return a.a.Stats().Published >= 1 })
+	require.NoError(t, a.a.Close(bg(t)))
+	select {
+	case err := <-errc:
+		require.ErrorIs(t, err, redisadapter.ErrClosed)
+	case <-time.After(wait):
+		t.Fatal("pending request not failed by Close")
+	}
+	require.ErrorIs(t, a.a.To("r").Emit(bg(t), "x"), redisadapter.ErrClosed)
+	require.ErrorIs(t, a.a.Ping(bg(t)), redisadapter.ErrClosed)
+	require.NoError(t, a.a.Close(bg(t)), "a second Close is a no-op")
+}
+
+func TestNewErrors(t *testing.T) {
+	srv := redistest.Start(t, "--requirepass", "right")
+	ctx := bg(t)
+	_, err := redisadapter.New(ctx, socketio.NewServer(nil), redisadapter.Standalone{URL: "redis://:wrong@" + srv.Addr()}, nil)
+	require.ErrorContains(t, err, "WRONGPASS")
+
+	a, err := redisadapter.New(ctx, socketio.NewServer(nil), redisadapter.Standalone{URL: "redis://" + srv.Addr(), Password: "right"}, nil)
+	require.NoError(t, err)
+	require.NoError(t, a.Ping(ctx))
+	require.NoError(t, a.Close(ctx))
+
+	_, err = redisadapter.New(ctx, socketio.NewServer(nil), redisadapter.Standalone{URL: "http://x"}, nil)
+	require.ErrorIs(t, err, redisadapter.ErrConfig)
+	_, err = redisadapter.New(ctx, socketio.NewServer(nil), redisadapter.Standalone{URL: srv.URL()}, &redisadapter.Options{Key: "a#b"})
+	require.ErrorIs(t, err, redisadapter.ErrConfig)
+}
+
+// Default session ids collide across nodes; the adapter says so.
+func TestDefaultIDsAreReported(t *testing.T) {
+	srv := redistest.Start(t)
+	c := redisadapter.Standalone{URL: srv.URL()}
+	n := startNode(t, c, nil)
+	gen := redisadapter.SessionIDGenerator{}
+	ids := map[string]bool{}
+	for range 1000 {
+		id := gen.NewID()
+		require.Len(t, id, 20)
+		require.False(t, ids[id])
+		ids[id] = true
+	}
+	n.client(t)
+	require.Zero(t, n.a.Stats().IDCollisions)
+
+	plain := socketio.NewServer(nil) // default counter ids
+	a, err := redisadapter.New(bg(t), plain, c, nil)
+	require.NoError(t, err)
+	defer a.Close(bg(t))
+	go plain.Serve()
+	defer plain.Close()
+	hs := httptest.NewServer(plain)
+	defer hs.Close()
+	cl, err := siotest.Dial(hs.URL)
+	require.NoError(t, err)
+	defer cl.Close()
+	eventually(t, "counter id reported", func() bool { return a.Stats().IDCollisions == 1 })
+}

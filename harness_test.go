@@ -1,0 +1,105 @@
+package redisadapter_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	socketio "github.com/googollee/go-socket.io"
+	"github.com/googollee/go-socket.io/engineio"
+	"github.com/stretchr/testify/require"
+
+	"github.com/blogstack/redisadapter"
+	"github.com/blogstack/redisadapter/internal/siotest"
+)
+
+// wait is how long a test waits for something that must happen.
+const wait = 5 * time.Second
+
+// node is one go-socket.io server with its adapter, on a loopback port.
+type node struct {
+	srv *socketio.Server
+	a   *redisadapter.Adapter
+	url string
+}
+
+// startNode starts a server with the events the tests drive:
+// "join" and "leave" (a room; acked "ok") in every served namespace.
+func startNode(t *testing.T, c redisadapter.Connector, opts *redisadapter.Options) *node {
+	t.Helper()
+	srv := socketio.NewServer(&engineio.Options{SessionIDGenerator: redisadapter.SessionIDGenerator{}})
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	a, err := redisadapter.New(ctx, srv, c, opts)
+	require.NoError(t, err)
+	nsps := []string{"/"}
+	if opts != nil && len(opts.Namespaces) > 0 {
+		nsps = opts.Namespaces
+	}
+	for _, nsp := range nsps {
+		srv.OnEvent(nsp, "join", func(s socketio.Conn, room string) string { s.Join(room); return "ok" })
+		srv.OnEvent(nsp, "leave", func(s socketio.Conn, room string) string { s.Leave(room); return "ok" })
+	}
+	go srv.Serve()
+	hs := httptest.NewServer(srv)
+	t.Cleanup(func() {
+		hs.CloseClientConnections()
+		hs.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		require.NoError(t, a.Close(ctx))
+		srv.Close()
+	})
+	return &node{srv: srv, a: a, url: hs.URL}
+}
+
+// client connects a test client to n and joins rooms.
+func (n *node) client(t *testing.T, rooms ...string) *siotest.Client {
+	t.Helper()
+	c, err := siotest.Dial(n.url)
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	for _, r := range rooms {
+		ack, err := c.Call(wait, "join", r)
+		require.NoError(t, err)
+		require.Equal(t, []json.RawMessage{json.RawMessage(`"ok"`)}, ack)
+	}
+	return c
+}
+
+// expect asserts that the next event c receives is name with the given
+// JSON arguments.
+func expect(t *testing.T, c *siotest.Client, name string, args ...string) {
+	t.Helper()
+	e, err := c.NextAny(wait)
+	require.NoError(t, err, "waiting for %q", name)
+	require.Equal(t, name, e.Name, "event args %s", e.Args)
+	got := make([]string, len(e.Args))
+	for i, a := range e.Args {
+		got[i] = string(a)
+	}
+	if len(args) == 0 {
+		args = []string{}
+	}
+	require.Equal(t, args, got)
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not reached within %v: %s", wait, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func bg(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	t.Cleanup(cancel)
+	return ctx
+}
