@@ -1,0 +1,25 @@
+// A socket.io-client 2.5.0 client (websocket transport), driven by the Go
+// tests over stdin/stdout, one JSON object per line.
+//   argv: URL
+//   out: {"connected": id}; {"event": name, "args": [...]} per event received;
+//        {"id": n, "ack": [...]} per answered call; {"disconnected": reason}
+//   in:  {"id": n, "event": "...", "args": [...]}  (emits, with an ack callback)
+const io = require("socket.io-client");
+const readline = require("readline");
+
+const out = (o) => process.stdout.write(JSON.stringify(o) + "\n");
+const socket = io(process.argv[2], { transports: ["websocket"], reconnection: false });
+socket.on("connect", () => out({ connected: socket.id }));
+socket.on("disconnect", (reason) => out({ disconnected: reason }));
+socket.on("connect_error", (err) => out({ error: String(err) }));
+const onevent = socket.onevent;
+socket.onevent = function (packet) {
+  const [event, ...args] = packet.data || [];
+  out({ event, args });
+  onevent.call(this, packet);
+};
+readline.createInterface({ input: process.stdin }).on("line", (line) => {
+  const cmd = JSON.parse(line);
+  socket.emit(cmd.event, ...(cmd.args || []), (...ack) => out({ id: cmd.id, ack }));
+});
+process.stdin.on("end", () => { socket.close(); process.exit(0); });

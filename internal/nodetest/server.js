@@ -1,0 +1,83 @@
+// A Node.js socket.io 4 server with @socket.io/redis-adapter 8, driven by the
+// Go tests over stdin/stdout, one JSON object per line.
+//   env: PORT, REDIS_URL
+//   out: {"ready": true, "uid": "..."} once listening; then one answer per command
+//        and {"event": name, "args": [...]} for events its own test client
+//        cannot see (server-side emits).
+//   in:  {"id": n, "op": "emit" | "fetch" | "allRooms" | "serverSideEmit" | "join" | "disconnect",
+//         "rooms": [...], "except": [...], "event": "...", "args": [...]}
+const { Server } = require("socket.io");
+const { createAdapter } = require("@socket.io/redis-adapter");
+const { createClient } = require("redis");
+const readline = require("readline");
+
+const out = (o) => process.stdout.write(JSON.stringify(o) + "\n");
+
+async function main() {
+  const pub = createClient({ url: process.env.REDIS_URL });
+  const sub = pub.duplicate();
+  pub.on("error", () => {});
+  sub.on("error", () => {});
+  await Promise.all([pub.connect(), sub.connect()]);
+
+  const io = new Server({ allowEIO3: true, transports: ["websocket"] });
+  io.adapter(createAdapter(pub, sub, { requestsTimeout: 3000 }));
+  io.on("connection", (socket) => {
+    socket.on("join", (room, cb) => { socket.join(room); if (cb) cb("ok"); });
+    socket.on("leave", (room, cb) => { socket.leave(room); if (cb) cb("ok"); });
+  });
+  io.on("ping", (...args) => {
+    const cb = typeof args[args.length - 1] === "function" ? args.pop() : null;
+    out({ event: "ping", args });
+    if (cb) cb({ from: "node", got: args });
+  });
+
+  const sel = (cmd) => {
+    let op = io.to(cmd.rooms || []);
+    if (cmd.except && cmd.except.length) op = op.except(cmd.except);
+    return op;
+  };
+  const rl = readline.createInterface({ input: process.stdin });
+  rl.on("line", async (line) => {
+    const cmd = JSON.parse(line);
+    try {
+      switch (cmd.op) {
+        case "emit":
+          sel(cmd).emit(cmd.event, ...(cmd.args || []));
+          return out({ id: cmd.id, ok: true });
+        case "fetch": {
+          const sockets = await sel(cmd).fetchSockets();
+          return out({ id: cmd.id, sockets: sockets.map((s) => ({ id: s.id, rooms: [...s.rooms] })) });
+        }
+        case "allRooms":
+          return out({ id: cmd.id, rooms: [...(await io.of("/").adapter.allRooms())] });
+        case "serverCount":
+          return out({ id: cmd.id, count: await io.of("/").adapter.serverCount() });
+        case "serverSideEmit": {
+          const acks = await io.serverSideEmitWithAck(cmd.event, ...(cmd.args || []));
+          return out({ id: cmd.id, acks });
+        }
+        case "join":
+          sel(cmd).socketsJoin(cmd.join);
+          return out({ id: cmd.id, ok: true });
+        case "leave":
+          sel(cmd).socketsLeave(cmd.leave);
+          return out({ id: cmd.id, ok: true });
+        case "disconnect":
+          sel(cmd).disconnectSockets(true);
+          return out({ id: cmd.id, ok: true });
+        case "localRooms":
+          return out({ id: cmd.id, rooms: [...io.of("/").adapter.rooms.keys()] });
+      }
+      out({ id: cmd.id, error: "unknown op " + cmd.op });
+    } catch (err) {
+      out({ id: cmd.id, error: String(err && err.message || err) });
+    }
+  });
+  rl.on("close", () => process.exit(0));
+
+  io.listen(Number(process.env.PORT));
+  out({ ready: true, uid: io.of("/").adapter.uid });
+}
+
+main().catch((err) => { console.error(err); process.exit(1); });

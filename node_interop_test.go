@@ -1,0 +1,224 @@
+package redisadapter_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/blogstack/redisadapter"
+	"github.com/blogstack/redisadapter/internal/nodetest"
+	"github.com/blogstack/redisadapter/internal/redistest"
+)
+
+// nodeClient is a socket.io-client 2.5.0 client, in node, connected to url.
+type nodeClient struct {
+	p  *nodetest.Proc
+	id string
+}
+
+func dialNode(t *testing.T, url string) *nodeClient {
+	t.Helper()
+	p := nodetest.Start(t, "client.js", nil, url)
+	m := p.Wait(wait, "connect", func(m nodetest.Msg) bool { return m["connected"] != nil || m["error"] != nil })
+	require.Nil(t, m["error"], "client.js: %s", m["error"])
+	return &nodeClient{p: p, id: m.Str("connected")}
+}
+
+// call emits event with an ack callback and returns the ack's arguments.
+func (c *nodeClient) call(t *testing.T, event string, args ...any) []json.RawMessage {
+	t.Helper()
+	m := c.p.Call(wait, map[string]any{"event": event, "args": args})
+	var ack []json.RawMessage
+	require.NoError(t, json.Unmarshal(m["ack"], &ack))
+	return ack
+}
+
+// next returns the next event the client received.
+func (c *nodeClient) next(t *testing.T) (string, string) {
+	t.Helper()
+	m := c.p.Wait(wait, "event", func(m nodetest.Msg) bool { return m["event"] != nil || m["disconnected"] != nil })
+	if m["disconnected"] != nil {
+		return "disconnected", m.Str("disconnected")
+	}
+	return m.Str("event"), string(m["args"])
+}
+
+// startNodeServer runs a Node.js socket.io 4 server with
+// @socket.io/redis-adapter 8 on the given Redis.
+func startNodeServer(t *testing.T, redisURL string) (*nodetest.Proc, string, string) {
+	t.Helper()
+	port := redistest.FreePort(t)
+	p := nodetest.Start(t, "server.js", []string{fmt.Sprintf("PORT=%d", port), "REDIS_URL=" + redisURL})
+	m := p.Wait(wait, "ready", func(m nodetest.Msg) bool { return m["ready"] != nil })
+	return p, fmt.Sprintf("http://127.0.0.1:%d", port), m.Str("uid")
+}
+
+func strs(t *testing.T, raw json.RawMessage) []string {
+	t.Helper()
+	var out []string
+	require.NoError(t, json.Unmarshal(raw, &out))
+	return out
+}
+
+// The npm socket.io-client 2.5.0 against a go-socket.io server with the
+// adapter: connect, ack, cross-node room broadcast.
+func TestNpmClientAgainstGoNodes(t *testing.T) {
+	srv := redistest.Start(t)
+	c := redisadapter.Standalone{URL: srv.URL()}
+	a, b := startNodes(t, c, nil)
+	ca, cb := dialNode(t, a.url), dialNode(t, b.url)
+	require.Equal(t, []json.RawMessage{json.RawMessage(`"ok"`)}, ca.call(t, "join", "post:1"))
+	require.Equal(t, []json.RawMessage{json.RawMessage(`"ok"`)}, cb.call(t, "join", "post:1"))
+	require.NoError(t, b.a.To("post:1").Emit(bg(t), "comment", map[string]string{"text": "hello"}))
+	for _, cl := range []*nodeClient{ca, cb} {
+		ev, args := cl.next(t)
+		require.Equal(t, "comment", ev)
+		require.JSONEq(t, `[{"text":"hello"}]`, args)
+	}
+	n, err := a.a.To("post:1").CountSockets(bg(t))
+	require.NoError(t, err)
+	require.Equal(t, 2, n)
+}
+
+// A Go node and a Node.js node on one Redis: broadcasts and every request
+// type, in both directions.
+func TestNodeJSInterop(t *testing.T) {
+	srv := redistest.Start(t)
+	g := startNode(t, redisadapter.Standalone{URL: srv.URL()}, nil)
+	js, jsURL, jsUID := startNodeServer(t, srv.URL())
+	call := func(cmd map[string]any) nodetest.Msg { return js.Call(wait, cmd) }
+
+	gc := g.client(t, "post:1")    // Go test client on the Go node
+	jc := dialNode(t, jsURL)       // socket.io-client 2.5.0 on the Node.js node
+	require.Len(t, jc.call(t, "join", "post:1"), 1)
+	jc.call(t, "join", "js-only")
+
+	t.Run("ServerCount", func(t *testing.T) {
+		n, err := g.a.ServerCount(bg(t))
+		require.NoError(t, err)
+		require.Equal(t, 2, n)
+		require.Equal(t, "2", string(call(map[string]any{"op": "serverCount"})["count"]))
+	})
+
+	t.Run("NodeBroadcastsReachGo", func(t *testing.T) {
+		call(map[string]any{"op": "emit", "rooms": []string{"post:1"}, "event": "one-room", "args": []any{map[string]any{"n": 1}}})
+		call(map[string]any{"op": "emit", "rooms": []string{"post:1", "other"}, "event": "two-rooms", "args": []any{"x"}})
+		call(map[string]any{"op": "emit", "event": "everyone", "args": []any{1.5, nil, true}})
+		call(map[string]any{"op": "emit", "rooms": []string{"post:1"}, "except": []string{gc.ID()}, "event": "not-you"})
+		call(map[string]any{"op": "emit", "rooms": []string{"js-only"}, "event": "not-here"})
+		call(map[string]any{"op": "emit", "event": "last"})
+		expect(t, gc, "one-room", `{"n":1}`)
+		expect(t, gc, "two-rooms", `"x"`)
+		expect(t, gc, "everyone", `1.5`, `null`, `true`)
+		expect(t, gc, "last")
+		for ev := ""; ev != "last"; ev, _ = jc.next(t) { // jc is in post:1 too
+		}
+	})
+
+	t.Run("GoBroadcastsReachNode", func(t *testing.T) {
+		require.NoError(t, g.a.To("post:1").Emit(bg(t), "from-go", map[string]any{"text": "hi", "n": 2}))
+		require.NoError(t, g.a.To("js-only", "nowhere").Emit(bg(t), "two-rooms", 1))
+		require.NoError(t, g.a.Of("/").Except("js-only").Emit(bg(t), "skipped"))
+		require.NoError(t, g.a.Of("/").Emit(bg(t), "all"))
+		for _, want := range []string{"from-go", "two-rooms", "all"} {
+			ev, args := jc.next(t)
+			require.Equal(t, want, ev, args)
+			if want == "from-go" {
+				require.JSONEq(t, `[{"text":"hi","n":2}]`, args)
+			}
+		}
+	})
+
+	t.Run("FetchSocketsBothWays", func(t *testing.T) {
+		m := call(map[string]any{"op": "fetch", "rooms": []string{"post:1"}})
+		var sockets []struct {
+			ID    string   `json:"id"`
+			Rooms []string `json:"rooms"`
+		}
+		require.NoError(t, json.Unmarshal(m["sockets"], &sockets))
+		ids := []string{}
+		for _, s := range sockets {
+			ids = append(ids, s.ID)
+			if s.ID == gc.ID() {
+				require.ElementsMatch(t, []string{gc.ID(), "post:1"}, s.Rooms)
+			}
+		}
+		require.ElementsMatch(t, []string{gc.ID(), jc.id}, ids)
+
+		got, err := g.a.To("post:1").FetchSockets(bg(t))
+		require.NoError(t, err)
+		require.Len(t, got, 2)
+		for _, s := range got {
+			if s.ID == jc.id {
+				require.Empty(t, s.Node, "Node.js responses do not name the node")
+				require.ElementsMatch(t, []string{jc.id, "post:1", "js-only"}, s.Rooms)
+				require.Equal(t, "websocket", s.Handshake.Query["transport"])
+			} else {
+				require.Equal(t, gc.ID(), s.ID)
+			}
+		}
+		n, err := g.a.To("post:1").CountSockets(bg(t))
+		require.NoError(t, err)
+		require.Equal(t, 2, n)
+	})
+
+	t.Run("AllRoomsBothWays", func(t *testing.T) {
+		rooms, err := g.a.AllRooms(bg(t), "/")
+		require.NoError(t, err)
+		require.Subset(t, rooms, []string{"post:1", "js-only", jc.id, gc.ID()})
+		nodeRooms := strs(t, call(map[string]any{"op": "allRooms"})["rooms"])
+		require.Subset(t, nodeRooms, []string{"post:1", "js-only", jc.id, gc.ID()})
+	})
+
+	t.Run("SocketsJoinLeaveBothWays", func(t *testing.T) {
+		call(map[string]any{"op": "join", "rooms": []string{gc.ID()}, "join": "from-node"})
+		eventually(t, "Node's socketsJoin applied on the Go node", func() bool { return g.srv.RoomLen("/", "from-node") == 1 })
+		call(map[string]any{"op": "leave", "rooms": []string{gc.ID()}, "leave": "from-node"})
+		eventually(t, "Node's socketsLeave applied on the Go node", func() bool { return g.srv.RoomLen("/", "from-node") == 0 })
+
+		require.NoError(t, g.a.To("js-only").SocketsJoin(bg(t), "from-go"))
+		eventually(t, "Go's socketsJoin applied on the Node.js node", func() bool {
+			return slices.Contains(strs(t, call(map[string]any{"op": "localRooms"})["rooms"]), "from-go")
+		})
+		require.NoError(t, g.a.To("js-only").SocketsLeave(bg(t), "from-go"))
+		eventually(t, "Go's socketsLeave applied on the Node.js node", func() bool {
+			return !slices.Contains(strs(t, call(map[string]any{"op": "localRooms"})["rooms"]), "from-go")
+		})
+	})
+
+	t.Run("ServerSideEmitBothWays", func(t *testing.T) {
+		g.a.OnServerSideEmit("/", "ping", func(args []json.RawMessage) any {
+			return map[string]any{"from": "go", "got": args}
+		})
+		m := call(map[string]any{"op": "serverSideEmit", "event": "ping", "args": []any{"a", 1}})
+		require.JSONEq(t, `[{"from":"go","got":["a",1]}]`, string(m["acks"]))
+
+		acks, err := g.a.ServerSideEmit(bg(t), "/", "ping", "b", 2)
+		require.NoError(t, err)
+		require.Len(t, acks, 1)
+		require.JSONEq(t, `{"from":"node","got":["b",2]}`, string(acks[0]))
+		js.Wait(wait, "ping event on node", func(m nodetest.Msg) bool { return m.Str("event") == "ping" })
+	})
+
+	t.Run("DisconnectBothWays", func(t *testing.T) {
+		require.NoError(t, g.a.To(jc.id).DisconnectSockets(bg(t), true))
+		ev, _ := jc.next(t)
+		require.Equal(t, "disconnected", ev)
+
+		call(map[string]any{"op": "disconnect", "rooms": []string{gc.ID()}})
+		select {
+		case <-gc.Closed():
+		case <-time.After(wait):
+			t.Fatal("Node's disconnectSockets did not close the Go node's client")
+		}
+	})
+
+	require.Zero(t, g.a.Stats().Malformed, "nothing Node sent was dropped")
+	require.NotEqual(t, jsUID, g.a.UID())
+	require.False(t, strings.Contains(jsUID, "#"))
+}
