@@ -93,8 +93,8 @@ func TestNodeJSInterop(t *testing.T) {
 	js, jsURL, jsUID := startNodeServer(t, srv.URL())
 	call := func(cmd map[string]any) nodetest.Msg { return js.Call(wait, cmd) }
 
-	gc := g.client(t, "post:1")    // Go test client on the Go node
-	jc := dialNode(t, jsURL)       // socket.io-client 2.5.0 on the Node.js node
+	gc := g.client(t, "post:1") // Go test client on the Go node
+	jc := dialNode(t, jsURL)    // socket.io-client 2.5.0 on the Node.js node
 	require.Len(t, jc.call(t, "join", "post:1"), 1)
 	jc.call(t, "join", "js-only")
 

@@ -23,6 +23,7 @@ import (
 	"strings"
 
 	"github.com/vmihailenco/msgpack/v5"
+	"github.com/vmihailenco/msgpack/v5/msgpcode"
 )
 
 // requestType is the "type" field of a request or response, numbered as in
@@ -199,12 +200,76 @@ func encodeEventData(enc *msgpack.Encoder, event string, args []any) error {
 	return nil
 }
 
-// newDecoder returns a msgpack decoder over s that decodes numbers loosely
-// (int64, uint64, float64) and maps as map[string]any.
-func newDecoder(s string) *msgpack.Decoder {
-	dec := msgpack.NewDecoder(strings.NewReader(s))
+// decoder reads msgpack from untrusted input. Arrays and maps go through
+// value, which checks each declared length against the bytes left and
+// bounds nesting: the library's own generic decoding preallocates whatever
+// length a header claims (one 13-byte frame asked for 43 GB) and recurses
+// without limit.
+type decoder struct {
+	*msgpack.Decoder
+	r *strings.Reader // unbuffered (a strings.Reader is a ByteScanner): Len is what is left
+}
+
+// maxDepth bounds the nesting of arrays and maps in an argument.
+const maxDepth = 32
+
+func newDecoder(s string) *decoder {
+	r := strings.NewReader(s)
+	dec := msgpack.NewDecoder(r)
 	dec.UseLooseInterfaceDecoding(true)
-	return dec
+	return &decoder{Decoder: dec, r: r}
+}
+
+// value decodes any value: numbers as int64, uint64 or float64, maps as
+// map[string]any, arrays as []any.
+func (d *decoder) value(depth int) (any, error) {
+	if depth > maxDepth {
+		return nil, malformed("nested deeper than %d", maxDepth)
+	}
+	c, err := d.PeekCode()
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case msgpcode.IsFixedArray(c) || c == msgpcode.Array16 || c == msgpcode.Array32:
+		n, err := d.DecodeArrayLen()
+		if err != nil || n > d.r.Len() {
+			return nil, malformed("array of %d elements in %d bytes", n, d.r.Len())
+		}
+		out := make([]any, 0, max(n, 0))
+		for range n {
+			v, err := d.value(depth + 1)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, v)
+		}
+		return out, nil
+	case msgpcode.IsFixedMap(c) || c == msgpcode.Map16 || c == msgpcode.Map32:
+		n, err := d.DecodeMapLen()
+		if err != nil || n > d.r.Len()/2 {
+			return nil, malformed("map of %d entries in %d bytes", n, d.r.Len())
+		}
+		out := make(map[string]any, max(n, 0))
+		for range n {
+			k, err := d.DecodeString()
+			if err != nil {
+				return nil, malformed("map key: %v", err)
+			}
+			if out[k], err = d.value(depth + 1); err != nil {
+				return nil, err
+			}
+		}
+		return out, nil
+	default:
+		return d.DecodeInterfaceLoose()
+	}
+}
+
+// skip discards one value, with the checks of value.
+func (d *decoder) skip() error {
+	_, err := d.value(0)
+	return err
 }
 
 // decodeBroadcast decodes a broadcast frame. A missing packet nsp means "/".
@@ -236,7 +301,7 @@ func decodeBroadcast(msg string) (broadcastFrame, error) {
 
 // decodePacket reads a socket.io packet map {type, data, nsp} into f and
 // returns its type.
-func decodePacket(dec *msgpack.Decoder, f *broadcastFrame) (int, error) {
+func decodePacket(dec *decoder, f *broadcastFrame) (int, error) {
 	n, err := dec.DecodeMapLen()
 	if err != nil || n < 0 {
 		return 0, malformed("packet is not a map")
@@ -263,7 +328,7 @@ func decodePacket(dec *msgpack.Decoder, f *broadcastFrame) (int, error) {
 			}
 			haveData = true
 		default:
-			if err := dec.Skip(); err != nil {
+			if err := dec.skip(); err != nil {
 				return 0, malformed("packet field %q: %v", key, err)
 			}
 		}
@@ -275,7 +340,7 @@ func decodePacket(dec *msgpack.Decoder, f *broadcastFrame) (int, error) {
 }
 
 // decodeEventData reads [event, ...args].
-func decodeEventData(dec *msgpack.Decoder) (string, []any, error) {
+func decodeEventData(dec *decoder) (string, []any, error) {
 	n, err := dec.DecodeArrayLen()
 	if err != nil || n < 1 {
 		return "", nil, malformed("event data is not a non-empty array")
@@ -286,7 +351,7 @@ func decodeEventData(dec *msgpack.Decoder) (string, []any, error) {
 	}
 	args := make([]any, 0, min(n-1, 64))
 	for range n - 1 {
-		v, err := dec.DecodeInterfaceLoose()
+		v, err := dec.value(0)
 		if err != nil {
 			return "", nil, malformed("event %q argument: %v", event, err)
 		}
@@ -297,7 +362,7 @@ func decodeEventData(dec *msgpack.Decoder) (string, []any, error) {
 
 // decodeSelector reads {rooms, except, flags}; flags are skipped (local is
 // never published, the others do not change what a receiver does).
-func decodeSelector(dec *msgpack.Decoder) (selector, error) {
+func decodeSelector(dec *decoder) (selector, error) {
 	var s selector
 	n, err := dec.DecodeMapLen()
 	if err != nil || n < 0 {
@@ -314,7 +379,7 @@ func decodeSelector(dec *msgpack.Decoder) (selector, error) {
 		case "except":
 			s.Except, err = decodeStrings(dec)
 		default:
-			err = dec.Skip()
+			err = dec.skip()
 		}
 		if err != nil {
 			return s, malformed("opts %q: %v", key, err)
@@ -323,7 +388,7 @@ func decodeSelector(dec *msgpack.Decoder) (selector, error) {
 	return s, nil
 }
 
-func decodeStrings(dec *msgpack.Decoder) ([]string, error) {
+func decodeStrings(dec *decoder) ([]string, error) {
 	n, err := dec.DecodeArrayLen()
 	if err != nil || n <= 0 {
 		return nil, err
@@ -399,7 +464,7 @@ func decodeMsgpackRequest(msg string) (request, error) {
 		case "opts":
 			r.frame.sel, err = decodeSelector(dec)
 		default:
-			err = dec.Skip()
+			err = dec.skip()
 		}
 		if err != nil {
 			return r, malformed("request %q: %v", key, err)
@@ -450,7 +515,7 @@ func decodeResponse(msg string) (response, error) {
 			t, err = dec.DecodeInt()
 			r.Type = requestType(t)
 		default:
-			err = dec.Skip()
+			err = dec.skip()
 		}
 		if err != nil {
 			return r, malformed("response %q: %v", key, err)
