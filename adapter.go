@@ -187,6 +187,27 @@ func normalizeNamespace(nsp string) string {
 	return nsp
 }
 
+// SetData sets the data FetchSockets reports for conn, a local socket of
+// namespace nsp: Node's socket.data. data must encode as JSON; it is encoded
+// now, so later changes to it are not seen. (go-socket.io's Context is not
+// used: it is read and written without a lock.) SetData fails with
+// ErrUnknownNamespace, or the JSON error.
+func (a *Adapter) SetData(nsp string, conn socketio.Conn, data any) error {
+	ns, err := a.namespace(nsp)
+	if err != nil {
+		return err
+	}
+	b, err := json.Marshal(data)
+	if err != nil {
+		return fmt.Errorf("redisadapter: socket data: %w", err)
+	}
+	s := a.socketFor(ns, conn)
+	s.mu.Lock()
+	s.data = b
+	s.mu.Unlock()
+	return nil
+}
+
 // Ping checks that Redis answers on the adapter's own connection, for health
 // checks: it opens no new connection.
 func (a *Adapter) Ping(ctx context.Context) error {

@@ -38,6 +38,7 @@ type localSocket struct {
 	connected time.Time
 
 	mu      sync.Mutex
+	data    json.RawMessage // SetData's value; nil until set
 	queue   []outEvent
 	pumping bool
 	gone    bool
@@ -254,9 +255,11 @@ func (a *Adapter) emit(s *localSocket, ev outEvent) {
 
 // describe returns the RemoteSocket view of a local socket.
 func (a *Adapter) describe(s *localSocket) RemoteSocket {
-	data, err := json.Marshal(s.conn.Context())
-	if err != nil {
-		data = json.RawMessage("null")
+	s.mu.Lock()
+	data := s.data
+	s.mu.Unlock()
+	if data == nil {
+		data = json.RawMessage("{}") // Node's socket.data starts as {}
 	}
 	rooms := s.conn.Rooms()
 	if rooms == nil {

@@ -55,7 +55,7 @@ type RemoteSocket struct {
 	Handshake Handshake `json:"handshake"`
 	// Rooms are the rooms the socket is in, its private room included.
 	Rooms []string `json:"rooms"`
-	// Data is the socket's data as JSON: on a Go node, its Context() value.
+	// Data is the socket's data as JSON: on a Go node, what SetData set ({} by default).
 	Data json.RawMessage `json:"data"`
 	// Node is the uid of the adapter holding the socket. It is empty when a
 	// Node.js server answered, as Node's responses do not say.

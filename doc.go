@@ -1,0 +1,38 @@
+// Package redisadapter lets the go-socket.io (v1.7.0) servers of a fleet act
+// as one through Redis: an event emitted on any node reaches the matching
+// sockets on every node, sockets on other nodes can be made to join, leave
+// or disconnect, and any node can ask the others about their sockets.
+//
+// It speaks the protocol of Node's @socket.io/redis-adapter 8.x, so Go and
+// Node.js servers can share one Redis and one fleet.
+//
+// # Use
+//
+//	server := socketio.NewServer(&engineio.Options{
+//		SessionIDGenerator: redisadapter.SessionIDGenerator{}, // ids unique across nodes
+//	})
+//	a, err := redisadapter.New(ctx, server, redisadapter.Standalone{URL: "redis://127.0.0.1:6379"}, nil)
+//	...
+//	a.To("post:42").Emit(ctx, "comment", c) // every socket in post:42, on every node
+//	defer a.Close(ctx)
+//
+// Room membership stays where go-socket.io keeps it (conn.Join and
+// conn.Leave); the adapter reads it. go-socket.io has no adapter hook, so
+// the adapter registers the OnConnect and OnDisconnect handlers of the
+// namespaces it serves: register yours with Adapter.OnConnect and
+// Adapter.OnDisconnect.
+//
+// # Delivery
+//
+// Redis pub/sub is at-most-once: a message published while a node is
+// disconnected from Redis never reaches that node. The adapter reads Redis at
+// full speed whatever the sockets do; a local socket that does not keep up
+// has its own bounded queue (Options.SocketQueue) and misses events past it,
+// counted in Stats.SlowSocketDrops, rather than stalling the others.
+//
+// # Concurrency
+//
+// Every method of Adapter and BroadcastOperator is safe for concurrent use.
+// Methods that talk to other nodes take a context and return within
+// Options.RequestTimeout.
+package redisadapter

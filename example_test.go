@@ -1,0 +1,69 @@
+package redisadapter_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log"
+	"net/http"
+	"time"
+
+	socketio "github.com/googollee/go-socket.io"
+	"github.com/googollee/go-socket.io/engineio"
+
+	"github.com/blogstack/redisadapter"
+)
+
+// A go-socket.io server whose room broadcasts reach every node of the fleet.
+func ExampleNew() {
+	server := socketio.NewServer(&engineio.Options{
+		SessionIDGenerator: redisadapter.SessionIDGenerator{}, // unique ids across nodes
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	a, err := redisadapter.New(ctx, server, redisadapter.Standalone{URL: "redis://127.0.0.1:6379"}, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer a.Close(context.Background())
+
+	server.OnEvent("/", "join", func(s socketio.Conn, post string) {
+		s.Join("post:" + post)
+	})
+	server.OnEvent("/", "comment", func(s socketio.Conn, post, text string) {
+		// Every reader of the post, on every node.
+		if err := a.To("post:"+post).Emit(context.Background(), "comment", text); err != nil {
+			log.Print(err)
+		}
+	})
+	go server.Serve()
+	log.Fatal(http.ListenAndServe(":3000", server))
+}
+
+// Requests to the other nodes: how many readers a post has fleet-wide, and
+// a server-to-server event with acknowledgements.
+func ExampleBroadcastOperator_CountSockets() {
+	var a *redisadapter.Adapter // from New
+	ctx := context.Background()
+
+	readers, err := a.To("post:42").CountSockets(ctx)
+	if err != nil {
+		log.Print(err) // some node did not answer in time: readers counts the others
+	}
+	fmt.Println(readers)
+
+	a.OnServerSideEmit("/", "cache:flush", func(args []json.RawMessage) any { return "flushed" })
+	acks, err := a.ServerSideEmit(ctx, "/", "cache:flush", "post:42")
+	fmt.Println(len(acks), err)
+}
+
+func ExampleParseURL() {
+	c, err := redisadapter.ParseURL("rediss://app:s3cret@redis.internal:6380/2?dial_timeout=2s")
+	fmt.Println(c != nil, err)
+
+	_, err = redisadapter.ParseURL("redis://localhost:6379?dialtimeout=2s")
+	fmt.Println(err)
+	// Output:
+	// true <nil>
+	// redisadapter: invalid configuration: redis URL query key "dialtimeout" is not supported
+}

@@ -1,0 +1,106 @@
+package redisadapter
+
+import (
+	"crypto/tls"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestParseURL(t *testing.T) {
+	for _, tc := range []struct {
+		url      string
+		addr     string
+		user     string
+		password string
+		db       int
+		tls      bool
+		dial     time.Duration
+		err      string
+	}{
+		{url: "redis://localhost", addr: "localhost:6379"},
+		{url: "redis://127.0.0.1:7000/3", addr: "127.0.0.1:7000", db: 3},
+		{url: "redis://:pw@h:1", addr: "h:1", password: "pw"},
+		{url: "redis://app:pw@h:1/0", addr: "h:1", user: "app", password: "pw"},
+		{url: "rediss://h", addr: "h:6379", tls: true},
+		{url: "redis://h?dial_timeout=250ms", addr: "h:6379", dial: 250 * time.Millisecond},
+		{url: "redis://[::1]:6380", addr: "[::1]:6380"},
+		{url: "http://h", err: `scheme "http"`},
+		{url: "redis://", err: "no host"},
+		{url: "redis://h/x", err: `database "x"`},
+		{url: "redis://h?foo=1", err: `query key "foo"`},
+		{url: "redis://h?dial_timeout=soon", err: "dial_timeout"},
+		{url: "::", err: "redis URL"},
+	} {
+		t.Run(tc.url, func(t *testing.T) {
+			opt, err := parseRedisURL(tc.url)
+			if tc.err != "" {
+				require.ErrorIs(t, err, ErrConfig)
+				require.ErrorContains(t, err, tc.err)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, []string{tc.addr}, opt.InitAddress)
+			require.Equal(t, tc.user, opt.Username)
+			require.Equal(t, tc.password, opt.Password)
+			require.Equal(t, tc.db, opt.SelectDB)
+			require.Equal(t, tc.tls, opt.TLSConfig != nil)
+			require.Equal(t, tc.dial, opt.Dialer.Timeout)
+		})
+	}
+}
+
+func TestStandaloneOverrides(t *testing.T) {
+	custom := &tls.Config{ServerName: "x"}
+	opt, err := Standalone{URL: "rediss://u:old@h", Password: "new", TLSConfig: custom}.clientOption()
+	require.NoError(t, err)
+	require.Equal(t, "new", opt.Password)
+	require.Same(t, custom, opt.TLSConfig)
+	require.True(t, opt.ForceSingleClient)
+
+	opt, err = Standalone{}.clientOption()
+	require.NoError(t, err)
+	require.Equal(t, []string{"127.0.0.1:6379"}, opt.InitAddress)
+}
+
+func TestFromEnv(t *testing.T) {
+	t.Setenv("REDIS_URL", "redis://cache:6390")
+	t.Setenv("REDIS_PASSWORD", "pw")
+	c, err := FromEnv()
+	require.NoError(t, err)
+	require.Equal(t, Standalone{URL: "redis://cache:6390", Password: "pw"}, c)
+
+	t.Setenv("REDIS_URL", "")
+	c, err = FromEnv()
+	require.NoError(t, err)
+	require.Equal(t, "redis://127.0.0.1:6379", c.(Standalone).URL)
+
+	t.Setenv("REDIS_URL", "mysql://x")
+	_, err = FromEnv()
+	require.ErrorIs(t, err, ErrConfig)
+	require.ErrorContains(t, err, "REDIS_URL")
+}
+
+func TestOptionsDefaultsAndValidation(t *testing.T) {
+	var o Options
+	o.setDefaults()
+	require.Equal(t, "socket.io", o.Key)
+	require.Equal(t, []string{"/"}, o.Namespaces)
+	require.Equal(t, 5*time.Second, o.RequestTimeout)
+	require.Equal(t, 1<<20, o.MaxMessageSize)
+	require.NotNil(t, o.Logger)
+	require.NoError(t, o.validate())
+
+	for _, bad := range []Options{
+		{Key: "a#b"},
+		{Namespaces: []string{"chat"}},
+		{Namespaces: []string{"/a#b"}},
+		{RequestTimeout: -1},
+		{MaxMessageSize: -1},
+		{SocketQueue: -1},
+	} {
+		bad.setDefaults()
+		require.ErrorIs(t, bad.validate(), ErrConfig, "%+v", bad)
+	}
+}
