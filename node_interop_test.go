@@ -15,38 +15,7 @@ import (
 	"github.com/blogstack/redisadapter/internal/redistest"
 )
 
-// nodeClient is a socket.io-client 2.5.0 client, in node, connected to url.
-type nodeClient struct {
-	p  *nodetest.Proc
-	id string
-}
-
-func dialNode(t *testing.T, url string) *nodeClient {
-	t.Helper()
-	p := nodetest.Start(t, "client.js", nil, url)
-	m := p.Wait(wait, "connect", func(m nodetest.Msg) bool { return m["connected"] != nil || m["error"] != nil })
-	require.Nil(t, m["error"], "client.js: %s", m["error"])
-	return &nodeClient{p: p, id: m.Str("connected")}
-}
-
-// call emits event with an ack callback and returns the ack's arguments.
-func (c *nodeClient) call(t *testing.T, event string, args ...any) []json.RawMessage {
-	t.Helper()
-	m := c.p.Call(wait, map[string]any{"event": event, "args": args})
-	var ack []json.RawMessage
-	require.NoError(t, json.Unmarshal(m["ack"], &ack))
-	return ack
-}
-
-// next returns the next event the client received.
-func (c *nodeClient) next(t *testing.T) (string, string) {
-	t.Helper()
-	m := c.p.Wait(wait, "event", func(m nodetest.Msg) bool { return m["event"] != nil || m["disconnected"] != nil })
-	if m["disconnected"] != nil {
-		return "disconnected", m.Str("disconnected")
-	}
-	return m.Str("event"), string(m["args"])
-}
+func dialNode(t *testing.T, url string) *nodetest.Client { return nodetest.Dial(t, url, "") }
 
 // startNodeServer runs a Node.js socket.io 4 server with
 // @socket.io/redis-adapter 8 on the given Redis.
@@ -72,11 +41,11 @@ func TestNpmClientAgainstGoNodes(t *testing.T) {
 	c := redisadapter.Standalone{URL: srv.URL()}
 	a, b := startNodes(t, c, nil)
 	ca, cb := dialNode(t, a.url), dialNode(t, b.url)
-	require.Equal(t, []json.RawMessage{json.RawMessage(`"ok"`)}, ca.call(t, "join", "post:1"))
-	require.Equal(t, []json.RawMessage{json.RawMessage(`"ok"`)}, cb.call(t, "join", "post:1"))
+	require.Equal(t, []json.RawMessage{json.RawMessage(`"ok"`)}, ca.Call(t, "join", "post:1"))
+	require.Equal(t, []json.RawMessage{json.RawMessage(`"ok"`)}, cb.Call(t, "join", "post:1"))
 	require.NoError(t, b.a.To("post:1").Emit(bg(t), "comment", map[string]string{"text": "hello"}))
-	for _, cl := range []*nodeClient{ca, cb} {
-		ev, args := cl.next(t)
+	for _, cl := range []*nodetest.Client{ca, cb} {
+		ev, args := cl.Next(t)
 		require.Equal(t, "comment", ev)
 		require.JSONEq(t, `[{"text":"hello"}]`, args)
 	}
@@ -95,8 +64,8 @@ func TestNodeJSInterop(t *testing.T) {
 
 	gc := g.client(t, "post:1") // Go test client on the Go node
 	jc := dialNode(t, jsURL)    // socket.io-client 2.5.0 on the Node.js node
-	require.Len(t, jc.call(t, "join", "post:1"), 1)
-	jc.call(t, "join", "js-only")
+	require.Len(t, jc.Call(t, "join", "post:1"), 1)
+	jc.Call(t, "join", "js-only")
 
 	t.Run("ServerCount", func(t *testing.T) {
 		n, err := g.a.ServerCount(bg(t))
@@ -116,7 +85,7 @@ func TestNodeJSInterop(t *testing.T) {
 		expect(t, gc, "two-rooms", `"x"`)
 		expect(t, gc, "everyone", `1.5`, `null`, `true`)
 		expect(t, gc, "last")
-		for ev := ""; ev != "last"; ev, _ = jc.next(t) { // jc is in post:1 too
+		for ev := ""; ev != "last"; ev, _ = jc.Next(t) { // jc is in post:1 too
 		}
 	})
 
@@ -126,7 +95,7 @@ func TestNodeJSInterop(t *testing.T) {
 		require.NoError(t, g.a.Of("/").Except("js-only").Emit(bg(t), "skipped"))
 		require.NoError(t, g.a.Of("/").Emit(bg(t), "all"))
 		for _, want := range []string{"from-go", "two-rooms", "all"} {
-			ev, args := jc.next(t)
+			ev, args := jc.Next(t)
 			require.Equal(t, want, ev, args)
 			if want == "from-go" {
 				require.JSONEq(t, `[{"text":"hi","n":2}]`, args)
@@ -148,15 +117,15 @@ func TestNodeJSInterop(t *testing.T) {
 				require.ElementsMatch(t, []string{gc.ID(), "post:1"}, s.Rooms)
 			}
 		}
-		require.ElementsMatch(t, []string{gc.ID(), jc.id}, ids)
+		require.ElementsMatch(t, []string{gc.ID(), jc.ID}, ids)
 
 		got, err := g.a.To("post:1").FetchSockets(bg(t))
 		require.NoError(t, err)
 		require.Len(t, got, 2)
 		for _, s := range got {
-			if s.ID == jc.id {
+			if s.ID == jc.ID {
 				require.Empty(t, s.Node, "Node.js responses do not name the node")
-				require.ElementsMatch(t, []string{jc.id, "post:1", "js-only"}, s.Rooms)
+				require.ElementsMatch(t, []string{jc.ID, "post:1", "js-only"}, s.Rooms)
 				require.Equal(t, "websocket", s.Handshake.Query["transport"])
 			} else {
 				require.Equal(t, gc.ID(), s.ID)
@@ -170,9 +139,9 @@ func TestNodeJSInterop(t *testing.T) {
 	t.Run("AllRoomsBothWays", func(t *testing.T) {
 		rooms, err := g.a.AllRooms(bg(t), "/")
 		require.NoError(t, err)
-		require.Subset(t, rooms, []string{"post:1", "js-only", jc.id, gc.ID()})
+		require.Subset(t, rooms, []string{"post:1", "js-only", jc.ID, gc.ID()})
 		nodeRooms := strs(t, call(map[string]any{"op": "allRooms"})["rooms"])
-		require.Subset(t, nodeRooms, []string{"post:1", "js-only", jc.id, gc.ID()})
+		require.Subset(t, nodeRooms, []string{"post:1", "js-only", jc.ID, gc.ID()})
 	})
 
 	t.Run("SocketsJoinLeaveBothWays", func(t *testing.T) {
@@ -206,8 +175,8 @@ func TestNodeJSInterop(t *testing.T) {
 	})
 
 	t.Run("DisconnectBothWays", func(t *testing.T) {
-		require.NoError(t, g.a.To(jc.id).DisconnectSockets(bg(t), true))
-		ev, _ := jc.next(t)
+		require.NoError(t, g.a.To(jc.ID).DisconnectSockets(bg(t), true))
+		ev, _ := jc.Next(t)
 		require.Equal(t, "disconnected", ev)
 
 		call(map[string]any{"op": "disconnect", "rooms": []string{gc.ID()}})

@@ -1,6 +1,5 @@
 // A socket.io-client 2.5.0 client (websocket transport), driven by the Go
 // tests over stdin/stdout, one JSON object per line.
-//   argv: URL
 //   out: {"connected": id}; {"event": name, "args": [...]} per event received;
 //        {"id": n, "ack": [...]} per answered call; {"disconnected": reason}
 //   in:  {"id": n, "event": "...", "args": [...]}  (emits, with an ack callback)
@@ -8,7 +7,10 @@ const io = require("socket.io-client");
 const readline = require("readline");
 
 const out = (o) => process.stdout.write(JSON.stringify(o) + "\n");
-const socket = io(process.argv[2], { transports: ["websocket"], reconnection: false });
+//   argv: URL [local address to connect from]
+const opts = { transports: ["websocket"], reconnection: false };
+if (process.argv[3]) opts.localAddress = process.argv[3];
+const socket = io(process.argv[2], opts);
 socket.on("connect", () => out({ connected: socket.id }));
 socket.on("disconnect", (reason) => out({ disconnected: reason }));
 socket.on("connect_error", (err) => out({ error: String(err) }));

@@ -36,8 +36,9 @@ type Proc struct {
 	stdin io.WriteCloser
 	lines chan Msg
 
-	mu     sync.Mutex
-	nextID int
+	mu      sync.Mutex
+	nextID  int
+	backlog []Msg // lines read but not yet matched, in order
 }
 
 // Dir is this package's directory, where the scripts and node_modules are.
@@ -107,10 +108,19 @@ func (p *Proc) Send(v any) {
 	}
 }
 
-// Wait returns the first line for which match is true, discarding others,
-// within timeout.
+// Wait returns the first line, in order, for which match is true, within
+// timeout. Lines that do not match stay for later calls.
 func (p *Proc) Wait(timeout time.Duration, what string, match func(Msg) bool) Msg {
 	p.t.Helper()
+	p.mu.Lock()
+	for i, m := range p.backlog {
+		if match(m) {
+			p.backlog = append(p.backlog[:i], p.backlog[i+1:]...)
+			p.mu.Unlock()
+			return m
+		}
+	}
+	p.mu.Unlock()
 	deadline := time.After(timeout)
 	for {
 		select {
@@ -118,22 +128,13 @@ func (p *Proc) Wait(timeout time.Duration, what string, match func(Msg) bool) Ms
 			if match(m) {
 				return m
 			}
+			p.mu.Lock()
+			p.backlog = append(p.backlog, m)
+			p.mu.Unlock()
 		case <-deadline:
 			p.t.Fatalf("node: no %s within %v", what, timeout)
 			return nil
 		}
-	}
-}
-
-// Next returns the next line, whatever it is, within timeout.
-func (p *Proc) Next(timeout time.Duration) Msg {
-	p.t.Helper()
-	select {
-	case m := <-p.lines:
-		return m
-	case <-time.After(timeout):
-		p.t.Fatalf("node: nothing within %v", timeout)
-		return nil
 	}
 }
 

@@ -1,0 +1,209 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/blogstack/redisadapter/internal/nodetest"
+	"github.com/blogstack/redisadapter/internal/redistest"
+)
+
+// exampleNode is one blogstack process.
+type exampleNode struct {
+	name, url string
+	port      int
+	cmd       *exec.Cmd
+	exited    chan error
+}
+
+// buildExample builds this command once per test binary.
+func buildExample(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "blogstack")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	return bin
+}
+
+// startFleet starts n nodes on redisURL and waits for their health checks.
+func startFleet(t *testing.T, bin, redisURL string, n int, extra ...string) []*exampleNode {
+	t.Helper()
+	if _, err := os.Stat("node_modules/socket.io-client/dist/socket.io.js"); err != nil {
+		redistest.Skip(t, "npm packages missing: run `npm ci` in examples/blogstack")
+	}
+	var nodes []*exampleNode
+	for i := range n {
+		port := redistest.FreePort(t)
+		nd := &exampleNode{name: fmt.Sprintf("n%d", i+1), port: port, url: fmt.Sprintf("http://127.0.0.1:%d", port), exited: make(chan error, 1)}
+		nd.cmd = exec.Command(bin, append([]string{"-addr", fmt.Sprintf("127.0.0.1:%d", port), "-node", nd.name, "-assets", "."}, extra...)...)
+		nd.cmd.Env = append(os.Environ(), "REDIS_URL="+redisURL)
+		nd.cmd.Stderr = &prefixWriter{t: t, prefix: nd.name}
+		require.NoError(t, nd.cmd.Start())
+		go func() { nd.exited <- nd.cmd.Wait() }()
+		t.Cleanup(func() {
+			_ = nd.cmd.Process.Kill()
+			<-nd.exited
+		})
+		nodes = append(nodes, nd)
+	}
+	for _, nd := range nodes {
+		waitHealthy(t, nd.url)
+	}
+	return nodes
+}
+
+func waitHealthy(t *testing.T, base string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := http.Get(base + "/health-check")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s/health-check not 200 within 15s: %v", base, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+type prefixWriter struct {
+	t      *testing.T
+	prefix string
+}
+
+func (w *prefixWriter) Write(b []byte) (int, error) {
+	w.t.Logf("%s: %s", w.prefix, strings.TrimSpace(string(b)))
+	return len(b), nil
+}
+
+func number(t *testing.T, ack []json.RawMessage) int {
+	t.Helper()
+	require.Len(t, ack, 1)
+	var n int
+	require.NoError(t, json.Unmarshal(ack[0], &n), "ack %s is not a number", ack[0])
+	return n
+}
+
+// commentsOnce checks the contract on clients in one post: a comment from
+// the first reaches every one of them, once, with the node that took it.
+func commentsOnce(t *testing.T, clients []*nodetest.Client, post, takenBy string) {
+	t.Helper()
+	for i, text := range []string{"first", "second"} {
+		require.Equal(t, []json.RawMessage{json.RawMessage(`"ok"`)},
+			clients[0].Call(t, "comment", map[string]string{"post": post, "text": text}))
+		want := fmt.Sprintf(`[{"post":%q,"text":%q,"node":%q}]`, post, text, takenBy)
+		for _, c := range clients {
+			// "second" right after "first": nothing came twice.
+			require.JSONEq(t, want, c.NextNamed(t, "comment"), "client %s, comment %d", c.ID, i)
+		}
+	}
+}
+
+func TestThreeNodesOneRedis(t *testing.T) {
+	bin := buildExample(t)
+	redis := redistest.Start(t)
+	nodes := startFleet(t, bin, redis.URL(), 3)
+
+	var clients []*nodetest.Client
+	for i, nd := range nodes {
+		c := nodetest.Dial(t, nd.url, "")
+		require.GreaterOrEqual(t, number(t, c.Call(t, "join", "42")), i+1)
+		clients = append(clients, c)
+	}
+	commentsOnce(t, clients, "42", "n1")
+	require.Equal(t, 3, number(t, clients[2].Call(t, "readers", "42")))
+
+	for input, want := range map[string]any{
+		"empty text":   map[string]string{"post": "42", "text": "  "},
+		"missing post": map[string]string{"text": "x"},
+		"too long":     map[string]string{"post": "42", "text": strings.Repeat("x", 2001)},
+		"not object":   "hello",
+	} {
+		ack := clients[1].Call(t, "comment", want)
+		require.Len(t, ack, 1, input)
+		require.Contains(t, string(ack[0]), "error", input)
+	}
+
+	require.Equal(t, []json.RawMessage{json.RawMessage(`"ok"`)}, clients[1].Call(t, "leave", "42"))
+	require.Equal(t, 2, number(t, clients[0].Call(t, "readers", "42")))
+
+	// SIGTERM: stop accepting, close the adapter, exit 0.
+	for _, nd := range nodes {
+		require.NoError(t, nd.cmd.Process.Signal(syscall.SIGTERM))
+		select {
+		case err := <-nd.exited:
+			require.NoError(t, err, "%s exit status", nd.name)
+			nd.exited <- err // for the cleanup
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s did not exit after SIGTERM", nd.name)
+		}
+	}
+}
+
+func TestHealthCheckWithoutRedis(t *testing.T) {
+	bin := buildExample(t)
+	redis := redistest.Start(t)
+	nodes := startFleet(t, bin, redis.URL(), 1)
+	redis.Stop(t)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(nodes[0].url + "/health-check")
+		require.NoError(t, err)
+		var body map[string]string
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusServiceUnavailable {
+			require.Equal(t, "error", body["status"])
+			require.NotEmpty(t, body["message"])
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("health check still %d with Redis stopped", resp.StatusCode)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	redis.Restart(t)
+	waitHealthy(t, nodes[0].url)
+}
+
+func TestConnectionRateLimit(t *testing.T) {
+	bin := buildExample(t)
+	redis := redistest.Start(t)
+	nodes := startFleet(t, bin, redis.URL(), 1, "-conn-limit", "3", "-trusted-proxies", "127.0.0.1")
+	open := func(forwardedFor string) int {
+		req, _ := http.NewRequest("GET", nodes[0].url+"/socket.io/?EIO=3&transport=polling", nil)
+		if forwardedFor != "" {
+			req.Header.Set("X-Forwarded-For", forwardedFor)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for range 3 {
+		require.Equal(t, http.StatusOK, open("203.0.113.7"))
+	}
+	require.Equal(t, http.StatusTooManyRequests, open("203.0.113.7"))
+	require.Equal(t, http.StatusOK, open("203.0.113.8"), "another client behind the trusted proxy")
+
+	req, _ := http.NewRequest("GET", nodes[0].url+"/socket.io/?EIO=3&transport=polling", nil)
+	req.Header.Set("Origin", "https://evil.example")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusForbidden, resp.StatusCode)
+}

@@ -1,0 +1,67 @@
+package nodetest
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+)
+
+// Client is a socket.io-client 2.5.0 client (websocket transport) running
+// in node: client.js.
+type Client struct {
+	P  *Proc
+	ID string // the socket id the server gave it
+}
+
+// Dial connects a client to url (http://host:port); localAddress, if not
+// empty, is the source address of its connection.
+func Dial(t testing.TB, url, localAddress string) *Client {
+	t.Helper()
+	args := []string{url}
+	if localAddress != "" {
+		args = append(args, localAddress)
+	}
+	p := Start(t, "client.js", nil, args...)
+	m := p.Wait(10*time.Second, "connect", func(m Msg) bool { return m["connected"] != nil || m["error"] != nil })
+	if m["error"] != nil {
+		t.Fatalf("client.js could not connect to %s: %s", url, m["error"])
+	}
+	return &Client{P: p, ID: m.Str("connected")}
+}
+
+// Call emits event with an ack callback and returns the ack's arguments.
+func (c *Client) Call(t testing.TB, event string, args ...any) []json.RawMessage {
+	t.Helper()
+	m := c.P.Call(10*time.Second, map[string]any{"event": event, "args": args})
+	var ack []json.RawMessage
+	if err := json.Unmarshal(m["ack"], &ack); err != nil {
+		t.Fatalf("ack of %q: %v", event, err)
+	}
+	return ack
+}
+
+// Next returns the next event the client received (name and JSON args), or
+// ("disconnected", reason).
+func (c *Client) Next(t testing.TB) (string, string) {
+	t.Helper()
+	m := c.P.Wait(10*time.Second, "event", func(m Msg) bool { return m["event"] != nil || m["disconnected"] != nil })
+	if m["disconnected"] != nil {
+		return "disconnected", m.Str("disconnected")
+	}
+	return m.Str("event"), string(m["args"])
+}
+
+// NextNamed returns the JSON args of the next event named name, skipping
+// other events.
+func (c *Client) NextNamed(t testing.TB, name string) string {
+	t.Helper()
+	for {
+		ev, args := c.Next(t)
+		if ev == name {
+			return args
+		}
+		if ev == "disconnected" {
+			t.Fatalf("disconnected (%s) while waiting for %q", args, name)
+		}
+	}
+}
