@@ -3,10 +3,13 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -206,4 +209,104 @@ func TestConnectionRateLimit(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, http.StatusForbidden, resp.StatusCode)
+}
+
+// The same contract through nginx (Debian's package) with the shipped
+// config: clients connect to nginx only, from different loopback addresses
+// so that its per-IP hash spreads them over the nodes.
+func TestThreeNodesBehindNginx(t *testing.T) {
+	nginx, err := exec.LookPath("nginx")
+	if err != nil {
+		redistest.Skip(t, "nginx is not installed (apt-get install nginx)")
+	}
+	bin := buildExample(t)
+	redis := redistest.Start(t)
+	nodes := startFleet(t, bin, redis.URL(), 3, "-trusted-proxies", "127.0.0.1")
+
+	conf, err := os.ReadFile("../deploy/nginx.conf")
+	require.NoError(t, err)
+	cfg := string(conf)
+	lbPort := redistest.FreePort(t)
+	for i, nd := range nodes {
+		cfg = strings.Replace(cfg, fmt.Sprintf("127.0.0.1:%d", 3001+i), fmt.Sprintf("127.0.0.1:%d", nd.port), 1)
+	}
+	cfg = strings.Replace(cfg, "listen 127.0.0.1:8080", fmt.Sprintf("listen 127.0.0.1:%d", lbPort), 1)
+	dir := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "tmp"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(cfg), 0o644))
+	cmd := exec.Command(nginx, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"), "-g", "daemon off;")
+	cmd.Stderr = &prefixWriter{t: t, prefix: "nginx"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // the master and its worker, stopped together
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		_ = cmd.Wait()
+	})
+	lb := fmt.Sprintf("http://127.0.0.1:%d", lbPort)
+	waitHealthy(t, lb)
+
+	// Find source addresses that nginx sends to each of the three nodes: the
+	// page names the node that served it.
+	byNode := map[string]string{}
+	for i := 2; i < 200 && len(byNode) < 3; i++ {
+		src := fmt.Sprintf("127.0.0.%d", i)
+		name := servedBy(t, lb, src)
+		if _, ok := byNode[name]; !ok {
+			byNode[name] = src
+		}
+	}
+	require.Len(t, byNode, 3, "nginx spread 200 client addresses over fewer than 3 nodes")
+
+	var clients []*nodetest.Client
+	for _, name := range []string{"n1", "n2", "n3"} {
+		c := nodetest.Dial(t, lb, byNode[name])
+		number(t, c.Call(t, "join", "42"))
+		clients = append(clients, c)
+	}
+	commentsOnce(t, clients, "42", "n1")
+	require.Equal(t, 3, number(t, clients[1].Call(t, "readers", "42")))
+}
+
+// servedBy returns the node name on the page nginx serves to a client at src.
+func servedBy(t *testing.T, lb, src string) string {
+	t.Helper()
+	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 5 * time.Second}
+	client := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext, DisableKeepAlives: true}}
+	resp, err := client.Get(lb + "/")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	m := regexp.MustCompile(`<b id="node">([^<]+)</b>`).FindSubmatch(body)
+	require.NotNil(t, m, "no node name on the page")
+	return string(m[1])
+}
+
+// A real browser on two nodes: a comment typed on one appears on the other.
+// The screenshots are kept in $BLOGSTACK_ARTIFACTS (default: testdata/artifacts).
+func TestBrowserTwoNodes(t *testing.T) {
+	if _, err := os.Stat("/usr/bin/chromium"); err != nil {
+		redistest.Skip(t, "chromium is not installed (apt-get install chromium)")
+	}
+	bin := buildExample(t)
+	redis := redistest.Start(t)
+	nodes := startFleet(t, bin, redis.URL(), 2)
+	shots := os.Getenv("BLOGSTACK_ARTIFACTS")
+	if shots == "" {
+		shots = filepath.Join("testdata", "artifacts")
+	}
+	shots, err := filepath.Abs(shots)
+	require.NoError(t, err)
+	require.NoError(t, os.MkdirAll(shots, 0o755))
+	p := nodetest.Start(t, "browser.js", nil, nodes[0].url, nodes[1].url, shots)
+	m := p.Wait(90*time.Second, "browser result", func(m nodetest.Msg) bool { return m["ok"] != nil || m["error"] != nil })
+	require.Nil(t, m["error"], "browser: %s", m["error"])
+	require.Contains(t, m.Str("seen"), "via n1", "the comment shows the node that took it")
+	require.Equal(t, "2", m.Str("readersB"))
+	for _, f := range []string{"node-a.png", "node-b.png"} {
+		st, err := os.Stat(filepath.Join(shots, f))
+		require.NoError(t, err)
+		require.Positive(t, st.Size())
+	}
+	t.Logf("screenshots in %s", shots)
 }
