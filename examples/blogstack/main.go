@@ -228,7 +228,7 @@ func (b *blog) readers(s socketio.Conn, v any) any {
 func (b *blog) count(id string) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	n, err := b.a.To("post:"+id).CountSockets(ctx)
+	n, err := b.a.To("post:" + id).CountSockets(ctx)
 	if err != nil {
 		b.log.Warn("reader count incomplete", "post", id, "err", err)
 	}
