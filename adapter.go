@@ -17,11 +17,9 @@ import (
 // Create one per *socketio.Server with New, before the server's Serve; all
 // its methods are safe for concurrent use.
 type Adapter struct {
+	publisher
 	server *socketio.Server
-	client rueidis.Client
-	opts   Options
 	log    *slog.Logger
-	uid    string
 
 	namespaces map[string]*namespace // fixed at New
 	byPattern  map[string]*namespace
@@ -90,11 +88,9 @@ func New(ctx context.Context, server *socketio.Server, c Connector, opts *Option
 		return nil, fmt.Errorf("redisadapter: connect to redis: %w", err)
 	}
 	a := &Adapter{
+		publisher:  publisher{client: client, opts: o, uid: randomID(6)},
 		server:     server,
-		client:     client,
-		opts:       o,
 		log:        o.Logger.With("adapter", "redisadapter"),
-		uid:        randomID(6),
 		namespaces: make(map[string]*namespace),
 		byPattern:  make(map[string]*namespace),
 		byRequest:  make(map[string]*namespace),
@@ -324,14 +320,14 @@ type Stats struct {
 }
 
 type counters struct {
-	published, received, malformed, queueFull, slowSocket, timeouts, resubscribes, collisions atomic.Uint64
+	received, malformed, queueFull, slowSocket, timeouts, resubscribes, collisions atomic.Uint64
 }
 
 // Stats returns a snapshot of the counters. It is cheap and never blocks.
 func (a *Adapter) Stats() Stats {
 	c := &a.stats
 	return Stats{
-		Published:       c.published.Load(),
+		Published:       a.published.Load(),
 		Received:        c.received.Load(),
 		Malformed:       c.malformed.Load(),
 		QueueFull:       c.queueFull.Load(),

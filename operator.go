@@ -2,8 +2,6 @@ package redisadapter
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"slices"
 )
 
@@ -126,16 +124,7 @@ func (o BroadcastOperator) remote(ctx context.Context, typ requestType, rooms []
 	if o.local {
 		return nil
 	}
-	sel := o.sel.wire()
-	req := request{UID: o.a.uid, Type: typ, Opts: &sel, Rooms: rooms}
-	if typ == typeRemoteDisconnect {
-		req.Close = &closeConn
-	}
-	payload, err := json.Marshal(req)
-	if err != nil {
-		return fmt.Errorf("redisadapter: encode %s: %w", typ, err)
-	}
-	return o.a.publish(ctx, o.ns.ch.request, payload)
+	return o.a.publishRemote(ctx, o.ns.ch, typ, o.sel, rooms, closeConn)
 }
 
 // FetchSockets returns the selected sockets of every node, this one's first.

@@ -62,8 +62,8 @@ func (o *Options) validate() error {
 		return fmt.Errorf("%w: Key %q contains '#', the channel separator", ErrConfig, o.Key)
 	}
 	for _, n := range o.Namespaces {
-		if !strings.HasPrefix(n, "/") || strings.Contains(n, "#") {
-			return fmt.Errorf("%w: namespace %q must start with '/' and not contain '#'", ErrConfig, n)
+		if err := validNamespace(n); err != nil {
+			return err
 		}
 	}
 	switch {
@@ -73,6 +73,14 @@ func (o *Options) validate() error {
 		return fmt.Errorf("%w: MaxMessageSize %d is negative", ErrConfig, o.MaxMessageSize)
 	case o.ReceiveQueue < 0 || o.SocketQueue < 0:
 		return fmt.Errorf("%w: queue sizes must not be negative", ErrConfig)
+	}
+	return nil
+}
+
+// validNamespace rejects a namespace that would break the channel names.
+func validNamespace(nsp string) error {
+	if !strings.HasPrefix(nsp, "/") || strings.Contains(nsp, "#") {
+		return fmt.Errorf("%w: namespace %q must start with '/' and not contain '#'", ErrConfig, nsp)
 	}
 	return nil
 }

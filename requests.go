@@ -324,21 +324,6 @@ func (a *Adapter) publishResponse(ns *namespace, r request, payload []byte) {
 	}
 }
 
-// publish sends payload on channel, within RequestTimeout at most.
-func (a *Adapter) publish(ctx context.Context, channel string, payload []byte) error {
-	if len(payload) > a.opts.MaxMessageSize {
-		return fmt.Errorf("%w: %d bytes, limit %d", ErrMessageTooLarge, len(payload), a.opts.MaxMessageSize)
-	}
-	ctx, cancel := context.WithTimeout(ctx, a.opts.RequestTimeout)
-	defer cancel()
-	cmd := a.client.B().Publish().Channel(channel).Message(rueidis.BinaryString(payload)).Build()
-	if err := a.client.Do(ctx, cmd).Error(); err != nil {
-		return fmt.Errorf("%w: %s: %w", ErrPublish, channel, err)
-	}
-	a.stats.published.Add(1)
-	return nil
-}
-
 // AllRooms returns every room of namespace nsp across the fleet, sorted,
 // private socket-id rooms included (as in Node). When some node does not
 // answer in time it returns the rooms that arrived and an error wrapping

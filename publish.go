@@ -1,0 +1,64 @@
+package redisadapter
+
+// The publishing side, shared by Adapter and Emitter: every frame that goes
+// out to Redis is built and sent here.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/redis/rueidis"
+)
+
+type publisher struct {
+	client    rueidis.Client
+	opts      Options
+	uid       string
+	published atomic.Uint64
+}
+
+// publish sends payload on channel, within RequestTimeout at most.
+func (p *publisher) publish(ctx context.Context, channel string, payload []byte) error {
+	if len(payload) > p.opts.MaxMessageSize {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrMessageTooLarge, len(payload), p.opts.MaxMessageSize)
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.opts.RequestTimeout)
+	defer cancel()
+	cmd := p.client.B().Publish().Channel(channel).Message(rueidis.BinaryString(payload)).Build()
+	if err := p.client.Do(ctx, cmd).Error(); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrPublish, channel, err)
+	}
+	p.published.Add(1)
+	return nil
+}
+
+// publishRemote publishes a join (typ typeRemoteJoin), leave or disconnect
+// of the sockets sel matches, for every node to apply.
+func (p *publisher) publishRemote(ctx context.Context, ch channels, typ requestType, sel selector, rooms []string, closeConn bool) error {
+	sel = sel.wire()
+	req := request{UID: p.uid, Type: typ, Opts: &sel, Rooms: rooms}
+	if typ == typeRemoteDisconnect {
+		req.Close = &closeConn
+	}
+	payload, err := json.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("redisadapter: encode %s: %w", typ, err)
+	}
+	return p.publish(ctx, ch.request, payload)
+}
+
+// publishServerSideEmit publishes a server-side event that wants no
+// acknowledgement.
+func (p *publisher) publishServerSideEmit(ctx context.Context, ch channels, event string, args []any) error {
+	data, err := json.Marshal(append([]any{event}, args...))
+	if err != nil {
+		return fmt.Errorf("redisadapter: serverSideEmit %q: %w", event, err)
+	}
+	payload, err := json.Marshal(request{UID: p.uid, Type: typeServerSideEmit, Data: data})
+	if err != nil {
+		return fmt.Errorf("redisadapter: serverSideEmit %q: %w", event, err)
+	}
+	return p.publish(ctx, ch.request, payload)
+}
