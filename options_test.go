@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/rueidis"
 	"github.com/stretchr/testify/require"
 )
 
@@ -27,14 +28,20 @@ func TestParseURL(t *testing.T) {
 		{url: "redis://h?dial_timeout=250ms", addr: "h:6379", dial: 250 * time.Millisecond},
 		{url: "redis://[::1]:6380", addr: "[::1]:6380"},
 		{url: "http://h", err: `scheme "http"`},
-		{url: "redis://", err: "no host"},
+		{url: "redis://", err: `host ""`},
 		{url: "redis://h/x", err: `database "x"`},
 		{url: "redis://h?foo=1", err: `query key "foo"`},
 		{url: "redis://h?dial_timeout=soon", err: "dial_timeout"},
 		{url: "::", err: "redis URL"},
+		{url: "redis://a:1,b:2", err: "one host"},
+		{url: "redis://a,", err: `host ""`},
 	} {
 		t.Run(tc.url, func(t *testing.T) {
-			opt, err := parseRedisURL(tc.url)
+			u, err := parseURL(tc.url)
+			var opt rueidis.ClientOption
+			if err == nil {
+				opt, err = u.clientOption()
+			}
 			if tc.err != "" {
 				require.ErrorIs(t, err, ErrConfig)
 				require.ErrorContains(t, err, tc.err)
@@ -49,6 +56,43 @@ func TestParseURL(t *testing.T) {
 			require.Equal(t, tc.dial, opt.Dialer.Timeout)
 		})
 	}
+}
+
+func TestParseURLPicksTheShape(t *testing.T) {
+	for _, tc := range []struct {
+		url  string
+		want Connector
+		err  string
+	}{
+		{url: "redis://h:1", want: Standalone{URL: "redis://h:1"}},
+		{url: "redis://u:p@a:26379,b:26380?master_name=mymaster&sentinel_password=sp",
+			want: Sentinel{MasterName: "mymaster", Addrs: []string{"a:26379", "b:26380"}, Username: "u", Password: "p", SentinelPassword: "sp"}},
+		{url: "redis://:p@a,b:7001,c:7002?cluster=true",
+			want: Cluster{Addrs: []string{"a:6379", "b:7001", "c:7002"}, Password: "p"}},
+		{url: "redis://a,b", err: "2 hosts"},
+		{url: "redis://a?master_name=m&cluster=true", err: "exclude each other"},
+		{url: "redis://a?sentinel_password=x", err: "without a master name"},
+		{url: "redis://a,b?cluster=true&dial_timeout=1s", err: "standalone server only"},
+		{url: "redis://a/3?cluster=1", err: "only database 0"},
+		{url: "redis://a?cluster=maybe", err: "true or false"},
+	} {
+		t.Run(tc.url, func(t *testing.T) {
+			c, err := ParseURL(tc.url)
+			if tc.err != "" {
+				require.ErrorIs(t, err, ErrConfig)
+				require.ErrorContains(t, err, tc.err)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tc.want, c)
+			_, err = c.clientOption()
+			require.NoError(t, err)
+		})
+	}
+	_, err := Sentinel{Addrs: []string{"a:1"}}.clientOption()
+	require.ErrorIs(t, err, ErrConfig)
+	_, err = Cluster{}.clientOption()
+	require.ErrorIs(t, err, ErrConfig)
 }
 
 func TestStandaloneOverrides(t *testing.T) {
@@ -80,6 +124,31 @@ func TestFromEnv(t *testing.T) {
 	_, err = FromEnv()
 	require.ErrorIs(t, err, ErrConfig)
 	require.ErrorContains(t, err, "REDIS_URL")
+
+	// The deployment guide's examples.
+	t.Setenv("REDIS_URL", "redis://sentinel-a:26379,sentinel-b:26379,sentinel-c:26379")
+	t.Setenv("REDIS_MASTER_NAME", "mymaster")
+	c, err = FromEnv()
+	require.NoError(t, err)
+	require.Equal(t, Sentinel{MasterName: "mymaster", Addrs: []string{"sentinel-a:26379", "sentinel-b:26379", "sentinel-c:26379"}, Password: "pw"}, c)
+
+	t.Setenv("REDIS_CLUSTER", "true")
+	_, err = FromEnv()
+	require.ErrorContains(t, err, "exclude each other")
+
+	t.Setenv("REDIS_MASTER_NAME", "")
+	t.Setenv("REDIS_URL", "redis://user:pass@host-a:6379,host-b:6379,host-c:6379")
+	c, err = FromEnv()
+	require.NoError(t, err)
+	require.Equal(t, Cluster{Addrs: []string{"host-a:6379", "host-b:6379", "host-c:6379"}, Username: "user", Password: "pw"}, c)
+
+	t.Setenv("REDIS_CLUSTER", "")
+	_, err = FromEnv()
+	require.ErrorContains(t, err, "3 hosts")
+
+	t.Setenv("REDIS_CLUSTER", "yes please")
+	_, err = FromEnv()
+	require.ErrorContains(t, err, "REDIS_CLUSTER")
 }
 
 func TestOptionsDefaultsAndValidation(t *testing.T) {

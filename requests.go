@@ -30,13 +30,26 @@ type pendingRequest struct {
 }
 
 // serverCount returns how many nodes (Go or Node.js, this one included)
-// subscribe to the namespace's request channel: Node's serverCount.
+// subscribe to the namespace's request channel: Node's serverCount, PUBSUB
+// NUMSUB summed over every Redis node (in a cluster each node counts only
+// the subscribers connected to it). A node that does not answer is skipped;
+// the call fails only when none answers.
 func (a *Adapter) serverCount(ctx context.Context, ns *namespace) (int, error) {
-	counts, err := a.client.Do(ctx, a.client.B().PubsubNumsub().Channel(ns.ch.request).Build()).AsIntMap()
-	if err != nil {
-		return 0, fmt.Errorf("redisadapter: PUBSUB NUMSUB: %w", err)
+	total, answered := 0, 0
+	var lastErr error
+	for _, node := range a.client.Nodes() {
+		counts, err := node.Do(ctx, node.B().PubsubNumsub().Channel(ns.ch.request).Build()).AsIntMap()
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		total += int(counts[ns.ch.request])
+		answered++
 	}
-	return int(counts[ns.ch.request]), nil
+	if answered == 0 {
+		return 0, fmt.Errorf("redisadapter: PUBSUB NUMSUB: %w", lastErr)
+	}
+	return total, nil
 }
 
 // ask publishes req to the other nodes of ns and collects their answers
