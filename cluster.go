@@ -3,6 +3,7 @@ package redisadapter
 import (
 	"crypto/tls"
 	"fmt"
+	"time"
 
 	"github.com/redis/rueidis"
 )
@@ -33,5 +34,8 @@ func (c Cluster) clientOption() (rueidis.ClientOption, error) {
 		Username:    c.Username,
 		Password:    c.Password,
 		TLSConfig:   c.TLSConfig,
+		// Subscriptions may sit on any node, replicas included, and the
+		// server count sums every node: keep the node list fresh.
+		ClusterOption: rueidis.ClusterOption{ShardsRefreshInterval: 5 * time.Second},
 	}, nil
 }

@@ -8,10 +8,13 @@ package redistest
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -52,10 +55,11 @@ func init() {
 	tclog.SetDefault(tclog.NewNoopLogger())
 }
 
-// Server is one Redis server on 127.0.0.1.
+// Server is one Redis server (or sentinel) on 127.0.0.1.
 type Server struct {
-	Port int
-	args []string
+	Port         int
+	args         []string
+	sentinelConf string // non-empty: run as a sentinel with this configuration
 
 	mu   sync.Mutex
 	ctr  testcontainers.Container // container backend
@@ -144,18 +148,59 @@ func FreePort(t testing.TB) int {
 // when the test ends.
 func Start(t testing.TB, args ...string) *Server {
 	t.Helper()
-	Backend(t)
-	s := &Server{Port: FreePort(t), args: args}
-	t.Cleanup(func() { s.terminate() })
-	if err := s.start(); err != nil {
-		t.Fatalf("start redis: %v", err)
-	}
-	return s
+	return startAll(t, &Server{Port: FreePort(t), args: args})[0]
 }
 
+// startAll starts servers concurrently and stops them when the test ends.
+func startAll(t testing.TB, servers ...*Server) []*Server {
+	t.Helper()
+	Backend(t)
+	errs := make([]error, len(servers))
+	var wg sync.WaitGroup
+	for i, s := range servers {
+		t.Cleanup(func() { s.terminate() })
+		wg.Go(func() { errs[i] = s.start() })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("start redis on %d: %v", servers[i].Port, err)
+		}
+	}
+	return servers
+}
+
+// Exec runs a command (redis-cli ...) where the server runs: inside its
+// container, or on the host.
+func (s *Server) Exec(ctx context.Context, cmd ...string) (string, error) {
+	s.mu.Lock()
+	ctr := s.ctr
+	s.mu.Unlock()
+	if ctr == nil {
+		out, err := exec.CommandContext(ctx, cmd[0], cmd[1:]...).CombinedOutput()
+		return string(out), err
+	}
+	code, r, err := ctr.Exec(ctx, cmd)
+	if err != nil {
+		return "", err
+	}
+	out, _ := io.ReadAll(r)
+	if code != 0 {
+		return string(out), fmt.Errorf("%v exited %d", cmd, code)
+	}
+	return string(out), nil
+}
+
+// sentinelPath is where a sentinel's configuration lives: Sentinel rewrites
+// it, so it is a writable file of the server's own.
+const sentinelPath = "sentinel.conf"
+
 func (s *Server) cmdline() []string {
+	if s.sentinelConf != "" {
+		return []string{"redis-server", sentinelPath, "--sentinel"}
+	}
 	return append([]string{"redis-server", "--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--protected-mode", "no"}, s.args...)
+		"--save", "", "--appendonly", "no", "--protected-mode", "no", "--repl-diskless-sync-delay", "0"}, s.args...)
 }
 
 func (s *Server) start() error {
@@ -167,15 +212,24 @@ func (s *Server) start() error {
 		if s.ctr != nil { // restart the stopped container on the same port
 			return s.ctr.Start(ctx)
 		}
+		ready := "Ready to accept connections"
+		var files []testcontainers.ContainerFile
+		if s.sentinelConf != "" {
+			ready = "+monitor master" // a sentinel never logs "Ready"
+			files = []testcontainers.ContainerFile{{
+				Reader: strings.NewReader(s.sentinelConf), ContainerFilePath: "/data/" + sentinelPath, FileMode: 0o666,
+			}}
+		}
 		ctr, err := testcontainers.GenericContainer(ctx, testcontainers.GenericContainerRequest{
 			ContainerRequest: testcontainers.ContainerRequest{
 				Image:  Image,
 				Cmd:    s.cmdline(),
+				Files:  files,
 				Labels: map[string]string{Label: "1"},
 				HostConfigModifier: func(hc *container.HostConfig) {
 					hc.NetworkMode = "host" // loopback only, no port mapping
 				},
-				WaitingFor: wait.ForLog("Ready to accept connections").
+				WaitingFor: wait.ForLog(ready).
 					WithPollInterval(50 * time.Millisecond).WithStartupTimeout(30 * time.Second),
 			},
 			Started: true,
@@ -189,8 +243,17 @@ func (s *Server) start() error {
 			return err
 		}
 		s.dir = dir
+		if s.sentinelConf != "" {
+			if err := os.WriteFile(filepath.Join(dir, sentinelPath), []byte(s.sentinelConf), 0o666); err != nil {
+				return err
+			}
+		}
 	}
-	cmd := exec.Command("redis-server", append(s.cmdline()[1:], "--dir", s.dir)...)
+	args := s.cmdline()[1:]
+	if s.sentinelConf == "" {
+		args = append(args, "--dir", s.dir)
+	}
+	cmd := exec.Command("redis-server", args...)
 	cmd.Dir = s.dir
 	if err := cmd.Start(); err != nil {
 		return err
