@@ -22,9 +22,10 @@ type Adapter struct {
 	log    *slog.Logger
 
 	namespaces map[string]*namespace // fixed at New
-	byPattern  map[string]*namespace
-	byRequest  map[string]*namespace
-	byResponse map[string]*namespace
+	routes     map[string]route      // channel or pattern -> where its messages go; fixed at New
+
+	roomsMu sync.RWMutex
+	rooms   map[string]*roomSubscription // channel -> subscription, for protocols with room channels
 
 	broadcasts chan rueidis.PubSubMessage
 	requests   chan rueidis.PubSubMessage
@@ -88,13 +89,12 @@ func New(ctx context.Context, server *socketio.Server, c Connector, opts *Option
 		return nil, fmt.Errorf("redisadapter: connect to redis: %w", err)
 	}
 	a := &Adapter{
-		publisher:  publisher{client: client, opts: o, uid: randomID(6)},
+		publisher:  publisher{client: client, proto: c.protocol(), opts: o, uid: randomID(6)},
 		server:     server,
 		log:        o.Logger.With("adapter", "redisadapter"),
 		namespaces: make(map[string]*namespace),
-		byPattern:  make(map[string]*namespace),
-		byRequest:  make(map[string]*namespace),
-		byResponse: make(map[string]*namespace),
+		routes:     make(map[string]route),
+		rooms:      make(map[string]*roomSubscription),
 		broadcasts: make(chan rueidis.PubSubMessage, o.ReceiveQueue),
 		requests:   make(chan rueidis.PubSubMessage, o.ReceiveQueue),
 		responses:  make(chan rueidis.PubSubMessage, o.ReceiveQueue),
@@ -104,12 +104,8 @@ func New(ctx context.Context, server *socketio.Server, c Connector, opts *Option
 	}
 	a.log = a.log.With("uid", a.uid)
 	for _, name := range o.Namespaces {
-		ns := newNamespace(name, newChannels(o.Key, name))
+		ns := newNamespace(name)
 		a.namespaces[name] = ns
-		a.byPattern[ns.ch.pattern()] = ns
-		a.byRequest[ns.ch.request] = ns
-		a.byResponse[ns.ch.response] = ns
-		a.byResponse[ns.ch.responseTo(a.uid)] = ns
 		server.OnConnect(name, func(conn socketio.Conn) error { return a.onConnect(ns, conn) })
 		server.OnDisconnect(name, func(conn socketio.Conn, reason string) { a.onDisconnect(ns, conn, reason) })
 	}

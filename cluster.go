@@ -10,10 +10,15 @@ import (
 
 var _ Connector = Cluster{}
 
-// Cluster connects to a Redis Cluster. The adapter then publishes with
-// PUBLISH, which the cluster bus copies to every node, and subscribes on
-// whichever node the client picks: wire-compatible with Node's
-// createAdapter on a cluster.
+// Cluster connects to a Redis Cluster, in one of two modes:
+//
+//   - classic (the default): PUBLISH, which the cluster bus copies to every
+//     node, and subscriptions on whichever node the client picks;
+//     wire-compatible with Node's createAdapter on a cluster;
+//   - sharded (Sharded: true, Redis 7): SPUBLISH/SSUBSCRIBE, routed by slot,
+//     so a broadcast stays inside one shard; wire-compatible with Node's
+//     createShardedAdapter (subscriptionMode "dynamic", its default). Classic
+//     and sharded nodes do not hear each other.
 type Cluster struct {
 	// Addrs are host:port addresses of some nodes; the rest are discovered. required
 	Addrs []string
@@ -23,6 +28,15 @@ type Cluster struct {
 	Password string
 	// TLSConfig, when set, is used for every node. default: nil (no TLS)
 	TLSConfig *tls.Config
+	// Sharded selects sharded pub/sub (SPUBLISH/SSUBSCRIBE, Redis 7). default: false (classic)
+	Sharded bool
+}
+
+func (c Cluster) protocol() protocol {
+	if c.Sharded {
+		return sharded{}
+	}
+	return classic{}
 }
 
 func (c Cluster) clientOption() (rueidis.ClientOption, error) {

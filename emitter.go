@@ -23,7 +23,6 @@ const emitterUID = "emitter"
 type Emitter struct {
 	core *emitterCore
 	nsp  string
-	ch   channels
 	sel  selector
 	err  error // an invalid namespace
 }
@@ -64,15 +63,15 @@ func NewEmitter(ctx context.Context, c Connector, opts *Options) (*Emitter, erro
 		client.Close()
 		return nil, fmt.Errorf("redisadapter: ping redis: %w", err)
 	}
-	core := &emitterCore{publisher: publisher{client: client, opts: o, uid: emitterUID}, done: make(chan struct{})}
-	return &Emitter{core: core, nsp: "/", ch: newChannels(o.Key, "/")}, nil
+	core := &emitterCore{publisher: publisher{client: client, proto: c.protocol(), opts: o, uid: emitterUID}, done: make(chan struct{})}
+	return &Emitter{core: core, nsp: "/"}, nil
 }
 
 // Of returns an Emitter on namespace nsp, with no rooms selected. If nsp
 // does not start with '/' or holds a '#', every method of the returned
 // Emitter fails with ErrConfig.
 func (e Emitter) Of(nsp string) *Emitter {
-	return &Emitter{core: e.core, nsp: nsp, ch: newChannels(e.core.opts.Key, nsp), err: validNamespace(nsp)}
+	return &Emitter{core: e.core, nsp: nsp, err: validNamespace(nsp)}
 }
 
 // To returns an Emitter that targets sockets in any of rooms (added to those
@@ -96,11 +95,7 @@ func (e Emitter) Emit(ctx context.Context, event string, args ...any) error {
 	if err := e.check(); err != nil {
 		return err
 	}
-	payload, err := encodeBroadcast(emitterUID, e.nsp, e.sel, event, args)
-	if err != nil {
-		return err
-	}
-	return e.core.publish(ctx, e.ch.forRooms(e.sel.Rooms), payload)
+	return e.core.publishBroadcast(ctx, e.nsp, e.sel, event, args)
 }
 
 // SocketsJoin makes the selected sockets, on every node, join rooms.
@@ -108,7 +103,7 @@ func (e Emitter) SocketsJoin(ctx context.Context, rooms ...string) error {
 	if err := e.check(); err != nil || len(rooms) == 0 {
 		return err
 	}
-	return e.core.publishRemote(ctx, e.ch, typeRemoteJoin, e.sel, rooms, false)
+	return e.core.publishRemote(ctx, e.nsp, typeRemoteJoin, e.sel, rooms, false)
 }
 
 // SocketsLeave makes the selected sockets, on every node, leave rooms.
@@ -116,7 +111,7 @@ func (e Emitter) SocketsLeave(ctx context.Context, rooms ...string) error {
 	if err := e.check(); err != nil || len(rooms) == 0 {
 		return err
 	}
-	return e.core.publishRemote(ctx, e.ch, typeRemoteLeave, e.sel, rooms, false)
+	return e.core.publishRemote(ctx, e.nsp, typeRemoteLeave, e.sel, rooms, false)
 }
 
 // DisconnectSockets disconnects the selected sockets on every node (see
@@ -125,17 +120,19 @@ func (e Emitter) DisconnectSockets(ctx context.Context, close bool) error {
 	if err := e.check(); err != nil {
 		return err
 	}
-	return e.core.publishRemote(ctx, e.ch, typeRemoteDisconnect, e.sel, nil, close)
+	return e.core.publishRemote(ctx, e.nsp, typeRemoteDisconnect, e.sel, nil, close)
 }
 
 // ServerSideEmit sends event to every server of the namespace (their
 // OnServerSideEmit handlers, or Node's io.on). Acknowledgements are not
 // supported, as in Node's emitter: an emitter is not subscribed to hear them.
+// (Node's emitter has no sharded form of it; this one sends it to sharded
+// fleets too.)
 func (e Emitter) ServerSideEmit(ctx context.Context, event string, args ...any) error {
 	if err := e.check(); err != nil {
 		return err
 	}
-	return e.core.publishServerSideEmit(ctx, e.ch, event, args)
+	return e.core.publishServerSideEmit(ctx, e.nsp, event, args)
 }
 
 func (e Emitter) check() error {

@@ -21,7 +21,6 @@ import (
 
 type namespace struct {
 	name string
-	ch   channels
 
 	mu           sync.RWMutex
 	sockets      map[string]*localSocket
@@ -29,8 +28,8 @@ type namespace struct {
 	onDisconnect func(socketio.Conn, string)
 }
 
-func newNamespace(name string, ch channels) *namespace {
-	return &namespace{name: name, ch: ch, sockets: make(map[string]*localSocket)}
+func newNamespace(name string) *namespace {
+	return &namespace{name: name, sockets: make(map[string]*localSocket)}
 }
 
 type localSocket struct {

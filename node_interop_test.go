@@ -18,11 +18,12 @@ import (
 func dialNode(t *testing.T, url string) *nodetest.Client { return nodetest.Dial(t, url, "") }
 
 // startNodeServer runs a Node.js socket.io 4 server with
-// @socket.io/redis-adapter 8 on the given Redis.
-func startNodeServer(t *testing.T, redisURL string) (*nodetest.Proc, string, string) {
+// @socket.io/redis-adapter 8 on the given Redis (REDIS_URL=... or
+// REDIS_CLUSTER=... and SHARDED=1 in env).
+func startNodeServer(t *testing.T, env ...string) (*nodetest.Proc, string, string) {
 	t.Helper()
 	port := redistest.FreePort(t)
-	p := nodetest.Start(t, "server.js", []string{fmt.Sprintf("PORT=%d", port), "REDIS_URL=" + redisURL})
+	p := nodetest.Start(t, "server.js", append([]string{fmt.Sprintf("PORT=%d", port)}, env...))
 	m := p.Wait(wait, "ready", func(m nodetest.Msg) bool { return m["ready"] != nil })
 	return p, fmt.Sprintf("http://127.0.0.1:%d", port), m.Str("uid")
 }
@@ -55,12 +56,28 @@ func TestNpmClientAgainstGoNodes(t *testing.T) {
 }
 
 // A Go node and a Node.js node on one Redis: broadcasts and every request
-// type, in both directions.
+// type, in both directions, for each protocol: Node's createAdapter on a
+// standalone Redis and on a cluster, and createShardedAdapter.
 func TestNodeJSInterop(t *testing.T) {
-	srv := redistest.Start(t)
-	g := startNode(t, redisadapter.Standalone{URL: srv.URL()}, nil)
-	js, jsURL, jsUID := startNodeServer(t, srv.URL())
+	t.Run("Standalone", func(t *testing.T) {
+		srv := redistest.Start(t)
+		interop(t, redisadapter.Standalone{URL: srv.URL()}, "REDIS_URL="+srv.URL())
+	})
+	set := redistest.StartCluster(t)
+	cluster := "REDIS_CLUSTER=" + strings.Join(set.Addrs(), ",")
+	t.Run("ClusterClassic", func(t *testing.T) {
+		interop(t, redisadapter.Cluster{Addrs: set.Addrs()}, cluster)
+	})
+	t.Run("ClusterSharded", func(t *testing.T) {
+		interop(t, redisadapter.Cluster{Addrs: set.Addrs(), Sharded: true}, cluster, "SHARDED=1")
+	})
+}
+
+func interop(t *testing.T, c redisadapter.Connector, env ...string) {
+	g := startNode(t, c, nil)
+	js, jsURL, jsUID := startNodeServer(t, env...)
 	call := func(cmd map[string]any) nodetest.Msg { return js.Call(wait, cmd) }
+	sharded := slices.Contains(env, "SHARDED=1")
 
 	gc := g.client(t, "post:1") // Go test client on the Go node
 	jc := dialNode(t, jsURL)    // socket.io-client 2.5.0 on the Node.js node
@@ -124,7 +141,11 @@ func TestNodeJSInterop(t *testing.T) {
 		require.Len(t, got, 2)
 		for _, s := range got {
 			if s.ID == jc.ID {
-				require.Empty(t, s.Node, "Node.js responses do not name the node")
+				if sharded {
+					require.Equal(t, jsUID, s.Node, "sharded messages name their sender")
+				} else {
+					require.Empty(t, s.Node, "classic Node.js responses do not name the node")
+				}
 				require.ElementsMatch(t, []string{jc.ID, "post:1", "js-only"}, s.Rooms)
 				require.Equal(t, "websocket", s.Handshake.Query["transport"])
 			} else {
@@ -140,6 +161,9 @@ func TestNodeJSInterop(t *testing.T) {
 		rooms, err := g.a.AllRooms(bg(t), "/")
 		require.NoError(t, err)
 		require.Subset(t, rooms, []string{"post:1", "js-only", jc.ID, gc.ID()})
+		if sharded {
+			return // Node's sharded adapter has no allRooms
+		}
 		nodeRooms := strs(t, call(map[string]any{"op": "allRooms"})["rooms"])
 		require.Subset(t, nodeRooms, []string{"post:1", "js-only", jc.ID, gc.ID()})
 	})

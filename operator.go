@@ -79,10 +79,11 @@ func (o BroadcastOperator) Emit(ctx context.Context, event string, args ...any) 
 	if err := o.check(); err != nil {
 		return err
 	}
+	var channel string
 	var payload []byte
 	if !o.local {
 		var err error
-		if payload, err = encodeBroadcast(o.a.uid, o.ns.name, o.sel, event, args); err != nil {
+		if channel, payload, err = o.a.proto.encodeBroadcast(o.a.opts.Key, o.a.uid, o.ns.name, o.sel, event, args); err != nil {
 			return err
 		}
 	}
@@ -90,7 +91,7 @@ func (o BroadcastOperator) Emit(ctx context.Context, event string, args ...any) 
 	if o.local {
 		return nil
 	}
-	return o.a.publish(ctx, o.ns.ch.forRooms(o.sel.Rooms), payload)
+	return o.a.publish(ctx, channel, payload)
 }
 
 // SocketsJoin makes the selected sockets, on every node, join rooms. This
@@ -124,7 +125,7 @@ func (o BroadcastOperator) remote(ctx context.Context, typ requestType, rooms []
 	if o.local {
 		return nil
 	}
-	return o.a.publishRemote(ctx, o.ns.ch, typ, o.sel, rooms, closeConn)
+	return o.a.publishRemote(ctx, o.ns.name, typ, o.sel, rooms, closeConn)
 }
 
 // FetchSockets returns the selected sockets of every node, this one's first.
@@ -159,13 +160,14 @@ func (o BroadcastOperator) FetchSockets(ctx context.Context) ([]RemoteSocket, er
 
 // CountSockets returns how many sockets are selected across the fleet: the
 // size of a room (or of several) cluster-wide. Without Except it asks only
-// for socket ids; with Except it fetches the sockets. Errors are those of
+// for socket ids; with Except, or with sharded pub/sub (whose protocol has
+// no such request), it fetches the sockets. Errors are those of
 // FetchSockets; the count then covers the nodes that answered.
 func (o BroadcastOperator) CountSockets(ctx context.Context) (int, error) {
 	if err := o.check(); err != nil {
 		return 0, err
 	}
-	if len(o.sel.Except) > 0 {
+	if len(o.sel.Except) > 0 || !o.a.proto.asksFor(typeSockets) {
 		sockets, err := o.FetchSockets(ctx)
 		return len(sockets), err
 	}

@@ -85,11 +85,12 @@ func validNamespace(nsp string) error {
 	return nil
 }
 
-// A Connector opens the adapter's Redis client for one deployment shape.
-// Standalone is the only one so far; ParseURL and FromEnv build one from a
+// A Connector opens the adapter's Redis client for one deployment shape:
+// Standalone, Sentinel or Cluster. ParseURL and FromEnv build one from a
 // string or the environment.
 type Connector interface {
 	clientOption() (rueidis.ClientOption, error)
+	protocol() protocol
 }
 
 var _ Connector = Standalone{}
@@ -105,6 +106,8 @@ type Standalone struct {
 	// AlwaysRESP2 speaks RESP2 only, for servers whose HELLO 3 rueidis cannot use (miniredis). default: false
 	AlwaysRESP2 bool
 }
+
+func (Standalone) protocol() protocol { return classic{} }
 
 func (s Standalone) clientOption() (rueidis.ClientOption, error) {
 	raw := s.URL

@@ -14,6 +14,7 @@ import (
 
 type publisher struct {
 	client    rueidis.Client
+	proto     protocol
 	opts      Options
 	uid       string
 	published atomic.Uint64
@@ -26,8 +27,7 @@ func (p *publisher) publish(ctx context.Context, channel string, payload []byte)
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.opts.RequestTimeout)
 	defer cancel()
-	cmd := p.client.B().Publish().Channel(channel).Message(rueidis.BinaryString(payload)).Build()
-	if err := p.client.Do(ctx, cmd).Error(); err != nil {
+	if err := p.client.Do(ctx, p.proto.publish(p.client, channel, payload)).Error(); err != nil {
 		return fmt.Errorf("%w: %s: %w", ErrPublish, channel, err)
 	}
 	p.published.Add(1)
@@ -36,29 +36,39 @@ func (p *publisher) publish(ctx context.Context, channel string, payload []byte)
 
 // publishRemote publishes a join (typ typeRemoteJoin), leave or disconnect
 // of the sockets sel matches, for every node to apply.
-func (p *publisher) publishRemote(ctx context.Context, ch channels, typ requestType, sel selector, rooms []string, closeConn bool) error {
+func (p *publisher) publishRemote(ctx context.Context, nsp string, typ requestType, sel selector, rooms []string, closeConn bool) error {
 	sel = sel.wire()
 	req := request{UID: p.uid, Type: typ, Opts: &sel, Rooms: rooms}
 	if typ == typeRemoteDisconnect {
 		req.Close = &closeConn
 	}
-	payload, err := json.Marshal(req)
+	return p.publishRequest(ctx, nsp, req)
+}
+
+// publishRequest publishes a request in the protocol's form.
+func (p *publisher) publishRequest(ctx context.Context, nsp string, req request) error {
+	channel, payload, err := p.proto.encodeRequest(p.opts.Key, nsp, req)
 	if err != nil {
-		return fmt.Errorf("redisadapter: encode %s: %w", typ, err)
+		return fmt.Errorf("redisadapter: encode %s: %w", req.Type, err)
 	}
-	return p.publish(ctx, ch.request, payload)
+	return p.publish(ctx, channel, payload)
+}
+
+// publishBroadcast encodes a broadcast once and publishes it.
+func (p *publisher) publishBroadcast(ctx context.Context, nsp string, sel selector, event string, args []any) error {
+	channel, payload, err := p.proto.encodeBroadcast(p.opts.Key, p.uid, nsp, sel, event, args)
+	if err != nil {
+		return err
+	}
+	return p.publish(ctx, channel, payload)
 }
 
 // publishServerSideEmit publishes a server-side event that wants no
 // acknowledgement.
-func (p *publisher) publishServerSideEmit(ctx context.Context, ch channels, event string, args []any) error {
+func (p *publisher) publishServerSideEmit(ctx context.Context, nsp string, event string, args []any) error {
 	data, err := json.Marshal(append([]any{event}, args...))
 	if err != nil {
 		return fmt.Errorf("redisadapter: serverSideEmit %q: %w", event, err)
 	}
-	payload, err := json.Marshal(request{UID: p.uid, Type: typeServerSideEmit, Data: data})
-	if err != nil {
-		return fmt.Errorf("redisadapter: serverSideEmit %q: %w", event, err)
-	}
-	return p.publish(ctx, ch.request, payload)
+	return p.publishRequest(ctx, nsp, request{UID: p.uid, Type: typeServerSideEmit, Data: data})
 }

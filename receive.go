@@ -21,6 +21,12 @@ import (
 	"github.com/redis/rueidis"
 )
 
+// route is where the messages of one channel or pattern go.
+type route struct {
+	ns    *namespace
+	queue queueKind
+}
+
 // start launches the workers and the subscription loops and waits until
 // every subscription is confirmed.
 func (a *Adapter) start(ctx context.Context) error {
@@ -31,22 +37,22 @@ func (a *Adapter) start(ctx context.Context) error {
 	a.goWorker(a.requests, a.handleRequest)
 	a.goWorker(a.responses, a.handleResponse)
 
-	var patterns, chans []string
+	var subs []subscription
 	for _, ns := range a.namespaces {
-		patterns = append(patterns, ns.ch.pattern())
-		chans = append(chans, ns.ch.request, ns.ch.response, ns.ch.responseTo(a.uid))
+		for _, sub := range a.proto.subscriptions(a.client, a.opts.Key, ns.name, a.uid) {
+			for name, q := range sub.routes {
+				a.routes[name] = route{ns: ns, queue: q}
+			}
+			subs = append(subs, sub)
+		}
 	}
-	ready := newSubscriptionTracker(len(patterns)+len(chans), &a.stats)
-	a.spawn(func() {
-		a.receiveLoop(loopCtx, ready, func() rueidis.Completed {
-			return a.client.B().Psubscribe().Pattern(patterns...).Build()
-		})
-	})
-	a.spawn(func() {
-		a.receiveLoop(loopCtx, ready, func() rueidis.Completed {
-			return a.client.B().Subscribe().Channel(chans...).Build()
-		})
-	})
+	ready := newSubscriptionTracker(len(a.routes), &a.stats)
+	for _, sub := range subs {
+		a.spawn(func() { a.receiveLoop(loopCtx, ready.hook, sub.build) })
+	}
+	if rc, ok := a.proto.(roomChannels); ok {
+		a.spawn(func() { a.syncRooms(loopCtx, rc) })
+	}
 
 	wait, cancel := context.WithTimeout(ctx, a.opts.RequestTimeout)
 	defer cancel()
@@ -58,12 +64,13 @@ func (a *Adapter) start(ctx context.Context) error {
 	}
 }
 
-// receiveLoop keeps one subscription alive until the adapter closes. rueidis
+// receiveLoop keeps one subscription alive until ctx ends. rueidis
 // re-subscribes by itself after a dropped connection, but Receive returns
-// nil when the server unsubscribes the client, and an error when it gives
-// up: both mean subscribing again, after a back-off.
-func (a *Adapter) receiveLoop(ctx context.Context, ready *subscriptionTracker, build func() rueidis.Completed) {
-	hctx := rueidis.WithOnSubscriptionHook(ctx, ready.hook)
+// nil when the server unsubscribes the client (a sharded channel's slot
+// moved, a failover), and an error when it gives up: both mean subscribing
+// again, after a back-off.
+func (a *Adapter) receiveLoop(ctx context.Context, hook func(rueidis.PubSubSubscription), build func() rueidis.Completed) {
+	hctx := rueidis.WithOnSubscriptionHook(ctx, hook)
 	const minBackoff, maxBackoff = 10 * time.Millisecond, time.Second
 	backoff := minBackoff
 	for {
@@ -116,6 +123,24 @@ func (t *subscriptionTracker) hook(s rueidis.PubSubSubscription) {
 	}
 }
 
+// routeOf returns where m goes: by its pattern or channel, or to the
+// broadcasts of the namespace whose room channel it came on.
+func (a *Adapter) routeOf(m rueidis.PubSubMessage) (route, bool) {
+	key := m.Channel
+	if m.Pattern != "" {
+		key = m.Pattern
+	}
+	if r, ok := a.routes[key]; ok {
+		return r, true
+	}
+	a.roomsMu.RLock()
+	defer a.roomsMu.RUnlock()
+	if rs, ok := a.rooms[m.Channel]; ok {
+		return route{ns: rs.ns, queue: toBroadcasts}, true
+	}
+	return route{}, false
+}
+
 // onMessage runs on rueidis's reader goroutine: it only checks the size and
 // routes the message to its queue, never blocking.
 func (a *Adapter) onMessage(m rueidis.PubSubMessage) {
@@ -124,19 +149,23 @@ func (a *Adapter) onMessage(m rueidis.PubSubMessage) {
 		a.stats.malformed.Add(1)
 		return
 	}
-	var q chan rueidis.PubSubMessage
-	switch {
-	case m.Pattern != "":
-		q = a.broadcasts
-	case a.byRequest[m.Channel] != nil:
-		q = a.requests
-	case a.byResponse[m.Channel] != nil:
-		q = a.responses
-	default:
+	r, ok := a.routeOf(m)
+	if !ok {
 		return
 	}
+	a.enqueueMessage(r.queue, m)
+}
+
+func (a *Adapter) enqueueMessage(q queueKind, m rueidis.PubSubMessage) {
+	ch := a.broadcasts
+	switch q {
+	case toRequests:
+		ch = a.requests
+	case toResponses:
+		ch = a.responses
+	}
 	select {
-	case q <- m:
+	case ch <- m:
 	default:
 		a.stats.queueFull.Add(1)
 	}
@@ -158,19 +187,21 @@ func (a *Adapter) goWorker(q chan rueidis.PubSubMessage, handle func(rueidis.Pub
 
 // handleBroadcast delivers a broadcast from another node to local sockets.
 func (a *Adapter) handleBroadcast(m rueidis.PubSubMessage) {
-	ns := a.byPattern[m.Pattern]
-	if ns == nil {
-		return
-	}
-	room, ok := ns.ch.roomOf(m.Channel)
+	r, ok := a.routeOf(m)
 	if !ok {
 		return
 	}
+	ns := r.ns
 	// As in Node: a room channel with no local member is not even decoded.
-	if room != "" && !a.hasLocalRoom(ns, room) {
+	if room := a.proto.roomOf(a.opts.Key, ns.name, m.Channel); room != "" && !a.hasLocalRoom(ns, room) {
 		return
 	}
-	f, err := decodeBroadcast(m.Message)
+	f, err := a.proto.decodeBroadcast(m.Message)
+	if errors.Is(err, errIsRequest) {
+		// The sharded protocol sends requests on the broadcast channel.
+		a.enqueueMessage(toRequests, m)
+		return
+	}
 	if err != nil {
 		a.dropped(m, err)
 		return
@@ -185,4 +216,74 @@ func (a *Adapter) handleBroadcast(m rueidis.PubSubMessage) {
 func (a *Adapter) dropped(m rueidis.PubSubMessage, err error) {
 	a.stats.malformed.Add(1)
 	a.log.Debug("dropped a message", "channel", m.Channel, "bytes", len(m.Message), "err", err)
+}
+
+// roomSyncInterval is how often a node with room channels (the sharded
+// protocol) compares its rooms with its subscriptions. go-socket.io does
+// not report joins, so a room a socket just joined is subscribed to within
+// this interval (Node subscribes asynchronously too).
+const roomSyncInterval = 50 * time.Millisecond
+
+// roomSubscription is the subscription to one room's channel.
+type roomSubscription struct {
+	ns     *namespace
+	cancel context.CancelFunc
+}
+
+// syncRooms keeps a subscription to the channel of every public room with
+// local sockets (rooms that are not a local socket's own), until ctx ends.
+func (a *Adapter) syncRooms(ctx context.Context, rc roomChannels) {
+	tick := time.NewTicker(roomSyncInterval)
+	defer tick.Stop()
+	for {
+		a.syncRoomsOnce(ctx, rc)
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (a *Adapter) syncRoomsOnce(ctx context.Context, rc roomChannels) {
+	want := make(map[string]*namespace)
+	for _, ns := range a.namespaces {
+		ns.mu.RLock()
+		for _, room := range a.server.Rooms(ns.name) {
+			if _, private := ns.sockets[room]; !private {
+				want[rc.roomChannel(a.opts.Key, ns.name, room)] = ns
+			}
+		}
+		ns.mu.RUnlock()
+	}
+	a.roomsMu.Lock()
+	var gone []string
+	for ch, rs := range a.rooms {
+		if _, ok := want[ch]; !ok {
+			rs.cancel()
+			delete(a.rooms, ch)
+			gone = append(gone, ch)
+		}
+	}
+	for ch, ns := range want {
+		if _, ok := a.rooms[ch]; ok {
+			continue
+		}
+		subCtx, cancel := context.WithCancel(ctx)
+		a.rooms[ch] = &roomSubscription{ns: ns, cancel: cancel}
+		a.spawn(func() {
+			a.receiveLoop(subCtx, func(rueidis.PubSubSubscription) {}, func() rueidis.Completed {
+				return rc.subscribeRoom(a.client, ch)
+			})
+		})
+	}
+	a.roomsMu.Unlock()
+	// Cancelling Receive only stops listening; Redis is told explicitly.
+	for _, ch := range gone {
+		uctx, cancel := context.WithTimeout(ctx, a.opts.RequestTimeout)
+		if err := a.client.Do(uctx, rc.unsubscribeRoom(a.client, ch)).Error(); err != nil && ctx.Err() == nil {
+			a.log.Debug("sunsubscribe", "channel", ch, "err", err)
+		}
+		cancel()
+	}
 }

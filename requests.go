@@ -12,7 +12,6 @@ import (
 	"slices"
 
 	"github.com/redis/rueidis"
-	"github.com/vmihailenco/msgpack/v5"
 )
 
 type pendingRequest struct {
@@ -37,13 +36,15 @@ type pendingRequest struct {
 func (a *Adapter) serverCount(ctx context.Context, ns *namespace) (int, error) {
 	total, answered := 0, 0
 	var lastErr error
+	lastErr = errors.New("no Redis node known")
 	for _, node := range a.client.Nodes() {
-		counts, err := node.Do(ctx, node.B().PubsubNumsub().Channel(ns.ch.request).Build()).AsIntMap()
+		cmd, channel := a.proto.countCommand(node, a.opts.Key, ns.name)
+		counts, err := node.Do(ctx, cmd).AsIntMap()
 		if err != nil {
 			lastErr = err
 			continue
 		}
-		total += int(counts[ns.ch.request])
+		total += int(counts[channel])
 		answered++
 	}
 	if answered == 0 {
@@ -70,10 +71,6 @@ func (a *Adapter) ask(ctx context.Context, ns *namespace, req request) (*pending
 		return p, nil
 	}
 	req.UID, req.RequestID = a.uid, randomID(8)
-	payload, err := json.Marshal(req)
-	if err != nil {
-		return nil, fmt.Errorf("redisadapter: encode %s request: %w", req.Type, err)
-	}
 	a.pendingMu.Lock()
 	if a.isClosed() {
 		a.pendingMu.Unlock()
@@ -82,7 +79,7 @@ func (a *Adapter) ask(ctx context.Context, ns *namespace, req request) (*pending
 	a.pending[req.RequestID] = p
 	a.pendingMu.Unlock()
 
-	err = a.publish(ctx, ns.ch.request, payload)
+	err = a.publishRequest(ctx, ns.name, req)
 	if err == nil {
 		select {
 		case <-p.done:
@@ -123,7 +120,7 @@ func (a *Adapter) failPending() {
 // expected count, or to a request no longer pending, are ignored, so a flood
 // of answers cannot grow memory.
 func (a *Adapter) handleResponse(m rueidis.PubSubMessage) {
-	r, err := decodeResponse(m.Message)
+	r, err := a.proto.decodeResponse(m.Message)
 	if err != nil {
 		a.dropped(m, err)
 		return
@@ -179,10 +176,17 @@ func (a *Adapter) handleResponse(m rueidis.PubSubMessage) {
 // for a namespace this node does not serve never gets here: the node does
 // not subscribe to its channel.
 func (a *Adapter) handleRequest(m rueidis.PubSubMessage) {
-	ns := a.byRequest[m.Channel]
-	r, err := decodeRequest(m.Message)
+	rt, ok := a.routeOf(m)
+	if !ok {
+		return
+	}
+	ns := rt.ns
+	r, err := a.proto.decodeRequest(m.Message)
 	if err != nil {
 		a.dropped(m, err)
+		return
+	}
+	if r.nsp != "" && r.nsp != ns.name {
 		return
 	}
 	if r.UID == a.uid {
@@ -196,13 +200,9 @@ func (a *Adapter) handleRequest(m rueidis.PubSubMessage) {
 		for _, s := range a.selectLocal(ns, selector{Rooms: r.Rooms}) {
 			ids = append(ids, s.conn.ID())
 		}
-		a.respond(ns, r, map[string]any{"requestId": r.RequestID, "uid": a.uid, "sockets": ids})
+		a.respond(ns, r, answer{ids: ids})
 	case typeAllRooms:
-		rooms := a.server.Rooms(ns.name)
-		if rooms == nil {
-			rooms = []string{}
-		}
-		a.respond(ns, r, map[string]any{"requestId": r.RequestID, "uid": a.uid, "rooms": rooms})
+		a.respond(ns, r, answer{rooms: a.server.Rooms(ns.name)})
 	case typeRemoteJoin, typeRemoteLeave, typeRemoteDisconnect:
 		if r.Opts != nil {
 			a.applyLocal(ns, r.Type, *r.Opts, r.Rooms, r.Close != nil && *r.Close)
@@ -214,7 +214,7 @@ func (a *Adapter) handleRequest(m rueidis.PubSubMessage) {
 			return
 		}
 		a.applyLocal(ns, r.Type, sel, []string{r.Room}, r.Close != nil && *r.Close)
-		a.respond(ns, r, map[string]any{"requestId": r.RequestID})
+		a.respond(ns, r, answer{})
 	case typeRemoteFetch:
 		var sel selector
 		if r.Opts != nil {
@@ -224,7 +224,7 @@ func (a *Adapter) handleRequest(m rueidis.PubSubMessage) {
 		for _, s := range a.selectLocal(ns, sel) {
 			sockets = append(sockets, a.describe(s))
 		}
-		a.respond(ns, r, map[string]any{"requestId": r.RequestID, "uid": a.uid, "sockets": sockets})
+		a.respond(ns, r, answer{sockets: sockets})
 	case typeServerSideEmit:
 		a.serveServerSideEmit(ns, r)
 	case typeBroadcast:
@@ -278,7 +278,7 @@ func (a *Adapter) serveServerSideEmit(ns *namespace, r request) {
 		a.log.Error("serverSideEmit handler returned a value JSON cannot encode", "event", event, "err", err)
 		return
 	}
-	a.respond(ns, r, map[string]any{"type": typeServerSideEmit, "requestId": r.RequestID, "data": json.RawMessage(ackJSON)})
+	a.respond(ns, r, answer{ack: json.RawMessage(ackJSON)})
 }
 
 func (a *Adapter) callHandler(h ServerSideHandler, event string, args []json.RawMessage) (ack any, ok bool) {
@@ -301,38 +301,21 @@ func (a *Adapter) serveBroadcastWithAck(ns *namespace, r request) {
 		return
 	}
 	targets := a.selectLocal(ns, f.sel)
-	a.respond(ns, r, map[string]any{"type": typeBroadcastClientCount, "requestId": r.RequestID, "clientCount": len(targets)})
+	count := len(targets)
+	a.respond(ns, r, answer{clientCount: &count})
 	args := emittable(f.args)
 	for _, s := range targets {
-		a.enqueue(s, outEvent{event: f.event, args: args, ack: func(v any) {
-			payload, err := msgpack.Marshal(map[string]any{"type": typeBroadcastAck, "requestId": r.RequestID, "packet": v})
-			if err != nil {
-				a.log.Warn("acknowledgement not sent", "event", f.event, "err", err)
-				return
-			}
-			a.publishResponse(ns, r, payload)
-		}})
+		a.enqueue(s, outEvent{event: f.event, args: args, ack: func(v any) { a.respond(ns, r, answer{ack: v}) }})
 	}
 }
 
-// respond publishes a JSON answer to the requester's own response channel,
-// which every node (Go or Node.js) subscribes to: unlike the shared one, it
-// spares the other nodes from reading the answer.
-func (a *Adapter) respond(ns *namespace, r request, body map[string]any) {
-	payload, err := json.Marshal(body)
+// respond publishes an answer to r, in the protocol's form.
+func (a *Adapter) respond(ns *namespace, r request, ans answer) {
+	channel, payload, err := a.proto.encodeAnswer(a.opts.Key, ns.name, a.uid, r, ans)
+	if err == nil {
+		err = a.publish(context.Background(), channel, payload)
+	}
 	if err != nil {
-		a.log.Error("encode response", "type", r.Type, "err", err)
-		return
-	}
-	a.publishResponse(ns, r, payload)
-}
-
-func (a *Adapter) publishResponse(ns *namespace, r request, payload []byte) {
-	channel := ns.ch.response
-	if r.UID != "" {
-		channel = ns.ch.responseTo(r.UID)
-	}
-	if err := a.publish(context.Background(), channel, payload); err != nil {
 		a.log.Warn("answer not sent", "type", r.Type, "err", err)
 	}
 }
@@ -346,11 +329,24 @@ func (a *Adapter) AllRooms(ctx context.Context, nsp string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := a.ask(ctx, ns, request{Type: typeAllRooms})
-	if p == nil {
-		return nil, err
+	var remote []string
+	if a.proto.asksFor(typeAllRooms) {
+		var p *pendingRequest
+		if p, err = a.ask(ctx, ns, request{Type: typeAllRooms}); p == nil {
+			return nil, err
+		}
+		remote = p.rooms
+	} else {
+		// A room exists while it has sockets: the union of every socket's rooms.
+		var sockets []RemoteSocket
+		if sockets, err = a.Of(ns.name).FetchSockets(ctx); sockets == nil && err != nil {
+			return nil, err
+		}
+		for _, s := range sockets {
+			remote = append(remote, s.Rooms...)
+		}
 	}
-	rooms := append(a.server.Rooms(ns.name), p.rooms...)
+	rooms := append(a.server.Rooms(ns.name), remote...)
 	slices.Sort(rooms)
 	return slices.Compact(rooms), err
 }

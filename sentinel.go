@@ -31,6 +31,8 @@ type Sentinel struct {
 	TLSConfig *tls.Config
 }
 
+func (Sentinel) protocol() protocol { return classic{} }
+
 func (s Sentinel) clientOption() (rueidis.ClientOption, error) {
 	if s.MasterName == "" || len(s.Addrs) == 0 {
 		return rueidis.ClientOption{}, fmt.Errorf("%w: Sentinel needs MasterName and at least one sentinel address", ErrConfig)

@@ -58,7 +58,8 @@ type RemoteSocket struct {
 	// Data is the socket's data as JSON: on a Go node, what SetData set ({} by default).
 	Data json.RawMessage `json:"data"`
 	// Node is the uid of the adapter holding the socket. It is empty when a
-	// Node.js server answered, as Node's responses do not say.
+	// Node.js server answered with the classic protocol, whose responses do
+	// not say.
 	Node string `json:"-"`
 }
 

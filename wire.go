@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/redis/rueidis"
 	"github.com/vmihailenco/msgpack/v5"
 	"github.com/vmihailenco/msgpack/v5/msgpcode"
 )
@@ -123,6 +124,14 @@ func (c channels) roomOf(channel string) (string, bool) {
 type selector struct {
 	Rooms  []string `json:"rooms" msgpack:"rooms"`
 	Except []string `json:"except" msgpack:"except"`
+}
+
+// orEmpty returns *s, or the empty selector for nil.
+func (s *selector) orEmpty() selector {
+	if s == nil {
+		return selector{}
+	}
+	return *s
 }
 
 // wire returns s with nil slices replaced by empty ones: Node reads them with
@@ -421,6 +430,9 @@ type request struct {
 
 	// Type 7 (broadcast with acknowledgements) only; it comes as msgpack.
 	frame broadcastFrame
+	// nsp is the namespace a sharded message names ("" in classic ones,
+	// whose channel names it).
+	nsp string
 }
 
 // decodeRequest decodes a request: JSON when it starts with '{', else msgpack
@@ -523,3 +535,96 @@ func decodeResponse(msg string) (response, error) {
 	}
 	return r, nil
 }
+
+// classic is the protocol of Node's createAdapter: PUBLISH/PSUBSCRIBE for
+// broadcasts, PUBLISH/SUBSCRIBE for requests and answers.
+type classic struct{}
+
+func (classic) subscriptions(c rueidis.Client, key, nsp, uid string) []subscription {
+	ch := newChannels(key, nsp)
+	return []subscription{
+		{
+			build:  func() rueidis.Completed { return c.B().Psubscribe().Pattern(ch.pattern()).Build() },
+			routes: map[string]queueKind{ch.pattern(): toBroadcasts},
+		},
+		{
+			build: func() rueidis.Completed {
+				return c.B().Subscribe().Channel(ch.request, ch.response, ch.responseTo(uid)).Build()
+			},
+			routes: map[string]queueKind{ch.request: toRequests, ch.response: toResponses, ch.responseTo(uid): toResponses},
+		},
+	}
+}
+
+func (classic) roomOf(key, nsp, channel string) string {
+	room, _ := newChannels(key, nsp).roomOf(channel)
+	return room
+}
+
+func (classic) encodeBroadcast(key, uid, nsp string, sel selector, event string, args []any) (string, []byte, error) {
+	payload, err := encodeBroadcast(uid, nsp, sel, event, args)
+	return newChannels(key, nsp).forRooms(sel.Rooms), payload, err
+}
+
+func (classic) encodeRequest(key, nsp string, r request) (string, []byte, error) {
+	payload, err := json.Marshal(r)
+	return newChannels(key, nsp).request, payload, err
+}
+
+// encodeAnswer answers on the requester's own response channel, which
+// every node (Go or Node.js) subscribes to: unlike the shared one, it
+// spares the other nodes from reading the answer.
+func (classic) encodeAnswer(key, nsp, uid string, to request, a answer) (string, []byte, error) {
+	ch := newChannels(key, nsp)
+	channel := ch.response
+	if to.UID != "" {
+		channel = ch.responseTo(to.UID)
+	}
+	var body map[string]any
+	switch to.Type {
+	case typeSockets:
+		body = map[string]any{"requestId": to.RequestID, "uid": uid, "sockets": nonNil(a.ids)}
+	case typeAllRooms:
+		body = map[string]any{"requestId": to.RequestID, "uid": uid, "rooms": nonNil(a.rooms)}
+	case typeRemoteFetch:
+		body = map[string]any{"requestId": to.RequestID, "uid": uid, "sockets": nonNil(a.sockets)}
+	case typeServerSideEmit:
+		body = map[string]any{"type": typeServerSideEmit, "requestId": to.RequestID, "data": a.ack}
+	case typeBroadcast:
+		if a.clientCount != nil {
+			body = map[string]any{"type": typeBroadcastClientCount, "requestId": to.RequestID, "clientCount": *a.clientCount}
+			break
+		}
+		// Node sends acknowledgements as msgpack.
+		payload, err := msgpack.Marshal(map[string]any{"type": typeBroadcastAck, "requestId": to.RequestID, "packet": a.ack})
+		return channel, payload, err
+	default: // the legacy per-socket join, leave and disconnect
+		body = map[string]any{"requestId": to.RequestID}
+	}
+	payload, err := json.Marshal(body)
+	return channel, payload, err
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+func (classic) decodeBroadcast(msg string) (broadcastFrame, error) { return decodeBroadcast(msg) }
+func (classic) decodeRequest(msg string) (request, error)          { return decodeRequest(msg) }
+func (classic) decodeResponse(msg string) (response, error)        { return decodeResponse(msg) }
+
+func (classic) publish(c rueidis.Client, channel string, payload []byte) rueidis.Completed {
+	return c.B().Publish().Channel(channel).Message(rueidis.BinaryString(payload)).Build()
+}
+
+// countCommand is Node's serverCount: PUBSUB NUMSUB of the request
+// channel, which every node SUBSCRIBEs.
+func (classic) countCommand(c rueidis.Client, key, nsp string) (rueidis.Completed, string) {
+	ch := newChannels(key, nsp).request
+	return c.B().PubsubNumsub().Channel(ch).Build(), ch
+}
+
+func (classic) asksFor(requestType) bool { return true }

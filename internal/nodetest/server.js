@@ -1,27 +1,32 @@
 // A Node.js socket.io 4 server with @socket.io/redis-adapter 8, driven by the
 // Go tests over stdin/stdout, one JSON object per line.
-//   env: PORT, REDIS_URL
+//   env: PORT, REDIS_URL; or REDIS_CLUSTER (comma-separated host:port) with
+//        SHARDED=1 for createShardedAdapter (else createAdapter on the cluster)
 //   out: {"ready": true, "uid": "..."} once listening; then one answer per command
 //        and {"event": name, "args": [...]} for events its own test client
 //        cannot see (server-side emits).
 //   in:  {"id": n, "op": "emit" | "fetch" | "allRooms" | "serverSideEmit" | "join" | "disconnect",
 //         "rooms": [...], "except": [...], "event": "...", "args": [...]}
 const { Server } = require("socket.io");
-const { createAdapter } = require("@socket.io/redis-adapter");
-const { createClient } = require("redis");
+const { createAdapter, createShardedAdapter } = require("@socket.io/redis-adapter");
+const { createClient, createCluster } = require("redis");
 const readline = require("readline");
 
 const out = (o) => process.stdout.write(JSON.stringify(o) + "\n");
 
 async function main() {
-  const pub = createClient({ url: process.env.REDIS_URL });
+  const pub = process.env.REDIS_CLUSTER
+    ? createCluster({ rootNodes: process.env.REDIS_CLUSTER.split(",").map((a) => ({ url: "redis://" + a })) })
+    : createClient({ url: process.env.REDIS_URL });
   const sub = pub.duplicate();
   pub.on("error", () => {});
   sub.on("error", () => {});
   await Promise.all([pub.connect(), sub.connect()]);
 
   const io = new Server({ allowEIO3: true, transports: ["websocket"] });
-  io.adapter(createAdapter(pub, sub, { requestsTimeout: 3000 }));
+  io.adapter(process.env.SHARDED === "1"
+    ? createShardedAdapter(pub, sub)
+    : createAdapter(pub, sub, { requestsTimeout: 3000 }));
   io.on("connection", (socket) => {
     socket.on("join", (room, cb) => { socket.join(room); if (cb) cb("ok"); });
     socket.on("leave", (room, cb) => { socket.leave(room); if (cb) cb("ok"); });
