@@ -89,7 +89,7 @@ func TestNpmEmitterReachesGoNode(t *testing.T) {
 // @socket.io/redis-adapter.
 func TestEmitterReachesNodeJSServer(t *testing.T) {
 	srv := redistest.Start(t)
-	_, jsURL, _ := startNodeServer(t, srv.URL())
+	_, jsURL, _ := startNodeServer(t, "REDIS_URL="+srv.URL())
 	jc := nodetest.Dial(t, jsURL, "")
 	jc.Call(t, "join", "post:8")
 	e := newEmitter(t, redisadapter.Standalone{URL: srv.URL()})

@@ -548,10 +548,15 @@ func (classic) subscriptions(c rueidis.Client, key, nsp, uid string) []subscript
 			routes: map[string]queueKind{ch.pattern(): toBroadcasts},
 		},
 		{
-			build: func() rueidis.Completed {
-				return c.B().Subscribe().Channel(ch.request, ch.response, ch.responseTo(uid)).Build()
-			},
-			routes: map[string]queueKind{ch.request: toRequests, ch.response: toResponses, ch.responseTo(uid): toResponses},
+			// Servers are counted with PUBSUB NUMSUB of this channel, which
+			// node-redis sums over the masters only: keying the SUBSCRIBE
+			// by its slot keeps it on a master in a cluster.
+			build:  func() rueidis.Completed { return c.B().Subscribe().Channel(ch.request).Build().SetSlot(ch.request) },
+			routes: map[string]queueKind{ch.request: toRequests},
+		},
+		{
+			build:  func() rueidis.Completed { return c.B().Subscribe().Channel(ch.response, ch.responseTo(uid)).Build() },
+			routes: map[string]queueKind{ch.response: toResponses, ch.responseTo(uid): toResponses},
 		},
 	}
 }
@@ -616,8 +621,20 @@ func (classic) decodeBroadcast(msg string) (broadcastFrame, error) { return deco
 func (classic) decodeRequest(msg string) (request, error)          { return decodeRequest(msg) }
 func (classic) decodeResponse(msg string) (response, error)        { return decodeResponse(msg) }
 
+// publish sends every PUBLISH of a namespace through the node owning the
+// slot of the namespace's name: a cluster client otherwise sends each
+// PUBLISH to a random node, and the cluster bus would deliver two messages
+// of one sender out of order. Outside a cluster the slot is ignored.
 func (classic) publish(c rueidis.Client, channel string, payload []byte) rueidis.Completed {
-	return c.B().Publish().Channel(channel).Message(rueidis.BinaryString(payload)).Build()
+	return c.B().Publish().Channel(channel).Message(rueidis.BinaryString(payload)).Build().SetSlot(namespaceOf(channel))
+}
+
+// namespaceOf returns the namespace part of a channel name
+// ("<key>...#<nsp>#..."); neither key nor namespace holds a '#'.
+func namespaceOf(channel string) string {
+	_, rest, _ := strings.Cut(channel, "#")
+	nsp, _, _ := strings.Cut(rest, "#")
+	return nsp
 }
 
 // countCommand is Node's serverCount: PUBSUB NUMSUB of the request
