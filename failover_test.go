@@ -14,31 +14,45 @@ import (
 	"github.com/blogstack/redisadapter/internal/siotest"
 )
 
-// resumed emits fresh ticks from sender until every client has received
-// one emitted in this call, and returns how long after since that took. It
-// fails the test when that takes longer than within.
+// resumed emits fresh ticks from sender, to room "r" (its own channel
+// with sharded pub/sub) and to the whole namespace, until every client has
+// received both from this call, and returns how long after since that took.
+// It fails the test when that takes longer than within.
 func resumed(t *testing.T, sender *node, clients []*siotest.Client, since time.Time, within time.Duration) time.Duration {
 	t.Helper()
-	round := fmt.Sprint(time.Now().UnixNano()) // ticks of earlier calls do not count
-	got := make([]bool, len(clients))
+	round := `"` + fmt.Sprint(time.Now().UnixNano()) + `"` // ticks of earlier calls do not count
+	got := make([]map[string]bool, len(clients))
+	for j := range got {
+		got[j] = map[string]bool{}
+	}
+	done := func() bool {
+		for _, g := range got {
+			if !g["tick-room"] || !g["tick-all"] {
+				return false
+			}
+		}
+		return true
+	}
 	for i := 0; ; i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		_ = sender.a.To("r").Emit(ctx, "tick", round, i) // fails while Redis is away: that is the point
+		// These fail while Redis is away: that is the point.
+		_ = sender.a.To("r").Emit(ctx, "tick-room", round[1:len(round)-1], i)
+		_ = sender.a.Of("/").Emit(ctx, "tick-all", round[1:len(round)-1], i)
 		cancel()
 		for j, c := range clients {
 		drain:
 			for {
 				select {
 				case e := <-c.Events:
-					if e.Name == "tick" && len(e.Args) > 0 && string(e.Args[0]) == `"`+round+`"` {
-						got[j] = true
+					if len(e.Args) > 0 && string(e.Args[0]) == round {
+						got[j][e.Name] = true
 					}
 				default:
 					break drain
 				}
 			}
 		}
-		if !slices.Contains(got, false) {
+		if done() {
 			return time.Since(since)
 		}
 		if time.Since(since) > within {
@@ -89,12 +103,18 @@ func TestSentinelFailover(t *testing.T) {
 }
 
 func TestClusterFailover(t *testing.T) {
+	for _, sharded := range []bool{false, true} {
+		t.Run(map[bool]string{false: "Classic", true: "Sharded"}[sharded], func(t *testing.T) {
+			clusterFailover(t, sharded)
+		})
+	}
+}
+
+func clusterFailover(t *testing.T, sharded bool) {
 	set := redistest.StartCluster(t)
-	c := redisadapter.Cluster{Addrs: set.Addrs()}
+	c := redisadapter.Cluster{Addrs: set.Addrs(), Sharded: sharded}
 	opts := &redisadapter.Options{RequestTimeout: time.Second}
 
-	// Start nodes until some subscription sits on a master: killing that
-	// master is the case to survive.
 	var masters []*redistest.Server
 	for _, n := range set.Nodes {
 		if role, err := n.Role(bg(t)); err == nil && role == "master" {
@@ -102,6 +122,10 @@ func TestClusterFailover(t *testing.T) {
 		}
 	}
 	require.Len(t, masters, 3)
+	// Kill a master that holds subscriptions: with sharded pub/sub, the
+	// owner of the namespace channel's slot (every node subscribes there);
+	// classic subscriptions sit on whichever node the client picked, so
+	// nodes are started until one sits on a master.
 	var nodes []*node
 	var clients []*siotest.Client
 	var victim *redistest.Server
@@ -111,13 +135,16 @@ func TestClusterFailover(t *testing.T) {
 		nodes = append(nodes, n)
 		clients = append(clients, n.client(t, "r"))
 		for _, m := range masters {
-			if subscribers(t, m) > 0 {
+			if subscribers(t, m, sharded) > 0 {
 				victim = m
 				break
 			}
 		}
 	}
-	resumed(t, nodes[0], clients, time.Now(), wait)
+	// The sender holds no client: every tick a client gets came through Redis.
+	sender := startNode(t, c, opts)
+	roomSubscribed(t, c, "r", int64(len(nodes)))
+	resumed(t, sender, clients, time.Now(), wait)
 
 	killed := time.Now()
 	victim.Stop(t)
@@ -135,16 +162,20 @@ func TestClusterFailover(t *testing.T) {
 		require.True(t, time.Now().Before(deadline), "no replica promoted")
 		time.Sleep(20 * time.Millisecond)
 	}
-	d := resumed(t, nodes[len(nodes)-1], clients, promoted, 3*time.Second)
-	t.Logf("master %d killed with %d adapters up; replica promoted after %v; broadcasts to every node resumed %v after the promotion",
+	d := resumed(t, sender, clients, promoted, 3*time.Second)
+	t.Logf("master %d killed with %d receiving adapters up; replica promoted after %v; broadcasts on every channel resumed %v after the promotion",
 		victim.Port, len(nodes), promoted.Sub(killed).Round(time.Millisecond), d.Round(time.Millisecond))
 }
 
-// subscribers is how many connections on one node subscribe to the root
-// namespace's channels (plain or pattern).
-func subscribers(t *testing.T, n *redistest.Server) int {
+// subscribers is how many adapters subscribe on one node: to the root
+// namespace's request channel (classic), or its channel (sharded).
+func subscribers(t *testing.T, n *redistest.Server, sharded bool) int {
 	t.Helper()
-	out, err := n.Exec(bg(t), "redis-cli", "-p", fmt.Sprint(n.Port), "PUBSUB", "NUMSUB", "socket.io-request#/#")
+	cmd := []string{"redis-cli", "-p", fmt.Sprint(n.Port), "PUBSUB", "NUMSUB", "socket.io-request#/#"}
+	if sharded {
+		cmd = []string{"redis-cli", "-p", fmt.Sprint(n.Port), "PUBSUB", "SHARDNUMSUB", "socket.io#/#"}
+	}
+	out, err := n.Exec(bg(t), cmd...)
 	require.NoError(t, err, out)
 	var ch string
 	var count int
