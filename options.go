@@ -145,6 +145,7 @@ func (s Standalone) clientOption() (rueidis.ClientOption, error) {
 //	sentinel_username  Sentinel: the ACL user on the sentinels
 //	sentinel_password  Sentinel: the password on the sentinels
 //	cluster            Cluster when "true": the hosts are cluster nodes
+//	sharded            Cluster with sharded pub/sub (Redis 7) when "true"
 //	dial_timeout       Standalone: how long to wait for a connection (time.ParseDuration; default 5s)
 //
 // Any other key is an error, so a typo is not silently ignored. For example,
@@ -163,16 +164,18 @@ func ParseURL(raw string) (Connector, error) {
 
 // redisURL is a parsed Redis URL.
 type redisURL struct {
-	tls                 bool
-	host                string // the first host, for TLS server name verification
-	username, password  string
-	addrs               []string
-	db                  int
-	dialTimeout         time.Duration
-	masterName          string
-	sentinelUser        string
-	sentinelPass        string
-	cluster, clusterSet bool
+	tls                bool
+	host               string // the first host, for TLS server name verification
+	username, password string
+	addrs              []string
+	db                 int
+	dialTimeout        time.Duration
+	masterName         string
+	sentinelUser       string
+	sentinelPass       string
+	cluster            bool
+	sharded            bool
+	clusterOff         bool // cluster=false said explicitly
 }
 
 func parseURL(raw string) (redisURL, error) {
@@ -244,6 +247,11 @@ func parseURL(raw string) (redisURL, error) {
 			if r.cluster, err = strconv.ParseBool(v); err != nil {
 				return r, fmt.Errorf("%w: redis URL cluster=%q is not true or false", ErrConfig, v)
 			}
+			r.clusterOff = !r.cluster
+		case "sharded":
+			if r.sharded, err = strconv.ParseBool(v); err != nil {
+				return r, fmt.Errorf("%w: redis URL sharded=%q is not true or false", ErrConfig, v)
+			}
 		default:
 			return r, fmt.Errorf("%w: redis URL query key %q is not supported", ErrConfig, key)
 		}
@@ -260,9 +268,13 @@ func (r redisURL) tlsConfig() *tls.Config {
 
 // connector picks the deployment shape; raw is the URL it came from.
 func (r redisURL) connector(raw string) (Connector, error) {
+	if r.sharded && r.clusterOff {
+		return nil, fmt.Errorf("%w: sharded pub/sub needs a cluster, and cluster is false", ErrConfig)
+	}
+	r.cluster = r.cluster || r.sharded
 	switch {
 	case r.masterName != "" && r.cluster:
-		return nil, fmt.Errorf("%w: a master name (Sentinel) and cluster=true exclude each other", ErrConfig)
+		return nil, fmt.Errorf("%w: a master name (Sentinel) and a cluster (cluster or sharded true) exclude each other", ErrConfig)
 	case r.masterName == "" && (r.sentinelUser != "" || r.sentinelPass != ""):
 		return nil, fmt.Errorf("%w: sentinel credentials without a master name", ErrConfig)
 	case r.dialTimeout != 0 && (r.masterName != "" || r.cluster):
@@ -274,7 +286,7 @@ func (r redisURL) connector(raw string) (Connector, error) {
 		if r.db != 0 {
 			return nil, fmt.Errorf("%w: a cluster has only database 0", ErrConfig)
 		}
-		return Cluster{Addrs: r.addrs, Username: r.username, Password: r.password, TLSConfig: r.tlsConfig()}, nil
+		return Cluster{Addrs: r.addrs, Username: r.username, Password: r.password, TLSConfig: r.tlsConfig(), Sharded: r.sharded}, nil
 	case len(r.addrs) > 1:
 		return nil, fmt.Errorf("%w: %d hosts in the redis URL: say what they are (master_name for Sentinel, cluster=true)", ErrConfig, len(r.addrs))
 	}
@@ -305,9 +317,10 @@ func (r redisURL) clientOption() (rueidis.ClientOption, error) {
 //	REDIS_PASSWORD     the password on the data nodes, replacing the URL's
 //	REDIS_MASTER_NAME  Sentinel: the URL's hosts are sentinels watching this master
 //	REDIS_CLUSTER      "true": the URL's hosts are Redis Cluster nodes
+//	REDIS_SHARDED      "true": a Redis Cluster with sharded pub/sub (SPUBLISH/SSUBSCRIBE, Redis 7)
 //
-// A bad combination (a master name with a cluster, several hosts with
-// neither) is an error wrapping ErrConfig, so a misconfigured node fails at
+// A bad combination (a master name with a cluster, REDIS_SHARDED=true with
+// REDIS_CLUSTER=false, several hosts with neither) is an error wrapping ErrConfig, so a misconfigured node fails at
 // start instead of hanging.
 func FromEnv() (Connector, error) {
 	raw := os.Getenv("REDIS_URL")
@@ -324,6 +337,12 @@ func FromEnv() (Connector, error) {
 	if v := os.Getenv("REDIS_CLUSTER"); v != "" {
 		if u.cluster, err = strconv.ParseBool(v); err != nil {
 			return nil, fmt.Errorf("%w: REDIS_CLUSTER=%q is not true or false", ErrConfig, v)
+		}
+		u.clusterOff = !u.cluster
+	}
+	if v := os.Getenv("REDIS_SHARDED"); v != "" {
+		if u.sharded, err = strconv.ParseBool(v); err != nil {
+			return nil, fmt.Errorf("%w: REDIS_SHARDED=%q is not true or false", ErrConfig, v)
 		}
 	}
 	pw := os.Getenv("REDIS_PASSWORD")

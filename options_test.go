@@ -69,6 +69,10 @@ func TestParseURLPicksTheShape(t *testing.T) {
 			want: Sentinel{MasterName: "mymaster", Addrs: []string{"a:26379", "b:26380"}, Username: "u", Password: "p", SentinelPassword: "sp"}},
 		{url: "redis://:p@a,b:7001,c:7002?cluster=true",
 			want: Cluster{Addrs: []string{"a:6379", "b:7001", "c:7002"}, Password: "p"}},
+		{url: "redis://a:7000?sharded=true",
+			want: Cluster{Addrs: []string{"a:7000"}, Sharded: true}},
+		{url: "redis://a?sharded=true&cluster=false", err: "needs a cluster"},
+		{url: "redis://a?sharded=true&master_name=m", err: "exclude each other"},
 		{url: "redis://a,b", err: "2 hosts"},
 		{url: "redis://a?master_name=m&cluster=true", err: "exclude each other"},
 		{url: "redis://a?sentinel_password=x", err: "without a master name"},
@@ -149,6 +153,21 @@ func TestFromEnv(t *testing.T) {
 	t.Setenv("REDIS_CLUSTER", "yes please")
 	_, err = FromEnv()
 	require.ErrorContains(t, err, "REDIS_CLUSTER")
+
+	t.Setenv("REDIS_CLUSTER", "true")
+	t.Setenv("REDIS_SHARDED", "true")
+	c, err = FromEnv()
+	require.NoError(t, err)
+	require.True(t, c.(Cluster).Sharded)
+
+	t.Setenv("REDIS_CLUSTER", "false")
+	_, err = FromEnv()
+	require.ErrorContains(t, err, "needs a cluster")
+
+	t.Setenv("REDIS_CLUSTER", "")
+	t.Setenv("REDIS_MASTER_NAME", "mymaster")
+	_, err = FromEnv()
+	require.ErrorContains(t, err, "exclude each other")
 }
 
 func TestOptionsDefaultsAndValidation(t *testing.T) {
