@@ -272,7 +272,7 @@ func startNodes(t *testing.T, c redisadapter.Connector, opts *redisadapter.Optio
 
 // rawClient is a plain rueidis client to the same Redis, for injecting
 // messages no adapter would send.
-func rawClient(t *testing.T, c redisadapter.Connector) rueidis.Client {
+func rawClient(t testing.TB, c redisadapter.Connector) rueidis.Client {
 	t.Helper()
 	var opt rueidis.ClientOption
 	switch c := c.(type) {

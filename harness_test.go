@@ -27,7 +27,7 @@ type node struct {
 
 // startNode starts a server with the events the tests drive:
 // "join" and "leave" (a room; acked "ok") in every served namespace.
-func startNode(t *testing.T, c redisadapter.Connector, opts *redisadapter.Options) *node {
+func startNode(t testing.TB, c redisadapter.Connector, opts *redisadapter.Options) *node {
 	t.Helper()
 	srv := socketio.NewServer(&engineio.Options{SessionIDGenerator: redisadapter.SessionIDGenerator{}})
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
@@ -56,7 +56,7 @@ func startNode(t *testing.T, c redisadapter.Connector, opts *redisadapter.Option
 }
 
 // client connects a test client to n and joins rooms.
-func (n *node) client(t *testing.T, rooms ...string) *siotest.Client {
+func (n *node) client(t testing.TB, rooms ...string) *siotest.Client {
 	t.Helper()
 	c, err := siotest.Dial(n.url)
 	require.NoError(t, err)
@@ -98,7 +98,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func bg(t *testing.T) context.Context {
+func bg(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	t.Cleanup(cancel)
 	return ctx
