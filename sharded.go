@@ -92,7 +92,9 @@ func (sharded) subscriptions(c rueidis.Client, key, nsp, uid string) []subscript
 
 var _ roomChannels = sharded{}
 
-func (sharded) roomChannel(key, nsp, room string) string { return shardedChannel(key, nsp) + room + "#" }
+func (sharded) roomChannel(key, nsp, room string) string {
+	return shardedChannel(key, nsp) + room + "#"
+}
 
 func (sharded) subscribeRoom(c rueidis.Client, channel string) rueidis.Completed {
 	return c.B().Ssubscribe().Channel(channel).Build()
