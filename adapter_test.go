@@ -21,9 +21,8 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m,
 		// testcontainers' Docker client keeps idle HTTP connections and a
 		// log producer goroutine per process, not per test.
-		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
-		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
-		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
 		goleak.IgnoreAnyFunction("github.com/testcontainers/testcontainers-go.(*Reaper).connect.func1"),
 		// rueidis closes the connections a cluster refresh dropped 5 s later,
 		// on a goroutine of its own that outlives Close.

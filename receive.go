@@ -48,7 +48,7 @@ func (a *Adapter) start(ctx context.Context) error {
 	}
 	ready := newSubscriptionTracker(len(a.routes), &a.stats)
 	for _, sub := range subs {
-		a.spawn(func() { a.receiveLoop(loopCtx, ready.hook, sub.build) })
+		a.spawn(func() { a.receiveLoop(loopCtx, ready, sub.build) })
 	}
 	if rc, ok := a.proto.(roomChannels); ok {
 		a.spawn(func() { a.syncRooms(loopCtx, rc) })
@@ -60,6 +60,9 @@ func (a *Adapter) start(ctx context.Context) error {
 	case <-ready.done:
 		return nil
 	case <-wait.Done():
+		if err := ready.lastError(); err != nil {
+			return fmt.Errorf("redisadapter: subscribe: %w", err)
+		}
 		return fmt.Errorf("redisadapter: subscriptions not confirmed: %w", wait.Err())
 	}
 }
@@ -69,8 +72,8 @@ func (a *Adapter) start(ctx context.Context) error {
 // nil when the server unsubscribes the client (a sharded channel's slot
 // moved, a failover), and an error when it gives up: both mean subscribing
 // again, after a back-off.
-func (a *Adapter) receiveLoop(ctx context.Context, hook func(rueidis.PubSubSubscription), build func() rueidis.Completed) {
-	hctx := rueidis.WithOnSubscriptionHook(ctx, hook)
+func (a *Adapter) receiveLoop(ctx context.Context, t *subscriptionTracker, build func() rueidis.Completed) {
+	hctx := rueidis.WithOnSubscriptionHook(ctx, t.hook)
 	const minBackoff, maxBackoff = 10 * time.Millisecond, time.Second
 	backoff := minBackoff
 	for {
@@ -82,6 +85,7 @@ func (a *Adapter) receiveLoop(ctx context.Context, hook func(rueidis.PubSubSubsc
 			a.log.Warn("redis ended a subscription; subscribing again")
 			backoff = minBackoff
 		} else {
+			t.failed(err)
 			a.log.Warn("subscription failed; retrying", "err", err, "in", backoff)
 		}
 		select {
@@ -94,20 +98,41 @@ func (a *Adapter) receiveLoop(ctx context.Context, hook func(rueidis.PubSubSubsc
 }
 
 // subscriptionTracker closes done once every subscription has been
-// confirmed, and counts later confirmations as resubscriptions.
+// confirmed, counts later confirmations as resubscriptions, and keeps the
+// last subscription error. A nil tracker does nothing.
 type subscriptionTracker struct {
-	mu     sync.Mutex
-	want   int
-	seen   map[string]bool
-	done   chan struct{}
-	counts *counters
+	mu      sync.Mutex
+	want    int
+	seen    map[string]bool
+	done    chan struct{}
+	counts  *counters
+	lastErr error // why a subscription failed last, for New's error
+}
+
+func (t *subscriptionTracker) failed(err error) {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	t.lastErr = err
+	t.mu.Unlock()
+}
+
+func (t *subscriptionTracker) lastError() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.lastErr
 }
 
 func newSubscriptionTracker(want int, c *counters) *subscriptionTracker {
 	return &subscriptionTracker{want: want, seen: make(map[string]bool), done: make(chan struct{}), counts: c}
 }
 
+// hook sees every subscription confirmation; a nil tracker ignores them.
 func (t *subscriptionTracker) hook(s rueidis.PubSubSubscription) {
+	if t == nil {
+		return
+	}
 	if s.Kind != "subscribe" && s.Kind != "psubscribe" && s.Kind != "ssubscribe" {
 		return
 	}
@@ -272,7 +297,8 @@ func (a *Adapter) syncRoomsOnce(ctx context.Context, rc roomChannels) {
 		subCtx, cancel := context.WithCancel(ctx)
 		a.rooms[ch] = &roomSubscription{ns: ns, cancel: cancel}
 		a.spawn(func() {
-			a.receiveLoop(subCtx, func(rueidis.PubSubSubscription) {}, func() rueidis.Completed {
+			// Room subscriptions come and go: no tracker holds New up for them.
+			a.receiveLoop(subCtx, nil, func() rueidis.Completed {
 				return rc.subscribeRoom(a.client, ch)
 			})
 		})

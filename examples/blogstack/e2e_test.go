@@ -16,10 +16,17 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
 	"github.com/blogstack/redisadapter/internal/nodetest"
 	"github.com/blogstack/redisadapter/internal/redistest"
 )
+
+func TestMain(m *testing.M) {
+	// The nodes are processes; what runs in this one must end with it.
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"))
+}
 
 // exampleNode is one blogstack process.
 type exampleNode struct {
@@ -143,6 +150,21 @@ func TestThreeNodesOneRedis(t *testing.T) {
 
 	require.Equal(t, []json.RawMessage{json.RawMessage(`"ok"`)}, clients[1].Call(t, "leave", "42"))
 	require.Equal(t, 2, number(t, clients[0].Call(t, "readers", "42")))
+
+	// The operators' view: the adapter's counters in Prometheus text format.
+	resp, err := http.Get(nodes[0].url + "/metrics")
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	published := regexp.MustCompile(`(?m)^redisadapter_published_total (\d+)`).FindSubmatch(body)
+	require.NotNil(t, published, "%s", body)
+	require.NotEqual(t, "0", string(published[1]), "n1 published the comments")
+	for _, name := range []string{"received_total", "malformed_total", "queue_full_total", "slow_socket_drops_total",
+		"request_timeouts_total", "resubscribes_total", "id_collisions_total", "queue_depth"} {
+		require.Contains(t, string(body), "redisadapter_"+name+" ")
+	}
 
 	// SIGTERM: stop accepting, close the adapter, exit 0.
 	for _, nd := range nodes {

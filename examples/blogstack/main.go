@@ -98,6 +98,7 @@ func run(addr, node string, connLimit int, origins, proxies, assets string, log 
 	mux := http.NewServeMux()
 	mux.Handle("/socket.io/", guard.wrap(server))
 	mux.HandleFunc("GET /health-check", app.health)
+	mux.Handle("GET /metrics", metricsHandler(a))
 	mux.HandleFunc("GET /socket.io-client.js", func(w http.ResponseWriter, r *http.Request) {
 		http.ServeFile(w, r, filepath.Join(assets, "node_modules/socket.io-client/dist/socket.io.js"))
 	})

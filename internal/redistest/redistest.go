@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -58,8 +59,9 @@ func init() {
 // Server is one Redis server (or sentinel) on 127.0.0.1.
 type Server struct {
 	Port         int
-	args         []string
-	sentinelConf string // non-empty: run as a sentinel with this configuration
+	args         []string          // "{dir}" in an argument stands for the directory of files
+	files        map[string]string // name -> content, written into the server's directory
+	sentinelConf string            // non-empty: run as a sentinel with this configuration
 
 	mu   sync.Mutex
 	ctr  testcontainers.Container // container backend
@@ -151,6 +153,14 @@ func Start(t testing.TB, args ...string) *Server {
 	return startAll(t, &Server{Port: FreePort(t), args: args})[0]
 }
 
+// StartWithFiles is Start with files (name -> content) in the server's
+// directory; "{dir}" in args stands for that directory and "{port}" for the
+// server's port (TLS certificates and --tls-port, for example).
+func StartWithFiles(t testing.TB, files map[string]string, args ...string) *Server {
+	t.Helper()
+	return startAll(t, &Server{Port: FreePort(t), args: args, files: files})[0]
+}
+
 // startAll starts servers concurrently and stops them when the test ends.
 func startAll(t testing.TB, servers ...*Server) []*Server {
 	t.Helper()
@@ -195,12 +205,16 @@ func (s *Server) Exec(ctx context.Context, cmd ...string) (string, error) {
 // it, so it is a writable file of the server's own.
 const sentinelPath = "sentinel.conf"
 
-func (s *Server) cmdline() []string {
+func (s *Server) cmdline(dir string) []string {
 	if s.sentinelConf != "" {
 		return []string{"redis-server", sentinelPath, "--sentinel"}
 	}
-	return append([]string{"redis-server", "--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--protected-mode", "no", "--repl-diskless-sync-delay", "0"}, s.args...)
+	cmd := []string{"redis-server", "--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--protected-mode", "no", "--repl-diskless-sync-delay", "0"}
+	for _, a := range s.args {
+		cmd = append(cmd, strings.NewReplacer("{dir}", dir, "{port}", strconv.Itoa(s.Port)).Replace(a))
+	}
+	return cmd
 }
 
 func (s *Server) start() error {
@@ -220,10 +234,15 @@ func (s *Server) start() error {
 				Reader: strings.NewReader(s.sentinelConf), ContainerFilePath: "/data/" + sentinelPath, FileMode: 0o666,
 			}}
 		}
+		for name, content := range s.files {
+			files = append(files, testcontainers.ContainerFile{
+				Reader: strings.NewReader(content), ContainerFilePath: "/data/" + name, FileMode: 0o644,
+			})
+		}
 		ctr, err := testcontainers.GenericContainer(ctx, testcontainers.GenericContainerRequest{
 			ContainerRequest: testcontainers.ContainerRequest{
 				Image:  Image,
-				Cmd:    s.cmdline(),
+				Cmd:    s.cmdline("/data"),
 				Files:  files,
 				Labels: map[string]string{Label: "1"},
 				HostConfigModifier: func(hc *container.HostConfig) {
@@ -248,8 +267,13 @@ func (s *Server) start() error {
 				return err
 			}
 		}
+		for name, content := range s.files {
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+				return err
+			}
+		}
 	}
-	args := s.cmdline()[1:]
+	args := s.cmdline(s.dir)[1:]
 	if s.sentinelConf == "" {
 		args = append(args, "--dir", s.dir)
 	}
@@ -259,7 +283,28 @@ func (s *Server) start() error {
 		return err
 	}
 	s.proc = cmd
+	if s.tlsOnly() {
+		return waitListening(ctx, s.Addr())
+	}
 	return waitPing(ctx, s.Addr())
+}
+
+// tlsOnly reports whether the server speaks TLS only (--port 0 --tls-port):
+// it cannot answer a plain PING.
+func (s *Server) tlsOnly() bool { return slices.Contains(s.args, "--tls-port") }
+
+func waitListening(ctx context.Context, addr string) error {
+	for {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("nothing listens on %s: %w", addr, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // Stop stops the server (a container stop, or SIGKILL to the process) and

@@ -1,0 +1,33 @@
+package main
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/blogstack/redisadapter"
+)
+
+// metricsHandler exports the adapter's counters, read at each scrape, with
+// the Go runtime's, in Prometheus text format.
+func metricsHandler(a *redisadapter.Adapter) http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	counter := func(name, help string, v func(redisadapter.Stats) uint64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "redisadapter", Name: name, Help: help},
+			func() float64 { return float64(v(a.Stats())) }))
+	}
+	counter("published_total", "Messages this node published to Redis.", func(s redisadapter.Stats) uint64 { return s.Published })
+	counter("received_total", "Messages this node read from Redis.", func(s redisadapter.Stats) uint64 { return s.Received })
+	counter("malformed_total", "Received messages dropped as undecodable, oversized or of unknown type.", func(s redisadapter.Stats) uint64 { return s.Malformed })
+	counter("queue_full_total", "Received messages dropped because a receive queue was full.", func(s redisadapter.Stats) uint64 { return s.QueueFull })
+	counter("slow_socket_drops_total", "Events not delivered to a local socket whose queue was full.", func(s redisadapter.Stats) uint64 { return s.SlowSocketDrops })
+	counter("request_timeouts_total", "Requests to other nodes that ended before every node answered.", func(s redisadapter.Stats) uint64 { return s.RequestTimeouts })
+	counter("resubscribes_total", "Subscriptions renewed after a dropped connection or a failover.", func(s redisadapter.Stats) uint64 { return s.Resubscribes })
+	counter("id_collisions_total", "Socket ids seen on two nodes, or not made by SessionIDGenerator.", func(s redisadapter.Stats) uint64 { return s.IDCollisions })
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "redisadapter", Name: "queue_depth", Help: "Received messages waiting to be handled."},
+		func() float64 { return float64(a.Stats().QueueDepth) }))
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+}

@@ -1,0 +1,179 @@
+package redisadapter_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	socketio "github.com/googollee/go-socket.io"
+	"github.com/stretchr/testify/require"
+
+	"github.com/blogstack/redisadapter"
+	"github.com/blogstack/redisadapter/internal/redistest"
+)
+
+// Two applications on one Redis with different keys: neither sees the
+// other's events or requests.
+func TestKeyPrefixIsolation(t *testing.T) {
+	srv := redistest.Start(t)
+	c := redisadapter.Standalone{URL: srv.URL()}
+	blog := &redisadapter.Options{Key: "blog"}
+	shop := &redisadapter.Options{Key: "shop"}
+	blogA, blogB := startNodes(t, c, blog)
+	shopA, shopB := startNodes(t, c, shop)
+	blogClient, shopClient := blogB.client(t, "r"), shopB.client(t, "r")
+
+	require.NoError(t, blogA.a.To("r").Emit(bg(t), "from-blog"))
+	require.NoError(t, shopA.a.To("r").Emit(bg(t), "from-shop"))
+	expect(t, blogClient, "from-blog")
+	expect(t, shopClient, "from-shop") // not "from-blog" first
+
+	for _, n := range []*node{blogA, shopA} {
+		count, err := n.a.ServerCount(bg(t))
+		require.NoError(t, err)
+		require.Equal(t, 2, count, "each application counts its own servers")
+	}
+	sockets, err := blogA.a.Of("/").FetchSockets(bg(t))
+	require.NoError(t, err)
+	require.Len(t, sockets, 1)
+	require.Equal(t, blogClient.ID(), sockets[0].ID)
+	require.NoError(t, shopA.a.Of("/").DisconnectSockets(bg(t), true))
+	select {
+	case <-shopClient.Closed():
+	case <-time.After(wait):
+		t.Fatal("shop's disconnect did not reach its client")
+	}
+	expectOpen(t, blogB, blogClient)
+}
+
+// expectOpen checks c is still connected to n by a round trip.
+func expectOpen(t *testing.T, n *node, c interface{ ID() string }) {
+	t.Helper()
+	count, err := n.a.To(c.ID()).Local().CountSockets(bg(t))
+	require.NoError(t, err)
+	require.Equal(t, 1, count, "socket %s still connected", c.ID())
+}
+
+// aclLine is the README's ACL for the adapter: its channels only, the
+// pub/sub commands it sends, nothing on keys.
+const aclLine = "adapter on >s3cret resetchannels &socket.io* &socket.io#/#* resetkeys -@all +@connection " +
+	"+publish +subscribe +psubscribe +unsubscribe +punsubscribe +pubsub|numsub " +
+	"+spublish +ssubscribe +sunsubscribe +pubsub|shardnumsub"
+
+func TestACLUserLimitedToItsChannels(t *testing.T) {
+	// redis-server takes a config line's words as separate arguments.
+	args := append([]string{"--user"}, strings.Fields(aclLine)...)
+	args = append(args, "--user", "intruder", "on", ">pw", "resetchannels", "&other*", "-@all", "+@connection", "+@pubsub")
+	srv := redistest.Start(t, args...)
+	c := redisadapter.Standalone{URL: "redis://adapter:s3cret@" + srv.Addr()}
+	a, b := startNodes(t, c, nil)
+	bc := b.client(t, "r")
+	require.NoError(t, a.a.To("r").Emit(bg(t), "allowed"))
+	expect(t, bc, "allowed")
+	fetched, err := a.a.To("r").FetchSockets(bg(t))
+	require.NoError(t, err)
+	require.Len(t, fetched, 1)
+
+	// The user really is limited: a key command is refused.
+	raw := rawClient(t, c)
+	require.ErrorContains(t, raw.Do(bg(t), raw.B().Get().Key("k").Build()).Error(), "NOPERM")
+
+	// A user without the adapter's channels fails fast, saying why.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err = redisadapter.New(ctx, socketio.NewServer(nil), redisadapter.Standalone{URL: "redis://intruder:pw@" + srv.Addr()}, nil)
+	require.ErrorContains(t, err, "NOPERM")
+
+	// Wrong credentials fail New at once, saying so.
+	_, err = redisadapter.New(ctx, socketio.NewServer(nil), redisadapter.Standalone{URL: "redis://adapter:wrong@" + srv.Addr()}, nil)
+	require.ErrorContains(t, err, "WRONGPASS")
+}
+
+// TLS with a custom CA and client certificates (tls-auth-clients yes).
+func TestTLS(t *testing.T) {
+	ca := newCA(t)
+	serverCert, serverKey := ca.issue(t, "redis", false)
+	clientCert, clientKey := ca.issue(t, "adapter", true)
+	srv := redistest.StartWithFiles(t, map[string]string{
+		"ca.crt": ca.certPEM, "server.crt": serverCert, "server.key": serverKey,
+	}, "--port", "0", "--tls-port", "{port}", "--tls-cert-file", "{dir}/server.crt",
+		"--tls-key-file", "{dir}/server.key", "--tls-ca-cert-file", "{dir}/ca.crt", "--tls-auth-clients", "yes")
+
+	pair, err := tls.X509KeyPair([]byte(clientCert), []byte(clientKey))
+	require.NoError(t, err)
+	roots := x509.NewCertPool()
+	require.True(t, roots.AppendCertsFromPEM([]byte(ca.certPEM)))
+	c := redisadapter.Standalone{URL: "rediss://" + srv.Addr(), TLSConfig: &tls.Config{
+		RootCAs: roots, Certificates: []tls.Certificate{pair}, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12,
+	}}
+	a, b := startNodes(t, c, nil)
+	bc := b.client(t, "r")
+	require.NoError(t, a.a.To("r").Emit(bg(t), "over-tls"))
+	expect(t, bc, "over-tls")
+	require.NoError(t, a.a.Ping(bg(t)))
+
+	// Without a client certificate, or trusting another CA, New fails.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	noCert := c
+	noCert.TLSConfig = &tls.Config{RootCAs: roots, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
+	_, err = redisadapter.New(ctx, socketio.NewServer(nil), noCert, nil)
+	require.Error(t, err)
+	_, err = redisadapter.New(ctx, socketio.NewServer(nil), redisadapter.Standalone{URL: "rediss://" + srv.Addr()}, nil)
+	require.ErrorContains(t, err, "certificate")
+}
+
+type testCA struct {
+	cert    *x509.Certificate
+	key     *ecdsa.PrivateKey
+	certPEM string
+}
+
+func newCA(t *testing.T) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "redisadapter test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	cert, err := x509.ParseCertificate(der)
+	require.NoError(t, err)
+	return &testCA{cert: cert, key: key, certPEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))}
+}
+
+// issue returns a certificate for 127.0.0.1 and its key, in PEM.
+func (ca *testCA) issue(t *testing.T, name string, client bool) (string, string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	usage := x509.ExtKeyUsageServerAuth
+	if client {
+		usage = x509.ExtKeyUsageClientAuth
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{usage},
+		KeyUsage: x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	require.NoError(t, err)
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	require.NoError(t, err)
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+		string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}))
+}
