@@ -3,6 +3,7 @@ package redisadapter
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"os"
 	"strconv"
 	"strings"
@@ -14,7 +15,7 @@ import (
 // published is one PUBLISH of a redis-cli MONITOR capture.
 type published struct{ channel, message string }
 
-// readCapture returns the PUBLISH commands of a MONITOR capture in testdata
+// readCapture returns the PUBLISH and SPUBLISH commands of a MONITOR capture in testdata
 // (captured live from Node's @socket.io/redis-adapter 8.3.0).
 func readCapture(t testing.TB, name string) []published {
 	t.Helper()
@@ -26,7 +27,7 @@ func readCapture(t testing.TB, name string) []published {
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
 		args := monitorArgs(sc.Text())
-		if len(args) == 3 && strings.EqualFold(args[0], "PUBLISH") {
+		if len(args) == 3 && (strings.EqualFold(args[0], "PUBLISH") || strings.EqualFold(args[0], "SPUBLISH")) {
 			out = append(out, published{args[1], args[2]})
 		}
 	}
@@ -212,4 +213,55 @@ func FuzzDecodeRequest(f *testing.F) {
 		_, _ = decodeRequest(msg)
 		_, _ = decodeResponse(msg)
 	})
+}
+
+func FuzzDecodeSharded(f *testing.F) {
+	for _, p := range readCapture(f, "node-redis-sharded-adapter-8.3.0-capture.txt") {
+		f.Add(p.message)
+	}
+	var p sharded
+	_, ours, _ := p.encodeBroadcast("socket.io", "u", "/", selector{Rooms: []string{"a"}}, "e", []any{1, "x", nil})
+	f.Add(string(ours))
+	f.Fuzz(func(t *testing.T, msg string) {
+		if fr, err := p.decodeBroadcast(msg); err == nil {
+			// What decodes re-encodes, and decodes to the same broadcast.
+			_, again, err := p.encodeBroadcast("socket.io", fr.uid, fr.nsp, fr.sel, fr.event, fr.args)
+			if err != nil {
+				t.Fatalf("re-encode %q: %v", msg, err)
+			}
+			fr2, err := p.decodeBroadcast(string(again))
+			if err != nil || fr2.event != fr.event || len(fr2.args) != len(fr.args) || fr2.uid != fr.uid {
+				t.Fatalf("round trip changed %q: %v", msg, err)
+			}
+		}
+		_, _ = p.decodeRequest(msg)
+		_, _ = p.decodeResponse(msg)
+	})
+}
+
+func TestDecodeNodeShardedCapture(t *testing.T) {
+	var p sharded
+	var broadcasts, requests, responses int
+	for _, m := range readCapture(t, "node-redis-sharded-adapter-8.3.0-capture.txt") {
+		f, err := p.decodeBroadcast(m.message)
+		switch {
+		case err == nil:
+			require.Equal(t, "/", f.nsp)
+			require.NotEmpty(t, f.event)
+			broadcasts++
+		case errors.Is(err, errIsRequest):
+			if r, err := p.decodeRequest(m.message); err == nil && r.Type >= 0 {
+				requests++
+				continue
+			}
+			_, err := p.decodeResponse(m.message)
+			require.NoError(t, err, "%q", m.message)
+			responses++
+		default:
+			t.Fatalf("%q: %v", m.message, err)
+		}
+	}
+	require.Equal(t, 3, broadcasts)
+	require.Positive(t, requests)
+	require.Positive(t, responses)
 }
