@@ -1,0 +1,112 @@
+package redisadapter_test
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/blogstack/redisadapter"
+	"github.com/blogstack/redisadapter/internal/redistest"
+)
+
+// The adapter layer against the raw Redis ceiling, side by side in one run:
+// 8 goroutines publish messages of a given size; a second node (or a plain
+// subscriber) reads them all. No websocket clients: this is the cost of
+// the layer itself (encode, publish, read, route, decode, select).
+//
+//	go test -run '^$' -bench 'Ceiling|AdapterLayer' -benchtime 50000x .
+const publishers = 8
+
+func BenchmarkCeilingRueidis(b *testing.B) {
+	for _, size := range []int{100, 1024} {
+		b.Run(sizeName(size), func(b *testing.B) {
+			srv := redistest.Start(b)
+			pub := rawClient(b, redisadapter.Standalone{URL: srv.URL()})
+			sub := rawClient(b, redisadapter.Standalone{URL: srv.URL()})
+			var received atomic.Int64
+			subscribed := make(chan struct{})
+			ctx, cancel := context.WithCancel(context.Background())
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				hctx := rueidis.WithOnSubscriptionHook(ctx, func(rueidis.PubSubSubscription) { close(subscribed) })
+				_ = sub.Receive(hctx, sub.B().Subscribe().Channel("bench").Build(), func(rueidis.PubSubMessage) { received.Add(1) })
+			}()
+			defer func() { cancel(); wg.Wait() }()
+			<-subscribed
+			payload := strings.Repeat("x", size)
+			b.SetBytes(int64(size))
+			b.ResetTimer()
+			parallel(b.N, func() error {
+				return pub.Do(context.Background(), pub.B().Publish().Channel("bench").Message(payload).Build()).Error()
+			}, b)
+			waitFor(b, func() bool { return received.Load() >= int64(b.N) })
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+		})
+	}
+}
+
+func BenchmarkAdapterLayer(b *testing.B) {
+	for _, size := range []int{100, 1024} {
+		b.Run(sizeName(size), func(b *testing.B) {
+			srv := redistest.Start(b)
+			c := redisadapter.Standalone{URL: srv.URL()}
+			a, recv := startNode(b, c, nil), startNode(b, c, nil)
+			payload := strings.Repeat("x", size-40) // the frame adds about 40 bytes
+			before := recv.a.Stats().Received
+			b.SetBytes(int64(size))
+			b.ResetTimer()
+			parallel(b.N, func() error { return a.a.Of("/").Emit(context.Background(), "m", payload) }, b)
+			// Read, routed and decoded: nothing left in the queues.
+			waitFor(b, func() bool {
+				st := recv.a.Stats()
+				return st.Received-before >= uint64(b.N) && st.QueueDepth == 0
+			})
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+		})
+	}
+}
+
+// parallel runs f n times over the publishers.
+func parallel(n int, f func() error, b *testing.B) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range publishers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(n) {
+				if err := f(); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func waitFor(b *testing.B, cond func() bool) {
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			b.Fatal("messages not all received within 60s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func sizeName(n int) string {
+	if n >= 1024 {
+		return "1KB"
+	}
+	return "100B"
+}

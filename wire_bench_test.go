@@ -1,0 +1,55 @@
+package redisadapter
+
+import (
+	"strings"
+	"testing"
+)
+
+type benchComment struct {
+	Post string `json:"post"`
+	Text string `json:"text"`
+	Node string `json:"node"`
+}
+
+// Encode once per broadcast, decode once per node: their cost and
+// allocations.
+func BenchmarkEncodeBroadcast(b *testing.B) {
+	c := benchComment{Post: "42", Text: strings.Repeat("x", 100), Node: "n1"}
+	sel := selector{Rooms: []string{"post:42"}}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := encodeBroadcast("abcdef", "/", sel, "comment", []any{c}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkDecodeBroadcast(b *testing.B) {
+	c := benchComment{Post: "42", Text: strings.Repeat("x", 100), Node: "n1"}
+	frame, err := encodeBroadcast("abcdef", "/", selector{Rooms: []string{"post:42"}}, "comment", []any{c})
+	if err != nil {
+		b.Fatal(err)
+	}
+	msg := string(frame)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := decodeBroadcast(msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkShardedEncodeDecode(b *testing.B) {
+	c := benchComment{Post: "42", Text: strings.Repeat("x", 100), Node: "n1"}
+	var p sharded
+	b.ReportAllocs()
+	for b.Loop() {
+		_, payload, err := p.encodeBroadcast("socket.io", "abcdef", "/", selector{Rooms: []string{"post:42"}}, "comment", []any{c})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := p.decodeBroadcast(string(payload)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
