@@ -2,6 +2,9 @@ package redisadapter_test
 
 import (
 	"context"
+	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -109,4 +112,96 @@ func sizeName(n int) string {
 		return "1KB"
 	}
 	return "100B"
+}
+
+// Requests across the fleet: FetchSockets and AllRooms from one node to 3
+// and to 10 nodes (in one process, one socket each), with p50 and p99. A
+// request that times out fails the benchmark.
+//
+//	go test -run '^$' -bench Requests -benchtime 200x .
+func BenchmarkRequests(b *testing.B) {
+	srv := redistest.Start(b)
+	c := redisadapter.Standalone{URL: srv.URL()}
+	for _, fleet := range []int{3, 10} {
+		var nodes []*node
+		for i := range fleet {
+			n := startNode(b, c, nil)
+			n.client(b, "room-"+strconv.Itoa(i%3))
+			nodes = append(nodes, n)
+		}
+		for _, req := range []struct {
+			name string
+			do   func(context.Context) error
+		}{
+			{"FetchSockets", func(ctx context.Context) error {
+				s, err := nodes[0].a.To("room-1").FetchSockets(ctx)
+				if err == nil && len(s) != (fleet+1)/3 {
+					err = fmt.Errorf("%d sockets", len(s))
+				}
+				return err
+			}},
+			{"AllRooms", func(ctx context.Context) error {
+				_, err := nodes[0].a.AllRooms(ctx, "/")
+				return err
+			}},
+		} {
+			b.Run(fmt.Sprintf("%s/%dnodes", req.name, fleet), func(b *testing.B) {
+				lat := make([]time.Duration, 0, b.N)
+				for b.Loop() {
+					start := time.Now()
+					if err := req.do(context.Background()); err != nil {
+						b.Fatal(err)
+					}
+					lat = append(lat, time.Since(start))
+				}
+				slices.Sort(lat)
+				b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+				b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+			})
+		}
+	}
+}
+
+// Latency at a steady 2,000 events/s from a broadcast on node A to its
+// receipt by a websocket client of node B, timestamps from one clock.
+//
+//	go test -run '^$' -bench Latency -benchtime 10000x .
+func BenchmarkLatency(b *testing.B) {
+	srv := redistest.Start(b)
+	c := redisadapter.Standalone{URL: srv.URL()}
+	a, recv := startNode(b, c, nil), startNode(b, c, nil)
+	cl := recv.client(b, "room")
+	const rate = 2000
+	lat := make([]time.Duration, 0, b.N)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for len(lat) < b.N {
+			e, err := cl.Next("t", 5*time.Second)
+			if err != nil {
+				return
+			}
+			sent, _ := strconv.ParseInt(string(e.Args[0]), 10, 64)
+			lat = append(lat, time.Since(time.Unix(0, sent)))
+		}
+	}()
+	b.ResetTimer()
+	start := time.Now()
+	for i := range b.N {
+		if wait := time.Until(start.Add(time.Duration(i) * time.Second / rate)); wait > 0 {
+			time.Sleep(wait)
+		}
+		if err := a.a.To("room").Emit(context.Background(), "t", time.Now().UnixNano()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	<-done
+	b.StopTimer()
+	if len(lat) < b.N {
+		b.Fatalf("%d of %d events arrived", len(lat), b.N)
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+	b.ReportMetric(float64(lat[len(lat)-1].Microseconds()), "max-µs")
 }
