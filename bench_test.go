@@ -124,8 +124,9 @@ func BenchmarkRequests(b *testing.B) {
 	c := redisadapter.Standalone{URL: srv.URL()}
 	for _, fleet := range []int{3, 10} {
 		var nodes []*node
+		opts := &redisadapter.Options{Key: fmt.Sprintf("fleet%d", fleet)} // apart from the other fleet
 		for i := range fleet {
-			n := startNode(b, c, nil)
+			n := startNode(b, c, opts)
 			n.client(b, "room-"+strconv.Itoa(i%3))
 			nodes = append(nodes, n)
 		}

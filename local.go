@@ -17,6 +17,7 @@ import (
 	"time"
 
 	socketio "github.com/googollee/go-socket.io"
+	"github.com/googollee/go-socket.io/parser"
 )
 
 type namespace struct {
@@ -174,28 +175,35 @@ func (a *Adapter) deliver(ns *namespace, sel selector, event string, args []any)
 	}
 }
 
-// jsonNull stands for a nil argument: go-socket.io's Emit panics on a nil
-// argument (reflect.ValueOf(nil) is not a valid value), and this encodes as
-// the null the client expects.
-type jsonNull struct{}
+// encodedArg is an argument already encoded as JSON. go-socket.io encodes
+// every argument again for every socket it emits to (reflection, sorted map
+// keys); encoding once per broadcast and handing it the bytes makes a room
+// of many sockets cost one encoding. The text sits in a string field: the
+// parser walks slices element by element looking for binary attachments.
+type encodedArg struct{ json string }
 
-func (jsonNull) MarshalJSON() ([]byte, error) { return []byte("null"), nil }
+func (e encodedArg) MarshalJSON() ([]byte, error) { return []byte(e.json), nil }
 
-// emittable replaces nil arguments with jsonNull, copying args only if needed.
+// emittable encodes args once for every socket they go to. It also keeps
+// nil arguments from go-socket.io's Emit, which panics on them
+// (reflect.ValueOf(nil) is not a valid value): they become null. Binary
+// attachments (parser.Buffer) are left to go-socket.io.
 func emittable(args []any) []any {
+	out := make([]any, len(args))
 	for i, v := range args {
-		if v == nil {
-			out := make([]any, len(args))
-			copy(out, args)
-			for j := i; j < len(out); j++ {
-				if out[j] == nil {
-					out[j] = jsonNull{}
-				}
-			}
-			return out
+		switch v.(type) {
+		case parser.Buffer, *parser.Buffer:
+			out[i] = v
+			continue
 		}
+		b, err := json.Marshal(v)
+		if err != nil {
+			out[i] = v // go-socket.io reports the error on the socket, as before
+			continue
+		}
+		out[i] = encodedArg{string(b)}
 	}
-	return args
+	return out
 }
 
 // enqueue adds ev to s's queue, starting its drain if idle. A full queue

@@ -20,7 +20,7 @@ func dialNode(t *testing.T, url string) *nodetest.Client { return nodetest.Dial(
 // startNodeServer runs a Node.js socket.io 4 server with
 // @socket.io/redis-adapter 8 on the given Redis (REDIS_URL=... or
 // REDIS_CLUSTER=... and SHARDED=1 in env).
-func startNodeServer(t *testing.T, env ...string) (*nodetest.Proc, string, string) {
+func startNodeServer(t testing.TB, env ...string) (*nodetest.Proc, string, string) {
 	t.Helper()
 	port := redistest.FreePort(t)
 	p := nodetest.Start(t, "server.js", append([]string{fmt.Sprintf("PORT=%d", port)}, env...))

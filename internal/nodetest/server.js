@@ -71,6 +71,11 @@ async function main() {
         case "disconnect":
           sel(cmd).disconnectSockets(true);
           return out({ id: cmd.id, ok: true });
+        case "burst": { // n events of size bytes to a room, as fast as the loop goes
+          const payload = "x".repeat(cmd.size || 0);
+          for (let i = 0; i < cmd.n; i++) io.to(cmd.room).emit("m", i, payload);
+          return out({ id: cmd.id, ok: true });
+        }
         case "localRooms":
           return out({ id: cmd.id, rooms: [...io.of("/").adapter.rooms.keys()] });
       }

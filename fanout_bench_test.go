@@ -1,0 +1,151 @@
+package redisadapter_test
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	socketio "github.com/googollee/go-socket.io"
+	"github.com/googollee/go-socket.io/engineio"
+
+	"github.com/blogstack/redisadapter"
+	"github.com/blogstack/redisadapter/internal/redistest"
+	"github.com/blogstack/redisadapter/internal/siotest"
+)
+
+// BenchmarkFanout: node A broadcasts b.N events to a room; fanoutClients
+// websocket clients of node B (Go clients speaking socket.io 2.x, so the
+// clients are not the bottleneck) receive them. Side by side: this
+// adapter, go-socket.io v1.7.0's built-in Redis adapter, and Node's
+// socket.io 4 with @socket.io/redis-adapter 8. It reports deliveries per
+// second, the share lost, and the machine's CPU time per 1,000 deliveries
+// (servers, clients and Redis together: they share its two cores).
+//
+//	go test -run '^$' -bench Fanout -benchtime 20000x .
+const fanoutClients = 10
+
+func BenchmarkFanout(b *testing.B) {
+	for _, size := range []int{100, 1024} {
+		payload := strings.Repeat("x", size)
+		b.Run("adapter/"+sizeName(size), func(b *testing.B) {
+			srv := redistest.Start(b)
+			c := redisadapter.Standalone{URL: srv.URL()}
+			a, recv := startNode(b, c, nil), startNode(b, c, nil)
+			fanout(b, recv.url, func(n int) {
+				parallel(n, func() error { return a.a.To("room").Emit(context.Background(), "m", 0, payload) }, b)
+			})
+		})
+		b.Run("gosocketio-builtin/"+sizeName(size), func(b *testing.B) {
+			srv := redistest.Start(b)
+			a, _ := startBuiltin(b, srv.Addr())
+			_, recvURL := startBuiltin(b, srv.Addr())
+			// One goroutine: its one redigo connection breaks under
+			// concurrent broadcasts.
+			fanout(b, recvURL, func(n int) {
+				for range n {
+					a.BroadcastToRoom("/", "room", "m", 0, payload)
+				}
+			})
+		})
+		b.Run("node-redis-adapter/"+sizeName(size), func(b *testing.B) {
+			srv := redistest.Start(b)
+			sender, _, _ := startNodeServer(b, "REDIS_URL="+srv.URL())
+			_, recvURL, _ := startNodeServer(b, "REDIS_URL="+srv.URL())
+			fanout(b, recvURL, func(n int) {
+				sender.Call(time.Minute, map[string]any{"op": "burst", "room": "room", "n": n, "size": size})
+			})
+		})
+	}
+}
+
+// fanout connects the clients to url, runs send(b.N), and waits until the
+// deliveries stop.
+func fanout(b *testing.B, url string, send func(n int)) {
+	var delivered atomic.Int64
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for range fanoutClients {
+		cl, err := siotest.Dial(url)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { cl.Close() })
+		if _, err := cl.Call(wait, "join", "room"); err != nil {
+			b.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case e := <-cl.Events:
+					if e.Name == "m" {
+						delivered.Add(1)
+					}
+				case <-stop:
+					return
+				}
+			}
+		}()
+	}
+	defer func() { close(stop); wg.Wait() }()
+	cpu0 := machineCPU(b)
+	b.ResetTimer()
+	send(b.N)
+	want := int64(b.N * fanoutClients)
+	// Done when all arrived, or nothing arrived for a second.
+	for last, idle := int64(-1), time.Now(); delivered.Load() < want && time.Since(idle) < time.Second; time.Sleep(5 * time.Millisecond) {
+		if n := delivered.Load(); n != last {
+			last, idle = n, time.Now()
+		}
+	}
+	b.StopTimer()
+	got := delivered.Load()
+	elapsed := b.Elapsed()
+	if got < want {
+		elapsed -= time.Second // the idle second that ended the wait
+	}
+	b.ReportMetric(float64(got)/elapsed.Seconds(), "deliveries/s")
+	b.ReportMetric(100*float64(want-got)/float64(want), "%lost")
+	b.ReportMetric(float64(machineCPU(b)-cpu0)/float64(got)*1000/float64(time.Millisecond), "cpu-ms/1k")
+}
+
+// machineCPU is the CPU time all processes of the machine have used.
+func machineCPU(b *testing.B) time.Duration {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		b.Skip("no /proc/stat")
+	}
+	fields := strings.Fields(strings.SplitN(string(data), "\n", 2)[0])[1:]
+	var busy int64
+	for i, f := range fields {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		v, _ := strconv.ParseInt(f, 10, 64)
+		busy += v
+	}
+	return time.Duration(busy) * 10 * time.Millisecond // USER_HZ is 100
+}
+
+// startBuiltin starts a go-socket.io server using its own Redis adapter and
+// returns it with its URL.
+func startBuiltin(b *testing.B, addr string) (*socketio.Server, string) {
+	srv := socketio.NewServer(&engineio.Options{SessionIDGenerator: redisadapter.SessionIDGenerator{}})
+	if ok, err := srv.Adapter(&socketio.RedisAdapterOptions{Addr: addr, Prefix: "builtin"}); !ok || err != nil {
+		b.Fatal(fmt.Errorf("built-in adapter: %v", err))
+	}
+	srv.OnConnect("/", func(socketio.Conn) error { return nil })
+	srv.OnEvent("/", "join", func(s socketio.Conn, room string) string { s.Join(room); return "ok" })
+	go srv.Serve()
+	hs := httptest.NewServer(srv)
+	b.Cleanup(func() { hs.CloseClientConnections(); hs.Close(); srv.Close() })
+	return srv, hs.URL
+}
