@@ -18,7 +18,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
+	goleak.VerifyTestMain(runThenStopShared{m},
 		// testcontainers' Docker client keeps idle HTTP connections and a
 		// log producer goroutine per process, not per test.
 		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
@@ -28,6 +28,15 @@ func TestMain(m *testing.M) {
 		// on a goroutine of its own that outlives Close.
 		goleak.IgnoreAnyFunction("github.com/redis/rueidis.(*clusterClient)._refresh.func2"),
 	)
+}
+
+// runThenStopShared runs the tests, then stops the shared topologies, before
+// goleak looks for what is left.
+type runThenStopShared struct{ m *testing.M }
+
+func (r runThenStopShared) Run() int {
+	defer stopShared()
+	return r.m.Run()
 }
 
 // suite is the behaviour every connector must have; each backend runs it.
@@ -300,14 +309,14 @@ func TestStandalone(t *testing.T) {
 }
 
 func TestSentinel(t *testing.T) {
-	set := redistest.StartSentinel(t)
+	set := sharedSentinel(t)
 	suite(t, func(t *testing.T) redisadapter.Connector {
 		return redisadapter.Sentinel{MasterName: redistest.MasterName, Addrs: set.Addrs()}
 	})
 }
 
 func TestCluster(t *testing.T) {
-	set := redistest.StartCluster(t)
+	set := sharedCluster(t)
 	t.Run("Classic", func(t *testing.T) {
 		suite(t, func(t *testing.T) redisadapter.Connector { return redisadapter.Cluster{Addrs: set.Addrs()} })
 	})

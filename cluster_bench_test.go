@@ -24,7 +24,7 @@ import (
 //
 //	go test -run '^$' -bench ClusterModes -benchtime 5000x .
 func BenchmarkClusterModes(b *testing.B) {
-	set := redistest.StartCluster(b)
+	set := sharedCluster(b)
 	for _, sharded := range []bool{false, true} {
 		b.Run(map[bool]string{false: "classic", true: "sharded"}[sharded], func(b *testing.B) {
 			c := redisadapter.Cluster{Addrs: set.Addrs(), Sharded: sharded}

@@ -16,6 +16,14 @@
 //	a.To("post:42").Emit(ctx, "comment", c) // every socket in post:42, on every node
 //	defer a.Close(ctx)
 //
+// # Deployment shapes
+//
+// The Connector picks how Redis is reached: Standalone, Sentinel (follows
+// failovers) or Cluster, classic (PUBLISH over the cluster bus, as Node's
+// createAdapter) or sharded (SPUBLISH/SSUBSCRIBE on Redis 7, as Node's
+// createShardedAdapter). FromEnv and ParseURL build one from REDIS_URL and
+// friends. Nothing else in the code changes between them.
+//
 // Room membership stays where go-socket.io keeps it (conn.Join and
 // conn.Leave); the adapter reads it. go-socket.io has no adapter hook, so
 // the adapter registers the OnConnect and OnDisconnect handlers of the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,8 +13,50 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/blogstack/redisadapter"
+	"github.com/blogstack/redisadapter/internal/redistest"
 	"github.com/blogstack/redisadapter/internal/siotest"
 )
+
+// Topologies shared by the tests that do not break them: started by the
+// first test that needs one, stopped when the package's tests end (TestMain
+// runs the cleanups). Failover tests start their own.
+var (
+	sharedCleanups []func()
+	clusterOnce    sync.Once
+	cluster        *redistest.ClusterSet
+	sentinelOnce   sync.Once
+	sentinel       *redistest.SentinelSet
+)
+
+// packageTB is the first user's TB, with cleanups deferred to TestMain.
+type packageTB struct{ testing.TB }
+
+func (packageTB) Cleanup(f func()) { sharedCleanups = append(sharedCleanups, f) }
+
+func sharedCluster(t testing.TB) *redistest.ClusterSet {
+	t.Helper()
+	clusterOnce.Do(func() { cluster = redistest.StartCluster(packageTB{t}) })
+	if cluster == nil {
+		t.Fatal("the shared cluster did not start")
+	}
+	return cluster
+}
+
+func sharedSentinel(t testing.TB) *redistest.SentinelSet {
+	t.Helper()
+	sentinelOnce.Do(func() { sentinel = redistest.StartSentinel(packageTB{t}) })
+	if sentinel == nil {
+		t.Fatal("the shared sentinel set did not start")
+	}
+	return sentinel
+}
+
+// stopShared stops the shared topologies, last started first.
+func stopShared() {
+	for i := len(sharedCleanups) - 1; i >= 0; i-- {
+		sharedCleanups[i]()
+	}
+}
 
 // wait is how long a test waits for something that must happen.
 const wait = 5 * time.Second

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -70,4 +72,37 @@ func TestAnswerFloodIsBounded(t *testing.T) {
 	// first two of the flood kept, the rest ignored.
 	require.NoError(t, r.err)
 	require.Equal(t, []json.RawMessage{json.RawMessage("0"), json.RawMessage("1")}, r.acks)
+}
+
+// Close under load returns promptly and leaves nothing running (TestMain's
+// goleak check covers the adapter's goroutines and the socket drains).
+func TestCloseUnderLoad(t *testing.T) {
+	srv := redistest.Start(t)
+	c := redisadapter.Standalone{URL: srv.URL()}
+	a, b := startNodes(t, c, nil)
+	for range 20 {
+		b.client(t, "r")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var senders sync.WaitGroup
+	for range 8 {
+		senders.Add(1)
+		go func() {
+			defer senders.Done()
+			for ctx.Err() == nil {
+				_ = a.a.To("r").Emit(ctx, "load", strings.Repeat("x", 512))
+			}
+		}()
+	}
+	eventually(t, "b is busy delivering", func() bool { return b.a.Stats().Received > 1000 })
+	start := time.Now()
+	closeCtx, closeCancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer closeCancel()
+	require.NoError(t, b.a.Close(closeCtx))
+	took := time.Since(start)
+	cancel()
+	senders.Wait()
+	t.Logf("Close under load took %v", took.Round(time.Millisecond))
+	require.Less(t, took, 2*time.Second)
+	require.ErrorIs(t, b.a.To("r").Emit(bg(t), "x"), redisadapter.ErrClosed)
 }

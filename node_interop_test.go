@@ -63,7 +63,7 @@ func TestNodeJSInterop(t *testing.T) {
 		srv := redistest.Start(t)
 		interop(t, redisadapter.Standalone{URL: srv.URL()}, "REDIS_URL="+srv.URL())
 	})
-	set := redistest.StartCluster(t)
+	set := sharedCluster(t)
 	cluster := "REDIS_CLUSTER=" + strings.Join(set.Addrs(), ",")
 	t.Run("ClusterClassic", func(t *testing.T) {
 		interop(t, redisadapter.Cluster{Addrs: set.Addrs()}, cluster)
