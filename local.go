@@ -169,8 +169,12 @@ func (a *Adapter) hasLocalRoom(ns *namespace, room string) bool {
 
 // deliver queues event to every local socket matched by sel.
 func (a *Adapter) deliver(ns *namespace, sel selector, event string, args []any) {
+	targets := a.selectLocal(ns, sel)
+	if len(targets) == 0 {
+		return // nothing to encode for
+	}
 	args = emittable(args)
-	for _, s := range a.selectLocal(ns, sel) {
+	for _, s := range targets {
 		a.enqueue(s, outEvent{event: event, args: args})
 	}
 }
