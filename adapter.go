@@ -71,22 +71,9 @@ func New(ctx context.Context, server *socketio.Server, c Connector, opts *Option
 	if server == nil || c == nil {
 		return nil, fmt.Errorf("%w: server and connector are required", ErrConfig)
 	}
-	var o Options
-	if opts != nil {
-		o = *opts
-	}
-	o.setDefaults()
-	if err := o.validate(); err != nil {
-		return nil, err
-	}
-	copt, err := c.clientOption()
+	o, client, err := open(c, opts)
 	if err != nil {
 		return nil, err
-	}
-	copt.DisableCache = true // pub/sub only: no client-side caching, no tracking
-	client, err := rueidis.NewClient(copt)
-	if err != nil {
-		return nil, fmt.Errorf("redisadapter: connect to redis: %w", err)
 	}
 	a := &Adapter{
 		publisher:  publisher{client: client, proto: c.protocol(), opts: o, uid: randomID(6)},

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sync"
-
-	"github.com/redis/rueidis"
 )
 
 // emitterUID is the uid an Emitter puts in its broadcasts, as Node's
@@ -42,22 +40,9 @@ func NewEmitter(ctx context.Context, c Connector, opts *Options) (*Emitter, erro
 	if c == nil {
 		return nil, fmt.Errorf("%w: connector is required", ErrConfig)
 	}
-	var o Options
-	if opts != nil {
-		o = *opts
-	}
-	o.setDefaults()
-	if err := o.validate(); err != nil {
-		return nil, err
-	}
-	copt, err := c.clientOption()
+	o, client, err := open(c, opts)
 	if err != nil {
 		return nil, err
-	}
-	copt.DisableCache = true
-	client, err := rueidis.NewClient(copt)
-	if err != nil {
-		return nil, fmt.Errorf("redisadapter: connect to redis: %w", err)
 	}
 	if err := client.Do(ctx, client.B().Ping().Build()).Error(); err != nil {
 		client.Close()

@@ -99,8 +99,14 @@ func fanout(b *testing.B, url string, send func(n int)) {
 	cpu0 := machineCPU(b)
 	b.ResetTimer()
 	send(b.N)
-	want := int64(b.N * fanoutClients)
-	// Done when all arrived, or nothing arrived for a second.
+	reportDeliveries(b, &delivered, int64(b.N*fanoutClients))
+	b.ReportMetric(float64(machineCPU(b)-cpu0)/float64(delivered.Load())*1000/float64(time.Millisecond), "cpu-ms/1k")
+}
+
+// reportDeliveries waits until want deliveries arrived, or none arrived for
+// a second, then stops the timer and reports deliveries per second (the
+// idle second not counted) and the share lost.
+func reportDeliveries(b *testing.B, delivered *atomic.Int64, want int64) {
 	for last, idle := int64(-1), time.Now(); delivered.Load() < want && time.Since(idle) < time.Second; time.Sleep(5 * time.Millisecond) {
 		if n := delivered.Load(); n != last {
 			last, idle = n, time.Now()
@@ -110,11 +116,10 @@ func fanout(b *testing.B, url string, send func(n int)) {
 	got := delivered.Load()
 	elapsed := b.Elapsed()
 	if got < want {
-		elapsed -= time.Second // the idle second that ended the wait
+		elapsed -= time.Second
 	}
 	b.ReportMetric(float64(got)/elapsed.Seconds(), "deliveries/s")
 	b.ReportMetric(100*float64(want-got)/float64(want), "%lost")
-	b.ReportMetric(float64(machineCPU(b)-cpu0)/float64(got)*1000/float64(time.Millisecond), "cpu-ms/1k")
 }
 
 // machineCPU is the CPU time all processes of the machine have used.

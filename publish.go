@@ -12,6 +12,29 @@ import (
 	"github.com/redis/rueidis"
 )
 
+// open applies opts' defaults, checks them and opens the Redis client c
+// describes: what New and NewEmitter share.
+func open(c Connector, opts *Options) (Options, rueidis.Client, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	o.setDefaults()
+	if err := o.validate(); err != nil {
+		return o, nil, err
+	}
+	copt, err := c.clientOption()
+	if err != nil {
+		return o, nil, err
+	}
+	copt.DisableCache = true // pub/sub only: no client-side caching, no tracking
+	client, err := rueidis.NewClient(copt)
+	if err != nil {
+		return o, nil, fmt.Errorf("redisadapter: connect to redis: %w", err)
+	}
+	return o, client, nil
+}
+
 type publisher struct {
 	client    rueidis.Client
 	proto     protocol

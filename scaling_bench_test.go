@@ -7,7 +7,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/blogstack/redisadapter"
 	"github.com/blogstack/redisadapter/internal/redistest"
@@ -66,19 +65,7 @@ func BenchmarkScaling(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
-				want := int64(b.N * sockets)
-				for last, idle := int64(-1), time.Now(); delivered.Load() < want && time.Since(idle) < time.Second; time.Sleep(5 * time.Millisecond) {
-					if n := delivered.Load(); n != last {
-						last, idle = n, time.Now()
-					}
-				}
-				b.StopTimer()
-				elapsed := b.Elapsed()
-				if delivered.Load() < want {
-					elapsed -= time.Second
-				}
-				b.ReportMetric(float64(delivered.Load())/elapsed.Seconds(), "deliveries/s")
-				b.ReportMetric(100*float64(want-delivered.Load())/float64(want), "%lost")
+				reportDeliveries(b, &delivered, int64(b.N*sockets))
 				b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(sockets)/1024, "heap-KiB/socket")
 			})
 		}

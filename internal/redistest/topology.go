@@ -22,10 +22,12 @@ type SentinelSet struct {
 }
 
 // Addrs are the sentinels' addresses.
-func (s *SentinelSet) Addrs() []string {
-	out := make([]string, len(s.Sentinels))
-	for i, sn := range s.Sentinels {
-		out[i] = sn.Addr()
+func (s *SentinelSet) Addrs() []string { return addrs(s.Sentinels) }
+
+func addrs(servers []*Server) []string {
+	out := make([]string, len(servers))
+	for i, s := range servers {
+		out[i] = s.Addr()
 	}
 	return out
 }
@@ -93,13 +95,7 @@ type ClusterSet struct {
 }
 
 // Addrs are the nodes' addresses.
-func (c *ClusterSet) Addrs() []string {
-	out := make([]string, len(c.Nodes))
-	for i, n := range c.Nodes {
-		out[i] = n.Addr()
-	}
-	return out
-}
+func (c *ClusterSet) Addrs() []string { return addrs(c.Nodes) }
 
 // StartCluster starts the nodes, creates the cluster and returns once every
 // node reports cluster_state:ok.
