@@ -89,9 +89,19 @@ func (p *publisher) publishBroadcast(ctx context.Context, nsp string, sel select
 // publishServerSideEmit publishes a server-side event that wants no
 // acknowledgement.
 func (p *publisher) publishServerSideEmit(ctx context.Context, nsp string, event string, args []any) error {
+	req, err := serverSideEmitRequest(event, args)
+	if err != nil {
+		return err
+	}
+	req.UID = p.uid
+	return p.publishRequest(ctx, nsp, req)
+}
+
+// serverSideEmitRequest is the request carrying [event, ...args].
+func serverSideEmitRequest(event string, args []any) (request, error) {
 	data, err := json.Marshal(append([]any{event}, args...))
 	if err != nil {
-		return fmt.Errorf("redisadapter: serverSideEmit %q: %w", event, err)
+		return request{}, fmt.Errorf("redisadapter: serverSideEmit %q: %w", event, err)
 	}
-	return p.publishRequest(ctx, nsp, request{UID: p.uid, Type: typeServerSideEmit, Data: data})
+	return request{Type: typeServerSideEmit, Data: data}, nil
 }

@@ -373,11 +373,11 @@ func (a *Adapter) ServerSideEmit(ctx context.Context, nsp, event string, args ..
 	if err != nil {
 		return nil, err
 	}
-	data, err := json.Marshal(append([]any{event}, args...))
+	req, err := serverSideEmitRequest(event, args)
 	if err != nil {
-		return nil, fmt.Errorf("redisadapter: serverSideEmit %q: %w", event, err)
+		return nil, err
 	}
-	p, err := a.ask(ctx, ns, request{Type: typeServerSideEmit, Data: data})
+	p, err := a.ask(ctx, ns, req)
 	if p == nil {
 		return nil, err
 	}

@@ -189,7 +189,7 @@ func (p sharded) encodeAnswer(key, nsp, uid string, to request, a answer) (strin
 	return shardedChannel(key, nsp) + to.UID + "#", payload, err
 }
 
-// decodeMessage reads the envelope: JSON, or msgpack (Node's choice when the
+// decodeShardedMessage reads the envelope: JSON, or msgpack (Node's choice when the
 // payload holds binary), read with the bounded decoder and re-read as JSON.
 func decodeShardedMessage(msg string) (shardedMessage, shardedData, error) {
 	var m shardedMessage
