@@ -1,21 +1,25 @@
-// Package siotest is a minimal socket.io client (protocol 4, engine.io 3,
-// websocket) for tests, built from go-socket.io's own engineio dialer and
-// parser: v1.7.0 ships no client.
+// Package siotest is a minimal socket.io client for tests: protocol 4 over
+// engine.io 3, websocket only, the protocol go-socket.io v1.7.0 serves (it
+// ships no client).
+//
+// It speaks the wire format directly on a gorilla websocket rather than
+// through go-socket.io's parser, which allocates a 4 KiB reader and runs a
+// reflective JSON decoder for every packet: the benchmarks run thousands of
+// these clients in the process they measure, and the clients must cost
+// little beside the servers.
 package siotest
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/googollee/go-socket.io/engineio"
-	"github.com/googollee/go-socket.io/engineio/transport"
-	"github.com/googollee/go-socket.io/engineio/transport/websocket"
-	"github.com/googollee/go-socket.io/parser"
+	"github.com/gorilla/websocket"
 )
 
 // Event is an event the client received.
@@ -27,83 +31,99 @@ type Event struct {
 
 // Client is one socket.io connection.
 type Client struct {
-	conn engineio.Conn
-	enc  *parser.Encoder
-	dec  *parser.Decoder
+	ws *websocket.Conn
+	id string
 
-	Events chan Event // every event received, in order
-	done   chan struct{}
+	Events  chan Event // every event received, in order
+	done    chan struct{}
+	closing chan struct{}
+	once    sync.Once
 
-	mu     sync.Mutex
+	mu     sync.Mutex // one writer at a time; guards nextID and acks
 	nextID uint64
 	acks   map[uint64]chan []json.RawMessage
 }
 
-// maxArgs is how many arguments of an event or ack the client reads.
-const maxArgs = 8
-
-var rawArgs = func() []reflect.Type {
-	t := make([]reflect.Type, maxArgs)
-	for i := range t {
-		t[i] = reflect.TypeOf(json.RawMessage{})
-	}
-	return t
-}()
-
 // Dial connects to a go-socket.io server at base (http://host:port) and
 // waits for the CONNECT packet of the root namespace.
 func Dial(base string) (*Client, error) {
-	d := engineio.Dialer{Transports: []transport.Transport{websocket.Default}}
-	conn, err := d.Dial(strings.TrimSuffix(base, "/")+"/socket.io/", nil)
+	u := "ws" + strings.TrimPrefix(strings.TrimSuffix(base, "/"), "http") + "/socket.io/?EIO=3&transport=websocket"
+	ws, _, err := websocket.DefaultDialer.Dial(u, nil)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", base, err)
 	}
 	c := &Client{
-		conn:   conn,
-		enc:    parser.NewEncoder(conn),
-		dec:    parser.NewDecoder(conn),
-		Events: make(chan Event, 1024),
-		done:   make(chan struct{}),
-		acks:   make(map[uint64]chan []json.RawMessage),
+		ws:      ws,
+		Events:  make(chan Event, 1024),
+		done:    make(chan struct{}),
+		closing: make(chan struct{}),
+		acks:    make(map[uint64]chan []json.RawMessage),
 	}
-	var h parser.Header
-	var ev string
-	if err := c.dec.DecodeHeader(&h, &ev); err != nil || h.Type != parser.Connect {
-		conn.Close()
-		return nil, fmt.Errorf("no CONNECT from %s: %v (type %d)", base, err, h.Type)
+	interval, err := c.handshake()
+	if err != nil {
+		ws.Close()
+		return nil, fmt.Errorf("handshake with %s: %w", base, err)
 	}
-	_ = c.dec.DiscardLast()
 	go c.read()
+	go c.ping(interval)
 	return c, nil
 }
 
+// handshake reads the engine.io OPEN packet and the socket.io CONNECT of
+// the root namespace, and returns the ping interval the server asked for.
+func (c *Client) handshake() (time.Duration, error) {
+	var open struct {
+		SID          string `json:"sid"`
+		PingInterval int64  `json:"pingInterval"`
+	}
+	for {
+		_, msg, err := c.ws.ReadMessage()
+		if err != nil {
+			return 0, err
+		}
+		switch {
+		case len(msg) > 0 && msg[0] == '0':
+			if err := json.Unmarshal(msg[1:], &open); err != nil {
+				return 0, fmt.Errorf("open packet %q: %w", msg, err)
+			}
+			c.id = open.SID
+		case string(msg) == "40":
+			if c.id == "" {
+				return 0, errors.New("CONNECT before OPEN")
+			}
+			return time.Duration(open.PingInterval) * time.Millisecond, nil
+		}
+	}
+}
+
 // ID is the engine.io session id, which go-socket.io uses as the socket id.
-func (c *Client) ID() string { return c.conn.ID() }
+func (c *Client) ID() string { return c.id }
 
 // Join connects the client to namespace nsp as well.
-func (c *Client) Join(nsp string) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.enc.Encode(parser.Header{Type: parser.Connect, Namespace: nsp})
-}
+func (c *Client) Join(nsp string) error { return c.send([]byte("40" + nsp)) }
 
 // Emit sends an event to the root namespace without waiting for an ack.
 func (c *Client) Emit(event string, args ...any) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.enc.Encode(parser.Header{Type: parser.Event}, append([]any{event}, args...))
+	data, err := json.Marshal(append([]any{event}, args...))
+	if err != nil {
+		return err
+	}
+	return c.send(append([]byte("42"), data...))
 }
 
 // Call sends an event to the root namespace and waits for its ack.
 func (c *Client) Call(timeout time.Duration, event string, args ...any) ([]json.RawMessage, error) {
+	data, err := json.Marshal(append([]any{event}, args...))
+	if err != nil {
+		return nil, err
+	}
 	ch := make(chan []json.RawMessage, 1)
 	c.mu.Lock()
 	c.nextID++
 	id := c.nextID
 	c.acks[id] = ch
-	err := c.enc.Encode(parser.Header{Type: parser.Event, ID: id, NeedAck: true}, append([]any{event}, args...))
 	c.mu.Unlock()
-	if err != nil {
+	if err := c.send(append(strconv.AppendUint([]byte("42"), id, 10), data...)); err != nil {
 		return nil, err
 	}
 	select {
@@ -116,59 +136,128 @@ func (c *Client) Call(timeout time.Duration, event string, args ...any) ([]json.
 	}
 }
 
+func (c *Client) send(packet []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ws.WriteMessage(websocket.TextMessage, packet)
+}
+
 // Closed is closed when the connection ends.
 func (c *Client) Closed() <-chan struct{} { return c.done }
 
-// Close closes the connection.
-func (c *Client) Close() error { return c.conn.Close() }
+// Close closes the connection. Events not yet taken from Events are
+// dropped.
+func (c *Client) Close() error {
+	c.once.Do(func() { close(c.closing) })
+	return c.ws.Close()
+}
+
+// ping sends engine.io pings (a 3.x client's job) until the connection
+// ends, so the server's ping timeout never fires.
+func (c *Client) ping(interval time.Duration) {
+	if interval <= 0 {
+		interval = 25 * time.Second
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			if c.send([]byte("2")) != nil {
+				return
+			}
+		case <-c.done:
+			return
+		}
+	}
+}
 
 func (c *Client) read() {
 	defer close(c.done)
+	defer c.ws.Close()
 	for {
-		var h parser.Header
-		var ev string
-		if err := c.dec.DecodeHeader(&h, &ev); err != nil {
+		typ, msg, err := c.ws.ReadMessage()
+		if err != nil {
 			return
 		}
-		switch h.Type {
-		case parser.Event, parser.Ack:
-			vals, err := c.dec.DecodeArgs(rawArgs)
-			if err != nil {
+		// Binary frames are attachments of binary events, which these
+		// tests do not send: their placeholders stay in the arguments.
+		if typ != websocket.TextMessage || len(msg) < 2 || msg[0] != '4' {
+			continue // engine.io pong, noop, or an attachment
+		}
+		p, err := parsePacket(msg[1:])
+		if err != nil {
+			return
+		}
+		switch p.typ {
+		case '2', '5': // EVENT, BINARY_EVENT
+			var all []json.RawMessage
+			var name string
+			if json.Unmarshal(p.data, &all) != nil || len(all) == 0 || json.Unmarshal(all[0], &name) != nil {
 				return
 			}
-			// The parser cannot say how many arguments there were: a null
-			// argument and a missing one both read as nil. Keep nulls that
-			// come before a value; trailing ones are dropped.
-			args := make([]json.RawMessage, len(vals))
-			last := 0
-			for i, v := range vals {
-				args[i] = v.Interface().(json.RawMessage)
-				if args[i] == nil {
-					args[i] = json.RawMessage("null")
-				} else {
-					last = i + 1
-				}
+			select {
+			case c.Events <- Event{Namespace: p.nsp, Name: name, Args: all[1:]}:
+			case <-c.closing:
+				return
 			}
-			args = args[:last]
-			if h.Type == parser.Ack {
-				c.mu.Lock()
-				ch := c.acks[h.ID]
-				delete(c.acks, h.ID)
-				c.mu.Unlock()
-				if ch != nil {
-					ch <- args
-				}
-				continue
+		case '3', '6': // ACK, BINARY_ACK
+			var args []json.RawMessage
+			if json.Unmarshal(p.data, &args) != nil {
+				return
 			}
-			c.Events <- Event{Namespace: h.Namespace, Name: ev, Args: args}
-		case parser.Disconnect:
-			_ = c.dec.DiscardLast()
-			c.conn.Close()
+			c.mu.Lock()
+			ch := c.acks[p.id]
+			delete(c.acks, p.id)
+			c.mu.Unlock()
+			if ch != nil {
+				ch <- args
+			}
+		case '1': // DISCONNECT
 			return
-		default:
-			_ = c.dec.DiscardLast()
 		}
 	}
+}
+
+// packet is a socket.io 2.x packet: type[attachments-][/nsp,][id][json].
+type packet struct {
+	typ  byte
+	nsp  string
+	id   uint64
+	data []byte
+}
+
+func parsePacket(b []byte) (packet, error) {
+	p := packet{typ: b[0]}
+	b = b[1:]
+	if p.typ == '5' || p.typ == '6' {
+		i := bytes.IndexByte(b, '-')
+		if i < 0 {
+			return p, fmt.Errorf("binary packet without attachment count: %q", b)
+		}
+		b = b[i+1:]
+	}
+	if len(b) > 0 && b[0] == '/' {
+		i := bytes.IndexByte(b, ',')
+		if i < 0 {
+			i = len(b)
+		}
+		p.nsp = string(b[:i])
+		b = b[min(i+1, len(b)):]
+	}
+	i := 0
+	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+		i++
+	}
+	if i > 0 {
+		id, err := strconv.ParseUint(string(b[:i]), 10, 64)
+		if err != nil {
+			return p, err
+		}
+		p.id = id
+	}
+	p.data = b[i:]
+	return p, nil
 }
 
 // Next returns the next event named name within timeout, skipping others.
