@@ -9,14 +9,21 @@ package redisadapter
 // the packet, so the adapter never emits under that lock: it collects the
 // target Conns, then hands each event to the socket's queue, drained by a
 // goroutine that exists only while the queue is not empty.
+//
+// A broadcast is encoded once: its socket.io packet is built here and
+// written as a frame straight to each socket's engine.io connection,
+// instead of going through go-socket.io's Emit, which encodes the packet
+// again for every socket and hands it to the connection's writer goroutine.
 
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
 	socketio "github.com/googollee/go-socket.io"
+	"github.com/googollee/go-socket.io/engineio/session"
 	"github.com/googollee/go-socket.io/parser"
 )
 
@@ -45,9 +52,10 @@ type localSocket struct {
 }
 
 type outEvent struct {
-	event string
-	args  []any
-	ack   func(any) // the client's acknowledgement, for broadcasts that want one
+	event  string
+	args   []any
+	packet []byte    // the socket.io packet of event and args; nil: left to Emit
+	ack    func(any) // the client's acknowledgement, for broadcasts that want one
 }
 
 func (a *Adapter) onConnect(ns *namespace, conn socketio.Conn) error {
@@ -174,9 +182,54 @@ func (a *Adapter) deliver(ns *namespace, sel selector, event string, args []any)
 		return // nothing to encode for
 	}
 	args = emittable(args)
+	ev := outEvent{event: event, args: args, packet: eventPacket(ns.name, event, args)}
 	for _, s := range targets {
-		a.enqueue(s, outEvent{event: event, args: args})
+		a.enqueue(s, ev)
 	}
+}
+
+// eventPacket is the text of the socket.io EVENT packet that go-socket.io's
+// Emit writes for event and args (as emittable returns them) in namespace
+// nsp, or nil when an argument is binary or did not encode: those are left
+// to Emit.
+func eventPacket(nsp, event string, args []any) []byte {
+	name, _ := json.Marshal(event) // a string always encodes
+	b := make([]byte, 0, 64)
+	b = append(b, '0'+byte(parser.Event))
+	if nsp != "/" {
+		b = append(b, nsp...)
+		b = append(b, ',')
+	}
+	b = append(b, '[')
+	b = append(b, name...)
+	for _, arg := range args {
+		e, ok := arg.(encodedArg)
+		if !ok {
+			return nil
+		}
+		b = append(b, ',')
+		b = append(b, e.json...)
+	}
+	return append(b, ']')
+}
+
+// frameWriter is the engine.io connection under a go-socket.io Conn: its
+// conns embed engineio.Conn, so NextWriter is promoted. NextWriter holds
+// the connection's write lock until the writer is closed, so frames written
+// here and by go-socket.io's own writer never interleave.
+type frameWriter interface {
+	NextWriter(session.FrameType) (io.WriteCloser, error)
+}
+
+// writeFrame writes packet to fw as one text frame. An error means the
+// connection is closing; the frame is dropped, as Emit drops it.
+func writeFrame(fw frameWriter, packet []byte) {
+	w, err := fw.NextWriter(session.TEXT)
+	if err != nil {
+		return
+	}
+	_, _ = w.Write(packet)
+	_ = w.Close()
 }
 
 // encodedArg is an argument already encoded as JSON. go-socket.io encodes
@@ -248,15 +301,20 @@ func (a *Adapter) drain(s *localSocket) {
 	}
 }
 
-// emit calls Emit, which blocks until the client's writer takes the packet
-// and returns when the connection closes. A panic inside go-socket.io must
-// not take the node down with it.
+// emit writes ev's packet to the socket's connection, or calls Emit, which
+// blocks until the client's writer takes the packet and returns when the
+// connection closes. A panic inside go-socket.io must not take the node down
+// with it.
 func (a *Adapter) emit(s *localSocket, ev outEvent) {
 	defer func() {
 		if r := recover(); r != nil {
 			a.log.Error("go-socket.io panicked emitting an event", "event", ev.event, "id", s.conn.ID(), "panic", fmt.Sprint(r))
 		}
 	}()
+	if fw, ok := s.conn.(frameWriter); ok && ev.packet != nil && ev.ack == nil {
+		writeFrame(fw, ev.packet)
+		return
+	}
 	if ev.ack == nil {
 		s.conn.Emit(ev.event, ev.args...)
 		return
