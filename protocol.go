@@ -23,6 +23,9 @@ type protocol interface {
 	// decodeBroadcast decodes a message of the broadcast queue; an
 	// errIsRequest error says it is a request, for the request queue.
 	decodeBroadcast(msg string) (broadcastFrame, error)
+	// fromNode reports, without decoding msg, that it is a broadcast the
+	// node uid published; false when the protocol cannot tell cheaply.
+	fromNode(msg, uid string) bool
 	decodeRequest(msg string) (request, error)
 	decodeResponse(msg string) (response, error)
 

@@ -167,7 +167,9 @@ func (a *Adapter) routeOf(m rueidis.PubSubMessage) (route, bool) {
 }
 
 // onMessage runs on rueidis's reader goroutine: it only checks the size and
-// routes the message to its queue, never blocking.
+// routes the message to its queue, never blocking. A node reads its own
+// broadcasts back (every node subscribes to the same channels); the ones
+// the protocol recognises by their head go no further.
 func (a *Adapter) onMessage(m rueidis.PubSubMessage) {
 	a.stats.received.Add(1)
 	if len(m.Message) > a.opts.MaxMessageSize {
@@ -175,7 +177,7 @@ func (a *Adapter) onMessage(m rueidis.PubSubMessage) {
 		return
 	}
 	r, ok := a.routeOf(m)
-	if !ok {
+	if !ok || r.queue == toBroadcasts && a.proto.fromNode(m.Message, a.uid) {
 		return
 	}
 	a.enqueueMessage(r.queue, m)

@@ -566,6 +566,14 @@ func (classic) roomOf(key, nsp, channel string) string {
 	return room
 }
 
+// fromNode looks at the frame's head, [uid, ...]: a fixarray of 3, then
+// the uid as a fixstr (a node uid is 6 characters, in Node too). Any other head
+// answers false, and the frame is decoded.
+func (classic) fromNode(msg, uid string) bool {
+	n := len(uid)
+	return n < 32 && len(msg) > 2+n && msg[0] == 0x93 && msg[1] == 0xa0|byte(n) && msg[2:2+n] == uid
+}
+
 func (classic) encodeBroadcast(key, uid, nsp string, sel selector, event string, args []any) (string, []byte, error) {
 	payload, err := encodeBroadcast(uid, nsp, sel, event, args)
 	return newChannels(key, nsp).forRooms(sel.Rooms), payload, err

@@ -265,3 +265,17 @@ func TestDecodeNodeShardedCapture(t *testing.T) {
 	require.Positive(t, requests)
 	require.Positive(t, responses)
 }
+
+func TestFromNode(t *testing.T) {
+	for _, uid := range []string{"abc123", "emitter", strings.Repeat("u", 31), strings.Repeat("u", 40)} {
+		frame, err := encodeBroadcast(uid, "/", selector{Rooms: []string{"r"}}, "m", []any{1})
+		require.NoError(t, err)
+		f, err := classic{}.decodeBroadcast(string(frame))
+		require.NoError(t, err)
+		require.Equal(t, uid, f.uid)
+		// Longer uids are not fixstrs: they are decoded instead.
+		require.Equal(t, len(uid) < 32, classic{}.fromNode(string(frame), uid), uid)
+		require.False(t, classic{}.fromNode(string(frame), "abc124"), uid)
+		require.False(t, classic{}.fromNode(string(frame[:len(uid)]), uid), "truncated")
+	}
+}

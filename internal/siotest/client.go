@@ -191,9 +191,9 @@ func (c *Client) read() {
 		}
 		switch p.typ {
 		case '2', '5': // EVENT, BINARY_EVENT
-			var all []json.RawMessage
+			all, err := splitArray(p.data)
 			var name string
-			if json.Unmarshal(p.data, &all) != nil || len(all) == 0 || json.Unmarshal(all[0], &name) != nil {
+			if err != nil || len(all) == 0 || json.Unmarshal(all[0], &name) != nil {
 				return
 			}
 			select {
@@ -202,8 +202,8 @@ func (c *Client) read() {
 				return
 			}
 		case '3', '6': // ACK, BINARY_ACK
-			var args []json.RawMessage
-			if json.Unmarshal(p.data, &args) != nil {
+			args, err := splitArray(p.data)
+			if err != nil {
 				return
 			}
 			c.mu.Lock()
@@ -258,6 +258,49 @@ func parsePacket(b []byte) (packet, error) {
 	}
 	p.data = b[i:]
 	return p, nil
+}
+
+// splitArray returns the elements of the JSON array b without decoding
+// them: the benchmarks only look at event names, and a full decode of every
+// argument of every event made the clients a large share of the CPU they
+// measure. Elements are not validated; a test that reads one decodes it.
+func splitArray(b []byte) ([]json.RawMessage, error) {
+	b = bytes.TrimSpace(b)
+	if len(b) < 2 || b[0] != '[' || b[len(b)-1] != ']' {
+		return nil, fmt.Errorf("not a JSON array: %q", b)
+	}
+	var out []json.RawMessage
+	depth, start, inString, escaped := 0, 1, false, false
+	for i := 1; i < len(b)-1; i++ {
+		c := b[i]
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '[' || c == '{':
+			depth++
+		case c == ']' || c == '}':
+			depth--
+		case c == ',' && depth == 0:
+			out = append(out, bytes.TrimSpace(b[start:i]))
+			start = i + 1
+		}
+	}
+	if last := bytes.TrimSpace(b[start : len(b)-1]); len(last) > 0 || len(out) > 0 {
+		out = append(out, last)
+	}
+	if inString || depth != 0 {
+		return nil, fmt.Errorf("unbalanced JSON array: %q", b)
+	}
+	return out, nil
 }
 
 // Next returns the next event named name within timeout, skipping others.
