@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http/httptest"
+	"os"
 	"testing"
 	"time"
 
@@ -18,6 +19,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if spec := os.Getenv(clientsEnv); spec != "" {
+		os.Exit(clientsProcess(spec))
+	}
 	goleak.VerifyTestMain(runThenStopShared{m},
 		// testcontainers' Docker client keeps idle HTTP connections and a
 		// log producer goroutine per process, not per test.

@@ -152,7 +152,7 @@ func report(results []result, get func(string, string) (float64, bool), env map[
 		p("| %s | %s | %.0f µs | %.0f µs |\n", parts[1], strings.TrimSuffix(parts[2], "nodes"), r.Metrics["p50-µs"], r.Metrics["p99-µs"])
 	}
 
-	p("\n## Scaling\n\nNamespace-wide broadcasts from the first of N in-process nodes to every socket; heap per socket counts\nthe servers and the test clients together.\n\n| sockets | nodes | deliveries/s | lost | heap per socket |\n|---|---|---|---|---|\n")
+	p("\n## Scaling\n\nNamespace-wide broadcasts from the first of N in-process nodes to every socket. The clients run in a second\nprocess (socket.io 2.x Go clients); heap per socket is the servers' heap (N nodes, go-socket.io and the adapter).\n\n| sockets | nodes | deliveries/s | lost | heap per socket |\n|---|---|---|---|---|\n")
 	for _, r := range results {
 		if !strings.HasPrefix(r.Name, "Scaling/") {
 			continue
