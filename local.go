@@ -177,7 +177,11 @@ func (a *Adapter) hasLocalRoom(ns *namespace, room string) bool {
 
 // deliver queues event to every local socket matched by sel.
 func (a *Adapter) deliver(ns *namespace, sel selector, event string, args []any) {
-	targets := a.selectLocal(ns, sel)
+	a.deliverTo(ns, a.selectLocal(ns, sel), event, args)
+}
+
+// deliverTo queues event to each of targets.
+func (a *Adapter) deliverTo(ns *namespace, targets []*localSocket, event string, args []any) {
 	if len(targets) == 0 {
 		return // nothing to encode for
 	}

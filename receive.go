@@ -236,7 +236,16 @@ func (a *Adapter) handleBroadcast(m rueidis.PubSubMessage) {
 	if f.uid == a.uid || f.nsp != ns.name {
 		return
 	}
-	a.deliver(ns, f.sel, f.event, f.args)
+	targets := a.selectLocal(ns, f.sel)
+	if len(targets) == 0 {
+		return // its arguments are not even decoded
+	}
+	args, err := f.arguments()
+	if err != nil {
+		a.dropped(m, err)
+		return
+	}
+	a.deliverTo(ns, targets, f.event, args)
 }
 
 // dropped counts and logs a message that could not be decoded.

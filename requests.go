@@ -300,10 +300,15 @@ func (a *Adapter) serveBroadcastWithAck(ns *namespace, r request) {
 		a.stats.malformed.Add(1)
 		return
 	}
+	args, err := f.arguments()
+	if err != nil {
+		a.stats.malformed.Add(1)
+		return
+	}
 	targets := a.selectLocal(ns, f.sel)
 	count := len(targets)
 	a.respond(ns, r, answer{clientCount: &count})
-	args := emittable(f.args)
+	args = emittable(args)
 	for _, s := range targets {
 		a.enqueue(s, outEvent{event: f.event, args: args, ack: func(v any) { a.respond(ns, r, answer{ack: v}) }})
 	}

@@ -20,6 +20,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/redis/rueidis"
@@ -153,6 +154,28 @@ type broadcastFrame struct {
 	event string
 	args  []any
 	sel   selector
+	// rawArgs holds a classic frame's arguments still in msgpack (argc of
+	// them), for arguments to decode once a local socket is to get them:
+	// a node without one never pays for it.
+	rawArgs string
+	argc    int
+}
+
+// arguments returns the frame's arguments, decoding them if they are raw.
+func (f broadcastFrame) arguments() ([]any, error) {
+	if f.rawArgs == "" {
+		return f.args, nil
+	}
+	dec := newDecoder(f.rawArgs)
+	args := make([]any, 0, min(f.argc, 64))
+	for range f.argc {
+		v, err := dec.value(0)
+		if err != nil {
+			return nil, malformed("event %q argument: %v", f.event, err)
+		}
+		args = append(args, v)
+	}
+	return args, nil
 }
 
 var errMalformed = errors.New("malformed message")
@@ -216,8 +239,12 @@ func encodeEventData(enc *msgpack.Encoder, event string, args []any) error {
 // without limit.
 type decoder struct {
 	*msgpack.Decoder
+	s string
 	r *strings.Reader // unbuffered (a strings.Reader is a ByteScanner): Len is what is left
 }
+
+// offset is how far into s the decoder has read.
+func (d *decoder) offset() int { return len(d.s) - d.r.Len() }
 
 // maxDepth bounds the nesting of arrays and maps in an argument.
 const maxDepth = 32
@@ -226,7 +253,7 @@ func newDecoder(s string) *decoder {
 	r := strings.NewReader(s)
 	dec := msgpack.NewDecoder(r)
 	dec.UseLooseInterfaceDecoding(true)
-	return &decoder{Decoder: dec, r: r}
+	return &decoder{Decoder: dec, s: s, r: r}
 }
 
 // value decodes any value: numbers as int64, uint64 or float64, maps as
@@ -275,10 +302,94 @@ func (d *decoder) value(depth int) (any, error) {
 	}
 }
 
-// skip discards one value, with the checks of value.
-func (d *decoder) skip() error {
-	_, err := d.value(0)
+// skip discards one value without decoding it, with the checks of value:
+// every declared length is checked against the bytes left before it is
+// skipped (the library's Skip allocates whatever a string header claims).
+func (d *decoder) skip(depth int) error {
+	if depth > maxDepth {
+		return malformed("nested deeper than %d", maxDepth)
+	}
+	c, err := d.r.ReadByte()
+	if err != nil {
+		return err
+	}
+	n := 0 // bytes after the header
+	switch {
+	case msgpcode.IsFixedNum(c), c == msgpcode.Nil, c == msgpcode.False, c == msgpcode.True:
+	case msgpcode.IsFixedString(c):
+		n = int(c & msgpcode.FixedStrMask)
+	case msgpcode.IsFixedArray(c):
+		return d.skipElems(int(c&msgpcode.FixedArrayMask), depth)
+	case msgpcode.IsFixedMap(c):
+		return d.skipElems(2*int(c&msgpcode.FixedMapMask), depth)
+	case c == msgpcode.Uint8, c == msgpcode.Int8:
+		n = 1
+	case c == msgpcode.Uint16, c == msgpcode.Int16:
+		n = 2
+	case c == msgpcode.Uint32, c == msgpcode.Int32, c == msgpcode.Float:
+		n = 4
+	case c == msgpcode.Uint64, c == msgpcode.Int64, c == msgpcode.Double:
+		n = 8
+	case c == msgpcode.FixExt1, c == msgpcode.FixExt2, c == msgpcode.FixExt4, c == msgpcode.FixExt8, c == msgpcode.FixExt16:
+		n = 1 + 1<<(c-msgpcode.FixExt1) // type byte, then 1 to 16 bytes
+	case c == msgpcode.Str8, c == msgpcode.Bin8, c == msgpcode.Ext8:
+		n, err = d.length(1)
+	case c == msgpcode.Str16, c == msgpcode.Bin16, c == msgpcode.Ext16:
+		n, err = d.length(2)
+	case c == msgpcode.Str32, c == msgpcode.Bin32, c == msgpcode.Ext32:
+		n, err = d.length(4)
+	case c == msgpcode.Array16, c == msgpcode.Map16, c == msgpcode.Array32, c == msgpcode.Map32:
+		width := 2
+		if c == msgpcode.Array32 || c == msgpcode.Map32 {
+			width = 4
+		}
+		if n, err = d.length(width); err != nil {
+			return err
+		}
+		if c == msgpcode.Map16 || c == msgpcode.Map32 {
+			n *= 2
+		}
+		return d.skipElems(n, depth)
+	default:
+		return malformed("unknown msgpack code 0x%x", c)
+	}
+	if err != nil {
+		return err
+	}
+	if c == msgpcode.Ext8 || c == msgpcode.Ext16 || c == msgpcode.Ext32 {
+		n++ // the extension's type byte
+	}
+	if n > d.r.Len() {
+		return malformed("value of %d bytes in %d", n, d.r.Len())
+	}
+	_, err = d.r.Seek(int64(n), io.SeekCurrent)
 	return err
+}
+
+// skipElems skips n values nested one level below depth.
+func (d *decoder) skipElems(n, depth int) error {
+	if n > d.r.Len() {
+		return malformed("%d elements in %d bytes", n, d.r.Len())
+	}
+	for range n {
+		if err := d.skip(depth + 1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// length reads a big-endian length of width bytes.
+func (d *decoder) length(width int) (int, error) {
+	n := 0
+	for range width {
+		b, err := d.r.ReadByte()
+		if err != nil {
+			return 0, err
+		}
+		n = n<<8 | int(b)
+	}
+	return n, nil
 }
 
 // decodeBroadcast decodes a broadcast frame. A missing packet nsp means "/".
@@ -332,12 +443,12 @@ func decodePacket(dec *decoder, f *broadcastFrame) (int, error) {
 				return 0, malformed("packet nsp: %v", err)
 			}
 		case "data":
-			if f.event, f.args, err = decodeEventData(dec); err != nil {
+			if err = decodeEventData(dec, f); err != nil {
 				return 0, err
 			}
 			haveData = true
 		default:
-			if err := dec.skip(); err != nil {
+			if err := dec.skip(0); err != nil {
 				return 0, malformed("packet field %q: %v", key, err)
 			}
 		}
@@ -348,25 +459,24 @@ func decodePacket(dec *decoder, f *broadcastFrame) (int, error) {
 	return typ, nil
 }
 
-// decodeEventData reads [event, ...args].
-func decodeEventData(dec *decoder) (string, []any, error) {
+// decodeEventData reads [event, ...args] into f, leaving the arguments raw
+// (checked, not decoded).
+func decodeEventData(dec *decoder, f *broadcastFrame) error {
 	n, err := dec.DecodeArrayLen()
 	if err != nil || n < 1 {
-		return "", nil, malformed("event data is not a non-empty array")
+		return malformed("event data is not a non-empty array")
 	}
-	event, err := dec.DecodeString()
-	if err != nil {
-		return "", nil, malformed("event name: %v", err)
+	if f.event, err = dec.DecodeString(); err != nil {
+		return malformed("event name: %v", err)
 	}
-	args := make([]any, 0, min(n-1, 64))
+	start := dec.offset()
 	for range n - 1 {
-		v, err := dec.value(0)
-		if err != nil {
-			return "", nil, malformed("event %q argument: %v", event, err)
+		if err := dec.skip(0); err != nil {
+			return malformed("event %q argument: %v", f.event, err)
 		}
-		args = append(args, v)
 	}
-	return event, args, nil
+	f.rawArgs, f.argc = dec.s[start:dec.offset()], n-1
+	return nil
 }
 
 // decodeSelector reads {rooms, except, flags}; flags are skipped (local is
@@ -388,7 +498,7 @@ func decodeSelector(dec *decoder) (selector, error) {
 		case "except":
 			s.Except, err = decodeStrings(dec)
 		default:
-			err = dec.skip()
+			err = dec.skip(0)
 		}
 		if err != nil {
 			return s, malformed("opts %q: %v", key, err)
@@ -476,7 +586,7 @@ func decodeMsgpackRequest(msg string) (request, error) {
 		case "opts":
 			r.frame.sel, err = decodeSelector(dec)
 		default:
-			err = dec.skip()
+			err = dec.skip(0)
 		}
 		if err != nil {
 			return r, malformed("request %q: %v", key, err)
@@ -527,7 +637,7 @@ func decodeResponse(msg string) (response, error) {
 			t, err = dec.DecodeInt()
 			r.Type = requestType(t)
 		default:
-			err = dec.skip()
+			err = dec.skip(0)
 		}
 		if err != nil {
 			return r, malformed("response %q: %v", key, err)

@@ -80,6 +80,9 @@ func TestDecodeNodeCapture(t *testing.T) {
 			require.NoError(t, err, "%q", p.message)
 			require.Equal(t, "sTV2Gd", f.uid)
 			require.Equal(t, "/", f.nsp)
+			args, err := f.arguments()
+			require.NoError(t, err)
+			require.Len(t, args, f.argc)
 			room, ok := ch.roomOf(p.channel)
 			require.True(t, ok)
 			if room != "" {
@@ -188,8 +191,13 @@ func FuzzDecodeBroadcast(f *testing.F) {
 		if err != nil {
 			return
 		}
+		// Arguments are only checked for shape until a socket wants them.
+		args, err := fr.arguments()
+		if err != nil {
+			return
+		}
 		// What decodes re-encodes, and decodes to the same broadcast.
-		again, err := encodeBroadcast(fr.uid, fr.nsp, fr.sel, fr.event, fr.args)
+		again, err := encodeBroadcast(fr.uid, fr.nsp, fr.sel, fr.event, args)
 		if err != nil {
 			t.Fatalf("re-encode %q: %v", msg, err)
 		}
@@ -197,7 +205,11 @@ func FuzzDecodeBroadcast(f *testing.F) {
 		if err != nil {
 			t.Fatalf("decode re-encoded %q: %v", again, err)
 		}
-		if fr2.uid != fr.uid || fr2.nsp != fr.nsp || fr2.event != fr.event || len(fr2.args) != len(fr.args) ||
+		args2, err := fr2.arguments()
+		if err != nil {
+			t.Fatalf("arguments of re-encoded %q: %v", again, err)
+		}
+		if fr2.uid != fr.uid || fr2.nsp != fr.nsp || fr2.event != fr.event || len(args2) != len(args) ||
 			strings.Join(fr2.sel.Rooms, "\x00") != strings.Join(fr.sel.Rooms, "\x00") ||
 			strings.Join(fr2.sel.Except, "\x00") != strings.Join(fr.sel.Except, "\x00") {
 			t.Fatalf("round trip changed %q", msg)
@@ -278,4 +290,19 @@ func TestFromNode(t *testing.T) {
 		require.False(t, classic{}.fromNode(string(frame), "abc124"), uid)
 		require.False(t, classic{}.fromNode(string(frame[:len(uid)]), uid), "truncated")
 	}
+}
+
+// skip must pass over exactly what value decodes, without decoding it.
+func FuzzSkip(f *testing.F) {
+	for _, p := range readCapture(f, "node-redis-adapter-8.3.0-capture.txt") {
+		f.Add(p.message)
+	}
+	f.Fuzz(func(t *testing.T, msg string) {
+		full, skipped := newDecoder(msg), newDecoder(msg)
+		_, err := full.value(0)
+		skipErr := skipped.skip(0)
+		if err == nil && (skipErr != nil || full.offset() != skipped.offset()) {
+			t.Fatalf("%q: value read %d bytes, skip %d (%v)", msg, full.offset(), skipped.offset(), skipErr)
+		}
+	})
 }
