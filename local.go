@@ -122,9 +122,7 @@ func (a *Adapter) socketFor(ns *namespace, conn socketio.Conn) *localSocket {
 
 // selectLocal returns this node's sockets matched by sel, each once.
 func (a *Adapter) selectLocal(ns *namespace, sel selector) []*localSocket {
-	var conns []socketio.Conn
-	switch {
-	case len(sel.Rooms) == 0:
+	if len(sel.Rooms) == 0 {
 		ns.mu.RLock()
 		out := make([]*localSocket, 0, len(ns.sockets))
 		for _, s := range ns.sockets {
@@ -132,6 +130,9 @@ func (a *Adapter) selectLocal(ns *namespace, sel selector) []*localSocket {
 		}
 		ns.mu.RUnlock()
 		return a.except(ns, out, sel.Except)
+	}
+	var conns []socketio.Conn
+	switch {
 	case len(sel.Rooms) == 1:
 		a.server.ForEach(ns.name, sel.Rooms[0], func(c socketio.Conn) { conns = append(conns, c) })
 	default:

@@ -200,7 +200,9 @@ func decodeShardedMessage(msg string) (shardedMessage, shardedData, error) {
 	var d shardedData
 	raw := []byte(msg)
 	if !strings.HasPrefix(msg, "{") {
-		v, err := newDecoder(msg).value(0)
+		dec := newDecoder(msg)
+		v, err := dec.value(0)
+		dec.release()
 		if err != nil {
 			return m, d, malformed("sharded message: %v", err)
 		}

@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 
 	"github.com/redis/rueidis"
 	"github.com/vmihailenco/msgpack/v5"
@@ -82,12 +83,35 @@ type channels struct {
 }
 
 func newChannels(key, nsp string) channels {
-	return channels{
+	k := [2]string{key, nsp}
+	channelNames.RLock()
+	c, ok := channelNames.m[k]
+	channelNames.RUnlock()
+	if ok {
+		return c
+	}
+	c = channels{
 		broadcast: key + "#" + nsp + "#",
 		request:   key + "-request#" + nsp + "#",
 		response:  key + "-response#" + nsp + "#",
 	}
+	channelNames.Lock()
+	if len(channelNames.m) < maxNamedNamespaces {
+		channelNames.m[k] = c
+	}
+	channelNames.Unlock()
+	return c
 }
+
+// channelNames memoizes newChannels: every message published or routed
+// needs its namespace's names, and building them is three allocations.
+// Bounded, since Emitter.Of takes any namespace name.
+var channelNames = struct {
+	sync.RWMutex
+	m map[[2]string]channels
+}{m: make(map[[2]string]channels)}
+
+const maxNamedNamespaces = 1024
 
 // pattern is what a node PSUBSCRIBEs to get every broadcast of the namespace.
 func (c channels) pattern() string { return c.broadcast + "*" }
@@ -167,6 +191,7 @@ func (f broadcastFrame) arguments() ([]any, error) {
 		return f.args, nil
 	}
 	dec := newDecoder(f.rawArgs)
+	defer dec.release()
 	args := make([]any, 0, min(f.argc, 64))
 	for range f.argc {
 		v, err := dec.value(0)
@@ -194,10 +219,33 @@ func newEncoder(buf *bytes.Buffer) *msgpack.Encoder {
 	return enc
 }
 
+// encoderBuffer is an encoder and the buffer it writes to, reused across
+// broadcasts (sync.Pool): a frame would otherwise cost an encoder and the
+// buffer's growth in allocations.
+type encoderBuffer struct {
+	buf bytes.Buffer
+	enc *msgpack.Encoder
+}
+
+var encoders = sync.Pool{New: func() any {
+	e := new(encoderBuffer)
+	e.enc = newEncoder(&e.buf)
+	return e
+}}
+
+// maxPooledBuffer keeps one huge frame from pinning its buffer in the pool.
+const maxPooledBuffer = 64 << 10
+
 // encodeBroadcast encodes [uid, {type, data: [event, ...args], nsp}, {rooms, except, flags}].
 func encodeBroadcast(uid, nsp string, sel selector, event string, args []any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := newEncoder(&buf)
+	e := encoders.Get().(*encoderBuffer)
+	defer func() {
+		if e.buf.Cap() <= maxPooledBuffer {
+			e.buf.Reset()
+			encoders.Put(e)
+		}
+	}()
+	enc := e.enc
 	sel = sel.wire()
 	err := errors.Join(
 		enc.EncodeArrayLen(3),
@@ -214,7 +262,7 @@ func encodeBroadcast(uid, nsp string, sel selector, event string, args []any) ([
 	if err != nil {
 		return nil, fmt.Errorf("redisadapter: encode %q: %w", event, err)
 	}
-	return buf.Bytes(), nil
+	return bytes.Clone(e.buf.Bytes()), nil
 }
 
 func encodeEventData(enc *msgpack.Encoder, event string, args []any) error {
@@ -249,11 +297,64 @@ func (d *decoder) offset() int { return len(d.s) - d.r.Len() }
 // maxDepth bounds the nesting of arrays and maps in an argument.
 const maxDepth = 32
 
-func newDecoder(s string) *decoder {
-	r := strings.NewReader(s)
+// decoders are reused (sync.Pool): a message would otherwise cost a reader,
+// a library decoder and its buffer in allocations.
+var decoders = sync.Pool{New: func() any {
+	r := strings.NewReader("")
 	dec := msgpack.NewDecoder(r)
 	dec.UseLooseInterfaceDecoding(true)
-	return &decoder{Decoder: dec, s: s, r: r}
+	return &decoder{Decoder: dec, r: r}
+}}
+
+// newDecoder returns a decoder of s; release it when done.
+func newDecoder(s string) *decoder {
+	d := decoders.Get().(*decoder)
+	d.s = s
+	d.r.Reset(s)
+	d.ResetReader(d.r) // keeps the loose-interface flag
+	return d
+}
+
+// release returns d to the pool. Nothing d decoded refers to it: values are
+// copies, and str's substrings point into the message.
+func (d *decoder) release() {
+	d.s = ""
+	d.r.Reset("")
+	decoders.Put(d)
+}
+
+// str reads a string (or nil, as "") as a substring of the message, without
+// copying: the head of a frame is read on every message, and the message
+// is bounded by MaxMessageSize.
+func (d *decoder) str() (string, error) {
+	c, err := d.r.ReadByte()
+	if err != nil {
+		return "", err
+	}
+	n := 0
+	switch {
+	case c == msgpcode.Nil:
+		return "", nil
+	case msgpcode.IsFixedString(c):
+		n = int(c & msgpcode.FixedStrMask)
+	case c == msgpcode.Str8:
+		n, err = d.length(1)
+	case c == msgpcode.Str16:
+		n, err = d.length(2)
+	case c == msgpcode.Str32:
+		n, err = d.length(4)
+	default:
+		return "", malformed("code 0x%x is not a string", c)
+	}
+	if err != nil {
+		return "", err
+	}
+	if n > d.r.Len() {
+		return "", malformed("string of %d bytes in %d", n, d.r.Len())
+	}
+	start := d.offset()
+	_, err = d.r.Seek(int64(n), io.SeekCurrent)
+	return d.s[start : start+n], err
 }
 
 // value decodes any value: numbers as int64, uint64 or float64, maps as
@@ -396,11 +497,12 @@ func (d *decoder) length(width int) (int, error) {
 func decodeBroadcast(msg string) (broadcastFrame, error) {
 	var f broadcastFrame
 	dec := newDecoder(msg)
+	defer dec.release()
 	n, err := dec.DecodeArrayLen()
 	if err != nil || n != 3 {
 		return f, malformed("broadcast is not a 3-element array")
 	}
-	if f.uid, err = dec.DecodeString(); err != nil {
+	if f.uid, err = dec.str(); err != nil {
 		return f, malformed("broadcast uid: %v", err)
 	}
 	typ, err := decodePacket(dec, &f)
@@ -429,7 +531,7 @@ func decodePacket(dec *decoder, f *broadcastFrame) (int, error) {
 	typ, haveData := -1, false
 	f.nsp = "/"
 	for range n {
-		key, err := dec.DecodeString()
+		key, err := dec.str()
 		if err != nil {
 			return 0, malformed("packet key: %v", err)
 		}
@@ -439,7 +541,7 @@ func decodePacket(dec *decoder, f *broadcastFrame) (int, error) {
 				return 0, malformed("packet type: %v", err)
 			}
 		case "nsp":
-			if f.nsp, err = dec.DecodeString(); err != nil {
+			if f.nsp, err = dec.str(); err != nil {
 				return 0, malformed("packet nsp: %v", err)
 			}
 		case "data":
@@ -466,7 +568,7 @@ func decodeEventData(dec *decoder, f *broadcastFrame) error {
 	if err != nil || n < 1 {
 		return malformed("event data is not a non-empty array")
 	}
-	if f.event, err = dec.DecodeString(); err != nil {
+	if f.event, err = dec.str(); err != nil {
 		return malformed("event name: %v", err)
 	}
 	start := dec.offset()
@@ -488,7 +590,7 @@ func decodeSelector(dec *decoder) (selector, error) {
 		return s, malformed("broadcast opts is not a map")
 	}
 	for range n {
-		key, err := dec.DecodeString()
+		key, err := dec.str()
 		if err != nil {
 			return s, malformed("opts key: %v", err)
 		}
@@ -514,7 +616,7 @@ func decodeStrings(dec *decoder) ([]string, error) {
 	}
 	out := make([]string, 0, min(n, 64))
 	for range n {
-		s, err := dec.DecodeString()
+		s, err := dec.str()
 		if err != nil {
 			return nil, err
 		}
@@ -562,21 +664,22 @@ func decodeRequest(msg string) (request, error) {
 func decodeMsgpackRequest(msg string) (request, error) {
 	var r request
 	dec := newDecoder(msg)
+	defer dec.release()
 	n, err := dec.DecodeMapLen()
 	if err != nil || n < 0 {
 		return r, malformed("request is neither JSON nor a msgpack map")
 	}
 	r.Type = -1
 	for range n {
-		key, err := dec.DecodeString()
+		key, err := dec.str()
 		if err != nil {
 			return r, malformed("request key: %v", err)
 		}
 		switch key {
 		case "uid":
-			r.UID, err = dec.DecodeString()
+			r.UID, err = dec.str()
 		case "requestId":
-			r.RequestID, err = dec.DecodeString()
+			r.RequestID, err = dec.str()
 		case "type":
 			var t int
 			t, err = dec.DecodeInt()
@@ -620,18 +723,19 @@ func decodeResponse(msg string) (response, error) {
 		return r, nil
 	}
 	dec := newDecoder(msg)
+	defer dec.release()
 	n, err := dec.DecodeMapLen()
 	if err != nil || n < 0 {
 		return r, malformed("response is neither JSON nor a msgpack map")
 	}
 	for range n {
-		key, err := dec.DecodeString()
+		key, err := dec.str()
 		if err != nil {
 			return r, malformed("response key: %v", err)
 		}
 		switch key {
 		case "requestId":
-			r.RequestID, err = dec.DecodeString()
+			r.RequestID, err = dec.str()
 		case "type":
 			var t int
 			t, err = dec.DecodeInt()

@@ -33,7 +33,12 @@ func BenchmarkDecodeBroadcast(b *testing.B) {
 	msg := string(frame)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := decodeBroadcast(msg); err != nil {
+		// The head, then the arguments, as a node with a target reads it.
+		f, err := decodeBroadcast(msg)
+		if err == nil {
+			_, err = f.arguments()
+		}
+		if err != nil {
 			b.Fatal(err)
 		}
 	}
