@@ -36,23 +36,47 @@ func strs(t *testing.T, raw json.RawMessage) []string {
 }
 
 // The npm socket.io-client 2.5.0 against a go-socket.io server with the
-// adapter: connect, ack, cross-node room broadcast.
+// adapter: connect, ack, cross-node room broadcast; over websocket, and over
+// long-polling (the client's default first transport), since broadcasts are
+// written to the engine.io connection directly.
 func TestNpmClientAgainstGoNodes(t *testing.T) {
 	srv := redistest.Start(t)
 	c := redisadapter.Standalone{URL: srv.URL()}
-	a, b := startNodes(t, c, nil)
-	ca, cb := dialNode(t, a.url), dialNode(t, b.url)
-	require.Equal(t, []json.RawMessage{json.RawMessage(`"ok"`)}, ca.Call(t, "join", "post:1"))
-	require.Equal(t, []json.RawMessage{json.RawMessage(`"ok"`)}, cb.Call(t, "join", "post:1"))
-	require.NoError(t, b.a.To("post:1").Emit(bg(t), "comment", map[string]string{"text": "hello"}))
-	for _, cl := range []*nodetest.Client{ca, cb} {
-		ev, args := cl.Next(t)
-		require.Equal(t, "comment", ev)
-		require.JSONEq(t, `[{"text":"hello"}]`, args)
+	for _, tr := range []struct {
+		name string
+		dial func(testing.TB, string) *nodetest.Client
+	}{
+		{"websocket", func(t testing.TB, url string) *nodetest.Client { return nodetest.Dial(t, url, "") }},
+		{"polling", nodetest.DialPolling},
+	} {
+		t.Run(tr.name, func(t *testing.T) {
+			a, b := startNodes(t, c, &redisadapter.Options{Key: "npm-" + tr.name})
+			ca, cb := tr.dial(t, a.url), tr.dial(t, b.url)
+			require.Equal(t, []json.RawMessage{json.RawMessage(`"ok"`)}, ca.Call(t, "join", "post:1"))
+			require.Equal(t, []json.RawMessage{json.RawMessage(`"ok"`)}, cb.Call(t, "join", "post:1"))
+			for i := range 3 {
+				require.NoError(t, b.a.To("post:1").Emit(bg(t), "comment", map[string]any{"text": "hello", "i": i}))
+			}
+			for _, cl := range []*nodetest.Client{ca, cb} {
+				for i := range 3 {
+					ev, args := cl.Next(t)
+					require.Equal(t, "comment", ev)
+					require.JSONEq(t, fmt.Sprintf(`[{"text":"hello","i":%d}]`, i), args)
+				}
+			}
+			n, err := a.a.To("post:1").CountSockets(bg(t))
+			require.NoError(t, err)
+			require.Equal(t, 2, n)
+			// go-socket.io holds a pending long-poll until its ping timeout
+			// (a minute), and the HTTP server's Close waits for it; closing
+			// the sessions ends it now.
+			require.NoError(t, a.a.Of("/").DisconnectSockets(bg(t), true))
+			for _, cl := range []*nodetest.Client{ca, cb} {
+				ev, _ := cl.Next(t)
+				require.Equal(t, "disconnected", ev)
+			}
+		})
 	}
-	n, err := a.a.To("post:1").CountSockets(bg(t))
-	require.NoError(t, err)
-	require.Equal(t, 2, n)
 }
 
 // A Go node and a Node.js node on one Redis: broadcasts and every request

@@ -6,22 +6,32 @@ import (
 	"time"
 )
 
-// Client is a socket.io-client 2.5.0 client (websocket transport) running
-// in node: client.js.
+// Client is a socket.io-client 2.5.0 client running in node: client.js.
 type Client struct {
 	P  *Proc
 	ID string // the socket id the server gave it
 }
 
-// Dial connects a client to url (http://host:port); localAddress, if not
-// empty, is the source address of its connection.
+// Dial connects a websocket client to url (http://host:port); localAddress,
+// if not empty, is the source address of its connection.
 func Dial(t testing.TB, url, localAddress string) *Client {
+	t.Helper()
+	return dial(t, url, localAddress, nil)
+}
+
+// DialPolling connects a client that only uses HTTP long-polling.
+func DialPolling(t testing.TB, url string) *Client {
+	t.Helper()
+	return dial(t, url, "", []string{"SIO_TRANSPORTS=polling"})
+}
+
+func dial(t testing.TB, url, localAddress string, env []string) *Client {
 	t.Helper()
 	args := []string{url}
 	if localAddress != "" {
 		args = append(args, localAddress)
 	}
-	p := Start(t, "client.js", nil, args...)
+	p := Start(t, "client.js", env, args...)
 	m := p.Wait(10*time.Second, "connect", func(m Msg) bool { return m["connected"] != nil || m["error"] != nil })
 	if m["error"] != nil {
 		t.Fatalf("client.js could not connect to %s: %s", url, m["error"])

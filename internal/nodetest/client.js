@@ -1,4 +1,4 @@
-// A socket.io-client 2.5.0 client (websocket transport), driven by the Go
+// A socket.io-client 2.5.0 client, driven by the Go
 // tests over stdin/stdout, one JSON object per line.
 //   out: {"connected": id}; {"event": name, "args": [...]} per event received;
 //        {"id": n, "ack": [...]} per answered call; {"disconnected": reason}
@@ -8,7 +8,9 @@ const readline = require("readline");
 
 const out = (o) => process.stdout.write(JSON.stringify(o) + "\n");
 //   argv: URL [local address to connect from]
-const opts = { transports: ["websocket"], reconnection: false };
+//   SIO_TRANSPORTS: comma-separated transports (default: websocket)
+const transports = (process.env.SIO_TRANSPORTS || "websocket").split(",");
+const opts = { transports, reconnection: false };
 if (process.argv[3]) opts.localAddress = process.argv[3];
 const socket = io(process.argv[2], opts);
 socket.on("connect", () => out({ connected: socket.id }));
