@@ -122,14 +122,22 @@ func report(results []result, get func(string, string) (float64, bool), env map[
 	}
 
 	p("\n## The adapter layer against the Redis ceiling\n\n")
-	p("8 goroutines publish; a second node (or a plain rueidis subscriber) reads everything. No websocket clients.\n\n")
-	p("| | payload | messages/s |\n|---|---|---|\n")
+	p("8 goroutines publish; a second node (or a plain rueidis subscriber) reads everything. No websocket clients.\n")
+	p("The receiving node has no sockets: it decodes each frame's head and selector and skips the arguments, which a\n")
+	p("node decodes only for local targets (their cost is in the fan-out above and in `DecodeBroadcast` below).\n")
+	p("In a fleet every node subscribes, the publishing one too, so Redis writes each broadcast to both nodes and the\n")
+	p("publisher reads its own back: the second ceiling row is raw rueidis in that shape.\n\n")
+	p("| | payload | messages/s | allocations per message (process) |\n|---|---|---|---|\n")
 	for _, size := range []string{"100B", "1KB"} {
-		if v, ok := get("CeilingRueidis/"+size, "msgs/s"); ok {
-			p("| raw rueidis PUBLISH → SUBSCRIBE | %s | %.0f |\n", size, v)
-		}
-		if v, ok := get("AdapterLayer/"+size, "msgs/s"); ok {
-			p("| redisadapter Emit → other node decoded | %s | %.0f |\n", size, v)
+		for _, row := range []struct{ name, label string }{
+			{"CeilingRueidis/" + size, "raw rueidis PUBLISH → SUBSCRIBE"},
+			{"CeilingRueidis/" + size + "-publisher-subscribed", "raw rueidis, publisher subscribed too (a fleet's shape)"},
+			{"AdapterLayer/" + size, "redisadapter Emit → other node routed and selected"},
+		} {
+			if v, ok := get(row.name, "msgs/s"); ok {
+				allocs, _ := get(row.name, "allocs/op")
+				p("| %s | %s | %.0f | %.0f |\n", row.label, size, v, allocs)
+			}
 		}
 	}
 
@@ -189,7 +197,8 @@ func report(results []result, get func(string, string) (float64, bool), env map[
 		layer, _ := get("AdapterLayer/"+size, "msgs/s")
 		ceiling, _ := get("CeilingRueidis/"+size, "msgs/s")
 		r3 := ratio(layer, ceiling)
-		p("| adapter layer ≥ 80%% of the rueidis ceiling (%s) | %.0f%% | %s |\n", size, 100*r3, yes(r3 >= 0.8))
+		shaped, _ := get("CeilingRueidis/"+size+"-publisher-subscribed", "msgs/s")
+		p("| adapter layer ≥ 80%% of the rueidis ceiling (%s) | %.0f%% (%.0f%% of the fleet-shaped ceiling) | %s |\n", size, 100*r3, 100*ratio(layer, shaped), yes(r3 >= 0.8))
 	}
 	if p99, ok := get("Latency/adapter", "p99-µs"); ok {
 		raw, _ := get("Latency/rueidis", "p99-µs")
