@@ -1,0 +1,41 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+// Two rounds of the same cases: the report gives each number's median
+// and lists every case once.
+func TestReportTakesMediansOverRounds(t *testing.T) {
+	in := `goos: linux
+BenchmarkFanout/adapter/100B-2   20000  1 ns/op  0 %lost  10.0 cpu-ms/1k  90000 deliveries/s
+BenchmarkFanout/gosocketio-builtin/100B-2   20000  1 ns/op  0 %lost  30.0 cpu-ms/1k  30000 deliveries/s
+BenchmarkScaling/1000sockets/1nodes-2  20  1 ns/op  0 %lost  60000 deliveries/s  15 heap-KiB/socket
+BenchmarkFanout/adapter/100B-2   20000  1 ns/op  0 %lost  20.0 cpu-ms/1k  50000 deliveries/s
+BenchmarkFanout/gosocketio-builtin/100B-2   20000  1 ns/op  0 %lost  30.0 cpu-ms/1k  10000 deliveries/s
+BenchmarkScaling/1000sockets/1nodes-2  20  1 ns/op  0 %lost  40000 deliveries/s  15 heap-KiB/socket
+BenchmarkFanout/adapter/100B-2   20000  1 ns/op  0 %lost  15.0 cpu-ms/1k  70000 deliveries/s
+BenchmarkFanout/gosocketio-builtin/100B-2   20000  1 ns/op  0 %lost  30.0 cpu-ms/1k  20000 deliveries/s
+`
+	results, env, err := parse(strings.NewReader(in))
+	if err != nil || len(results) != 8 {
+		t.Fatalf("parsed %d results: %v", len(results), err)
+	}
+	get := medianGetter(results)
+	if v, _ := get("Fanout/adapter/100B", "deliveries/s"); v != 70000 {
+		t.Fatalf("median of 90000, 50000, 70000 = %v", v)
+	}
+	if v, _ := get("Scaling/1000sockets/1nodes", "deliveries/s"); v != 50000 {
+		t.Fatalf("median of 60000, 40000 = %v", v)
+	}
+	md := report(results, get, env, "bench/run", "")
+	for _, want := range []string{"3 rounds", "| 1000 | 1 | 50000 |", "| fan-out ≥ 3× go-socket.io built-in (100B) | 3.50× "} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+	if strings.Count(md, "| 1000 | 1 |") != 1 {
+		t.Errorf("a case repeated in the report:\n%s", md)
+	}
+}
