@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 	"sync"
 
@@ -469,7 +470,7 @@ func (d *decoder) skip(depth int) error {
 
 // skipElems skips n values nested one level below depth.
 func (d *decoder) skipElems(n, depth int) error {
-	if n > d.r.Len() {
+	if n < 0 || n > d.r.Len() { // negative: overflowed on a 32-bit int
 		return malformed("%d elements in %d bytes", n, d.r.Len())
 	}
 	for range n {
@@ -489,6 +490,9 @@ func (d *decoder) length(width int) (int, error) {
 			return 0, err
 		}
 		n = n<<8 | int(b)
+	}
+	if n < 0 { // a 32-bit int overflowed
+		return 0, malformed("length over %d", math.MaxInt32)
 	}
 	return n, nil
 }
