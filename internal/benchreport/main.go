@@ -120,7 +120,7 @@ func report(results []result, get func(string, string) (float64, bool), env map[
 	p("node decodes only for local targets (their cost is in the fan-out above and in `DecodeBroadcast` below).\n")
 	p("In a fleet every node subscribes, the publishing one too, so Redis writes each broadcast to both nodes and the\n")
 	p("publisher reads its own back: the second ceiling row is raw rueidis in that shape.\n\n")
-	p("| | payload | messages/s | allocations per message (process) |\n|---|---|---|---|\n")
+	p("| | payload | messages/s | machine CPU per message | allocations per message (process) |\n|---|---|---|---|---|\n")
 	for _, size := range []string{"100B", "1KB"} {
 		for _, row := range []struct{ name, label string }{
 			{"CeilingRueidis/" + size, "raw rueidis PUBLISH → SUBSCRIBE"},
@@ -129,7 +129,8 @@ func report(results []result, get func(string, string) (float64, bool), env map[
 		} {
 			if v, ok := get(row.name, "msgs/s"); ok {
 				allocs, _ := get(row.name, "allocs/op")
-				p("| %s | %s | %.0f | %.0f |\n", row.label, size, v, allocs)
+				cpu, _ := get(row.name, "cpu-µs/msg")
+				p("| %s | %s | %.0f | %.1f µs | %.0f |\n", row.label, size, v, cpu, allocs)
 			}
 		}
 	}
@@ -185,7 +186,10 @@ func report(results []result, get func(string, string) (float64, bool), env map[
 		ceiling, _ := get("CeilingRueidis/"+size, "msgs/s")
 		r3 := ratio(layer, ceiling)
 		shaped, _ := get("CeilingRueidis/"+size+"-publisher-subscribed", "msgs/s")
-		p("| adapter layer ≥ 80%% of the rueidis ceiling (%s) | %.0f%% (%.0f%% of the fleet-shaped ceiling) | %s |\n", size, 100*r3, 100*ratio(layer, shaped), yes(r3 >= 0.8))
+		layerCPU, _ := get("AdapterLayer/"+size, "cpu-µs/msg")
+		shapedCPU, _ := get("CeilingRueidis/"+size+"-publisher-subscribed", "cpu-µs/msg")
+		p("| adapter layer ≥ 80%% of the rueidis ceiling (%s) | %.0f%% (%.0f%% of the fleet-shaped ceiling, at %.2f× its CPU per message) | %s |\n",
+			size, 100*r3, 100*ratio(layer, shaped), ratio(layerCPU, shapedCPU), yes(r3 >= 0.8))
 	}
 	if p99, ok := get("Latency/adapter", "p99-µs"); ok {
 		raw, _ := get("Latency/rueidis", "p99-µs")
