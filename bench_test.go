@@ -17,21 +17,23 @@ import (
 	"github.com/blogstack/redisadapter/internal/redistest"
 )
 
-// The adapter layer against the raw Redis ceiling, side by side in one run:
-// 8 goroutines publish messages of a given size; a second node (or a plain
-// subscriber) reads them all. No websocket clients: this is the cost of
-// the layer itself (encode, publish, read, route, decode, select).
+// The adapter layer against the raw Redis ceiling, side by side in one run
+// and interleaved by payload: 8 goroutines publish messages of a given
+// size; a second node (or a plain subscriber) reads them all. No websocket
+// clients: this is the cost of the layer itself (encode, publish, read,
+// route, decode, select).
 //
-//	go test -run '^$' -bench 'Ceiling|AdapterLayer' -benchtime 50000x .
+//	go test -run '^$' -bench Layer -benchtime 100000x .
 const publishers = 8
 
-func BenchmarkCeilingRueidis(b *testing.B) {
+func BenchmarkLayer(b *testing.B) {
 	for _, size := range []int{100, 1024} {
-		b.Run(sizeName(size), func(b *testing.B) { ceiling(b, size, false) })
+		b.Run(sizeName(size)+"/rueidis", func(b *testing.B) { ceiling(b, size, false) })
 		// A fleet's shape: every node subscribes, the publishing one too,
 		// so Redis writes each message twice and the publisher reads it
 		// back (the adapter drops it unread beyond its head).
-		b.Run(sizeName(size)+"-publisher-subscribed", func(b *testing.B) { ceiling(b, size, true) })
+		b.Run(sizeName(size)+"/rueidis-publisher-subscribed", func(b *testing.B) { ceiling(b, size, true) })
+		b.Run(sizeName(size)+"/adapter", func(b *testing.B) { adapterLayer(b, size) })
 	}
 }
 
@@ -83,27 +85,23 @@ func reportMessages(b *testing.B, cpu0 time.Duration) {
 	b.ReportMetric(float64(machineCPU(b)-cpu0)/float64(b.N)/float64(time.Microsecond), "cpu-µs/msg")
 }
 
-func BenchmarkAdapterLayer(b *testing.B) {
-	for _, size := range []int{100, 1024} {
-		b.Run(sizeName(size), func(b *testing.B) {
-			srv := redistest.Start(b)
-			c := redisadapter.Standalone{URL: srv.URL()}
-			a, recv := startNode(b, c, nil), startNode(b, c, nil)
-			payload := strings.Repeat("x", size-40) // the frame adds about 40 bytes
-			before := recv.a.Stats().Received
-			b.SetBytes(int64(size))
-			b.ResetTimer()
-			cpu0 := machineCPU(b)
-			parallel(b.N, func() error { return a.a.Of("/").Emit(context.Background(), "m", payload) }, b)
-			// Read, routed and decoded: nothing left in the queues.
-			waitFor(b, func() bool {
-				st := recv.a.Stats()
-				return st.Received-before >= uint64(b.N) && st.QueueDepth == 0
-			})
-			b.StopTimer()
-			reportMessages(b, cpu0)
-		})
-	}
+func adapterLayer(b *testing.B, size int) {
+	srv := redistest.Start(b)
+	c := redisadapter.Standalone{URL: srv.URL()}
+	a, recv := startNode(b, c, nil), startNode(b, c, nil)
+	payload := strings.Repeat("x", size-40) // the frame adds about 40 bytes
+	before := recv.a.Stats().Received
+	b.SetBytes(int64(size))
+	b.ResetTimer()
+	cpu0 := machineCPU(b)
+	parallel(b.N, func() error { return a.a.Of("/").Emit(context.Background(), "m", payload) }, b)
+	// Read, routed and selected: nothing left in the queues.
+	waitFor(b, func() bool {
+		st := recv.a.Stats()
+		return st.Received-before >= uint64(b.N) && st.QueueDepth == 0
+	})
+	b.StopTimer()
+	reportMessages(b, cpu0)
 }
 
 // parallel runs f n times over the publishers.

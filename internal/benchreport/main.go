@@ -97,7 +97,7 @@ func report(results []result, get func(string, string) (float64, bool), env map[
 
 	p("## Fan-out to real websocket clients\n\n")
 	p("Node A broadcasts to a room as fast as it can; 10 websocket clients of node B receive (Go clients speaking\n")
-	p("socket.io 2.x, the protocol go-socket.io v1.7.0 serves). `cpu-ms/1k` is the machine's CPU time (servers,\n")
+	p("socket.io 2.x, the protocol go-socket.io v1.7.0 serves). `cpu-ms/1k` is the machine's CPU time (steal excluded; servers,\n")
 	p("clients and Redis together: they share the cores) per 1,000 deliveries. The built-in adapter is driven from\n")
 	p("one goroutine: its single redigo connection breaks under concurrent broadcasts.\n\n")
 	p("| system | payload | deliveries/s | lost | cpu-ms / 1k deliveries |\n|---|---|---|---|---|\n")
@@ -123,9 +123,9 @@ func report(results []result, get func(string, string) (float64, bool), env map[
 	p("| | payload | messages/s | machine CPU per message | allocations per message (process) |\n|---|---|---|---|---|\n")
 	for _, size := range []string{"100B", "1KB"} {
 		for _, row := range []struct{ name, label string }{
-			{"CeilingRueidis/" + size, "raw rueidis PUBLISH → SUBSCRIBE"},
-			{"CeilingRueidis/" + size + "-publisher-subscribed", "raw rueidis, publisher subscribed too (a fleet's shape)"},
-			{"AdapterLayer/" + size, "redisadapter Emit → other node routed and selected"},
+			{"Layer/" + size + "/rueidis", "raw rueidis PUBLISH → SUBSCRIBE"},
+			{"Layer/" + size + "/rueidis-publisher-subscribed", "raw rueidis, publisher subscribed too (a fleet's shape)"},
+			{"Layer/" + size + "/adapter", "redisadapter Emit → other node routed and selected"},
 		} {
 			if v, ok := get(row.name, "msgs/s"); ok {
 				allocs, _ := get(row.name, "allocs/op")
@@ -182,12 +182,12 @@ func report(results []result, get func(string, string) (float64, bool), env map[
 		nodeCPU, _ := get("Fanout/node-redis-adapter/"+size, "cpu-ms/1k")
 		p("| fan-out ≥ 3× go-socket.io built-in (%s) | %.2f× (CPU per delivery %.2f× less) | %s |\n", size, r1, ratio(builtinCPU, oursCPU), yes(r1 >= 3))
 		p("| fan-out ≥ 2× Node's adapter (%s) | %.2f× (CPU per delivery %.2f× less) | %s |\n", size, r2, ratio(nodeCPU, oursCPU), yes(r2 >= 2))
-		layer, _ := get("AdapterLayer/"+size, "msgs/s")
-		ceiling, _ := get("CeilingRueidis/"+size, "msgs/s")
+		layer, _ := get("Layer/"+size+"/adapter", "msgs/s")
+		ceiling, _ := get("Layer/"+size+"/rueidis", "msgs/s")
 		r3 := ratio(layer, ceiling)
-		shaped, _ := get("CeilingRueidis/"+size+"-publisher-subscribed", "msgs/s")
-		layerCPU, _ := get("AdapterLayer/"+size, "cpu-µs/msg")
-		shapedCPU, _ := get("CeilingRueidis/"+size+"-publisher-subscribed", "cpu-µs/msg")
+		shaped, _ := get("Layer/"+size+"/rueidis-publisher-subscribed", "msgs/s")
+		layerCPU, _ := get("Layer/"+size+"/adapter", "cpu-µs/msg")
+		shapedCPU, _ := get("Layer/"+size+"/rueidis-publisher-subscribed", "cpu-µs/msg")
 		p("| adapter layer ≥ 80%% of the rueidis ceiling (%s) | %.0f%% (%.0f%% of the fleet-shaped ceiling, at %.2f× its CPU per message) | %s |\n",
 			size, 100*r3, 100*ratio(layer, shaped), ratio(layerCPU, shapedCPU), yes(r3 >= 0.8))
 	}
