@@ -289,6 +289,63 @@ func TestThreeNodesBehindNginx(t *testing.T) {
 	require.Equal(t, 3, number(t, clients[1].Call(t, "readers", "42")))
 }
 
+// The same contract through HAProxy (Debian's package) with the shipped
+// config. It balances round-robin, so three websocket clients land on three
+// nodes: each comments, and the node named in its comment says where it is.
+func TestThreeNodesBehindHAProxy(t *testing.T) {
+	haproxy, err := exec.LookPath("haproxy")
+	if err != nil {
+		redistest.Skip(t, "haproxy is not installed (apt-get install haproxy)")
+	}
+	bin := buildExample(t)
+	redis := redistest.Start(t)
+	nodes := startFleet(t, bin, redis.URL(), 3, "-trusted-proxies", "127.0.0.1")
+
+	conf, err := os.ReadFile("../deploy/haproxy.cfg")
+	require.NoError(t, err)
+	cfg := string(conf)
+	lbPort := redistest.FreePort(t)
+	for i, nd := range nodes {
+		cfg = strings.Replace(cfg, fmt.Sprintf("127.0.0.1:%d", 3001+i), fmt.Sprintf("127.0.0.1:%d", nd.port), 1)
+	}
+	cfg = strings.Replace(cfg, "bind 127.0.0.1:8080", fmt.Sprintf("bind 127.0.0.1:%d", lbPort), 1)
+	path := filepath.Join(t.TempDir(), "haproxy.cfg")
+	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o644))
+	cmd := exec.Command(haproxy, "-db", "-f", path) // -db: in the foreground, one process
+	cmd.Stderr = &prefixWriter{t: t, prefix: "haproxy"}
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	lb := fmt.Sprintf("http://127.0.0.1:%d", lbPort)
+	waitHealthy(t, lb)
+
+	var clients []*nodetest.Client
+	for range nodes {
+		c := nodetest.Dial(t, lb, "")
+		number(t, c.Call(t, "join", "7"))
+		clients = append(clients, c)
+	}
+	require.Equal(t, 3, number(t, clients[0].Call(t, "readers", "7")))
+	takenBy := map[string]bool{}
+	for i, from := range clients {
+		text := fmt.Sprintf("from client %d", i)
+		require.Equal(t, []json.RawMessage{json.RawMessage(`"ok"`)},
+			from.Call(t, "comment", map[string]string{"post": "7", "text": text}))
+		var node string
+		for _, c := range clients {
+			var got []struct{ Post, Text, Node string }
+			require.NoError(t, json.Unmarshal([]byte(c.NextNamed(t, "comment")), &got))
+			require.Len(t, got, 1)
+			require.Equal(t, text, got[0].Text, "client %s: comments arrive once and in order", c.ID)
+			node = got[0].Node
+		}
+		takenBy[node] = true
+	}
+	require.Len(t, takenBy, 3, "HAProxy sent the three clients to fewer than three nodes: %v", takenBy)
+}
+
 // servedBy returns the node name on the page nginx serves to a client at src.
 func servedBy(t *testing.T, lb, src string) string {
 	t.Helper()
