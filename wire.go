@@ -390,16 +390,27 @@ func (d *decoder) value(depth int) (any, error) {
 		}
 		out := make(map[string]any, max(n, 0))
 		for range n {
-			k, err := d.DecodeString()
+			k, err := d.str()
 			if err != nil {
 				return nil, malformed("map key: %v", err)
 			}
-			if out[k], err = d.value(depth + 1); err != nil {
+			// A copy: the map outlives the message.
+			if out[strings.Clone(k)], err = d.value(depth + 1); err != nil {
 				return nil, err
 			}
 		}
 		return out, nil
 	default:
+		// skip checks a string's, binary's or extension's length against
+		// the bytes left; the library would first grow its buffer, which a
+		// pooled decoder keeps, toward whatever the header claims.
+		start := d.offset()
+		if err := d.skip(depth); err != nil {
+			return nil, err
+		}
+		if _, err := d.r.Seek(int64(start), io.SeekStart); err != nil {
+			return nil, err
+		}
 		return d.DecodeInterfaceLoose()
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -305,4 +306,31 @@ func FuzzSkip(f *testing.F) {
 			t.Fatalf("%q: value read %d bytes, skip %d (%v)", msg, full.offset(), skipped.offset(), skipErr)
 		}
 	})
+}
+
+// A frame that claims a huge string or binary costs no more than its own
+// bytes: the fuzzer found that each such claim grew a pooled decoder's
+// buffer by a megabyte or more, and the pool kept it.
+func TestHugeClaimsAllocateNothing(t *testing.T) {
+	claims := []string{
+		"\x81\xdb59\xca\xd5",       // a map key (str32) claiming 893 MB
+		"\x91\xc6\x7f\xff\xff\xff", // an array of one bin32 claiming 2 GB
+		"\x93\xa1u\x83\xa4type\x02\xa4data\x92\xa1e\xdb\x40\x00\x00\x00", // an argument (str32) claiming 1 GB
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range 200 {
+		for _, msg := range claims {
+			dec := newDecoder(msg)
+			_, err := dec.value(0)
+			dec.release()
+			require.Error(t, err)
+			if f, err := decodeBroadcast(msg); err == nil {
+				_, err = f.arguments()
+				require.Error(t, err)
+			}
+		}
+	}
+	runtime.ReadMemStats(&after)
+	require.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(16<<20), "600 malformed frames of a few bytes allocated this much")
 }
