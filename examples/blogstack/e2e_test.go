@@ -241,31 +241,10 @@ func TestThreeNodesBehindNginx(t *testing.T) {
 	if err != nil {
 		redistest.Skip(t, "nginx is not installed (apt-get install nginx)")
 	}
-	bin := buildExample(t)
-	redis := redistest.Start(t)
-	nodes := startFleet(t, bin, redis.URL(), 3, "-trusted-proxies", "127.0.0.1")
-
-	conf, err := os.ReadFile("../deploy/nginx.conf")
-	require.NoError(t, err)
-	cfg := string(conf)
-	lbPort := redistest.FreePort(t)
-	for i, nd := range nodes {
-		cfg = strings.Replace(cfg, fmt.Sprintf("127.0.0.1:%d", 3001+i), fmt.Sprintf("127.0.0.1:%d", nd.port), 1)
-	}
-	cfg = strings.Replace(cfg, "listen 127.0.0.1:8080", fmt.Sprintf("listen 127.0.0.1:%d", lbPort), 1)
-	dir := t.TempDir()
-	require.NoError(t, os.MkdirAll(filepath.Join(dir, "tmp"), 0o755))
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(cfg), 0o644))
-	cmd := exec.Command(nginx, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"), "-g", "daemon off;")
-	cmd.Stderr = &prefixWriter{t: t, prefix: "nginx"}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // the master and its worker, stopped together
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		_ = cmd.Wait()
+	lb := behindBalancer(t, "nginx.conf", func(dir, path string) *exec.Cmd {
+		require.NoError(t, os.MkdirAll(filepath.Join(dir, "tmp"), 0o755))
+		return exec.Command(nginx, "-p", dir, "-c", path, "-g", "daemon off;")
 	})
-	lb := fmt.Sprintf("http://127.0.0.1:%d", lbPort)
-	waitHealthy(t, lb)
 
 	// Find source addresses that nginx sends to each of the three nodes: the
 	// page names the node that served it.
@@ -297,32 +276,12 @@ func TestThreeNodesBehindHAProxy(t *testing.T) {
 	if err != nil {
 		redistest.Skip(t, "haproxy is not installed (apt-get install haproxy)")
 	}
-	bin := buildExample(t)
-	redis := redistest.Start(t)
-	nodes := startFleet(t, bin, redis.URL(), 3, "-trusted-proxies", "127.0.0.1")
-
-	conf, err := os.ReadFile("../deploy/haproxy.cfg")
-	require.NoError(t, err)
-	cfg := string(conf)
-	lbPort := redistest.FreePort(t)
-	for i, nd := range nodes {
-		cfg = strings.Replace(cfg, fmt.Sprintf("127.0.0.1:%d", 3001+i), fmt.Sprintf("127.0.0.1:%d", nd.port), 1)
-	}
-	cfg = strings.Replace(cfg, "bind 127.0.0.1:8080", fmt.Sprintf("bind 127.0.0.1:%d", lbPort), 1)
-	path := filepath.Join(t.TempDir(), "haproxy.cfg")
-	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o644))
-	cmd := exec.Command(haproxy, "-db", "-f", path) // -db: in the foreground, one process
-	cmd.Stderr = &prefixWriter{t: t, prefix: "haproxy"}
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+	lb := behindBalancer(t, "haproxy.cfg", func(_, path string) *exec.Cmd {
+		return exec.Command(haproxy, "-db", "-f", path) // -db: in the foreground
 	})
-	lb := fmt.Sprintf("http://127.0.0.1:%d", lbPort)
-	waitHealthy(t, lb)
 
 	var clients []*nodetest.Client
-	for range nodes {
+	for range 3 {
 		c := nodetest.Dial(t, lb, "")
 		number(t, c.Call(t, "join", "7"))
 		clients = append(clients, c)
@@ -344,6 +303,42 @@ func TestThreeNodesBehindHAProxy(t *testing.T) {
 		takenBy[node] = true
 	}
 	require.Len(t, takenBy, 3, "HAProxy sent the three clients to fewer than three nodes: %v", takenBy)
+}
+
+// behindBalancer starts three nodes on one Redis, trusting the balancer's
+// X-Forwarded-For, and in front of them the balancer that command builds:
+// it runs the shipped examples/deploy/<config>, written to path in dir with
+// only its ports changed. It returns the balancer's URL once the nodes'
+// health check answers through it.
+func behindBalancer(t *testing.T, config string, command func(dir, path string) *exec.Cmd) string {
+	t.Helper()
+	bin := buildExample(t)
+	redis := redistest.Start(t)
+	nodes := startFleet(t, bin, redis.URL(), 3, "-trusted-proxies", "127.0.0.1")
+
+	conf, err := os.ReadFile(filepath.Join("../deploy", config))
+	require.NoError(t, err)
+	cfg := string(conf)
+	for i, nd := range nodes {
+		cfg = strings.Replace(cfg, fmt.Sprintf("127.0.0.1:%d", 3001+i), fmt.Sprintf("127.0.0.1:%d", nd.port), 1)
+	}
+	lbPort := redistest.FreePort(t)
+	cfg = strings.Replace(cfg, "127.0.0.1:8080", fmt.Sprintf("127.0.0.1:%d", lbPort), 1)
+	dir := t.TempDir()
+	path := filepath.Join(dir, config)
+	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o644))
+
+	cmd := command(dir, path)
+	cmd.Stderr = &prefixWriter{t: t, prefix: strings.TrimSuffix(config, filepath.Ext(config))}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // nginx's master and worker, stopped together
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		_ = cmd.Wait()
+	})
+	lb := fmt.Sprintf("http://127.0.0.1:%d", lbPort)
+	waitHealthy(t, lb)
+	return lb
 }
 
 // servedBy returns the node name on the page nginx serves to a client at src.
