@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 
 	socketio "github.com/googollee/go-socket.io"
-	"github.com/redis/rueidis"
 )
 
 // Adapter makes the go-socket.io servers of a fleet act as one through Redis.
@@ -27,9 +26,9 @@ type Adapter struct {
 	roomsMu sync.RWMutex
 	rooms   map[string]*roomSubscription // channel -> subscription, for protocols with room channels
 
-	broadcasts chan rueidis.PubSubMessage
-	requests   chan rueidis.PubSubMessage
-	responses  chan rueidis.PubSubMessage
+	broadcasts chan inbound
+	requests   chan inbound
+	responses  chan inbound
 
 	pendingMu sync.Mutex
 	pending   map[string]*pendingRequest
@@ -82,9 +81,9 @@ func New(ctx context.Context, server *socketio.Server, c Connector, opts *Option
 		namespaces: make(map[string]*namespace),
 		routes:     make(map[string]route),
 		rooms:      make(map[string]*roomSubscription),
-		broadcasts: make(chan rueidis.PubSubMessage, o.ReceiveQueue),
-		requests:   make(chan rueidis.PubSubMessage, o.ReceiveQueue),
-		responses:  make(chan rueidis.PubSubMessage, o.ReceiveQueue),
+		broadcasts: make(chan inbound, o.ReceiveQueue),
+		requests:   make(chan inbound, o.ReceiveQueue),
+		responses:  make(chan inbound, o.ReceiveQueue),
 		pending:    make(map[string]*pendingRequest),
 		handlers:   make(map[string]ServerSideHandler),
 		closing:    make(chan struct{}),

@@ -27,6 +27,13 @@ type route struct {
 	queue queueKind
 }
 
+// inbound is a message on its queue, with the namespace its route named:
+// the reader routes each message once.
+type inbound struct {
+	rueidis.PubSubMessage
+	ns *namespace
+}
+
 // start launches the workers and the subscription loops and waits until
 // every subscription is confirmed.
 func (a *Adapter) start(ctx context.Context) error {
@@ -180,26 +187,26 @@ func (a *Adapter) onMessage(m rueidis.PubSubMessage) {
 	if !ok || r.queue == toBroadcasts && a.proto.fromNode(m.Message, a.uid) {
 		return
 	}
-	a.enqueueMessage(r.queue, m)
+	a.enqueueMessage(r, m)
 }
 
-func (a *Adapter) enqueueMessage(q queueKind, m rueidis.PubSubMessage) {
+func (a *Adapter) enqueueMessage(r route, m rueidis.PubSubMessage) {
 	ch := a.broadcasts
-	switch q {
+	switch r.queue {
 	case toRequests:
 		ch = a.requests
 	case toResponses:
 		ch = a.responses
 	}
 	select {
-	case ch <- m:
+	case ch <- inbound{PubSubMessage: m, ns: r.ns}:
 	default:
 		a.stats.queueFull.Add(1)
 	}
 }
 
 // goWorker runs handle for each message of q until the adapter closes.
-func (a *Adapter) goWorker(q chan rueidis.PubSubMessage, handle func(rueidis.PubSubMessage)) {
+func (a *Adapter) goWorker(q chan inbound, handle func(inbound)) {
 	a.spawn(func() {
 		for {
 			select {
@@ -213,12 +220,8 @@ func (a *Adapter) goWorker(q chan rueidis.PubSubMessage, handle func(rueidis.Pub
 }
 
 // handleBroadcast delivers a broadcast from another node to local sockets.
-func (a *Adapter) handleBroadcast(m rueidis.PubSubMessage) {
-	r, ok := a.routeOf(m)
-	if !ok {
-		return
-	}
-	ns := r.ns
+func (a *Adapter) handleBroadcast(in inbound) {
+	m, ns := in.PubSubMessage, in.ns
 	// As in Node: a room channel with no local member is not even decoded.
 	if room := a.proto.roomOf(a.opts.Key, ns.name, m.Channel); room != "" && !a.hasLocalRoom(ns, room) {
 		return
@@ -226,7 +229,7 @@ func (a *Adapter) handleBroadcast(m rueidis.PubSubMessage) {
 	f, err := a.proto.decodeBroadcast(m.Message)
 	if errors.Is(err, errIsRequest) {
 		// The sharded protocol sends requests on the broadcast channel.
-		a.enqueueMessage(toRequests, m)
+		a.enqueueMessage(route{ns: ns, queue: toRequests}, m)
 		return
 	}
 	if err != nil {

@@ -10,8 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-
-	"github.com/redis/rueidis"
 )
 
 type pendingRequest struct {
@@ -119,7 +117,8 @@ func (a *Adapter) failPending() {
 // handleResponse adds an answer to its pending request. Answers past the
 // expected count, or to a request no longer pending, are ignored, so a flood
 // of answers cannot grow memory.
-func (a *Adapter) handleResponse(m rueidis.PubSubMessage) {
+func (a *Adapter) handleResponse(in inbound) {
+	m := in.PubSubMessage
 	r, err := a.proto.decodeResponse(m.Message)
 	if err != nil {
 		a.dropped(m, err)
@@ -175,12 +174,8 @@ func (a *Adapter) handleResponse(m rueidis.PubSubMessage) {
 // handleRequest answers or applies a request from another node. A request
 // for a namespace this node does not serve never gets here: the node does
 // not subscribe to its channel.
-func (a *Adapter) handleRequest(m rueidis.PubSubMessage) {
-	rt, ok := a.routeOf(m)
-	if !ok {
-		return
-	}
-	ns := rt.ns
+func (a *Adapter) handleRequest(in inbound) {
+	m, ns := in.PubSubMessage, in.ns
 	r, err := a.proto.decodeRequest(m.Message)
 	if err != nil {
 		a.dropped(m, err)
