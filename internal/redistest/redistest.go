@@ -1,7 +1,8 @@
 // Package redistest starts real Redis servers for tests: in a container
 // through testcontainers-go when a Docker engine answers (host networking,
 // loopback ports, the locally built image of .ci/redis-image.sh), else a
-// redis-server binary from PATH. Without either, tests skip, unless
+// redis-server binary from PATH; REDISADAPTER_BACKEND=process picks the
+// binary even when Docker answers. Without either, tests skip, unless
 // REDISADAPTER_REQUIRE_INTEGRATION is set (CI sets it): then they fail.
 package redistest
 
@@ -351,18 +352,21 @@ func (s *Server) terminate() {
 	}
 }
 
+// waitPing waits until the server answers a PING. A server started with
+// --requirepass answers -NOAUTH, which says just as well that it serves.
 func waitPing(ctx context.Context, addr string) error {
 	for {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.SetDeadline(time.Now().Add(time.Second))
 			_, err = c.Write([]byte("PING\r\n"))
-			buf := make([]byte, 7)
+			buf := make([]byte, 64)
+			n := 0
 			if err == nil {
-				_, err = c.Read(buf)
+				n, err = c.Read(buf)
 			}
 			c.Close()
-			if err == nil && string(buf) == "+PONG\r\n" {
+			if reply := string(buf[:n]); err == nil && (strings.HasPrefix(reply, "+PONG") || strings.HasPrefix(reply, "-NOAUTH")) {
 				return nil
 			}
 		}
