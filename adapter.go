@@ -36,12 +36,13 @@ type Adapter struct {
 	handlersMu sync.RWMutex
 	handlers   map[string]ServerSideHandler // key: nsp + "\x00" + event
 
-	stats    counters
-	warnOnce sync.Once
-	liveMu   sync.RWMutex       // orders spawn against closing
-	closing  chan struct{}      // closed once, when the adapter closes
-	stop     context.CancelFunc // ends the receive loops
-	wg       sync.WaitGroup     // every goroutine the adapter starts
+	stats        counters
+	warnOnce     sync.Once          // default session ids
+	hookWarnOnce sync.Once          // connect or disconnect handler replaced on the server
+	liveMu       sync.RWMutex       // orders spawn against closing
+	closing      chan struct{}      // closed once, when the adapter closes
+	stop         context.CancelFunc // ends the receive loops
+	wg           sync.WaitGroup     // every goroutine the adapter starts
 }
 
 // ServerSideHandler handles an event sent by ServerSideEmit on another node
@@ -168,8 +169,9 @@ func normalizeNamespace(nsp string) string {
 // SetData sets the data FetchSockets reports for conn, a local socket of
 // namespace nsp: Node's socket.data. data must encode as JSON; it is encoded
 // now, so later changes to it are not seen. (go-socket.io's Context is not
-// used: it is read and written without a lock.) SetData fails with
-// ErrUnknownNamespace, or the JSON error.
+// used: it is read and written without a lock.) For a conn that has
+// disconnected it does nothing. SetData fails with ErrUnknownNamespace, or
+// the JSON error.
 func (a *Adapter) SetData(nsp string, conn socketio.Conn, data any) error {
 	ns, err := a.namespace(nsp)
 	if err != nil {
@@ -179,10 +181,11 @@ func (a *Adapter) SetData(nsp string, conn socketio.Conn, data any) error {
 	if err != nil {
 		return fmt.Errorf("redisadapter: socket data: %w", err)
 	}
-	s := a.socketFor(ns, conn)
-	s.mu.Lock()
-	s.data = b
-	s.mu.Unlock()
+	if s := a.socketFor(ns, conn); s != nil { // nil: conn has disconnected, its data is gone
+		s.mu.Lock()
+		s.data = b
+		s.mu.Unlock()
+	}
 	return nil
 }
 
@@ -299,13 +302,16 @@ type Stats struct {
 	IDCollisions uint64
 	// QueueDepth is how many received messages wait to be handled now.
 	QueueDepth int
+	// Sockets is how many sockets of this node the adapter tracks now, over every namespace.
+	Sockets int
 }
 
 type counters struct {
 	received, malformed, queueFull, slowSocket, timeouts, resubscribes, collisions atomic.Uint64
 }
 
-// Stats returns a snapshot of the counters. It is cheap and never blocks.
+// Stats returns a snapshot of the counters. It is cheap and never blocks
+// for long.
 func (a *Adapter) Stats() Stats {
 	c := &a.stats
 	return Stats{
@@ -318,5 +324,16 @@ func (a *Adapter) Stats() Stats {
 		Resubscribes:    c.resubscribes.Load(),
 		IDCollisions:    c.collisions.Load(),
 		QueueDepth:      len(a.broadcasts) + len(a.requests) + len(a.responses),
+		Sockets:         a.trackedSockets(),
 	}
+}
+
+func (a *Adapter) trackedSockets() int {
+	n := 0
+	for _, ns := range a.namespaces {
+		ns.mu.RLock()
+		n += len(ns.sockets)
+		ns.mu.RUnlock()
+	}
+	return n
 }

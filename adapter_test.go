@@ -208,10 +208,18 @@ func suite(t *testing.T, connect func(t *testing.T) redisadapter.Connector) {
 		start := time.Now()
 		acks, err = a.a.ServerSideEmit(ctx, "/", "only-b")
 		require.ErrorIs(t, err, redisadapter.ErrTimeout)
-		require.ErrorContains(t, err, "1 of 2 other nodes answered")
+		require.ErrorContains(t, err, "1 of 2 other nodes answered before the caller's deadline: context deadline exceeded")
 		require.Equal(t, []json.RawMessage{json.RawMessage(`"b"`)}, acks)
 		require.Less(t, time.Since(start), 2*time.Second)
 		require.EqualValues(t, 1, a.a.Stats().RequestTimeouts)
+
+		// Without a deadline of the caller's, the error names the limit that ran out.
+		short := startNode(t, c, &redisadapter.Options{RequestTimeout: 300 * time.Millisecond})
+		acks, err = short.a.ServerSideEmit(context.Background(), "/", "only-b")
+		require.ErrorIs(t, err, redisadapter.ErrTimeout)
+		require.ErrorContains(t, err, "1 of 3 other nodes answered before RequestTimeout 300ms passed")
+		require.NotContains(t, err.Error(), "context deadline exceeded")
+		require.Equal(t, []json.RawMessage{json.RawMessage(`"b"`)}, acks)
 	})
 
 	t.Run("MalformedInputIsDroppedAndCounted", func(t *testing.T) {

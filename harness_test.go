@@ -72,11 +72,21 @@ type node struct {
 // "join" and "leave" (a room; acked "ok") in every served namespace.
 func startNode(t testing.TB, c redisadapter.Connector, opts *redisadapter.Options) *node {
 	t.Helper()
+	return startNodeWith(t, c, opts, nil)
+}
+
+// startNodeWith is startNode with setup run on the server and adapter
+// before the server serves (go-socket.io stores handlers without a lock).
+func startNodeWith(t testing.TB, c redisadapter.Connector, opts *redisadapter.Options, setup func(*socketio.Server, *redisadapter.Adapter)) *node {
+	t.Helper()
 	srv := socketio.NewServer(&engineio.Options{SessionIDGenerator: redisadapter.SessionIDGenerator{}})
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	a, err := redisadapter.New(ctx, srv, c, opts)
 	require.NoError(t, err)
+	if setup != nil {
+		setup(srv, a)
+	}
 	nsps := []string{"/"}
 	if opts != nil && len(opts.Namespaces) > 0 {
 		nsps = opts.Namespaces

@@ -16,6 +16,7 @@ package redisadapter
 // again for every socket and hands it to the connection's writer goroutine.
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -49,6 +50,8 @@ type localSocket struct {
 	queue   []outEvent
 	pumping bool
 	gone    bool
+
+	suspect bool // found disconnected by the last sweep; guarded by the namespace's mu
 }
 
 type outEvent struct {
@@ -56,6 +59,17 @@ type outEvent struct {
 	args   []any
 	packet []byte    // the socket.io packet of event and args; nil: left to Emit
 	ack    func(any) // the client's acknowledgement, for broadcasts that want one
+}
+
+// A socket is connected, for the adapter, while it is in the room named by
+// its id: go-socket.io puts it there before the connect handler runs and
+// takes it out (LeaveAll) before the disconnect handler runs. Tracking
+// starts only for a connected socket, checked under the namespace's lock,
+// which onDisconnect takes after go-socket.io's LeaveAll: a socket that
+// disconnects while a broadcast or request is selecting it cannot be
+// tracked again once onDisconnect removed it.
+func (a *Adapter) connected(ns *namespace, id string) bool {
+	return a.server.RoomLen(ns.name, id) > 0
 }
 
 func (a *Adapter) onConnect(ns *namespace, conn socketio.Conn) error {
@@ -69,8 +83,10 @@ func (a *Adapter) onConnect(ns *namespace, conn socketio.Conn) error {
 	return nil
 }
 
-// track registers conn (once: go-socket.io may report a connect twice).
-func (a *Adapter) track(ns *namespace, conn socketio.Conn) *localSocket {
+// track registers conn, once (go-socket.io may report a connect twice),
+// and returns its socket, with added true when this call registered it. A
+// conn that is no longer connected is not registered: s is nil.
+func (a *Adapter) track(ns *namespace, conn socketio.Conn) (s *localSocket, added bool) {
 	id := conn.ID()
 	if !looksGenerated(id) {
 		a.stats.collisions.Add(1)
@@ -81,12 +97,15 @@ func (a *Adapter) track(ns *namespace, conn socketio.Conn) *localSocket {
 	}
 	ns.mu.Lock()
 	defer ns.mu.Unlock()
-	s, ok := ns.sockets[id]
-	if !ok {
-		s = &localSocket{conn: conn, connected: time.Now()}
-		ns.sockets[id] = s
+	if s := ns.sockets[id]; s != nil {
+		return s, false
 	}
-	return s
+	if !a.connected(ns, id) {
+		return nil, false
+	}
+	s = &localSocket{conn: conn, connected: time.Now()}
+	ns.sockets[id] = s
+	return s, true
 }
 
 func (a *Adapter) onDisconnect(ns *namespace, conn socketio.Conn, reason string) {
@@ -96,18 +115,25 @@ func (a *Adapter) onDisconnect(ns *namespace, conn socketio.Conn, reason string)
 	f := ns.onDisconnect
 	ns.mu.Unlock()
 	if s != nil {
-		s.mu.Lock()
-		s.gone, s.queue = true, nil
-		s.mu.Unlock()
+		s.drop()
 	}
 	if f != nil {
 		f(conn, reason)
 	}
 }
 
-// socketFor returns the tracked socket of conn. A conn the adapter never saw
-// connect means someone replaced its OnConnect handler; it is tracked from
-// here on, and the mistake is logged once.
+// drop stops deliveries to a socket that left.
+func (s *localSocket) drop() {
+	s.mu.Lock()
+	s.gone, s.queue = true, nil
+	s.mu.Unlock()
+}
+
+// socketFor returns the tracked socket of conn, which a room of
+// go-socket.io's holds, or nil when conn is no longer connected. A
+// connected conn the adapter never saw connect means someone replaced its
+// OnConnect handler: it is tracked from here on, and the mistake is logged
+// once.
 func (a *Adapter) socketFor(ns *namespace, conn socketio.Conn) *localSocket {
 	ns.mu.RLock()
 	s := ns.sockets[conn.ID()]
@@ -115,12 +141,83 @@ func (a *Adapter) socketFor(ns *namespace, conn socketio.Conn) *localSocket {
 	if s != nil {
 		return s
 	}
-	a.log.Warn("socket was not seen connecting: register connect handlers with Adapter.OnConnect, not the server's OnConnect",
-		"id", conn.ID(), "namespace", ns.name)
-	return a.track(ns, conn)
+	s, added := a.track(ns, conn)
+	if added {
+		a.hookWarnOnce.Do(func() {
+			a.log.Error("socket was not seen connecting: register connect handlers with Adapter.OnConnect, not the server's OnConnect, which replaces the adapter's",
+				"id", conn.ID(), "namespace", ns.name)
+		})
+	}
+	return s
 }
 
-// selectLocal returns this node's sockets matched by sel, each once.
+// sweepInterval is how often the sockets the adapter tracks are compared
+// with go-socket.io's: a socket whose disconnect the adapter did not see
+// (the server's OnDisconnect replaced the adapter's) is dropped on the
+// second sweep that finds it disconnected, so that the short window between
+// go-socket.io's LeaveAll and its disconnect handler is never mistaken for
+// it.
+const sweepInterval = time.Second
+
+// sweep runs sweepOnce every sweepInterval until ctx ends.
+func (a *Adapter) sweep(ctx context.Context) {
+	tick := time.NewTicker(sweepInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+			for _, ns := range a.namespaces {
+				a.sweepOnce(ns)
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// sweepOnce drops the tracked sockets of ns found disconnected twice in a
+// row, and returns how many it dropped.
+func (a *Adapter) sweepOnce(ns *namespace) int {
+	ns.mu.RLock()
+	all := make([]*localSocket, 0, len(ns.sockets))
+	for _, s := range ns.sockets {
+		all = append(all, s)
+	}
+	ns.mu.RUnlock()
+	left := make(map[*localSocket]bool)
+	for _, s := range all {
+		if !a.connected(ns, s.conn.ID()) {
+			left[s] = true
+		}
+	}
+	dropped := 0
+	ns.mu.Lock()
+	for _, s := range all {
+		switch {
+		case ns.sockets[s.conn.ID()] != s: // onDisconnect came meanwhile
+		case !left[s]:
+			s.suspect = false
+		case !s.suspect:
+			s.suspect = true
+		default:
+			delete(ns.sockets, s.conn.ID())
+			s.drop()
+			dropped++
+		}
+	}
+	ns.mu.Unlock()
+	if dropped > 0 {
+		a.hookWarnOnce.Do(func() {
+			a.log.Error("sockets left without the adapter seeing it: register disconnect handlers with Adapter.OnDisconnect, not the server's OnDisconnect, which replaces the adapter's (or a socket called LeaveAll, which takes it out of its own room too)",
+				"namespace", ns.name, "sockets", dropped)
+		})
+	}
+	return dropped
+}
+
+// selectLocal returns this node's sockets matched by sel, each once. For
+// a broadcast: a namespace-wide selection may hold a socket that has just
+// left (writing to it fails quietly); requests use selectConnected.
 func (a *Adapter) selectLocal(ns *namespace, sel selector) []*localSocket {
 	if len(sel.Rooms) == 0 {
 		ns.mu.RLock()
@@ -148,9 +245,24 @@ func (a *Adapter) selectLocal(ns *namespace, sel selector) []*localSocket {
 	}
 	out := make([]*localSocket, 0, len(conns))
 	for _, c := range conns {
-		out = append(out, a.socketFor(ns, c))
+		if s := a.socketFor(ns, c); s != nil {
+			out = append(out, s)
+		}
 	}
 	return a.except(ns, out, sel.Except)
+}
+
+// selectConnected is selectLocal without the sockets that are no longer
+// connected: what requests report and act on.
+func (a *Adapter) selectConnected(ns *namespace, sel selector) []*localSocket {
+	out := a.selectLocal(ns, sel)
+	kept := out[:0]
+	for _, s := range out {
+		if a.connected(ns, s.conn.ID()) {
+			kept = append(kept, s)
+		}
+	}
+	return kept
 }
 
 // except removes from sockets those in any of the rooms.

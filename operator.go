@@ -138,7 +138,7 @@ func (o BroadcastOperator) FetchSockets(ctx context.Context) ([]RemoteSocket, er
 		return nil, err
 	}
 	var out []RemoteSocket
-	for _, s := range o.a.selectLocal(o.ns, o.sel) {
+	for _, s := range o.a.selectConnected(o.ns, o.sel) {
 		out = append(out, o.a.describe(s))
 	}
 	if o.local {
@@ -172,7 +172,7 @@ func (o BroadcastOperator) CountSockets(ctx context.Context) (int, error) {
 		return len(sockets), err
 	}
 	var ids []string
-	for _, s := range o.a.selectLocal(o.ns, o.sel) {
+	for _, s := range o.a.selectConnected(o.ns, o.sel) {
 		ids = append(ids, s.conn.ID())
 	}
 	if o.local {

@@ -6,6 +6,7 @@ package redisadapter
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync/atomic"
 
@@ -51,6 +52,9 @@ func (p *publisher) publish(ctx context.Context, channel string, payload []byte)
 	ctx, cancel := context.WithTimeout(ctx, p.opts.RequestTimeout)
 	defer cancel()
 	if err := p.client.Do(ctx, p.proto.publish(p.client, channel, payload)).Error(); err != nil {
+		if errors.Is(err, rueidis.ErrClosing) {
+			return ErrClosed // Close ran meanwhile
+		}
 		return fmt.Errorf("%w: %s: %w", ErrPublish, channel, err)
 	}
 	p.published.Add(1)

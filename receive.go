@@ -57,6 +57,7 @@ func (a *Adapter) start(ctx context.Context) error {
 	for _, sub := range subs {
 		a.spawn(func() { a.receiveLoop(loopCtx, ready, sub.build) })
 	}
+	a.spawn(func() { a.sweep(loopCtx) })
 	if rc, ok := a.proto.(roomChannels); ok {
 		a.spawn(func() { a.syncRooms(loopCtx, rc) })
 	}

@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+
+	"github.com/redis/rueidis"
 )
 
 type pendingRequest struct {
@@ -46,19 +48,25 @@ func (a *Adapter) serverCount(ctx context.Context, ns *namespace) (int, error) {
 		answered++
 	}
 	if answered == 0 {
+		if errors.Is(lastErr, rueidis.ErrClosing) {
+			return 0, ErrClosed // Close ran meanwhile
+		}
 		return 0, fmt.Errorf("redisadapter: PUBSUB NUMSUB: %w", lastErr)
 	}
 	return total, nil
 }
 
 // ask publishes req to the other nodes of ns and collects their answers
-// until all arrived, the request timeout passed, or ctx ended. It returns
-// what arrived in every case; the error says why it stopped early.
+// until all arrived, the request timeout passed, or ctx ended. Once the
+// request was published it returns what arrived, with an error saying why
+// it stopped early; before that (closed, no server count), nil and the error.
 func (a *Adapter) ask(ctx context.Context, ns *namespace, req request) (*pendingRequest, error) {
 	if a.isClosed() {
 		return nil, ErrClosed
 	}
-	ctx, cancel := context.WithTimeout(ctx, a.opts.RequestTimeout)
+	// The cause names the limit that ran out when it is ours, not the caller's.
+	limit := fmt.Errorf("RequestTimeout %v passed", a.opts.RequestTimeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, a.opts.RequestTimeout, limit)
 	defer cancel()
 	n, err := a.serverCount(ctx, ns)
 	if err != nil {
@@ -86,7 +94,7 @@ func (a *Adapter) ask(ctx context.Context, ns *namespace, req request) (*pending
 	}
 	a.pendingMu.Lock()
 	delete(a.pending, req.RequestID)
-	p.finished = true
+	p.finished = true // late answers are ignored; done is not needed any more
 	a.pendingMu.Unlock()
 	switch {
 	case err != nil:
@@ -97,10 +105,24 @@ func (a *Adapter) ask(ctx context.Context, ns *namespace, req request) (*pending
 		return p, nil
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		a.stats.timeouts.Add(1)
-		return p, fmt.Errorf("%w: %s: %d of %d other nodes answered: %w", ErrTimeout, req.Type, p.answers, p.expected, ctx.Err())
+		why := context.Cause(ctx)
+		if why != limit {
+			why = fmt.Errorf("the caller's deadline: %w", why)
+		}
+		return p, fmt.Errorf("%w: %s: %d of %d other nodes answered before %w", ErrTimeout, req.Type, p.answers, p.expected, why)
 	default:
 		return p, fmt.Errorf("redisadapter: %s: %w", req.Type, ctx.Err())
 	}
+}
+
+// finish ends p with err (nil: every answer arrived) unless it already
+// ended: the last answer and Close may both try. Call with pendingMu held.
+func (p *pendingRequest) finish(err error) {
+	if p.finished {
+		return
+	}
+	p.err, p.finished = err, true
+	close(p.done)
 }
 
 // failPending ends every pending request with ErrClosed.
@@ -108,8 +130,7 @@ func (a *Adapter) failPending() {
 	a.pendingMu.Lock()
 	defer a.pendingMu.Unlock()
 	for id, p := range a.pending {
-		p.err, p.finished = ErrClosed, true
-		close(p.done)
+		p.finish(ErrClosed)
 		delete(a.pending, id)
 	}
 }
@@ -166,8 +187,7 @@ func (a *Adapter) handleResponse(in inbound) {
 	}
 	p.answers++
 	if p.answers >= p.expected {
-		p.finished = true
-		close(p.done)
+		p.finish(nil)
 	}
 }
 
@@ -192,7 +212,7 @@ func (a *Adapter) handleRequest(in inbound) {
 	switch r.Type {
 	case typeSockets:
 		ids := []string{}
-		for _, s := range a.selectLocal(ns, selector{Rooms: r.Rooms}) {
+		for _, s := range a.selectConnected(ns, selector{Rooms: r.Rooms}) {
 			ids = append(ids, s.conn.ID())
 		}
 		a.respond(ns, r, answer{ids: ids})
@@ -205,7 +225,7 @@ func (a *Adapter) handleRequest(in inbound) {
 		}
 		// The legacy per-socket form: {sid, room, requestId}, answered.
 		sel := selector{Rooms: []string{r.SID}}
-		if r.SID == "" || len(a.selectLocal(ns, sel)) == 0 {
+		if r.SID == "" || len(a.selectConnected(ns, sel)) == 0 {
 			return
 		}
 		a.applyLocal(ns, r.Type, sel, []string{r.Room}, r.Close != nil && *r.Close)
@@ -216,7 +236,7 @@ func (a *Adapter) handleRequest(in inbound) {
 			sel = *r.Opts
 		}
 		sockets := []RemoteSocket{}
-		for _, s := range a.selectLocal(ns, sel) {
+		for _, s := range a.selectConnected(ns, sel) {
 			sockets = append(sockets, a.describe(s))
 		}
 		a.respond(ns, r, answer{sockets: sockets})
@@ -233,11 +253,20 @@ func (a *Adapter) handleRequest(in inbound) {
 // Join and Leave are called outside go-socket.io's ForEach: inside it they
 // deadlock.
 func (a *Adapter) applyLocal(ns *namespace, typ requestType, sel selector, rooms []string, closeConn bool) {
-	for _, s := range a.selectLocal(ns, sel) {
+	for _, s := range a.selectConnected(ns, sel) {
 		switch typ {
 		case typeRemoteJoin:
 			for _, room := range rooms {
 				s.conn.Join(room)
+			}
+			// go-socket.io's Join does not check that the socket is still
+			// connected: one that left since it was selected would stay in
+			// the rooms for good. Checked after the Join, the order of
+			// go-socket.io's LeaveAll and this Join does not matter.
+			if !a.connected(ns, s.conn.ID()) {
+				for _, room := range rooms {
+					s.conn.Leave(room)
+				}
 			}
 		case typeRemoteLeave:
 			for _, room := range rooms {
@@ -300,7 +329,7 @@ func (a *Adapter) serveBroadcastWithAck(ns *namespace, r request) {
 		a.stats.malformed.Add(1)
 		return
 	}
-	targets := a.selectLocal(ns, f.sel)
+	targets := a.selectConnected(ns, f.sel)
 	count := len(targets)
 	a.respond(ns, r, answer{clientCount: &count})
 	args = emittable(args)

@@ -29,5 +29,7 @@ func metricsHandler(a *redisadapter.Adapter) http.Handler {
 	counter("id_collisions_total", "Socket ids seen on two nodes, or not made by SessionIDGenerator.", func(s redisadapter.Stats) uint64 { return s.IDCollisions })
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "redisadapter", Name: "queue_depth", Help: "Received messages waiting to be handled."},
 		func() float64 { return float64(a.Stats().QueueDepth) }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "redisadapter", Name: "sockets", Help: "Sockets of this node the adapter tracks."},
+		func() float64 { return float64(a.Stats().Sockets) }))
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 }
