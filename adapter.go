@@ -36,6 +36,7 @@ type Adapter struct {
 	handlersMu sync.RWMutex
 	handlers   map[string]ServerSideHandler // key: nsp + "\x00" + event
 
+	subs         *subscriptionTracker // set by start
 	stats        counters
 	warnOnce     sync.Once          // default session ids
 	hookWarnOnce sync.Once          // connect or disconnect handler replaced on the server
@@ -189,14 +190,30 @@ func (a *Adapter) SetData(nsp string, conn socketio.Conn, data any) error {
 	return nil
 }
 
-// Ping checks that Redis answers on the adapter's own connection, for health
-// checks: it opens no new connection.
+// Ping reports whether this node takes part in the fleet, for health
+// checks: its subscriptions are live, and the Redis node that takes each
+// namespace's publishes answers on the adapter's own connections (it opens
+// none). It fails with ErrUnavailable (wrapping the Redis error, if any)
+// otherwise, and with ErrClosed after Close.
 func (a *Adapter) Ping(ctx context.Context) error {
 	if a.isClosed() {
 		return ErrClosed
 	}
-	if err := a.client.Do(ctx, a.client.B().Ping().Build()).Error(); err != nil {
-		return fmt.Errorf("redisadapter: ping: %w", err)
+	if err := a.checkSubscribed(); err != nil {
+		return err
+	}
+	for _, name := range a.opts.Namespaces {
+		if err := a.client.Do(ctx, a.proto.ping(a.client, a.opts.Key, name)).Error(); err != nil {
+			return fmt.Errorf("%w: ping: %w", ErrUnavailable, err)
+		}
+	}
+	return nil
+}
+
+// checkSubscribed fails with ErrUnavailable while a subscription is down.
+func (a *Adapter) checkSubscribed() error {
+	if !a.subs.isLive() {
+		return fmt.Errorf("%w: subscriptions are down", ErrUnavailable)
 	}
 	return nil
 }
@@ -304,6 +321,8 @@ type Stats struct {
 	QueueDepth int
 	// Sockets is how many sockets of this node the adapter tracks now, over every namespace.
 	Sockets int
+	// Subscribed is whether every subscription of this node is live now.
+	Subscribed bool
 }
 
 type counters struct {
@@ -325,6 +344,7 @@ func (a *Adapter) Stats() Stats {
 		IDCollisions:    c.collisions.Load(),
 		QueueDepth:      len(a.broadcasts) + len(a.requests) + len(a.responses),
 		Sockets:         a.trackedSockets(),
+		Subscribed:      a.subs.isLive(),
 	}
 }
 

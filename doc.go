@@ -38,6 +38,12 @@
 // has its own bounded queue (Options.SocketQueue) and misses events past it,
 // counted in Stats.SlowSocketDrops, rather than stalling the others.
 //
+// While its subscriptions are down (Redis lost, a failover) a node knows
+// it: Ping fails, Emit and the remote operations do not publish, and
+// requests wait for the subscriptions within their timeout; all of them
+// then fail with ErrUnavailable. The subscriptions are renewed every 50 ms
+// at most while Redis is away.
+//
 // # Concurrency
 //
 // Every method of Adapter and BroadcastOperator is safe for concurrent use.

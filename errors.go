@@ -28,6 +28,12 @@ var (
 	// Redis error is wrapped too.
 	ErrPublish = errors.New("redisadapter: publish failed")
 
+	// ErrUnavailable is returned while this node cannot take part in the
+	// fleet: Redis does not answer, or the node's subscriptions are down
+	// (after a dropped connection or a failover, until they are renewed),
+	// so it would not hear other nodes' broadcasts and answers.
+	ErrUnavailable = errors.New("redisadapter: redis unavailable")
+
 	// ErrConfig is returned for an invalid connector, URL or option.
 	ErrConfig = errors.New("redisadapter: invalid configuration")
 )

@@ -2,6 +2,7 @@ package redisadapter
 
 import (
 	"context"
+	"fmt"
 	"slices"
 )
 
@@ -74,7 +75,11 @@ func (o BroadcastOperator) check() error {
 // any node receive the JSON they would get from a local emit. Local sockets
 // get the event even when publishing fails; the error (ErrPublish, or
 // ErrMessageTooLarge when the encoded event exceeds Options.MaxMessageSize)
-// then means other nodes did not. Emit returns within RequestTimeout.
+// then means other nodes did not. While this node's subscriptions are down
+// (Redis lost, a failover: see Ping) Emit does not publish and fails with
+// ErrPublish and ErrUnavailable: the other nodes' subscriptions are most
+// likely down too, and an event that was not sent can be sent again without
+// a duplicate. Emit returns within RequestTimeout.
 func (o BroadcastOperator) Emit(ctx context.Context, event string, args ...any) error {
 	if err := o.check(); err != nil {
 		return err
@@ -90,6 +95,9 @@ func (o BroadcastOperator) Emit(ctx context.Context, event string, args ...any) 
 	o.a.deliver(o.ns, o.sel, event, args)
 	if o.local {
 		return nil
+	}
+	if err := o.a.checkSubscribed(); err != nil {
+		return fmt.Errorf("%w: not published: %w", ErrPublish, err)
 	}
 	return o.a.publish(ctx, channel, payload)
 }
@@ -124,6 +132,9 @@ func (o BroadcastOperator) remote(ctx context.Context, typ requestType, rooms []
 	o.a.applyLocal(o.ns, typ, o.sel, rooms, closeConn)
 	if o.local {
 		return nil
+	}
+	if err := o.a.checkSubscribed(); err != nil {
+		return fmt.Errorf("%w: not published: %w", ErrPublish, err)
 	}
 	return o.a.publishRemote(ctx, o.ns.name, typ, o.sel, rooms, closeConn)
 }

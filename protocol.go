@@ -30,6 +30,11 @@ type protocol interface {
 	decodeResponse(msg string) (response, error)
 
 	publish(c rueidis.Client, channel string, payload []byte) rueidis.Completed
+	// ping is a PING to the Redis node that takes the namespace's
+	// publishes: in a cluster, the owner of their slot (a PING without a
+	// slot goes to the first seed address, which may be down while the
+	// cluster serves).
+	ping(c rueidis.Client, key, nsp string) rueidis.Completed
 	// countCommand counts the servers of a namespace on one Redis node;
 	// the core sums it over every node.
 	countCommand(c rueidis.Client, key, nsp string) (cmd rueidis.Completed, channel string)

@@ -29,6 +29,11 @@ func open(c Connector, opts *Options) (Options, rueidis.Client, error) {
 		return o, nil, err
 	}
 	copt.DisableCache = true // pub/sub only: no client-side caching, no tracking
+	// The adapter does its own retrying: a subscription that rueidis renews
+	// by itself is down without the adapter knowing (and comes back on
+	// rueidis's back-off, up to a second after Redis does); a request fails
+	// at once rather than after retries that outlast the outage.
+	copt.DisableRetry = true
 	client, err := rueidis.NewClient(copt)
 	if err != nil {
 		return o, nil, fmt.Errorf("redisadapter: connect to redis: %w", err)

@@ -53,9 +53,9 @@ func (a *Adapter) start(ctx context.Context) error {
 			subs = append(subs, sub)
 		}
 	}
-	ready := newSubscriptionTracker(len(a.routes), &a.stats)
+	a.subs = newSubscriptionTracker(len(a.routes), &a.stats)
 	for _, sub := range subs {
-		a.spawn(func() { a.receiveLoop(loopCtx, ready, sub.build) })
+		a.spawn(func() { a.receiveLoop(loopCtx, sub) })
 	}
 	a.spawn(func() { a.sweep(loopCtx) })
 	if rc, ok := a.proto.(roomChannels); ok {
@@ -64,37 +64,47 @@ func (a *Adapter) start(ctx context.Context) error {
 
 	wait, cancel := context.WithTimeout(ctx, a.opts.RequestTimeout)
 	defer cancel()
-	select {
-	case <-ready.done:
-		return nil
-	case <-wait.Done():
-		if err := ready.lastError(); err != nil {
-			return fmt.Errorf("redisadapter: subscribe: %w", err)
+	if err := a.subs.waitLive(wait); err != nil {
+		if last := a.subs.lastError(); last != nil {
+			return fmt.Errorf("redisadapter: subscribe: %w", last)
 		}
-		return fmt.Errorf("redisadapter: subscriptions not confirmed: %w", wait.Err())
+		return fmt.Errorf("redisadapter: subscriptions not confirmed: %w", err)
 	}
+	return nil
 }
 
-// receiveLoop keeps one subscription alive until ctx ends. rueidis
-// re-subscribes by itself after a dropped connection, but Receive returns
-// nil when the server unsubscribes the client (a sharded channel's slot
-// moved, a failover), and an error when it gives up: both mean subscribing
-// again, after a back-off.
-func (a *Adapter) receiveLoop(ctx context.Context, t *subscriptionTracker, build func() rueidis.Completed) {
-	hctx := rueidis.WithOnSubscriptionHook(ctx, t.hook)
-	const minBackoff, maxBackoff = 10 * time.Millisecond, time.Second
+// Back-off between attempts to subscribe again. rueidis does not retry
+// for the adapter (open sets DisableRetry): its own back-off grows to a
+// second and is not reset during an outage, so subscriptions came back up
+// to a second after Redis did. A short, capped interval brings them back
+// within it; an attempt against a Redis that is down costs a refused dial.
+const minBackoff, maxBackoff = 10 * time.Millisecond, 50 * time.Millisecond
+
+// receiveLoop keeps one subscription alive until ctx ends. Receive returns
+// when the connection breaks (with an error), when the server unsubscribes
+// the client (nil: a sharded channel's slot moved, a failover), or when ctx
+// ends; the first two mean subscribing again, after a back-off. The first
+// failure of an outage is logged as a warning, the recovery once more.
+func (a *Adapter) receiveLoop(ctx context.Context, sub subscription) {
+	hctx := rueidis.WithOnSubscriptionHook(ctx, a.subs.hook)
 	backoff := minBackoff
+	var since time.Time // when the subscription went down; zero while it is up
 	for {
-		err := a.client.Receive(hctx, build(), a.onMessage)
+		err := a.client.Receive(hctx, sub.build(), a.onMessage)
 		if ctx.Err() != nil || errors.Is(err, rueidis.ErrClosing) {
 			return
 		}
-		if err == nil {
-			a.log.Warn("redis ended a subscription; subscribing again")
+		a.subs.down(sub.routes, err)
+		if a.subs.wasLive(sub.routes) || since.IsZero() {
+			since = time.Now()
 			backoff = minBackoff
+			if err == nil {
+				a.log.Warn("redis ended a subscription; subscribing again", "channels", len(sub.routes))
+			} else {
+				a.log.Warn("subscription lost; subscribing again", "err", err)
+			}
 		} else {
-			t.failed(err)
-			a.log.Warn("subscription failed; retrying", "err", err, "in", backoff)
+			a.log.Debug("subscribing again failed", "err", err, "down", time.Since(since))
 		}
 		select {
 		case <-time.After(backoff):
@@ -105,55 +115,107 @@ func (a *Adapter) receiveLoop(ctx context.Context, t *subscriptionTracker, build
 	}
 }
 
-// subscriptionTracker closes done once every subscription has been
-// confirmed, counts later confirmations as resubscriptions, and keeps the
-// last subscription error. A nil tracker does nothing.
+// subscriptionTracker knows which of the node's subscriptions are live: a
+// channel is live from Redis's confirmation until its Receive returns. It
+// counts confirmations after the first as resubscriptions and keeps the
+// last error, for New's.
 type subscriptionTracker struct {
-	mu      sync.Mutex
-	want    int
-	seen    map[string]bool
-	done    chan struct{}
-	counts  *counters
-	lastErr error // why a subscription failed last, for New's error
+	mu        sync.Mutex
+	want      int
+	live      map[string]bool // channel or pattern -> confirmed and not lost since
+	everLive  map[string]bool // confirmed at least once
+	wasUp     map[string]bool // live when its Receive last returned, for the outage log
+	liveCount int
+	allLive   chan struct{} // closed while every subscription is live
+	counts    *counters
+	lastErr   error
 }
 
-func (t *subscriptionTracker) failed(err error) {
-	if t == nil {
+func newSubscriptionTracker(want int, c *counters) *subscriptionTracker {
+	return &subscriptionTracker{
+		want: want, live: make(map[string]bool), everLive: make(map[string]bool), wasUp: make(map[string]bool),
+		allLive: make(chan struct{}), counts: c,
+	}
+}
+
+// hook sees every subscription confirmation.
+func (t *subscriptionTracker) hook(s rueidis.PubSubSubscription) {
+	if s.Kind != "subscribe" && s.Kind != "psubscribe" && s.Kind != "ssubscribe" {
 		return
 	}
 	t.mu.Lock()
-	t.lastErr = err
+	defer t.mu.Unlock()
+	if t.everLive[s.Channel] {
+		t.counts.resubscribes.Add(1)
+	}
+	t.everLive[s.Channel] = true
+	if t.live[s.Channel] {
+		return
+	}
+	t.live[s.Channel] = true
+	t.liveCount++
+	if t.liveCount == t.want {
+		close(t.allLive)
+	}
+}
+
+// down marks the channels of a subscription whose Receive returned.
+func (t *subscriptionTracker) down(channels map[string]queueKind, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err != nil {
+		t.lastErr = err
+	}
+	for ch := range channels {
+		t.wasUp[ch] = t.live[ch]
+		if !t.live[ch] {
+			continue
+		}
+		if t.liveCount == t.want {
+			t.allLive = make(chan struct{})
+		}
+		t.live[ch] = false
+		t.liveCount--
+	}
+}
+
+// wasLive reports whether the subscription was live when its Receive last
+// returned: the start of an outage rather than another failed attempt.
+func (t *subscriptionTracker) wasLive(channels map[string]queueKind) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for ch := range channels {
+		if t.wasUp[ch] {
+			return true
+		}
+	}
+	return false
+}
+
+// isLive reports whether every subscription is live now.
+func (t *subscriptionTracker) isLive() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.liveCount == t.want
+}
+
+// waitLive waits until every subscription is live, or ctx ends.
+func (t *subscriptionTracker) waitLive(ctx context.Context) error {
+	t.mu.Lock()
+	ch := t.allLive
 	t.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (t *subscriptionTracker) lastError() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.lastErr
-}
-
-func newSubscriptionTracker(want int, c *counters) *subscriptionTracker {
-	return &subscriptionTracker{want: want, seen: make(map[string]bool), done: make(chan struct{}), counts: c}
-}
-
-// hook sees every subscription confirmation; a nil tracker ignores them.
-func (t *subscriptionTracker) hook(s rueidis.PubSubSubscription) {
-	if t == nil {
-		return
-	}
-	if s.Kind != "subscribe" && s.Kind != "psubscribe" && s.Kind != "ssubscribe" {
-		return
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.seen[s.Channel] {
-		t.counts.resubscribes.Add(1)
-		return
-	}
-	t.seen[s.Channel] = true
-	if len(t.seen) == t.want {
-		close(t.done)
-	}
 }
 
 // routeOf returns where m goes: by its pattern or channel, or to the
@@ -313,9 +375,15 @@ func (a *Adapter) syncRoomsOnce(ctx context.Context, rc roomChannels) {
 		a.rooms[ch] = &roomSubscription{ns: ns, cancel: cancel}
 		a.spawn(func() {
 			// Room subscriptions come and go: no tracker holds New up for them.
-			a.receiveLoop(subCtx, nil, func() rueidis.Completed {
-				return rc.subscribeRoom(a.client, ch)
-			})
+			for subCtx.Err() == nil {
+				if err := a.client.Receive(subCtx, rc.subscribeRoom(a.client, ch), a.onMessage); subCtx.Err() == nil {
+					a.log.Debug("room subscription lost; subscribing again", "channel", ch, "err", err)
+					select {
+					case <-time.After(maxBackoff):
+					case <-subCtx.Done():
+					}
+				}
+			}
 		})
 	}
 	a.roomsMu.Unlock()

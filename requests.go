@@ -68,6 +68,11 @@ func (a *Adapter) ask(ctx context.Context, ns *namespace, req request) (*pending
 	limit := fmt.Errorf("RequestTimeout %v passed", a.opts.RequestTimeout)
 	ctx, cancel := context.WithTimeoutCause(ctx, a.opts.RequestTimeout, limit)
 	defer cancel()
+	// Until this node's subscriptions are back it would miss answers, and
+	// the server count misses it: a partial view passed off as whole.
+	if err := a.subs.waitLive(ctx); err != nil {
+		return nil, fmt.Errorf("%w: %s: subscriptions are down: %w", ErrUnavailable, req.Type, context.Cause(ctx))
+	}
 	n, err := a.serverCount(ctx, ns)
 	if err != nil {
 		return nil, err
@@ -382,10 +387,14 @@ func (a *Adapter) AllRooms(ctx context.Context, nsp string) ([]string, error) {
 
 // ServerCount returns how many servers (Go or Node.js, this one included)
 // serve the first of Options.Namespaces ("/" by default), from PUBSUB
-// NUMSUB as in Node.
+// NUMSUB as in Node. It fails with ErrUnavailable while this node's
+// subscriptions are down (it would not count itself).
 func (a *Adapter) ServerCount(ctx context.Context) (int, error) {
 	if a.isClosed() {
 		return 0, ErrClosed
+	}
+	if err := a.checkSubscribed(); err != nil {
+		return 0, err // this node would not be counted
 	}
 	return a.serverCount(ctx, a.namespaces[a.opts.Namespaces[0]])
 }

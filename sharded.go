@@ -322,6 +322,10 @@ func (sharded) publish(c rueidis.Client, channel string, payload []byte) rueidis
 	return c.B().Spublish().Channel(channel).Message(rueidis.BinaryString(payload)).Build()
 }
 
+func (sharded) ping(c rueidis.Client, key, nsp string) rueidis.Completed {
+	return c.B().Ping().Build().SetSlot(shardedChannel(key, nsp))
+}
+
 // countCommand is the sharded adapter's serverCount: PUBSUB SHARDNUMSUB of
 // the namespace's channel.
 func (sharded) countCommand(c rueidis.Client, key, nsp string) (rueidis.Completed, string) {

@@ -866,6 +866,10 @@ func (classic) publish(c rueidis.Client, channel string, payload []byte) rueidis
 	return c.B().Publish().Channel(channel).Message(rueidis.BinaryString(payload)).Build().SetSlot(namespaceOf(channel))
 }
 
+func (classic) ping(c rueidis.Client, key, nsp string) rueidis.Completed {
+	return c.B().Ping().Build().SetSlot(nsp)
+}
+
 // namespaceOf returns the namespace part of a channel name
 // ("<key>...#<nsp>#..."); neither key nor namespace holds a '#'.
 func namespaceOf(channel string) string {

@@ -31,5 +31,12 @@ func metricsHandler(a *redisadapter.Adapter) http.Handler {
 		func() float64 { return float64(a.Stats().QueueDepth) }))
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "redisadapter", Name: "sockets", Help: "Sockets of this node the adapter tracks."},
 		func() float64 { return float64(a.Stats().Sockets) }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "redisadapter", Name: "subscribed", Help: "1 while every subscription of this node is live, else 0."},
+		func() float64 {
+			if a.Stats().Subscribed {
+				return 1
+			}
+			return 0
+		}))
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 }
