@@ -210,9 +210,10 @@ func (a *Adapter) Ping(ctx context.Context) error {
 	return nil
 }
 
-// checkSubscribed fails with ErrUnavailable while a subscription is down.
+// checkSubscribed fails with ErrUnavailable while a subscription is down,
+// and for a moment after they are back (see settle).
 func (a *Adapter) checkSubscribed() error {
-	if !a.subs.isLive() {
+	if !a.subs.ready() {
 		return fmt.Errorf("%w: subscriptions are down", ErrUnavailable)
 	}
 	return nil

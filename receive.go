@@ -64,7 +64,7 @@ func (a *Adapter) start(ctx context.Context) error {
 
 	wait, cancel := context.WithTimeout(ctx, a.opts.RequestTimeout)
 	defer cancel()
-	if err := a.subs.waitLive(wait); err != nil {
+	if err := a.subs.waitReady(wait); err != nil {
 		if last := a.subs.lastError(); last != nil {
 			return fmt.Errorf("redisadapter: subscribe: %w", last)
 		}
@@ -127,9 +127,17 @@ type subscriptionTracker struct {
 	wasUp     map[string]bool // live when its Receive last returned, for the outage log
 	liveCount int
 	allLive   chan struct{} // closed while every subscription is live
+	upOnce    bool          // every subscription was live at least once
+	restored  time.Time     // when every subscription was live again after an outage
 	counts    *counters
 	lastErr   error
 }
+
+// settle is how long after its subscriptions are back a node waits before
+// it publishes again: the other nodes renew theirs within maxBackoff of
+// Redis answering, and a broadcast published before they have is lost to
+// them.
+const settle = maxBackoff
 
 func newSubscriptionTracker(want int, c *counters) *subscriptionTracker {
 	return &subscriptionTracker{
@@ -155,6 +163,10 @@ func (t *subscriptionTracker) hook(s rueidis.PubSubSubscription) {
 	t.live[s.Channel] = true
 	t.liveCount++
 	if t.liveCount == t.want {
+		if t.upOnce {
+			t.restored = time.Now() // after an outage: let the others catch up
+		}
+		t.upOnce = true
 		close(t.allLive)
 	}
 }
@@ -199,16 +211,33 @@ func (t *subscriptionTracker) isLive() bool {
 	return t.liveCount == t.want
 }
 
-// waitLive waits until every subscription is live, or ctx ends.
-func (t *subscriptionTracker) waitLive(ctx context.Context) error {
+// ready reports whether the node may publish: every subscription is live,
+// for at least settle when they came back from an outage.
+func (t *subscriptionTracker) ready() bool {
 	t.mu.Lock()
-	ch := t.allLive
-	t.mu.Unlock()
-	select {
-	case <-ch:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+	defer t.mu.Unlock()
+	return t.liveCount == t.want && time.Since(t.restored) >= settle
+}
+
+// waitReady waits until ready, or ctx ends.
+func (t *subscriptionTracker) waitReady(ctx context.Context) error {
+	for {
+		t.mu.Lock()
+		ch, wait := t.allLive, settle-time.Since(t.restored)
+		t.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if wait <= 0 {
+			return nil
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 }
 

@@ -70,7 +70,7 @@ func (a *Adapter) ask(ctx context.Context, ns *namespace, req request) (*pending
 	defer cancel()
 	// Until this node's subscriptions are back it would miss answers, and
 	// the server count misses it: a partial view passed off as whole.
-	if err := a.subs.waitLive(ctx); err != nil {
+	if err := a.subs.waitReady(ctx); err != nil {
 		return nil, fmt.Errorf("%w: %s: subscriptions are down: %w", ErrUnavailable, req.Type, context.Cause(ctx))
 	}
 	n, err := a.serverCount(ctx, ns)
