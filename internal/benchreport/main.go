@@ -160,6 +160,27 @@ func report(results []result, get func(string, string) (float64, bool), env map[
 			m(name, "deliveries/s"), m(name, "%lost"), m(name, "heap-KiB/socket"))
 	}
 
+	p("\n## Recovery after faults\n\n")
+	p("Three nodes broadcast comments to 12 posts every 20 ms (each node in turn); each node has a client in every post.\n")
+	p("One fault per mode, one clock: standalone Redis stopped for 2 s and restarted; the Sentinel master killed\n")
+	p("(down-after 1000 ms); the cluster master that takes the namespace's publishes killed (node-timeout 1000 ms).\n")
+	p("*Served again* is when the restarted server answers, the new master is elected, or the replica is promoted;\n")
+	p("*flowing again* is when broadcasts to a post next reach both other nodes' clients (min / median / max over\n")
+	p("the posts). *Accepted, lost*: broadcasts `Emit` returned nil for that did not reach both other nodes;\n")
+	p("*refused*: broadcasts `Emit` failed (ErrPublish), which the caller knows about.\n\n")
+	p("| fault | served again after the fault | flowing again after that | accepted, lost | refused |\n|---|---|---|---|---|\n")
+	recoveryModes := []struct{ key, label string }{
+		{"standalone", "standalone Redis down 2 s"}, {"sentinel", "Sentinel master killed"},
+		{"cluster-classic", "Cluster master killed (classic)"}, {"cluster-sharded", "Cluster master killed (sharded)"},
+	}
+	for _, f := range recoveryModes {
+		name := "Recovery/" + f.key
+		if _, ok := get(name, "recovered-ms"); ok {
+			p("| %s | %.2f s | %.0f / %.0f / %.0f ms | %.0f | %.0f |\n", f.label, m(name, "recovered-ms")/1000,
+				m(name, "flow-min-ms"), m(name, "flow-med-ms"), m(name, "flow-max-ms"), m(name, "lost"), m(name, "refused"))
+		}
+	}
+
 	p("\n## Encode and decode\n\n| | ns/op | B/op | allocs/op |\n|---|---|---|---|\n")
 	for _, name := range append(names(results, "EncodeBroadcast"), names(results, "DecodeBroadcast")...) {
 		p("| %s | %.0f | %.0f | %.0f |\n", name, m(name, "ns/op"), m(name, "B/op"), m(name, "allocs/op"))
@@ -197,6 +218,16 @@ func report(results []result, get func(string, string) (float64, bool), env map[
 		rawLo, rawHi := spread(results, "Latency/rueidis", "p99-µs")
 		p("| p99 latency at 2,000 events/s < 1 ms | %.0f µs, rounds %.0f-%.0f µs (raw rueidis path: %.0f µs, rounds %.0f-%.0f µs) | %s |\n",
 			p99, lo, hi, raw, rawLo, rawHi, yes(p99 < 1000))
+	}
+	for _, t := range []struct {
+		key   string
+		limit float64
+	}{{"standalone", 100}, {"sentinel", 200}, {"cluster-classic", 400}, {"cluster-sharded", 400}} {
+		name := "Recovery/" + t.key
+		if mx, ok := get(name, "flow-max-ms"); ok {
+			lo, hi := spread(results, name, "flow-max-ms")
+			p("| %s: every post flows again within %.0f ms of Redis serving | %.0f ms, rounds %.0f-%.0f ms | %s |\n", t.key, t.limit, mx, lo, hi, yes(mx <= t.limit))
+		}
 	}
 	p("| requests across 10 nodes complete with no timeout | every request of `Requests/*/10nodes` answered (a timeout fails the benchmark) | yes |\n")
 	return b.String()
