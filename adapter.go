@@ -16,7 +16,7 @@ import (
 // Create one per *socketio.Server with New, before the server's Serve; all
 // its methods are safe for concurrent use.
 type Adapter struct {
-	publisher
+	*publisher
 	server *socketio.Server
 	log    *slog.Logger
 
@@ -77,7 +77,7 @@ func New(ctx context.Context, server *socketio.Server, c Connector, opts *Option
 		return nil, err
 	}
 	a := &Adapter{
-		publisher:  publisher{client: client, proto: c.protocol(), opts: o, uid: randomID(6)},
+		publisher:  newPublisher(client, c.protocol(), o, randomID(6)),
 		server:     server,
 		log:        o.Logger.With("adapter", "redisadapter"),
 		namespaces: make(map[string]*namespace),
@@ -219,16 +219,21 @@ func (a *Adapter) checkSubscribed() error {
 	return nil
 }
 
-// Close unsubscribes, fails pending requests with ErrClosed, stops every
-// goroutine the adapter started and closes its Redis client. Sockets stay
-// connected to the server. Close waits for the adapter's goroutines until
-// ctx ends (one may be stuck writing to a client that does not read) and
-// then returns ctx's error. Calling it again returns nil at once.
+// Close stops accepting messages to publish (ErrClosed), publishes those
+// already queued, unsubscribes, fails pending requests with ErrClosed,
+// stops every goroutine the adapter started and closes its Redis client.
+// Sockets stay connected to the server. Close waits for the queue and the
+// adapter's goroutines until ctx ends (one may be stuck writing to a client
+// that does not read) and then returns ctx's error. Calling it again
+// returns nil at once.
 func (a *Adapter) Close(ctx context.Context) error {
 	if !a.markClosed() {
 		return nil
 	}
 	a.failPending()
+	if err := a.publisher.close(ctx); err != nil {
+		return fmt.Errorf("redisadapter: close: queued messages not all sent: %w", err)
+	}
 	done := make(chan struct{})
 	go func() {
 		a.shutdown()
@@ -243,7 +248,8 @@ func (a *Adapter) Close(ctx context.Context) error {
 }
 
 // shutdown stops the receive loops and workers, waits for them and closes
-// the client.
+// the client (the publisher's queue is empty or abandoned by then: once
+// the client is closed its sender fails what is left at once).
 func (a *Adapter) shutdown() {
 	a.markClosed()
 	if a.stop != nil {
@@ -251,7 +257,15 @@ func (a *Adapter) shutdown() {
 	}
 	a.wg.Wait()
 	a.client.Close()
+	<-a.publisher.closeNow()
 }
+
+// Flush waits until Redis has taken every message this node queued before
+// the call (Emit returns once its message is queued), and returns the
+// first publish that failed since the previous Flush, wrapping ErrPublish;
+// ctx's error when it ends first; ErrClosed after Close. It is safe to call
+// from many goroutines.
+func (a *Adapter) Flush(ctx context.Context) error { return a.flush(ctx) }
 
 // markClosed closes a.closing and reports whether this call did it.
 func (a *Adapter) markClosed() bool {
@@ -302,8 +316,10 @@ func randomID(n int) string {
 
 // Stats are the adapter's counters since New. Read them with Adapter.Stats.
 type Stats struct {
-	// Published counts messages this node published (broadcasts, requests, responses).
+	// Published counts messages Redis took from this node (broadcasts, requests, responses).
 	Published uint64
+	// PublishFailures counts queued messages Redis did not take (unreachable, refused, timed out).
+	PublishFailures uint64
 	// Received counts messages read from Redis, own messages included.
 	Received uint64
 	// Malformed counts received messages dropped as undecodable, oversized or of unknown type.
@@ -336,6 +352,7 @@ func (a *Adapter) Stats() Stats {
 	c := &a.stats
 	return Stats{
 		Published:       a.published.Load(),
+		PublishFailures: a.failures.Load(),
 		Received:        c.received.Load(),
 		Malformed:       c.malformed.Load(),
 		QueueFull:       c.queueFull.Load(),

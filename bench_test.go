@@ -33,7 +33,10 @@ func BenchmarkLayer(b *testing.B) {
 		// so Redis writes each message twice and the publisher reads it
 		// back (the adapter drops it unread beyond its head).
 		b.Run(sizeName(size)+"/rueidis-publisher-subscribed", func(b *testing.B) { ceiling(b, size, true) })
-		b.Run(sizeName(size)+"/adapter", func(b *testing.B) { adapterLayer(b, size) })
+		b.Run(sizeName(size)+"/adapter", func(b *testing.B) { adapterLayer(b, size, publishers) })
+		// The shapes users run: a go-socket.io handler, or a producer loop,
+		// emits one message after another.
+		b.Run(sizeName(size)+"/adapter-sequential", func(b *testing.B) { adapterLayer(b, size, 1) })
 	}
 }
 
@@ -69,9 +72,9 @@ func ceiling(b *testing.B, size int, publisherSubscribed bool) {
 	b.SetBytes(int64(size))
 	b.ResetTimer()
 	cpu0 := machineCPU(b)
-	parallel(b.N, func() error {
+	parallel(b, b.N, publishers, func() error {
 		return pub.Do(context.Background(), pub.B().Publish().Channel("bench").Message(payload).Build()).Error()
-	}, b)
+	})
 	waitFor(b, "every message received", func() bool { return received.Load() >= int64(b.N) })
 	b.StopTimer()
 	reportMessages(b, cpu0)
@@ -85,7 +88,10 @@ func reportMessages(b *testing.B, cpu0 time.Duration) {
 	b.ReportMetric(float64(machineCPU(b)-cpu0)/float64(b.N)/float64(time.Microsecond), "cpu-µs/msg")
 }
 
-func adapterLayer(b *testing.B, size int) {
+// adapterLayer measures Emit from goroutines goroutines to a node that
+// routes and selects every message; Emit returns once a message is queued,
+// so the run ends when the receiver has handled them all.
+func adapterLayer(b *testing.B, size, goroutines int) {
 	srv := redistest.Start(b)
 	c := redisadapter.Standalone{URL: srv.URL()}
 	a, recv := startNode(b, c, nil), startNode(b, c, nil)
@@ -94,7 +100,7 @@ func adapterLayer(b *testing.B, size int) {
 	b.SetBytes(int64(size))
 	b.ResetTimer()
 	cpu0 := machineCPU(b)
-	parallel(b.N, func() error { return a.a.Of("/").Emit(context.Background(), "m", payload) }, b)
+	parallel(b, b.N, goroutines, func() error { return a.a.Of("/").Emit(context.Background(), "m", payload) })
 	// Read, routed and selected: nothing left in the queues.
 	waitFor(b, "every message received and handled", func() bool {
 		st := recv.a.Stats()
@@ -104,11 +110,11 @@ func adapterLayer(b *testing.B, size int) {
 	reportMessages(b, cpu0)
 }
 
-// parallel runs f n times over the publishers.
-func parallel(n int, f func() error, b *testing.B) {
+// parallel runs f n times over goroutines goroutines.
+func parallel(b *testing.B, n, goroutines int, f func() error) {
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	for range publishers {
+	for range goroutines {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -26,7 +26,7 @@ type Emitter struct {
 }
 
 type emitterCore struct {
-	publisher
+	*publisher
 	closeOnce sync.Once
 	done      chan struct{} // closed by Close
 }
@@ -48,7 +48,7 @@ func NewEmitter(ctx context.Context, c Connector, opts *Options) (*Emitter, erro
 		client.Close()
 		return nil, fmt.Errorf("redisadapter: ping redis: %w", err)
 	}
-	core := &emitterCore{publisher: publisher{client: client, proto: c.protocol(), opts: o, uid: emitterUID}, done: make(chan struct{})}
+	core := &emitterCore{publisher: newPublisher(client, c.protocol(), o, emitterUID), done: make(chan struct{})}
 	return &Emitter{core: core, nsp: "/"}, nil
 }
 
@@ -73,9 +73,11 @@ func (e Emitter) Except(rooms ...string) *Emitter {
 }
 
 // Emit sends event with args to the selected sockets on every node. It
-// returns ErrPublish (wrapping the Redis error) when Redis does not take it
-// before ctx ends or RequestTimeout passes, ErrMessageTooLarge past
-// MaxMessageSize, and ErrClosed after Close.
+// returns once the message is queued, as Adapter's Emit does: the
+// publishing semantics, Flush included, are the same. It returns
+// ErrMessageTooLarge past MaxMessageSize, ErrPublish (wrapping the cause)
+// when the queue stays full or Redis could not be reached, and ErrClosed
+// after Close.
 func (e Emitter) Emit(ctx context.Context, event string, args ...any) error {
 	if err := e.check(); err != nil {
 		return err
@@ -129,12 +131,30 @@ func (e Emitter) check() error {
 	}
 }
 
-// Close closes the Redis client shared by this Emitter and every one
-// derived from it. Later calls return ErrClosed from every method.
+// Flush waits until Redis has taken every message queued before the call;
+// see Adapter.Flush.
+func (e Emitter) Flush(ctx context.Context) error {
+	if err := e.check(); err != nil {
+		return err
+	}
+	return e.core.flush(ctx)
+}
+
+// Close publishes what is queued (for up to RequestTimeout), then closes
+// the Redis client shared by this Emitter and every one derived from it.
+// Later calls return ErrClosed from every method. It returns an error
+// wrapping ErrPublish when queued messages could not all be sent.
 func (e Emitter) Close() error {
+	var err error
 	e.core.closeOnce.Do(func() {
 		close(e.core.done)
+		ctx, cancel := context.WithTimeout(context.Background(), e.core.opts.RequestTimeout)
+		defer cancel()
+		if e.core.close(ctx) != nil {
+			err = fmt.Errorf("%w: close: queued messages not all sent within RequestTimeout", ErrPublish)
+		}
 		e.core.client.Close()
+		<-e.core.closeNow()
 	})
-	return nil
+	return err
 }

@@ -105,7 +105,15 @@ func TestEmitterUnreachableRedis(t *testing.T) {
 	c := redisadapter.Standalone{URL: srv.URL()}
 	e := newEmitter(t, c)
 	srv.Stop(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	// The first Emit after Redis went away is queued (nothing knew yet);
+	// Flush reports that it failed.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = e.Emit(ctx, "x")
+	require.ErrorIs(t, e.Flush(ctx), redisadapter.ErrPublish)
+	// From then on the emitter knows: Emit waits for its own answer and
+	// fails, within its context.
+	ctx, cancel = context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
 	start := time.Now()
 	require.ErrorIs(t, e.Emit(ctx, "x"), redisadapter.ErrPublish)

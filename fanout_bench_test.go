@@ -39,7 +39,7 @@ func BenchmarkFanout(b *testing.B) {
 			c := redisadapter.Standalone{URL: srv.URL()}
 			a, recv := startNode(b, c, nil), startNode(b, c, nil)
 			fanout(b, recv.url, func(n int) {
-				parallel(n, func() error { return a.a.To("room").Emit(context.Background(), "m", 0, payload) }, b)
+				parallel(b, n, publishers, func() error { return a.a.To("room").Emit(context.Background(), "m", 0, payload) })
 			})
 		})
 		b.Run("gosocketio-builtin/"+sizeName(size), func(b *testing.B) {

@@ -72,10 +72,18 @@ func (o BroadcastOperator) check() error {
 
 // Emit sends event with args to the selected sockets on every node. Args are
 // encoded once, with msgpack using their json struct tags, so clients on
-// any node receive the JSON they would get from a local emit. Local sockets
-// get the event even when publishing fails; the error (ErrPublish, or
-// ErrMessageTooLarge when the encoded event exceeds Options.MaxMessageSize)
-// then means other nodes did not. While this node's subscriptions are down
+// any node receive the JSON they would get from a local emit.
+//
+// Emit returns once the message is queued for Redis, without waiting for
+// it: consecutive Emits leave together, in the order they were called on
+// this node, and reach each client in that order. Flush waits for Redis to
+// take them and reports a failure; failures are also counted in
+// Stats.PublishFailures and logged. Emit blocks while the queue holds
+// Options.PublishQueue bytes. Local sockets get the event even when
+// publishing fails; an error (ErrPublish: the queue stayed full, or Redis
+// could not be reached the last time it was tried, in which case Emit
+// waits for this message's answer; ErrMessageTooLarge when the encoded
+// event exceeds Options.MaxMessageSize) means other nodes did not. While this node's subscriptions are down
 // (Redis lost, a failover: see Ping) Emit does not publish and fails with
 // ErrPublish and ErrUnavailable: the other nodes' subscriptions are most
 // likely down too, and an event that was not sent can be sent again without

@@ -29,6 +29,8 @@ type Options struct {
 	ReceiveQueue int
 	// SocketQueue is how many events wait for one slow local socket; when full, new events to that socket are dropped and counted. default: 1024
 	SocketQueue int
+	// PublishQueue is how many bytes of encoded messages wait to be published; when full, publishing blocks (up to its context and RequestTimeout). default: 4 MiB
+	PublishQueue int
 	// Logger receives what the adapter drops and why. default: slog.Default()
 	Logger *slog.Logger
 }
@@ -52,6 +54,9 @@ func (o *Options) setDefaults() {
 	if o.SocketQueue == 0 {
 		o.SocketQueue = 1024
 	}
+	if o.PublishQueue == 0 {
+		o.PublishQueue = 4 << 20
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -71,7 +76,7 @@ func (o *Options) validate() error {
 		return fmt.Errorf("%w: RequestTimeout %v is negative", ErrConfig, o.RequestTimeout)
 	case o.MaxMessageSize < 0:
 		return fmt.Errorf("%w: MaxMessageSize %d is negative", ErrConfig, o.MaxMessageSize)
-	case o.ReceiveQueue < 0 || o.SocketQueue < 0:
+	case o.ReceiveQueue < 0 || o.SocketQueue < 0 || o.PublishQueue < 0:
 		return fmt.Errorf("%w: queue sizes must not be negative", ErrConfig)
 	}
 	return nil

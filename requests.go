@@ -90,7 +90,7 @@ func (a *Adapter) ask(ctx context.Context, ns *namespace, req request) (*pending
 	a.pending[req.RequestID] = p
 	a.pendingMu.Unlock()
 
-	err = a.publishRequest(ctx, ns.name, req)
+	err = a.publishRequestWait(ctx, ns.name, req)
 	if err == nil {
 		select {
 		case <-p.done:

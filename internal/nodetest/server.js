@@ -30,6 +30,11 @@ async function main() {
   io.on("connection", (socket) => {
     socket.on("join", (room, cb) => { socket.join(room); if (cb) cb("ok"); });
     socket.on("leave", (room, cb) => { socket.leave(room); if (cb) cb("ok"); });
+    // The example's comment contract: to the post's room, acked "ok".
+    socket.on("comment", (c, cb) => {
+      io.to("post:" + c.post).emit("comment", { post: c.post, text: c.text, node: "node" });
+      if (cb) cb("ok");
+    });
   });
   io.on("ping", (...args) => {
     const cb = typeof args[args.length - 1] === "function" ? args.pop() : null;

@@ -1,0 +1,151 @@
+package redisadapter_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/blogstack/redisadapter"
+	"github.com/blogstack/redisadapter/internal/redistest"
+	"github.com/blogstack/redisadapter/internal/siotest"
+)
+
+// pauseWrites makes Redis hold every write (PUBLISH included) for d: the
+// publisher's batch in flight waits, and the queue behind it fills.
+func pauseWrites(t *testing.T, c redisadapter.Connector, d time.Duration) {
+	t.Helper()
+	raw := rawClient(t, c)
+	require.NoError(t, raw.Do(bg(t), raw.B().ClientPause().Timeout(d.Milliseconds()).Write().Build()).Error())
+}
+
+// collect reads numbered events ("n", producer, seq) from c until every
+// producer's count arrived, and fails on a gap or a reordering.
+func collect(t *testing.T, c *siotest.Client, producers, count int) {
+	t.Helper()
+	next := make([]int, producers)
+	for done := 0; done < producers; {
+		e, err := c.Next("n", wait)
+		require.NoError(t, err, "received so far: %v", next)
+		var p, seq int
+		_, err = fmt.Sscan(string(e.Args[0]), &p)
+		require.NoError(t, err)
+		_, err = fmt.Sscan(string(e.Args[1]), &seq)
+		require.NoError(t, err)
+		require.Equal(t, next[p], seq, "producer %d out of order", p)
+		next[p]++
+		if next[p] == count {
+			done++
+		}
+	}
+}
+
+// Events emitted on one node reach a client of another in the order Emit
+// was called, for each of several producers emitting as fast as they can.
+func TestEmitOrderUnderLoad(t *testing.T) {
+	srv := redistest.Start(t)
+	c := redisadapter.Standalone{URL: srv.URL()}
+	a := startNode(t, c, nil)
+	b := startNode(t, c, &redisadapter.Options{SocketQueue: 100_000})
+	bc := b.client(t, "r")
+	const producers, count = 4, 5000
+	var wg sync.WaitGroup
+	for p := range producers {
+		wg.Go(func() {
+			for seq := range count {
+				if err := a.a.To("r").Emit(bg(t), "n", p, seq); err != nil {
+					t.Errorf("emit: %v", err)
+					return
+				}
+			}
+		})
+	}
+	collect(t, bc, producers, count)
+	wg.Wait()
+	require.NoError(t, a.a.Flush(bg(t)))
+	require.Zero(t, b.a.Stats().SlowSocketDrops)
+}
+
+// While Redis holds the batch in flight, the queue fills: Emit blocks and
+// then fails with ErrPublish at its deadline; what was queued is sent, in
+// order, once Redis resumes.
+func TestPublishQueueFull(t *testing.T) {
+	srv := redistest.Start(t)
+	c := redisadapter.Standalone{URL: srv.URL()}
+	a := startNode(t, c, &redisadapter.Options{PublishQueue: 4 << 10})
+	b := startNode(t, c, nil)
+	bc := b.client(t, "r")
+	pauseWrites(t, c, 1500*time.Millisecond)
+	pad := make([]byte, 512)
+	queued := 0
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		start := time.Now()
+		err := a.a.To("r").Emit(ctx, "n", 0, queued, pad)
+		cancel()
+		if err != nil {
+			require.ErrorIs(t, err, redisadapter.ErrPublish)
+			require.ErrorContains(t, err, "publish queue full")
+			require.Less(t, time.Since(start), time.Second, "Emit blocked past its deadline")
+			break
+		}
+		queued++
+		require.Less(t, queued, 100, "the queue never filled")
+	}
+	require.NoError(t, a.a.Flush(bg(t)), "everything queued is sent once Redis resumes")
+	next := 0
+	for next < queued {
+		e, err := bc.Next("n", wait)
+		require.NoError(t, err)
+		require.Equal(t, fmt.Sprint(next), string(e.Args[1]))
+		next++
+	}
+}
+
+// Redis goes away while a producer emits: errors reach the caller (Emit,
+// or Flush for what was queued before anyone knew), each call returns
+// within its deadline, and the failures are counted.
+func TestEmitWhileRedisDown(t *testing.T) {
+	srv := redistest.Start(t)
+	c := redisadapter.Standalone{URL: srv.URL()}
+	a := startNode(t, c, nil)
+	require.NoError(t, a.a.To("r").Emit(bg(t), "n", 0, 0))
+	srv.Stop(t)
+	failed := 0
+	for i := range 50 {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		start := time.Now()
+		if err := a.a.To("r").Emit(ctx, "n", 0, i); err != nil {
+			require.ErrorIs(t, err, redisadapter.ErrPublish)
+			failed++
+		}
+		require.Less(t, time.Since(start), time.Second, "Emit blocked past its deadline")
+		cancel()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := a.a.Flush(ctx); err != nil {
+		failed++
+	}
+	require.Positive(t, failed, "no error reached the caller")
+}
+
+// Close sends what is queued before it stops; nothing is queued after it.
+func TestCloseSendsQueued(t *testing.T) {
+	srv := redistest.Start(t)
+	c := redisadapter.Standalone{URL: srv.URL()}
+	sender := startNode(t, c, nil)
+	b := startNode(t, c, nil)
+	bc := b.client(t, "r")
+	pauseWrites(t, c, 300*time.Millisecond)
+	const queued = 100
+	for i := range queued {
+		require.NoError(t, sender.a.To("r").Emit(bg(t), "n", 0, i))
+	}
+	require.NoError(t, sender.a.Close(bg(t)))
+	require.ErrorIs(t, sender.a.To("r").Emit(bg(t), "n", 0, queued), redisadapter.ErrClosed)
+	collect(t, bc, 1, queued)
+}
