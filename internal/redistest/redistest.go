@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -124,27 +125,44 @@ func dockerHealthy() bool {
 	return p.Health(ctx) == nil
 }
 
+// Ports handed out come from below the kernel's ephemeral range (32768 and
+// up on Linux), cluster-bus twins included: a port picked by the kernel for
+// a listener is free only until some outgoing connection takes it, which
+// the tests make by thousands while other packages start their servers.
+// A port is handed out once per process, so a stopped server's port is
+// still its own when it restarts.
+const portLow, portHigh = 10000, 22768
+
+var (
+	portsMu sync.Mutex
+	given   = map[int]bool{}
+)
+
 // FreePort returns a TCP port free on 127.0.0.1 whose cluster-bus twin
 // (port+10000) is free too.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if port+10000 > 65535 {
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 1000 {
+		port := portLow + rand.IntN(portHigh-portLow)
+		if given[port] || !free(port) || !free(port+10000) {
 			continue
 		}
-		if l2, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port+10000)); err == nil {
-			l2.Close()
-			return port
-		}
+		given[port] = true
+		return port
 	}
 	t.Fatal("no free port pair")
 	return 0
+}
+
+func free(port int) bool {
+	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
 }
 
 // Start starts a Redis server with extra redis-server arguments and stops it
@@ -255,6 +273,13 @@ func (s *Server) start() error {
 			Started: true,
 		})
 		s.ctr = ctr
+		if err != nil && ctr != nil {
+			if logs, lerr := ctr.Logs(ctx); lerr == nil {
+				out, _ := io.ReadAll(io.LimitReader(logs, 4096))
+				logs.Close()
+				err = fmt.Errorf("%w; its log:\n%s", err, out)
+			}
+		}
 		return err
 	}
 	if s.dir == "" {
