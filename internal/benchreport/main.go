@@ -126,12 +126,26 @@ func report(results []result, get func(string, string) (float64, bool), env map[
 			{"Layer/" + size + "/rueidis", "raw rueidis PUBLISH → SUBSCRIBE"},
 			{"Layer/" + size + "/rueidis-publisher-subscribed", "raw rueidis, publisher subscribed too (a fleet's shape)"},
 			{"Layer/" + size + "/adapter", "redisadapter Emit → other node routed and selected"},
+			{"Layer/" + size + "/adapter-sequential", "the same, Emit from one goroutine (a handler, a producer loop)"},
 		} {
 			if v, ok := get(row.name, "msgs/s"); ok {
 				allocs, _ := get(row.name, "allocs/op")
 				cpu, _ := get(row.name, "cpu-µs/msg")
 				p("| %s | %s | %.0f | %.1f µs | %.0f |\n", row.label, size, v, cpu, allocs)
 			}
+		}
+	}
+
+	p("\n## The example's path: comments from one client\n\n")
+	p("One client sends comments (`{post, text}`) to node A as fast as it can; A's handler broadcasts each to the\n")
+	p("post's room and acks it, as `examples/blogstack` does; one client on node B receives. go-socket.io runs one\n")
+	p("connection's handlers one after another. Node's row runs the same handler on socket.io 4.\n\n")
+	p("| system | comments delivered/s | lost |\n|---|---|---|\n")
+	for _, sys := range systems {
+		name := "SameApp/" + sys.key
+		if v, ok := get(name, "deliveries/s"); ok {
+			lost, _ := get(name, "%lost")
+			p("| %s | %.0f | %.2f%% |\n", sys.label, v, lost)
 		}
 	}
 
@@ -211,6 +225,18 @@ func report(results []result, get func(string, string) (float64, bool), env map[
 		shapedCPU, _ := get("Layer/"+size+"/rueidis-publisher-subscribed", "cpu-µs/msg")
 		p("| adapter layer ≥ 80%% of the rueidis ceiling (%s) | %.0f%% (%.0f%% of the fleet-shaped ceiling, at %.2f× its CPU per message) | %s |\n",
 			size, 100*r3, 100*ratio(layer, shaped), ratio(layerCPU, shapedCPU), yes(r3 >= 0.8))
+	}
+	for _, size := range []string{"100B", "1KB"} {
+		seq, ok := get("Layer/"+size+"/adapter-sequential", "msgs/s")
+		par, _ := get("Layer/"+size+"/adapter", "msgs/s")
+		if ok {
+			p("| sequential Emit ≥ 60%% of 8 goroutines' rate (%s) | %.0f%% | %s |\n", size, 100*ratio(seq, par), yes(seq >= 0.6*par))
+		}
+	}
+	if ours, ok := get("SameApp/adapter", "deliveries/s"); ok {
+		node, _ := get("SameApp/node-redis-adapter", "deliveries/s")
+		builtin, _ := get("SameApp/gosocketio-builtin", "deliveries/s")
+		p("| the example's path ≥ 2× Node's adapter | %.2f× (%.2f× go-socket.io built-in) | %s |\n", ratio(ours, node), ratio(ours, builtin), yes(ours >= 2*node))
 	}
 	if p99, ok := get("Latency/adapter", "p99-µs"); ok {
 		raw, _ := get("Latency/rueidis", "p99-µs")
