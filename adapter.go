@@ -232,6 +232,7 @@ func (a *Adapter) Close(ctx context.Context) error {
 	}
 	a.failPending()
 	if err := a.publisher.close(ctx); err != nil {
+		go a.shutdown() // what is still queued fails once the client is closed
 		return fmt.Errorf("redisadapter: close: queued messages not all sent: %w", err)
 	}
 	done := make(chan struct{})
