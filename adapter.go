@@ -36,14 +36,15 @@ type Adapter struct {
 	handlersMu sync.RWMutex
 	handlers   map[string]ServerSideHandler // key: nsp + "\x00" + event
 
-	subs         *subscriptionTracker // set by start
-	stats        counters
-	warnOnce     sync.Once          // default session ids
-	hookWarnOnce sync.Once          // connect or disconnect handler replaced on the server
-	liveMu       sync.RWMutex       // orders spawn against closing
-	closing      chan struct{}      // closed once, when the adapter closes
-	stop         context.CancelFunc // ends the receive loops
-	wg           sync.WaitGroup     // every goroutine the adapter starts
+	subs               *subscriptionTracker // set by start
+	stats              counters
+	idWarnOnce         sync.Once          // default session ids
+	connectWarnOnce    sync.Once          // the server's OnConnect replaced the adapter's
+	disconnectWarnOnce sync.Once          // the server's OnDisconnect replaced the adapter's
+	liveMu             sync.RWMutex       // orders spawn against closing
+	closing            chan struct{}      // closed once, when the adapter closes
+	stop               context.CancelFunc // ends the receive loops
+	wg                 sync.WaitGroup     // every goroutine the adapter starts
 }
 
 // ServerSideHandler handles an event sent by ServerSideEmit on another node
@@ -76,10 +77,12 @@ func New(ctx context.Context, server *socketio.Server, c Connector, opts *Option
 	if err != nil {
 		return nil, err
 	}
+	uid := randomID(6)
+	log := o.Logger.With("adapter", "redisadapter", "uid", uid)
 	a := &Adapter{
-		publisher:  newPublisher(client, c.protocol(), o, randomID(6)),
+		publisher:  newPublisher(client, c.protocol(), o, uid, log),
 		server:     server,
-		log:        o.Logger.With("adapter", "redisadapter"),
+		log:        log,
 		namespaces: make(map[string]*namespace),
 		routes:     make(map[string]route),
 		rooms:      make(map[string]*roomSubscription),
@@ -90,7 +93,6 @@ func New(ctx context.Context, server *socketio.Server, c Connector, opts *Option
 		handlers:   make(map[string]ServerSideHandler),
 		closing:    make(chan struct{}),
 	}
-	a.log = a.log.With("uid", a.uid)
 	for _, name := range o.Namespaces {
 		ns := newNamespace(name)
 		a.namespaces[name] = ns
@@ -224,17 +226,21 @@ func (a *Adapter) checkSubscribed() error {
 // stops every goroutine the adapter started and closes its Redis client.
 // Sockets stay connected to the server. Close waits for the queue and the
 // adapter's goroutines until ctx ends (one may be stuck writing to a client
-// that does not read) and then returns ctx's error. Calling it again
-// returns nil at once.
+// that does not read) and then returns ctx's error. It returns an error
+// wrapping ErrPublish when a queued message failed that no Flush reported.
+// Calling it again returns nil at once.
 func (a *Adapter) Close(ctx context.Context) error {
 	if !a.markClosed() {
 		return nil
 	}
 	a.failPending()
-	if err := a.publisher.close(ctx); err != nil {
+	select {
+	case <-a.closeNow():
+	case <-ctx.Done():
 		go a.shutdown() // what is still queued fails once the client is closed
-		return fmt.Errorf("redisadapter: close: queued messages not all sent: %w", err)
+		return fmt.Errorf("redisadapter: close: queued messages not all sent: %w", ctx.Err())
 	}
+	unsent := a.takeUnreported()
 	done := make(chan struct{})
 	go func() {
 		a.shutdown()
@@ -242,10 +248,13 @@ func (a *Adapter) Close(ctx context.Context) error {
 	}()
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("redisadapter: close: %w", ctx.Err())
 	}
+	if unsent != nil {
+		return fmt.Errorf("redisadapter: close: %w", unsent)
+	}
+	return nil
 }
 
 // shutdown stops the receive loops and workers, waits for them and closes
@@ -261,11 +270,12 @@ func (a *Adapter) shutdown() {
 	<-a.publisher.closeNow()
 }
 
-// Flush waits until Redis has taken every message this node queued before
-// the call (Emit returns once its message is queued), and returns the
-// first publish that failed since the previous Flush, wrapping ErrPublish;
-// ctx's error when it ends first; ErrClosed after Close. It is safe to call
-// from many goroutines.
+// Flush waits until Redis has answered every message this node queued
+// before the call (Emit returns once its message is queued) and returns
+// the first failure among them that no caller has heard of yet, wrapping
+// ErrPublish; ctx's error when it ends first; ErrClosed after Close. A
+// failure is reported once: to the first Flush that sees it, or to Close.
+// It is safe to call from many goroutines.
 func (a *Adapter) Flush(ctx context.Context) error { return a.flush(ctx) }
 
 // markClosed closes a.closing and reports whether this call did it.

@@ -129,9 +129,14 @@ func (s *stayer) read(done <-chan struct{}) {
 			if len(e.Args) != 2 {
 				continue
 			}
-			fmt.Sscan(string(e.Args[0]), &from)
-			fmt.Sscan(string(e.Args[1]), &seq)
+			_, err1 := fmt.Sscan(string(e.Args[0]), &from)
+			_, err2 := fmt.Sscan(string(e.Args[1]), &seq)
 			s.mu.Lock()
+			if err1 != nil || err2 != nil || from < 0 || from >= len(s.next) {
+				s.errs = append(s.errs, fmt.Sprintf("%s: unexpected arguments %s", e.Name, e.Args))
+				s.mu.Unlock()
+				continue
+			}
 			if seq != s.next[from] && len(s.errs) < 5 {
 				s.errs = append(s.errs, fmt.Sprintf("%s from node %d: got #%d, expected #%d", e.Name, from, seq, s.next[from]))
 			}
@@ -307,6 +312,9 @@ func TestChurn(t *testing.T) {
 	// The same load briefly first, so that the baseline includes what
 	// grows once (maps, pools, connections opened on first use).
 	churn(300 * time.Millisecond)
+	for _, n := range fleet {
+		eventually(t, "the warm-up's sockets gone", func() bool { return n.srv.Count() == staysPerNode })
+	}
 	goroutines, heap := settle()
 	connects.Store(0)
 	remoteDisconnects.Store(0)

@@ -47,6 +47,7 @@
 // # Concurrency
 //
 // Every method of Adapter and BroadcastOperator is safe for concurrent use.
-// Methods that talk to other nodes take a context and return within
-// Options.RequestTimeout.
+// Requests to other nodes and publishes take a context and return within
+// Options.RequestTimeout; Ping, Flush and Close wait as long as their
+// context allows.
 package redisadapter

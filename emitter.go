@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 )
 
 // emitterUID is the uid an Emitter puts in its broadcasts, as Node's
@@ -32,8 +33,9 @@ type emitterCore struct {
 }
 
 // NewEmitter connects an Emitter to Redis through c. Of opts, only Key,
-// RequestTimeout (it bounds every publish) and MaxMessageSize apply; opts may
-// be nil. It fails with ErrConfig for an invalid connector or options, and
+// RequestTimeout (it bounds every publish), MaxMessageSize, PublishQueue
+// and Logger apply; opts may be nil. Close it when done: it stops the
+// goroutine that publishes. It fails with ErrConfig for an invalid connector or options, and
 // with the Redis error when Redis cannot be reached or refuses the
 // credentials. The Emitter starts on the root namespace "/".
 func NewEmitter(ctx context.Context, c Connector, opts *Options) (*Emitter, error) {
@@ -48,7 +50,7 @@ func NewEmitter(ctx context.Context, c Connector, opts *Options) (*Emitter, erro
 		client.Close()
 		return nil, fmt.Errorf("redisadapter: ping redis: %w", err)
 	}
-	core := &emitterCore{publisher: newPublisher(client, c.protocol(), o, emitterUID), done: make(chan struct{})}
+	core := &emitterCore{publisher: newPublisher(client, c.protocol(), o, emitterUID, o.Logger.With("emitter", "redisadapter")), done: make(chan struct{})}
 	return &Emitter{core: core, nsp: "/"}, nil
 }
 
@@ -148,13 +150,16 @@ func (e Emitter) Close() error {
 	var err error
 	e.core.closeOnce.Do(func() {
 		close(e.core.done)
-		ctx, cancel := context.WithTimeout(context.Background(), e.core.opts.RequestTimeout)
-		defer cancel()
-		if e.core.close(ctx) != nil {
-			err = fmt.Errorf("%w: close: queued messages not all sent within RequestTimeout", ErrPublish)
+		select {
+		case <-e.core.closeNow():
+			if unsent := e.core.takeUnreported(); unsent != nil {
+				err = fmt.Errorf("redisadapter: close: %w", unsent)
+			}
+		case <-time.After(e.core.opts.RequestTimeout):
+			err = fmt.Errorf("redisadapter: close: %w: queued messages not all sent within RequestTimeout", ErrPublish)
 		}
 		e.core.client.Close()
-		<-e.core.closeNow()
+		<-e.core.closeNow() // what was left failed at once on the closed client
 	})
 	return err
 }

@@ -51,7 +51,9 @@ type localSocket struct {
 	pumping bool
 	gone    bool
 
-	suspect bool // found disconnected by the last sweep; guarded by the namespace's mu
+	// Guarded by the namespace's mu:
+	suspect bool // found disconnected by the last sweep
+	unseen  bool // tracked by a selection, its connect handler not seen yet
 }
 
 type outEvent struct {
@@ -63,17 +65,18 @@ type outEvent struct {
 
 // A socket is connected, for the adapter, while it is in the room named by
 // its id: go-socket.io puts it there before the connect handler runs and
-// takes it out (LeaveAll) before the disconnect handler runs. Tracking
-// starts only for a connected socket, checked under the namespace's lock,
-// which onDisconnect takes after go-socket.io's LeaveAll: a socket that
-// disconnects while a broadcast or request is selecting it cannot be
-// tracked again once onDisconnect removed it.
+// takes it out (LeaveAll) before the disconnect handler runs. A socket is
+// tracked and then checked, never checked under the namespace's lock
+// (go-socket.io's broadcast lock can be held for long by a slow client):
+// if it left meanwhile, either onDisconnect, which runs after LeaveAll,
+// removes it, or the check does. So a socket that disconnects while a
+// broadcast or request is selecting it is never tracked again for good.
 func (a *Adapter) connected(ns *namespace, id string) bool {
 	return a.server.RoomLen(ns.name, id) > 0
 }
 
 func (a *Adapter) onConnect(ns *namespace, conn socketio.Conn) error {
-	a.track(ns, conn)
+	a.track(ns, conn, false)
 	ns.mu.RLock()
 	f := ns.onConnect
 	ns.mu.RUnlock()
@@ -84,28 +87,37 @@ func (a *Adapter) onConnect(ns *namespace, conn socketio.Conn) error {
 }
 
 // track registers conn, once (go-socket.io may report a connect twice),
-// and returns its socket, with added true when this call registered it. A
-// conn that is no longer connected is not registered: s is nil.
-func (a *Adapter) track(ns *namespace, conn socketio.Conn) (s *localSocket, added bool) {
+// and returns its socket, or nil for a conn no longer connected. A
+// selection (bySelection) that finds a conn the connect handler has not
+// registered yet marks it unseen; the connect handler clears the mark.
+func (a *Adapter) track(ns *namespace, conn socketio.Conn, bySelection bool) *localSocket {
 	id := conn.ID()
 	if !looksGenerated(id) {
 		a.stats.collisions.Add(1)
-		a.warnOnce.Do(func() {
+		a.idWarnOnce.Do(func() {
 			a.log.Error("socket id does not come from redisadapter.SessionIDGenerator: go-socket.io's default ids are a per-process counter that collides across nodes, so remote operations by id may reach the wrong socket",
 				"id", id, "namespace", ns.name)
 		})
 	}
 	ns.mu.Lock()
-	defer ns.mu.Unlock()
 	if s := ns.sockets[id]; s != nil {
-		return s, false
+		s.unseen = s.unseen && bySelection
+		ns.mu.Unlock()
+		return s
 	}
-	if !a.connected(ns, id) {
-		return nil, false
-	}
-	s = &localSocket{conn: conn, connected: time.Now()}
+	s := &localSocket{conn: conn, connected: time.Now(), unseen: bySelection}
 	ns.sockets[id] = s
-	return s, true
+	ns.mu.Unlock()
+	if a.connected(ns, id) {
+		return s
+	}
+	ns.mu.Lock()
+	if ns.sockets[id] == s {
+		delete(ns.sockets, id)
+	}
+	ns.mu.Unlock()
+	s.drop()
+	return nil
 }
 
 func (a *Adapter) onDisconnect(ns *namespace, conn socketio.Conn, reason string) {
@@ -131,9 +143,9 @@ func (s *localSocket) drop() {
 
 // socketFor returns the tracked socket of conn, which a room of
 // go-socket.io's holds, or nil when conn is no longer connected. A
-// connected conn the adapter never saw connect means someone replaced its
-// OnConnect handler: it is tracked from here on, and the mistake is logged
-// once.
+// connected conn the adapter has not seen connect is tracked from here on:
+// its connect handler may be about to run (go-socket.io puts a socket in
+// its room first), or someone replaced the adapter's (the sweep tells).
 func (a *Adapter) socketFor(ns *namespace, conn socketio.Conn) *localSocket {
 	ns.mu.RLock()
 	s := ns.sockets[conn.ID()]
@@ -141,22 +153,16 @@ func (a *Adapter) socketFor(ns *namespace, conn socketio.Conn) *localSocket {
 	if s != nil {
 		return s
 	}
-	s, added := a.track(ns, conn)
-	if added {
-		a.hookWarnOnce.Do(func() {
-			a.log.Error("socket was not seen connecting: register connect handlers with Adapter.OnConnect, not the server's OnConnect, which replaces the adapter's",
-				"id", conn.ID(), "namespace", ns.name)
-		})
-	}
-	return s
+	return a.track(ns, conn, true)
 }
 
 // sweepInterval is how often the sockets the adapter tracks are compared
-// with go-socket.io's: a socket whose disconnect the adapter did not see
+// with go-socket.io's. A socket whose disconnect the adapter did not see
 // (the server's OnDisconnect replaced the adapter's) is dropped on the
 // second sweep that finds it disconnected, so that the short window between
 // go-socket.io's LeaveAll and its disconnect handler is never mistaken for
-// it.
+// it. Likewise a socket tracked by a selection whose connect handler has not
+// run by the next sweep means the server's OnConnect replaced the adapter's.
 const sweepInterval = time.Second
 
 // sweep runs sweepOnce every sweepInterval until ctx ends.
@@ -176,8 +182,8 @@ func (a *Adapter) sweep(ctx context.Context) {
 }
 
 // sweepOnce drops the tracked sockets of ns found disconnected twice in a
-// row, and returns how many it dropped.
-func (a *Adapter) sweepOnce(ns *namespace) int {
+// row, and reports connect handlers that never ran.
+func (a *Adapter) sweepOnce(ns *namespace) {
 	ns.mu.RLock()
 	all := make([]*localSocket, 0, len(ns.sockets))
 	for _, s := range ns.sockets {
@@ -190,13 +196,16 @@ func (a *Adapter) sweepOnce(ns *namespace) int {
 			left[s] = true
 		}
 	}
-	dropped := 0
+	dropped, unseen := 0, 0
 	ns.mu.Lock()
 	for _, s := range all {
 		switch {
 		case ns.sockets[s.conn.ID()] != s: // onDisconnect came meanwhile
 		case !left[s]:
 			s.suspect = false
+			if s.unseen {
+				unseen++
+			}
 		case !s.suspect:
 			s.suspect = true
 		default:
@@ -207,12 +216,17 @@ func (a *Adapter) sweepOnce(ns *namespace) int {
 	}
 	ns.mu.Unlock()
 	if dropped > 0 {
-		a.hookWarnOnce.Do(func() {
+		a.disconnectWarnOnce.Do(func() {
 			a.log.Error("sockets left without the adapter seeing it: register disconnect handlers with Adapter.OnDisconnect, not the server's OnDisconnect, which replaces the adapter's (or a socket called LeaveAll, which takes it out of its own room too)",
 				"namespace", ns.name, "sockets", dropped)
 		})
 	}
-	return dropped
+	if unseen > 0 {
+		a.connectWarnOnce.Do(func() {
+			a.log.Error("sockets connected without the adapter seeing it: register connect handlers with Adapter.OnConnect, not the server's OnConnect, which replaces the adapter's",
+				"namespace", ns.name, "sockets", unseen)
+		})
+	}
 }
 
 // selectLocal returns this node's sockets matched by sel, each once. For

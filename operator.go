@@ -76,18 +76,24 @@ func (o BroadcastOperator) check() error {
 //
 // Emit returns once the message is queued for Redis, without waiting for
 // it: consecutive Emits leave together, in the order they were called on
-// this node, and reach each client in that order. Flush waits for Redis to
-// take them and reports a failure; failures are also counted in
+// this node, and reach each client in that order (with sharded pub/sub,
+// within each room: rooms live on different shards). Flush waits for Redis
+// to take them and reports a failure; failures are also counted in
 // Stats.PublishFailures and logged. Emit blocks while the queue holds
-// Options.PublishQueue bytes. Local sockets get the event even when
-// publishing fails; an error (ErrPublish: the queue stayed full, or Redis
-// could not be reached the last time it was tried, in which case Emit
-// waits for this message's answer; ErrMessageTooLarge when the encoded
-// event exceeds Options.MaxMessageSize) means other nodes did not. While this node's subscriptions are down
-// (Redis lost, a failover: see Ping) Emit does not publish and fails with
-// ErrPublish and ErrUnavailable: the other nodes' subscriptions are most
-// likely down too, and an event that was not sent can be sent again without
-// a duplicate. Emit returns within RequestTimeout.
+// Options.PublishQueue bytes. When the last batch did not reach Redis, Emit
+// waits for this message's answer instead.
+//
+// Local sockets get the event even when publishing fails. The errors:
+// ErrPublish (the queue stayed full, or the waited-for answer was a
+// failure) means other nodes did not get it; ErrMessageTooLarge when the
+// encoded event exceeds Options.MaxMessageSize; ErrClosed after Close;
+// ErrUnknownNamespace from Of.
+//
+// While this node's subscriptions are down (Redis lost, a failover: see
+// Ping) Emit does not publish and fails with ErrPublish and ErrUnavailable:
+// the other nodes' subscriptions are most likely down too, and an event
+// that was not sent can be sent again without a duplicate. Emit returns
+// within RequestTimeout.
 func (o BroadcastOperator) Emit(ctx context.Context, event string, args ...any) error {
 	if err := o.check(); err != nil {
 		return err
@@ -149,7 +155,9 @@ func (o BroadcastOperator) remote(ctx context.Context, typ requestType, rooms []
 
 // FetchSockets returns the selected sockets of every node, this one's first.
 // When some node does not answer in time it returns the sockets that arrived
-// and an error wrapping ErrTimeout. A socket id reported by two nodes means
+// and an error wrapping ErrTimeout. While this node's subscriptions are down
+// it waits for them, within RequestTimeout, and then fails with
+// ErrUnavailable rather than answer with this node's sockets alone. A socket id reported by two nodes means
 // colliding ids (see SessionIDGenerator): it is logged and counted in
 // Stats.IDCollisions.
 func (o BroadcastOperator) FetchSockets(ctx context.Context) ([]RemoteSocket, error) {

@@ -177,6 +177,7 @@ func TestOptionsDefaultsAndValidation(t *testing.T) {
 	require.Equal(t, []string{"/"}, o.Namespaces)
 	require.Equal(t, 5*time.Second, o.RequestTimeout)
 	require.Equal(t, 1<<20, o.MaxMessageSize)
+	require.Equal(t, 4<<20, o.PublishQueue)
 	require.NotNil(t, o.Logger)
 	require.NoError(t, o.validate())
 
@@ -187,6 +188,7 @@ func TestOptionsDefaultsAndValidation(t *testing.T) {
 		{RequestTimeout: -1},
 		{MaxMessageSize: -1},
 		{SocketQueue: -1},
+		{PublishQueue: -1},
 	} {
 		bad.setDefaults()
 		require.ErrorIs(t, bad.validate(), ErrConfig, "%+v", bad)

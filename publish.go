@@ -59,32 +59,53 @@ type publisher struct {
 	failures  atomic.Uint64
 	lastLog   atomic.Int64 // unix nanoseconds of the last failure logged
 
-	mu      sync.Mutex
-	queue   []outgoing
-	bytes   int           // encoded bytes queued
-	wake    chan struct{} // one token: the queue has work
-	space   chan struct{} // closed, and replaced, when a batch frees room
-	closed  bool          // Close has begun: nothing more is queued
-	down    bool          // the last batch failed to reach Redis: publish waits for its answer
-	flushed error         // the first failure since the last Flush returned
-	stopped chan struct{} // closed when the sender has sent what was queued and stopped
+	mu         sync.Mutex
+	queue      []*outgoing
+	bytes      int           // encoded bytes queued or in flight
+	wake       chan struct{} // one token: the queue has work
+	space      chan struct{} // closed, and replaced, when a batch frees room
+	closed     bool          // Close has begun: nothing more is queued
+	down       bool          // the last batch did not reach Redis: publish waits for its answer
+	unreported error         // the first failure no caller has heard of, for Flush and Close
+	stopped    chan struct{} // closed when the sender has sent what was queued and stopped
 }
 
 // outgoing is one queued message, or (cmd unset) a Flush marker.
 type outgoing struct {
-	cmd   rueidis.Completed
-	size  int
-	flush bool
-	done  chan error // nil: nobody waits for the answer
+	cmd      rueidis.Completed
+	size     int
+	flush    bool
+	internal bool       // an answer to another node: its failure is logged, not reported to Flush
+	done     chan error // nil: nobody waits for the answer
+	// state, when someone waits: queued, then taken by the sender and
+	// answered, unless the waiter's deadline comes first (abandoned): a
+	// message abandoned while queued is not sent, and a failure no waiter
+	// heard of goes to the next Flush.
+	state atomic.Int32
+}
+
+const (
+	queued int32 = iota
+	taken
+	answered
+	abandoned
+)
+
+// giveUp is a waiter's deadline: it reports whether the sender had not
+// answered yet (the answer is then never read); if it had, the answer is in
+// done.
+func (o *outgoing) giveUp() bool {
+	return o.state.CompareAndSwap(queued, abandoned) || o.state.CompareAndSwap(taken, abandoned)
 }
 
 // maxBatch bounds the commands of one pipeline, and so the wait of the
 // messages queued behind it.
 const maxBatch = 1024
 
-func newPublisher(client rueidis.Client, proto protocol, o Options, uid string) *publisher {
+// newPublisher starts the sender; close stops it.
+func newPublisher(client rueidis.Client, proto protocol, o Options, uid string, log *slog.Logger) *publisher {
 	p := &publisher{
-		client: client, proto: proto, opts: o, uid: uid, log: o.Logger.With("adapter", "redisadapter"),
+		client: client, proto: proto, opts: o, uid: uid, log: log,
 		wake: make(chan struct{}, 1), space: make(chan struct{}), stopped: make(chan struct{}),
 	}
 	go p.send()
@@ -92,31 +113,39 @@ func newPublisher(client rueidis.Client, proto protocol, o Options, uid string) 
 }
 
 // publish queues payload for channel and returns once it is queued: it does
-// not wait for Redis (see Flush). It fails with ErrMessageTooLarge, with
-// ErrClosed after Close, and with ErrPublish when the queue stays full
-// (Options.PublishQueue) until ctx ends or RequestTimeout passes, or when
-// the last attempt to reach Redis failed: then it waits for this message's
-// answer instead of queueing blindly, so that an outage is reported to the
-// caller rather than counted.
+// not wait for Redis (see Adapter.Flush). It fails with ErrMessageTooLarge,
+// with ErrClosed after Close, and with ErrPublish when the queue stays full
+// (Options.PublishQueue) until ctx ends or RequestTimeout passes. When the
+// last batch did not reach Redis it waits for this message's answer instead
+// of queueing blindly, so that an outage reaches the caller.
 func (p *publisher) publish(ctx context.Context, channel string, payload []byte) error {
 	p.mu.Lock()
 	down := p.down
 	p.mu.Unlock()
-	return p.enqueue(ctx, channel, payload, down)
+	return p.queueMessage(ctx, channel, payload, down, false)
 }
 
-// publishWait queues payload and waits for Redis's answer.
+// publishWait queues payload and waits for Redis's answer, up to ctx and
+// RequestTimeout. A message whose wait ended before the sender took it is
+// not sent; one already taken may still reach Redis.
 func (p *publisher) publishWait(ctx context.Context, channel string, payload []byte) error {
-	return p.enqueue(ctx, channel, payload, true)
+	return p.queueMessage(ctx, channel, payload, true, false)
 }
 
-func (p *publisher) enqueue(ctx context.Context, channel string, payload []byte, wait bool) error {
+// publishAnswer queues an answer to another node's request: never waited
+// for, its failure logged and counted but not reported to Flush, which
+// reports the caller's own messages.
+func (p *publisher) publishAnswer(ctx context.Context, channel string, payload []byte) error {
+	return p.queueMessage(ctx, channel, payload, false, true)
+}
+
+func (p *publisher) queueMessage(ctx context.Context, channel string, payload []byte, wait, internal bool) error {
 	if len(payload) > p.opts.MaxMessageSize {
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrMessageTooLarge, len(payload), p.opts.MaxMessageSize)
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.opts.RequestTimeout)
 	defer cancel()
-	o := outgoing{cmd: p.proto.publish(p.client, channel, payload), size: len(payload)}
+	o := &outgoing{cmd: p.proto.publish(p.client, channel, payload), size: len(payload), internal: internal}
 	if wait {
 		o.done = make(chan error, 1)
 	}
@@ -133,14 +162,22 @@ func (p *publisher) enqueue(ctx context.Context, channel string, payload []byte,
 		}
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("%w: %s: %w", ErrPublish, channel, ctx.Err())
+		if o.giveUp() {
+			return fmt.Errorf("%w: %s: no answer from Redis (sent only if it had left already): %w", ErrPublish, channel, ctx.Err())
+		}
+		if err := <-o.done; err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrPublish, channel, err)
+		}
+		return nil
 	}
 }
 
-// put appends o to the queue, waiting for room while it is full.
-func (p *publisher) put(ctx context.Context, o outgoing) error {
+// put appends o to the queue, waiting for room while it is full: the
+// queued and in-flight bytes are bounded by PublishQueue, or one message
+// when that is larger. Flush markers take no room and never wait.
+func (p *publisher) put(ctx context.Context, o *outgoing) error {
 	p.mu.Lock()
-	for !p.closed && len(p.queue) > 0 && p.bytes+o.size > p.opts.PublishQueue {
+	for !p.closed && o.size > 0 && p.bytes > 0 && p.bytes+o.size > p.opts.PublishQueue {
 		space := p.space
 		p.mu.Unlock()
 		select {
@@ -167,7 +204,7 @@ func (p *publisher) put(ctx context.Context, o outgoing) error {
 // flush waits until Redis has answered every message queued before the
 // call; see Adapter.Flush.
 func (p *publisher) flush(ctx context.Context) error {
-	o := outgoing{flush: true, done: make(chan error, 1)}
+	o := &outgoing{flush: true, done: make(chan error, 1)}
 	if err := p.put(ctx, o); err != nil {
 		return err
 	}
@@ -175,7 +212,10 @@ func (p *publisher) flush(ctx context.Context) error {
 	case err := <-o.done:
 		return err
 	case <-ctx.Done():
-		return fmt.Errorf("redisadapter: flush: %w", ctx.Err())
+		if o.giveUp() {
+			return fmt.Errorf("redisadapter: flush: %w", ctx.Err())
+		}
+		return <-o.done
 	}
 }
 
@@ -211,14 +251,20 @@ func (p *publisher) send() {
 	}
 }
 
-// sendBatch sends the messages of batch as one pipeline and hands each
-// answer to whoever waits for it.
-func (p *publisher) sendBatch(batch []outgoing) {
+// sendBatch sends the messages of batch as one pipeline, in order, and
+// hands each answer to whoever waits for it; a Flush marker gets the first
+// failure no caller has heard of.
+func (p *publisher) sendBatch(batch []*outgoing) {
 	cmds := make([]rueidis.Completed, 0, len(batch))
+	sent := make([]*outgoing, 0, len(batch))
 	for _, o := range batch {
+		if o.done != nil && !o.state.CompareAndSwap(queued, taken) {
+			continue // its waiter gave up: not sent, not answered
+		}
 		if !o.flush {
 			cmds = append(cmds, o.cmd)
 		}
+		sent = append(sent, o)
 	}
 	var results []rueidis.RedisResult
 	if len(cmds) > 0 {
@@ -227,15 +273,16 @@ func (p *publisher) sendBatch(batch []outgoing) {
 		cancel()
 	}
 	var failed error
-	reached := len(cmds) == 0
+	reached := false
 	i := 0
-	for _, o := range batch {
+	for _, o := range sent {
 		if o.flush {
 			p.mu.Lock()
-			err := p.flushed
-			p.flushed = nil
+			if o.state.CompareAndSwap(taken, answered) {
+				o.done <- p.unreported
+				p.unreported = nil
+			}
 			p.mu.Unlock()
-			o.done <- err
 			continue
 		}
 		err := results[i].Error()
@@ -250,19 +297,24 @@ func (p *publisher) sendBatch(batch []outgoing) {
 			if failed == nil {
 				failed = err
 			}
+		}
+		if o.done != nil && o.state.CompareAndSwap(taken, answered) {
+			o.done <- err
+			continue
+		}
+		if err != nil && !o.internal {
 			p.mu.Lock()
-			if p.flushed == nil {
-				p.flushed = fmt.Errorf("%w: %w", ErrPublish, err)
+			if p.unreported == nil {
+				p.unreported = fmt.Errorf("%w: %w", ErrPublish, err)
 			}
 			p.mu.Unlock()
 		}
-		if o.done != nil {
-			o.done <- err
-		}
 	}
-	p.mu.Lock()
-	p.down = !reached
-	p.mu.Unlock()
+	if len(cmds) > 0 {
+		p.mu.Lock()
+		p.down = !reached
+		p.mu.Unlock()
+	}
 	if failed != nil {
 		p.logFailure(failed)
 	}
@@ -279,15 +331,14 @@ func (p *publisher) logFailure(err error) {
 	p.log.Warn("publish failed", "err", err, "failures", p.failures.Load())
 }
 
-// close stops queueing, lets the sender send what is queued until ctx
-// ends, and reports whether it finished.
-func (p *publisher) close(ctx context.Context) error {
-	select {
-	case <-p.closeNow():
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+// takeUnreported returns, and forgets, the first failure of a queued
+// message no caller has heard of: what Close reports once the queue is sent.
+func (p *publisher) takeUnreported() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	err := p.unreported
+	p.unreported = nil
+	return err
 }
 
 // closeNow stops queueing and returns a channel closed once the sender has

@@ -149,3 +149,20 @@ func TestCloseSendsQueued(t *testing.T) {
 	require.ErrorIs(t, sender.a.To("r").Emit(bg(t), "n", 0, queued), redisadapter.ErrClosed)
 	collect(t, bc, 1, queued)
 }
+
+// Redis stays up (the node's subscriptions too) but does not take
+// publishes: what was queued fails, is counted and reaches Flush, and from
+// then on Emit waits for its own answer and fails within its deadline.
+func TestPublishFailuresReachTheCaller(t *testing.T) {
+	srv := redistest.Start(t)
+	c := redisadapter.Standalone{URL: srv.URL()}
+	a := startNode(t, c, &redisadapter.Options{RequestTimeout: 200 * time.Millisecond})
+	pauseWrites(t, c, 2*time.Second)
+	require.NoError(t, a.a.To("r").Emit(context.Background(), "n", 0, 0), "queued: nothing knew yet")
+	require.ErrorIs(t, a.a.Flush(bg(t)), redisadapter.ErrPublish)
+	require.Positive(t, a.a.Stats().PublishFailures)
+	require.True(t, a.a.Stats().Subscribed)
+	start := time.Now()
+	require.ErrorIs(t, a.a.To("r").Emit(context.Background(), "n", 0, 1), redisadapter.ErrPublish)
+	require.Less(t, time.Since(start), time.Second, "Emit returned within RequestTimeout")
+}

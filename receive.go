@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -53,7 +54,7 @@ func (a *Adapter) start(ctx context.Context) error {
 			subs = append(subs, sub)
 		}
 	}
-	a.subs = newSubscriptionTracker(len(a.routes), &a.stats)
+	a.subs = newSubscriptionTracker(len(a.routes), &a.stats, a.log)
 	for _, sub := range subs {
 		a.spawn(func() { a.receiveLoop(loopCtx, sub) })
 	}
@@ -84,27 +85,25 @@ const minBackoff, maxBackoff = 10 * time.Millisecond, 50 * time.Millisecond
 // when the connection breaks (with an error), when the server unsubscribes
 // the client (nil: a sharded channel's slot moved, a failover), or when ctx
 // ends; the first two mean subscribing again, after a back-off. The first
-// failure of an outage is logged as a warning, the recovery once more.
+// failure of an outage is logged as a warning; the tracker logs the
+// recovery.
 func (a *Adapter) receiveLoop(ctx context.Context, sub subscription) {
 	hctx := rueidis.WithOnSubscriptionHook(ctx, a.subs.hook)
 	backoff := minBackoff
-	var since time.Time // when the subscription went down; zero while it is up
 	for {
 		err := a.client.Receive(hctx, sub.build(), a.onMessage)
 		if ctx.Err() != nil || errors.Is(err, rueidis.ErrClosing) {
 			return
 		}
-		a.subs.down(sub.routes, err)
-		if a.subs.wasLive(sub.routes) || since.IsZero() {
-			since = time.Now()
+		switch {
+		case !a.subs.down(sub.routes, err):
+			a.log.Debug("subscribing again failed", "err", err)
+		case err == nil:
 			backoff = minBackoff
-			if err == nil {
-				a.log.Warn("redis ended a subscription; subscribing again", "channels", len(sub.routes))
-			} else {
-				a.log.Warn("subscription lost; subscribing again", "err", err)
-			}
-		} else {
-			a.log.Debug("subscribing again failed", "err", err, "down", time.Since(since))
+			a.log.Warn("redis ended a subscription; subscribing again", "channels", len(sub.routes))
+		default:
+			backoff = minBackoff
+			a.log.Warn("subscription lost; subscribing again", "err", err)
 		}
 		select {
 		case <-time.After(backoff):
@@ -117,19 +116,21 @@ func (a *Adapter) receiveLoop(ctx context.Context, sub subscription) {
 
 // subscriptionTracker knows which of the node's subscriptions are live: a
 // channel is live from Redis's confirmation until its Receive returns. It
-// counts confirmations after the first as resubscriptions and keeps the
-// last error, for New's.
+// counts confirmations after the first as resubscriptions, logs when every
+// subscription is back after an outage, and keeps the last error, for
+// New's.
 type subscriptionTracker struct {
+	log       *slog.Logger
+	counts    *counters
 	mu        sync.Mutex
 	want      int
 	live      map[string]bool // channel or pattern -> confirmed and not lost since
 	everLive  map[string]bool // confirmed at least once
-	wasUp     map[string]bool // live when its Receive last returned, for the outage log
 	liveCount int
 	allLive   chan struct{} // closed while every subscription is live
 	upOnce    bool          // every subscription was live at least once
+	downSince time.Time     // when the current outage began
 	restored  time.Time     // when every subscription was live again after an outage
-	counts    *counters
 	lastErr   error
 }
 
@@ -139,10 +140,10 @@ type subscriptionTracker struct {
 // them.
 const settle = maxBackoff
 
-func newSubscriptionTracker(want int, c *counters) *subscriptionTracker {
+func newSubscriptionTracker(want int, c *counters, log *slog.Logger) *subscriptionTracker {
 	return &subscriptionTracker{
-		want: want, live: make(map[string]bool), everLive: make(map[string]bool), wasUp: make(map[string]bool),
-		allLive: make(chan struct{}), counts: c,
+		log: log, counts: c, want: want, live: make(map[string]bool), everLive: make(map[string]bool),
+		allLive: make(chan struct{}),
 	}
 }
 
@@ -162,46 +163,40 @@ func (t *subscriptionTracker) hook(s rueidis.PubSubSubscription) {
 	}
 	t.live[s.Channel] = true
 	t.liveCount++
-	if t.liveCount == t.want {
-		if t.upOnce {
-			t.restored = time.Now() // after an outage: let the others catch up
-		}
-		t.upOnce = true
-		close(t.allLive)
+	if t.liveCount < t.want {
+		return
 	}
+	if t.upOnce {
+		t.restored = time.Now() // after an outage: let the others catch up
+		t.log.Info("subscriptions renewed", "down", t.restored.Sub(t.downSince).Round(time.Millisecond))
+	}
+	t.upOnce = true
+	close(t.allLive)
 }
 
-// down marks the channels of a subscription whose Receive returned.
-func (t *subscriptionTracker) down(channels map[string]queueKind, err error) {
+// down marks the channels of a subscription whose Receive returned, and
+// reports whether any of them was live: the start of an outage, rather than
+// another failed attempt.
+func (t *subscriptionTracker) down(channels map[string]queueKind, err error) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if err != nil {
 		t.lastErr = err
 	}
+	wasLive := false
 	for ch := range channels {
-		t.wasUp[ch] = t.live[ch]
 		if !t.live[ch] {
 			continue
 		}
 		if t.liveCount == t.want {
 			t.allLive = make(chan struct{})
+			t.downSince = time.Now()
 		}
 		t.live[ch] = false
 		t.liveCount--
+		wasLive = true
 	}
-}
-
-// wasLive reports whether the subscription was live when its Receive last
-// returned: the start of an outage rather than another failed attempt.
-func (t *subscriptionTracker) wasLive(channels map[string]queueKind) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for ch := range channels {
-		if t.wasUp[ch] {
-			return true
-		}
-	}
-	return false
+	return wasLive
 }
 
 // isLive reports whether every subscription is live now.
@@ -214,27 +209,30 @@ func (t *subscriptionTracker) isLive() bool {
 // ready reports whether the node may publish: every subscription is live,
 // for at least settle when they came back from an outage.
 func (t *subscriptionTracker) ready() bool {
+	_, wait, live := t.state()
+	return live && wait <= 0
+}
+
+func (t *subscriptionTracker) state() (allLive <-chan struct{}, settling time.Duration, live bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.liveCount == t.want && time.Since(t.restored) >= settle
+	return t.allLive, settle - time.Since(t.restored), t.liveCount == t.want
 }
 
 // waitReady waits until ready, or ctx ends.
 func (t *subscriptionTracker) waitReady(ctx context.Context) error {
 	for {
-		t.mu.Lock()
-		ch, wait := t.allLive, settle-time.Since(t.restored)
-		t.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		if wait <= 0 {
+		allLive, settling, live := t.state()
+		if live && settling <= 0 {
 			return nil
 		}
+		var wake <-chan time.Time
+		if live { // settling; allLive is closed and would not wait
+			allLive, wake = nil, time.After(settling)
+		}
 		select {
-		case <-time.After(wait):
+		case <-allLive:
+		case <-wake:
 		case <-ctx.Done():
 			return ctx.Err()
 		}

@@ -114,7 +114,7 @@ func recovery(b *testing.B, setup func(*testing.B) (redisadapter.Connector, func
 		waitFor(b, "broadcasts on every post flow again", func() bool { return p.flowing(servedAt) })
 		time.Sleep(time.Second)
 		p.stop()
-		flows := p.flows(servedAt)
+		flows, _ := p.flows(servedAt)
 		recovered = append(recovered, ms(servedAt.Sub(faultAt)))
 		flowMin = append(flowMin, ms(slices.Min(flows)))
 		flowMed = append(flowMed, ms(median(flows)))
@@ -173,8 +173,12 @@ func (p *probe) start() {
 					if e.Name != "comment" || len(e.Args) != 2 {
 						continue
 					}
-					fmt.Sscan(string(e.Args[0]), &post)
-					fmt.Sscan(string(e.Args[1]), &tick)
+					if _, err := fmt.Sscan(string(e.Args[0]), &post); err != nil {
+						continue
+					}
+					if _, err := fmt.Sscan(string(e.Args[1]), &tick); err != nil {
+						continue
+					}
 					p.mu.Lock()
 					p.got[[3]int{tick, post, ci}] = time.Now()
 					p.mu.Unlock()
@@ -221,45 +225,50 @@ func (p *probe) stop() {
 }
 
 // flows returns, for each post, how long after since broadcasts emitted
-// after since first reached every client of the other nodes; the time
-// since the end for a post that never flowed again.
-func (p *probe) flows(since time.Time) []time.Duration {
+// after since first reached every client of the other nodes, and whether
+// every post flowed again (a post that did not has the time until now).
+func (p *probe) flows(since time.Time) ([]time.Duration, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	out := make([]time.Duration, p.posts)
+	all := true
 	for post := range p.posts {
-		out[post] = time.Since(since)
+		out[post] = -1
 		for tick, s := range p.sent {
 			if s.at.Before(since) {
 				continue
 			}
 			var last time.Time
-			all := true
+			everyone := true
 			for ci := range p.clients {
 				if ci == s.from {
 					continue
 				}
 				at, ok := p.got[[3]int{tick, post, ci}]
 				if !ok {
-					all = false
+					everyone = false
 					break
 				}
 				if at.After(last) {
 					last = at
 				}
 			}
-			if all {
+			if everyone {
 				out[post] = last.Sub(since)
 				break
 			}
 		}
+		if out[post] < 0 {
+			out[post], all = time.Since(since), false
+		}
 	}
-	return out
+	return out, all
 }
 
 // flowing reports whether every post flows again after since.
 func (p *probe) flowing(since time.Time) bool {
-	return slices.Max(p.flows(since)) < time.Since(since)
+	_, all := p.flows(since)
+	return all
 }
 
 // losses counts broadcasts accepted but not received by every other

@@ -347,7 +347,7 @@ func (a *Adapter) serveBroadcastWithAck(ns *namespace, r request) {
 func (a *Adapter) respond(ns *namespace, r request, ans answer) {
 	channel, payload, err := a.proto.encodeAnswer(a.opts.Key, ns.name, a.uid, r, ans)
 	if err == nil {
-		err = a.publish(context.Background(), channel, payload)
+		err = a.publishAnswer(context.Background(), channel, payload)
 	}
 	if err != nil {
 		a.log.Warn("answer not sent", "type", r.Type, "err", err)
@@ -357,7 +357,8 @@ func (a *Adapter) respond(ns *namespace, r request, ans answer) {
 // AllRooms returns every room of namespace nsp across the fleet, sorted,
 // private socket-id rooms included (as in Node). When some node does not
 // answer in time it returns the rooms that arrived and an error wrapping
-// ErrTimeout.
+// ErrTimeout; while this node's subscriptions are down it waits for them,
+// within RequestTimeout, then fails with ErrUnavailable.
 func (a *Adapter) AllRooms(ctx context.Context, nsp string) ([]string, error) {
 	ns, err := a.namespace(nsp)
 	if err != nil {
@@ -405,7 +406,8 @@ func (a *Adapter) ServerCount(ctx context.Context) (int, error) {
 // JSON. Servers without a handler for event do not answer, as in Node, so
 // the call then waits until the request timeout. When some server does not
 // answer in time it returns the answers that arrived and an error wrapping
-// ErrTimeout.
+// ErrTimeout; while this node's subscriptions are down it waits for them,
+// within RequestTimeout, then fails with ErrUnavailable.
 func (a *Adapter) ServerSideEmit(ctx context.Context, nsp, event string, args ...any) ([]json.RawMessage, error) {
 	ns, err := a.namespace(nsp)
 	if err != nil {

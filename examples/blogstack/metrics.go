@@ -20,6 +20,7 @@ func metricsHandler(a *redisadapter.Adapter) http.Handler {
 			func() float64 { return float64(v(a.Stats())) }))
 	}
 	counter("published_total", "Messages this node published to Redis.", func(s redisadapter.Stats) uint64 { return s.Published })
+	counter("publish_failures_total", "Queued messages Redis did not take.", func(s redisadapter.Stats) uint64 { return s.PublishFailures })
 	counter("received_total", "Messages this node read from Redis.", func(s redisadapter.Stats) uint64 { return s.Received })
 	counter("malformed_total", "Received messages dropped as undecodable, oversized or of unknown type.", func(s redisadapter.Stats) uint64 { return s.Malformed })
 	counter("queue_full_total", "Received messages dropped because a receive queue was full.", func(s redisadapter.Stats) uint64 { return s.QueueFull })

@@ -1,0 +1,104 @@
+package redisadapter
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/redis/rueidis"
+	"github.com/stretchr/testify/require"
+
+	"github.com/blogstack/redisadapter/internal/redistest"
+)
+
+// A node that starts waiting for its subscriptions during an outage still
+// waits out the settle delay once they are back: it used to compute the
+// delay before waiting and return as soon as they were live.
+func TestWaitReadySettlesAfterAnOutage(t *testing.T) {
+	var c counters
+	tr := newSubscriptionTracker(1, &c, slog.Default())
+	tr.hook(rueidis.PubSubSubscription{Kind: "subscribe", Channel: "ch"})
+	require.True(t, tr.ready(), "the first subscription needs no settling")
+	tr.down(map[string]queueKind{"ch": toBroadcasts}, nil)
+	require.False(t, tr.ready())
+
+	ready := make(chan time.Time, 1)
+	go func() {
+		if tr.waitReady(context.Background()) == nil {
+			ready <- time.Now()
+		}
+	}()
+	restored := time.Now()
+	tr.hook(rueidis.PubSubSubscription{Kind: "subscribe", Channel: "ch"})
+	select {
+	case at := <-ready:
+		require.GreaterOrEqual(t, at.Sub(restored), settle, "waitReady returned before the others could catch up")
+	case <-time.After(5 * time.Second):
+		t.Fatal("waitReady never returned")
+	}
+	require.True(t, tr.ready())
+	require.EqualValues(t, 1, c.resubscribes.Load())
+}
+
+// newTestPublisher is a publisher on a real Redis.
+func newTestPublisher(t *testing.T, o Options) (*publisher, *redistest.Server) {
+	t.Helper()
+	srv := redistest.Start(t)
+	o.setDefaults()
+	client, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr()}, DisableCache: true, DisableRetry: true})
+	require.NoError(t, err)
+	p := newPublisher(client, classic{}, o, "test", slog.Default())
+	t.Cleanup(func() {
+		<-p.closeNow()
+		client.Close()
+	})
+	return p, srv
+}
+
+// A failure is reported to a Flush even when an earlier Flush gave up
+// waiting: it used to be handed to the abandoned one and lost.
+func TestFlushGivenUpDoesNotSwallowAFailure(t *testing.T) {
+	p, srv := newTestPublisher(t, Options{RequestTimeout: time.Second})
+	srv.Stop(t)
+	require.NoError(t, p.publish(context.Background(), "ch", []byte("lost")))
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	require.ErrorIs(t, p.flush(gone), context.Canceled)
+	require.ErrorIs(t, p.flush(context.Background()), ErrPublish)
+	require.NoError(t, p.flush(context.Background()), "a failure is reported once")
+}
+
+// A batch holding only Flush markers says nothing about Redis: it used to
+// clear the flag that makes publishes wait for their answer.
+func TestFlushAloneKeepsTheOutageKnown(t *testing.T) {
+	p, srv := newTestPublisher(t, Options{RequestTimeout: time.Second})
+	srv.Stop(t)
+	require.NoError(t, p.publish(context.Background(), "ch", []byte("lost")))
+	require.ErrorIs(t, p.flush(context.Background()), ErrPublish)
+	require.NoError(t, p.flush(context.Background()))
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, p.publish(ctx, "ch", []byte("x")), ErrPublish, "after the outage was seen, publish waits for its answer")
+}
+
+// The queued and in-flight bytes stay within PublishQueue.
+func TestPublishQueueBoundsBytes(t *testing.T) {
+	p, srv := newTestPublisher(t, Options{PublishQueue: 1000, RequestTimeout: 2 * time.Second})
+	pause, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr()}, DisableCache: true})
+	require.NoError(t, err)
+	defer pause.Close()
+	require.NoError(t, pause.Do(context.Background(), pause.B().ClientPause().Timeout(500).Write().Build()).Error())
+	payload := make([]byte, 300)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	queued := 0
+	for p.publish(ctx, "ch", payload) == nil {
+		queued++
+		p.mu.Lock()
+		require.LessOrEqual(t, p.bytes, 1000)
+		p.mu.Unlock()
+	}
+	require.Equal(t, 3, queued, "300-byte messages within 1000 bytes, in flight included")
+	require.NoError(t, p.flush(context.Background()), "markers take no room: Flush waits for Redis, not for room")
+}
