@@ -3,6 +3,7 @@ package redisadapter_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http/httptest"
 	"sync"
 	"testing"
@@ -102,7 +103,10 @@ func startNodeWith(t testing.TB, c redisadapter.Connector, opts *redisadapter.Op
 		hs.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		defer cancel()
-		require.NoError(t, a.Close(ctx))
+		// A test that broke Redis leaves failed publishes for Close to report.
+		if err := a.Close(ctx); !errors.Is(err, redisadapter.ErrPublish) {
+			require.NoError(t, err)
+		}
 		srv.Close()
 	})
 	return &node{srv: srv, a: a, url: hs.URL}

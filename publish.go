@@ -298,8 +298,11 @@ func (p *publisher) sendBatch(batch []*outgoing) {
 				failed = err
 			}
 		}
-		if o.done != nil && o.state.CompareAndSwap(taken, answered) {
-			o.done <- err
+		if o.done != nil {
+			// Its waiter gets the answer, or gave up with an error of its own.
+			if o.state.CompareAndSwap(taken, answered) {
+				o.done <- err
+			}
 			continue
 		}
 		if err != nil && !o.internal {

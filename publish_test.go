@@ -22,14 +22,15 @@ func pauseWrites(t *testing.T, c redisadapter.Connector, d time.Duration) {
 	require.NoError(t, raw.Do(bg(t), raw.B().ClientPause().Timeout(d.Milliseconds()).Write().Build()).Error())
 }
 
-// collect reads numbered events ("n", producer, seq) from c until every
-// producer's count arrived, and fails on a gap or a reordering.
-func collect(t *testing.T, c *siotest.Client, producers, count int) {
+// collect reads numbered events ("n", producer, seq) from c, a client of
+// n, until every producer's count arrived, and fails on a gap or a
+// reordering.
+func collect(t *testing.T, c *siotest.Client, producers, count int, n *node) {
 	t.Helper()
 	next := make([]int, producers)
 	for done := 0; done < producers; {
 		e, err := c.Next("n", wait)
-		require.NoError(t, err, "received so far: %v", next)
+		require.NoError(t, err, "received so far: %v; receiving node: %+v", next, n.a.Stats())
 		var p, seq int
 		_, err = fmt.Sscan(string(e.Args[0]), &p)
 		require.NoError(t, err)
@@ -49,7 +50,9 @@ func TestEmitOrderUnderLoad(t *testing.T) {
 	srv := redistest.Start(t)
 	c := redisadapter.Standalone{URL: srv.URL()}
 	a := startNode(t, c, nil)
-	b := startNode(t, c, &redisadapter.Options{SocketQueue: 100_000})
+	// Queues large enough that a slow machine drops nothing: this test is
+	// about order.
+	b := startNode(t, c, &redisadapter.Options{SocketQueue: 100_000, ReceiveQueue: 100_000})
 	bc := b.client(t, "r")
 	const producers, count = 4, 5000
 	var wg sync.WaitGroup
@@ -63,10 +66,9 @@ func TestEmitOrderUnderLoad(t *testing.T) {
 			}
 		})
 	}
-	collect(t, bc, producers, count)
+	collect(t, bc, producers, count, b)
 	wg.Wait()
 	require.NoError(t, a.a.Flush(bg(t)))
-	require.Zero(t, b.a.Stats().SlowSocketDrops)
 }
 
 // While Redis holds the batch in flight, the queue fills: Emit blocks and
@@ -147,7 +149,7 @@ func TestCloseSendsQueued(t *testing.T) {
 	}
 	require.NoError(t, sender.a.Close(bg(t)))
 	require.ErrorIs(t, sender.a.To("r").Emit(bg(t), "n", 0, queued), redisadapter.ErrClosed)
-	collect(t, bc, 1, queued)
+	collect(t, bc, 1, queued, b)
 }
 
 // Redis stays up (the node's subscriptions too) but does not take
