@@ -23,8 +23,10 @@ type Adapter struct {
 	namespaces map[string]*namespace // fixed at New
 	routes     map[string]route      // channel or pattern -> where its messages go; fixed at New
 
-	roomsMu sync.RWMutex
-	rooms   map[string]*roomSubscription // channel -> subscription, for protocols with room channels
+	// roomRoutes maps a room channel to its namespace, for protocols with
+	// room channels: written by the room manager (rooms.go), read by the
+	// Redis readers, which a sync.Map never makes wait.
+	roomRoutes sync.Map
 
 	broadcasts chan inbound
 	requests   chan inbound
@@ -80,7 +82,6 @@ func New(ctx context.Context, server *socketio.Server, c Connector, opts *Option
 		log:        o.Logger.With("adapter", "redisadapter"),
 		namespaces: make(map[string]*namespace),
 		routes:     make(map[string]route),
-		rooms:      make(map[string]*roomSubscription),
 		broadcasts: make(chan inbound, o.ReceiveQueue),
 		requests:   make(chan inbound, o.ReceiveQueue),
 		responses:  make(chan inbound, o.ReceiveQueue),

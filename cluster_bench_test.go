@@ -112,25 +112,32 @@ func waitShard(b *testing.B, raw rueidis.Client, ch string, want int64) {
 }
 
 // BenchmarkShardedRooms measures what room channels cost a sharded node:
-// one socket on node A joins 1,000 or 10,000 rooms (node B holds none).
-// Once every room channel is subscribed it reports the process's
-// goroutines, over those of the two idle nodes before the joins
-// (goroutines-added), and its CPU time over a 3 s idle window as a
-// percentage of one core (idle-cpu-%). Each op then joins one fresh room
-// and waits until PUBSUB SHARDNUMSUB on the room's master counts the
-// subscription: ns/op and join-ms are that latency.
+// the node's one socket joins 0, 1,000 or 10,000 rooms. Once every room
+// channel is subscribed it reports the process's goroutines over those
+// before the joins (goroutines-added), and the process's CPU time over a
+// 3 s idle window as a percentage of one core (idle-cpu-%; rooms=0 is the
+// baseline: the node, a plain cluster client and the socket's client).
+// Each op then joins one fresh room and waits until PUBSUB SHARDNUMSUB on
+// the room's master counts the subscription: ns/op and join-ms are that
+// latency. An op starts right after the previous subscription, so right
+// after a room sync: join-ms is close to the worst case.
 //
 //	go test -run '^$' -bench ShardedRooms -benchtime 20x .
 func BenchmarkShardedRooms(b *testing.B) {
 	set := sharedCluster(b)
-	for _, rooms := range []int{1000, 10000} {
+	for _, rooms := range []int{0, 1000, 10000} {
 		b.Run(fmt.Sprintf("rooms=%d", rooms), func(b *testing.B) {
 			c := redisadapter.Cluster{Addrs: set.Addrs(), Sharded: true}
 			key := fmt.Sprintf("bench-rooms-%d-%d", rooms, time.Now().UnixNano())
 			opts := &redisadapter.Options{Key: key}
-			a, _ := startNode(b, c, opts), startNode(b, c, opts)
+			// Stopped when this round ends: the benchmark runs the function
+			// twice (b.N = 1, then 20), and Cleanup waits for both.
+			a := startNode(b, c, opts)
+			defer a.stop()
 			cl := a.client(b)
+			defer cl.Close()
 			raw := rawClient(b, c)
+			defer raw.Close()
 			runtime.GC()
 			base := runtime.NumGoroutine()
 			shardChannels := func() int64 {
@@ -188,7 +195,7 @@ func BenchmarkShardedRooms(b *testing.B) {
 }
 
 // socketConn is the go-socket.io Conn of socket id on n.
-func socketConn(b *testing.B, n *node, id string) socketio.Conn {
+func socketConn(b testing.TB, n *node, id string) socketio.Conn {
 	b.Helper()
 	var conn socketio.Conn
 	deadline := time.Now().Add(wait)

@@ -2,8 +2,11 @@ package redisadapter_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"runtime"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -181,4 +184,94 @@ func subscribers(t *testing.T, n *redistest.Server, sharded bool) int {
 	var count int
 	_, _ = fmt.Sscan(out, &ch, &count)
 	return count
+}
+
+// With sharded pub/sub, a socket in 2,000 rooms costs no goroutine per
+// room, every room's channel carries broadcasts from another node, and
+// after the masters kill every pub/sub connection each room receives again
+// and each room channel counts as a resubscription.
+func TestShardedManyRooms(t *testing.T) {
+	set := sharedCluster(t)
+	c := redisadapter.Cluster{Addrs: set.Addrs(), Sharded: true}
+	opts := &redisadapter.Options{Key: fmt.Sprint("many-rooms-", time.Now().UnixNano())}
+	a, b := startNode(t, c, opts), startNode(t, c, opts)
+	cl := a.client(t)
+	conn := socketConn(t, a, cl.ID())
+	rooms := make([]string, 2000)
+	for i := range rooms {
+		rooms[i] = "room-" + strconv.Itoa(i)
+	}
+
+	// The baseline: 100 rooms, which spread over the three masters.
+	for _, r := range rooms[:100] {
+		a.srv.JoinRoom("/", r, conn)
+	}
+	everyRoomReceives(t, b, cl, rooms[:100], "warm-up")
+	baseline := runtime.NumGoroutine()
+	for _, r := range rooms[100:] {
+		a.srv.JoinRoom("/", r, conn)
+	}
+	everyRoomReceives(t, b, cl, rooms, "before")
+	added := runtime.NumGoroutine() - baseline
+	t.Logf("goroutines: %d with 100 rooms, %+d with %d", baseline, added, len(rooms))
+	require.Less(t, added, (len(rooms)-100)/100, "more than a goroutine per 100 rooms")
+
+	resubscribes := a.a.Stats().Resubscribes
+	var masters int
+	for _, n := range set.Nodes {
+		if role, err := n.Role(bg(t)); err != nil || role != "master" {
+			continue
+		}
+		masters++
+		out, err := n.Exec(bg(t), "redis-cli", "-p", fmt.Sprint(n.Port), "CLIENT", "KILL", "TYPE", "pubsub")
+		require.NoError(t, err, out)
+	}
+	require.Equal(t, 3, masters)
+	everyRoomReceives(t, b, cl, rooms, "after")
+	require.GreaterOrEqual(t, a.a.Stats().Resubscribes-resubscribes, uint64(len(rooms)))
+	require.Less(t, runtime.NumGoroutine()-baseline, (len(rooms)-100)/100, "goroutines left by the reconnections")
+}
+
+// everyRoomReceives broadcasts from sender to each room, one room at a
+// time, until c has received the broadcast of every room (the rooms'
+// channels may not be subscribed yet: broadcasts are repeated for the rooms
+// still missing).
+func everyRoomReceives(t *testing.T, sender *node, c *siotest.Client, rooms []string, tag string) {
+	t.Helper()
+	missing := make(map[string]bool, len(rooms))
+	for _, r := range rooms {
+		missing[r] = true
+	}
+	drain := func() {
+		for {
+			select {
+			case e := <-c.Events:
+				var got [2]string
+				if e.Name == "hit" && len(e.Args) == 2 && json.Unmarshal(e.Args[0], &got[0]) == nil && json.Unmarshal(e.Args[1], &got[1]) == nil && got[0] == tag {
+					delete(missing, got[1])
+				}
+			default:
+				return
+			}
+		}
+	}
+	deadline := time.Now().Add(4 * wait)
+	for len(missing) > 0 {
+		require.True(t, time.Now().Before(deadline), "%s: %d of %d rooms received nothing", tag, len(missing), len(rooms))
+		sent := 0
+		for r := range missing {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_ = sender.a.To(r).Emit(ctx, "hit", tag, r) // fails while the masters drop connections
+			cancel()
+			if sent++; sent%200 == 0 {
+				drain() // the client's event queue holds 1,024
+			}
+		}
+		// What is still in flight arrives within this round's wait.
+		roundEnd := time.Now().Add(200 * time.Millisecond)
+		for time.Now().Before(roundEnd) && len(missing) > 0 {
+			drain()
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 }
