@@ -4,12 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"runtime"
 	"slices"
+	"strings"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/redis/rueidis"
 	"github.com/stretchr/testify/require"
 
 	"github.com/blogstack/redisadapter"
@@ -230,6 +233,24 @@ func TestShardedManyRooms(t *testing.T) {
 	everyRoomReceives(t, b, cl, rooms, "after")
 	require.GreaterOrEqual(t, a.a.Stats().Resubscribes-resubscribes, uint64(len(rooms)))
 	require.Less(t, runtime.NumGoroutine()-baseline, (len(rooms)-100)/100, "goroutines left by the reconnections")
+
+	// Leaving the rooms unsubscribes their channels.
+	for _, r := range rooms {
+		a.srv.LeaveRoom("/", r, conn)
+	}
+	raw := rawClient(t, c)
+	eventually(t, "every room channel unsubscribed", func() bool {
+		cmds := make(rueidis.Commands, len(rooms))
+		for i, r := range rooms {
+			cmds[i] = raw.B().PubsubShardnumsub().Channel(opts.Key + "#/#" + r + "#").Build()
+		}
+		for _, res := range raw.DoMulti(bg(t), cmds...) {
+			if n, err := res.AsIntMap(); err != nil || slices.ContainsFunc(slices.Collect(maps.Values(n)), func(v int64) bool { return v != 0 }) {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // everyRoomReceives broadcasts from sender to each room, one room at a
@@ -274,4 +295,73 @@ func everyRoomReceives(t *testing.T, sender *node, c *siotest.Client, rooms []st
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
+}
+
+// A room channel whose slot migrates to another master is subscribed there:
+// the old master drops the subscription (an unrequested sunsubscribe) and
+// the node subscribes at the new owner.
+func TestShardedRoomSlotMigrates(t *testing.T) {
+	set := sharedCluster(t)
+	c := redisadapter.Cluster{Addrs: set.Addrs(), Sharded: true}
+	opts := &redisadapter.Options{Key: fmt.Sprint("migrate-", time.Now().UnixNano())}
+	a, b := startNode(t, c, opts), startNode(t, c, opts)
+	cl := a.client(t, "moving")
+	everyRoomReceives(t, b, cl, []string{"moving"}, "before")
+
+	ch := opts.Key + "#/#moving#"
+	cli := func(n *redistest.Server, args ...string) string {
+		out, err := n.Exec(bg(t), append([]string{"redis-cli", "-p", fmt.Sprint(n.Port)}, args...)...)
+		require.NoError(t, err, out)
+		return strings.TrimSpace(out)
+	}
+	slot, err := strconv.Atoi(cli(set.Nodes[0], "CLUSTER", "KEYSLOT", ch))
+	require.NoError(t, err)
+	// CLUSTER NODES: <id> <addr@bus> <flags> <master> <ping> <pong> <epoch> <link> <slots>...
+	var source, target *redistest.Server
+	ids := map[*redistest.Server]string{}
+	for _, line := range strings.Split(cli(set.Nodes[0], "CLUSTER", "NODES"), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 8 || !strings.Contains(f[2], "master") {
+			continue
+		}
+		var n *redistest.Server
+		for _, s := range set.Nodes {
+			if strings.HasPrefix(f[1], s.Addr()+"@") {
+				n = s
+			}
+		}
+		require.NotNil(t, n, line)
+		ids[n] = f[0]
+		owns := false
+		for _, r := range f[8:] {
+			lo, hi, _ := strings.Cut(r, "-")
+			if hi == "" {
+				hi = lo
+			}
+			l, err1 := strconv.Atoi(lo)
+			h, err2 := strconv.Atoi(hi)
+			owns = owns || err1 == nil && err2 == nil && l <= slot && slot <= h
+		}
+		if owns {
+			source = n
+		} else if target == nil {
+			target = n
+		}
+	}
+	require.NotNil(t, source)
+	require.NotNil(t, target)
+
+	resubscribes := a.a.Stats().Resubscribes
+	s := fmt.Sprint(slot)
+	cli(target, "CLUSTER", "SETSLOT", s, "IMPORTING", ids[source])
+	cli(source, "CLUSTER", "SETSLOT", s, "MIGRATING", ids[target])
+	cli(target, "CLUSTER", "SETSLOT", s, "NODE", ids[target])
+	cli(source, "CLUSTER", "SETSLOT", s, "NODE", ids[target])
+	moved := time.Now()
+	eventually(t, "the channel subscribed at the new owner", func() bool {
+		return cli(target, "PUBSUB", "SHARDNUMSUB", ch) == ch+"\n1"
+	})
+	t.Logf("slot %d moved; subscribed at the new owner after %v", slot, time.Since(moved).Round(time.Millisecond))
+	everyRoomReceives(t, b, cl, []string{"moving"}, "after")
+	require.Greater(t, a.a.Stats().Resubscribes, resubscribes)
 }
