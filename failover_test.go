@@ -7,8 +7,8 @@ import (
 	"maps"
 	"runtime"
 	"slices"
-	"strings"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
