@@ -138,8 +138,7 @@ func BenchmarkShardedRooms(b *testing.B) {
 			defer cl.Close()
 			raw := rawClient(b, c)
 			defer raw.Close()
-			runtime.GC()
-			base := runtime.NumGoroutine()
+			base := settledGoroutines()
 			shardChannels := func() int64 {
 				var n int64
 				for _, nd := range set.Nodes {
@@ -164,7 +163,7 @@ func BenchmarkShardedRooms(b *testing.B) {
 				require.True(b, time.Now().Before(deadline), "room channels not subscribed within 60 s")
 				time.Sleep(50 * time.Millisecond)
 			}
-			goroutines := runtime.NumGoroutine() - base
+			goroutines := settledGoroutines() - base
 			idle := idleCPU(b, 3*time.Second)
 
 			var total time.Duration
@@ -192,6 +191,21 @@ func BenchmarkShardedRooms(b *testing.B) {
 			b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "join-ms")
 		})
 	}
+}
+
+// settledGoroutines is the number of goroutines once it has not changed
+// for 300 ms (those of an earlier round wind down), or after 10 s.
+func settledGoroutines() int {
+	n, stable := runtime.NumGoroutine(), 0
+	for deadline := time.Now().Add(10 * time.Second); stable < 3 && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+		if m := runtime.NumGoroutine(); m == n {
+			stable++
+		} else {
+			n, stable = m, 0
+		}
+	}
+	return n
 }
 
 // socketConn is the go-socket.io Conn of socket id on n.

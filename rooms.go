@@ -59,7 +59,7 @@ const (
 	// Back-off of a shard's reconnections and of slot map reads.
 	minShardBackoff, maxShardBackoff = 10 * time.Millisecond, time.Second
 	minSlotsBackoff, maxSlotsBackoff = roomSyncInterval, 500 * time.Millisecond
-	clusterSlots                     = 16384
+	slotCount                        = 16384
 )
 
 var errNoSuchNode = errors.New("not among the cluster client's nodes")
@@ -330,7 +330,7 @@ func (r *roomSubs) clusterSlots(ctx context.Context) ([]string, error) {
 		addrs = append(addrs, addr)
 	}
 	addr := addrs[rand.IntN(len(addrs))]
-	slots := make([]string, clusterSlots)
+	slots := make([]string, slotCount)
 	if r.a.client.Mode() != rueidis.ClientModeCluster {
 		for i := range slots {
 			slots[i] = addr
@@ -365,7 +365,7 @@ func (r *roomSubs) clusterSlots(ctx context.Context) ([]string, error) {
 			host, _, _ = net.SplitHostPort(addr)
 		}
 		owner := net.JoinHostPort(host, strconv.FormatInt(port, 10))
-		for s := max(start, 0); s <= end && s < clusterSlots; s++ {
+		for s := max(start, 0); s <= end && s < slotCount; s++ {
 			slots[s] = owner
 		}
 	}
