@@ -23,8 +23,11 @@ type Adapter struct {
 	namespaces map[string]*namespace // fixed at New
 	routes     map[string]route      // channel or pattern -> where its messages go; fixed at New
 
-	roomsMu sync.RWMutex
-	rooms   map[string]*roomSubscription // channel -> subscription, for protocols with room channels
+	// roomRoutes maps a room channel to its namespace, for protocols with
+	// room channels: written by the room manager (rooms.go), read by the
+	// Redis readers, which a sync.Map never makes wait.
+	roomRoutes sync.Map
+	rooms      *roomSubs // the room channels' manager; nil without room channels
 
 	broadcasts chan inbound
 	requests   chan inbound
@@ -85,7 +88,6 @@ func New(ctx context.Context, server *socketio.Server, c Connector, opts *Option
 		log:        log,
 		namespaces: make(map[string]*namespace),
 		routes:     make(map[string]route),
-		rooms:      make(map[string]*roomSubscription),
 		broadcasts: make(chan inbound, o.ReceiveQueue),
 		requests:   make(chan inbound, o.ReceiveQueue),
 		responses:  make(chan inbound, o.ReceiveQueue),
@@ -204,12 +206,24 @@ func (a *Adapter) Ping(ctx context.Context) error {
 	if err := a.checkSubscribed(); err != nil {
 		return err
 	}
+	if n := a.roomShardsDown(); n > 0 {
+		return fmt.Errorf("%w: room channels' connection down to %d cluster masters", ErrUnavailable, n)
+	}
 	for _, name := range a.opts.Namespaces {
 		if err := a.client.Do(ctx, a.proto.ping(a.client, a.opts.Key, name)).Error(); err != nil {
 			return fmt.Errorf("%w: ping: %w", ErrUnavailable, err)
 		}
 	}
 	return nil
+}
+
+// roomShardsDown is how many cluster masters the room channels cannot be
+// subscribed on now.
+func (a *Adapter) roomShardsDown() int {
+	if a.rooms == nil {
+		return 0
+	}
+	return int(a.rooms.down.Load())
 }
 
 // checkSubscribed fails with ErrUnavailable while a subscription is down,
@@ -349,7 +363,7 @@ type Stats struct {
 	QueueDepth int
 	// Sockets is how many sockets of this node the adapter tracks now, over every namespace.
 	Sockets int
-	// Subscribed is whether every subscription of this node is live now.
+	// Subscribed is whether every subscription of this node is live now, room channels' connections included.
 	Subscribed bool
 }
 
@@ -373,7 +387,7 @@ func (a *Adapter) Stats() Stats {
 		IDCollisions:    c.collisions.Load(),
 		QueueDepth:      len(a.broadcasts) + len(a.requests) + len(a.responses),
 		Sockets:         a.trackedSockets(),
-		Subscribed:      a.subs.isLive(),
+		Subscribed:      a.subs.isLive() && a.roomShardsDown() == 0,
 	}
 }
 

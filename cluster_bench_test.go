@@ -3,11 +3,14 @@ package redisadapter_test
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	socketio "github.com/googollee/go-socket.io"
 	"github.com/redis/rueidis"
 	"github.com/stretchr/testify/require"
 
@@ -106,4 +109,129 @@ func waitShard(b *testing.B, raw rueidis.Client, ch string, want int64) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// BenchmarkShardedRooms measures what room channels cost a sharded node:
+// the node's one socket joins 0, 1,000 or 10,000 rooms. Once every room
+// channel is subscribed it reports the process's goroutines over those
+// before the joins (goroutines-added), and the process's CPU time over a
+// 3 s idle window as a percentage of one core (idle-cpu-%; rooms=0 is the
+// baseline: the node, a plain cluster client and the socket's client).
+// Each op then joins one fresh room and waits until PUBSUB SHARDNUMSUB on
+// the room's master counts the subscription: ns/op and join-ms are that
+// latency. An op starts right after the previous subscription, so right
+// after a room sync: join-ms is close to the worst case.
+//
+//	go test -run '^$' -bench ShardedRooms -benchtime 20x .
+func BenchmarkShardedRooms(b *testing.B) {
+	set := sharedCluster(b)
+	for _, rooms := range []int{0, 1000, 10000} {
+		b.Run(fmt.Sprintf("rooms=%d", rooms), func(b *testing.B) {
+			c := redisadapter.Cluster{Addrs: set.Addrs(), Sharded: true}
+			key := fmt.Sprintf("bench-rooms-%d-%d", rooms, time.Now().UnixNano())
+			opts := &redisadapter.Options{Key: key}
+			// Stopped when this round ends: the benchmark runs the function
+			// twice (b.N = 1, then 20), and Cleanup waits for both.
+			a := startNode(b, c, opts)
+			defer a.stop()
+			cl := a.client(b)
+			defer cl.Close()
+			raw := rawClient(b, c)
+			defer raw.Close()
+			base := settledGoroutines()
+			shardChannels := func() int64 {
+				var n int64
+				for _, nd := range set.Nodes {
+					out, err := nd.Exec(context.Background(), "redis-cli", "-p", fmt.Sprint(nd.Port), "INFO", "stats")
+					require.NoError(b, err)
+					for _, line := range strings.Split(out, "\n") {
+						if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok && k == "pubsubshard_channels" {
+							x, _ := strconv.ParseInt(v, 10, 64)
+							n += x
+						}
+					}
+				}
+				return n
+			}
+			before := shardChannels()
+			conn := socketConn(b, a, cl.ID())
+			for r := range rooms {
+				a.srv.JoinRoom("/", "room-"+strconv.Itoa(r), conn)
+			}
+			deadline := time.Now().Add(60 * time.Second)
+			for shardChannels()-before < int64(rooms) {
+				require.True(b, time.Now().Before(deadline), "room channels not subscribed within 60 s")
+				time.Sleep(50 * time.Millisecond)
+			}
+			goroutines := settledGoroutines() - base
+			idle := idleCPU(b, 3*time.Second)
+
+			var total time.Duration
+			b.ResetTimer()
+			for i := range b.N {
+				room := "fresh-" + strconv.Itoa(i)
+				ch := key + "#/#" + room + "#"
+				start := time.Now()
+				a.srv.JoinRoom("/", room, conn)
+				for {
+					n, err := raw.Do(context.Background(), raw.B().PubsubShardnumsub().Channel(ch).Build()).AsIntMap()
+					if err == nil && n[ch] == 1 {
+						break
+					}
+					if time.Since(start) > wait {
+						b.Fatalf("%s not subscribed within %v", ch, wait)
+					}
+					time.Sleep(time.Millisecond)
+				}
+				total += time.Since(start)
+			}
+			// After the loop: ResetTimer drops metrics reported before it.
+			b.ReportMetric(float64(goroutines), "goroutines-added")
+			b.ReportMetric(idle, "idle-cpu-%")
+			b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "join-ms")
+		})
+	}
+}
+
+// settledGoroutines is the number of goroutines once it has not changed
+// for 300 ms (those of an earlier round wind down), or after 10 s.
+func settledGoroutines() int {
+	n, stable := runtime.NumGoroutine(), 0
+	for deadline := time.Now().Add(10 * time.Second); stable < 3 && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+		if m := runtime.NumGoroutine(); m == n {
+			stable++
+		} else {
+			n, stable = m, 0
+		}
+	}
+	return n
+}
+
+// socketConn is the go-socket.io Conn of socket id on n.
+func socketConn(b testing.TB, n *node, id string) socketio.Conn {
+	b.Helper()
+	var conn socketio.Conn
+	deadline := time.Now().Add(wait)
+	for conn == nil {
+		// Joining inside ForEach would deadlock: take the Conn out first.
+		n.srv.ForEach("/", id, func(c socketio.Conn) { conn = c })
+		require.True(b, time.Now().Before(deadline), "socket %s not found", id)
+		time.Sleep(time.Millisecond)
+	}
+	return conn
+}
+
+// idleCPU is the CPU time the process used over window, as a percentage of
+// one core (getrusage: user + system, microsecond resolution).
+func idleCPU(b *testing.B, window time.Duration) float64 {
+	b.Helper()
+	cpu := func() time.Duration {
+		var ru syscall.Rusage
+		require.NoError(b, syscall.Getrusage(syscall.RUSAGE_SELF, &ru))
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	c0, t0 := cpu(), time.Now()
+	time.Sleep(window)
+	return 100 * float64(cpu()-c0) / float64(time.Since(t0))
 }

@@ -2,11 +2,17 @@ package redisadapter_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"maps"
+	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/redis/rueidis"
 	"github.com/stretchr/testify/require"
 
 	"github.com/blogstack/redisadapter"
@@ -198,4 +204,181 @@ func subscribers(t *testing.T, n *redistest.Server, sharded bool) int {
 	var count int
 	_, _ = fmt.Sscan(out, &ch, &count)
 	return count
+}
+
+// With sharded pub/sub, a socket in 2,000 rooms costs no goroutine per
+// room, every room's channel carries broadcasts from another node, and
+// after the masters kill every pub/sub connection each room receives again
+// and each room channel counts as a resubscription.
+func TestShardedManyRooms(t *testing.T) {
+	set := sharedCluster(t)
+	c := redisadapter.Cluster{Addrs: set.Addrs(), Sharded: true}
+	opts := &redisadapter.Options{Key: fmt.Sprint("many-rooms-", time.Now().UnixNano())}
+	a, b := startNode(t, c, opts), startNode(t, c, opts)
+	cl := a.client(t)
+	conn := socketConn(t, a, cl.ID())
+	rooms := make([]string, 2000)
+	for i := range rooms {
+		rooms[i] = "room-" + strconv.Itoa(i)
+	}
+
+	// The baseline: 100 rooms, which spread over the three masters.
+	for _, r := range rooms[:100] {
+		a.srv.JoinRoom("/", r, conn)
+	}
+	everyRoomReceives(t, b, cl, rooms[:100], "warm-up")
+	baseline := runtime.NumGoroutine()
+	for _, r := range rooms[100:] {
+		a.srv.JoinRoom("/", r, conn)
+	}
+	everyRoomReceives(t, b, cl, rooms, "before")
+	added := runtime.NumGoroutine() - baseline
+	t.Logf("goroutines: %d with 100 rooms, %+d with %d", baseline, added, len(rooms))
+	require.Less(t, added, (len(rooms)-100)/100, "more than a goroutine per 100 rooms")
+
+	resubscribes := a.a.Stats().Resubscribes
+	var masters int
+	for _, n := range set.Nodes {
+		if role, err := n.Role(bg(t)); err != nil || role != "master" {
+			continue
+		}
+		masters++
+		out, err := n.Exec(bg(t), "redis-cli", "-p", fmt.Sprint(n.Port), "CLIENT", "KILL", "TYPE", "pubsub")
+		require.NoError(t, err, out)
+	}
+	require.Equal(t, 3, masters)
+	everyRoomReceives(t, b, cl, rooms, "after")
+	require.GreaterOrEqual(t, a.a.Stats().Resubscribes-resubscribes, uint64(len(rooms)))
+	require.Less(t, runtime.NumGoroutine()-baseline, (len(rooms)-100)/100, "goroutines left by the reconnections")
+
+	// Leaving the rooms unsubscribes their channels.
+	for _, r := range rooms {
+		a.srv.LeaveRoom("/", r, conn)
+	}
+	raw := rawClient(t, c)
+	eventually(t, "every room channel unsubscribed", func() bool {
+		cmds := make(rueidis.Commands, len(rooms))
+		for i, r := range rooms {
+			cmds[i] = raw.B().PubsubShardnumsub().Channel(opts.Key + "#/#" + r + "#").Build()
+		}
+		for _, res := range raw.DoMulti(bg(t), cmds...) {
+			if n, err := res.AsIntMap(); err != nil || slices.ContainsFunc(slices.Collect(maps.Values(n)), func(v int64) bool { return v != 0 }) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// everyRoomReceives broadcasts from sender to each room, one room at a
+// time, until c has received the broadcast of every room (the rooms'
+// channels may not be subscribed yet: broadcasts are repeated for the rooms
+// still missing).
+func everyRoomReceives(t *testing.T, sender *node, c *siotest.Client, rooms []string, tag string) {
+	t.Helper()
+	missing := make(map[string]bool, len(rooms))
+	for _, r := range rooms {
+		missing[r] = true
+	}
+	drain := func() {
+		for {
+			select {
+			case e := <-c.Events:
+				var got [2]string
+				if e.Name == "hit" && len(e.Args) == 2 && json.Unmarshal(e.Args[0], &got[0]) == nil && json.Unmarshal(e.Args[1], &got[1]) == nil && got[0] == tag {
+					delete(missing, got[1])
+				}
+			default:
+				return
+			}
+		}
+	}
+	deadline := time.Now().Add(4 * wait)
+	for len(missing) > 0 {
+		require.True(t, time.Now().Before(deadline), "%s: %d of %d rooms received nothing", tag, len(missing), len(rooms))
+		sent := 0
+		for r := range missing {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_ = sender.a.To(r).Emit(ctx, "hit", tag, r) // fails while the masters drop connections
+			cancel()
+			if sent++; sent%200 == 0 {
+				drain() // the client's event queue holds 1,024
+			}
+		}
+		// What is still in flight arrives within this round's wait.
+		roundEnd := time.Now().Add(200 * time.Millisecond)
+		for time.Now().Before(roundEnd) && len(missing) > 0 {
+			drain()
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+// A room channel whose slot migrates to another master is subscribed there:
+// the old master drops the subscription (an unrequested sunsubscribe) and
+// the node subscribes at the new owner.
+func TestShardedRoomSlotMigrates(t *testing.T) {
+	set := sharedCluster(t)
+	c := redisadapter.Cluster{Addrs: set.Addrs(), Sharded: true}
+	opts := &redisadapter.Options{Key: fmt.Sprint("migrate-", time.Now().UnixNano())}
+	a, b := startNode(t, c, opts), startNode(t, c, opts)
+	cl := a.client(t, "moving")
+	everyRoomReceives(t, b, cl, []string{"moving"}, "before")
+
+	ch := opts.Key + "#/#moving#"
+	cli := func(n *redistest.Server, args ...string) string {
+		out, err := n.Exec(bg(t), append([]string{"redis-cli", "-p", fmt.Sprint(n.Port)}, args...)...)
+		require.NoError(t, err, out)
+		return strings.TrimSpace(out)
+	}
+	slot, err := strconv.Atoi(cli(set.Nodes[0], "CLUSTER", "KEYSLOT", ch))
+	require.NoError(t, err)
+	// CLUSTER NODES: <id> <addr@bus> <flags> <master> <ping> <pong> <epoch> <link> <slots>...
+	var source, target *redistest.Server
+	ids := map[*redistest.Server]string{}
+	for _, line := range strings.Split(cli(set.Nodes[0], "CLUSTER", "NODES"), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 8 || !strings.Contains(f[2], "master") {
+			continue
+		}
+		var n *redistest.Server
+		for _, s := range set.Nodes {
+			if strings.HasPrefix(f[1], s.Addr()+"@") {
+				n = s
+			}
+		}
+		require.NotNil(t, n, line)
+		ids[n] = f[0]
+		owns := false
+		for _, r := range f[8:] {
+			lo, hi, _ := strings.Cut(r, "-")
+			if hi == "" {
+				hi = lo
+			}
+			l, err1 := strconv.Atoi(lo)
+			h, err2 := strconv.Atoi(hi)
+			owns = owns || err1 == nil && err2 == nil && l <= slot && slot <= h
+		}
+		if owns {
+			source = n
+		} else if target == nil {
+			target = n
+		}
+	}
+	require.NotNil(t, source)
+	require.NotNil(t, target)
+
+	resubscribes := a.a.Stats().Resubscribes
+	s := fmt.Sprint(slot)
+	cli(target, "CLUSTER", "SETSLOT", s, "IMPORTING", ids[source])
+	cli(source, "CLUSTER", "SETSLOT", s, "MIGRATING", ids[target])
+	cli(target, "CLUSTER", "SETSLOT", s, "NODE", ids[target])
+	cli(source, "CLUSTER", "SETSLOT", s, "NODE", ids[target])
+	moved := time.Now()
+	eventually(t, "the channel subscribed at the new owner", func() bool {
+		return cli(target, "PUBSUB", "SHARDNUMSUB", ch) == ch+"\n1"
+	})
+	t.Logf("slot %d moved; subscribed at the new owner after %v", slot, time.Since(moved).Round(time.Millisecond))
+	everyRoomReceives(t, b, cl, []string{"moving"}, "after")
+	require.Greater(t, a.a.Stats().Resubscribes, resubscribes)
 }

@@ -64,9 +64,10 @@ const wait = 5 * time.Second
 
 // node is one go-socket.io server with its adapter, on a loopback port.
 type node struct {
-	srv *socketio.Server
-	a   *redisadapter.Adapter
-	url string
+	srv  *socketio.Server
+	a    *redisadapter.Adapter
+	url  string
+	stop func() // closes the adapter and the server; also run by Cleanup
 }
 
 // startNode starts a server with the events the tests drive:
@@ -98,7 +99,7 @@ func startNodeWith(t testing.TB, c redisadapter.Connector, opts *redisadapter.Op
 	}
 	go srv.Serve()
 	hs := httptest.NewServer(srv)
-	t.Cleanup(func() {
+	stop := sync.OnceFunc(func() {
 		hs.CloseClientConnections()
 		hs.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), wait)
@@ -109,7 +110,8 @@ func startNodeWith(t testing.TB, c redisadapter.Connector, opts *redisadapter.Op
 		}
 		srv.Close()
 	})
-	return &node{srv: srv, a: a, url: hs.URL}
+	t.Cleanup(stop)
+	return &node{srv: srv, a: a, url: hs.URL, stop: stop}
 }
 
 // client connects a test client to n and joins rooms.

@@ -45,11 +45,15 @@ type protocol interface {
 
 // roomChannels is what a protocol that publishes one-room broadcasts on the
 // room's own channel (sharded) adds: a node subscribes to that channel while
-// it has local sockets in the room.
+// it has local sockets in the room (rooms.go).
 type roomChannels interface {
-	roomChannel(key, nsp, room string) string
-	subscribeRoom(c rueidis.Client, channel string) rueidis.Completed
-	unsubscribeRoom(c rueidis.Client, channel string) rueidis.Completed
+	// roomChannel is the channel of room, false when the room has none
+	// (nothing is ever published on it).
+	roomChannel(key, nsp, room string) (string, bool)
+	// subscribeRoom and unsubscribeRoom build the command for one channel,
+	// which also gives the channel's cluster slot.
+	subscribeRoom(b rueidis.Builder, channel string) rueidis.Completed
+	unsubscribeRoom(b rueidis.Builder, channel string) rueidis.Completed
 }
 
 // queueKind says which worker handles the messages of a subscription.

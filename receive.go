@@ -60,7 +60,8 @@ func (a *Adapter) start(ctx context.Context) error {
 	}
 	a.spawn(func() { a.sweep(loopCtx) })
 	if rc, ok := a.proto.(roomChannels); ok {
-		a.spawn(func() { a.syncRooms(loopCtx, rc) })
+		a.rooms = newRoomSubs(loopCtx, a, rc)
+		a.spawn(a.rooms.run)
 	}
 
 	wait, cancel := context.WithTimeout(ctx, a.opts.RequestTimeout)
@@ -255,10 +256,8 @@ func (a *Adapter) routeOf(m rueidis.PubSubMessage) (route, bool) {
 	if r, ok := a.routes[key]; ok {
 		return r, true
 	}
-	a.roomsMu.RLock()
-	defer a.roomsMu.RUnlock()
-	if rs, ok := a.rooms[m.Channel]; ok {
-		return route{ns: rs.ns, queue: toBroadcasts}, true
+	if ns, ok := a.roomRoutes.Load(m.Channel); ok {
+		return route{ns: ns.(*namespace), queue: toBroadcasts}, true
 	}
 	return route{}, false
 }
@@ -345,81 +344,4 @@ func (a *Adapter) handleBroadcast(in inbound) {
 func (a *Adapter) dropped(m rueidis.PubSubMessage, err error) {
 	a.stats.malformed.Add(1)
 	a.log.Debug("dropped a message", "channel", m.Channel, "bytes", len(m.Message), "err", err)
-}
-
-// roomSyncInterval is how often a node with room channels (the sharded
-// protocol) compares its rooms with its subscriptions. go-socket.io does
-// not report joins, so a room a socket just joined is subscribed to within
-// this interval (Node subscribes asynchronously too).
-const roomSyncInterval = 50 * time.Millisecond
-
-// roomSubscription is the subscription to one room's channel.
-type roomSubscription struct {
-	ns     *namespace
-	cancel context.CancelFunc
-}
-
-// syncRooms keeps a subscription to the channel of every public room with
-// local sockets (rooms that are not a local socket's own), until ctx ends.
-func (a *Adapter) syncRooms(ctx context.Context, rc roomChannels) {
-	tick := time.NewTicker(roomSyncInterval)
-	defer tick.Stop()
-	for {
-		a.syncRoomsOnce(ctx, rc)
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			return
-		}
-	}
-}
-
-func (a *Adapter) syncRoomsOnce(ctx context.Context, rc roomChannels) {
-	want := make(map[string]*namespace)
-	for _, ns := range a.namespaces {
-		ns.mu.RLock()
-		for _, room := range a.server.Rooms(ns.name) {
-			if _, private := ns.sockets[room]; !private {
-				want[rc.roomChannel(a.opts.Key, ns.name, room)] = ns
-			}
-		}
-		ns.mu.RUnlock()
-	}
-	a.roomsMu.Lock()
-	var gone []string
-	for ch, rs := range a.rooms {
-		if _, ok := want[ch]; !ok {
-			rs.cancel()
-			delete(a.rooms, ch)
-			gone = append(gone, ch)
-		}
-	}
-	for ch, ns := range want {
-		if _, ok := a.rooms[ch]; ok {
-			continue
-		}
-		subCtx, cancel := context.WithCancel(ctx)
-		a.rooms[ch] = &roomSubscription{ns: ns, cancel: cancel}
-		a.spawn(func() {
-			// Room subscriptions come and go: no tracker holds New up for them.
-			for subCtx.Err() == nil {
-				if err := a.client.Receive(subCtx, rc.subscribeRoom(a.client, ch), a.onMessage); subCtx.Err() == nil {
-					a.log.Debug("room subscription lost; subscribing again", "channel", ch, "err", err)
-					select {
-					case <-time.After(maxBackoff):
-					case <-subCtx.Done():
-					}
-				}
-			}
-		})
-	}
-	a.roomsMu.Unlock()
-	// Cancelling Receive only stops listening; Redis is told explicitly.
-	for _, ch := range gone {
-		uctx, cancel := context.WithTimeout(ctx, a.opts.RequestTimeout)
-		if err := a.client.Do(uctx, rc.unsubscribeRoom(a.client, ch)).Error(); err != nil && ctx.Err() == nil {
-			a.log.Debug("sunsubscribe", "channel", ch, "err", err)
-		}
-		cancel()
-	}
 }

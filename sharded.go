@@ -92,16 +92,21 @@ func (sharded) subscriptions(c rueidis.Client, key, nsp, uid string) []subscript
 
 var _ roomChannels = sharded{}
 
-func (sharded) roomChannel(key, nsp, room string) string {
-	return shardedChannel(key, nsp) + room + "#"
+// hasRoomChannel: as in Node's "dynamic" mode, a room that looks like a
+// socket id (20 characters) has no channel; its broadcasts go to the
+// namespace's.
+func hasRoomChannel(room string) bool { return len(room) != 20 }
+
+func (sharded) roomChannel(key, nsp, room string) (string, bool) {
+	return shardedChannel(key, nsp) + room + "#", hasRoomChannel(room)
 }
 
-func (sharded) subscribeRoom(c rueidis.Client, channel string) rueidis.Completed {
-	return c.B().Ssubscribe().Channel(channel).Build()
+func (sharded) subscribeRoom(b rueidis.Builder, channel string) rueidis.Completed {
+	return b.Ssubscribe().Channel(channel).Build()
 }
 
-func (sharded) unsubscribeRoom(c rueidis.Client, channel string) rueidis.Completed {
-	return c.B().Sunsubscribe().Channel(channel).Build()
+func (sharded) unsubscribeRoom(b rueidis.Builder, channel string) rueidis.Completed {
+	return b.Sunsubscribe().Channel(channel).Build()
 }
 
 // roomOf is "" for every channel: a node subscribes to a room's channel only
@@ -133,7 +138,7 @@ func (p sharded) encodeBroadcast(key, uid, nsp string, sel selector, event strin
 	channel := shardedChannel(key, nsp)
 	// As Node's "dynamic" mode: a one-room broadcast goes to the room's
 	// channel, unless the room looks like a socket id (those have none).
-	if len(sel.Rooms) == 1 && len(sel.Rooms[0]) != 20 {
+	if len(sel.Rooms) == 1 && hasRoomChannel(sel.Rooms[0]) {
 		channel += sel.Rooms[0] + "#"
 	}
 	return channel, payload, err

@@ -1,0 +1,637 @@
+package redisadapter
+
+// Room subscriptions: the channels "<key>#<nsp>#<room>#" of the sharded
+// protocol, which a node SSUBSCRIBEs while it has local sockets in a public
+// room.
+//
+// go-socket.io does not report joins, so a manager goroutine polls the rooms
+// every roomSyncInterval. An idle tick costs the slice server.Rooms returns
+// and a sum of the rooms' hashes: only when that fingerprint differs from
+// the last one are the rooms compared with those held (a map lookup each,
+// which at 10,000 rooms cost as much again as server.Rooms), and the held
+// rooms walked for leavers only when fewer were seen than are held. A
+// room's channel name and slot are computed once, when it is first seen.
+//
+// The channels are subscribed as centrifuge's Redis broker does, not with
+// one Receive (and one goroutine) per room: one dedicated pub/sub
+// connection per cluster master, a shard, on which SSUBSCRIBE commands are
+// pipelined in batches with DoMulti, one channel per command because one
+// SSUBSCRIBE may not mix slots. rueidis resolves each command when its
+// confirmation push arrives, or with the master's error (MOVED). The
+// connection is Nodes()[master].Dedicate(), a single-node dedicated client
+// (the cluster client's own panics on commands of different slots), with
+// PubSubHooks: messages reach a.onMessage on the connection's reader
+// goroutine, which finds the room's namespace in a sync.Map and so never
+// waits for the manager. Goroutines: the manager, plus one per shard and
+// rueidis's two per connection, whatever the number of rooms.
+//
+// Failures: a shard whose connection breaks reconnects with back-off,
+// re-subscribes all its channels (each counts in Stats.Resubscribes) and
+// tells the manager, which re-reads the slot map (CLUSTER SLOTS, with
+// back-off too) and moves the channels whose slot has another master now
+// (a failover). A MOVED answer or an unrequested sunsubscribe (the slot
+// migrated, the master was demoted) hands a channel back to the manager
+// the same way. Each shard logs one warning per outage.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/rueidis"
+)
+
+// roomSyncInterval is how often the rooms are compared with the room
+// subscriptions: a room a socket just joined is subscribed within this
+// interval (Node subscribes asynchronously too).
+const roomSyncInterval = 50 * time.Millisecond
+
+const (
+	// subscribeBatch bounds the commands of one DoMulti, so a shard with
+	// many channels re-subscribes in round trips of bounded size.
+	subscribeBatch = 512
+	// Back-off of a shard's reconnections and of slot map reads.
+	// Short, as the receive loops' (maxBackoff): a shard comes back within
+	// 50 ms of its master answering.
+	minShardBackoff, maxShardBackoff = minBackoff, maxBackoff
+	minSlotsBackoff, maxSlotsBackoff = roomSyncInterval, 200 * time.Millisecond
+	slotCount                        = 16384
+)
+
+var errNoSuchNode = errors.New("not among the cluster client's nodes")
+
+// roomSubs is the manager: it owns every field but mu and events, and runs
+// on one goroutine (run).
+type roomSubs struct {
+	a   *Adapter
+	rc  roomChannels
+	ctx context.Context // ends the manager and its shards
+
+	held      map[*namespace]*heldRooms
+	seed      maphash.Seed
+	byChannel map[string]*roomSub
+	shards    map[string]*shard // by master address
+
+	slots       []string // slot -> master address; nil until first read
+	needSlots   bool     // a channel waits for a master, or a shard failed
+	nextRead    time.Time
+	slotsWait   time.Duration
+	lastRead    time.Time
+	slotsFailed bool // the last read failed: the next success is logged
+
+	mu     sync.Mutex
+	events []shardEvent  // from the shards
+	wake   chan struct{} // cap 1: events are waiting
+
+	down atomic.Int32 // shards whose connection is down now, for Ping
+}
+
+// heldRooms are the rooms of a namespace with a channel subscription.
+type heldRooms struct {
+	rooms map[string]*roomSub
+	// seen fingerprints the rooms (public and private) the last comparison
+	// saw: the sum of their hashes, and their number.
+	seen  uint64
+	count int
+}
+
+// roomSub is one held room's channel.
+type roomSub struct {
+	ns      *namespace
+	channel string
+	slot    uint16
+	shard   *shard // nil while its master is unknown
+	lost    bool   // it was subscribed before: its next subscription is a resubscribe
+}
+
+// shardEvent is a shard handing channel back (MOVED, or dropped by Redis),
+// or, with channel "", reporting that its connection failed.
+type shardEvent struct {
+	shard   *shard
+	channel string
+	lost    bool // the channel had been subscribed
+}
+
+func newRoomSubs(ctx context.Context, a *Adapter, rc roomChannels) *roomSubs {
+	r := &roomSubs{
+		a: a, rc: rc, ctx: ctx,
+		held:      make(map[*namespace]*heldRooms),
+		seed:      maphash.MakeSeed(),
+		byChannel: make(map[string]*roomSub),
+		shards:    make(map[string]*shard),
+		slotsWait: minSlotsBackoff,
+		wake:      make(chan struct{}, 1),
+	}
+	for _, ns := range a.namespaces {
+		r.held[ns] = &heldRooms{rooms: make(map[string]*roomSub)}
+	}
+	return r
+}
+
+// run keeps the room subscriptions in line with the rooms until r.ctx
+// ends; the shards it started end with it.
+func (r *roomSubs) run() {
+	ctx := r.ctx
+	tick := time.NewTicker(roomSyncInterval)
+	defer tick.Stop()
+	for {
+		r.sync()
+		r.handleEvents()
+		if r.needSlots && !time.Now().Before(r.nextRead) {
+			r.readSlots(ctx)
+		}
+		select {
+		case <-tick.C:
+		case <-r.wake:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// sync subscribes the channels of new public rooms and unsubscribes those
+// of rooms without local sockets any more.
+func (r *roomSubs) sync() {
+	for ns, h := range r.held {
+		rooms := r.a.server.Rooms(ns.name)
+		// A sum is blind to the order, which changes at every call. Two
+		// different sets of rooms with the same sum and number are as
+		// likely as a 64-bit hash collision (the seed is random).
+		var seen uint64
+		for _, room := range rooms {
+			seen += maphash.String(r.seed, room)
+		}
+		if seen == h.seen && len(rooms) == h.count {
+			continue
+		}
+		h.seen, h.count = seen, len(rooms)
+		held, known := h.rooms, 0
+		ns.mu.RLock()
+		for _, room := range rooms {
+			if _, ok := held[room]; ok {
+				known++
+				continue
+			}
+			if _, private := ns.sockets[room]; private {
+				continue
+			}
+			ch, ok := r.rc.roomChannel(r.a.opts.Key, ns.name, room)
+			if !ok {
+				continue
+			}
+			cmd := r.rc.subscribeRoom(r.a.client.B(), ch)
+			rs := &roomSub{ns: ns, channel: ch, slot: cmd.Slot()}
+			held[room] = rs
+			known++
+			r.byChannel[ch] = rs
+			r.a.roomRoutes.Store(ch, ns)
+			r.assign(rs)
+		}
+		ns.mu.RUnlock()
+		// Every room seen is held: fewer seen than held means some left.
+		if known < len(held) {
+			r.sweep(held, rooms)
+		}
+	}
+}
+
+// sweep drops the held rooms that are not in rooms.
+func (r *roomSubs) sweep(held map[string]*roomSub, rooms []string) {
+	present := make(map[string]struct{}, len(rooms))
+	for _, room := range rooms {
+		present[room] = struct{}{}
+	}
+	for room, rs := range held {
+		if _, ok := present[room]; ok {
+			continue
+		}
+		delete(held, room)
+		delete(r.byChannel, rs.channel)
+		r.a.roomRoutes.Delete(rs.channel)
+		if rs.shard != nil {
+			rs.shard.count--
+			rs.shard.remove(rs.channel)
+		}
+	}
+}
+
+// assign gives rs to the shard of its slot's master, or leaves it waiting
+// for the next slot map when that master is unknown.
+func (r *roomSubs) assign(rs *roomSub) {
+	var addr string
+	if r.slots != nil {
+		addr = r.slots[rs.slot]
+	}
+	if addr == "" {
+		r.needSlots = true
+		return
+	}
+	s, ok := r.shards[addr]
+	if !ok {
+		s = newShard(r, addr)
+		r.shards[addr] = s
+	}
+	rs.shard = s
+	s.count++
+	s.add(rs.channel, rs.lost)
+	rs.lost = false
+}
+
+// report queues e for the manager; shards call it, never the Redis reader.
+func (r *roomSubs) report(e shardEvent) {
+	r.mu.Lock()
+	r.events = append(r.events, e)
+	r.mu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (r *roomSubs) handleEvents() {
+	r.mu.Lock()
+	events := r.events
+	r.events = nil
+	r.mu.Unlock()
+	for _, e := range events {
+		r.needSlots = true
+		if e.channel == "" {
+			continue // a failed connection: its slots may have moved
+		}
+		rs, ok := r.byChannel[e.channel]
+		if !ok || rs.shard != e.shard {
+			continue // left, or moved already
+		}
+		rs.shard.count--
+		rs.shard, rs.lost = nil, e.lost
+	}
+}
+
+// readSlots reads the slot map from one node, moves the channels whose
+// slot has another master, assigns those waiting for one, and stops the
+// shards of addresses that hold nothing and are no longer masters. Reads
+// back off while they keep being needed.
+func (r *roomSubs) readSlots(ctx context.Context) {
+	now := time.Now()
+	if now.Sub(r.lastRead) > maxSlotsBackoff {
+		r.slotsWait = minSlotsBackoff
+	}
+	r.lastRead, r.nextRead = now, now.Add(r.slotsWait)
+	r.slotsWait = min(2*r.slotsWait, maxSlotsBackoff)
+	slots, err := r.clusterSlots(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			r.slotsFailed = true
+			r.a.log.Debug("room channels: reading the slot map failed", "err", err)
+		}
+		return
+	}
+	if r.slotsFailed {
+		r.slotsFailed = false
+		r.a.log.Debug("room channels: slot map read again")
+	}
+	r.slots, r.needSlots = slots, false
+	for _, rs := range r.byChannel {
+		if rs.shard != nil {
+			if rs.shard.addr == slots[rs.slot] {
+				continue
+			}
+			rs.shard.count--
+			rs.shard.remove(rs.channel)
+			rs.shard, rs.lost = nil, true
+		}
+		r.assign(rs)
+	}
+	masters := make(map[string]bool)
+	for _, addr := range slots {
+		masters[addr] = true
+	}
+	for addr, s := range r.shards {
+		if s.count == 0 && !masters[addr] {
+			s.stop()
+			delete(r.shards, addr)
+		}
+	}
+}
+
+// clusterSlots asks one node, picked at random, which master serves each
+// slot (CLUSTER SLOTS). A client that is not a cluster client (a Cluster
+// connector given a standalone Redis 7, where SSUBSCRIBE works too) has one
+// node, which serves every slot.
+func (r *roomSubs) clusterSlots(ctx context.Context) ([]string, error) {
+	nodes := r.a.client.Nodes()
+	if len(nodes) == 0 {
+		return nil, errNoSuchNode
+	}
+	addrs := make([]string, 0, len(nodes))
+	for addr := range nodes {
+		addrs = append(addrs, addr)
+	}
+	addr := addrs[rand.IntN(len(addrs))]
+	slots := make([]string, slotCount)
+	if r.a.client.Mode() != rueidis.ClientModeCluster {
+		for i := range slots {
+			slots[i] = addr
+		}
+		return slots, nil
+	}
+	n := nodes[addr]
+	ctx, cancel := context.WithTimeout(ctx, r.a.opts.RequestTimeout)
+	defer cancel()
+	ranges, err := n.Do(ctx, n.B().ClusterSlots().Build()).ToArray()
+	if err != nil {
+		return nil, fmt.Errorf("CLUSTER SLOTS on %s: %w", addr, err)
+	}
+	for _, rg := range ranges {
+		// [start, end, [host, port, id, ...], replicas...]
+		v, _ := rg.ToArray()
+		if len(v) < 3 {
+			continue
+		}
+		start, err1 := v[0].AsInt64()
+		end, err2 := v[1].AsInt64()
+		master, _ := v[2].ToArray()
+		if err1 != nil || err2 != nil || len(master) < 2 {
+			continue
+		}
+		host, _ := master[0].ToString()
+		port, _ := master[1].AsInt64()
+		switch host {
+		case "?": // the node does not know its endpoint
+			continue
+		case "": // the same host as the node asked, as rueidis reads it
+			host, _, _ = net.SplitHostPort(addr)
+		}
+		owner := net.JoinHostPort(host, strconv.FormatInt(port, 10))
+		for s := max(start, 0); s <= end && s < slotCount; s++ {
+			slots[s] = owner
+		}
+	}
+	return slots, nil
+}
+
+// shard holds the room channels of one master on one connection. The
+// manager owns count; mu guards the changes it asks for and the
+// sunsubscribe pushes the reader saw; the shard's goroutine owns the rest.
+type shard struct {
+	r     *roomSubs
+	addr  string
+	count int // channels the manager assigned here
+	stop  context.CancelFunc
+
+	mu      sync.Mutex
+	adds    map[string]bool // channel -> it was subscribed before
+	dels    map[string]struct{}
+	unsubs  []string      // channels Redis sunsubscribed
+	changed chan struct{} // cap 1: something above is waiting
+
+	held map[string]*heldChannel
+	todo []string // held channels to subscribe on the current connection
+}
+
+type heldChannel struct {
+	on   bool // subscribed on the current connection
+	lost bool // subscribed before: subscribing counts as a resubscribe
+}
+
+// newShard starts the shard of addr on a goroutine the adapter owns, ended
+// by the manager (stop) or with the manager's context (Close).
+func newShard(r *roomSubs, addr string) *shard {
+	ctx, stop := context.WithCancel(r.ctx)
+	s := &shard{r: r, addr: addr, stop: stop, changed: make(chan struct{}, 1), held: make(map[string]*heldChannel)}
+	if !r.a.spawn(func() { s.run(ctx) }) {
+		stop()
+	}
+	return s
+}
+
+func (s *shard) add(ch string, lost bool) {
+	s.mu.Lock()
+	delete(s.dels, ch)
+	if s.adds == nil {
+		s.adds = make(map[string]bool)
+	}
+	s.adds[ch] = lost
+	s.mu.Unlock()
+	s.signal()
+}
+
+func (s *shard) remove(ch string) {
+	s.mu.Lock()
+	delete(s.adds, ch)
+	if s.dels == nil {
+		s.dels = make(map[string]struct{})
+	}
+	s.dels[ch] = struct{}{}
+	s.mu.Unlock()
+	s.signal()
+}
+
+func (s *shard) signal() {
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
+}
+
+// onSubscription runs on the connection's reader goroutine: it only notes
+// sunsubscribe pushes, ours and the unrequested ones alike.
+func (s *shard) onSubscription(p rueidis.PubSubSubscription) {
+	if p.Kind != "sunsubscribe" {
+		return
+	}
+	s.mu.Lock()
+	s.unsubs = append(s.unsubs, p.Channel)
+	s.mu.Unlock()
+	s.signal()
+}
+
+// run connects, and connects again after each failure with back-off, until
+// ctx ends.
+func (s *shard) run(ctx context.Context) {
+	backoff := minShardBackoff
+	var down time.Time // when the current outage began; zero while connected
+	defer func() {
+		if !down.IsZero() {
+			s.r.down.Add(-1)
+		}
+	}()
+	for {
+		err := s.serve(ctx, func() {
+			if !down.IsZero() {
+				s.r.a.log.Info("room channels re-subscribed", "master", s.addr, "channels", len(s.held), "after", time.Since(down).Round(time.Millisecond))
+				down = time.Time{}
+				s.r.down.Add(-1)
+			}
+			backoff = minShardBackoff
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		for _, h := range s.held {
+			if h.on {
+				h.on, h.lost = false, true
+			}
+		}
+		if down.IsZero() {
+			down = time.Now()
+			s.r.down.Add(1)
+			s.r.a.log.Warn("room channels' connection to a cluster master failed; re-subscribing with back-off", "master", s.addr, "channels", len(s.held), "err", err)
+		} else {
+			s.r.a.log.Debug("room channels: reconnecting", "master", s.addr, "err", err, "in", backoff)
+		}
+		s.r.report(shardEvent{shard: s})
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return
+		}
+		backoff = min(2*backoff, maxShardBackoff)
+	}
+}
+
+// serve holds one connection until it fails or ctx ends: it subscribes
+// every held channel, then applies the changes as they come. It calls
+// ready each time nothing is left to subscribe.
+func (s *shard) serve(ctx context.Context, ready func()) error {
+	node, ok := s.r.a.client.Nodes()[s.addr]
+	if !ok {
+		return fmt.Errorf("%s: %w", s.addr, errNoSuchNode)
+	}
+	dc, _ := node.Dedicate()
+	defer dc.Close()
+	failed := dc.SetPubSubHooks(rueidis.PubSubHooks{OnMessage: s.r.a.onMessage, OnSubscription: s.onSubscription})
+	s.mu.Lock()
+	s.unsubs = nil // of an earlier connection
+	s.mu.Unlock()
+	s.todo = s.todo[:0]
+	for ch := range s.held {
+		s.todo = append(s.todo, ch)
+	}
+	for {
+		if err := s.apply(ctx, dc); err != nil {
+			return err
+		}
+		ready()
+		select {
+		case <-s.changed:
+		case err := <-failed:
+			if err == nil {
+				err = errors.New("connection closed")
+			}
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// apply unsubscribes the channels the manager took away, hands back those
+// Redis dropped, and subscribes the rest.
+func (s *shard) apply(ctx context.Context, dc rueidis.DedicatedClient) error {
+	s.mu.Lock()
+	adds, dels := s.adds, s.dels
+	s.adds, s.dels = nil, nil
+	s.mu.Unlock()
+
+	var unsub []rueidis.Completed
+	for ch := range dels {
+		if h, ok := s.held[ch]; ok {
+			delete(s.held, ch)
+			if h.on {
+				unsub = append(unsub, s.r.rc.unsubscribeRoom(dc.B(), ch))
+			}
+		}
+	}
+	for len(unsub) > 0 {
+		n := min(len(unsub), subscribeBatch)
+		if err := s.do(ctx, dc, unsub[:n], nil); err != nil {
+			return err
+		}
+		unsub = unsub[n:]
+	}
+
+	// Taken after our own SUNSUBSCRIBEs: a push for a channel still held
+	// is Redis's doing (slot migrated, master demoted).
+	s.mu.Lock()
+	unsubs := s.unsubs
+	s.unsubs = nil
+	s.mu.Unlock()
+	for _, ch := range unsubs {
+		if h, ok := s.held[ch]; ok && h.on {
+			delete(s.held, ch)
+			s.r.report(shardEvent{shard: s, channel: ch, lost: true})
+		}
+	}
+
+	for ch, lost := range adds {
+		if _, ok := s.held[ch]; ok {
+			continue // taken away and given back before this shard looked
+		}
+		s.held[ch] = &heldChannel{lost: lost}
+		s.todo = append(s.todo, ch)
+	}
+	for len(s.todo) > 0 {
+		n := min(len(s.todo), subscribeBatch)
+		var cmds []rueidis.Completed
+		var chans []string
+		for _, ch := range s.todo[:n] {
+			if h, ok := s.held[ch]; ok && !h.on {
+				cmds = append(cmds, s.r.rc.subscribeRoom(dc.B(), ch))
+				chans = append(chans, ch)
+			}
+		}
+		if err := s.do(ctx, dc, cmds, chans); err != nil {
+			return err
+		}
+		s.todo = s.todo[n:]
+	}
+	s.todo = nil
+	return nil
+}
+
+// do pipelines cmds and waits for every answer. With chans (the channels
+// of SSUBSCRIBE commands), each confirmed channel is marked subscribed and
+// each refused one (MOVED, CLUSTERDOWN...) handed back to the manager. An
+// error that is not Redis's answer means the connection failed.
+func (s *shard) do(ctx context.Context, dc rueidis.DedicatedClient, cmds []rueidis.Completed, chans []string) error {
+	if len(cmds) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.r.a.opts.RequestTimeout)
+	defer cancel()
+	for i, res := range dc.DoMulti(ctx, cmds...) {
+		err := res.Error()
+		if _, isRedis := rueidis.IsRedisErr(err); err != nil && !isRedis {
+			return err
+		}
+		if chans == nil {
+			if err != nil {
+				s.r.a.log.Debug("room channels: sunsubscribe", "master", s.addr, "err", err)
+			}
+			continue
+		}
+		h := s.held[chans[i]]
+		if err != nil {
+			s.r.a.log.Debug("room channels: ssubscribe refused", "master", s.addr, "channel", chans[i], "err", err)
+			delete(s.held, chans[i])
+			s.r.report(shardEvent{shard: s, channel: chans[i], lost: h.lost})
+			continue
+		}
+		h.on = true
+		if h.lost {
+			h.lost = false
+			s.r.a.stats.resubscribes.Add(1)
+		}
+	}
+	return nil
+}
