@@ -195,6 +195,15 @@ func report(results []result, get func(string, string) (float64, bool), env map[
 		}
 	}
 
+	p("\n## Sharded rooms\n\n")
+	p("One node in sharded mode whose one socket joins 0, 1,000 or 10,000 rooms: goroutines added once every room's channel\n")
+	p("is subscribed, the process's CPU over a 3 s idle window (%% of one core; 0 rooms is the baseline), and the time from a\n")
+	p("socket joining a fresh room until its channel is subscribed on the room's master.\n\n")
+	p("| rooms | goroutines added | idle CPU | join to subscribed |\n|---|---|---|---|\n")
+	for _, name := range names(results, "ShardedRooms/") {
+		p("| %s | %.0f | %.2f%% | %.0f ms |\n", strings.TrimPrefix(name, "ShardedRooms/rooms="), m(name, "goroutines-added"), m(name, "idle-cpu-%"), m(name, "join-ms"))
+	}
+
 	p("\n## Encode and decode\n\n| | ns/op | B/op | allocs/op |\n|---|---|---|---|\n")
 	for _, name := range append(names(results, "EncodeBroadcast"), names(results, "DecodeBroadcast")...) {
 		p("| %s | %.0f | %.0f | %.0f |\n", name, m(name, "ns/op"), m(name, "B/op"), m(name, "allocs/op"))
@@ -254,6 +263,13 @@ func report(results []result, get func(string, string) (float64, bool), env map[
 			lo, hi := spread(results, name, "flow-max-ms")
 			p("| %s: every post flows again within %.0f ms of Redis serving | %.0f ms, rounds %.0f-%.0f ms | %s |\n", t.key, t.limit, mx, lo, hi, yes(mx <= t.limit))
 		}
+	}
+	if cpu, ok := get("ShardedRooms/rooms=10000", "idle-cpu-%"); ok {
+		base, _ := get("ShardedRooms/rooms=0", "idle-cpu-%")
+		g, _ := get("ShardedRooms/rooms=10000", "goroutines-added")
+		join, _ := get("ShardedRooms/rooms=10000", "join-ms")
+		p("| sharded, 10,000 rooms: goroutines independent of rooms, idle CPU < 1%% of a core, subscribed within 50 ms of a join | %.0f goroutines added; %.2f%% (%.2f%% with no rooms); %.0f ms | %s |\n",
+			g, cpu, base, join, yes(g < 50 && cpu < 1 && join <= 50))
 	}
 	p("| requests across 10 nodes complete with no timeout | every request of `Requests/*/10nodes` answered (a timeout fails the benchmark) | yes |\n")
 	return b.String()
