@@ -55,6 +55,7 @@ func (a *Adapter) start(ctx context.Context) error {
 		}
 	}
 	a.subs = newSubscriptionTracker(len(a.routes), &a.stats, a.log)
+	a.subs.restoredF = func() { a.spawn(func() { a.refreshConnections(loopCtx) }) }
 	for _, sub := range subs {
 		a.spawn(func() { a.receiveLoop(loopCtx, sub) })
 	}
@@ -81,6 +82,25 @@ func (a *Adapter) start(ctx context.Context) error {
 // to a second after Redis did. A short, capped interval brings them back
 // within it; an attempt against a Redis that is down costs a refused dial.
 const minBackoff, maxBackoff = 10 * time.Millisecond, 50 * time.Millisecond
+
+// refreshConnections sends a few PINGs on the path publishes take, during
+// the settle delay after an outage. rueidis notices that an idle pipelined
+// connection died only when it next uses it: without this, the first
+// publishes after Redis came back could fail with EOF on a connection
+// Redis closed during the outage, and be lost (seen with a restarted
+// container). A PING that fails so is harmless, and rueidis replaces the
+// connection; the PINGs pick the client's connections at random, so a
+// handful reach every one.
+func (a *Adapter) refreshConnections(ctx context.Context) {
+	const pings = 16
+	for range pings {
+		for _, name := range a.opts.Namespaces {
+			pctx, cancel := context.WithTimeout(ctx, settle)
+			_ = a.client.Do(pctx, a.proto.ping(a.client, a.opts.Key, name)).Error()
+			cancel()
+		}
+	}
+}
 
 // receiveLoop keeps one subscription alive until ctx ends. Receive returns
 // when the connection breaks (with an error), when the server unsubscribes
@@ -122,6 +142,7 @@ func (a *Adapter) receiveLoop(ctx context.Context, sub subscription) {
 // New's.
 type subscriptionTracker struct {
 	log       *slog.Logger
+	restoredF func() // called (on rueidis's reader goroutine: it must not block) when an outage ends
 	counts    *counters
 	mu        sync.Mutex
 	want      int
@@ -170,6 +191,9 @@ func (t *subscriptionTracker) hook(s rueidis.PubSubSubscription) {
 	if t.upOnce {
 		t.restored = time.Now() // after an outage: let the others catch up
 		t.log.Info("subscriptions renewed", "down", t.restored.Sub(t.downSince).Round(time.Millisecond))
+		if t.restoredF != nil {
+			t.restoredF()
+		}
 	}
 	t.upOnce = true
 	close(t.allLive)

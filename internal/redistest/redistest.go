@@ -24,6 +24,7 @@ import (
 
 	"github.com/moby/moby/api/types/container"
 	"github.com/testcontainers/testcontainers-go"
+	tcexec "github.com/testcontainers/testcontainers-go/exec"
 	tclog "github.com/testcontainers/testcontainers-go/log"
 	"github.com/testcontainers/testcontainers-go/wait"
 )
@@ -209,7 +210,7 @@ func (s *Server) Exec(ctx context.Context, cmd ...string) (string, error) {
 		out, err := exec.CommandContext(ctx, cmd[0], cmd[1:]...).CombinedOutput()
 		return string(out), err
 	}
-	code, r, err := ctr.Exec(ctx, cmd)
+	code, r, err := ctr.Exec(ctx, cmd, tcexec.Multiplexed()) // plain output, as on the host
 	if err != nil {
 		return "", err
 	}
