@@ -67,3 +67,21 @@ func ExampleParseURL() {
 	// true <nil>
 	// redisadapter: invalid configuration: redis URL query key "dialtimeout" is not supported
 }
+
+// A producer that pushes updates one after another: each Emit returns once
+// its message is queued, and the queue leaves in pipelines. Flush waits for
+// Redis and says whether something queued did not get there.
+func ExampleAdapter_Flush() {
+	var a *redisadapter.Adapter // from New
+	ctx := context.Background()
+
+	for i := range 1000 {
+		if err := a.To("post:42").Emit(ctx, "views", i); err != nil {
+			log.Print(err) // Redis unreachable, or the queue stayed full
+			return
+		}
+	}
+	if err := a.Flush(ctx); err != nil {
+		log.Print(err) // some of the 1000 did not reach the other nodes
+	}
+}
