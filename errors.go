@@ -23,9 +23,11 @@ var (
 	// that is not in Options.Namespaces.
 	ErrUnknownNamespace = errors.New("redisadapter: namespace not served by this adapter")
 
-	// ErrPublish is returned when Redis did not accept a publish (it is
-	// unreachable, refused the command, or the context ended first). The
-	// Redis error is wrapped too.
+	// ErrPublish is returned when a message did not reach Redis, or will
+	// not: Redis was unreachable or refused it, the context ended first, the
+	// publish queue stayed full, or this node's subscriptions are down (then
+	// ErrUnavailable is wrapped too). Flush and Close return it for queued
+	// messages that failed. The cause is wrapped.
 	ErrPublish = errors.New("redisadapter: publish failed")
 
 	// ErrUnavailable is returned while this node cannot take part in the
