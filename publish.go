@@ -78,9 +78,9 @@ type outgoing struct {
 	internal bool       // an answer to another node: its failure is logged, not reported to Flush
 	done     chan error // nil: nobody waits for the answer
 	// state, when someone waits: queued, then taken by the sender and
-	// answered, unless the waiter's deadline comes first (abandoned): a
-	// message abandoned while queued is not sent, and a failure no waiter
-	// heard of goes to the next Flush.
+	// answered, unless the waiter's deadline comes first (abandoned). A
+	// message abandoned while queued is not sent; an abandoned Flush
+	// marker leaves its failure for the next Flush.
 	state atomic.Int32
 }
 
@@ -102,7 +102,7 @@ func (o *outgoing) giveUp() bool {
 // messages queued behind it.
 const maxBatch = 1024
 
-// newPublisher starts the sender; close stops it.
+// newPublisher starts the sender; closeNow stops it once the queue is sent.
 func newPublisher(client rueidis.Client, proto protocol, o Options, uid string, log *slog.Logger) *publisher {
 	p := &publisher{
 		client: client, proto: proto, opts: o, uid: uid, log: log,
