@@ -226,6 +226,15 @@ func (a *Adapter) roomShardsDown() int {
 	return int(a.rooms.down.Load())
 }
 
+// mayPublish is checkSubscribed for what a node publishes to the fleet:
+// the error also says it was not published (ErrPublish).
+func (a *Adapter) mayPublish() error {
+	if err := a.checkSubscribed(); err != nil {
+		return fmt.Errorf("%w: not published: %w", ErrPublish, err)
+	}
+	return nil
+}
+
 // checkSubscribed fails with ErrUnavailable while a subscription is down,
 // and for a moment after they are back (see settle).
 func (a *Adapter) checkSubscribed() error {

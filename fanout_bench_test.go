@@ -17,7 +17,6 @@ import (
 
 	"github.com/blogstack/redisadapter"
 	"github.com/blogstack/redisadapter/internal/redistest"
-	"github.com/blogstack/redisadapter/internal/siotest"
 )
 
 // BenchmarkFanout: node A broadcasts b.N events to a room; fanoutClients
@@ -72,14 +71,7 @@ func fanout(b *testing.B, url string, send func(n int)) {
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	for range fanoutClients {
-		cl, err := siotest.Dial(url)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { cl.Close() })
-		if _, err := cl.Call(wait, "join", "room"); err != nil {
-			b.Fatal(err)
-		}
+		cl := dialRooms(b, url, "room")
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

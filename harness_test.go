@@ -117,7 +117,15 @@ func startNodeWith(t testing.TB, c redisadapter.Connector, opts *redisadapter.Op
 // client connects a test client to n and joins rooms.
 func (n *node) client(t testing.TB, rooms ...string) *siotest.Client {
 	t.Helper()
-	c, err := siotest.Dial(n.url)
+	return dialRooms(t, n.url, rooms...)
+}
+
+// dialRooms connects a test client to the server at url (a Go node, the
+// built-in adapter's or a Node.js one: all ack "join" with "ok"), closed
+// when the test ends, and joins rooms.
+func dialRooms(t testing.TB, url string, rooms ...string) *siotest.Client {
+	t.Helper()
+	c, err := siotest.Dial(url)
 	require.NoError(t, err)
 	t.Cleanup(func() { c.Close() })
 	for _, r := range rooms {

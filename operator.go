@@ -2,7 +2,6 @@ package redisadapter
 
 import (
 	"context"
-	"fmt"
 	"slices"
 )
 
@@ -110,8 +109,8 @@ func (o BroadcastOperator) Emit(ctx context.Context, event string, args ...any) 
 	if o.local {
 		return nil
 	}
-	if err := o.a.checkSubscribed(); err != nil {
-		return fmt.Errorf("%w: not published: %w", ErrPublish, err)
+	if err := o.a.mayPublish(); err != nil {
+		return err
 	}
 	return o.a.publish(ctx, channel, payload)
 }
@@ -147,8 +146,8 @@ func (o BroadcastOperator) remote(ctx context.Context, typ requestType, rooms []
 	if o.local {
 		return nil
 	}
-	if err := o.a.checkSubscribed(); err != nil {
-		return fmt.Errorf("%w: not published: %w", ErrPublish, err)
+	if err := o.a.mayPublish(); err != nil {
+		return err
 	}
 	return o.a.publishRemote(ctx, o.ns.name, typ, o.sel, rooms, closeConn)
 }
@@ -157,9 +156,9 @@ func (o BroadcastOperator) remote(ctx context.Context, typ requestType, rooms []
 // When some node does not answer in time it returns the sockets that arrived
 // and an error wrapping ErrTimeout. While this node's subscriptions are down
 // it waits for them, within RequestTimeout, and then fails with
-// ErrUnavailable rather than answer with this node's sockets alone. A socket id reported by two nodes means
-// colliding ids (see SessionIDGenerator): it is logged and counted in
-// Stats.IDCollisions.
+// ErrUnavailable rather than answer with this node's sockets alone. A
+// socket id reported by two nodes means colliding ids (see
+// SessionIDGenerator): it is logged and counted in Stats.IDCollisions.
 func (o BroadcastOperator) FetchSockets(ctx context.Context) ([]RemoteSocket, error) {
 	if err := o.check(); err != nil {
 		return nil, err

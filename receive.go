@@ -226,9 +226,8 @@ func (t *subscriptionTracker) down(channels map[string]queueKind, err error) boo
 
 // isLive reports whether every subscription is live now.
 func (t *subscriptionTracker) isLive() bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.liveCount == t.want
+	_, _, live := t.state()
+	return live
 }
 
 // ready reports whether the node may publish: every subscription is live,

@@ -13,7 +13,6 @@ import (
 
 	"github.com/blogstack/redisadapter"
 	"github.com/blogstack/redisadapter/internal/redistest"
-	"github.com/blogstack/redisadapter/internal/siotest"
 )
 
 // BenchmarkSameApp is the example's own path, the shape a user runs: one
@@ -75,19 +74,7 @@ func BenchmarkSameApp(b *testing.B) {
 // sameApp sends b.N comments from a client of sendURL and counts those a
 // client of recvURL receives.
 func sameApp(b *testing.B, sendURL, recvURL string) {
-	sender, err := siotest.Dial(sendURL)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { sender.Close() })
-	reader, err := siotest.Dial(recvURL)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { reader.Close() })
-	if _, err := reader.Call(wait, "join", "post:1"); err != nil {
-		b.Fatal(err)
-	}
+	sender, reader := dialRooms(b, sendURL), dialRooms(b, recvURL, "post:1")
 	// The path must be live before the clock starts (go-socket.io's
 	// built-in adapter subscribes in the background after it returns): a
 	// comment goes through first.
