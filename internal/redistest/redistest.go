@@ -127,12 +127,14 @@ func dockerHealthy() bool {
 }
 
 // Ports handed out come from below the kernel's ephemeral range (32768 and
-// up on Linux), cluster-bus twins included: a port picked by the kernel for
-// a listener is free only until some outgoing connection takes it, which
-// the tests make by thousands while other packages start their servers.
-// A port is handed out once per process, so a stopped server's port is
-// still its own when it restarts.
-const portLow, portHigh = 10000, 22768
+// up on Linux): a port picked by the kernel for a listener is free only
+// until some outgoing connection takes it, which the tests make by thousands
+// while other packages start their servers. Base ports and their
+// cluster-bus twins (port+10000) come from disjoint ranges, so no server's
+// port is another's bus port. A port is handed out once per process, so a
+// stopped server's port is still its own when it restarts, and reserved
+// across the test processes `go test ./...` runs at once (reserve).
+const portLow, portHigh = 10000, 16384
 
 var (
 	portsMu sync.Mutex
@@ -147,7 +149,7 @@ func FreePort(t testing.TB) int {
 	defer portsMu.Unlock()
 	for range 1000 {
 		port := portLow + rand.IntN(portHigh-portLow)
-		if given[port] || !free(port) || !free(port+10000) {
+		if given[port] || !free(port) || !free(port+10000) || !reserve(port) {
 			continue
 		}
 		given[port] = true
