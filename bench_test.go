@@ -28,11 +28,15 @@ const publishers = 8
 
 func BenchmarkLayer(b *testing.B) {
 	for _, size := range []int{100, 1024} {
-		b.Run(sizeName(size)+"/rueidis", func(b *testing.B) { ceiling(b, size, false) })
+		b.Run(sizeName(size)+"/rueidis", func(b *testing.B) { ceiling(b, size, false, false) })
 		// A fleet's shape: every node subscribes, the publishing one too,
 		// so Redis writes each message twice and the publisher reads it
 		// back (the adapter drops it unread beyond its head).
-		b.Run(sizeName(size)+"/rueidis-publisher-subscribed", func(b *testing.B) { ceiling(b, size, true) })
+		b.Run(sizeName(size)+"/rueidis-publisher-subscribed", func(b *testing.B) { ceiling(b, size, true, false) })
+		// The same shape, published as the adapter does: DoMulti batches
+		// of up to 1,024 commands from one goroutine. The ceiling the
+		// adapter's pipelined path is measured against.
+		b.Run(sizeName(size)+"/rueidis-pipelined", func(b *testing.B) { ceiling(b, size, true, true) })
 		b.Run(sizeName(size)+"/adapter", func(b *testing.B) { adapterLayer(b, size, publishers) })
 		// The shapes users run: a go-socket.io handler, or a producer loop,
 		// emits one message after another.
@@ -40,7 +44,7 @@ func BenchmarkLayer(b *testing.B) {
 	}
 }
 
-func ceiling(b *testing.B, size int, publisherSubscribed bool) {
+func ceiling(b *testing.B, size int, publisherSubscribed, pipelined bool) {
 	srv := redistest.Start(b)
 	pub := rawClient(b, redisadapter.Standalone{URL: srv.URL()})
 	sub := rawClient(b, redisadapter.Standalone{URL: srv.URL()})
@@ -72,9 +76,24 @@ func ceiling(b *testing.B, size int, publisherSubscribed bool) {
 	b.SetBytes(int64(size))
 	b.ResetTimer()
 	cpu0 := machineCPU(b)
-	parallel(b, b.N, publishers, func() error {
-		return pub.Do(context.Background(), pub.B().Publish().Channel("bench").Message(payload).Build()).Error()
-	})
+	if pipelined {
+		for sent := 0; sent < b.N; {
+			cmds := make(rueidis.Commands, min(1024, b.N-sent))
+			for i := range cmds {
+				cmds[i] = pub.B().Publish().Channel("bench").Message(payload).Build()
+			}
+			for _, r := range pub.DoMulti(context.Background(), cmds...) {
+				if err := r.Error(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			sent += len(cmds)
+		}
+	} else {
+		parallel(b, b.N, publishers, func() error {
+			return pub.Do(context.Background(), pub.B().Publish().Channel("bench").Message(payload).Build()).Error()
+		})
+	}
 	waitFor(b, "every message received", func() bool { return received.Load() >= int64(b.N) })
 	b.StopTimer()
 	reportMessages(b, cpu0)

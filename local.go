@@ -48,6 +48,7 @@ type localSocket struct {
 	mu      sync.Mutex
 	data    json.RawMessage // SetData's value; nil until set
 	queue   []outEvent
+	queued  int // bytes of the events queued and of the batch being written
 	pumping bool
 	gone    bool
 
@@ -61,6 +62,29 @@ type outEvent struct {
 	args   []any
 	packet []byte    // the socket.io packet of event and args; nil: left to Emit
 	ack    func(any) // the client's acknowledgement, for broadcasts that want one
+}
+
+// size is what ev counts against a socket's queue: its packet (shared by
+// every socket it goes to, counted for each, so the bound holds however
+// the packets are shared) and the queue entry itself. An event left to
+// Emit counts its encoded arguments and binary attachments instead.
+func (ev outEvent) size() int {
+	const entry = 80 // an outEvent in the queue's slice, with its slice headers
+	if ev.packet != nil {
+		return entry + len(ev.packet)
+	}
+	n := entry + len(ev.event)
+	for _, arg := range ev.args {
+		switch v := arg.(type) {
+		case encodedArg:
+			n += len(v.json)
+		case parser.Buffer:
+			n += len(v.Data)
+		case *parser.Buffer:
+			n += len(v.Data)
+		}
+	}
+	return n
 }
 
 // A socket is connected, for the adapter, while it is in the room named by
@@ -137,7 +161,7 @@ func (a *Adapter) onDisconnect(ns *namespace, conn socketio.Conn, reason string)
 // drop stops deliveries to a socket that left.
 func (s *localSocket) drop() {
 	s.mu.Lock()
-	s.gone, s.queue = true, nil
+	s.gone, s.queue, s.queued = true, nil, 0
 	s.mu.Unlock()
 }
 
@@ -394,30 +418,39 @@ func emittable(args []any) []any {
 	return out
 }
 
-// enqueue adds ev to s's queue, starting its drain if idle. A full queue
-// drops ev: the socket is not reading, and waiting for it would stall every
-// other socket of the node.
+// enqueue adds ev to s's queue, starting its drain if idle. An event that
+// would take the queue past Options.SocketQueue bytes is dropped: the socket
+// is not reading fast enough, and waiting for it would stall every other
+// socket of the node. An empty queue takes any event, so a bound smaller
+// than one event does not silence the socket.
 func (a *Adapter) enqueue(s *localSocket, ev outEvent) {
+	n := ev.size()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.gone {
 		return
 	}
-	if len(s.queue) >= a.opts.SocketQueue {
+	if s.queued > 0 && s.queued+n > a.opts.SocketQueue {
 		a.stats.slowSocket.Add(1)
 		return
 	}
 	s.queue = append(s.queue, ev)
+	s.queued += n
 	if !s.pumping {
 		s.pumping = a.spawn(func() { a.drain(s) })
 	}
 }
 
 // drain emits s's queued events in order, and returns when the queue is
-// empty, the socket is gone or the adapter is closing.
+// empty, the socket is gone or the adapter is closing. A batch being
+// written still counts against the bound: its events are still in memory.
 func (a *Adapter) drain(s *localSocket) {
+	written := 0
 	for {
 		s.mu.Lock()
+		if !s.gone {
+			s.queued -= written
+		}
 		batch := s.queue
 		if len(batch) == 0 || s.gone || a.isClosed() {
 			s.queue, s.pumping = nil, false
@@ -426,8 +459,10 @@ func (a *Adapter) drain(s *localSocket) {
 		}
 		s.queue = nil
 		s.mu.Unlock()
+		written = 0
 		for _, ev := range batch {
 			a.emit(s, ev)
+			written += ev.size()
 		}
 	}
 }

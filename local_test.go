@@ -82,3 +82,52 @@ func TestConnsAreFrameWriters(t *testing.T) {
 		t.Fatal("no connect")
 	}
 }
+
+// A socket's queue counts bytes: it takes events up to Options.SocketQueue,
+// drops past it, and gives the budget back as the drain writes them, so a
+// socket that keeps up never starts dropping.
+func TestSocketQueueBoundsBytes(t *testing.T) {
+	a := &Adapter{closing: make(chan struct{}), publisher: &publisher{opts: Options{SocketQueue: 1000}}}
+	block := make(chan struct{})
+	w := &gatedFrames{gate: block, entered: make(chan struct{}, 1)}
+	s := &localSocket{conn: w}
+	ev := outEvent{event: "m", packet: bytes.Repeat([]byte("x"), 100)} // 180 bytes counted
+	for range 10 {
+		a.enqueue(s, ev)
+	}
+	// The drain took the first event and waits in NextWriter: it still
+	// counts, so five events in all fit in 1000 bytes.
+	<-w.entered
+	require.EqualValues(t, 5, a.stats.slowSocket.Load(), "1 being written + 4 queued fit in 1000 bytes; 5 dropped")
+	close(block)
+	a.wg.Wait()
+	require.Zero(t, s.queued, "the budget is given back as events are written")
+	require.Len(t, w.got, 5)
+	for range 10 {
+		a.enqueue(s, ev)
+		a.wg.Wait()
+	}
+	require.EqualValues(t, 5, a.stats.slowSocket.Load(), "a socket that keeps up drops nothing")
+	require.Len(t, w.got, 15)
+	a.enqueue(s, outEvent{event: "m", packet: bytes.Repeat([]byte("x"), 5000)})
+	a.wg.Wait()
+	require.Len(t, w.got, 16, "an empty queue takes an event larger than the bound")
+}
+
+// gatedFrames is a socket whose first frame write waits for gate.
+type gatedFrames struct {
+	socketio.Conn
+	frames
+	gate    chan struct{}
+	entered chan struct{}
+	once    bool
+}
+
+func (g *gatedFrames) NextWriter(ft session.FrameType) (io.WriteCloser, error) {
+	if !g.once {
+		g.once = true
+		g.entered <- struct{}{}
+		<-g.gate
+	}
+	return g.frames.NextWriter(ft)
+}

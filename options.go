@@ -27,7 +27,7 @@ type Options struct {
 	MaxMessageSize int
 	// ReceiveQueue is how many received messages of each kind (broadcasts, requests, responses) wait to be handled; when full, new ones are dropped and counted. default: 8192
 	ReceiveQueue int
-	// SocketQueue is how many events wait for one slow local socket; when full, new events to that socket are dropped and counted. default: 1024
+	// SocketQueue is how many bytes of events wait for one slow local socket; past it, new events to that socket are dropped and counted. default: 32 MiB
 	SocketQueue int
 	// PublishQueue is how many bytes of encoded messages wait to be published; when full, publishing blocks (up to its context and RequestTimeout). default: 4 MiB
 	PublishQueue int
@@ -52,7 +52,7 @@ func (o *Options) setDefaults() {
 		o.ReceiveQueue = 8192
 	}
 	if o.SocketQueue == 0 {
-		o.SocketQueue = 1024
+		o.SocketQueue = 32 << 20
 	}
 	if o.PublishQueue == 0 {
 		o.PublishQueue = 4 << 20

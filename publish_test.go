@@ -50,9 +50,9 @@ func TestEmitOrderUnderLoad(t *testing.T) {
 	srv := redistest.Start(t)
 	c := redisadapter.Standalone{URL: srv.URL()}
 	a := startNode(t, c, nil)
-	// Queues large enough that a slow machine drops nothing: this test is
-	// about order.
-	b := startNode(t, c, &redisadapter.Options{SocketQueue: 100_000, ReceiveQueue: 100_000})
+	// A receive queue large enough that a slow machine drops nothing (the
+	// default socket queue holds all 20,000 events): this test is about order.
+	b := startNode(t, c, &redisadapter.Options{ReceiveQueue: 100_000})
 	bc := b.client(t, "r")
 	const producers, count = 4, 5000
 	var wg sync.WaitGroup

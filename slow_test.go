@@ -19,7 +19,7 @@ func TestSlowSocketDoesNotStallOthers(t *testing.T) {
 	srv := redistest.Start(t)
 	c := redisadapter.Standalone{URL: srv.URL()}
 	a := startNode(t, c, nil)
-	b := startNode(t, c, &redisadapter.Options{SocketQueue: 8})
+	b := startNode(t, c, &redisadapter.Options{SocketQueue: 1 << 20}) // 8 of the events below
 
 	// A websocket that completes the handshake and never reads again.
 	wsURL := "ws" + strings.TrimPrefix(b.url, "http") + "/socket.io/?EIO=3&transport=websocket"

@@ -256,14 +256,31 @@ func encodeBroadcast(uid, nsp string, sel selector, event string, args []any) ([
 		enc.EncodeString("data"), encodeEventData(enc, event, args),
 		enc.EncodeString("nsp"), enc.EncodeString(nsp),
 		enc.EncodeMapLen(3),
-		enc.EncodeString("rooms"), enc.Encode(sel.Rooms),
-		enc.EncodeString("except"), enc.Encode(sel.Except),
+		enc.EncodeString("rooms"), encodeStrings(enc, sel.Rooms),
+		enc.EncodeString("except"), encodeStrings(enc, sel.Except),
 		enc.EncodeString("flags"), enc.EncodeMapLen(0),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("redisadapter: encode %q: %w", event, err)
 	}
 	return bytes.Clone(e.buf.Bytes()), nil
+}
+
+// encodeStrings writes ss as Encode would (nil as nil), without its
+// reflection: every broadcast carries two of them.
+func encodeStrings(enc *msgpack.Encoder, ss []string) error {
+	if ss == nil {
+		return enc.EncodeNil()
+	}
+	if err := enc.EncodeArrayLen(len(ss)); err != nil {
+		return err
+	}
+	for _, s := range ss {
+		if err := enc.EncodeString(s); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func encodeEventData(enc *msgpack.Encoder, event string, args []any) error {
