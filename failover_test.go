@@ -89,15 +89,17 @@ func TestSentinelFailover(t *testing.T) {
 	require.Less(t, time.Since(start), 3*time.Second)
 	t.Logf("request during the outage: %v", err)
 
+	// Generous: a sentinel whose process stalled for 2 s on a loaded
+	// machine enters TILT mode and elects nobody for 30 s.
 	var elected time.Time
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(90 * time.Second)
 	for {
 		if m, err := set.CurrentMaster(bg(t)); err == nil && m != old {
 			elected = time.Now()
 			require.Equal(t, set.Replica.Addr(), m)
 			break
 		}
-		require.True(t, time.Now().Before(deadline), "no new master elected")
+		require.True(t, time.Now().Before(deadline), "no new master elected:\n%s", set.Describe(bg(t)))
 		time.Sleep(20 * time.Millisecond)
 	}
 	d := resumed(t, a, clients, elected, 2*time.Second)

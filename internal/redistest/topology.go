@@ -72,6 +72,31 @@ sentinel parallel-syncs %s 1
 	return set
 }
 
+// Describe returns what each sentinel says of the master and of itself
+// (TILT mode, which a stalled process enters for 30 s and in which it
+// elects nobody, shows there), for a test to log when a failover does not
+// come.
+func (s *SentinelSet) Describe(ctx context.Context) string {
+	var b strings.Builder
+	for _, sn := range s.Sentinels {
+		fmt.Fprintf(&b, "sentinel %d:", sn.Port)
+		for _, cmd := range [][]string{{"SENTINEL", "MASTER", MasterName}, {"INFO", "sentinel"}} {
+			msg, err := do(ctx, sn.Addr(), cmd...)
+			if err != nil {
+				fmt.Fprintf(&b, " %s: %v;", cmd[0], err)
+				continue
+			}
+			if m, err := msg.AsStrMap(); err == nil {
+				fmt.Fprintf(&b, " flags=%s num-slaves=%s failover-state=%s;", m["flags"], m["num-slaves"], m["failover-state"])
+			} else if txt, err := msg.ToString(); err == nil {
+				fmt.Fprintf(&b, " %s;", strings.Join(strings.Fields(txt), " "))
+			}
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
 // CurrentMaster asks the first sentinel that answers for the master's address.
 func (s *SentinelSet) CurrentMaster(ctx context.Context) (string, error) {
 	var err error
