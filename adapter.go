@@ -36,6 +36,8 @@ type Adapter struct {
 	pendingMu sync.Mutex
 	pending   map[string]*pendingRequest
 
+	ackTurns connTurns // acked emits, one at a time per connection
+
 	handlersMu sync.RWMutex
 	handlers   map[string]ServerSideHandler // key: nsp + "\x00" + event
 

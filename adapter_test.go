@@ -48,6 +48,7 @@ func (r runThenStopShared) Run() int {
 
 // suite is the behaviour every connector must have; each backend runs it.
 func suite(t *testing.T, connect func(t *testing.T) redisadapter.Connector) {
+	t.Run("EmitWithAck", func(t *testing.T) { emitWithAckSuite(t, connect(t)) })
 	t.Run("BroadcastRoomAcrossNodes", func(t *testing.T) {
 		c := connect(t)
 		a, b := startNode(t, c, nil), startNode(t, c, nil)

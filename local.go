@@ -61,7 +61,7 @@ type outEvent struct {
 	event  string
 	args   []any
 	packet []byte    // the socket.io packet of event and args; nil: left to Emit
-	ack    func(any) // the client's acknowledgement, for broadcasts that want one
+	ack    func(json.RawMessage) // the client's acknowledgement, for broadcasts that want one
 }
 
 // size is what ev counts against a socket's queue: its packet (shared by
@@ -485,7 +485,52 @@ func (a *Adapter) emit(s *localSocket, ev outEvent) {
 		s.conn.Emit(ev.event, ev.args...)
 		return
 	}
-	s.conn.Emit(ev.event, append(ev.args[:len(ev.args):len(ev.args)], func(v any) { ev.ack(v) })...)
+	// go-socket.io numbers acks with a plain counter of the connection,
+	// shared by its namespaces: acked emits on one connection take turns.
+	unlock := a.ackTurns.lock(s.conn.ID())
+	defer unlock()
+	s.conn.Emit(ev.event, append(ev.args[:len(ev.args):len(ev.args)], func(v json.RawMessage) { ev.ack(v) })...)
+}
+
+// connTurns serializes the acked emits of each connection. go-socket.io's
+// Conn.Emit takes the ack id from an unsynchronized counter of the
+// connection (conn.nextID: id++) and stores the callback under it: two at
+// once race, and may share an id, so that one callback replaces the other.
+// Every acked emit the adapter makes (EmitWithAck, and other nodes'
+// broadcasts with acknowledgements) goes through lock, whatever the
+// namespace. A connection's entry lives while an emit holds or waits for it.
+type connTurns struct {
+	mu sync.Mutex
+	m  map[string]*connTurn
+}
+
+type connTurn struct {
+	sync.Mutex
+	users int // holders and waiters; guarded by connTurns.mu
+}
+
+// lock waits for the turn of connection id and returns its unlock.
+func (t *connTurns) lock(id string) (unlock func()) {
+	t.mu.Lock()
+	if t.m == nil {
+		t.m = make(map[string]*connTurn)
+	}
+	c := t.m[id]
+	if c == nil {
+		c = &connTurn{}
+		t.m[id] = c
+	}
+	c.users++
+	t.mu.Unlock()
+	c.Lock()
+	return func() {
+		c.Unlock()
+		t.mu.Lock()
+		if c.users--; c.users == 0 {
+			delete(t.m, id)
+		}
+		t.mu.Unlock()
+	}
 }
 
 // describe returns the RemoteSocket view of a local socket.

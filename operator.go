@@ -2,7 +2,9 @@ package redisadapter
 
 import (
 	"context"
+	"encoding/json"
 	"slices"
+	"time"
 )
 
 // BroadcastOperator selects sockets of one namespace across the fleet, by
@@ -14,8 +16,9 @@ type BroadcastOperator struct {
 	a     *Adapter
 	ns    *namespace
 	err   error // the namespace is not served
-	sel   selector
-	local bool
+	sel     selector
+	local   bool
+	timeout time.Duration // EmitWithAck's; 0: RequestTimeout
 }
 
 // Of returns an operator on every socket of namespace nsp. If nsp is not in
@@ -45,6 +48,15 @@ func (o BroadcastOperator) Except(rooms ...string) BroadcastOperator {
 // Local restricts the operator to this node's sockets: nothing is published.
 func (o BroadcastOperator) Local() BroadcastOperator {
 	o.local = true
+	return o
+}
+
+// Timeout sets how long EmitWithAck waits for acknowledgements (Node's
+// timeout flag); without it, or with d <= 0, Options.RequestTimeout. It
+// does not bound RequestTimeout: a poll of slow clients may wait longer.
+// Other methods ignore it.
+func (o BroadcastOperator) Timeout(d time.Duration) BroadcastOperator {
+	o.timeout = d
 	return o
 }
 
@@ -113,6 +125,73 @@ func (o BroadcastOperator) Emit(ctx context.Context, event string, args ...any) 
 		return err
 	}
 	return o.a.publish(ctx, channel, payload)
+}
+
+// EmitWithAck sends event with args to the selected sockets on every node,
+// as Emit, and returns each client's acknowledgement (the first argument
+// its callback was given, as JSON; null when none), in the order they
+// arrived: Node's emitWithAck and timeout(ms).emit(event, ..., callback).
+// Each other node reports how many of its clients it emitted to, then
+// forwards each one's acknowledgement. The call returns when every
+// expected acknowledgement arrived, or when the timeout (see Timeout) or
+// ctx ends: then with the acknowledgements that arrived and an error
+// wrapping ErrTimeout that says how many clients, and how many nodes,
+// did not answer. A client that disconnects, or misses the event
+// (Options.SocketQueue), counts as not answering; nothing is waited for
+// past the timeout.
+//
+// Other errors: ErrUnavailable while this node's subscriptions are down
+// (it waits for them within the timeout, and sends nothing); ErrPublish
+// when the request did not reach Redis (then only this node's clients got
+// the event, and the acknowledgements returned are theirs);
+// ErrMessageTooLarge; ErrClosed, also when Close ends the call;
+// ErrUnknownNamespace from Of. With Local nothing is published and only
+// this node's clients are waited for.
+//
+// Safe for concurrent use, including many calls reaching one connection.
+// go-socket.io's Conn.Emit with an ack callback is not: it numbers acks
+// with an unsynchronized counter of the connection, shared by its
+// namespaces. The adapter makes its own acked emits (this method's, and
+// those of other nodes' broadcasts with acknowledgements) take turns per
+// connection, but cannot make yours take part: once any server of the
+// fleet emits with acknowledgements, do not call Conn.Emit with a callback;
+// use a.Of(nsp).To(conn.ID()).Local().EmitWithAck instead. Do not wait for
+// the acknowledgement of a client inside one of its own event handlers:
+// go-socket.io reads the acknowledgement on the goroutine running the
+// handler, so it arrives only after the call timed out (leave the client
+// out with Except(conn.ID()), or call from another goroutine).
+//
+// go-socket.io keeps an acknowledgement callback until the client answers
+// or disconnects: a client that never answers holds a small callback per
+// call for as long as it stays connected.
+func (o BroadcastOperator) EmitWithAck(ctx context.Context, event string, args ...any) ([]json.RawMessage, error) {
+	if err := o.check(); err != nil {
+		return nil, err
+	}
+	limit := o.timeout
+	if limit <= 0 {
+		limit = o.a.opts.RequestTimeout
+	}
+	a, ns := o.a, o.ns
+	targets := a.selectConnected(ns, o.sel)
+	deliver := func(id string) {
+		ev := outEvent{event: event, args: emittable(args), ack: func(raw json.RawMessage) {
+			a.broadcastAnswer(id, typeBroadcastAck, 0, raw)
+		}}
+		for _, s := range targets {
+			a.enqueue(s, ev)
+		}
+	}
+	req := request{
+		Type:       typeBroadcast,
+		frame:      broadcastFrame{nsp: ns.name, event: event, args: args, sel: o.sel},
+		ackTimeout: limit,
+	}
+	p, err := a.askWithin(ctx, ns, req, limit, !o.local, len(targets), deliver)
+	if p == nil {
+		return nil, err
+	}
+	return p.acks, err
 }
 
 // SocketsJoin makes the selected sockets, on every node, join rooms. This

@@ -139,9 +139,18 @@ func (p *publisher) publishAnswer(ctx context.Context, channel string, payload [
 	return p.queueMessage(ctx, channel, payload, false, true)
 }
 
-func (p *publisher) queueMessage(ctx context.Context, channel string, payload []byte, wait, internal bool) error {
+// checkSize fails with ErrMessageTooLarge for a payload past
+// Options.MaxMessageSize, which receivers drop.
+func (p *publisher) checkSize(payload []byte) error {
 	if len(payload) > p.opts.MaxMessageSize {
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrMessageTooLarge, len(payload), p.opts.MaxMessageSize)
+	}
+	return nil
+}
+
+func (p *publisher) queueMessage(ctx context.Context, channel string, payload []byte, wait, internal bool) error {
+	if err := p.checkSize(payload); err != nil {
+		return err
 	}
 	// The deadline is armed only if the message has to wait: a timer per
 	// Emit would cost the queued path about half its time.
@@ -385,21 +394,21 @@ func (p *publisher) publishRemote(ctx context.Context, nsp string, typ requestTy
 
 // publishRequest publishes a request in the protocol's form.
 func (p *publisher) publishRequest(ctx context.Context, nsp string, req request) error {
-	channel, payload, err := p.proto.encodeRequest(p.opts.Key, nsp, req)
+	channel, payload, err := p.encodeRequest(nsp, req)
 	if err != nil {
-		return fmt.Errorf("redisadapter: encode %s: %w", req.Type, err)
+		return err
 	}
 	return p.publish(ctx, channel, payload)
 }
 
-// publishRequestWait publishes a request and waits for Redis to take it:
-// the requester then waits for answers, which a lost request never brings.
-func (p *publisher) publishRequestWait(ctx context.Context, nsp string, req request) error {
-	channel, payload, err := p.proto.encodeRequest(p.opts.Key, nsp, req)
+// encodeRequest encodes a request in the protocol's form, within
+// Options.MaxMessageSize.
+func (p *publisher) encodeRequest(nsp string, req request) (channel string, payload []byte, err error) {
+	channel, payload, err = p.proto.encodeRequest(p.opts.Key, nsp, req)
 	if err != nil {
-		return fmt.Errorf("redisadapter: encode %s: %w", req.Type, err)
+		return "", nil, fmt.Errorf("redisadapter: encode %s: %w", req.Type, err)
 	}
-	return p.publishWait(ctx, channel, payload)
+	return channel, payload, p.checkSize(payload)
 }
 
 // publishBroadcast encodes a broadcast once and publishes it.

@@ -9,7 +9,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
+	"time"
 
 	"github.com/redis/rueidis"
 )
@@ -26,6 +28,73 @@ type pendingRequest struct {
 	ids     []string
 	rooms   []string
 	acks    []json.RawMessage
+
+	// A broadcast with acknowledgements: answers counts the nodes that
+	// reported their client count, clients the acks awaited (this node's
+	// clients and those reported), acks holds the clients' acks.
+	clients int
+}
+
+// complete reports whether every answer p waits for has arrived.
+func (p *pendingRequest) complete() bool {
+	if p.typ == typeBroadcast {
+		return p.answers >= p.expected && len(p.acks) >= p.clients
+	}
+	return p.answers >= p.expected
+}
+
+// maxEarlyAcks bounds the acks a broadcast with acknowledgements keeps
+// beyond the client counts reported so far, while some node has not
+// reported: an ack may overtake its node's count (Node's cluster client
+// publishes each message through a random Redis node). Past the counts,
+// and past this allowance, acks are dropped, so a flood of acks cannot
+// grow memory.
+const maxEarlyAcks = 1024
+
+// addBroadcastAnswer adds a client count (typeBroadcastClientCount) or a
+// client's ack to p, a broadcast with acknowledgements, and finishes p when
+// it is complete. It reports whether the answer was kept. Call with
+// pendingMu held.
+func (p *pendingRequest) addBroadcastAnswer(typ requestType, count int, ack json.RawMessage) bool {
+	if p.finished {
+		return false
+	}
+	switch typ {
+	case typeBroadcastClientCount:
+		if count < 0 || p.answers >= p.expected {
+			return false
+		}
+		p.answers++
+		p.clients = min(p.clients+count, math.MaxInt32) // no overflow, whatever nodes claim
+	case typeBroadcastAck:
+		limit := p.clients
+		if p.answers < p.expected {
+			limit += maxEarlyAcks
+		}
+		if len(p.acks) >= limit {
+			return false
+		}
+		if ack == nil {
+			ack = json.RawMessage("null") // an ack without arguments
+		}
+		p.acks = append(p.acks, ack)
+	default:
+		return false
+	}
+	if p.complete() {
+		p.finish(nil)
+	}
+	return true
+}
+
+// broadcastAnswer adds an answer to the pending broadcast with
+// acknowledgements id, if it is still pending.
+func (a *Adapter) broadcastAnswer(id string, typ requestType, count int, ack json.RawMessage) {
+	a.pendingMu.Lock()
+	defer a.pendingMu.Unlock()
+	if p := a.pending[id]; p != nil && p.typ == typeBroadcast {
+		p.addBroadcastAnswer(typ, count, ack)
+	}
 }
 
 // serverCount returns how many nodes (Go or Node.js, this one included)
@@ -61,27 +130,52 @@ func (a *Adapter) serverCount(ctx context.Context, ns *namespace) (int, error) {
 // request was published it returns what arrived, with an error saying why
 // it stopped early; before that (closed, no server count), nil and the error.
 func (a *Adapter) ask(ctx context.Context, ns *namespace, req request) (*pendingRequest, error) {
+	return a.askWithin(ctx, ns, req, a.opts.RequestTimeout, true, 0, nil)
+}
+
+// askWithin is ask with its own time limit. remote false asks no other
+// node (a local broadcast with acknowledgements). clients is how many
+// acknowledgements this node's own clients owe a broadcast with
+// acknowledgements; deliver, when not nil, is called with the request id
+// once the request is pending, to deliver it to those clients.
+func (a *Adapter) askWithin(ctx context.Context, ns *namespace, req request, limit time.Duration, remote bool, clients int, deliver func(id string)) (*pendingRequest, error) {
 	if a.isClosed() {
 		return nil, ErrClosed
 	}
 	// The cause names the limit that ran out when it is ours, not the caller's.
-	limit := fmt.Errorf("RequestTimeout %v passed", a.opts.RequestTimeout)
-	ctx, cancel := context.WithTimeoutCause(ctx, a.opts.RequestTimeout, limit)
+	why := fmt.Errorf("the timeout %v passed", limit)
+	if limit == a.opts.RequestTimeout {
+		why = fmt.Errorf("RequestTimeout %v passed", limit)
+	}
+	ctx, cancel := context.WithTimeoutCause(ctx, limit, why)
 	defer cancel()
-	// Until this node's subscriptions are back it would miss answers, and
-	// the server count misses it: a partial view passed off as whole.
-	if err := a.subs.waitReady(ctx); err != nil {
-		return nil, fmt.Errorf("%w: %s: subscriptions are down: %w", ErrUnavailable, req.Type, context.Cause(ctx))
+	n := 1
+	if remote {
+		// Until this node's subscriptions are back it would miss answers, and
+		// the server count misses it: a partial view passed off as whole.
+		if err := a.subs.waitReady(ctx); err != nil {
+			return nil, fmt.Errorf("%w: %s: subscriptions are down: %w", ErrUnavailable, req.Type, context.Cause(ctx))
+		}
+		var err error
+		if n, err = a.serverCount(ctx, ns); err != nil {
+			return nil, err
+		}
 	}
-	n, err := a.serverCount(ctx, ns)
-	if err != nil {
-		return nil, err
-	}
-	p := &pendingRequest{typ: req.Type, expected: n - 1, done: make(chan struct{})}
-	if p.expected <= 0 {
+	p := &pendingRequest{typ: req.Type, expected: n - 1, clients: clients, done: make(chan struct{})}
+	if p.complete() {
 		return p, nil
 	}
 	req.UID, req.RequestID = a.uid, randomID(8)
+	// Encoded first: a request that cannot be sent reaches nobody, local
+	// clients included.
+	var channel string
+	var payload []byte
+	if p.expected > 0 {
+		var err error
+		if channel, payload, err = a.encodeRequest(ns.name, req); err != nil {
+			return nil, err
+		}
+	}
 	a.pendingMu.Lock()
 	if a.isClosed() {
 		a.pendingMu.Unlock()
@@ -90,7 +184,15 @@ func (a *Adapter) ask(ctx context.Context, ns *namespace, req request) (*pending
 	a.pending[req.RequestID] = p
 	a.pendingMu.Unlock()
 
-	err = a.publishRequestWait(ctx, ns.name, req)
+	if deliver != nil {
+		deliver(req.RequestID)
+	}
+	var err error
+	if p.expected > 0 {
+		// Waited for: the requester then waits for answers, which a lost
+		// request never brings.
+		err = a.publishWait(ctx, channel, payload)
+	}
 	if err == nil {
 		select {
 		case <-p.done:
@@ -100,21 +202,26 @@ func (a *Adapter) ask(ctx context.Context, ns *namespace, req request) (*pending
 	a.pendingMu.Lock()
 	delete(a.pending, req.RequestID)
 	p.finished = true // late answers are ignored; done is not needed any more
+	complete := p.complete()
 	a.pendingMu.Unlock()
 	switch {
 	case err != nil:
 		return p, err
 	case p.err != nil:
 		return p, p.err
-	case p.answers >= p.expected:
+	case complete:
 		return p, nil
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		a.stats.timeouts.Add(1)
-		why := context.Cause(ctx)
-		if why != limit {
-			why = fmt.Errorf("the caller's deadline: %w", why)
+		cause := context.Cause(ctx)
+		if cause != why {
+			cause = fmt.Errorf("the caller's deadline: %w", cause)
 		}
-		return p, fmt.Errorf("%w: %s: %d of %d other nodes answered before %w", ErrTimeout, req.Type, p.answers, p.expected, why)
+		if req.Type == typeBroadcast {
+			return p, fmt.Errorf("%w: %s: %d of %d known clients did not answer, and %d of %d other nodes did not report how many they reached, before %w",
+				ErrTimeout, req.Type, max(p.clients-len(p.acks), 0), p.clients, p.expected-p.answers, p.expected, cause)
+		}
+		return p, fmt.Errorf("%w: %s: %d of %d other nodes answered before %w", ErrTimeout, req.Type, p.answers, p.expected, cause)
 	default:
 		return p, fmt.Errorf("redisadapter: %s: %w", req.Type, ctx.Err())
 	}
@@ -156,6 +263,10 @@ func (a *Adapter) handleResponse(in inbound) {
 	if p == nil {
 		return // another node's request, or one that already ended
 	}
+	if p.typ == typeBroadcast {
+		a.broadcastAnswer(r.RequestID, r.Type, r.ClientCount, r.Ack)
+		return
+	}
 	// Decode outside the lock; p.typ never changes.
 	var sockets []RemoteSocket
 	var ids []string
@@ -191,7 +302,7 @@ func (a *Adapter) handleResponse(in inbound) {
 		p.acks = append(p.acks, ack)
 	}
 	p.answers++
-	if p.answers >= p.expected {
+	if p.complete() {
 		p.finish(nil)
 	}
 }
@@ -339,7 +450,11 @@ func (a *Adapter) serveBroadcastWithAck(ns *namespace, r request) {
 	a.respond(ns, r, answer{clientCount: &count})
 	args = emittable(args)
 	for _, s := range targets {
-		a.enqueue(s, outEvent{event: f.event, args: args, ack: func(v any) { a.respond(ns, r, answer{ack: v}) }})
+		a.enqueue(s, outEvent{event: f.event, args: args, ack: func(raw json.RawMessage) {
+			var v any // decoded, for the classic protocol's msgpack
+			_ = json.Unmarshal(raw, &v)
+			a.respond(ns, r, answer{ack: v})
+		}})
 	}
 }
 

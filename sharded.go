@@ -125,15 +125,25 @@ func (sharded) encode(typ int, uid, nsp string, d shardedData) ([]byte, error) {
 	return json.Marshal(shardedMessage{Type: typ, Data: data, UID: uid, Nsp: nsp})
 }
 
-func (p sharded) encodeBroadcast(key, uid, nsp string, sel selector, event string, args []any) (string, []byte, error) {
+// jsonPacket is the packet {type: 2, data: [event, ...args]} of a
+// broadcast, in JSON.
+func jsonPacket(event string, args []any) (json.RawMessage, error) {
 	data, err := json.Marshal(append([]any{event}, args...))
 	if err != nil {
-		return "", nil, fmt.Errorf("redisadapter: encode %q: %w", event, err)
+		return nil, fmt.Errorf("redisadapter: encode %q: %w", event, err)
 	}
 	packet, _ := json.Marshal(struct {
 		Type int             `json:"type"`
 		Data json.RawMessage `json:"data"`
 	}{packetEvent, data})
+	return packet, nil
+}
+
+func (p sharded) encodeBroadcast(key, uid, nsp string, sel selector, event string, args []any) (string, []byte, error) {
+	packet, err := jsonPacket(event, args)
+	if err != nil {
+		return "", nil, err
+	}
 	payload, err := p.encode(shardedBroadcast, uid, nsp, shardedData{Packet: packet, Opts: toShardedOpts(sel)})
 	channel := shardedChannel(key, nsp)
 	// As Node's "dynamic" mode: a one-room broadcast goes to the room's
@@ -160,6 +170,16 @@ func (p sharded) encodeRequest(key, nsp string, r request) (string, []byte, erro
 		typ, d.Opts = shardedFetchSockets, toShardedOpts(r.Opts.orEmpty())
 	case typeServerSideEmit:
 		typ, d.Packet = shardedServerSideEmit, r.Data
+	case typeBroadcast:
+		// A broadcast with a requestId wants acknowledgements. It goes to
+		// the namespace's channel even for one room, as in Node: every
+		// node counted by SHARDNUMSUB must answer with its client count.
+		packet, err := jsonPacket(r.frame.event, r.frame.args)
+		if err != nil {
+			return "", nil, err
+		}
+		typ, d.Packet, d.Opts = shardedBroadcast, packet, toShardedOpts(r.frame.sel)
+		d.Opts.Flags["timeout"] = r.ackTimeout.Milliseconds()
 	default:
 		return "", nil, fmt.Errorf("redisadapter: %s has no sharded form", r.Type)
 	}
@@ -314,9 +334,15 @@ func (sharded) decodeResponse(msg string) (response, error) {
 	case shardedServerSideEmitResp:
 		r.Type, r.Data = typeServerSideEmit, d.Packet
 	case shardedBroadcastClientCount:
-		r.Type = typeBroadcastClientCount
+		if d.ClientCount == nil {
+			return r, malformed("client count without clientCount")
+		}
+		r.Type, r.ClientCount = typeBroadcastClientCount, *d.ClientCount
 	case shardedBroadcastAck:
-		r.Type = typeBroadcastAck
+		r.Type, r.Ack = typeBroadcastAck, d.Packet
+		if r.Ack == nil {
+			r.Ack = json.RawMessage("null") // Node leaves out an undefined ack
+		}
 	default:
 		return r, malformed("sharded answer type %d", m.Type)
 	}

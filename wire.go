@@ -24,6 +24,7 @@ import (
 	"math"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/redis/rueidis"
 	"github.com/vmihailenco/msgpack/v5"
@@ -247,23 +248,65 @@ func encodeBroadcast(uid, nsp string, sel selector, event string, args []any) ([
 		}
 	}()
 	enc := e.enc
-	sel = sel.wire()
 	err := errors.Join(
 		enc.EncodeArrayLen(3),
 		enc.EncodeString(uid),
-		enc.EncodeMapLen(3),
-		enc.EncodeString("type"), enc.EncodeInt(packetEvent),
-		enc.EncodeString("data"), encodeEventData(enc, event, args),
-		enc.EncodeString("nsp"), enc.EncodeString(nsp),
-		enc.EncodeMapLen(3),
-		enc.EncodeString("rooms"), encodeStrings(enc, sel.Rooms),
-		enc.EncodeString("except"), encodeStrings(enc, sel.Except),
-		enc.EncodeString("flags"), enc.EncodeMapLen(0),
+		encodePacket(enc, nsp, event, args),
+		encodeOpts(enc, sel, 0),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("redisadapter: encode %q: %w", event, err)
 	}
 	return bytes.Clone(e.buf.Bytes()), nil
+}
+
+// encodePacket writes the packet {type, data: [event, ...args], nsp} of
+// a broadcast.
+func encodePacket(enc *msgpack.Encoder, nsp, event string, args []any) error {
+	return errors.Join(
+		enc.EncodeMapLen(3),
+		enc.EncodeString("type"), enc.EncodeInt(packetEvent),
+		enc.EncodeString("data"), encodeEventData(enc, event, args),
+		enc.EncodeString("nsp"), enc.EncodeString(nsp),
+	)
+}
+
+// encodeOpts writes the opts {rooms, except, flags} of a broadcast; flags
+// holds Node's timeout flag (milliseconds) when timeoutMS is set, as a
+// broadcast with acknowledgements carries it, and is empty otherwise.
+func encodeOpts(enc *msgpack.Encoder, sel selector, timeoutMS int64) error {
+	sel = sel.wire()
+	err := errors.Join(
+		enc.EncodeMapLen(3),
+		enc.EncodeString("rooms"), encodeStrings(enc, sel.Rooms),
+		enc.EncodeString("except"), encodeStrings(enc, sel.Except),
+		enc.EncodeString("flags"),
+	)
+	if timeoutMS <= 0 {
+		return errors.Join(err, enc.EncodeMapLen(0))
+	}
+	return errors.Join(err, enc.EncodeMapLen(1), enc.EncodeString("timeout"), enc.EncodeInt(timeoutMS))
+}
+
+// encodeBroadcastRequest encodes a broadcast that wants acknowledgements
+// (request type 7) as Node does, in msgpack: {uid, requestId, type,
+// packet, opts}.
+func encodeBroadcastRequest(r request) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := newEncoder(&buf)
+	f := r.frame
+	err := errors.Join(
+		enc.EncodeMapLen(5),
+		enc.EncodeString("uid"), enc.EncodeString(r.UID),
+		enc.EncodeString("requestId"), enc.EncodeString(r.RequestID),
+		enc.EncodeString("type"), enc.EncodeInt(int64(typeBroadcast)),
+		enc.EncodeString("packet"), encodePacket(enc, f.nsp, f.event, f.args),
+		enc.EncodeString("opts"), encodeOpts(enc, f.sel, r.ackTimeout.Milliseconds()),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("redisadapter: encode %q: %w", f.event, err)
+	}
+	return buf.Bytes(), nil
 }
 
 // encodeStrings writes ss as Encode would (nil as nil), without its
@@ -674,6 +717,8 @@ type request struct {
 
 	// Type 7 (broadcast with acknowledgements) only; it comes as msgpack.
 	frame broadcastFrame
+	// ackTimeout is the timeout flag of a type 7 request this node sends.
+	ackTimeout time.Duration
 	// nsp is the namespace a sharded message names ("" in classic ones,
 	// whose channel names it).
 	nsp string
@@ -742,10 +787,14 @@ type response struct {
 	Sockets     json.RawMessage `json:"sockets,omitempty"`
 	Data        json.RawMessage `json:"data,omitempty"`
 	ClientCount int             `json:"clientCount,omitempty"`
+	// Ack is a client's acknowledgement, as JSON: the packet of a
+	// broadcast ack (classic type 9, which comes as msgpack).
+	Ack json.RawMessage `json:"-"`
 }
 
 // decodeResponse decodes a response. Msgpack responses (type 9, acks of a
-// broadcast with acknowledgements) yield only their requestId and type.
+// broadcast with acknowledgements) yield their requestId, type, client
+// count and packet (in Ack, as JSON).
 func decodeResponse(msg string) (response, error) {
 	var r response
 	if strings.HasPrefix(msg, "{") {
@@ -772,6 +821,13 @@ func decodeResponse(msg string) (response, error) {
 			var t int
 			t, err = dec.DecodeInt()
 			r.Type = requestType(t)
+		case "clientCount":
+			r.ClientCount, err = dec.DecodeInt()
+		case "packet":
+			var v any
+			if v, err = dec.value(0); err == nil {
+				r.Ack, err = json.Marshal(v)
+			}
 		default:
 			err = dec.skip(0)
 		}
@@ -826,7 +882,13 @@ func (classic) encodeBroadcast(key, uid, nsp string, sel selector, event string,
 }
 
 func (classic) encodeRequest(key, nsp string, r request) (string, []byte, error) {
-	payload, err := json.Marshal(r)
+	var payload []byte
+	var err error
+	if r.Type == typeBroadcast {
+		payload, err = encodeBroadcastRequest(r)
+	} else {
+		payload, err = json.Marshal(r)
+	}
 	return newChannels(key, nsp).request, payload, err
 }
 

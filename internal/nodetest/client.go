@@ -75,3 +75,11 @@ func (c *Client) NextNamed(t testing.TB, name string) string {
 		}
 	}
 }
+
+// AutoAck makes the client answer (on) or not (off, the default) every
+// event that asks for an acknowledgement, with {id, event, args}: its
+// socket id, the event's name and arguments.
+func (c *Client) AutoAck(t testing.TB, on bool) {
+	t.Helper()
+	c.P.Call(10*time.Second, map[string]any{"autoAck": on})
+}

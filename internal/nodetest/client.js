@@ -3,6 +3,8 @@
 //   out: {"connected": id}; {"event": name, "args": [...]} per event received;
 //        {"id": n, "ack": [...]} per answered call; {"disconnected": reason}
 //   in:  {"id": n, "event": "...", "args": [...]}  (emits, with an ack callback)
+//        {"id": n, "autoAck": true|false}  (answer every event that asks for an
+//        acknowledgement with {id: <socket id>, event, args}; off by default)
 const io = require("socket.io-client");
 const readline = require("readline");
 
@@ -16,14 +18,20 @@ const socket = io(process.argv[2], opts);
 socket.on("connect", () => out({ connected: socket.id }));
 socket.on("disconnect", (reason) => out({ disconnected: reason }));
 socket.on("connect_error", (err) => out({ error: String(err) }));
+let autoAck = false;
 const onevent = socket.onevent;
 socket.onevent = function (packet) {
   const [event, ...args] = packet.data || [];
   out({ event, args });
+  if (autoAck && packet.id != null) this.ack(packet.id)({ id: socket.id, event, args });
   onevent.call(this, packet);
 };
 readline.createInterface({ input: process.stdin }).on("line", (line) => {
   const cmd = JSON.parse(line);
+  if (cmd.autoAck !== undefined) {
+    autoAck = cmd.autoAck;
+    return out({ id: cmd.id, ack: [] });
+  }
   socket.emit(cmd.event, ...(cmd.args || []), (...ack) => out({ id: cmd.id, ack }));
 });
 process.stdin.on("end", () => { socket.close(); process.exit(0); });

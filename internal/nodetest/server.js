@@ -5,7 +5,7 @@
 //   out: {"ready": true, "uid": "..."} once listening; then one answer per command
 //        and {"event": name, "args": [...]} for events its own test client
 //        cannot see (server-side emits).
-//   in:  {"id": n, "op": "emit" | "fetch" | "allRooms" | "serverSideEmit" | "join" | "disconnect",
+//   in:  {"id": n, "op": "emit" | "emitWithAck" | "fetch" | "allRooms" | "serverSideEmit" | "join" | "disconnect",
 //         "rooms": [...], "except": [...], "event": "...", "args": [...]}
 const { Server } = require("socket.io");
 const { createAdapter, createShardedAdapter } = require("@socket.io/redis-adapter");
@@ -63,6 +63,11 @@ async function main() {
           return out({ id: cmd.id, rooms: [...(await io.of("/").adapter.allRooms())] });
         case "serverCount":
           return out({ id: cmd.id, count: await io.of("/").adapter.serverCount() });
+        case "emitWithAck": { // acks from every client, or those in time: {acks, timedOut}
+          const [acks, timedOut] = await new Promise((resolve) =>
+            sel(cmd).timeout(cmd.timeout || 3000).emit(cmd.event, ...(cmd.args || []), (err, responses) => resolve([responses, !!err])));
+          return out({ id: cmd.id, acks, timedOut });
+        }
         case "serverSideEmit": {
           const acks = await io.serverSideEmitWithAck(cmd.event, ...(cmd.args || []));
           return out({ id: cmd.id, acks });

@@ -39,9 +39,43 @@ type Client struct {
 	closing chan struct{}
 	once    sync.Once
 
-	mu     sync.Mutex // one writer at a time; guards nextID and acks
+	mu     sync.Mutex // one writer at a time; guards nextID, acks and acker
 	nextID uint64
 	acks   map[uint64]chan []json.RawMessage
+	acker  func(Event) []any
+}
+
+// AckWith makes the client answer every event that asks for an
+// acknowledgement with what f returns for it (no answer when f returns
+// nil, or without AckWith).
+func (c *Client) AckWith(f func(Event) []any) {
+	c.mu.Lock()
+	c.acker = f
+	c.mu.Unlock()
+}
+
+// ack answers the event e that asked for acknowledgement id, if an acker
+// is set.
+func (c *Client) ack(e Event, id uint64) error {
+	c.mu.Lock()
+	f := c.acker
+	c.mu.Unlock()
+	if f == nil {
+		return nil
+	}
+	args := f(e)
+	if args == nil {
+		return nil
+	}
+	data, err := json.Marshal(args)
+	if err != nil {
+		return err
+	}
+	packet := []byte("43")
+	if e.Namespace != "" && e.Namespace != "/" {
+		packet = append(append(packet, e.Namespace...), ',')
+	}
+	return c.send(append(strconv.AppendUint(packet, id, 10), data...))
 }
 
 // Dial connects to a go-socket.io server at base (http://host:port) and
@@ -196,8 +230,12 @@ func (c *Client) read() {
 			if err != nil || len(all) == 0 || json.Unmarshal(all[0], &name) != nil {
 				return
 			}
+			e := Event{Namespace: p.nsp, Name: name, Args: all[1:]}
+			if p.id != 0 && c.ack(e, p.id) != nil {
+				return
+			}
 			select {
-			case c.Events <- Event{Namespace: p.nsp, Name: name, Args: all[1:]}:
+			case c.Events <- e:
 			case <-c.closing:
 				return
 			}
