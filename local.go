@@ -60,7 +60,7 @@ type localSocket struct {
 type outEvent struct {
 	event  string
 	args   []any
-	packet []byte    // the socket.io packet of event and args; nil: left to Emit
+	packet []byte                // the socket.io packet of event and args; nil: left to Emit
 	ack    func(json.RawMessage) // the client's acknowledgement, for broadcasts that want one
 }
 

@@ -13,9 +13,9 @@ import (
 // return a new operator and leave the receiver unchanged, so one can be
 // shared between goroutines.
 type BroadcastOperator struct {
-	a     *Adapter
-	ns    *namespace
-	err   error // the namespace is not served
+	a       *Adapter
+	ns      *namespace
+	err     error // the namespace is not served
 	sel     selector
 	local   bool
 	timeout time.Duration // EmitWithAck's; 0: RequestTimeout
