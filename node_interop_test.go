@@ -255,6 +255,76 @@ func interop(t *testing.T, c redisadapter.Connector, env ...string) {
 		js.Wait(wait, "ping event on node", func(m nodetest.Msg) bool { return m.Str("event") == "ping" })
 	})
 
+	t.Run("EmitWithAckBothWays", func(t *testing.T) {
+		jc.AutoAck(t, true)
+		defer jc.AutoAck(t, false)
+		ackAs(gc, "go-client")
+		defer gc.AckWith(nil)
+
+		// Go asks: its own client and the Node.js server's both answer.
+		acks, err := g.a.To("post:1").Timeout(wait).EmitWithAck(bg(t), "poll", map[string]any{"q": 1})
+		require.NoError(t, err)
+		require.Len(t, acks, 2)
+		var fromNode, fromGo int
+		for _, raw := range acks {
+			var a struct {
+				ID, Event, Who string
+				Args           []json.RawMessage
+				Got            json.RawMessage
+			}
+			require.NoError(t, json.Unmarshal(raw, &a), "ack %s", raw)
+			switch {
+			case a.ID == jc.ID:
+				fromNode++
+				require.Equal(t, "poll", a.Event)
+				require.Len(t, a.Args, 1)
+				require.JSONEq(t, `{"q":1}`, string(a.Args[0]))
+			case a.Who == "go-client":
+				fromGo++
+				require.JSONEq(t, `{"q":1}`, string(a.Got))
+			default:
+				t.Fatalf("unexpected ack %s", raw)
+			}
+		}
+		require.Equal(t, 1, fromNode)
+		require.Equal(t, 1, fromGo)
+
+		// Except, and a room only the Node.js server has.
+		acks, err = g.a.To("post:1", "js-only").Except(gc.ID()).Timeout(wait).EmitWithAck(bg(t), "poll", 2)
+		require.NoError(t, err)
+		require.Len(t, acks, 1)
+		require.Contains(t, string(acks[0]), jc.ID)
+
+		// Node.js asks (emitWithAck with a timeout): the Go node reports
+		// its client count, then forwards its client's ack.
+		m := call(map[string]any{"op": "emitWithAck", "rooms": []string{"post:1"}, "event": "poll", "args": []any{3}, "timeout": 4000})
+		require.Equal(t, "false", string(m["timedOut"]), "acks: %s", m["acks"])
+		var nodeAcks []json.RawMessage
+		require.NoError(t, json.Unmarshal(m["acks"], &nodeAcks))
+		require.Len(t, nodeAcks, 2)
+		joined := string(m["acks"])
+		require.Contains(t, joined, `"who":"go-client"`)
+		require.Contains(t, joined, jc.ID)
+
+		// A Go client that does not answer: Node times out with the rest.
+		gc.AckWith(nil)
+		m = call(map[string]any{"op": "emitWithAck", "rooms": []string{"post:1"}, "event": "poll", "args": []any{4}, "timeout": 1000})
+		require.Equal(t, "true", string(m["timedOut"]))
+		require.NoError(t, json.Unmarshal(m["acks"], &nodeAcks))
+		require.Len(t, nodeAcks, 1)
+		require.Contains(t, string(nodeAcks[0]), jc.ID)
+
+		// Every poll reached its clients: four to the Node.js server's,
+		// three to the Go node's (it was left out of one).
+		for range 4 {
+			jc.NextNamed(t, "poll")
+		}
+		for range 3 {
+			_, err := gc.Next("poll", wait)
+			require.NoError(t, err)
+		}
+	})
+
 	t.Run("DisconnectBothWays", func(t *testing.T) {
 		require.NoError(t, g.a.To(jc.ID).DisconnectSockets(bg(t), true))
 		ev, _ := jc.Next(t)
