@@ -47,6 +47,10 @@
 // # Concurrency
 //
 // Every method of Adapter and BroadcastOperator is safe for concurrent use.
+// go-socket.io's own Conn.Emit with an ack callback is not (its ack ids
+// come from an unsynchronized counter of the connection): the adapter's
+// acked emits take turns per connection, and yours should go through
+// BroadcastOperator.EmitWithAck too (see there).
 // Requests to other nodes and publishes take a context and return within
 // Options.RequestTimeout; Ping, Flush and Close wait as long as their
 // context allows.

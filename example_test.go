@@ -3,6 +3,7 @@ package redisadapter_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log"
 	"net/http"
@@ -83,5 +84,31 @@ func ExampleAdapter_Flush() {
 	}
 	if err := a.Flush(ctx); err != nil {
 		log.Print(err) // some of the 1000 did not reach the other nodes
+	}
+}
+
+// Emit to every reader of a post, on every node, and collect each
+// client's acknowledgement: here, confirming that a forced logout reached
+// every open tab of a user. Each tab answers with its callback
+// (socket.on("logout", (reason, ack) => { ack("bye"); ... }) in the
+// browser).
+func ExampleBroadcastOperator_EmitWithAck() {
+	var a *redisadapter.Adapter // from New
+	ctx := context.Background()
+
+	acks, err := a.To("user:42").Timeout(2*time.Second).EmitWithAck(ctx, "logout", "password changed")
+	switch {
+	case errors.Is(err, redisadapter.ErrTimeout):
+		// acks holds the answers that came in time; err says how many
+		// tabs (and nodes) did not answer.
+		log.Printf("%d tabs confirmed; %v", len(acks), err)
+	case err != nil:
+		log.Print(err) // not sent: Redis unavailable, or closed
+	default:
+		log.Printf("all %d tabs confirmed", len(acks))
+	}
+	for _, ack := range acks {
+		var answer string
+		_ = json.Unmarshal(ack, &answer) // each ack is the client's first callback argument, as JSON
 	}
 }
