@@ -179,6 +179,42 @@ func TestThreeNodesOneRedis(t *testing.T) {
 	}
 }
 
+// Delivery receipts: readers who opted in, on two nodes, confirm each
+// comment; its author learns how many did. A reader who did not opt in
+// gets the comment as before, once, and is not counted; one that opted in
+// and does not answer makes the receipt incomplete.
+func TestCommentReceipts(t *testing.T) {
+	bin := buildExample(t)
+	redis := redistest.Start(t)
+	nodes := startFleet(t, bin, redis.URL(), 2)
+	author := nodetest.Dial(t, nodes[0].url, "")
+	confirming := nodetest.Dial(t, nodes[1].url, "")
+	plain := nodetest.Dial(t, nodes[1].url, "")
+	for _, c := range []*nodetest.Client{author, confirming, plain} {
+		number(t, c.Call(t, "join", "9"))
+	}
+	for _, c := range []*nodetest.Client{author, confirming} {
+		require.Equal(t, []json.RawMessage{json.RawMessage(`"ok"`)}, c.Call(t, "receipts", "9"))
+		c.AutoAck(t, true)
+	}
+	receipt := func(text string) map[string]any {
+		require.Equal(t, []json.RawMessage{json.RawMessage(`"ok"`)},
+			author.Call(t, "comment", map[string]string{"post": "9", "text": text}))
+		want := fmt.Sprintf(`[{"post":"9","text":%q,"node":"n1"}]`, text)
+		for _, c := range []*nodetest.Client{author, confirming, plain} {
+			require.JSONEq(t, want, c.NextNamed(t, "comment"), "client %s", c.ID)
+		}
+		var r []map[string]any
+		require.NoError(t, json.Unmarshal([]byte(author.NextNamed(t, "comment:receipt")), &r))
+		require.Len(t, r, 1)
+		return r[0]
+	}
+	require.Equal(t, map[string]any{"post": "9", "text": "first", "delivered": 2.0, "complete": true}, receipt("first"))
+
+	confirming.AutoAck(t, false)
+	require.Equal(t, map[string]any{"post": "9", "text": "second", "delivered": 1.0, "complete": false}, receipt("second"))
+}
+
 func TestHealthCheckWithoutRedis(t *testing.T) {
 	bin := buildExample(t)
 	redis := redistest.Start(t)
@@ -377,6 +413,7 @@ func TestBrowserTwoNodes(t *testing.T) {
 	require.Nil(t, m["error"], "browser: %s", m["error"])
 	require.Contains(t, m.Str("seen"), "via n1", "the comment shows the node that took it")
 	require.Equal(t, "2", m.Str("readersB"))
+	require.Equal(t, "Delivered to 2 readers (you included)", m.Str("receiptA"), "both tabs confirmed the comment")
 	for _, f := range []string{"node-a.png", "node-b.png"} {
 		st, err := os.Stat(filepath.Join(shots, f))
 		require.NoError(t, err)

@@ -11,9 +11,18 @@
 //	leave <post id>            leaves it
 //	comment {post, text}       "comment" {post, text, node} to the post's room; ack: "ok" or an error
 //	readers <post id>          ack: readers of the post, all nodes
+//	receipts <post id>         opts in to delivery receipts on the post; ack: "ok" or an error
 //
 // The server also pushes "readers:update" {post, count} to a post's room
 // when its readers change.
+//
+// Delivery receipts: a socket that sent "receipts" gets the post's
+// comments with an acknowledgement request, and answers each (the page
+// does). After each comment, its author gets "comment:receipt" {post,
+// text, delivered, complete}: how many of those readers, on every node,
+// confirmed they received it (its author's own tab included), and whether
+// all of them did within 3 s. Readers that did not opt in get comments as
+// before, without a request to answer.
 package main
 
 import (
@@ -91,7 +100,7 @@ func run(addr, node string, connLimit int, origins, proxies, assets string, log 
 	if err != nil {
 		return err
 	}
-	app := &blog{a: a, node: node, log: log, posts: make(map[string]map[string]bool)}
+	app := &blog{a: a, node: node, log: log, ctx: ctx, posts: make(map[string]map[string]bool)}
 	app.register(server)
 	go server.Serve()
 
@@ -114,6 +123,8 @@ func run(addr, node string, connLimit int, origins, proxies, assets string, log 
 
 	select {
 	case err := <-errc:
+		stop() // ends the receipts under way
+		app.receiptsWG.Wait()
 		_ = a.Close(context.Background())
 		return err
 	case <-ctx.Done():
@@ -123,6 +134,7 @@ func run(addr, node string, connLimit int, origins, proxies, assets string, log 
 	defer cancel()
 	// Stop accepting first, then leave the fleet, then drop the sockets.
 	err = httpSrv.Shutdown(shutCtx)
+	app.receiptsWG.Wait() // they end with ctx
 	err = errors.Join(err, a.Close(shutCtx), server.Close())
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
@@ -150,6 +162,9 @@ type blog struct {
 	a    *redisadapter.Adapter
 	node string
 	log  *slog.Logger
+	ctx  context.Context // ends at shutdown
+
+	receiptsWG sync.WaitGroup // the deliveries with receipts under way
 
 	mu    sync.Mutex
 	posts map[string]map[string]bool // socket id -> posts it reads, to update counts on disconnect
@@ -160,6 +175,7 @@ func (b *blog) register(server *socketio.Server) {
 	server.OnEvent("/", "leave", b.leave)
 	server.OnEvent("/", "comment", b.comment)
 	server.OnEvent("/", "readers", b.readers)
+	server.OnEvent("/", "receipts", b.receipts)
 	b.a.OnDisconnect("/", b.disconnect)
 }
 
@@ -199,6 +215,7 @@ func (b *blog) leave(s socketio.Conn, v any) any {
 		return err.Error()
 	}
 	s.Leave("post:" + id)
+	s.Leave(receiptsRoom(id))
 	b.mu.Lock()
 	delete(b.posts[s.ID()], id)
 	b.mu.Unlock()
@@ -272,11 +289,46 @@ func (b *blog) comment(s socketio.Conn, v any) string {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	if err := b.a.To("post:"+id).Emit(ctx, "comment", comment{Post: id, Text: text, Node: b.node}); err != nil {
+	c := comment{Post: id, Text: text, Node: b.node}
+	// Readers who asked for receipts get it with an acknowledgement
+	// request, below; the others as before.
+	if err := b.a.To("post:"+id).Except(receiptsRoom(id)).Emit(ctx, "comment", c); err != nil {
 		b.log.Error("comment not sent to other nodes", "post", id, "err", err)
 		return "error: comment not delivered to every node"
 	}
+	b.receiptsWG.Add(1)
+	// Not waited for here: go-socket.io reads the author's own
+	// acknowledgement on the goroutine running this handler.
+	go b.deliverWithReceipt(s.ID(), c)
 	return "ok"
+}
+
+// receiptsRoom holds the readers of a post who asked for delivery receipts.
+func receiptsRoom(post string) string { return "receipts:" + post }
+
+func (b *blog) receipts(s socketio.Conn, v any) string {
+	id, err := postID(v)
+	if err != nil {
+		return err.Error()
+	}
+	s.Join(receiptsRoom(id))
+	return "ok"
+}
+
+// deliverWithReceipt sends c to the readers of its post who asked for
+// receipts, on every node, and tells its author how many confirmed.
+func (b *blog) deliverWithReceipt(author string, c comment) {
+	defer b.receiptsWG.Done()
+	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+	defer cancel()
+	acks, err := b.a.To(receiptsRoom(c.Post)).Timeout(3*time.Second).EmitWithAck(ctx, "comment", c)
+	if err != nil && !errors.Is(err, redisadapter.ErrTimeout) {
+		b.log.Warn("comment with receipts not sent", "post", c.Post, "err", err)
+	}
+	receipt := map[string]any{"post": c.Post, "text": c.Text, "delivered": len(acks), "complete": err == nil}
+	if err := b.a.To(author).Emit(ctx, "comment:receipt", receipt); err != nil {
+		b.log.Warn("receipt not sent", "post", c.Post, "err", err)
+	}
 }
 
 // health answers 200 when Redis answers the adapter's ping, on the

@@ -2,7 +2,7 @@
 // two nodes, comments on the first, waits for the comment on the second, and
 // saves a screenshot of both.
 //   argv: URL_A URL_B SCREENSHOT_DIR
-//   out:  {"ok": true, "seen": "<text>", "readersB": "<n>"} or {"error": "..."}
+//   out:  {"ok": true, "seen": "<text>", "readersB": "<n>", "receiptA": "<text>"} or {"error": "..."}
 const { chromium } = require("playwright-core");
 const fs = require("fs");
 const os = require("os");
@@ -31,9 +31,12 @@ async function main() {
     await a.click("#send");
     await b.waitForFunction((t) => [...document.querySelectorAll("#comments li")].some((li) => li.textContent.startsWith(t)), text);
     const seen = await b.textContent("#comments li:last-child");
+    // Both tabs confirmed the comment: A's receipt says so.
+    await a.waitForFunction(() => document.getElementById("receipt").textContent.startsWith("Delivered"));
+    const receiptA = await a.textContent("#receipt");
     await a.screenshot({ path: path.join(shots, "node-a.png"), fullPage: true });
     await b.screenshot({ path: path.join(shots, "node-b.png"), fullPage: true });
-    out({ ok: true, seen, readersB: await b.textContent("#readers") });
+    out({ ok: true, seen, readersB: await b.textContent("#readers"), receiptA });
   } finally {
     await context.close();
     fs.rmSync(userDataDir, { recursive: true, force: true });
