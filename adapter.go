@@ -364,7 +364,8 @@ type Stats struct {
 	QueueFull uint64
 	// SlowSocketDrops counts events not delivered to a local socket whose queue was full.
 	SlowSocketDrops uint64
-	// RequestTimeouts counts requests that ended before every node answered.
+	// RequestTimeouts counts requests that ended before every node answered
+	// (for EmitWithAck: before every node and every client answered).
 	RequestTimeouts uint64
 	// Resubscribes counts subscriptions renewed after a dropped connection or a server-side unsubscribe.
 	Resubscribes uint64

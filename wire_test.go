@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -333,4 +334,53 @@ func TestHugeClaimsAllocateNothing(t *testing.T) {
 	}
 	runtime.ReadMemStats(&after)
 	require.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(16<<20), "600 malformed frames of a few bytes allocated this much")
+}
+
+// A broadcast with acknowledgements and its answers, in both protocols:
+// what one node encodes, the other decodes (the Node.js peers are in
+// TestNodeJSInterop).
+func TestBroadcastWithAckRoundTrip(t *testing.T) {
+	sel := selector{Rooms: []string{"poll"}, Except: []string{"muted"}}
+	out := request{UID: "reqUID", RequestID: "r1", Type: typeBroadcast, ackTimeout: 2500 * time.Millisecond,
+		frame: broadcastFrame{nsp: "/chat", event: "question", args: []any{map[string]any{"q": 1}}, sel: sel}}
+	count := 3
+	for _, p := range []protocol{classic{}, sharded{}} {
+		channel, payload, err := p.encodeRequest("socket.io", "/chat", out)
+		require.NoError(t, err)
+		require.Equal(t, "socket.io", channel[:len("socket.io")])
+		if _, ok := p.(sharded); ok {
+			require.Contains(t, string(payload), `"flags":{"timeout":2500}`)
+			require.Contains(t, string(payload), `"requestId":"r1"`)
+			_, err := p.decodeBroadcast(string(payload))
+			require.ErrorIs(t, err, errIsRequest, "a receiver routes it to its requests")
+		}
+		in, err := p.decodeRequest(string(payload))
+		require.NoError(t, err)
+		require.Equal(t, typeBroadcast, in.Type)
+		require.Equal(t, "reqUID", in.UID)
+		require.Equal(t, "r1", in.RequestID)
+		require.Equal(t, "question", in.frame.event)
+		require.Equal(t, sel, in.frame.sel)
+		if _, ok := p.(classic); ok {
+			require.Equal(t, "/chat", in.frame.nsp)
+		}
+		args, err := in.frame.arguments()
+		require.NoError(t, err)
+		require.Len(t, args, 1)
+
+		_, payload, err = p.encodeAnswer("socket.io", "/chat", "other", in, answer{clientCount: &count})
+		require.NoError(t, err)
+		r, err := p.decodeResponse(string(payload))
+		require.NoError(t, err)
+		require.Equal(t, typeBroadcastClientCount, r.Type)
+		require.Equal(t, "r1", r.RequestID)
+		require.Equal(t, 3, r.ClientCount)
+
+		_, payload, err = p.encodeAnswer("socket.io", "/chat", "other", in, answer{ack: map[string]any{"a": "yes"}})
+		require.NoError(t, err)
+		r, err = p.decodeResponse(string(payload))
+		require.NoError(t, err)
+		require.Equal(t, typeBroadcastAck, r.Type)
+		require.JSONEq(t, `{"a":"yes"}`, string(r.Ack))
+	}
 }
