@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/rueidis"
 	"github.com/stretchr/testify/require"
 	"github.com/vmihailenco/msgpack/v5"
 
@@ -114,20 +113,7 @@ func TestEmitWithAckTimeout(t *testing.T) {
 	})
 
 	t.Run("NodeNeverReports", func(t *testing.T) {
-		// A subscriber of the request channel is counted as a node, and
-		// never answers.
-		mute := rawClient(t, c)
-		ctx, cancel := context.WithCancel(context.Background())
-		received := make(chan struct{})
-		go func() {
-			defer close(received)
-			_ = mute.Receive(ctx, mute.B().Subscribe().Channel("socket.io-request#/#").Build(), func(rueidis.PubSubMessage) {})
-		}()
-		t.Cleanup(func() { cancel(); <-received })
-		eventually(t, "mute subscriber counted", func() bool {
-			n, _ := a.a.ServerCount(bg(t))
-			return n == 3
-		})
+		requestSpy(t, c, a, 3) // counted as a node; never answers
 		start := time.Now()
 		acks, err := a.a.To("poll").Except(silent.ID()).Timeout(timeout).EmitWithAck(bg(t), "question", 3)
 		require.ErrorIs(t, err, redisadapter.ErrTimeout)
@@ -153,24 +139,7 @@ func TestEmitWithAckFloodIsBounded(t *testing.T) {
 	a, b := startNodes(t, c, nil)
 	ackAs(b.client(t, "poll"), "b1")
 
-	spy := rawClient(t, c)
-	requests := make(chan string, 16)
-	ctx, cancel := context.WithCancel(context.Background())
-	received := make(chan struct{})
-	go func() {
-		defer close(received)
-		_ = spy.Receive(ctx, spy.B().Subscribe().Channel("socket.io-request#/#").Build(), func(m rueidis.PubSubMessage) {
-			select {
-			case requests <- m.Message:
-			default:
-			}
-		})
-	}()
-	t.Cleanup(func() { cancel(); <-received })
-	eventually(t, "spy subscribed", func() bool {
-		n, _ := a.a.ServerCount(bg(t))
-		return n == 3
-	})
+	requests := requestSpy(t, c, a, 3) // counted as a node; never reports
 
 	type result struct {
 		acks []json.RawMessage

@@ -24,22 +24,7 @@ func TestAnswerFloodIsBounded(t *testing.T) {
 	a, _ := startNodes(t, c, nil) // the second node has no handler: it never answers
 
 	// Read the request as anyone on the Redis can, and answer it 10,000 times.
-	spy := rawClient(t, c)
-	requests := make(chan string, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		_ = spy.Receive(ctx, spy.B().Subscribe().Channel("socket.io-request#/#").Build(), func(m rueidis.PubSubMessage) {
-			select {
-			case requests <- m.Message:
-			default:
-			}
-		})
-	}()
-	eventually(t, "spy subscribed", func() bool {
-		n, _ := a.a.ServerCount(bg(t))
-		return n == 3
-	})
+	requests := requestSpy(t, c, a, 3)
 
 	type result struct {
 		acks []json.RawMessage
@@ -72,6 +57,33 @@ func TestAnswerFloodIsBounded(t *testing.T) {
 	// first two of the flood kept, the rest ignored.
 	require.NoError(t, r.err)
 	require.Equal(t, []json.RawMessage{json.RawMessage("0"), json.RawMessage("1")}, r.acks)
+}
+
+// requestSpy subscribes to the root namespace's request channel as any
+// client of the Redis can, until the test ends, and returns the requests
+// it reads (the first 16; later ones are dropped). Nodes count it as a
+// server, one that never answers: it returns once a counts servers.
+func requestSpy(t *testing.T, c redisadapter.Connector, a *node, servers int) <-chan string {
+	t.Helper()
+	spy := rawClient(t, c)
+	requests := make(chan string, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		_ = spy.Receive(ctx, spy.B().Subscribe().Channel("socket.io-request#/#").Build(), func(m rueidis.PubSubMessage) {
+			select {
+			case requests <- m.Message:
+			default:
+			}
+		})
+	}()
+	t.Cleanup(func() { cancel(); <-stopped })
+	eventually(t, "spy subscribed", func() bool {
+		n, _ := a.a.ServerCount(bg(t))
+		return n == servers
+	})
+	return requests
 }
 
 // Close under load returns promptly and leaves nothing running (TestMain's
