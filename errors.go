@@ -11,8 +11,9 @@ var (
 	ErrClosed = errors.New("redisadapter: closed")
 
 	// ErrTimeout is returned by a request when some nodes did not answer
-	// before its deadline. The request still returns what did arrive; the
-	// wrapping error says how many nodes answered.
+	// before its deadline, and by EmitWithAck when some nodes or clients
+	// did not. The request still returns what did arrive; the wrapping
+	// error says how many nodes (and clients) answered or did not.
 	ErrTimeout = errors.New("redisadapter: request timed out")
 
 	// ErrMessageTooLarge is returned when an encoded broadcast or request

@@ -52,17 +52,17 @@ func (p *pendingRequest) complete() bool {
 const maxEarlyAcks = 1024
 
 // addBroadcastAnswer adds a client count (typeBroadcastClientCount) or a
-// client's ack to p, a broadcast with acknowledgements, and finishes p when
-// it is complete. It reports whether the answer was kept. Call with
-// pendingMu held.
-func (p *pendingRequest) addBroadcastAnswer(typ requestType, count int, ack json.RawMessage) bool {
+// client's ack to p, a broadcast with acknowledgements, unless p is
+// finished or the answer is past its bounds, and finishes p when it is
+// complete. Call with pendingMu held.
+func (p *pendingRequest) addBroadcastAnswer(typ requestType, count int, ack json.RawMessage) {
 	if p.finished {
-		return false
+		return
 	}
 	switch typ {
 	case typeBroadcastClientCount:
 		if count < 0 || p.answers >= p.expected {
-			return false
+			return
 		}
 		p.answers++
 		p.clients = min(p.clients+count, math.MaxInt32) // no overflow, whatever nodes claim
@@ -72,19 +72,18 @@ func (p *pendingRequest) addBroadcastAnswer(typ requestType, count int, ack json
 			limit += maxEarlyAcks
 		}
 		if len(p.acks) >= limit {
-			return false
+			return
 		}
 		if ack == nil {
 			ack = json.RawMessage("null") // an ack without arguments
 		}
 		p.acks = append(p.acks, ack)
 	default:
-		return false
+		return
 	}
 	if p.complete() {
 		p.finish(nil)
 	}
-	return true
 }
 
 // broadcastAnswer adds an answer to the pending broadcast with
