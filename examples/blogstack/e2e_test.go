@@ -213,6 +213,16 @@ func TestCommentReceipts(t *testing.T) {
 
 	confirming.AutoAck(t, false)
 	require.Equal(t, map[string]any{"post": "9", "text": "second", "delivered": 1.0, "complete": false}, receipt("second"))
+
+	// An author who did not ask for receipts: everyone gets the comment as
+	// before, and nobody a receipt (the author's next one is for "fourth").
+	require.Equal(t, []json.RawMessage{json.RawMessage(`"ok"`)},
+		plain.Call(t, "comment", map[string]string{"post": "9", "text": "third"}))
+	for _, c := range []*nodetest.Client{author, confirming, plain} {
+		require.JSONEq(t, `[{"post":"9","text":"third","node":"n2"}]`, c.NextNamed(t, "comment"), "client %s", c.ID)
+	}
+	confirming.AutoAck(t, true)
+	require.Equal(t, map[string]any{"post": "9", "text": "fourth", "delivered": 2.0, "complete": true}, receipt("fourth"))
 }
 
 func TestHealthCheckWithoutRedis(t *testing.T) {

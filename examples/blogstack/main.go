@@ -16,13 +16,13 @@
 // The server also pushes "readers:update" {post, count} to a post's room
 // when its readers change.
 //
-// Delivery receipts: a socket that sent "receipts" gets the post's
-// comments with an acknowledgement request, and answers each (the page
-// does). After each comment, its author gets "comment:receipt" {post,
-// text, delivered, complete}: how many of those readers, on every node,
-// confirmed they received it (its author's own tab included), and whether
-// all of them did within 3 s. Readers that did not opt in get comments as
-// before, without a request to answer.
+// Delivery receipts: when both the author of a comment and some readers
+// sent "receipts" (the page does), those readers get the comment with an
+// acknowledgement request and answer it; the author then gets
+// "comment:receipt" {post, text, delivered, complete}: how many of them,
+// on every node, confirmed they received it (the author's own tab
+// included), and whether all of them did within 3 s. Every other reader
+// gets comments as before, without a request to answer.
 package main
 
 import (
@@ -38,6 +38,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -290,16 +291,23 @@ func (b *blog) comment(s socketio.Conn, v any) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	c := comment{Post: id, Text: text, Node: b.node}
-	// Readers who asked for receipts get it with an acknowledgement
-	// request, below; the others as before.
-	if err := b.a.To("post:"+id).Except(receiptsRoom(id)).Emit(ctx, "comment", c); err != nil {
+	readers := b.a.To("post:" + id)
+	// An author who asked for receipts: readers who did too get the comment
+	// with an acknowledgement request, below; the others as before.
+	wantsReceipt := slices.Contains(s.Rooms(), receiptsRoom(id))
+	if wantsReceipt {
+		readers = readers.Except(receiptsRoom(id))
+	}
+	if err := readers.Emit(ctx, "comment", c); err != nil {
 		b.log.Error("comment not sent to other nodes", "post", id, "err", err)
 		return "error: comment not delivered to every node"
 	}
-	b.receiptsWG.Add(1)
-	// Not waited for here: go-socket.io reads the author's own
-	// acknowledgement on the goroutine running this handler.
-	go b.deliverWithReceipt(s.ID(), c)
+	if wantsReceipt {
+		b.receiptsWG.Add(1)
+		// Not waited for here: go-socket.io reads the author's own
+		// acknowledgement on the goroutine running this handler.
+		go b.deliverWithReceipt(s.ID(), c)
+	}
 	return "ok"
 }
 
