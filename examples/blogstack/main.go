@@ -14,6 +14,11 @@
 //
 // The server also pushes "readers:update" {post, count} to a post's room
 // when its readers change.
+//
+// Hostile clients are bounded: a message over -max-message-size (1 MB)
+// disconnects its client before it is read (redisadapter.ClientLimits);
+// past -max-posts joined posts or -event-rate events per second, a
+// connection's events get an error ack ("error: ...") instead.
 package main
 
 import (
@@ -25,6 +30,7 @@ import (
 	"fmt"
 	"html/template"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -48,18 +54,30 @@ var indexHTML string
 
 func main() {
 	host, _ := os.Hostname()
-	addr := flag.String("addr", ":3000", "listen address")
-	node := flag.String("node", host, "name of this node, shown with each comment")
-	connLimit := flag.Int("conn-limit", 60, "new connections per client IP per minute (0: no limit)")
-	origins := flag.String("origins", "", `allowed Origin values, comma-separated ("*": any; empty: same origin only)`)
-	proxies := flag.String("trusted-proxies", "", "IPs or CIDRs of the proxies whose X-Forwarded-For is believed, comma-separated")
-	assets := flag.String("assets", defaultAssets(), "directory holding node_modules/socket.io-client (npm ci there)")
+	var c config
+	flag.StringVar(&c.addr, "addr", ":3000", "listen address")
+	flag.StringVar(&c.node, "node", host, "name of this node, shown with each comment")
+	flag.IntVar(&c.connLimit, "conn-limit", 60, "new connections per client IP per minute (0: no limit)")
+	flag.StringVar(&c.origins, "origins", "", `allowed Origin values, comma-separated ("*": any; empty: same origin only)`)
+	flag.StringVar(&c.proxies, "trusted-proxies", "", "IPs or CIDRs of the proxies whose X-Forwarded-For is believed, comma-separated")
+	flag.StringVar(&c.assets, "assets", defaultAssets(), "directory holding node_modules/socket.io-client (npm ci there)")
+	flag.Int64Var(&c.maxMessage, "max-message-size", 1e6, "largest message (and long-polling request body) a client may send, in bytes; a client sending more is disconnected")
+	flag.IntVar(&c.maxPosts, "max-posts", 100, "posts one connection may have joined at once (0: no limit)")
+	flag.Float64Var(&c.eventRate, "event-rate", 50, "events per second one connection may send, sustained, with bursts of twice that (0: no limit)")
 	flag.Parse()
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("node", *node)
-	if err := run(*addr, *node, *connLimit, *origins, *proxies, *assets, log); err != nil {
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("node", c.node)
+	if err := run(c, log); err != nil {
 		log.Error("exit", "err", err)
 		os.Exit(1)
 	}
+}
+
+// config is the command line.
+type config struct {
+	addr, node, origins, proxies, assets string
+	connLimit, maxPosts                  int
+	maxMessage                           int64
+	eventRate                            float64
 }
 
 // defaultAssets is this example's directory when run from the repository
@@ -71,7 +89,8 @@ func defaultAssets() string {
 	return "."
 }
 
-func run(addr, node string, connLimit int, origins, proxies, assets string, log *slog.Logger) error {
+func run(c config, log *slog.Logger) error {
+	addr, node, assets := c.addr, c.node, c.assets
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 
@@ -79,19 +98,28 @@ func run(addr, node string, connLimit int, origins, proxies, assets string, log 
 	if err != nil {
 		return err
 	}
-	guard, err := newGuard(connLimit, origins, proxies)
+	guard, err := newGuard(c.connLimit, c.origins, c.proxies)
 	if err != nil {
 		return err
 	}
 
-	server := socketio.NewServer(&engineio.Options{SessionIDGenerator: redisadapter.SessionIDGenerator{}})
+	server := socketio.NewServer(&engineio.Options{
+		SessionIDGenerator: redisadapter.SessionIDGenerator{},
+		// Oversized messages close their client before they are read.
+		Transports: redisadapter.ClientLimits{
+			MaxMessageSize: c.maxMessage,
+			OnReject: func(remote net.Addr, err error) {
+				log.Warn("client disconnected", "remote", remote.String(), "err", err)
+			},
+		}.Transports(),
+	})
 	startCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	a, err := redisadapter.New(startCtx, server, connector, &redisadapter.Options{Logger: log})
 	cancel()
 	if err != nil {
 		return err
 	}
-	app := &blog{a: a, node: node, log: log, posts: make(map[string]map[string]bool)}
+	app := &blog{a: a, node: node, log: log, posts: make(map[string]map[string]bool), limits: newReaderLimits(c.maxPosts, c.eventRate)}
 	app.register(server)
 	go server.Serve()
 
@@ -147,9 +175,10 @@ func connect(log *slog.Logger) (redisadapter.Connector, error) {
 
 // blog holds the Socket.IO handlers.
 type blog struct {
-	a    *redisadapter.Adapter
-	node string
-	log  *slog.Logger
+	a      *redisadapter.Adapter
+	node   string
+	log    *slog.Logger
+	limits *readerLimits
 
 	mu    sync.Mutex
 	posts map[string]map[string]bool // socket id -> posts it reads, to update counts on disconnect
@@ -160,7 +189,13 @@ func (b *blog) register(server *socketio.Server) {
 	server.OnEvent("/", "leave", b.leave)
 	server.OnEvent("/", "comment", b.comment)
 	server.OnEvent("/", "readers", b.readers)
+	b.a.OnConnect("/", b.connect)
 	b.a.OnDisconnect("/", b.disconnect)
+}
+
+func (b *blog) connect(s socketio.Conn) error {
+	b.limits.connected(s.ID())
+	return nil
 }
 
 // postID accepts a post id as a string or a number.
@@ -179,21 +214,33 @@ func postID(v any) (string, error) {
 }
 
 func (b *blog) join(s socketio.Conn, v any) any {
+	if e := b.limits.event(s.ID()); e != "" {
+		return e
+	}
 	id, err := postID(v)
 	if err != nil {
 		return err.Error()
 	}
-	s.Join("post:" + id)
 	b.mu.Lock()
-	if b.posts[s.ID()] == nil {
-		b.posts[s.ID()] = make(map[string]bool)
+	posts := b.posts[s.ID()]
+	if max := b.limits.maxPosts; max > 0 && !posts[id] && len(posts) >= max {
+		b.mu.Unlock()
+		return fmt.Sprintf("error: a connection reads at most %d posts at once; leave one first", max)
 	}
-	b.posts[s.ID()][id] = true
+	if posts == nil {
+		posts = make(map[string]bool)
+		b.posts[s.ID()] = posts
+	}
+	posts[id] = true
 	b.mu.Unlock()
+	s.Join("post:" + id)
 	return b.pushReaders(id)
 }
 
 func (b *blog) leave(s socketio.Conn, v any) any {
+	if e := b.limits.event(s.ID()); e != "" {
+		return e
+	}
 	id, err := postID(v)
 	if err != nil {
 		return err.Error()
@@ -207,6 +254,7 @@ func (b *blog) leave(s socketio.Conn, v any) any {
 }
 
 func (b *blog) disconnect(s socketio.Conn, _ string) {
+	b.limits.disconnected(s.ID())
 	b.mu.Lock()
 	posts := b.posts[s.ID()]
 	delete(b.posts, s.ID())
@@ -217,6 +265,9 @@ func (b *blog) disconnect(s socketio.Conn, _ string) {
 }
 
 func (b *blog) readers(s socketio.Conn, v any) any {
+	if e := b.limits.event(s.ID()); e != "" {
+		return e
+	}
 	id, err := postID(v)
 	if err != nil {
 		return err.Error()
@@ -254,6 +305,9 @@ type comment struct {
 }
 
 func (b *blog) comment(s socketio.Conn, v any) string {
+	if e := b.limits.event(s.ID()); e != "" {
+		return e
+	}
 	m, _ := v.(map[string]any)
 	if m == nil {
 		return "error: a comment is an object {post, text}"

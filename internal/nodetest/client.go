@@ -75,3 +75,14 @@ func (c *Client) NextNamed(t testing.TB, name string) string {
 		}
 	}
 }
+
+// Send writes cmd to client.js as it is, without waiting for an answer:
+// for its "pad" and "raw" forms, whose client may be disconnected instead.
+func (c *Client) Send(cmd map[string]any) { c.P.Send(cmd) }
+
+// Disconnected waits up to timeout for the client to be disconnected,
+// skipping events, and returns the reason.
+func (c *Client) Disconnected(t testing.TB, timeout time.Duration) string {
+	t.Helper()
+	return c.P.Wait(timeout, "disconnect", func(m Msg) bool { return m["disconnected"] != nil }).Str("disconnected")
+}

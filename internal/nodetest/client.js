@@ -3,6 +3,9 @@
 //   out: {"connected": id}; {"event": name, "args": [...]} per event received;
 //        {"id": n, "ack": [...]} per answered call; {"disconnected": reason}
 //   in:  {"id": n, "event": "...", "args": [...]}  (emits, with an ack callback)
+//        {"id": n, "event": "...", "args": [...], "pad": bytes}  (the same, with one more
+//        argument: a string of that many bytes, built here rather than sent over stdin)
+//        {"raw": "..."}  (one engine.io message as it is, for malformed packets)
 const io = require("socket.io-client");
 const readline = require("readline");
 
@@ -24,6 +27,9 @@ socket.onevent = function (packet) {
 };
 readline.createInterface({ input: process.stdin }).on("line", (line) => {
   const cmd = JSON.parse(line);
-  socket.emit(cmd.event, ...(cmd.args || []), (...ack) => out({ id: cmd.id, ack }));
+  if (cmd.raw !== undefined) return socket.io.engine.write(cmd.raw);
+  const args = cmd.args || [];
+  if (cmd.pad) args.push("x".repeat(cmd.pad));
+  socket.emit(cmd.event, ...args, (...ack) => out({ id: cmd.id, ack }));
 });
 process.stdin.on("end", () => { socket.close(); process.exit(0); });
