@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -34,6 +35,7 @@ type exampleNode struct {
 	port      int
 	cmd       *exec.Cmd
 	exited    chan error
+	stderr    *prefixWriter
 }
 
 // buildExample builds this command once per test binary.
@@ -57,7 +59,8 @@ func startFleet(t *testing.T, bin, redisURL string, n int, extra ...string) []*e
 		nd := &exampleNode{name: fmt.Sprintf("n%d", i+1), port: port, url: fmt.Sprintf("http://127.0.0.1:%d", port), exited: make(chan error, 1)}
 		nd.cmd = exec.Command(bin, append([]string{"-addr", fmt.Sprintf("127.0.0.1:%d", port), "-node", nd.name, "-assets", "."}, extra...)...)
 		nd.cmd.Env = append(os.Environ(), "REDIS_URL="+redisURL)
-		nd.cmd.Stderr = &prefixWriter{t: t, prefix: nd.name}
+		nd.stderr = &prefixWriter{t: t, prefix: nd.name}
+		nd.cmd.Stderr = nd.stderr
 		require.NoError(t, nd.cmd.Start())
 		go func() { nd.exited <- nd.cmd.Wait() }()
 		t.Cleanup(func() {
@@ -90,14 +93,26 @@ func waitHealthy(t *testing.T, base string) {
 	}
 }
 
+// prefixWriter logs a process's stderr in the test's log, and keeps it.
 type prefixWriter struct {
 	t      *testing.T
 	prefix string
+	mu     sync.Mutex
+	all    strings.Builder
 }
 
 func (w *prefixWriter) Write(b []byte) (int, error) {
 	w.t.Logf("%s: %s", w.prefix, strings.TrimSpace(string(b)))
+	w.mu.Lock()
+	w.all.Write(b)
+	w.mu.Unlock()
 	return len(b), nil
+}
+
+func (w *prefixWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.all.String()
 }
 
 func number(t *testing.T, ack []json.RawMessage) int {

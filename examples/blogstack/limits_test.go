@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -143,4 +145,34 @@ func TestReaderLimits(t *testing.T) {
 	t.Logf("%d of 40 back-to-back calls limited at 5/s", limited)
 	require.Positive(t, limited)
 	number(t, waitOK("readers", "4")) // still connected, served again
+}
+
+// Without the page's client script the node says at start, in one line,
+// what to run, and the page says it too; with it, neither does.
+func TestClientScriptMissing(t *testing.T) {
+	bin := buildExample(t)
+	redis := redistest.Start(t)
+	nodes := startFleet(t, bin, redis.URL(), 2)
+	missing := startFleet(t, bin, redis.URL(), 1, "-assets", t.TempDir())[0]
+	page := func(nd *exampleNode) string {
+		resp, err := http.Get(nd.url + "/")
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return string(b)
+	}
+	var warned []string
+	for _, line := range strings.Split(missing.stderr.String(), "\n") {
+		if strings.Contains(line, "socket.io-client is missing") {
+			warned = append(warned, line)
+		}
+	}
+	require.Len(t, warned, 1, "one line at start")
+	require.Contains(t, warned[0], "./examples/demo.sh")
+	require.Contains(t, page(missing), `id="missing"`)
+	require.Contains(t, page(missing), "./examples/demo.sh")
+
+	require.NotContains(t, nodes[0].stderr.String(), "socket.io-client is missing")
+	require.NotContains(t, page(nodes[0]), `id="missing"`)
 }

@@ -127,13 +127,19 @@ func run(c config, log *slog.Logger) error {
 	mux.Handle("/socket.io/", guard.wrap(server))
 	mux.HandleFunc("GET /health-check", app.health)
 	mux.Handle("GET /metrics", metricsHandler(a))
+	clientJS := filepath.Join(assets, "node_modules/socket.io-client/dist/socket.io.js")
+	if _, err := os.Stat(clientJS); err != nil {
+		// Without it the page would load and stay silent.
+		log.Warn("the page's socket.io-client is missing: run ./examples/demo.sh, or `npm ci` in examples/blogstack (then -assets there)", "want", clientJS)
+	}
 	mux.HandleFunc("GET /socket.io-client.js", func(w http.ResponseWriter, r *http.Request) {
-		http.ServeFile(w, r, filepath.Join(assets, "node_modules/socket.io-client/dist/socket.io.js"))
+		http.ServeFile(w, r, clientJS)
 	})
 	page := template.Must(template.New("index").Parse(indexHTML))
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		_, err := os.Stat(clientJS) // at each request: installing it needs no restart
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		_ = page.Execute(w, map[string]string{"Node": node})
+		_ = page.Execute(w, map[string]any{"Node": node, "ClientMissing": err != nil})
 	})
 	httpSrv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
