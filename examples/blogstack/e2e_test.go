@@ -36,6 +36,7 @@ type exampleNode struct {
 	cmd       *exec.Cmd
 	exited    chan error
 	stderr    *prefixWriter
+	client    *http.Client // trusts the node's certificate, when it serves TLS
 }
 
 // buildExample builds this command once per test binary.
@@ -50,13 +51,26 @@ func buildExample(t *testing.T) string {
 // startFleet starts n nodes on redisURL and waits for their health checks.
 func startFleet(t *testing.T, bin, redisURL string, n int, extra ...string) []*exampleNode {
 	t.Helper()
+	return startFleetWith(t, bin, redisURL, n, nil, extra...)
+}
+
+// startFleetWith is startFleet; with pki, the nodes serve HTTPS and wss://
+// with its certificate.
+func startFleetWith(t *testing.T, bin, redisURL string, n int, pki *testPKI, extra ...string) []*exampleNode {
+	t.Helper()
+	scheme, client := "http", http.DefaultClient
+	if pki != nil {
+		scheme, client = "https", pki.client(nil)
+		extra = append([]string{"-tls-cert", pki.cert, "-tls-key", pki.key}, extra...)
+	}
 	if _, err := os.Stat("node_modules/socket.io-client/dist/socket.io.js"); err != nil {
 		redistest.Skip(t, "npm packages missing: run `npm ci` in examples/blogstack")
 	}
 	var nodes []*exampleNode
 	for i := range n {
 		port := redistest.FreePort(t)
-		nd := &exampleNode{name: fmt.Sprintf("n%d", i+1), port: port, url: fmt.Sprintf("http://127.0.0.1:%d", port), exited: make(chan error, 1)}
+		nd := &exampleNode{name: fmt.Sprintf("n%d", i+1), port: port, url: fmt.Sprintf("%s://127.0.0.1:%d", scheme, port),
+			exited: make(chan error, 1), client: client}
 		nd.cmd = exec.Command(bin, append([]string{"-addr", fmt.Sprintf("127.0.0.1:%d", port), "-node", nd.name, "-assets", "."}, extra...)...)
 		nd.cmd.Env = append(os.Environ(), "REDIS_URL="+redisURL)
 		nd.stderr = &prefixWriter{t: t, prefix: nd.name}
@@ -70,16 +84,21 @@ func startFleet(t *testing.T, bin, redisURL string, n int, extra ...string) []*e
 		nodes = append(nodes, nd)
 	}
 	for _, nd := range nodes {
-		waitHealthy(t, nd.url)
+		waitHealthyWith(t, nd.client, nd.url)
 	}
 	return nodes
 }
 
 func waitHealthy(t *testing.T, base string) {
 	t.Helper()
+	waitHealthyWith(t, http.DefaultClient, base)
+}
+
+func waitHealthyWith(t *testing.T, client *http.Client, base string) {
+	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		resp, err := http.Get(base + "/health-check")
+		resp, err := client.Get(base + "/health-check")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -249,14 +268,19 @@ func TestConnectionRateLimit(t *testing.T) {
 }
 
 // The same contract through nginx (Debian's package) with the shipped
-// config: clients connect to nginx only, from different loopback addresses
+// config, TLS included: wss:// clients connect to nginx only, from different loopback addresses
 // so that its per-IP hash spreads them over the nodes.
 func TestThreeNodesBehindNginx(t *testing.T) {
 	nginx, err := exec.LookPath("nginx")
 	if err != nil {
 		redistest.Skip(t, "nginx is not installed (apt-get install nginx)")
 	}
-	lb := behindBalancer(t, "nginx.conf", func(dir, path string) *exec.Cmd {
+	lb := behindBalancer(t, "nginx.conf", map[string]string{
+		"listen 443 ssl;": "listen 127.0.0.1:{https} ssl;",
+		"listen 80;":      "listen 127.0.0.1:{http};",
+		"ssl_certificate     /etc/ssl/blogstack/fullchain.pem;": "ssl_certificate {cert};",
+		"ssl_certificate_key /etc/ssl/blogstack/privkey.pem;":   "ssl_certificate_key {key};",
+	}, func(dir, path string) *exec.Cmd {
 		require.NoError(t, os.MkdirAll(filepath.Join(dir, "tmp"), 0o755))
 		return exec.Command(nginx, "-p", dir, "-c", path, "-g", "daemon off;")
 	})
@@ -275,7 +299,7 @@ func TestThreeNodesBehindNginx(t *testing.T) {
 
 	var clients []*nodetest.Client
 	for _, name := range []string{"n1", "n2", "n3"} {
-		c := nodetest.Dial(t, lb, byNode[name])
+		c := nodetest.DialTLS(t, lb.url, byNode[name], lb.pki.ca)
 		number(t, c.Call(t, "join", "42"))
 		clients = append(clients, c)
 	}
@@ -284,20 +308,23 @@ func TestThreeNodesBehindNginx(t *testing.T) {
 }
 
 // The same contract through HAProxy (Debian's package) with the shipped
-// config. It balances round-robin, so three websocket clients land on three
+// config, TLS included. It balances round-robin, so three wss:// clients land on three
 // nodes: each comments, and the node named in its comment says where it is.
 func TestThreeNodesBehindHAProxy(t *testing.T) {
 	haproxy, err := exec.LookPath("haproxy")
 	if err != nil {
 		redistest.Skip(t, "haproxy is not installed (apt-get install haproxy)")
 	}
-	lb := behindBalancer(t, "haproxy.cfg", func(_, path string) *exec.Cmd {
+	lb := behindBalancer(t, "haproxy.cfg", map[string]string{
+		"bind :443 ssl crt /etc/haproxy/certs/blogstack.pem": "bind 127.0.0.1:{https} ssl crt {bundle}",
+		"bind :80\n": "bind 127.0.0.1:{http}\n",
+	}, func(_, path string) *exec.Cmd {
 		return exec.Command(haproxy, "-db", "-f", path) // -db: in the foreground
 	})
 
 	var clients []*nodetest.Client
 	for range 3 {
-		c := nodetest.Dial(t, lb, "")
+		c := nodetest.DialTLS(t, lb.url, "", lb.pki.ca)
 		number(t, c.Call(t, "join", "7"))
 		clients = append(clients, c)
 	}
@@ -320,12 +347,22 @@ func TestThreeNodesBehindHAProxy(t *testing.T) {
 	require.Len(t, takenBy, 3, "HAProxy sent the three clients to fewer than three nodes: %v", takenBy)
 }
 
+// balancer is a load balancer in front of three nodes.
+type balancer struct {
+	url     string // https://127.0.0.1:port
+	httpURL string // its plain-HTTP port, which only redirects
+	pki     *testPKI
+}
+
 // behindBalancer starts three nodes on one Redis, trusting the balancer's
 // X-Forwarded-For, and in front of them the balancer that command builds:
 // it runs the shipped examples/deploy/<config>, written to path in dir with
-// only its ports changed. It returns the balancer's URL once the nodes'
-// health check answers through it.
-func behindBalancer(t *testing.T, config string, command func(dir, path string) *exec.Cmd) string {
+// only its ports and certificate paths changed: the nodes' 127.0.0.1:300x,
+// and each key of subst (which must occur exactly once) by its value, in
+// which {https}, {http} are free ports and {cert}, {key}, {bundle} the files
+// of a CA generated here. It returns once the nodes' health check answers
+// through it over HTTPS, and TLS 1.1 and plain HTTP are checked refused.
+func behindBalancer(t *testing.T, config string, subst map[string]string, command func(dir, path string) *exec.Cmd) balancer {
 	t.Helper()
 	bin := buildExample(t)
 	redis := redistest.Start(t)
@@ -337,8 +374,14 @@ func behindBalancer(t *testing.T, config string, command func(dir, path string) 
 	for i, nd := range nodes {
 		cfg = strings.Replace(cfg, fmt.Sprintf("127.0.0.1:%d", 3001+i), fmt.Sprintf("127.0.0.1:%d", nd.port), 1)
 	}
-	lbPort := redistest.FreePort(t)
-	cfg = strings.Replace(cfg, "127.0.0.1:8080", fmt.Sprintf("127.0.0.1:%d", lbPort), 1)
+	lb := balancer{pki: newPKI(t)}
+	httpsPort, httpPort := redistest.FreePort(t), redistest.FreePort(t)
+	vars := strings.NewReplacer("{https}", fmt.Sprint(httpsPort), "{http}", fmt.Sprint(httpPort),
+		"{cert}", lb.pki.cert, "{key}", lb.pki.key, "{bundle}", lb.pki.bundle)
+	for from, to := range subst {
+		require.Equal(t, 1, strings.Count(cfg, from), "%s: %q", config, from)
+		cfg = strings.Replace(cfg, from, vars.Replace(to), 1)
+	}
 	dir := t.TempDir()
 	path := filepath.Join(dir, config)
 	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o644))
@@ -351,17 +394,17 @@ func behindBalancer(t *testing.T, config string, command func(dir, path string) 
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		_ = cmd.Wait()
 	})
-	lb := fmt.Sprintf("http://127.0.0.1:%d", lbPort)
-	waitHealthy(t, lb)
+	lb.url = fmt.Sprintf("https://127.0.0.1:%d", httpsPort)
+	lb.httpURL = fmt.Sprintf("http://127.0.0.1:%d", httpPort)
+	waitHealthyWith(t, lb.pki.client(nil), lb.url)
+	checkTLSOnly(t, lb.pki, lb.url, lb.httpURL)
 	return lb
 }
 
 // servedBy returns the node name on the page nginx serves to a client at src.
-func servedBy(t *testing.T, lb, src string) string {
+func servedBy(t *testing.T, lb balancer, src string) string {
 	t.Helper()
-	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 5 * time.Second}
-	client := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext, DisableKeepAlives: true}}
-	resp, err := client.Get(lb + "/")
+	resp, err := lb.pki.client(net.ParseIP(src)).Get(lb.url + "/")
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)

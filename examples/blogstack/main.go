@@ -4,6 +4,7 @@
 //
 //	go run ./examples/blogstack                      # one node, embedded Redis
 //	REDIS_URL=redis://127.0.0.1:6379 go run ./examples/blogstack -addr :3001 -node a
+//	go run ./examples/blogstack -addr :8443 -tls-cert fullchain.pem -tls-key privkey.pem
 //
 // Socket.IO (namespace "/"):
 //
@@ -23,6 +24,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	_ "embed"
 	"encoding/json"
 	"errors"
@@ -64,6 +66,8 @@ func main() {
 	flag.Int64Var(&c.maxMessage, "max-message-size", 1e6, "largest message (and long-polling request body) a client may send, in bytes; a client sending more is disconnected")
 	flag.IntVar(&c.maxPosts, "max-posts", 100, "posts one connection may have joined at once (0: no limit)")
 	flag.Float64Var(&c.eventRate, "event-rate", 50, "events per second one connection may send, sustained, with bursts of twice that (0: no limit)")
+	flag.StringVar(&c.tlsCert, "tls-cert", "", "PEM certificate (then intermediates) to serve HTTPS and wss:// itself, without a terminating balancer; needs -tls-key")
+	flag.StringVar(&c.tlsKey, "tls-key", "", "PEM private key of -tls-cert")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("node", c.node)
 	if err := run(c, log); err != nil {
@@ -75,6 +79,7 @@ func main() {
 // config is the command line.
 type config struct {
 	addr, node, origins, proxies, assets string
+	tlsCert, tlsKey                      string
 	connLimit, maxPosts                  int
 	maxMessage                           int64
 	eventRate                            float64
@@ -94,6 +99,9 @@ func run(c config, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 
+	if (c.tlsCert == "") != (c.tlsKey == "") {
+		return errors.New("-tls-cert and -tls-key go together")
+	}
 	connector, err := connect(log)
 	if err != nil {
 		return err
@@ -141,10 +149,16 @@ func run(c config, log *slog.Logger) error {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_ = page.Execute(w, map[string]any{"Node": node, "ClientMissing": err != nil})
 	})
-	httpSrv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	httpSrv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second,
+		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12}}
 	errc := make(chan error, 1)
-	go func() { errc <- httpSrv.ListenAndServe() }()
-	log.Info("listening", "addr", addr)
+	if c.tlsCert != "" {
+		go func() { errc <- httpSrv.ListenAndServeTLS(c.tlsCert, c.tlsKey) }()
+		log.Info("listening", "addr", addr, "tls", true)
+	} else {
+		go func() { errc <- httpSrv.ListenAndServe() }()
+		log.Info("listening", "addr", addr)
+	}
 
 	select {
 	case err := <-errc:

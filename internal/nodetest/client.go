@@ -19,6 +19,14 @@ func Dial(t testing.TB, url, localAddress string) *Client {
 	return dial(t, url, localAddress, nil)
 }
 
+// DialTLS connects a websocket client to url (https://host:port, over
+// wss://) trusting only the CA in the PEM file caFile; localAddress as for
+// Dial.
+func DialTLS(t testing.TB, url, localAddress, caFile string) *Client {
+	t.Helper()
+	return dial(t, url, localAddress, []string{"SIO_CA=" + caFile})
+}
+
 // DialPolling connects a client that only uses HTTP long-polling.
 func DialPolling(t testing.TB, url string) *Client {
 	t.Helper()

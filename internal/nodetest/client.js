@@ -12,8 +12,10 @@ const readline = require("readline");
 const out = (o) => process.stdout.write(JSON.stringify(o) + "\n");
 //   argv: URL [local address to connect from]
 //   SIO_TRANSPORTS: comma-separated transports (default: websocket)
+//   SIO_CA: PEM file of the CA to trust for https:// and wss:// (engine.io-client passes it to Node's tls)
 const transports = (process.env.SIO_TRANSPORTS || "websocket").split(",");
 const opts = { transports, reconnection: false };
+if (process.env.SIO_CA) opts.ca = require("fs").readFileSync(process.env.SIO_CA);
 if (process.argv[3]) opts.localAddress = process.argv[3];
 const socket = io(process.argv[2], opts);
 socket.on("connect", () => out({ connected: socket.id }));
