@@ -414,7 +414,8 @@ func servedBy(t *testing.T, lb balancer, src string) string {
 	return string(m[1])
 }
 
-// A real browser on two nodes: a comment typed on one appears on the other.
+// A real browser on two nodes: a comment typed on one appears on the other,
+// and each page shows the fleet: its socket's node, the readers on each.
 // The screenshots are kept in $BLOGSTACK_ARTIFACTS (default: testdata/artifacts).
 func TestBrowserTwoNodes(t *testing.T) {
 	if _, err := os.Stat("/usr/bin/chromium"); err != nil {
@@ -435,6 +436,12 @@ func TestBrowserTwoNodes(t *testing.T) {
 	require.Nil(t, m["error"], "browser: %s", m["error"])
 	require.Contains(t, m.Str("seen"), "via n1", "the comment shows the node that took it")
 	require.Equal(t, "2", m.Str("readersB"))
+	// The fleet: each page names the node of its socket and the post's readers on each node.
+	require.Equal(t, "n1", m.Str("nodeA"))
+	require.Equal(t, "n2", m.Str("nodeB"))
+	require.Equal(t, "node n1: 1 (you)", m.Str("fleetAlone"))
+	require.Equal(t, "node n1: 1 (you)|node n2: 1", m.Str("fleetA"), "A was told when B joined")
+	require.Equal(t, "node n1: 1|node n2: 1 (you)", m.Str("fleetB"))
 	for _, f := range []string{"node-a.png", "node-b.png"} {
 		st, err := os.Stat(filepath.Join(shots, f))
 		require.NoError(t, err)

@@ -12,9 +12,16 @@
 //	leave <post id>            leaves it
 //	comment {post, text}       "comment" {post, text, node} to the post's room; ack: "ok" or an error
 //	readers <post id>          ack: readers of the post, all nodes
+//	fleet <post id>            ack: {post, node, readers}: the node serving this socket and
+//	                           the post's readers on each node, {"<node>": count, ...}
 //
-// The server also pushes "readers:update" {post, count} to a post's room
-// when its readers change.
+// The server also pushes "readers:update" {post, count} and "fleet:update"
+// {post, readers} to a post's room when its readers change.
+//
+// Each socket's data (FetchSockets, Node's socket.data) is {"node": name}:
+// the per-node counts come from it. A Node.js server in the fleet that sets
+// socket.data.node the same way is counted under its name; sockets without
+// it under "other".
 //
 // Hostile clients are bounded: a message over -max-message-size (1 MB)
 // disconnects its client before it is read (redisadapter.ClientLimits);
@@ -209,13 +216,20 @@ func (b *blog) register(server *socketio.Server) {
 	server.OnEvent("/", "leave", b.leave)
 	server.OnEvent("/", "comment", b.comment)
 	server.OnEvent("/", "readers", b.readers)
+	server.OnEvent("/", "fleet", b.fleet)
 	b.a.OnConnect("/", b.connect)
 	b.a.OnDisconnect("/", b.disconnect)
 }
 
 func (b *blog) connect(s socketio.Conn) error {
 	b.limits.connected(s.ID())
-	return nil
+	// Other nodes see which node holds this socket through FetchSockets.
+	return b.a.SetData("/", s, socketData{Node: b.node})
+}
+
+// socketData is every socket's data, as FetchSockets reports it.
+type socketData struct {
+	Node string `json:"node"`
 }
 
 // postID accepts a post id as a string or a number.
@@ -307,13 +321,51 @@ func (b *blog) count(id string) int {
 	return n
 }
 
-// pushReaders tells the post's readers how many they are, and returns it.
+// fleetOf returns the post's readers per node, cluster-wide, from FetchSockets,
+// and their total; when a node does not answer in time, the others'.
+func (b *blog) fleetOf(id string) (map[string]int, int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	sockets, err := b.a.To("post:" + id).FetchSockets(ctx)
+	if err != nil {
+		b.log.Warn("reader list incomplete", "post", id, "err", err)
+	}
+	perNode := make(map[string]int)
+	for _, s := range sockets {
+		var d socketData
+		_ = json.Unmarshal(s.Data, &d) // anything else than {"node": ...} counts as "other"
+		if d.Node == "" {
+			d.Node = "other"
+		}
+		perNode[d.Node]++
+	}
+	return perNode, len(sockets)
+}
+
+func (b *blog) fleet(s socketio.Conn, v any) any {
+	if e := b.limits.event(s.ID()); e != "" {
+		return e
+	}
+	id, err := postID(v)
+	if err != nil {
+		return err.Error()
+	}
+	perNode, _ := b.fleetOf(id)
+	return map[string]any{"post": id, "node": b.node, "readers": perNode}
+}
+
+// pushReaders tells the post's readers how many they are, in all and on
+// each node, and returns the total. One FetchSockets gives both (it costs
+// a list of the post's sockets per change, where a count alone would not).
 func (b *blog) pushReaders(id string) int {
-	n := b.count(id)
+	perNode, n := b.fleetOf(id)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	if err := b.a.To("post:"+id).Emit(ctx, "readers:update", map[string]any{"post": id, "count": n}); err != nil {
 		b.log.Warn("readers update not sent to other nodes", "post", id, "err", err)
+	}
+	if err := b.a.To("post:"+id).Emit(ctx, "fleet:update", map[string]any{"post": id, "readers": perNode}); err != nil {
+		b.log.Warn("fleet update not sent to other nodes", "post", id, "err", err)
 	}
 	return n
 }
