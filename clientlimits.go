@@ -200,12 +200,17 @@ func (b *watchedBody) Read(p []byte) (int, error) {
 
 // limitedReader is one message: it fails once more than the limit has
 // been read, closing the connection first so that go-socket.io's drain of
-// the rest of the message ends at once instead of reading it all.
+// the rest of the message ends at once instead of reading it all. It then
+// closes the message itself: go-socket.io does not when the failure comes
+// while it reads a packet's header, and the transport's reader would stay
+// open (with a goroutine) for 30 s.
 type limitedReader struct {
-	rc   io.ReadCloser
-	br   *bufio.Reader
-	left int64
-	conn *limitedConn
+	rc        io.ReadCloser
+	br        *bufio.Reader
+	left      int64
+	conn      *limitedConn
+	closeOnce sync.Once
+	closeErr  error
 }
 
 type countingReader struct{ *limitedReader }
@@ -230,10 +235,14 @@ func (r countingReader) Read(p []byte) (int, error) {
 func (r *limitedReader) tooLarge() error {
 	err := fmt.Errorf("%w: message over %d bytes", ErrClientLimit, r.conn.limits.MaxMessageSize)
 	r.conn.reject(err)
+	_ = r.Close()
 	return err
 }
 
 func (r *limitedReader) Read(p []byte) (int, error) { return r.br.Read(p) }
 func (r *limitedReader) ReadByte() (byte, error)    { return r.br.ReadByte() }
 func (r *limitedReader) UnreadByte() error          { return r.br.UnreadByte() }
-func (r *limitedReader) Close() error               { return r.rc.Close() }
+func (r *limitedReader) Close() error {
+	r.closeOnce.Do(func() { r.closeErr = r.rc.Close() })
+	return r.closeErr
+}
