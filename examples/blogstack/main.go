@@ -247,13 +247,23 @@ func postID(v any) (string, error) {
 	return id, nil
 }
 
-func (b *blog) join(s socketio.Conn, v any) any {
+// admit takes one event of s about post v past the connection's rate
+// limit, and returns the post's id, or else the error ack to send.
+func (b *blog) admit(s socketio.Conn, v any) (id, errAck string) {
 	if e := b.limits.event(s.ID()); e != "" {
-		return e
+		return "", e
 	}
 	id, err := postID(v)
 	if err != nil {
-		return err.Error()
+		return "", err.Error()
+	}
+	return id, ""
+}
+
+func (b *blog) join(s socketio.Conn, v any) any {
+	id, e := b.admit(s, v)
+	if e != "" {
+		return e
 	}
 	b.mu.Lock()
 	posts := b.posts[s.ID()]
@@ -272,12 +282,9 @@ func (b *blog) join(s socketio.Conn, v any) any {
 }
 
 func (b *blog) leave(s socketio.Conn, v any) any {
-	if e := b.limits.event(s.ID()); e != "" {
+	id, e := b.admit(s, v)
+	if e != "" {
 		return e
-	}
-	id, err := postID(v)
-	if err != nil {
-		return err.Error()
 	}
 	s.Leave("post:" + id)
 	b.mu.Lock()
@@ -299,12 +306,9 @@ func (b *blog) disconnect(s socketio.Conn, _ string) {
 }
 
 func (b *blog) readers(s socketio.Conn, v any) any {
-	if e := b.limits.event(s.ID()); e != "" {
+	id, e := b.admit(s, v)
+	if e != "" {
 		return e
-	}
-	id, err := postID(v)
-	if err != nil {
-		return err.Error()
 	}
 	return b.count(id)
 }
@@ -343,12 +347,9 @@ func (b *blog) fleetOf(id string) (map[string]int, int) {
 }
 
 func (b *blog) fleet(s socketio.Conn, v any) any {
-	if e := b.limits.event(s.ID()); e != "" {
+	id, e := b.admit(s, v)
+	if e != "" {
 		return e
-	}
-	id, err := postID(v)
-	if err != nil {
-		return err.Error()
 	}
 	perNode, _ := b.fleetOf(id)
 	return map[string]any{"post": id, "node": b.node, "readers": perNode}

@@ -1,14 +1,8 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -21,6 +15,7 @@ import (
 
 	"github.com/blogstack/redisadapter/internal/nodetest"
 	"github.com/blogstack/redisadapter/internal/redistest"
+	"github.com/blogstack/redisadapter/internal/testpki"
 )
 
 // testPKI is a self-signed CA and a server certificate it signed for
@@ -34,42 +29,12 @@ type testPKI struct {
 func newPKI(t *testing.T) *testPKI {
 	t.Helper()
 	dir := t.TempDir()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "blogstack test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	require.NoError(t, err)
-	caCert, err := x509.ParseCertificate(caDER)
-	require.NoError(t, err)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-	require.NoError(t, err)
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	require.NoError(t, err)
-
+	ca := testpki.NewCA(t)
+	cert, key := ca.Issue(t, "blogstack", false)
 	p := &testPKI{ca: filepath.Join(dir, "ca.pem"), cert: filepath.Join(dir, "fullchain.pem"),
-		key: filepath.Join(dir, "privkey.pem"), bundle: filepath.Join(dir, "bundle.pem"), pool: x509.NewCertPool()}
-	p.pool.AddCert(caCert)
-	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
-	for path, b := range map[string][]byte{
-		p.ca:     pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		p.cert:   certPEM,
-		p.key:    keyPEM,
-		p.bundle: append(append([]byte{}, certPEM...), keyPEM...),
-	} {
-		require.NoError(t, os.WriteFile(path, b, 0o600))
+		key: filepath.Join(dir, "privkey.pem"), bundle: filepath.Join(dir, "bundle.pem"), pool: ca.Pool()}
+	for path, content := range map[string]string{p.ca: ca.CertPEM, p.cert: cert, p.key: key, p.bundle: cert + key} {
+		require.NoError(t, os.WriteFile(path, []byte(content), 0o600))
 	}
 	return p
 }
