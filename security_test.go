@@ -126,4 +126,3 @@ func TestTLS(t *testing.T) {
 	_, err = redisadapter.New(ctx, socketio.NewServer(nil), redisadapter.Standalone{URL: "rediss://" + srv.Addr()}, nil)
 	require.ErrorContains(t, err, "certificate")
 }
-
