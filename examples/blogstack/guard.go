@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -153,6 +154,10 @@ type readerLimits struct {
 	mu        sync.Mutex
 	buckets   map[string]*bucket // by socket id, from connect to disconnect
 	rateError string
+
+	// For /metrics.
+	rejected atomic.Uint64 // clients disconnected by redisadapter.ClientLimits
+	limited  atomic.Uint64 // events answered with a limit's error ack
 }
 
 type bucket struct {
@@ -200,6 +205,7 @@ func (l *readerLimits) event(id string) string {
 	b.tokens = min(l.burst, b.tokens+now.Sub(b.last).Seconds()*l.rate)
 	b.last = now
 	if b.tokens < 1 {
+		l.limited.Add(1)
 		return l.rateError
 	}
 	b.tokens--

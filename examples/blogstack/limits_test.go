@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -68,6 +69,8 @@ func TestOversizedMessagesDisconnect(t *testing.T) {
 	after := memKB(t, pid, "VmHWM")
 	t.Logf("node peak RSS (VmHWM) %d KiB before, %d KiB after 6 x 64 MiB messages; RSS now %d KiB", before, after, memKB(t, pid, "VmRSS"))
 	require.Less(t, after-before, 16<<10, "six 64 MiB messages grew the node's peak RSS by %d KiB", after-before)
+
+	require.Equal(t, 6, metric(t, nd.url, "blogstack_clients_rejected_total"))
 
 	// The node still serves, and the reader that did nothing wrong is still there.
 	require.Equal(t, []json.RawMessage{json.RawMessage(`"ok"`)}, reader.Call(t, "comment", map[string]string{"post": "9", "text": "still here"}))
@@ -144,6 +147,7 @@ func TestReaderLimits(t *testing.T) {
 	}
 	t.Logf("%d of 40 back-to-back calls limited at 5/s", limited)
 	require.Positive(t, limited)
+	require.GreaterOrEqual(t, metric(t, nd.url, "blogstack_events_limited_total"), limited+1, "rate and posts limits counted")
 	number(t, waitOK("readers", "4")) // still connected, served again
 }
 
@@ -175,4 +179,19 @@ func TestClientScriptMissing(t *testing.T) {
 
 	require.NotContains(t, nodes[0].stderr.String(), "socket.io-client is missing")
 	require.NotContains(t, page(nodes[0]), `id="missing"`)
+}
+
+// metric reads a counter of the node's /metrics.
+func metric(t *testing.T, base, name string) int {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	m := regexp.MustCompile(`(?m)^` + name + ` (\d+)`).FindSubmatch(body)
+	require.NotNil(t, m, "no %s in /metrics", name)
+	n, err := strconv.Atoi(string(m[1]))
+	require.NoError(t, err)
+	return n
 }

@@ -118,12 +118,14 @@ func run(c config, log *slog.Logger) error {
 		return err
 	}
 
+	limits := newReaderLimits(c.maxPosts, c.eventRate)
 	server := socketio.NewServer(&engineio.Options{
 		SessionIDGenerator: redisadapter.SessionIDGenerator{},
 		// Oversized messages close their client before they are read.
 		Transports: redisadapter.ClientLimits{
 			MaxMessageSize: c.maxMessage,
 			OnReject: func(remote net.Addr, err error) {
+				limits.rejected.Add(1)
 				log.Warn("client disconnected", "remote", remote.String(), "err", err)
 			},
 		}.Transports(),
@@ -134,14 +136,14 @@ func run(c config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	app := &blog{a: a, node: node, log: log, posts: make(map[string]map[string]bool), limits: newReaderLimits(c.maxPosts, c.eventRate)}
+	app := &blog{a: a, node: node, log: log, posts: make(map[string]map[string]bool), limits: limits}
 	app.register(server)
 	go server.Serve()
 
 	mux := http.NewServeMux()
 	mux.Handle("/socket.io/", guard.wrap(server))
 	mux.HandleFunc("GET /health-check", app.health)
-	mux.Handle("GET /metrics", metricsHandler(a))
+	mux.Handle("GET /metrics", metricsHandler(a, limits))
 	clientJS := filepath.Join(assets, "node_modules/socket.io-client/dist/socket.io.js")
 	if _, err := os.Stat(clientJS); err != nil {
 		// Without it the page would load and stay silent.
@@ -269,6 +271,7 @@ func (b *blog) join(s socketio.Conn, v any) any {
 	posts := b.posts[s.ID()]
 	if max := b.limits.maxPosts; max > 0 && !posts[id] && len(posts) >= max {
 		b.mu.Unlock()
+		b.limits.limited.Add(1)
 		return fmt.Sprintf("error: a connection reads at most %d posts at once; leave one first", max)
 	}
 	if posts == nil {
