@@ -136,7 +136,8 @@ func (c *limitedConn) NextReader() (engineioframe.Type, packet.Type, io.ReadClos
 // checkAttachments reads the head of a socket.io packet ("51-[...", a
 // binary event announcing one attachment) and refuses a count above
 // MaxAttachments: go-socket.io allocates a slot per announced attachment
-// before reading any, so "59999999999-" alone would exhaust the node.
+// before reading any, so "59999999999999-" alone panics the process
+// (makeslice: len out of range, measured) and smaller counts exhaust it.
 func (c *limitedConn) checkAttachments(br *bufio.Reader) error {
 	head, _ := br.Peek(22) // type byte, up to 20 digits, '-'
 	if len(head) == 0 || (head[0] != '5' && head[0] != '6') {
