@@ -44,6 +44,14 @@
 // then fail with ErrUnavailable. The subscriptions are renewed every 50 ms
 // at most while Redis is away.
 //
+// # Hostile clients
+//
+// go-socket.io reads a client's message whatever its size. ClientLimits
+// wraps its engine.io transports so that a client sending more than
+// MaxMessageSize bytes in one message (1 MB by default, as Node's
+// maxHttpBufferSize) is disconnected before more is read; it needs no
+// Adapter and suits any go-socket.io v1.7.0 server.
+//
 // # Concurrency
 //
 // Every method of Adapter and BroadcastOperator is safe for concurrent use.

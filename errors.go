@@ -37,6 +37,11 @@ var (
 	// so it would not hear other nodes' broadcasts and answers.
 	ErrUnavailable = errors.New("redisadapter: redis unavailable")
 
+	// ErrClientLimit is wrapped by the reason ClientLimits gives when it
+	// disconnects a client: a message or request body over MaxMessageSize,
+	// or too many binary attachments.
+	ErrClientLimit = errors.New("redisadapter: client over its limit")
+
 	// ErrConfig is returned for an invalid connector, URL or option.
 	ErrConfig = errors.New("redisadapter: invalid configuration")
 )

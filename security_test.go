@@ -2,15 +2,8 @@ package redisadapter_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +13,7 @@ import (
 
 	"github.com/blogstack/redisadapter"
 	"github.com/blogstack/redisadapter/internal/redistest"
+	"github.com/blogstack/redisadapter/internal/testpki"
 )
 
 // Two applications on one Redis with different keys: neither sees the
@@ -101,18 +95,18 @@ func TestACLUserLimitedToItsChannels(t *testing.T) {
 
 // TLS with a custom CA and client certificates (tls-auth-clients yes).
 func TestTLS(t *testing.T) {
-	ca := newCA(t)
-	serverCert, serverKey := ca.issue(t, "redis", false)
-	clientCert, clientKey := ca.issue(t, "adapter", true)
+	ca := testpki.NewCA(t)
+	serverCert, serverKey := ca.Issue(t, "redis", false)
+	clientCert, clientKey := ca.Issue(t, "adapter", true)
 	srv := redistest.StartWithFiles(t, map[string]string{
-		"ca.crt": ca.certPEM, "server.crt": serverCert, "server.key": serverKey,
+		"ca.crt": ca.CertPEM, "server.crt": serverCert, "server.key": serverKey,
 	}, "--port", "0", "--tls-port", "{port}", "--tls-cert-file", "{dir}/server.crt",
 		"--tls-key-file", "{dir}/server.key", "--tls-ca-cert-file", "{dir}/ca.crt", "--tls-auth-clients", "yes")
 
 	pair, err := tls.X509KeyPair([]byte(clientCert), []byte(clientKey))
 	require.NoError(t, err)
 	roots := x509.NewCertPool()
-	require.True(t, roots.AppendCertsFromPEM([]byte(ca.certPEM)))
+	require.True(t, roots.AppendCertsFromPEM([]byte(ca.CertPEM)))
 	c := redisadapter.Standalone{URL: "rediss://" + srv.Addr(), TLSConfig: &tls.Config{
 		RootCAs: roots, Certificates: []tls.Certificate{pair}, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12,
 	}}
@@ -131,49 +125,4 @@ func TestTLS(t *testing.T) {
 	require.Error(t, err)
 	_, err = redisadapter.New(ctx, socketio.NewServer(nil), redisadapter.Standalone{URL: "rediss://" + srv.Addr()}, nil)
 	require.ErrorContains(t, err, "certificate")
-}
-
-type testCA struct {
-	cert    *x509.Certificate
-	key     *ecdsa.PrivateKey
-	certPEM string
-}
-
-func newCA(t *testing.T) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "redisadapter test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	require.NoError(t, err)
-	cert, err := x509.ParseCertificate(der)
-	require.NoError(t, err)
-	return &testCA{cert: cert, key: key, certPEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))}
-}
-
-// issue returns a certificate for 127.0.0.1 and its key, in PEM.
-func (ca *testCA) issue(t *testing.T, name string, client bool) (string, string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	usage := x509.ExtKeyUsageServerAuth
-	if client {
-		usage = x509.ExtKeyUsageClientAuth
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{usage},
-		KeyUsage: x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	require.NoError(t, err)
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	require.NoError(t, err)
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
-		string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}))
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -34,6 +35,8 @@ type exampleNode struct {
 	port      int
 	cmd       *exec.Cmd
 	exited    chan error
+	stderr    *prefixWriter
+	client    *http.Client // trusts the node's certificate, when it serves TLS
 }
 
 // buildExample builds this command once per test binary.
@@ -48,16 +51,30 @@ func buildExample(t *testing.T) string {
 // startFleet starts n nodes on redisURL and waits for their health checks.
 func startFleet(t *testing.T, bin, redisURL string, n int, extra ...string) []*exampleNode {
 	t.Helper()
+	return startFleetWith(t, bin, redisURL, n, nil, extra...)
+}
+
+// startFleetWith is startFleet; with pki, the nodes serve HTTPS and wss://
+// with its certificate.
+func startFleetWith(t *testing.T, bin, redisURL string, n int, pki *testPKI, extra ...string) []*exampleNode {
+	t.Helper()
+	scheme, client := "http", http.DefaultClient
+	if pki != nil {
+		scheme, client = "https", pki.client(nil)
+		extra = append([]string{"-tls-cert", pki.cert, "-tls-key", pki.key}, extra...)
+	}
 	if _, err := os.Stat("node_modules/socket.io-client/dist/socket.io.js"); err != nil {
 		redistest.Skip(t, "npm packages missing: run `npm ci` in examples/blogstack")
 	}
 	var nodes []*exampleNode
 	for i := range n {
 		port := redistest.FreePort(t)
-		nd := &exampleNode{name: fmt.Sprintf("n%d", i+1), port: port, url: fmt.Sprintf("http://127.0.0.1:%d", port), exited: make(chan error, 1)}
+		nd := &exampleNode{name: fmt.Sprintf("n%d", i+1), port: port, url: fmt.Sprintf("%s://127.0.0.1:%d", scheme, port),
+			exited: make(chan error, 1), client: client}
 		nd.cmd = exec.Command(bin, append([]string{"-addr", fmt.Sprintf("127.0.0.1:%d", port), "-node", nd.name, "-assets", "."}, extra...)...)
 		nd.cmd.Env = append(os.Environ(), "REDIS_URL="+redisURL)
-		nd.cmd.Stderr = &prefixWriter{t: t, prefix: nd.name}
+		nd.stderr = &prefixWriter{t: t, prefix: nd.name}
+		nd.cmd.Stderr = nd.stderr
 		require.NoError(t, nd.cmd.Start())
 		go func() { nd.exited <- nd.cmd.Wait() }()
 		t.Cleanup(func() {
@@ -67,16 +84,21 @@ func startFleet(t *testing.T, bin, redisURL string, n int, extra ...string) []*e
 		nodes = append(nodes, nd)
 	}
 	for _, nd := range nodes {
-		waitHealthy(t, nd.url)
+		waitHealthyWith(t, nd.client, nd.url)
 	}
 	return nodes
 }
 
 func waitHealthy(t *testing.T, base string) {
 	t.Helper()
+	waitHealthyWith(t, http.DefaultClient, base)
+}
+
+func waitHealthyWith(t *testing.T, client *http.Client, base string) {
+	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		resp, err := http.Get(base + "/health-check")
+		resp, err := client.Get(base + "/health-check")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -90,14 +112,26 @@ func waitHealthy(t *testing.T, base string) {
 	}
 }
 
+// prefixWriter logs a process's stderr in the test's log, and keeps it.
 type prefixWriter struct {
 	t      *testing.T
 	prefix string
+	mu     sync.Mutex
+	all    strings.Builder
 }
 
 func (w *prefixWriter) Write(b []byte) (int, error) {
 	w.t.Logf("%s: %s", w.prefix, strings.TrimSpace(string(b)))
+	w.mu.Lock()
+	w.all.Write(b)
+	w.mu.Unlock()
 	return len(b), nil
+}
+
+func (w *prefixWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.all.String()
 }
 
 func number(t *testing.T, ack []json.RawMessage) int {
@@ -193,6 +227,8 @@ func TestCommentReceipts(t *testing.T) {
 	for _, c := range []*nodetest.Client{author, confirming, plain} {
 		number(t, c.Call(t, "join", "9"))
 	}
+	require.Equal(t, []json.RawMessage{json.RawMessage(`"error: join the post first"`)}, plain.Call(t, "receipts", "10"),
+		"receipts only for a post the connection reads: -max-posts bounds them too")
 	for _, c := range []*nodetest.Client{author, confirming} {
 		require.Equal(t, []json.RawMessage{json.RawMessage(`"ok"`)}, c.Call(t, "receipts", "9"))
 		c.AutoAck(t, true)
@@ -280,14 +316,19 @@ func TestConnectionRateLimit(t *testing.T) {
 }
 
 // The same contract through nginx (Debian's package) with the shipped
-// config: clients connect to nginx only, from different loopback addresses
+// config, TLS included: wss:// clients connect to nginx only, from different loopback addresses
 // so that its per-IP hash spreads them over the nodes.
 func TestThreeNodesBehindNginx(t *testing.T) {
 	nginx, err := exec.LookPath("nginx")
 	if err != nil {
 		redistest.Skip(t, "nginx is not installed (apt-get install nginx)")
 	}
-	lb := behindBalancer(t, "nginx.conf", func(dir, path string) *exec.Cmd {
+	lb := behindBalancer(t, "nginx.conf", map[string]string{
+		"listen 443 ssl;": "listen 127.0.0.1:{https} ssl;",
+		"listen 80;":      "listen 127.0.0.1:{http};",
+		"ssl_certificate     /etc/ssl/blogstack/fullchain.pem;": "ssl_certificate {cert};",
+		"ssl_certificate_key /etc/ssl/blogstack/privkey.pem;":   "ssl_certificate_key {key};",
+	}, func(dir, path string) *exec.Cmd {
 		require.NoError(t, os.MkdirAll(filepath.Join(dir, "tmp"), 0o755))
 		return exec.Command(nginx, "-p", dir, "-c", path, "-g", "daemon off;")
 	})
@@ -306,7 +347,7 @@ func TestThreeNodesBehindNginx(t *testing.T) {
 
 	var clients []*nodetest.Client
 	for _, name := range []string{"n1", "n2", "n3"} {
-		c := nodetest.Dial(t, lb, byNode[name])
+		c := nodetest.DialTLS(t, lb.url, byNode[name], lb.pki.ca)
 		number(t, c.Call(t, "join", "42"))
 		clients = append(clients, c)
 	}
@@ -315,20 +356,23 @@ func TestThreeNodesBehindNginx(t *testing.T) {
 }
 
 // The same contract through HAProxy (Debian's package) with the shipped
-// config. It balances round-robin, so three websocket clients land on three
+// config, TLS included. It balances round-robin, so three wss:// clients land on three
 // nodes: each comments, and the node named in its comment says where it is.
 func TestThreeNodesBehindHAProxy(t *testing.T) {
 	haproxy, err := exec.LookPath("haproxy")
 	if err != nil {
 		redistest.Skip(t, "haproxy is not installed (apt-get install haproxy)")
 	}
-	lb := behindBalancer(t, "haproxy.cfg", func(_, path string) *exec.Cmd {
+	lb := behindBalancer(t, "haproxy.cfg", map[string]string{
+		"bind :443 ssl crt /etc/haproxy/certs/blogstack.pem": "bind 127.0.0.1:{https} ssl crt {bundle}",
+		"bind :80\n": "bind 127.0.0.1:{http}\n",
+	}, func(_, path string) *exec.Cmd {
 		return exec.Command(haproxy, "-db", "-f", path) // -db: in the foreground
 	})
 
 	var clients []*nodetest.Client
 	for range 3 {
-		c := nodetest.Dial(t, lb, "")
+		c := nodetest.DialTLS(t, lb.url, "", lb.pki.ca)
 		number(t, c.Call(t, "join", "7"))
 		clients = append(clients, c)
 	}
@@ -351,12 +395,22 @@ func TestThreeNodesBehindHAProxy(t *testing.T) {
 	require.Len(t, takenBy, 3, "HAProxy sent the three clients to fewer than three nodes: %v", takenBy)
 }
 
+// balancer is a load balancer in front of three nodes.
+type balancer struct {
+	url     string // https://127.0.0.1:port
+	httpURL string // its plain-HTTP port, which only redirects
+	pki     *testPKI
+}
+
 // behindBalancer starts three nodes on one Redis, trusting the balancer's
 // X-Forwarded-For, and in front of them the balancer that command builds:
 // it runs the shipped examples/deploy/<config>, written to path in dir with
-// only its ports changed. It returns the balancer's URL once the nodes'
-// health check answers through it.
-func behindBalancer(t *testing.T, config string, command func(dir, path string) *exec.Cmd) string {
+// only its ports and certificate paths changed: the nodes' 127.0.0.1:300x,
+// and each key of subst (which must occur exactly once) by its value, in
+// which {https}, {http} are free ports and {cert}, {key}, {bundle} the files
+// of a CA generated here. It returns once the nodes' health check answers
+// through it over HTTPS, and TLS 1.1 and plain HTTP are checked refused.
+func behindBalancer(t *testing.T, config string, subst map[string]string, command func(dir, path string) *exec.Cmd) balancer {
 	t.Helper()
 	bin := buildExample(t)
 	redis := redistest.Start(t)
@@ -368,8 +422,14 @@ func behindBalancer(t *testing.T, config string, command func(dir, path string) 
 	for i, nd := range nodes {
 		cfg = strings.Replace(cfg, fmt.Sprintf("127.0.0.1:%d", 3001+i), fmt.Sprintf("127.0.0.1:%d", nd.port), 1)
 	}
-	lbPort := redistest.FreePort(t)
-	cfg = strings.Replace(cfg, "127.0.0.1:8080", fmt.Sprintf("127.0.0.1:%d", lbPort), 1)
+	lb := balancer{pki: newPKI(t)}
+	httpsPort, httpPort := redistest.FreePort(t), redistest.FreePort(t)
+	vars := strings.NewReplacer("{https}", fmt.Sprint(httpsPort), "{http}", fmt.Sprint(httpPort),
+		"{cert}", lb.pki.cert, "{key}", lb.pki.key, "{bundle}", lb.pki.bundle)
+	for from, to := range subst {
+		require.Equal(t, 1, strings.Count(cfg, from), "%s: %q", config, from)
+		cfg = strings.Replace(cfg, from, vars.Replace(to), 1)
+	}
 	dir := t.TempDir()
 	path := filepath.Join(dir, config)
 	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o644))
@@ -382,17 +442,17 @@ func behindBalancer(t *testing.T, config string, command func(dir, path string) 
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		_ = cmd.Wait()
 	})
-	lb := fmt.Sprintf("http://127.0.0.1:%d", lbPort)
-	waitHealthy(t, lb)
+	lb.url = fmt.Sprintf("https://127.0.0.1:%d", httpsPort)
+	lb.httpURL = fmt.Sprintf("http://127.0.0.1:%d", httpPort)
+	waitHealthyWith(t, lb.pki.client(nil), lb.url)
+	checkTLSOnly(t, lb.pki, lb.url, lb.httpURL)
 	return lb
 }
 
 // servedBy returns the node name on the page nginx serves to a client at src.
-func servedBy(t *testing.T, lb, src string) string {
+func servedBy(t *testing.T, lb balancer, src string) string {
 	t.Helper()
-	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 5 * time.Second}
-	client := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext, DisableKeepAlives: true}}
-	resp, err := client.Get(lb + "/")
+	resp, err := lb.pki.client(net.ParseIP(src)).Get(lb.url + "/")
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
@@ -402,7 +462,8 @@ func servedBy(t *testing.T, lb, src string) string {
 	return string(m[1])
 }
 
-// A real browser on two nodes: a comment typed on one appears on the other.
+// A real browser on two nodes: a comment typed on one appears on the other,
+// and each page shows the fleet: its socket's node, the readers on each.
 // The screenshots are kept in $BLOGSTACK_ARTIFACTS (default: testdata/artifacts).
 func TestBrowserTwoNodes(t *testing.T) {
 	if _, err := os.Stat("/usr/bin/chromium"); err != nil {
@@ -424,6 +485,12 @@ func TestBrowserTwoNodes(t *testing.T) {
 	require.Contains(t, m.Str("seen"), "via n1", "the comment shows the node that took it")
 	require.Equal(t, "2", m.Str("readersB"))
 	require.Equal(t, "Delivered to 2 readers (you included)", m.Str("receiptA"), "both tabs confirmed the comment")
+	// The fleet: each page names the node of its socket and the post's readers on each node.
+	require.Equal(t, "n1", m.Str("nodeA"))
+	require.Equal(t, "n2", m.Str("nodeB"))
+	require.Equal(t, "node n1: 1 (you)", m.Str("fleetAlone"))
+	require.Equal(t, "node n1: 1 (you)|node n2: 1", m.Str("fleetA"), "A was told when B joined")
+	require.Equal(t, "node n1: 1|node n2: 1 (you)", m.Str("fleetB"))
 	for _, f := range []string{"node-a.png", "node-b.png"} {
 		st, err := os.Stat(filepath.Join(shots, f))
 		require.NoError(t, err)

@@ -4,6 +4,7 @@
 //
 //	go run ./examples/blogstack                      # one node, embedded Redis
 //	REDIS_URL=redis://127.0.0.1:6379 go run ./examples/blogstack -addr :3001 -node a
+//	go run ./examples/blogstack -addr :8443 -tls-cert fullchain.pem -tls-key privkey.pem
 //
 // Socket.IO (namespace "/"):
 //
@@ -12,9 +13,11 @@
 //	comment {post, text}       "comment" {post, text, node} to the post's room; ack: "ok" or an error
 //	readers <post id>          ack: readers of the post, all nodes
 //	receipts <post id>         opts in to delivery receipts on the post; ack: "ok" or an error
+//	fleet <post id>            ack: {post, node, readers}: the node serving this socket and
+//	                           the post's readers on each node, {"<node>": count, ...}
 //
-// The server also pushes "readers:update" {post, count} to a post's room
-// when its readers change.
+// The server also pushes "readers:update" {post, count} and "fleet:update"
+// {post, readers} to a post's room when its readers change.
 //
 // Delivery receipts: when both the author of a comment and some readers
 // sent "receipts" (the page does), those readers get the comment with an
@@ -23,10 +26,21 @@
 // on every node, confirmed they received it (the author's own tab
 // included), and whether all of them did within 3 s. Every other reader
 // gets comments as before, without a request to answer.
+//
+// Each socket's data (FetchSockets, Node's socket.data) is {"node": name}:
+// the per-node counts come from it. A Node.js server in the fleet that sets
+// socket.data.node the same way is counted under its name; sockets without
+// it under "other".
+//
+// Hostile clients are bounded: a message over -max-message-size (1 MB)
+// disconnects its client before it is read (redisadapter.ClientLimits);
+// past -max-posts joined posts or -event-rate events per second, a
+// connection's events get an error ack ("error: ...") instead.
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	_ "embed"
 	"encoding/json"
 	"errors"
@@ -34,6 +48,7 @@ import (
 	"fmt"
 	"html/template"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -58,18 +73,33 @@ var indexHTML string
 
 func main() {
 	host, _ := os.Hostname()
-	addr := flag.String("addr", ":3000", "listen address")
-	node := flag.String("node", host, "name of this node, shown with each comment")
-	connLimit := flag.Int("conn-limit", 60, "new connections per client IP per minute (0: no limit)")
-	origins := flag.String("origins", "", `allowed Origin values, comma-separated ("*": any; empty: same origin only)`)
-	proxies := flag.String("trusted-proxies", "", "IPs or CIDRs of the proxies whose X-Forwarded-For is believed, comma-separated")
-	assets := flag.String("assets", defaultAssets(), "directory holding node_modules/socket.io-client (npm ci there)")
+	var c config
+	flag.StringVar(&c.addr, "addr", ":3000", "listen address")
+	flag.StringVar(&c.node, "node", host, "name of this node, shown with each comment")
+	flag.IntVar(&c.connLimit, "conn-limit", 60, "new connections per client IP per minute (0: no limit)")
+	flag.StringVar(&c.origins, "origins", "", `allowed Origin values, comma-separated ("*": any; empty: same origin only)`)
+	flag.StringVar(&c.proxies, "trusted-proxies", "", "IPs or CIDRs of the proxies whose X-Forwarded-For is believed, comma-separated")
+	flag.StringVar(&c.assets, "assets", defaultAssets(), "directory holding node_modules/socket.io-client (npm ci there)")
+	flag.Int64Var(&c.maxMessage, "max-message-size", 1e6, "largest message (and long-polling request body) a client may send, in bytes; a client sending more is disconnected")
+	flag.IntVar(&c.maxPosts, "max-posts", 100, "posts one connection may have joined at once (0: no limit)")
+	flag.Float64Var(&c.eventRate, "event-rate", 50, "events per second one connection may send, sustained, with bursts of twice that (0: no limit)")
+	flag.StringVar(&c.tlsCert, "tls-cert", "", "PEM certificate (then intermediates) to serve HTTPS and wss:// itself, without a terminating balancer; needs -tls-key")
+	flag.StringVar(&c.tlsKey, "tls-key", "", "PEM private key of -tls-cert")
 	flag.Parse()
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("node", *node)
-	if err := run(*addr, *node, *connLimit, *origins, *proxies, *assets, log); err != nil {
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("node", c.node)
+	if err := run(c, log); err != nil {
 		log.Error("exit", "err", err)
 		os.Exit(1)
 	}
+}
+
+// config is the command line.
+type config struct {
+	addr, node, origins, proxies, assets string
+	tlsCert, tlsKey                      string
+	connLimit, maxPosts                  int
+	maxMessage                           int64
+	eventRate                            float64
 }
 
 // defaultAssets is this example's directory when run from the repository
@@ -81,46 +111,73 @@ func defaultAssets() string {
 	return "."
 }
 
-func run(addr, node string, connLimit int, origins, proxies, assets string, log *slog.Logger) error {
+func run(c config, log *slog.Logger) error {
+	addr, node, assets := c.addr, c.node, c.assets
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 
+	if (c.tlsCert == "") != (c.tlsKey == "") {
+		return errors.New("-tls-cert and -tls-key go together")
+	}
 	connector, err := connect(log)
 	if err != nil {
 		return err
 	}
-	guard, err := newGuard(connLimit, origins, proxies)
+	guard, err := newGuard(c.connLimit, c.origins, c.proxies)
 	if err != nil {
 		return err
 	}
 
-	server := socketio.NewServer(&engineio.Options{SessionIDGenerator: redisadapter.SessionIDGenerator{}})
+	limits := newReaderLimits(c.maxPosts, c.eventRate)
+	server := socketio.NewServer(&engineio.Options{
+		SessionIDGenerator: redisadapter.SessionIDGenerator{},
+		// Oversized messages close their client before they are read.
+		Transports: redisadapter.ClientLimits{
+			MaxMessageSize: c.maxMessage,
+			OnReject: func(remote net.Addr, err error) {
+				limits.rejected.Add(1)
+				log.Warn("client disconnected", "remote", remote.String(), "err", err)
+			},
+		}.Transports(),
+	})
 	startCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	a, err := redisadapter.New(startCtx, server, connector, &redisadapter.Options{Logger: log})
 	cancel()
 	if err != nil {
 		return err
 	}
-	app := &blog{a: a, node: node, log: log, ctx: ctx, posts: make(map[string]map[string]bool)}
+	app := &blog{a: a, node: node, log: log, ctx: ctx, posts: make(map[string]map[string]bool), limits: limits}
 	app.register(server)
 	go server.Serve()
 
 	mux := http.NewServeMux()
 	mux.Handle("/socket.io/", guard.wrap(server))
 	mux.HandleFunc("GET /health-check", app.health)
-	mux.Handle("GET /metrics", metricsHandler(a))
+	mux.Handle("GET /metrics", metricsHandler(a, limits))
+	clientJS := filepath.Join(assets, "node_modules/socket.io-client/dist/socket.io.js")
+	if _, err := os.Stat(clientJS); err != nil {
+		// Without it the page would load and stay silent.
+		log.Warn("the page's socket.io-client is missing: run ./examples/demo.sh, or `npm ci` in examples/blogstack (then -assets there)", "want", clientJS)
+	}
 	mux.HandleFunc("GET /socket.io-client.js", func(w http.ResponseWriter, r *http.Request) {
-		http.ServeFile(w, r, filepath.Join(assets, "node_modules/socket.io-client/dist/socket.io.js"))
+		http.ServeFile(w, r, clientJS)
 	})
 	page := template.Must(template.New("index").Parse(indexHTML))
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		_, err := os.Stat(clientJS) // at each request: installing it needs no restart
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		_ = page.Execute(w, map[string]string{"Node": node})
+		_ = page.Execute(w, map[string]any{"Node": node, "ClientMissing": err != nil})
 	})
-	httpSrv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	httpSrv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second,
+		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12}}
 	errc := make(chan error, 1)
-	go func() { errc <- httpSrv.ListenAndServe() }()
-	log.Info("listening", "addr", addr)
+	if c.tlsCert != "" {
+		go func() { errc <- httpSrv.ListenAndServeTLS(c.tlsCert, c.tlsKey) }()
+		log.Info("listening", "addr", addr, "tls", true)
+	} else {
+		go func() { errc <- httpSrv.ListenAndServe() }()
+		log.Info("listening", "addr", addr)
+	}
 
 	select {
 	case err := <-errc:
@@ -160,10 +217,11 @@ func connect(log *slog.Logger) (redisadapter.Connector, error) {
 
 // blog holds the Socket.IO handlers.
 type blog struct {
-	a    *redisadapter.Adapter
-	node string
-	log  *slog.Logger
-	ctx  context.Context // ends at shutdown
+	a      *redisadapter.Adapter
+	node   string
+	log    *slog.Logger
+	ctx    context.Context // ends at shutdown
+	limits *readerLimits
 
 	receiptsWG sync.WaitGroup // the deliveries with receipts under way
 
@@ -177,7 +235,20 @@ func (b *blog) register(server *socketio.Server) {
 	server.OnEvent("/", "comment", b.comment)
 	server.OnEvent("/", "readers", b.readers)
 	server.OnEvent("/", "receipts", b.receipts)
+	server.OnEvent("/", "fleet", b.fleet)
+	b.a.OnConnect("/", b.connect)
 	b.a.OnDisconnect("/", b.disconnect)
+}
+
+func (b *blog) connect(s socketio.Conn) error {
+	b.limits.connected(s.ID())
+	// Other nodes see which node holds this socket through FetchSockets.
+	return b.a.SetData("/", s, socketData{Node: b.node})
+}
+
+// socketData is every socket's data, as FetchSockets reports it.
+type socketData struct {
+	Node string `json:"node"`
 }
 
 // postID accepts a post id as a string or a number.
@@ -195,25 +266,45 @@ func postID(v any) (string, error) {
 	return id, nil
 }
 
-func (b *blog) join(s socketio.Conn, v any) any {
+// admit takes one event of s about post v past the connection's rate
+// limit, and returns the post's id, or else the error ack to send.
+func (b *blog) admit(s socketio.Conn, v any) (id, errAck string) {
+	if e := b.limits.event(s.ID()); e != "" {
+		return "", e
+	}
 	id, err := postID(v)
 	if err != nil {
-		return err.Error()
+		return "", err.Error()
 	}
-	s.Join("post:" + id)
+	return id, ""
+}
+
+func (b *blog) join(s socketio.Conn, v any) any {
+	id, e := b.admit(s, v)
+	if e != "" {
+		return e
+	}
 	b.mu.Lock()
-	if b.posts[s.ID()] == nil {
-		b.posts[s.ID()] = make(map[string]bool)
+	posts := b.posts[s.ID()]
+	if max := b.limits.maxPosts; max > 0 && !posts[id] && len(posts) >= max {
+		b.mu.Unlock()
+		b.limits.limited.Add(1)
+		return fmt.Sprintf("error: a connection reads at most %d posts at once; leave one first", max)
 	}
-	b.posts[s.ID()][id] = true
+	if posts == nil {
+		posts = make(map[string]bool)
+		b.posts[s.ID()] = posts
+	}
+	posts[id] = true
 	b.mu.Unlock()
+	s.Join("post:" + id)
 	return b.pushReaders(id)
 }
 
 func (b *blog) leave(s socketio.Conn, v any) any {
-	id, err := postID(v)
-	if err != nil {
-		return err.Error()
+	id, e := b.admit(s, v)
+	if e != "" {
+		return e
 	}
 	s.Leave("post:" + id)
 	s.Leave(receiptsRoom(id))
@@ -225,6 +316,7 @@ func (b *blog) leave(s socketio.Conn, v any) any {
 }
 
 func (b *blog) disconnect(s socketio.Conn, _ string) {
+	b.limits.disconnected(s.ID())
 	b.mu.Lock()
 	posts := b.posts[s.ID()]
 	delete(b.posts, s.ID())
@@ -235,9 +327,9 @@ func (b *blog) disconnect(s socketio.Conn, _ string) {
 }
 
 func (b *blog) readers(s socketio.Conn, v any) any {
-	id, err := postID(v)
-	if err != nil {
-		return err.Error()
+	id, e := b.admit(s, v)
+	if e != "" {
+		return e
 	}
 	return b.count(id)
 }
@@ -254,13 +346,48 @@ func (b *blog) count(id string) int {
 	return n
 }
 
-// pushReaders tells the post's readers how many they are, and returns it.
+// fleetOf returns the post's readers per node, cluster-wide, from FetchSockets,
+// and their total; when a node does not answer in time, the others'.
+func (b *blog) fleetOf(id string) (map[string]int, int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	sockets, err := b.a.To("post:" + id).FetchSockets(ctx)
+	if err != nil {
+		b.log.Warn("reader list incomplete", "post", id, "err", err)
+	}
+	perNode := make(map[string]int)
+	for _, s := range sockets {
+		var d socketData
+		_ = json.Unmarshal(s.Data, &d) // anything else than {"node": ...} counts as "other"
+		if d.Node == "" {
+			d.Node = "other"
+		}
+		perNode[d.Node]++
+	}
+	return perNode, len(sockets)
+}
+
+func (b *blog) fleet(s socketio.Conn, v any) any {
+	id, e := b.admit(s, v)
+	if e != "" {
+		return e
+	}
+	perNode, _ := b.fleetOf(id)
+	return map[string]any{"post": id, "node": b.node, "readers": perNode}
+}
+
+// pushReaders tells the post's readers how many they are, in all and on
+// each node, and returns the total. One FetchSockets gives both (it costs
+// a list of the post's sockets per change, where a count alone would not).
 func (b *blog) pushReaders(id string) int {
-	n := b.count(id)
+	perNode, n := b.fleetOf(id)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	if err := b.a.To("post:"+id).Emit(ctx, "readers:update", map[string]any{"post": id, "count": n}); err != nil {
 		b.log.Warn("readers update not sent to other nodes", "post", id, "err", err)
+	}
+	if err := b.a.To("post:"+id).Emit(ctx, "fleet:update", map[string]any{"post": id, "readers": perNode}); err != nil {
+		b.log.Warn("fleet update not sent to other nodes", "post", id, "err", err)
 	}
 	return n
 }
@@ -272,6 +399,9 @@ type comment struct {
 }
 
 func (b *blog) comment(s socketio.Conn, v any) string {
+	if e := b.limits.event(s.ID()); e != "" {
+		return e
+	}
 	m, _ := v.(map[string]any)
 	if m == nil {
 		return "error: a comment is an object {post, text}"
@@ -315,9 +445,16 @@ func (b *blog) comment(s socketio.Conn, v any) string {
 func receiptsRoom(post string) string { return "receipts:" + post }
 
 func (b *blog) receipts(s socketio.Conn, v any) string {
-	id, err := postID(v)
-	if err != nil {
-		return err.Error()
+	id, e := b.admit(s, v)
+	if e != "" {
+		return e
+	}
+	// Only for a post the connection reads: -max-posts bounds these rooms too.
+	b.mu.Lock()
+	reading := b.posts[s.ID()][id]
+	b.mu.Unlock()
+	if !reading {
+		return "error: join the post first"
 	}
 	s.Join(receiptsRoom(id))
 	return "ok"

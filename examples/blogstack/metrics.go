@@ -10,9 +10,9 @@ import (
 	"github.com/blogstack/redisadapter"
 )
 
-// metricsHandler exports the adapter's counters, read at each scrape, with
-// the Go runtime's, in Prometheus text format.
-func metricsHandler(a *redisadapter.Adapter) http.Handler {
+// metricsHandler exports the adapter's counters and the client limits',
+// read at each scrape, with the Go runtime's, in Prometheus text format.
+func metricsHandler(a *redisadapter.Adapter, limits *readerLimits) http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	counter := func(name, help string, v func(redisadapter.Stats) uint64) {
@@ -39,5 +39,11 @@ func metricsHandler(a *redisadapter.Adapter) http.Handler {
 			}
 			return 0
 		}))
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "blogstack", Name: "clients_rejected_total",
+		Help: "Clients disconnected for a message over -max-message-size or too many attachments."},
+		func() float64 { return float64(limits.rejected.Load()) }))
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "blogstack", Name: "events_limited_total",
+		Help: "Events answered with an error ack for -event-rate or -max-posts."},
+		func() float64 { return float64(limits.limited.Load()) }))
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 }

@@ -19,6 +19,14 @@ func Dial(t testing.TB, url, localAddress string) *Client {
 	return dial(t, url, localAddress, nil)
 }
 
+// DialTLS connects a websocket client to url (https://host:port, over
+// wss://) trusting only the CA in the PEM file caFile; localAddress as for
+// Dial.
+func DialTLS(t testing.TB, url, localAddress, caFile string) *Client {
+	t.Helper()
+	return dial(t, url, localAddress, []string{"SIO_CA=" + caFile})
+}
+
 // DialPolling connects a client that only uses HTTP long-polling.
 func DialPolling(t testing.TB, url string) *Client {
 	t.Helper()
@@ -82,4 +90,15 @@ func (c *Client) NextNamed(t testing.TB, name string) string {
 func (c *Client) AutoAck(t testing.TB, on bool) {
 	t.Helper()
 	c.P.Call(10*time.Second, map[string]any{"autoAck": on})
+}
+
+// Send writes cmd to client.js as it is, without waiting for an answer:
+// for its "pad" and "raw" forms, whose client may be disconnected instead.
+func (c *Client) Send(cmd map[string]any) { c.P.Send(cmd) }
+
+// Disconnected waits up to timeout for the client to be disconnected,
+// skipping events, and returns the reason.
+func (c *Client) Disconnected(t testing.TB, timeout time.Duration) string {
+	t.Helper()
+	return c.P.Wait(timeout, "disconnect", func(m Msg) bool { return m["disconnected"] != nil }).Str("disconnected")
 }

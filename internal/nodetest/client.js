@@ -5,14 +5,19 @@
 //   in:  {"id": n, "event": "...", "args": [...]}  (emits, with an ack callback)
 //        {"id": n, "autoAck": true|false}  (answer every event that asks for an
 //        acknowledgement with {id: <socket id>, event, args}; off by default)
+//        {"id": n, "event": "...", "args": [...], "pad": bytes}  (the same, with one more
+//        argument: a string of that many bytes, built here rather than sent over stdin)
+//        {"raw": "..."}  (one engine.io message as it is, for malformed packets)
 const io = require("socket.io-client");
 const readline = require("readline");
 
 const out = (o) => process.stdout.write(JSON.stringify(o) + "\n");
 //   argv: URL [local address to connect from]
 //   SIO_TRANSPORTS: comma-separated transports (default: websocket)
+//   SIO_CA: PEM file of the CA to trust for https:// and wss:// (engine.io-client passes it to Node's tls)
 const transports = (process.env.SIO_TRANSPORTS || "websocket").split(",");
 const opts = { transports, reconnection: false };
+if (process.env.SIO_CA) opts.ca = require("fs").readFileSync(process.env.SIO_CA);
 if (process.argv[3]) opts.localAddress = process.argv[3];
 const socket = io(process.argv[2], opts);
 socket.on("connect", () => out({ connected: socket.id }));
@@ -32,6 +37,9 @@ readline.createInterface({ input: process.stdin }).on("line", (line) => {
     autoAck = cmd.autoAck;
     return out({ id: cmd.id, ack: [] });
   }
-  socket.emit(cmd.event, ...(cmd.args || []), (...ack) => out({ id: cmd.id, ack }));
+  if (cmd.raw !== undefined) return socket.io.engine.write(cmd.raw);
+  const args = cmd.args || [];
+  if (cmd.pad) args.push("x".repeat(cmd.pad));
+  socket.emit(cmd.event, ...args, (...ack) => out({ id: cmd.id, ack }));
 });
 process.stdin.on("end", () => { socket.close(); process.exit(0); });

@@ -1,6 +1,7 @@
 // A Node.js socket.io 4 server with @socket.io/redis-adapter 8, driven by the
 // Go tests over stdin/stdout, one JSON object per line.
-//   env: PORT, REDIS_URL; or REDIS_CLUSTER (comma-separated host:port) with
+//   env: PORT, REDIS_URL; NODE_NAME (optional: socket.data.node of its sockets, as the
+//        example's Go nodes set it); or REDIS_CLUSTER (comma-separated host:port) with
 //        SHARDED=1 for createShardedAdapter (else createAdapter on the cluster)
 //   out: {"ready": true, "uid": "..."} once listening; then one answer per command
 //        and {"event": name, "args": [...]} for events its own test client
@@ -28,6 +29,7 @@ async function main() {
     ? createShardedAdapter(pub, sub)
     : createAdapter(pub, sub, { requestsTimeout: 3000 }));
   io.on("connection", (socket) => {
+    if (process.env.NODE_NAME) socket.data.node = process.env.NODE_NAME;
     socket.on("join", (room, cb) => { socket.join(room); if (cb) cb("ok"); });
     socket.on("leave", (room, cb) => { socket.leave(room); if (cb) cb("ok"); });
     // The example's comment contract: to the post's room, acked "ok".

@@ -176,6 +176,10 @@ func (c *Client) send(packet []byte) error {
 	return c.ws.WriteMessage(websocket.TextMessage, packet)
 }
 
+// SendRaw sends packet as one engine.io message, as it is: for tests of
+// malformed input.
+func (c *Client) SendRaw(packet string) error { return c.send([]byte(packet)) }
+
 // Closed is closed when the connection ends.
 func (c *Client) Closed() <-chan struct{} { return c.done }
 

@@ -1,0 +1,249 @@
+package redisadapter
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+
+	engineioframe "github.com/googollee/go-socket.io/engineio/frame"
+	"github.com/googollee/go-socket.io/engineio/packet"
+	"github.com/googollee/go-socket.io/engineio/session"
+	"github.com/googollee/go-socket.io/engineio/transport"
+	"github.com/googollee/go-socket.io/engineio/transport/polling"
+	"github.com/googollee/go-socket.io/engineio/transport/websocket"
+)
+
+// ClientLimits bounds what one client can make a go-socket.io server read
+// into memory. go-socket.io v1.7.0 reads and parses a message of any size,
+// and allocates as many binary attachments as a packet announces; Node's
+// socket.io closes a client whose message exceeds maxHttpBufferSize.
+// ClientLimits does the same for any go-socket.io server, with or without
+// an Adapter:
+//
+//	server := socketio.NewServer(&engineio.Options{
+//		Transports: redisadapter.ClientLimits{MaxMessageSize: 1e6}.Transports(),
+//	})
+//
+// A client that breaks a limit is disconnected (its disconnect handlers
+// run) and nothing more of its message is read:
+//   - websocket: the connection is closed once MaxMessageSize bytes of one
+//     message have been read (go-socket.io reads a message as a stream, a
+//     few KiB at a time);
+//   - long-polling: a POST whose Content-Length exceeds MaxMessageSize is
+//     answered 413 before its body is read, and a chunked body stops at
+//     MaxMessageSize. As in Node, the limit is on the whole body, which may
+//     batch several messages.
+//
+// The zero value is the default configuration.
+type ClientLimits struct {
+	// MaxMessageSize is the largest message, in bytes, a client may send (for long-polling, the largest request body). default: 1e6 (Node's maxHttpBufferSize)
+	MaxMessageSize int64
+	// MaxAttachments is how many binary attachments one event or ack may announce. default: 10
+	MaxAttachments int
+	// OnReject, if set, is called (from the connection's goroutine) with the client's address and the reason (wrapping ErrClientLimit) when a client is disconnected. default: nil
+	OnReject func(remote net.Addr, err error)
+}
+
+func (l ClientLimits) withDefaults() ClientLimits {
+	if l.MaxMessageSize <= 0 {
+		l.MaxMessageSize = 1e6
+	}
+	if l.MaxAttachments <= 0 {
+		l.MaxAttachments = 10
+	}
+	return l
+}
+
+// Transports returns ts, or go-socket.io's defaults (polling, then
+// websocket) when none is given, each wrapped to enforce the limits. Pass
+// the result as engineio.Options.Transports; the order is kept, since
+// engine.io upgrades from a transport to those after it.
+func (l ClientLimits) Transports(ts ...transport.Transport) []transport.Transport {
+	if len(ts) == 0 {
+		ts = []transport.Transport{polling.Default, websocket.Default}
+	}
+	l = l.withDefaults()
+	out := make([]transport.Transport, len(ts))
+	for i, t := range ts {
+		out[i] = limitedTransport{Transport: t, limits: l}
+	}
+	return out
+}
+
+type limitedTransport struct {
+	transport.Transport
+	limits ClientLimits
+}
+
+func (t limitedTransport) Accept(w http.ResponseWriter, r *http.Request) (transport.Conn, error) {
+	c, err := t.Transport.Accept(w, r)
+	if err != nil {
+		return nil, err
+	}
+	lc := &limitedConn{Conn: c, limits: t.limits}
+	// engine.io upgrades only from a conn it can pause (polling): keep
+	// that visible, and hide it where the wrapped conn has none.
+	if p, ok := c.(session.Pauser); ok {
+		return pausableConn{limitedConn: lc, Pauser: p}, nil
+	}
+	return lc, nil
+}
+
+type pausableConn struct {
+	*limitedConn
+	session.Pauser
+}
+
+type limitedConn struct {
+	transport.Conn
+	limits ClientLimits
+	once   sync.Once
+}
+
+// reject closes the connection, once, and reports why.
+func (c *limitedConn) reject(err error) {
+	c.once.Do(func() {
+		_ = c.Conn.Close()
+		if c.limits.OnReject != nil {
+			c.limits.OnReject(c.Conn.RemoteAddr(), err)
+		}
+	})
+}
+
+func (c *limitedConn) NextReader() (engineioframe.Type, packet.Type, io.ReadCloser, error) {
+	ft, pt, r, err := c.Conn.NextReader()
+	if err != nil {
+		return ft, pt, r, err
+	}
+	lr := &limitedReader{rc: r, left: c.limits.MaxMessageSize, conn: c}
+	// The parser reads byte by byte from a ReadByte-capable reader, else
+	// wraps it in a bufio.Reader of its own: one buffer either way.
+	lr.br = bufio.NewReader(lr.counted())
+	if pt == packet.MESSAGE && ft == engineioframe.String {
+		if err := c.checkAttachments(lr.br); err != nil {
+			c.reject(err)
+			_ = r.Close()
+			return ft, pt, nil, err
+		}
+	}
+	return ft, pt, lr, nil
+}
+
+// checkAttachments reads the head of a socket.io packet ("51-[...", a
+// binary event announcing one attachment) and refuses a count above
+// MaxAttachments: go-socket.io allocates a slot per announced attachment
+// before reading any, so "59999999999999-" alone panics the process
+// (makeslice: len out of range, measured) and smaller counts exhaust it.
+func (c *limitedConn) checkAttachments(br *bufio.Reader) error {
+	head, _ := br.Peek(22) // type byte, up to 20 digits, '-'
+	if len(head) == 0 || (head[0] != '5' && head[0] != '6') {
+		return nil
+	}
+	var n uint64
+	for i, b := range head[1:] {
+		switch {
+		case b >= '0' && b <= '9' && i < 20:
+			if n = n*10 + uint64(b-'0'); n > uint64(c.limits.MaxAttachments) {
+				return fmt.Errorf("%w: more than %d binary attachments", ErrClientLimit, c.limits.MaxAttachments)
+			}
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
+// ServeHTTP limits long-polling POST bodies before the wrapped transport
+// reads them.
+func (c *limitedConn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h, ok := c.Conn.(http.Handler)
+	if !ok {
+		return
+	}
+	if r.Method != http.MethodPost {
+		h.ServeHTTP(w, r)
+		return
+	}
+	max := c.limits.MaxMessageSize
+	if r.ContentLength > max {
+		c.reject(fmt.Errorf("%w: request body of %d bytes, over %d", ErrClientLimit, r.ContentLength, max))
+		w.Header().Set("Connection", "close")
+		http.Error(w, "message too large", http.StatusRequestEntityTooLarge)
+		return
+	}
+	body := &watchedBody{ReadCloser: http.MaxBytesReader(w, r.Body, max)}
+	r.Body = body
+	h.ServeHTTP(w, r)
+	// Closed only now: go-socket.io's polling POST waits for its reader to
+	// finish and would hang if the session closed under it.
+	if body.over {
+		c.reject(fmt.Errorf("%w: request body over %d bytes", ErrClientLimit, max))
+	}
+}
+
+type watchedBody struct {
+	io.ReadCloser
+	over bool // only the request's goroutine reads and writes it
+}
+
+func (b *watchedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		b.over = true
+	}
+	return n, err
+}
+
+// limitedReader is one message: it fails once more than the limit has
+// been read, closing the connection first so that go-socket.io's drain of
+// the rest of the message ends at once instead of reading it all. It then
+// closes the message itself: go-socket.io does not when the failure comes
+// while it reads a packet's header, and the transport's reader would stay
+// open (with a goroutine) for 30 s.
+type limitedReader struct {
+	rc        io.ReadCloser
+	br        *bufio.Reader
+	left      int64
+	conn      *limitedConn
+	closeOnce sync.Once
+	closeErr  error
+}
+
+type countingReader struct{ *limitedReader }
+
+func (r *limitedReader) counted() io.Reader { return countingReader{r} }
+
+func (r countingReader) Read(p []byte) (int, error) {
+	if r.left < 0 {
+		return 0, r.tooLarge()
+	}
+	if int64(len(p)) > r.left+1 {
+		p = p[:r.left+1]
+	}
+	n, err := r.rc.Read(p)
+	r.left -= int64(n)
+	if r.left < 0 {
+		return 0, r.tooLarge()
+	}
+	return n, err
+}
+
+func (r *limitedReader) tooLarge() error {
+	err := fmt.Errorf("%w: message over %d bytes", ErrClientLimit, r.conn.limits.MaxMessageSize)
+	r.conn.reject(err)
+	_ = r.Close()
+	return err
+}
+
+func (r *limitedReader) Read(p []byte) (int, error) { return r.br.Read(p) }
+func (r *limitedReader) ReadByte() (byte, error)    { return r.br.ReadByte() }
+func (r *limitedReader) UnreadByte() error          { return r.br.UnreadByte() }
+func (r *limitedReader) Close() error {
+	r.closeOnce.Do(func() { r.closeErr = r.rc.Close() })
+	return r.closeErr
+}
