@@ -187,9 +187,10 @@ func TestEmitWithAckFloodIsBounded(t *testing.T) {
 	r := <-done
 	require.ErrorIs(t, r.err, redisadapter.ErrTimeout)
 	require.Contains(t, r.err.Error(), "1 of 2 other nodes did not report")
-	require.Len(t, r.acks, 1024+1, "b1's ack and the allowance")
+	require.Len(t, r.acks, 1024+1, "b's one counted client, plus the allowance for acks ahead of their count (flood or b1's)")
 
-	// Finished: a flood for its id is ignored, and the node still works.
+	// Finished: a flood for its id finds no request, and the node still
+	// answers.
 	for i := range 2000 {
 		publish(req.RequestID, map[string]any{"type": 9, "packet": i})
 	}
@@ -270,4 +271,35 @@ func TestEmitWithAckErrors(t *testing.T) {
 	n.stop()
 	_, err = n.a.To("r").EmitWithAck(bg(t), "x")
 	require.ErrorIs(t, err, redisadapter.ErrClosed)
+}
+
+// go-socket.io keeps an ack callback until its client answers: a client
+// that never answers is asked for at most 64 acknowledgements, then gets
+// the events without the request, and a call counts it as not answering.
+func TestEmitWithAckBoundsWhatAClientOwes(t *testing.T) {
+	srv := redistest.Start(t)
+	a := startNode(t, redisadapter.Standalone{URL: srv.URL()}, nil)
+	silent := a.client(t, "poll")
+	var mu sync.Mutex
+	asked := 0
+	silent.AckWith(func(siotest.Event) []any {
+		mu.Lock()
+		asked++
+		mu.Unlock()
+		return nil // never answers
+	})
+	const calls = 70
+	for i := range calls {
+		_, err := a.a.To("poll").Local().Timeout(time.Millisecond).EmitWithAck(bg(t), "question", i)
+		require.ErrorIs(t, err, redisadapter.ErrTimeout)
+		require.Contains(t, err.Error(), "1 of 1 known clients did not answer")
+	}
+	for i := range calls {
+		e, err := silent.Next("question", wait)
+		require.NoError(t, err)
+		require.JSONEq(t, fmt.Sprint(i), string(e.Args[0]), "every event delivered, in order")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, 64, asked, "asked for 64 acknowledgements, then no more")
 }

@@ -44,7 +44,7 @@ type ClientLimits struct {
 	MaxMessageSize int64
 	// MaxAttachments is how many binary attachments one event or ack may announce. default: 10
 	MaxAttachments int
-	// OnReject, if set, is called (from the connection's goroutine) with the client's address and the reason (wrapping ErrClientLimit) when a client is disconnected. default: nil
+	// OnReject, if set, is called with the client's address and the reason (wrapping ErrClientLimit) when a client is disconnected, on the goroutine reading that client (a long-polling client's HTTP request); it may be called concurrently. default: nil
 	OnReject func(remote net.Addr, err error)
 }
 

@@ -49,6 +49,7 @@ type localSocket struct {
 	data    json.RawMessage // SetData's value; nil until set
 	queue   []outEvent
 	queued  int // bytes of the events queued and of the batch being written
+	acks    int // acknowledgements asked for and not answered yet
 	pumping bool
 	gone    bool
 
@@ -485,12 +486,34 @@ func (a *Adapter) emit(s *localSocket, ev outEvent) {
 		s.conn.Emit(ev.event, ev.args...)
 		return
 	}
+	// go-socket.io keeps an ack callback until the client answers or
+	// disconnects, with no deadline: a client that never answers would
+	// make it hold one per call for as long as it stays connected.
+	s.mu.Lock()
+	full := s.acks >= maxPendingAcks
+	if !full {
+		s.acks++
+	}
+	s.mu.Unlock()
+	if full {
+		s.conn.Emit(ev.event, ev.args...) // delivered, not asked for: counted as not answering
+		return
+	}
 	// go-socket.io numbers acks with a plain counter of the connection,
 	// shared by its namespaces: acked emits on one connection take turns.
 	unlock := a.ackTurns.lock(s.conn.ID())
 	defer unlock()
-	s.conn.Emit(ev.event, append(ev.args[:len(ev.args):len(ev.args)], func(v json.RawMessage) { ev.ack(v) })...)
+	s.conn.Emit(ev.event, append(ev.args[:len(ev.args):len(ev.args)], func(v json.RawMessage) {
+		s.mu.Lock()
+		s.acks--
+		s.mu.Unlock()
+		ev.ack(v)
+	})...)
 }
+
+// maxPendingAcks bounds the acknowledgements one socket owes the adapter:
+// past it, events that want one reach the socket without asking for it.
+const maxPendingAcks = 64
 
 // connTurns serializes the acked emits of each connection. go-socket.io's
 // Conn.Emit takes the ack id from an unsynchronized counter of the

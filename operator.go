@@ -134,16 +134,19 @@ func (o BroadcastOperator) Emit(ctx context.Context, event string, args ...any) 
 // Each other node reports how many of its clients it emitted to, then
 // forwards each one's acknowledgement. The call returns when every
 // expected acknowledgement arrived, or when the timeout (see Timeout) or
-// ctx ends: then with the acknowledgements that arrived and an error
-// wrapping ErrTimeout that says how many clients, and how many nodes,
-// did not answer. A client that disconnects, or misses the event
-// (Options.SocketQueue), counts as not answering; nothing is waited for
-// past the timeout.
+// ctx's deadline passes: then with the acknowledgements that arrived and
+// an error wrapping ErrTimeout that says how many clients, and how many
+// nodes, did not answer. A ctx canceled before either returns what
+// arrived with ctx's error. A client that disconnects, misses the event
+// (Options.SocketQueue) or already owes 64 acknowledgements (it gets the
+// event without the request) counts as not answering; nothing is waited
+// for past the timeout.
 //
 // Other errors: ErrUnavailable while this node's subscriptions are down
 // (it waits for them within the timeout, and sends nothing); ErrPublish
 // when the request did not reach Redis (then only this node's clients got
-// the event, and the acknowledgements returned are theirs);
+// the event, and the acknowledgements returned are those of theirs that
+// arrived before the publish failed);
 // ErrMessageTooLarge; ErrClosed, also when Close ends the call;
 // ErrUnknownNamespace from Of. With Local nothing is published and only
 // this node's clients are waited for.
@@ -162,8 +165,8 @@ func (o BroadcastOperator) Emit(ctx context.Context, event string, args ...any) 
 // out with Except(conn.ID()), or call from another goroutine).
 //
 // go-socket.io keeps an acknowledgement callback until the client answers
-// or disconnects: a client that never answers holds a small callback per
-// call for as long as it stays connected.
+// or disconnects, with no deadline; the bound of 64 per socket above keeps
+// a client that never answers from holding more.
 func (o BroadcastOperator) EmitWithAck(ctx context.Context, event string, args ...any) ([]json.RawMessage, error) {
 	if err := o.check(); err != nil {
 		return nil, err
