@@ -167,7 +167,9 @@ type bucket struct {
 
 func newReaderLimits(maxPosts int, rate float64) *readerLimits {
 	return &readerLimits{
-		maxPosts: maxPosts, rate: rate, burst: 2 * rate, buckets: make(map[string]*bucket),
+		maxPosts: maxPosts, rate: rate, buckets: make(map[string]*bucket),
+		// Twice the rate, but at least 1: below 1 no event would ever pass.
+		burst:     max(1, 2*rate),
 		rateError: fmt.Sprintf("error: more than %g events per second from this connection; slow down", rate),
 	}
 }
