@@ -261,6 +261,39 @@ func TestCommentReceipts(t *testing.T) {
 	require.Equal(t, map[string]any{"post": "9", "text": "fourth", "delivered": 2.0, "complete": true}, receipt("fourth"))
 }
 
+// One author's receipted comments, sent back to back without waiting for
+// their acks, reach a receipt reader on another node in the order sent, and
+// their receipts come back in that order too.
+func TestCommentReceiptsInOrder(t *testing.T) {
+	bin := buildExample(t)
+	redis := redistest.Start(t)
+	nodes := startFleet(t, bin, redis.URL(), 2)
+	author := nodetest.Dial(t, nodes[0].url, "")
+	confirming := nodetest.Dial(t, nodes[1].url, "")
+	for _, c := range []*nodetest.Client{author, confirming} {
+		number(t, c.Call(t, "join", "11"))
+		require.Equal(t, []json.RawMessage{json.RawMessage(`"ok"`)}, c.Call(t, "receipts", "11"))
+		c.AutoAck(t, true)
+	}
+	const n = 20 // within the event rate's burst, and the 32 an author may have waiting
+	for i := range n {
+		author.Send(map[string]any{"id": 1000 + i, "event": "comment",
+			"args": []any{map[string]string{"post": "11", "text": fmt.Sprint("c", i)}}})
+	}
+	for i := range n {
+		var got []comment
+		require.NoError(t, json.Unmarshal([]byte(confirming.NextNamed(t, "comment")), &got))
+		require.Len(t, got, 1)
+		require.Equal(t, fmt.Sprint("c", i), got[0].Text, "the reader's comment %d", i)
+	}
+	for i := range n {
+		var r []map[string]any
+		require.NoError(t, json.Unmarshal([]byte(author.NextNamed(t, "comment:receipt")), &r))
+		require.Len(t, r, 1)
+		require.Equal(t, map[string]any{"post": "11", "text": fmt.Sprint("c", i), "delivered": 2.0, "complete": true}, r[0], "receipt %d", i)
+	}
+}
+
 func TestHealthCheckWithoutRedis(t *testing.T) {
 	bin := buildExample(t)
 	redis := redistest.Start(t)

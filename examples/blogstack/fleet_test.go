@@ -49,6 +49,33 @@ func TestFleetWithNodeJSServer(t *testing.T) {
 	waitFleetUpdate(t, clients[0], `[{"post":"8","readers":{"n1":1,"js1":1}}]`)
 }
 
+// Joins in a burst: "fleet:update" is computed off the handlers and
+// coalesced, yet the readers see the final count.
+func TestFleetUpdateAfterBurst(t *testing.T) {
+	bin := buildExample(t)
+	redis := redistest.Start(t)
+	nd := startFleet(t, bin, redis.URL(), 1)[0]
+	observer := nodetest.Dial(t, nd.url, "")
+	number(t, observer.Call(t, "join", "12"))
+	var burst []*nodetest.Client
+	for range 12 {
+		burst = append(burst, nodetest.Dial(t, nd.url, ""))
+	}
+	for i, c := range burst {
+		c.Send(map[string]any{"id": 100 + i, "event": "join", "args": []any{"12"}}) // not waiting for the ack
+	}
+	want := `[{"post":"12","readers":{"n1":13}}]`
+	var seen []string
+	for range 13 { // at most one per join
+		got := observer.NextNamed(t, "fleet:update")
+		if jsonEqual(got, want) {
+			return
+		}
+		seen = append(seen, got)
+	}
+	t.Fatalf("no fleet:update %s; got %v", want, seen)
+}
+
 // waitFleetUpdate reads c's "fleet:update" events, in order, until one is
 // want: each change pushes one, so a few earlier ones may come first.
 func waitFleetUpdate(t *testing.T, c *nodetest.Client, want string) {

@@ -24,8 +24,11 @@
 // acknowledgement request and answer it; the author then gets
 // "comment:receipt" {post, text, delivered, complete}: how many of them,
 // on every node, confirmed they received it (the author's own tab
-// included), and whether all of them did within 3 s. Every other reader
-// gets comments as before, without a request to answer.
+// included), and whether all of them did within 3 s; when the comment could
+// not be sent for another reason than the 3 s, "error" says why. Every
+// other reader gets comments as before, without a request to answer.
+// Receipted comments of one author reach receipt readers in the order sent,
+// unless more than 32 wait: the excess goes out without a receipt.
 //
 // Each socket's data (FetchSockets, Node's socket.data) is {"node": name}:
 // the per-node counts come from it. A Node.js server in the fleet that sets
@@ -146,7 +149,9 @@ func run(c config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	app := &blog{a: a, node: node, log: log, ctx: ctx, posts: make(map[string]map[string]bool), limits: limits}
+	app := &blog{a: a, node: node, log: log, ctx: ctx, limits: limits, posts: make(map[string]map[string]bool),
+		receiptQ: make(map[string][]comment)}
+	app.fleetRefresh = newCoalescer(app.pushFleet)
 	app.register(server)
 	go server.Serve()
 
@@ -181,8 +186,8 @@ func run(c config, log *slog.Logger) error {
 
 	select {
 	case err := <-errc:
-		stop() // ends the receipts under way
-		app.receiptsWG.Wait()
+		stop() // ends the receipts and fleet refreshes under way
+		app.drain()
 		_ = a.Close(context.Background())
 		return err
 	case <-ctx.Done():
@@ -192,7 +197,7 @@ func run(c config, log *slog.Logger) error {
 	defer cancel()
 	// Stop accepting first, then leave the fleet, then drop the sockets.
 	err = httpSrv.Shutdown(shutCtx)
-	app.receiptsWG.Wait() // they end with ctx
+	app.drain() // they end with ctx
 	err = errors.Join(err, a.Close(shutCtx), server.Close())
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
@@ -223,10 +228,81 @@ type blog struct {
 	ctx    context.Context // ends at shutdown
 	limits *readerLimits
 
-	receiptsWG sync.WaitGroup // the deliveries with receipts under way
+	fleetRefresh *coalescer // pushes "fleet:update", by post
 
-	mu    sync.Mutex
-	posts map[string]map[string]bool // socket id -> posts it reads, to update counts on disconnect
+	// The receipt deliveries under way. Add only under mu while !closing:
+	// hijacked websockets run handlers after httpSrv.Shutdown, and an Add
+	// racing drain's Wait is a misuse.
+	receiptsWG sync.WaitGroup
+
+	mu       sync.Mutex
+	closing  bool                       // set by drain: no new receipt goroutines
+	posts    map[string]map[string]bool // socket id -> posts it reads, to update counts on disconnect
+	receiptQ map[string][]comment       // author socket id -> receipted comments waiting; present while its goroutine runs
+}
+
+// drain stops new receipt and fleet goroutines and waits for those under
+// way; they end with b.ctx.
+func (b *blog) drain() {
+	b.mu.Lock()
+	b.closing = true
+	b.mu.Unlock()
+	b.fleetRefresh.close()
+	b.receiptsWG.Wait()
+}
+
+// coalescer runs fn(key) off its caller's goroutine, at most once per key
+// at a time: triggers during a run cost one more run after it, not one
+// each, and that run starts after them.
+type coalescer struct {
+	fn func(key string)
+	wg sync.WaitGroup // Add only under mu while !closing, as blog.receiptsWG
+
+	mu      sync.Mutex
+	closing bool
+	runs    map[string]bool // key -> a run is under way; true: run again after it
+}
+
+func newCoalescer(fn func(string)) *coalescer {
+	return &coalescer{fn: fn, runs: make(map[string]bool)}
+}
+
+func (c *coalescer) trigger(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return
+	}
+	if _, running := c.runs[key]; running {
+		c.runs[key] = true // the run under way may have read the state before this change
+		return
+	}
+	c.runs[key] = false
+	c.wg.Add(1)
+	go c.loop(key)
+}
+
+func (c *coalescer) loop(key string) {
+	defer c.wg.Done()
+	for {
+		c.fn(key)
+		c.mu.Lock()
+		if !c.runs[key] || c.closing {
+			delete(c.runs, key)
+			c.mu.Unlock()
+			return
+		}
+		c.runs[key] = false
+		c.mu.Unlock()
+	}
+}
+
+// close refuses new runs and waits for those under way.
+func (c *coalescer) close() {
+	c.mu.Lock()
+	c.closing = true
+	c.mu.Unlock()
+	c.wg.Wait()
 }
 
 func (b *blog) register(server *socketio.Server) {
@@ -346,10 +422,10 @@ func (b *blog) count(id string) int {
 	return n
 }
 
-// fleetOf returns the post's readers per node, cluster-wide, from FetchSockets,
-// and their total; when a node does not answer in time, the others'.
-func (b *blog) fleetOf(id string) (map[string]int, int) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+// fleetOf returns the post's readers per node, cluster-wide, from FetchSockets;
+// when a node does not answer in time, the others'.
+func (b *blog) fleetOf(ctx context.Context, id string) map[string]int {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	sockets, err := b.a.To("post:" + id).FetchSockets(ctx)
 	if err != nil {
@@ -364,7 +440,7 @@ func (b *blog) fleetOf(id string) (map[string]int, int) {
 		}
 		perNode[d.Node]++
 	}
-	return perNode, len(sockets)
+	return perNode
 }
 
 func (b *blog) fleet(s socketio.Conn, v any) any {
@@ -372,24 +448,35 @@ func (b *blog) fleet(s socketio.Conn, v any) any {
 	if e != "" {
 		return e
 	}
-	perNode, _ := b.fleetOf(id)
+	perNode := b.fleetOf(context.Background(), id)
 	return map[string]any{"post": id, "node": b.node, "readers": perNode}
 }
 
-// pushReaders tells the post's readers how many they are, in all and on
-// each node, and returns the total. One FetchSockets gives both (it costs
-// a list of the post's sockets per change, where a count alone would not).
+// pushReaders tells the post's readers how many they are, and returns it;
+// their count per node follows, from b.fleetRefresh. The count stays on
+// CountSockets: FetchSockets lists every socket (O(readers) over Redis) and
+// loses a node whose list exceeds MaxMessageSize.
 func (b *blog) pushReaders(id string) int {
-	perNode, n := b.fleetOf(id)
+	n := b.count(id)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	if err := b.a.To("post:"+id).Emit(ctx, "readers:update", map[string]any{"post": id, "count": n}); err != nil {
 		b.log.Warn("readers update not sent to other nodes", "post", id, "err", err)
 	}
+	// Off the handler goroutine, coalesced per post: a FetchSockets per
+	// change would cost O(readers) over Redis each.
+	b.fleetRefresh.trigger(id)
+	return n
+}
+
+// pushFleet tells the post's readers how many they are on each node.
+func (b *blog) pushFleet(id string) {
+	perNode := b.fleetOf(b.ctx, id)
+	ctx, cancel := context.WithTimeout(b.ctx, 3*time.Second)
+	defer cancel()
 	if err := b.a.To("post:"+id).Emit(ctx, "fleet:update", map[string]any{"post": id, "readers": perNode}); err != nil {
 		b.log.Warn("fleet update not sent to other nodes", "post", id, "err", err)
 	}
-	return n
 }
 
 type comment struct {
@@ -432,13 +519,56 @@ func (b *blog) comment(s socketio.Conn, v any) string {
 		b.log.Error("comment not sent to other nodes", "post", id, "err", err)
 		return "error: comment not delivered to every node"
 	}
-	if wantsReceipt {
-		b.receiptsWG.Add(1)
-		// Not waited for here: go-socket.io reads the author's own
-		// acknowledgement on the goroutine running this handler.
-		go b.deliverWithReceipt(s.ID(), c)
+	// Not waited for here: go-socket.io reads the author's own
+	// acknowledgement on the goroutine running this handler.
+	if wantsReceipt && !b.queueReceipt(s.ID(), c) {
+		// Too many waiting, or shutting down: sent plainly, no receipt.
+		if err := b.a.To(receiptsRoom(id)).Emit(ctx, "comment", c); err != nil {
+			b.log.Error("comment not sent to other nodes", "post", id, "err", err)
+			return "error: comment not delivered to every node"
+		}
 	}
 	return "ok"
+}
+
+// maxWaitingReceipts bounds an author's receipted comments waiting for
+// their turn; past it they go out plainly, possibly ahead of waiting ones.
+const maxWaitingReceipts = 32
+
+// queueReceipt queues c for delivery with a receipt after the author's
+// earlier ones, so receipt readers get them in order; false if it did not.
+func (b *blog) queueReceipt(author string, c comment) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	q, running := b.receiptQ[author]
+	if b.closing || len(q) >= maxWaitingReceipts {
+		return false
+	}
+	b.receiptQ[author] = append(q, c)
+	if !running {
+		b.receiptsWG.Add(1)
+		go b.drainReceipts(author)
+	}
+	return true
+}
+
+// drainReceipts delivers the author's queued comments one at a time, and
+// ends when none is left.
+func (b *blog) drainReceipts(author string) {
+	defer b.receiptsWG.Done()
+	for {
+		b.mu.Lock()
+		q := b.receiptQ[author]
+		if len(q) == 0 {
+			delete(b.receiptQ, author)
+			b.mu.Unlock()
+			return
+		}
+		c := q[0]
+		b.receiptQ[author] = q[1:]
+		b.mu.Unlock()
+		b.deliverWithReceipt(author, c)
+	}
 }
 
 // receiptsRoom holds the readers of a post who asked for delivery receipts.
@@ -463,14 +593,14 @@ func (b *blog) receipts(s socketio.Conn, v any) string {
 // deliverWithReceipt sends c to the readers of its post who asked for
 // receipts, on every node, and tells its author how many confirmed.
 func (b *blog) deliverWithReceipt(author string, c comment) {
-	defer b.receiptsWG.Done()
 	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
 	defer cancel()
 	acks, err := b.a.To(receiptsRoom(c.Post)).Timeout(3*time.Second).EmitWithAck(ctx, "comment", c)
+	receipt := map[string]any{"post": c.Post, "text": c.Text, "delivered": len(acks), "complete": err == nil}
 	if err != nil && !errors.Is(err, redisadapter.ErrTimeout) {
 		b.log.Warn("comment with receipts not sent", "post", c.Post, "err", err)
+		receipt["error"] = err.Error() // the author learns why, not only "incomplete"
 	}
-	receipt := map[string]any{"post": c.Post, "text": c.Text, "delivered": len(acks), "complete": err == nil}
 	if err := b.a.To(author).Emit(ctx, "comment:receipt", receipt); err != nil {
 		b.log.Warn("receipt not sent", "post", c.Post, "err", err)
 	}
