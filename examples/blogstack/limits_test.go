@@ -118,17 +118,13 @@ func TestReaderLimits(t *testing.T) {
 	nd := startFleet(t, bin, redis.URL(), 1, "-max-posts", "3", "-event-rate", "5")[0]
 	c := nodetest.Dial(t, nd.url, "")
 
-	waitOK := func(event string, arg any) []json.RawMessage {
+	waitOK := func(event string, arg any) (ack []json.RawMessage) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			ack := c.Call(t, event, arg)
-			if !strings.Contains(string(ack[0]), "per second") {
-				return ack
-			}
-			require.True(t, time.Now().Before(deadline), "rate limit did not recover")
-			time.Sleep(100 * time.Millisecond) // a polite client backs off
-		}
+		eventually(t, 10*time.Second, "the rate limit lets "+event+" through", func() bool {
+			ack = c.Call(t, event, arg)
+			return !strings.Contains(string(ack[0]), "per second")
+		})
+		return ack
 	}
 	for _, p := range []string{"1", "2", "3"} {
 		number(t, waitOK("join", p))
@@ -179,6 +175,23 @@ func TestClientScriptMissing(t *testing.T) {
 
 	require.NotContains(t, nodes[0].stderr.String(), "socket.io-client is missing")
 	require.NotContains(t, page(nodes[0]), `id="missing"`)
+}
+
+// eventually calls cond until it holds, failing t past timeout; between
+// calls it waits a tick, as a polite client backs off.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-deadline.C:
+			t.Fatalf("not within %v: %s", timeout, what)
+		case <-tick.C:
+		}
+	}
 }
 
 // metric reads a counter of the node's /metrics.
