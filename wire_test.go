@@ -37,7 +37,7 @@ func readCapture(t testing.TB, name string) []published {
 }
 
 // monitorArgs splits the quoted arguments of a MONITOR line, undoing its
-// escapes (\xNN, \", \\, \n, \r, \t).
+// escapes (\xNN, \", \\, \n, \r, \t, \a, \b).
 func monitorArgs(line string) []string {
 	var args []string
 	for i := 0; i < len(line); i++ {
@@ -62,6 +62,10 @@ func monitorArgs(line string) []string {
 				b.WriteByte('\r')
 			case 't':
 				b.WriteByte('\t')
+			case 'a': // MONITOR writes bytes 7 and 8 so
+				b.WriteByte('\a')
+			case 'b':
+				b.WriteByte('\b')
 			default:
 				b.WriteByte(line[i])
 			}
