@@ -480,14 +480,29 @@ func (a *Adapter) startStreams(ctx, loopCtx context.Context, p streams) error {
 // streamState is what XINFO STREAM says about a stream.
 type streamState struct {
 	last       string // the last id added ("0-0": none yet)
-	maxDeleted string // the highest id trimmed or deleted ("": unknown, Redis < 7)
+	first      string // the first id still held ("": none)
+	maxDeleted string // the highest id XDEL removed ("0-0": none, "": Redis < 7); trimming leaves it
+	added      int64  // entries ever added (Redis 7; 0 before)
+	length     int64  // entries held
+}
+
+// gapAfter reports whether entries added after offset were removed before
+// a reader at offset read them. Trimming removes the oldest entries: when
+// the first one held is past offset, the entries between are gone (when
+// the trim ended exactly at offset nothing was lost, and it is counted
+// anyway: the stream does not say).
+func (s streamState) gapAfter(offset string) bool {
+	if offset == "0-0" { // the stream was empty when the reader started
+		return s.added > s.length
+	}
+	return idLess(offset, s.maxDeleted) || s.first != "" && idLess(offset, s.first)
 }
 
 func (a *Adapter) streamInfo(ctx context.Context, stream string) (streamState, error) {
 	m, err := a.client.Do(ctx, a.client.B().XinfoStream().Key(stream).Build()).AsMap()
 	if err != nil {
 		if re, ok := rueidis.IsRedisErr(err); ok && strings.Contains(re.Error(), "no such key") {
-			return streamState{last: "0-0", maxDeleted: "0-0"}, nil
+			return streamState{last: "0-0"}, nil
 		}
 		return streamState{}, err
 	}
@@ -498,6 +513,17 @@ func (a *Adapter) streamInfo(ctx context.Context, stream string) (streamState, e
 	}
 	if v, ok := m["max-deleted-entry-id"]; ok {
 		s.maxDeleted, _ = v.ToString()
+	}
+	if v, ok := m["first-entry"]; ok && !v.IsNil() {
+		if e, err := v.AsXRangeEntry(); err == nil {
+			s.first = e.ID
+		}
+	}
+	if v, ok := m["entries-added"]; ok {
+		s.added, _ = v.AsInt64()
+	}
+	if v, ok := m["length"]; ok {
+		s.length, _ = v.AsInt64()
 	}
 	return s, nil
 }
@@ -562,14 +588,23 @@ func (r *streamReader) run(ctx context.Context) {
 // checkGap counts and logs entries trimmed (or deleted) after the last
 // entry read: broadcasts this node will never deliver.
 func (r *streamReader) checkGap(ctx context.Context) {
-	info, err := r.a.streamInfo(ctx, r.stream)
-	if err != nil || info.maxDeleted == "" {
+	// A few tries: the first command after an outage may go out on a
+	// pipelined connection Redis closed meanwhile (see refreshConnections).
+	var info streamState
+	var err error
+	for range 3 {
+		if info, err = r.a.streamInfo(ctx, r.stream); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		r.a.log.Warn("stream gap not checked", "stream", r.stream, "err", err)
 		return
 	}
-	if idLess(r.offset, info.maxDeleted) {
+	if info.gapAfter(r.offset) {
 		r.a.stats.streamGaps.Add(1)
 		r.a.log.Error("stream entries were trimmed before this node read them: broadcasts lost (raise Streams.MaxLen?)",
-			"stream", r.stream, "last_read", r.offset, "trimmed_up_to", info.maxDeleted)
+			"stream", r.stream, "last_read", r.offset, "first_held", info.first)
 	}
 }
 
