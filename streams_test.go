@@ -1,6 +1,7 @@
 package redisadapter_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/blogstack/redisadapter"
@@ -32,5 +33,22 @@ func TestStreams(t *testing.T) {
 		suite(t, func(t *testing.T) redisadapter.Connector {
 			return redisadapter.Streams{Connector: redisadapter.Cluster{Addrs: set.Addrs(), Sharded: true}}
 		})
+	})
+}
+
+// A Go node and a Node.js node with @socket.io/redis-streams-adapter 0.3
+// on one Redis: broadcasts and every request type, in both directions.
+func TestStreamsNodeJSInterop(t *testing.T) {
+	t.Run("Standalone", func(t *testing.T) {
+		srv := redistest.Start(t)
+		interop(t, redisadapter.Streams{Connector: redisadapter.Standalone{URL: srv.URL()}}, "REDIS_URL="+srv.URL(), "STREAMS=1")
+	})
+	set := sharedCluster(t)
+	cluster := "REDIS_CLUSTER=" + strings.Join(set.Addrs(), ",")
+	t.Run("Cluster", func(t *testing.T) {
+		interop(t, redisadapter.Streams{Connector: redisadapter.Cluster{Addrs: set.Addrs()}}, cluster, "STREAMS=1")
+	})
+	t.Run("ClusterShardedPubSub", func(t *testing.T) {
+		interop(t, redisadapter.Streams{Connector: redisadapter.Cluster{Addrs: set.Addrs(), Sharded: true}}, cluster, "STREAMS=1", "SHARDED=1")
 	})
 }

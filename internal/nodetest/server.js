@@ -1,14 +1,17 @@
 // A Node.js socket.io 4 server with @socket.io/redis-adapter 8, driven by the
 // Go tests over stdin/stdout, one JSON object per line.
 //   env: PORT, REDIS_URL; or REDIS_CLUSTER (comma-separated host:port) with
-//        SHARDED=1 for createShardedAdapter (else createAdapter on the cluster)
+//        SHARDED=1 for createShardedAdapter (else createAdapter on the cluster);
+//        STREAMS=1 for @socket.io/redis-streams-adapter 0.3 instead (with SHARDED=1:
+//        useShardedPubSub), on either
 //   out: {"ready": true, "uid": "..."} once listening; then one answer per command
 //        and {"event": name, "args": [...]} for events its own test client
 //        cannot see (server-side emits).
-//   in:  {"id": n, "op": "emit" | "fetch" | "allRooms" | "serverSideEmit" | "join" | "disconnect",
+//   in:  {"id": n, "op": "emit" | "emitWithAck" | "fetch" | "allRooms" | "serverSideEmit" | "join" | "disconnect",
 //         "rooms": [...], "except": [...], "event": "...", "args": [...]}
 const { Server } = require("socket.io");
 const { createAdapter, createShardedAdapter } = require("@socket.io/redis-adapter");
+const { createAdapter: createStreamsAdapter } = require("@socket.io/redis-streams-adapter");
 const { createClient, createCluster } = require("redis");
 const readline = require("readline");
 
@@ -24,9 +27,13 @@ async function main() {
   await Promise.all([pub.connect(), sub.connect()]);
 
   const io = new Server({ allowEIO3: true, transports: ["websocket"] });
-  io.adapter(process.env.SHARDED === "1"
-    ? createShardedAdapter(pub, sub)
-    : createAdapter(pub, sub, { requestsTimeout: 3000 }));
+  if (process.env.STREAMS === "1") {
+    io.adapter(createStreamsAdapter(pub, { useShardedPubSub: process.env.SHARDED === "1" }));
+  } else {
+    io.adapter(process.env.SHARDED === "1"
+      ? createShardedAdapter(pub, sub)
+      : createAdapter(pub, sub, { requestsTimeout: 3000 }));
+  }
   io.on("connection", (socket) => {
     socket.on("join", (room, cb) => { socket.join(room); if (cb) cb("ok"); });
     socket.on("leave", (room, cb) => { socket.leave(room); if (cb) cb("ok"); });
@@ -65,6 +72,10 @@ async function main() {
           return out({ id: cmd.id, count: await io.of("/").adapter.serverCount() });
         case "serverSideEmit": {
           const acks = await io.serverSideEmitWithAck(cmd.event, ...(cmd.args || []));
+          return out({ id: cmd.id, acks });
+        }
+        case "emitWithAck": {
+          const acks = await sel(cmd).timeout(cmd.timeout || 2000).emitWithAck(cmd.event, ...(cmd.args || []));
           return out({ id: cmd.id, acks });
         }
         case "join":
