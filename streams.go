@@ -409,8 +409,10 @@ type streamEntry struct {
 
 // decodeStreamEntry reads the fields of a stream entry (uid, nsp, type and
 // an optional data: JSON when it starts with '{', else base64 msgpack) into
-// the ClusterAdapter message they stand for. Any field it cannot use is an
-// error; it never panics, and the msgpack is read with the bounded decoder.
+// the ClusterAdapter message they stand for, as JSON: JSON data is put in
+// as it is, and a bad one fails in the decoders that read the message. Any
+// other field it cannot use is an error; it never panics, and the msgpack
+// is read with the bounded decoder.
 func decodeStreamEntry(fields map[string]string) (streamEntry, error) {
 	e := streamEntry{uid: fields["uid"], nsp: fields["nsp"]}
 	if e.nsp == "" {
@@ -421,14 +423,12 @@ func decodeStreamEntry(fields map[string]string) (streamEntry, error) {
 		return e, malformed("stream entry type %q", fields["type"])
 	}
 	e.typ = typ
-	var data json.RawMessage
+	data := "null"
 	switch d := fields["data"]; {
 	case d == "":
 	case d[0] == '{':
-		if !json.Valid([]byte(d)) {
-			return e, malformed("stream entry data is not JSON")
-		}
-		data = json.RawMessage(d)
+		// Not validated here: the decoders parse it, and fail on bad JSON.
+		data = d
 	default:
 		b, err := base64.StdEncoding.DecodeString(d)
 		if err != nil {
@@ -444,15 +444,16 @@ func decodeStreamEntry(fields map[string]string) (streamEntry, error) {
 		if peekErr == nil { // a byte is left
 			return e, malformed("trailing bytes after stream entry data")
 		}
-		if data, err = json.Marshal(v); err != nil {
+		b, err = json.Marshal(v)
+		if err != nil {
 			return e, malformed("stream entry data: %v", err)
 		}
+		data = string(b)
 	}
-	msg, err := json.Marshal(shardedMessage{Type: typ, Data: data, UID: e.uid, Nsp: e.nsp})
-	if err != nil {
-		return e, malformed("stream entry: %v", err)
-	}
-	e.msg = string(msg)
+	// Built by hand: json.Marshal would scan and copy the data once more.
+	uid, _ := json.Marshal(e.uid)
+	nsp, _ := json.Marshal(e.nsp)
+	e.msg = `{"type":` + strconv.Itoa(typ) + `,"uid":` + string(uid) + `,"nsp":` + string(nsp) + `,"data":` + data + `}`
 	return e, nil
 }
 
