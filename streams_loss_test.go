@@ -224,3 +224,56 @@ func TestStreamsTrimmedOffsetCountsGap(t *testing.T) {
 	}
 	t.Logf("delivered %d of %d after the gap; stats %+v", got.count(), n+1, b.a.Stats())
 }
+
+// A node coming back after a long gap catches up in batches of ReadCount,
+// waiting for room in its queue rather than dropping (memory stays within
+// ReceiveQueue plus one batch), while requests, which come on pub/sub, are
+// still answered during the catch-up.
+func TestStreamsCatchUpIsBoundedAndAnswers(t *testing.T) {
+	srv := redistest.Start(t)
+	cut, readerURL, adminURL := newCutOff(t, srv, "reader")
+	mode := func(url string) redisadapter.Connector {
+		return redisadapter.Streams{Connector: redisadapter.Standalone{URL: url}, MaxLen: 50_000}
+	}
+	opts := &redisadapter.Options{ReceiveQueue: 64}
+	a := startNode(t, mode(adminURL), opts)
+	b := startNode(t, mode(readerURL), opts)
+	b.a.OnServerSideEmit("/", "ping", func([]json.RawMessage) any { return "pong" })
+	got := collectSeqs(t, b.client(t, "r"))
+
+	cut.acl("off")
+	cut.kill()
+	eventually(t, "b's subscriptions down", func() bool { return !b.a.Stats().Subscribed })
+	const n = 20_000
+	for i := range n {
+		require.NoError(t, a.a.To("r").Emit(bg(t), "m", i))
+	}
+	require.NoError(t, a.a.Flush(bg(t)))
+	cut.acl("on")
+
+	maxDepth := 0
+	answered := false
+	deadline := time.Now().Add(4 * wait)
+	for got.count() < n {
+		require.True(t, time.Now().Before(deadline), "%d of %d caught up", got.count(), n)
+		maxDepth = max(maxDepth, b.a.Stats().QueueDepth)
+		if !answered && got.count() > 0 && got.count() < n/2 && b.a.Stats().Subscribed {
+			// Mid catch-up: the request is answered within its timeout.
+			acks, err := a.a.ServerSideEmit(bg(t), "/", "ping")
+			require.NoError(t, err)
+			require.Equal(t, []json.RawMessage{json.RawMessage(`"pong"`)}, acks)
+			answered = got.count() < n
+		}
+		select {
+		case <-got.more:
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	got.inOrderOnce(t, n)
+	require.True(t, answered, "the catch-up ended before the request could be made")
+	st := b.a.Stats()
+	require.Zero(t, st.QueueFull)
+	require.Zero(t, st.StreamGaps)
+	require.LessOrEqual(t, maxDepth, 3*64, "the receive queues stay within ReceiveQueue each")
+	t.Logf("caught up %d entries; answered a request mid catch-up: %v; deepest queues %d", n, answered, maxDepth)
+}
