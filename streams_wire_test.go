@@ -1,10 +1,8 @@
 package redisadapter
 
 import (
-	"bufio"
 	"encoding/base64"
 	"encoding/json"
-	"os"
 	"strings"
 	"testing"
 
@@ -23,14 +21,8 @@ type xadd struct {
 // readXadds returns the XADDs of the streams capture, on stream "socket.io".
 func readXadds(t testing.TB) []xadd {
 	t.Helper()
-	f, err := os.Open("testdata/" + streamsCapture)
-	require.NoError(t, err)
-	defer f.Close()
 	var out []xadd
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		args := monitorArgs(sc.Text())
+	for _, args := range monitorCommands(t, streamsCapture) {
 		if len(args) < 2 || args[0] != "XADD" {
 			continue
 		}
