@@ -548,7 +548,11 @@ func (r *streamReader) run(ctx context.Context) {
 	a := r.a
 	backoff := minBackoff
 	var downSince time.Time
+	recheck := false // after an outage: check the stream before reading it again
 	for {
+		if recheck && r.checkGap(ctx) {
+			recheck = false
+		}
 		cmd := a.client.B().Xread().Count(int64(r.p.readCount)).Block(blockTime.Milliseconds()).
 			Streams().Key(r.stream).Id(r.offset).Build()
 		res, err := a.client.Do(ctx, cmd).AsXRead()
@@ -560,6 +564,7 @@ func (r *streamReader) run(ctx context.Context) {
 				downSince = time.Now()
 				a.log.Warn("stream read failed; reading again from the last entry read", "stream", r.stream, "err", err)
 			}
+			recheck = true
 			select {
 			case <-time.After(backoff):
 			case <-ctx.Done():
@@ -573,8 +578,8 @@ func (r *streamReader) run(ctx context.Context) {
 		if !downSince.IsZero() {
 			a.log.Info("stream read again", "stream", r.stream, "down", time.Since(downSince).Round(time.Millisecond))
 			downSince = time.Time{}
-			r.checkGap(ctx)
-		} else if len(entries) == r.p.readCount {
+		}
+		if len(entries) == r.p.readCount {
 			r.checkGap(ctx) // behind: the entries after offset may be trimmed before they are read
 		}
 		for _, e := range entries {
@@ -587,8 +592,11 @@ func (r *streamReader) run(ctx context.Context) {
 }
 
 // checkGap counts and logs entries trimmed (or deleted) after the last
-// entry read: broadcasts this node will never deliver.
-func (r *streamReader) checkGap(ctx context.Context) {
+// entry read: broadcasts this node will never deliver. It logs a stream
+// that ends before the last entry read (a failover lost the tail the
+// replica had not received). It reports whether it could look at the
+// stream.
+func (r *streamReader) checkGap(ctx context.Context) bool {
 	// A few tries: the first command after an outage may go out on a
 	// pipelined connection Redis closed meanwhile (see refreshConnections).
 	var info streamState
@@ -599,14 +607,23 @@ func (r *streamReader) checkGap(ctx context.Context) {
 		}
 	}
 	if err != nil {
-		r.a.log.Warn("stream gap not checked", "stream", r.stream, "err", err)
-		return
+		r.a.log.Debug("stream gap not checked", "stream", r.stream, "err", err)
+		return false
+	}
+	if idLess(info.last, r.offset) {
+		// Reading goes on after the last entry read: new entries get ids
+		// from the new master's clock, past it unless the clocks differ by
+		// more than the failover took.
+		r.a.log.Warn("the stream ends before the last entry this node read: a failover lost its tail, or it was recreated",
+			"stream", r.stream, "last_read", r.offset, "stream_end", info.last)
+		return true
 	}
 	if info.gapAfter(r.offset) {
 		r.a.stats.streamGaps.Add(1)
 		r.a.log.Error("stream entries were trimmed before this node read them: broadcasts lost (raise Streams.MaxLen?)",
 			"stream", r.stream, "last_read", r.offset, "first_held", info.first)
 	}
+	return true
 }
 
 // idLess compares two stream ids "<ms>-<seq>"; an id that does not parse
