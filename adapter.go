@@ -231,6 +231,11 @@ func (a *Adapter) roomShardsDown() int {
 // mayPublish is checkSubscribed for what a node publishes to the fleet:
 // the error also says it was not published (ErrPublish).
 func (a *Adapter) mayPublish() error {
+	if _, durable := a.proto.(streams); durable {
+		// A stream entry waits for every reader: a node whose
+		// subscriptions are down reads it once it is back.
+		return nil
+	}
 	if err := a.checkSubscribed(); err != nil {
 		return fmt.Errorf("%w: not published: %w", ErrPublish, err)
 	}
@@ -369,6 +374,8 @@ type Stats struct {
 	RequestTimeouts uint64
 	// Resubscribes counts subscriptions renewed after a dropped connection or a server-side unsubscribe.
 	Resubscribes uint64
+	// StreamGaps counts the times this node found stream entries trimmed (or deleted) before it read them, in streams mode: broadcasts it never delivered. Each is logged.
+	StreamGaps uint64
 	// IDCollisions counts socket ids seen on two nodes at once, or not made by SessionIDGenerator.
 	IDCollisions uint64
 	// QueueDepth is how many received messages wait to be handled now.
@@ -380,7 +387,7 @@ type Stats struct {
 }
 
 type counters struct {
-	received, malformed, queueFull, slowSocket, timeouts, resubscribes, collisions atomic.Uint64
+	received, malformed, queueFull, slowSocket, timeouts, resubscribes, collisions, streamGaps atomic.Uint64
 }
 
 // Stats returns a snapshot of the counters. It is cheap and never blocks
@@ -397,6 +404,7 @@ func (a *Adapter) Stats() Stats {
 		RequestTimeouts: c.timeouts.Load(),
 		Resubscribes:    c.resubscribes.Load(),
 		IDCollisions:    c.collisions.Load(),
+		StreamGaps:      c.streamGaps.Load(),
 		QueueDepth:      len(a.broadcasts) + len(a.requests) + len(a.responses),
 		Sockets:         a.trackedSockets(),
 		Subscribed:      a.subs.isLive() && a.roomShardsDown() == 0,

@@ -231,6 +231,7 @@ func suite(t *testing.T, connect func(t *testing.T) redisadapter.Connector) {
 		a, b := startNodes(t, c, &redisadapter.Options{MaxMessageSize: 4096})
 		bc := b.client(t, "r")
 		raw := rawClient(t, c)
+		badEntries := 0
 		publish := func(ch, msg string) error {
 			return raw.Do(bg(t), raw.B().Publish().Channel(ch).Message(msg).Build()).Error()
 		}
@@ -239,6 +240,33 @@ func suite(t *testing.T, connect func(t *testing.T) redisadapter.Connector) {
 			"socket.io#/#r#":        "\x93\xa6abcdef", // truncated frame on a room b has
 			"socket.io-request#/#":  `{"uid":"x","type":99}`,
 			"socket.io-response#/#": "{not json",
+		}
+		if s, ok := c.(redisadapter.Streams); ok {
+			garbage = map[string]string{
+				"socket.io#/#":                   "garbage",
+				"socket.io#/#" + b.a.UID() + "#": `{"type":8,"data":{"requestId":`,
+			}
+			if cl, ok := s.Connector.(redisadapter.Cluster); ok && cl.Sharded {
+				publish = func(ch, msg string) error {
+					return raw.Do(bg(t), raw.B().Spublish().Channel(ch).Message(msg).Build()).Error()
+				}
+			}
+			// Stream entries no node would write: each is dropped and counted.
+			for _, fv := range [][]string{
+				{"uid", "x", "nsp", "/", "type", "3", "data", "{not json"},
+				{"uid", "x", "nsp", "/", "type", "nope"},
+				{"uid", "x", "nsp", "/", "type", "99", "data", "{}"},
+				{"uid", "x", "nsp", "/", "type", "3", "data", "!!!not base64"},
+				{"uid", "x", "nsp", "/", "type", "3", "data", "kw=="}, // base64 of a truncated msgpack array
+				{"uid", "x", "nsp", "/", "type", "3", "data", string(make([]byte, 5000))},
+			} {
+				cmd := raw.B().Xadd().Key("socket.io").Id("*").FieldValue()
+				for i := 0; i < len(fv); i += 2 {
+					cmd = cmd.FieldValue(fv[i], fv[i+1])
+				}
+				require.NoError(t, raw.Do(bg(t), cmd.Build()).Error())
+			}
+			badEntries = 6
 		}
 		if _, ok := c.(redisadapter.Cluster); ok && c.(redisadapter.Cluster).Sharded {
 			publish = func(ch, msg string) error {
@@ -257,7 +285,7 @@ func suite(t *testing.T, connect func(t *testing.T) redisadapter.Connector) {
 		}
 		huge := make([]byte, 5000)
 		require.NoError(t, publish("socket.io#/#", string(huge)))
-		want := uint64(len(garbage) + 1)
+		want := uint64(len(garbage) + 1 + badEntries)
 		if _, ok := garbage["socket.io#/#"+b.a.UID()+"#x#"]; ok {
 			want--
 		}
@@ -277,7 +305,7 @@ func suite(t *testing.T, connect func(t *testing.T) redisadapter.Connector) {
 // broadcasts before that. Other protocols need no wait.
 func roomSubscribed(t *testing.T, c redisadapter.Connector, room string, nodes int64) {
 	t.Helper()
-	if cl, ok := c.(redisadapter.Cluster); !ok || !cl.Sharded {
+	if cl, ok := c.(redisadapter.Cluster); !ok || !cl.Sharded { // streams mode has no room channels
 		return
 	}
 	raw := rawClient(t, c)
@@ -299,6 +327,9 @@ func startNodes(t *testing.T, c redisadapter.Connector, opts *redisadapter.Optio
 func rawClient(t testing.TB, c redisadapter.Connector) rueidis.Client {
 	t.Helper()
 	var opt rueidis.ClientOption
+	if s, ok := c.(redisadapter.Streams); ok {
+		c = s.Connector
+	}
 	switch c := c.(type) {
 	case redisadapter.Standalone:
 		var err error

@@ -206,7 +206,8 @@ func BenchmarkRequests(b *testing.B) {
 
 // Latency at a steady 2,000 events/s, timestamps from one clock, side by
 // side: the raw rueidis path (PUBLISH to a SUBSCRIBE callback) and this
-// adapter (Emit on node A to receipt by a websocket client of node B).
+// adapter (Emit on node A to receipt by a websocket client of node B), in
+// pub/sub and in streams mode.
 //
 //	go test -run '^$' -bench Latency -benchtime 10000x .
 func BenchmarkLatency(b *testing.B) {
@@ -233,30 +234,41 @@ func BenchmarkLatency(b *testing.B) {
 			return pub.Do(context.Background(), pub.B().Publish().Channel("latency").Message(strconv.FormatInt(time.Now().UnixNano(), 10)).Build()).Error()
 		})
 	})
-	b.Run("adapter", func(b *testing.B) {
-		srv := redistest.Start(b)
-		c := redisadapter.Standalone{URL: srv.URL()}
-		a, recv := startNode(b, c, nil), startNode(b, c, nil)
-		cl := recv.client(b, "room")
-		arrived := make(chan time.Duration, 64)
-		stop := make(chan struct{})
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			for {
-				select {
-				case e := <-cl.Events:
-					sent, _ := strconv.ParseInt(string(e.Args[0]), 10, 64)
-					arrived <- time.Since(time.Unix(0, sent))
-				case <-stop:
-					return
-				}
+	for _, mode := range []string{"adapter", "adapter-streams"} {
+		b.Run(mode, func(b *testing.B) {
+			srv := redistest.Start(b)
+			var c redisadapter.Connector = redisadapter.Standalone{URL: srv.URL()}
+			if mode == "adapter-streams" {
+				c = redisadapter.Streams{Connector: c}
 			}
-		}()
-		defer func() { close(stop); <-done }()
-		paced(b, arrived, func() error {
-			return a.a.To("room").Emit(context.Background(), "t", time.Now().UnixNano())
+			latencyThroughAdapter(b, c)
 		})
+	}
+}
+
+// latencyThroughAdapter is BenchmarkLatency through two nodes on c: Emit
+// on one, receipt by a websocket client of the other.
+func latencyThroughAdapter(b *testing.B, c redisadapter.Connector) {
+	a, recv := startNode(b, c, nil), startNode(b, c, nil)
+	cl := recv.client(b, "room")
+	arrived := make(chan time.Duration, 64)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case e := <-cl.Events:
+				sent, _ := strconv.ParseInt(string(e.Args[0]), 10, 64)
+				arrived <- time.Since(time.Unix(0, sent))
+			case <-stop:
+				return
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	paced(b, arrived, func() error {
+		return a.a.To("room").Emit(context.Background(), "t", time.Now().UnixNano())
 	})
 }
 

@@ -21,8 +21,12 @@
 // The Connector picks how Redis is reached: Standalone, Sentinel (follows
 // failovers) or Cluster, classic (PUBLISH over the cluster bus, as Node's
 // createAdapter) or sharded (SPUBLISH/SSUBSCRIBE on Redis 7, as Node's
-// createShardedAdapter). FromEnv and ParseURL build one from REDIS_URL and
-// friends. Nothing else in the code changes between them.
+// createShardedAdapter). Streams wraps any of them in streams mode (Node's
+// @socket.io/redis-streams-adapter 0.3.x): broadcasts through a Redis
+// stream, which a node reads from where it stopped after a dropped
+// connection. FromEnv and ParseURL build one from REDIS_URL and friends
+// (REDIS_STREAMS=true for streams mode). Nothing else in the code changes
+// between them.
 //
 // Room membership stays where go-socket.io keeps it (conn.Join and
 // conn.Leave); the adapter reads it. go-socket.io has no adapter hook, so
@@ -33,7 +37,9 @@
 // # Delivery
 //
 // Redis pub/sub is at-most-once: a message published while a node is
-// disconnected from Redis never reaches that node. The adapter reads Redis at
+// disconnected from Redis never reaches that node. In streams mode a
+// broadcast reaches it once it is back, unless the stream was trimmed past
+// it meanwhile (counted in Stats.StreamGaps); see Streams. The adapter reads Redis at
 // full speed whatever the sockets do; a local socket that does not keep up
 // has its own bounded queue (Options.SocketQueue) and misses events past it,
 // counted in Stats.SlowSocketDrops, rather than stalling the others.

@@ -103,8 +103,9 @@ func (o BroadcastOperator) check() error {
 // While this node's subscriptions are down (Redis lost, a failover: see
 // Ping) Emit does not publish and fails with ErrPublish and ErrUnavailable:
 // the other nodes' subscriptions are most likely down too, and an event
-// that was not sent can be sent again without a duplicate. Emit returns
-// within RequestTimeout.
+// that was not sent can be sent again without a duplicate. In streams mode
+// (Streams) it publishes anyway: the entry waits in the stream for every
+// node. Emit returns within RequestTimeout.
 func (o BroadcastOperator) Emit(ctx context.Context, event string, args ...any) error {
 	if err := o.check(); err != nil {
 		return err

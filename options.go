@@ -63,6 +63,9 @@ func (o *Options) setDefaults() {
 }
 
 func (o *Options) validate() error {
+	if strings.ContainsRune(o.Key, 0) {
+		return fmt.Errorf("%w: Key %q contains a NUL byte", ErrConfig, o.Key)
+	}
 	if strings.Contains(o.Key, "#") {
 		return fmt.Errorf("%w: Key %q contains '#', the channel separator", ErrConfig, o.Key)
 	}
@@ -151,6 +154,7 @@ func (s Standalone) clientOption() (rueidis.ClientOption, error) {
 //	sentinel_password  Sentinel: the password on the sentinels
 //	cluster            Cluster when "true": the hosts are cluster nodes
 //	sharded            Cluster with sharded pub/sub (Redis 7) when "true"
+//	streams            streams mode when "true": the shape above wrapped in Streams
 //	dial_timeout       Standalone: how long to wait for a connection (time.ParseDuration; default 5s)
 //
 // Any other key is an error, so a typo is not silently ignored. For example,
@@ -180,6 +184,7 @@ type redisURL struct {
 	sentinelPass       string
 	cluster            bool
 	sharded            bool
+	streams            bool
 	clusterOff         bool // cluster=false said explicitly
 }
 
@@ -253,6 +258,10 @@ func parseURL(raw string) (redisURL, error) {
 				return r, fmt.Errorf("%w: redis URL cluster=%q is not true or false", ErrConfig, v)
 			}
 			r.clusterOff = !r.cluster
+		case "streams":
+			if r.streams, err = strconv.ParseBool(v); err != nil {
+				return r, fmt.Errorf("%w: redis URL streams=%q is not true or false", ErrConfig, v)
+			}
 		case "sharded":
 			if r.sharded, err = strconv.ParseBool(v); err != nil {
 				return r, fmt.Errorf("%w: redis URL sharded=%q is not true or false", ErrConfig, v)
@@ -271,8 +280,18 @@ func (r redisURL) tlsConfig() *tls.Config {
 	return &tls.Config{ServerName: r.host, MinVersion: tls.VersionTLS12}
 }
 
-// connector picks the deployment shape; raw is the URL it came from.
+// connector picks the deployment shape, in streams mode when asked; raw
+// is the URL it came from.
 func (r redisURL) connector(raw string) (Connector, error) {
+	c, err := r.shape(raw)
+	if err != nil || !r.streams {
+		return c, err
+	}
+	return Streams{Connector: c}, nil
+}
+
+// shape is the Standalone, Sentinel or Cluster connector r describes.
+func (r redisURL) shape(raw string) (Connector, error) {
 	if r.sharded && r.clusterOff {
 		return nil, fmt.Errorf("%w: sharded pub/sub needs a cluster, and cluster is false", ErrConfig)
 	}
@@ -323,6 +342,8 @@ func (r redisURL) clientOption() (rueidis.ClientOption, error) {
 //	REDIS_MASTER_NAME  Sentinel: the URL's hosts are sentinels watching this master
 //	REDIS_CLUSTER      "true": the URL's hosts are Redis Cluster nodes
 //	REDIS_SHARDED      "true": a Redis Cluster with sharded pub/sub (SPUBLISH/SSUBSCRIBE, Redis 7)
+//	REDIS_STREAMS      "true": streams mode (Streams, Node's redis-streams-adapter) over any of the
+//	                   shapes above; with REDIS_SHARDED=true its requests and answers use sharded pub/sub
 //
 // A bad combination (a master name with a cluster, REDIS_SHARDED=true with
 // REDIS_CLUSTER=false, several hosts with neither) is an error wrapping ErrConfig, so a misconfigured node fails at
@@ -350,6 +371,11 @@ func FromEnv() (Connector, error) {
 			return nil, fmt.Errorf("%w: REDIS_SHARDED=%q is not true or false", ErrConfig, v)
 		}
 	}
+	if v := os.Getenv("REDIS_STREAMS"); v != "" {
+		if u.streams, err = strconv.ParseBool(v); err != nil {
+			return nil, fmt.Errorf("%w: REDIS_STREAMS=%q is not true or false", ErrConfig, v)
+		}
+	}
 	pw := os.Getenv("REDIS_PASSWORD")
 	if pw != "" {
 		u.password = pw
@@ -358,9 +384,16 @@ func FromEnv() (Connector, error) {
 	if err != nil {
 		return nil, fmt.Errorf("REDIS_URL and REDIS_*: %w", err)
 	}
-	if s, ok := c.(Standalone); ok {
+	switch s := c.(type) {
+	case Standalone:
 		s.Password = pw
 		c = s
+	case Streams:
+		if st, ok := s.Connector.(Standalone); ok {
+			st.Password = pw
+			s.Connector = st
+			c = s
+		}
 	}
 	return c, nil
 }

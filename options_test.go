@@ -194,3 +194,48 @@ func TestOptionsDefaultsAndValidation(t *testing.T) {
 		require.ErrorIs(t, bad.validate(), ErrConfig, "%+v", bad)
 	}
 }
+
+// REDIS_STREAMS (and streams=true) wraps any shape in Streams; with
+// REDIS_SHARDED its requests use sharded pub/sub.
+func TestFromEnvStreams(t *testing.T) {
+	for _, k := range []string{"REDIS_URL", "REDIS_PASSWORD", "REDIS_MASTER_NAME", "REDIS_CLUSTER", "REDIS_SHARDED"} {
+		t.Setenv(k, "")
+	}
+	t.Setenv("REDIS_STREAMS", "true")
+	t.Setenv("REDIS_URL", "redis://h:6380")
+	t.Setenv("REDIS_PASSWORD", "pw")
+	c, err := FromEnv()
+	require.NoError(t, err)
+	require.Equal(t, Streams{Connector: Standalone{URL: "redis://h:6380", Password: "pw"}}, c)
+	require.Equal(t, streams{name: "socket.io", count: 1, maxLen: 10000, readCount: 100}, c.protocol())
+
+	t.Setenv("REDIS_PASSWORD", "")
+	t.Setenv("REDIS_URL", "redis://s1:26379,s2:26379")
+	t.Setenv("REDIS_MASTER_NAME", "mymaster")
+	c, err = FromEnv()
+	require.NoError(t, err)
+	require.Equal(t, Streams{Connector: Sentinel{MasterName: "mymaster", Addrs: []string{"s1:26379", "s2:26379"}}}, c)
+
+	t.Setenv("REDIS_MASTER_NAME", "")
+	t.Setenv("REDIS_CLUSTER", "true")
+	t.Setenv("REDIS_SHARDED", "true")
+	c, err = FromEnv()
+	require.NoError(t, err)
+	require.Equal(t, Streams{Connector: Cluster{Addrs: []string{"s1:26379", "s2:26379"}, Sharded: true}}, c)
+	require.True(t, c.protocol().(streams).shardedPubSub)
+
+	t.Setenv("REDIS_STREAMS", "maybe")
+	_, err = FromEnv()
+	require.ErrorIs(t, err, ErrConfig)
+
+	c, err = ParseURL("redis://h?streams=true")
+	require.NoError(t, err)
+	require.Equal(t, Streams{Connector: Standalone{URL: "redis://h?streams=true"}}, c)
+	_, err = ParseURL("redis://h?streams=sometimes")
+	require.ErrorIs(t, err, ErrConfig)
+
+	for _, bad := range []Streams{{}, {Connector: Streams{Connector: Standalone{}}}, {Connector: Standalone{}, MaxLen: -1}} {
+		_, err := bad.clientOption()
+		require.ErrorIs(t, err, ErrConfig, "%+v", bad)
+	}
+}

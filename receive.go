@@ -60,6 +60,11 @@ func (a *Adapter) start(ctx context.Context) error {
 		a.spawn(func() { a.receiveLoop(loopCtx, sub) })
 	}
 	a.spawn(func() { a.sweep(loopCtx) })
+	if p, ok := a.proto.(streams); ok {
+		if err := a.startStreams(ctx, loopCtx, p); err != nil {
+			return err
+		}
+	}
 	if rc, ok := a.proto.(roomChannels); ok {
 		a.rooms = newRoomSubs(loopCtx, a, rc)
 		a.spawn(a.rooms.run)

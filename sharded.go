@@ -125,26 +125,12 @@ func (sharded) encode(typ int, uid, nsp string, d shardedData) ([]byte, error) {
 	return json.Marshal(shardedMessage{Type: typ, Data: data, UID: uid, Nsp: nsp})
 }
 
-// jsonPacket is the packet {type: 2, data: [event, ...args]} of a
-// broadcast, in JSON.
-func jsonPacket(event string, args []any) (json.RawMessage, error) {
-	data, err := json.Marshal(append([]any{event}, args...))
-	if err != nil {
-		return nil, fmt.Errorf("redisadapter: encode %q: %w", event, err)
-	}
-	packet, _ := json.Marshal(struct {
-		Type int             `json:"type"`
-		Data json.RawMessage `json:"data"`
-	}{packetEvent, data})
-	return packet, nil
-}
-
 func (p sharded) encodeBroadcast(key, uid, nsp string, sel selector, event string, args []any) (string, []byte, error) {
-	packet, err := jsonPacket(event, args)
+	d, err := shardedBroadcastData(sel, event, args)
 	if err != nil {
 		return "", nil, err
 	}
-	payload, err := p.encode(shardedBroadcast, uid, nsp, shardedData{Packet: packet, Opts: toShardedOpts(sel)})
+	payload, err := p.encode(shardedBroadcast, uid, nsp, d)
 	channel := shardedChannel(key, nsp)
 	// As Node's "dynamic" mode: a one-room broadcast goes to the room's
 	// channel, unless the room looks like a socket id (those have none).
@@ -154,7 +140,31 @@ func (p sharded) encodeBroadcast(key, uid, nsp string, sel selector, event strin
 	return channel, payload, err
 }
 
+// shardedBroadcastData is the data of a BROADCAST message:
+// {packet: {type: 2, data: [event, ...args]}, opts}, with the packet as JSON.
+func shardedBroadcastData(sel selector, event string, args []any) (shardedData, error) {
+	data, err := json.Marshal(append([]any{event}, args...))
+	if err != nil {
+		return shardedData{}, fmt.Errorf("redisadapter: encode %q: %w", event, err)
+	}
+	packet, _ := json.Marshal(struct {
+		Type int             `json:"type"`
+		Data json.RawMessage `json:"data"`
+	}{packetEvent, data})
+	return shardedData{Packet: packet, Opts: toShardedOpts(sel)}, nil
+}
+
 func (p sharded) encodeRequest(key, nsp string, r request) (string, []byte, error) {
+	typ, d, err := shardedRequest(r)
+	if err != nil {
+		return "", nil, err
+	}
+	payload, err := p.encode(typ, r.UID, nsp, d)
+	return shardedChannel(key, nsp), payload, err
+}
+
+// shardedRequest is the ClusterAdapter message type and data of a request.
+func shardedRequest(r request) (int, shardedData, error) {
 	d := shardedData{RequestID: r.RequestID}
 	var typ int
 	switch r.Type {
@@ -174,17 +184,16 @@ func (p sharded) encodeRequest(key, nsp string, r request) (string, []byte, erro
 		// A broadcast with a requestId wants acknowledgements. It goes to
 		// the namespace's channel even for one room, as in Node: every
 		// node counted by SHARDNUMSUB must answer with its client count.
-		packet, err := jsonPacket(r.frame.event, r.frame.args)
+		b, err := shardedBroadcastData(r.frame.sel, r.frame.event, r.frame.args)
 		if err != nil {
-			return "", nil, err
+			return 0, d, err
 		}
-		typ, d.Packet, d.Opts = shardedBroadcast, packet, toShardedOpts(r.frame.sel)
+		typ, d.Packet, d.Opts = shardedBroadcast, b.Packet, b.Opts
 		d.Opts.Flags["timeout"] = r.ackTimeout.Milliseconds()
 	default:
-		return "", nil, fmt.Errorf("redisadapter: %s has no sharded form", r.Type)
+		return 0, d, fmt.Errorf("redisadapter: %s has no ClusterAdapter form", r.Type)
 	}
-	payload, err := p.encode(typ, r.UID, nsp, d)
-	return shardedChannel(key, nsp), payload, err
+	return typ, d, nil
 }
 
 func (p sharded) encodeAnswer(key, nsp, uid string, to request, a answer) (string, []byte, error) {

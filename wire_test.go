@@ -21,14 +21,8 @@ type published struct{ channel, message string }
 // (captured live from Node's @socket.io/redis-adapter 8.3.0).
 func readCapture(t testing.TB, name string) []published {
 	t.Helper()
-	f, err := os.Open("testdata/" + name)
-	require.NoError(t, err)
-	defer f.Close()
 	var out []published
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		args := monitorArgs(sc.Text())
+	for _, args := range monitorCommands(t, name) {
 		if len(args) == 3 && (strings.EqualFold(args[0], "PUBLISH") || strings.EqualFold(args[0], "SPUBLISH")) {
 			out = append(out, published{args[1], args[2]})
 		}
@@ -37,8 +31,24 @@ func readCapture(t testing.TB, name string) []published {
 	return out
 }
 
+// monitorCommands returns the arguments of every command of a MONITOR
+// capture in testdata.
+func monitorCommands(t testing.TB, name string) [][]string {
+	t.Helper()
+	f, err := os.Open("testdata/" + name)
+	require.NoError(t, err)
+	defer f.Close()
+	var out [][]string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		out = append(out, monitorArgs(sc.Text()))
+	}
+	return out
+}
+
 // monitorArgs splits the quoted arguments of a MONITOR line, undoing its
-// escapes (\xNN, \", \\, \n, \r, \t).
+// escapes (\xNN, \", \\, \n, \r, \t, \a, \b).
 func monitorArgs(line string) []string {
 	var args []string
 	for i := 0; i < len(line); i++ {
@@ -63,6 +73,10 @@ func monitorArgs(line string) []string {
 				b.WriteByte('\r')
 			case 't':
 				b.WriteByte('\t')
+			case 'a': // MONITOR writes bytes 7 and 8 so
+				b.WriteByte('\a')
+			case 'b':
+				b.WriteByte('\b')
 			default:
 				b.WriteByte(line[i])
 			}

@@ -5,6 +5,7 @@
 //	go run ./examples/blogstack                      # one node, embedded Redis
 //	REDIS_URL=redis://127.0.0.1:6379 go run ./examples/blogstack -addr :3001 -node a
 //	go run ./examples/blogstack -addr :8443 -tls-cert fullchain.pem -tls-key privkey.pem
+//	REDIS_URL=redis://127.0.0.1:6379 REDIS_STREAMS=true go run ./examples/blogstack   # streams mode
 //
 // Socket.IO (namespace "/"):
 //

@@ -2,7 +2,9 @@
 // Go tests over stdin/stdout, one JSON object per line.
 //   env: PORT, REDIS_URL; NODE_NAME (optional: socket.data.node of its sockets, as the
 //        example's Go nodes set it); or REDIS_CLUSTER (comma-separated host:port) with
-//        SHARDED=1 for createShardedAdapter (else createAdapter on the cluster)
+//        SHARDED=1 for createShardedAdapter (else createAdapter on the cluster);
+//        STREAMS=1 for @socket.io/redis-streams-adapter 0.3 instead (with SHARDED=1:
+//        useShardedPubSub), on either
 //   out: {"ready": true, "uid": "..."} once listening; then one answer per command
 //        and {"event": name, "args": [...]} for events its own test client
 //        cannot see (server-side emits).
@@ -10,6 +12,7 @@
 //         "rooms": [...], "except": [...], "event": "...", "args": [...]}
 const { Server } = require("socket.io");
 const { createAdapter, createShardedAdapter } = require("@socket.io/redis-adapter");
+const { createAdapter: createStreamsAdapter } = require("@socket.io/redis-streams-adapter");
 const { createClient, createCluster } = require("redis");
 const readline = require("readline");
 
@@ -25,9 +28,13 @@ async function main() {
   await Promise.all([pub.connect(), sub.connect()]);
 
   const io = new Server({ allowEIO3: true, transports: ["websocket"] });
-  io.adapter(process.env.SHARDED === "1"
-    ? createShardedAdapter(pub, sub)
-    : createAdapter(pub, sub, { requestsTimeout: 3000 }));
+  if (process.env.STREAMS === "1") {
+    io.adapter(createStreamsAdapter(pub, { useShardedPubSub: process.env.SHARDED === "1" }));
+  } else {
+    io.adapter(process.env.SHARDED === "1"
+      ? createShardedAdapter(pub, sub)
+      : createAdapter(pub, sub, { requestsTimeout: 3000 }));
+  }
   io.on("connection", (socket) => {
     if (process.env.NODE_NAME) socket.data.node = process.env.NODE_NAME;
     socket.on("join", (room, cb) => { socket.join(room); if (cb) cb("ok"); });
@@ -72,6 +79,10 @@ async function main() {
         }
         case "serverSideEmit": {
           const acks = await io.serverSideEmitWithAck(cmd.event, ...(cmd.args || []));
+          return out({ id: cmd.id, acks });
+        }
+        case "emitWithAck": {
+          const acks = await sel(cmd).timeout(cmd.timeout || 2000).emitWithAck(cmd.event, ...(cmd.args || []));
           return out({ id: cmd.id, acks });
         }
         case "join":

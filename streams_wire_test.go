@@ -1,0 +1,179 @@
+package redisadapter
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+const streamsCapture = "node-redis-streams-adapter-0.3.1-capture.txt"
+
+// xadd is one XADD of a MONITOR capture: its arguments after the key.
+type xadd struct {
+	args   []string // MAXLEN ~ 10000 * field value ...
+	fields map[string]string
+	order  []string
+}
+
+// readXadds returns the XADDs of the streams capture, on stream "socket.io".
+func readXadds(t testing.TB) []xadd {
+	t.Helper()
+	var out []xadd
+	for _, args := range monitorCommands(t, streamsCapture) {
+		if len(args) < 2 || args[0] != "XADD" {
+			continue
+		}
+		require.Equal(t, "socket.io", args[1])
+		x := xadd{args: args[2:], fields: map[string]string{}}
+		for i := 6; i+1 < len(args); i += 2 {
+			x.fields[args[i]] = args[i+1]
+			x.order = append(x.order, args[i])
+		}
+		out = append(out, x)
+	}
+	require.NotEmpty(t, out)
+	return out
+}
+
+func TestStreamsCaptureDecodes(t *testing.T) {
+	p := Streams{Connector: Standalone{}}.protocol().(streams)
+	var broadcasts, requests int
+	for _, x := range readXadds(t) {
+		require.Equal(t, []string{"MAXLEN", "~", "10000", "*"}, x.args[:4])
+		require.Equal(t, []string{"uid", "nsp", "type", "data"}, x.order)
+		e, err := decodeStreamEntry(x.fields)
+		require.NoError(t, err, "%v", x.fields)
+		if e.typ == shardedBroadcast {
+			f, err := p.decodeBroadcast(e.msg)
+			require.NoError(t, err, e.msg)
+			require.Equal(t, "273da6c12108cf63", f.uid)
+			require.Equal(t, []string{"comment", "multi", "all", "bin"}[broadcasts], f.event)
+			broadcasts++
+			continue
+		}
+		r, err := p.decodeRequest(e.msg)
+		require.NoError(t, err, e.msg)
+		require.Contains(t, []requestType{typeRemoteJoin, typeRemoteLeave, typeRemoteDisconnect}, r.Type)
+		requests++
+	}
+	require.Equal(t, 4, broadcasts) // the last one holds a Buffer: base64 msgpack
+	require.Equal(t, 3, requests)
+
+	// The pub/sub side: msgpack requests on the public channel, answers on
+	// the requester's.
+	var ephemeral, answers int
+	for _, m := range readCapture(t, streamsCapture) {
+		if m.channel == "socket.io#/#" {
+			r, err := p.decodeRequest(m.message)
+			require.NoError(t, err, "%q", m.message)
+			require.Contains(t, []requestType{typeRemoteFetch, typeServerSideEmit, typeBroadcast}, r.Type)
+			ephemeral++
+			continue
+		}
+		r, err := p.decodeResponse(m.message)
+		require.NoError(t, err, "%q", m.message)
+		require.NotEmpty(t, r.RequestID)
+		answers++
+	}
+	require.Equal(t, 4, ephemeral)
+	require.Equal(t, 4, answers)
+}
+
+// Our entries and messages are byte for byte what Node writes for the
+// same operation.
+func TestStreamsEncodeMatchesNode(t *testing.T) {
+	p := Streams{Connector: Standalone{}}.protocol().(streams)
+	xs := readXadds(t)
+	const uid = "273da6c12108cf63"
+	type comment struct {
+		Text string `json:"text"`
+		N    int    `json:"n"`
+	}
+	check := func(i int, channel string, payload []byte) {
+		t.Helper()
+		head, ok := strings.CutPrefix(channel, streamMarker)
+		require.True(t, ok, channel)
+		f := strings.SplitN(head, "\x00", 4)
+		require.Equal(t, []string{"socket.io", uid, "/", xs[i].fields["type"]}, f)
+		require.Equal(t, xs[i].fields["data"], string(payload))
+	}
+	ch, payload, err := p.encodeBroadcast("socket.io", uid, "/", selector{Rooms: []string{"post:1"}}, "comment", []any{comment{"hello", 1}})
+	require.NoError(t, err)
+	check(0, ch, payload)
+	ch, payload, err = p.encodeBroadcast("socket.io", uid, "/", selector{Rooms: []string{"post:1", "post:2"}, Except: []string{"post:3"}}, "multi", []any{42})
+	require.NoError(t, err)
+	check(1, ch, payload)
+	ch, payload, err = p.encodeBroadcast("socket.io", uid, "/", selector{}, "all", []any{"x"})
+	require.NoError(t, err)
+	check(2, ch, payload)
+	ch, payload, err = p.encodeBroadcast("socket.io", uid, "/", selector{Rooms: []string{"post:1"}}, "bin", []any{[]byte{1, 2, 3}})
+	require.NoError(t, err)
+	check(3, ch, payload)
+	sel := selector{Rooms: []string{"post:1"}}
+	ch, payload, err = p.encodeRequest("socket.io", "/", request{UID: uid, Type: typeRemoteJoin, Opts: &sel, Rooms: []string{"extra"}})
+	require.NoError(t, err)
+	check(4, ch, payload)
+	yes := true
+	ch, payload, err = p.encodeRequest("socket.io", "/", request{UID: uid, Type: typeRemoteDisconnect, Opts: &sel, Close: &yes})
+	require.NoError(t, err)
+	check(6, ch, payload)
+
+	// Ephemeral: the fetch request and the answers, msgpack in Node's key order.
+	pub := map[string][]string{}
+	for _, m := range readCapture(t, streamsCapture) {
+		pub[m.channel] = append(pub[m.channel], m.message)
+	}
+	ch, payload, err = p.encodeRequest("socket.io", "/", request{UID: uid, RequestID: "09d5080863c3dda3", Type: typeRemoteFetch, Opts: &sel})
+	require.NoError(t, err)
+	require.Equal(t, "socket.io#/#", ch)
+	require.Equal(t, pub["socket.io#/#"][0], string(payload))
+	count := 1
+	ch, payload, err = p.encodeAnswer("socket.io", "/", "81d2cca0527f378e", request{UID: uid, RequestID: "a743592b57accc71", Type: typeBroadcast}, answer{clientCount: &count})
+	require.NoError(t, err)
+	require.Equal(t, "socket.io#/#"+uid+"#", ch)
+	require.Equal(t, pub[ch][2], string(payload))
+}
+
+func TestHashCodeStreamNames(t *testing.T) {
+	// Node's hashCode (util.js) and % 3, computed with node: "/" 47 2,
+	// "/chat" 46457863 1, "/admin-namespace" -1677369266 -2, "/ü😀" 3415248 0.
+	p := streams{name: "socket.io", count: 3}
+	for nsp, want := range map[string]struct {
+		hash   int32
+		stream string
+	}{
+		"/":                {47, "socket.io-2"},
+		"/chat":            {46457863, "socket.io-1"},
+		"/admin-namespace": {-1677369266, "socket.io--2"},
+		"/ü😀":              {3415248, "socket.io-0"},
+	} {
+		require.Equal(t, want.hash, hashCode(nsp), nsp)
+		require.Equal(t, want.stream, p.streamFor(nsp), nsp)
+	}
+	require.Equal(t, "socket.io", streams{name: "socket.io", count: 1}.streamFor("/chat"))
+}
+
+func FuzzDecodeStreamEntry(f *testing.F) {
+	for _, x := range readXadds(f) {
+		f.Add(x.fields["uid"], x.fields["nsp"], x.fields["type"], x.fields["data"])
+	}
+	f.Add("u", "/", "3", base64.StdEncoding.EncodeToString([]byte{0x93}))
+	f.Fuzz(func(t *testing.T, uid, nsp, typ, data string) {
+		e, err := decodeStreamEntry(map[string]string{"uid": uid, "nsp": nsp, "type": typ, "data": data})
+		if err != nil {
+			return
+		}
+		// What decodes is a ClusterAdapter message (JSON unless its data
+		// was not) for the decoders, which must not panic on it either.
+		if json.Valid([]byte(data)) && !json.Valid([]byte(e.msg)) {
+			t.Fatalf("not JSON: %q", e.msg)
+		}
+		var p streams
+		_, _ = p.decodeBroadcast(e.msg)
+		_, _ = p.decodeRequest(e.msg)
+		_, _ = p.decodeResponse(e.msg)
+	})
+}
