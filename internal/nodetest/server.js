@@ -81,10 +81,6 @@ async function main() {
           const acks = await io.serverSideEmitWithAck(cmd.event, ...(cmd.args || []));
           return out({ id: cmd.id, acks });
         }
-        case "emitWithAck": {
-          const acks = await sel(cmd).timeout(cmd.timeout || 2000).emitWithAck(cmd.event, ...(cmd.args || []));
-          return out({ id: cmd.id, acks });
-        }
         case "join":
           sel(cmd).socketsJoin(cmd.join);
           return out({ id: cmd.id, ok: true });
