@@ -153,7 +153,11 @@ func report(results []result, get func(string, string) (float64, bool), env map[
 
 	p("\n## Latency at 2,000 events/s\n\nOne clock, side by side: the raw rueidis path (PUBLISH to a SUBSCRIBE callback, no adapter, no websocket),\nand `Emit` on node A to receipt by a websocket client of node B.\n\n")
 	p("| path | p50 | p99 | max |\n|---|---|---|---|\n")
-	for _, l := range []struct{ key, label string }{{"rueidis", "raw rueidis PUBLISH → SUBSCRIBE"}, {"adapter", "redisadapter Emit → websocket client"}} {
+	for _, l := range []struct{ key, label string }{
+		{"rueidis", "raw rueidis PUBLISH → SUBSCRIBE"},
+		{"adapter", "redisadapter Emit → websocket client"},
+		{"adapter-streams", "the same in streams mode (XADD → XREAD)"},
+	} {
 		if p50, ok := get("Latency/"+l.key, "p50-µs"); ok {
 			p99, _ := get("Latency/"+l.key, "p99-µs")
 			mx, _ := get("Latency/"+l.key, "max-µs")
@@ -194,6 +198,29 @@ func report(results []result, get func(string, string) (float64, bool), env map[
 		if _, ok := get(name, "recovered-ms"); ok {
 			p("| %s | %.2f s | %.0f / %.0f / %.0f ms | %.0f | %.0f |\n", f.label, m(name, "recovered-ms")/1000,
 				m(name, "flow-min-ms"), m(name, "flow-med-ms"), m(name, "flow-max-ms"), m(name, "lost"), m(name, "refused"))
+		}
+	}
+
+	p("\n## Pub/sub or streams\n\n")
+	p("Fan-out: the fan-out case above (100 B, 10 clients on node B), pub/sub and streams mode side by side on one\n")
+	p("Redis (streams with a MaxLen above the burst: this measures throughput).\n\n")
+	p("| mode | deliveries/s | lost | cpu-ms / 1k deliveries |\n|---|---|---|---|\n")
+	for _, mode := range []string{"pubsub", "streams"} {
+		name := "StreamsFanout/" + mode
+		if v, ok := get(name, "deliveries/s"); ok {
+			p("| %s | %.0f | %.2f%% | %.1f |\n", mode, v, m(name, "%lost"), m(name, "cpu-ms/1k"))
+		}
+	}
+	p("\nKill soak: three nodes broadcast to a room at 2,000 events/s in all for 4 s, one client per node, while every\n")
+	p("node's receiving connections are killed (`CLIENT KILL`) every 500 ms. With RESP3, rueidis carries subscriptions on\n")
+	p("the connection that also publishes, so a kill also fails publishes in flight. *Lost*: deliveries a client of\n")
+	p("another node never got, of broadcasts `Emit` accepted; *publish failed*: accepted broadcasts whose PUBLISH or XADD\n")
+	p("then failed (reported by `Flush` and `Stats.PublishFailures`; each is lost for both other nodes).\n\n")
+	p("| mode | accepted | lost deliveries | publish failed | duplicates | refused |\n|---|---|---|---|---|---|\n")
+	for _, mode := range []string{"pubsub", "streams"} {
+		name := "StreamsKillSoak/" + mode
+		if v, ok := get(name, "accepted"); ok {
+			p("| %s | %.0f | %.0f | %.0f | %.0f | %.0f |\n", mode, v, m(name, "lost"), m(name, "publish-failed"), m(name, "dup"), m(name, "refused"))
 		}
 	}
 
@@ -249,6 +276,17 @@ func report(results []result, get func(string, string) (float64, bool), env map[
 		node, _ := get("SameApp/node-redis-adapter", "deliveries/s")
 		builtin, _ := get("SameApp/gosocketio-builtin", "deliveries/s")
 		p("| the example's path ≥ 2× Node's adapter | %.2f× (%.2f× go-socket.io built-in) | %s |\n", ratio(ours, node), ratio(ours, builtin), yes(ours >= 2*node))
+	}
+	if streams, ok := get("StreamsFanout/streams", "deliveries/s"); ok {
+		pubsub, _ := get("StreamsFanout/pubsub", "deliveries/s")
+		r := ratio(streams, pubsub)
+		p("| streams mode's fan-out ≥ 0.7× pub/sub mode's | %.2f× | %s |\n", r, yes(r >= 0.7))
+	}
+	if lost, ok := get("StreamsKillSoak/streams", "lost"); ok {
+		failed, _ := get("StreamsKillSoak/streams", "publish-failed")
+		pubsubLost, _ := get("StreamsKillSoak/pubsub", "lost")
+		p("| streams mode loses no event to connection kills | %.0f deliveries lost; %.0f publishes failed in flight and were reported, 2 deliveries each (pub/sub mode: %.0f lost) | %s |\n",
+			lost, failed, pubsubLost, yes(lost == 0))
 	}
 	if p99, ok := get("Latency/adapter", "p99-µs"); ok {
 		raw, _ := get("Latency/rueidis", "p99-µs")
