@@ -113,12 +113,18 @@ func pollingSession(t *testing.T, base string) string {
 	require.NoError(t, err)
 	m := regexp.MustCompile(`"sid":"([^"]+)"`).FindSubmatch(body)
 	require.NotNil(t, m, "%s", body)
-	// The socket.io CONNECT: until a poll takes it, go-socket.io reads nothing.
-	resp, err = http.Get(base + "/socket.io/?EIO=3&transport=polling&b64=1&sid=" + string(m[1]))
-	require.NoError(t, err)
-	body, err = io.ReadAll(resp.Body)
-	resp.Body.Close()
-	require.NoError(t, err)
+	// The socket.io CONNECT: until a poll takes it, go-socket.io reads
+	// nothing. go-socket.io registers a session only after the handshake
+	// was written (engineio.Server.newSession), so a poll right after it
+	// can find "invalid sid": poll until the session is known.
+	eventually(t, "the session's first poll", func() bool {
+		resp, err = http.Get(base + "/socket.io/?EIO=3&transport=polling&b64=1&sid=" + string(m[1]))
+		require.NoError(t, err)
+		body, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.NoError(t, err)
+		return resp.StatusCode != http.StatusBadRequest
+	})
 	require.Contains(t, string(body), ":40")
 	return string(m[1])
 }
