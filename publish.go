@@ -292,8 +292,23 @@ func (p *publisher) sendBatch(batch []*outgoing) {
 		results = p.client.DoMulti(ctx, cmds...)
 		cancel()
 	}
+	// The outage state is recorded before any waiter hears its answer: a
+	// Flush that reports this batch's failure must find the next Emit
+	// waiting for its own answer.
+	if len(cmds) > 0 {
+		reached := false
+		for _, r := range results {
+			if err := r.Error(); err == nil {
+				reached = true
+			} else if _, answered := rueidis.IsRedisErr(err); answered {
+				reached = true // Redis answered, even if to refuse
+			}
+		}
+		p.mu.Lock()
+		p.down = !reached
+		p.mu.Unlock()
+	}
 	var failed error
-	reached := false
 	i := 0
 	for _, o := range sent {
 		if o.flush {
@@ -307,9 +322,6 @@ func (p *publisher) sendBatch(batch []*outgoing) {
 		}
 		err := results[i].Error()
 		i++
-		if _, answered := rueidis.IsRedisErr(err); err == nil || answered {
-			reached = true // Redis answered, even if to refuse
-		}
 		if err == nil {
 			p.published.Add(1)
 		} else {
@@ -332,11 +344,6 @@ func (p *publisher) sendBatch(batch []*outgoing) {
 			}
 			p.mu.Unlock()
 		}
-	}
-	if len(cmds) > 0 {
-		p.mu.Lock()
-		p.down = !reached
-		p.mu.Unlock()
 	}
 	if failed != nil {
 		p.logFailure(failed)
