@@ -102,4 +102,3 @@ func TestPublishQueueBoundsBytes(t *testing.T) {
 	require.Equal(t, 3, queued, "300-byte messages within 1000 bytes, in flight included")
 	require.NoError(t, p.flush(context.Background()), "markers take no room: Flush waits for Redis, not for room")
 }
-
