@@ -123,6 +123,15 @@ func (c *cutOff) acl(state string) {
 	require.NoError(c.t, err)
 }
 
+// away keeps n, connected as the user, from Redis: the user disabled,
+// its connections killed, until n sees its subscriptions down.
+func (c *cutOff) away(n *node) {
+	c.t.Helper()
+	c.acl("off")
+	c.kill()
+	eventually(c.t, "the node's subscriptions down", func() bool { return !n.a.Stats().Subscribed })
+}
+
 // kill closes every connection of the user, and reports how many.
 func (c *cutOff) kill() int64 {
 	c.t.Helper()
@@ -197,9 +206,7 @@ func TestStreamsTrimmedOffsetCountsGap(t *testing.T) {
 	require.NoError(t, a.a.To("r").Emit(bg(t), "m", 0))
 	got.waitFor(t, 1, wait)
 
-	cut.acl("off")
-	cut.kill()
-	eventually(t, "b's subscriptions down", func() bool { return !b.a.Stats().Subscribed })
+	cut.away(b)
 	// MAXLEN ~ trims whole stream nodes (100 entries by default): 1,000
 	// entries leave about 100.
 	const n = 1000
@@ -246,9 +253,7 @@ func TestStreamsCatchUpIsBoundedAndAnswers(t *testing.T) {
 	b.a.OnServerSideEmit("/", "ping", func([]json.RawMessage) any { return "pong" })
 	got := collectSeqs(t, b.client(t, "r"))
 
-	cut.acl("off")
-	cut.kill()
-	eventually(t, "b's subscriptions down", func() bool { return !b.a.Stats().Subscribed })
+	cut.away(b)
 	const n = 20_000
 	for i := range n {
 		require.NoError(t, a.a.To("r").Emit(bg(t), "m", i))
@@ -296,9 +301,7 @@ func TestStreamsRedisRestartWithAOF(t *testing.T) {
 	require.NoError(t, a.a.To("r").Emit(bg(t), "m", 0))
 	got.waitFor(t, 1, wait)
 
-	cut.acl("off")
-	cut.kill()
-	eventually(t, "b's subscriptions down", func() bool { return !b.a.Stats().Subscribed })
+	cut.away(b)
 	const n = 2000
 	for i := 1; i < n/2; i++ {
 		require.NoError(t, a.a.To("r").Emit(bg(t), "m", i))
