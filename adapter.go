@@ -361,6 +361,8 @@ type Stats struct {
 	Published uint64
 	// PublishFailures counts queued messages Redis did not take (unreachable, refused, timed out).
 	PublishFailures uint64
+	// Resent counts stream entries sent again because a try may not have reached Redis, in streams mode.
+	Resent uint64
 	// Received counts messages read from Redis, own messages included.
 	Received uint64
 	// Malformed counts received messages dropped as undecodable, oversized or of unknown type.
@@ -376,6 +378,8 @@ type Stats struct {
 	Resubscribes uint64
 	// StreamGaps counts the times this node found stream entries trimmed (or deleted) before it read them, in streams mode: broadcasts it never delivered. Each is logged.
 	StreamGaps uint64
+	// StreamDuplicates counts stream entries dropped as a second copy a publisher's resend left, in streams mode.
+	StreamDuplicates uint64
 	// IDCollisions counts socket ids seen on two nodes at once, or not made by SessionIDGenerator.
 	IDCollisions uint64
 	// QueueDepth is how many received messages wait to be handled now.
@@ -387,7 +391,7 @@ type Stats struct {
 }
 
 type counters struct {
-	received, malformed, queueFull, slowSocket, timeouts, resubscribes, collisions, streamGaps atomic.Uint64
+	received, malformed, queueFull, slowSocket, timeouts, resubscribes, collisions, streamGaps, streamDuplicates atomic.Uint64
 }
 
 // Stats returns a snapshot of the counters. It is cheap and never blocks
@@ -395,19 +399,21 @@ type counters struct {
 func (a *Adapter) Stats() Stats {
 	c := &a.stats
 	return Stats{
-		Published:       a.published.Load(),
-		PublishFailures: a.failures.Load(),
-		Received:        c.received.Load(),
-		Malformed:       c.malformed.Load(),
-		QueueFull:       c.queueFull.Load(),
-		SlowSocketDrops: c.slowSocket.Load(),
-		RequestTimeouts: c.timeouts.Load(),
-		Resubscribes:    c.resubscribes.Load(),
-		IDCollisions:    c.collisions.Load(),
-		StreamGaps:      c.streamGaps.Load(),
-		QueueDepth:      len(a.broadcasts) + len(a.requests) + len(a.responses),
-		Sockets:         a.trackedSockets(),
-		Subscribed:      a.subs.isLive() && a.roomShardsDown() == 0,
+		Published:        a.published.Load(),
+		PublishFailures:  a.failures.Load(),
+		Resent:           a.resent.Load(),
+		Received:         c.received.Load(),
+		Malformed:        c.malformed.Load(),
+		QueueFull:        c.queueFull.Load(),
+		SlowSocketDrops:  c.slowSocket.Load(),
+		RequestTimeouts:  c.timeouts.Load(),
+		Resubscribes:     c.resubscribes.Load(),
+		IDCollisions:     c.collisions.Load(),
+		StreamGaps:       c.streamGaps.Load(),
+		StreamDuplicates: c.streamDuplicates.Load(),
+		QueueDepth:       len(a.broadcasts) + len(a.requests) + len(a.responses),
+		Sockets:          a.trackedSockets(),
+		Subscribed:       a.subs.isLive() && a.roomShardsDown() == 0,
 	}
 }
 

@@ -29,7 +29,10 @@ type protocol interface {
 	decodeRequest(msg string) (request, error)
 	decodeResponse(msg string) (response, error)
 
-	publish(c rueidis.Client, channel string, payload []byte) rueidis.Completed
+	// publish builds the command that sends payload to channel; a stream
+	// entry is numbered seq by its producer (see streams.publish), anything
+	// else gets "" and 0.
+	publish(c rueidis.Client, channel string, payload []byte, producer string, seq uint64) rueidis.Completed
 	// ping is a PING to the Redis node that takes the namespace's
 	// publishes: in a cluster, the owner of their slot (a PING without a
 	// slot goes to the first seed address, which may be down while the

@@ -6,8 +6,10 @@ package redisadapter
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,6 +59,7 @@ type publisher struct {
 	log       *slog.Logger
 	published atomic.Uint64
 	failures  atomic.Uint64
+	resent    atomic.Uint64
 	lastLog   atomic.Int64 // unix nanoseconds of the last failure logged
 
 	mu         sync.Mutex
@@ -68,12 +71,21 @@ type publisher struct {
 	down       bool          // the last batch did not reach Redis: publish waits for its answer
 	unreported error         // the first failure no caller has heard of, for Flush and Close
 	stopped    chan struct{} // closed when the sender has sent what was queued and stopped
+	producer   string        // names this publisher in the numbers of its durable messages
+	seq        uint64        // the number of the last durable message built; the sender's alone
 }
 
 // outgoing is one queued message, or (cmd unset) a Flush marker.
 type outgoing struct {
-	cmd      rueidis.Completed
-	size     int
+	cmd  rueidis.Completed
+	size int
+	// A durable message (a stream entry) is built by the sender, which
+	// numbers it in sending order, and is sent again after a failure that
+	// may have left it out of Redis, until Redis has it: readers drop the
+	// second copy a resend can leave (streams.go).
+	durable  bool
+	channel  string
+	payload  []byte
 	flush    bool
 	internal bool       // an answer to another node: its failure is logged, not reported to Flush
 	done     chan error // nil: nobody waits for the answer
@@ -105,7 +117,7 @@ const maxBatch = 1024
 // newPublisher starts the sender; closeNow stops it once the queue is sent.
 func newPublisher(client rueidis.Client, proto protocol, o Options, uid string, log *slog.Logger) *publisher {
 	p := &publisher{
-		client: client, proto: proto, opts: o, uid: uid, log: log,
+		client: client, proto: proto, opts: o, uid: uid, log: log, producer: randomID(12),
 		wake: make(chan struct{}, 1), space: make(chan struct{}), stopped: make(chan struct{}),
 	}
 	go p.send()
@@ -155,7 +167,12 @@ func (p *publisher) queueMessage(ctx context.Context, channel string, payload []
 	// The deadline is armed only if the message has to wait: a timer per
 	// Emit would cost the queued path about half its time.
 	deadline := time.Now().Add(p.opts.RequestTimeout)
-	o := &outgoing{cmd: p.proto.publish(p.client, channel, payload), size: len(payload), internal: internal}
+	o := &outgoing{size: len(payload), internal: internal}
+	if isStreamEntry(channel) {
+		o.durable, o.channel, o.payload = true, channel, payload
+	} else {
+		o.cmd = p.proto.publish(p.client, channel, payload, "", 0)
+	}
 	if wait {
 		o.done = make(chan error, 1)
 	}
@@ -281,6 +298,11 @@ func (p *publisher) sendBatch(batch []*outgoing) {
 		if o.done != nil && !o.state.CompareAndSwap(queued, taken) {
 			continue // its waiter gave up: not sent, not answered
 		}
+		if o.durable {
+			p.seq++
+			// Pinned: rueidis recycles a command once sent, and a resend needs it.
+			o.cmd = p.proto.publish(p.client, o.channel, o.payload, p.producer, p.seq).Pin()
+		}
 		if !o.flush {
 			cmds = append(cmds, o.cmd)
 		}
@@ -288,9 +310,8 @@ func (p *publisher) sendBatch(batch []*outgoing) {
 	}
 	var results []rueidis.RedisResult
 	if len(cmds) > 0 {
-		ctx, cancel := context.WithTimeout(context.Background(), p.opts.RequestTimeout)
-		results = p.client.DoMulti(ctx, cmds...)
-		cancel()
+		results = p.do(cmds)
+		p.resend(sent, results)
 	}
 	// The outage state is recorded before any waiter hears its answer: a
 	// Flush that reports this batch's failure must find the next Emit
@@ -348,6 +369,71 @@ func (p *publisher) sendBatch(batch []*outgoing) {
 	if failed != nil {
 		p.logFailure(failed)
 	}
+}
+
+func (p *publisher) do(cmds []rueidis.Completed) []rueidis.RedisResult {
+	ctx, cancel := context.WithTimeout(context.Background(), p.opts.RequestTimeout)
+	defer cancel()
+	return p.client.DoMulti(ctx, cmds...)
+}
+
+// resend sends the durable messages of a batch whose first try may have
+// left them out of Redis again, in order, until Redis has them, refuses
+// them for good, or the client is closed (Close gave up waiting); their
+// last results replace the failures. Meanwhile publish waits for its
+// answer (p.down), and the queue waits behind: order is kept. A message
+// whose waiter gave up is not sent again.
+func (p *publisher) resend(sent []*outgoing, results []rueidis.RedisResult) {
+	backoff := minBackoff
+	for {
+		var idx []int
+		var cmds []rueidis.Completed
+		i := 0
+		for _, o := range sent {
+			if o.flush {
+				continue
+			}
+			if o.durable && mayResend(results[i].Error()) && (o.done == nil || o.state.Load() == taken) {
+				idx = append(idx, i)
+				cmds = append(cmds, o.cmd)
+			}
+			i++
+		}
+		if len(idx) == 0 {
+			return
+		}
+		p.mu.Lock()
+		p.down = true
+		p.mu.Unlock()
+		p.logFailure(results[idx[0]].Error())
+		time.Sleep(backoff)
+		backoff = min(backoff*2, maxBackoff)
+		p.resent.Add(uint64(len(cmds)))
+		for k, r := range p.do(cmds) {
+			results[idx[k]] = r
+		}
+	}
+}
+
+// mayResend reports whether a failed command may not have reached Redis
+// and may succeed if sent again: the connection broke or timed out, or
+// Redis was briefly unable to take a write (loading its data, a replica
+// until the failover, a cluster reconfiguring). A stream entry is a
+// single write: an error reply means Redis did not add it.
+func mayResend(err error) bool {
+	if err == nil || errors.Is(err, rueidis.ErrClosing) {
+		return false
+	}
+	re, answered := rueidis.IsRedisErr(err)
+	if !answered {
+		return true
+	}
+	for _, transient := range []string{"LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN"} {
+		if strings.HasPrefix(re.Error(), transient) {
+			return true
+		}
+	}
+	return false
 }
 
 // logFailure logs a failed publish, once a second at most: the count is in

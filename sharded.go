@@ -358,7 +358,7 @@ func (sharded) decodeResponse(msg string) (response, error) {
 	return r, nil
 }
 
-func (sharded) publish(c rueidis.Client, channel string, payload []byte) rueidis.Completed {
+func (sharded) publish(c rueidis.Client, channel string, payload []byte, _ string, _ uint64) rueidis.Completed {
 	return c.B().Spublish().Channel(channel).Message(rueidis.BinaryString(payload)).Build()
 }
 

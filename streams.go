@@ -7,10 +7,17 @@ package redisadapter
 //
 //   - durable messages (broadcasts without acknowledgement, sockets join,
 //     leave and disconnect) are stream entries,
-//     XADD <stream> MAXLEN ~ <maxLen> * uid <uid> nsp <nsp> type <n> data <d>,
-//     d being the message's data as JSON, or base64 of its msgpack when it
-//     holds binary; each node reads the stream with XREAD BLOCK from the
-//     last entry it read, so after a reconnect it resumes where it stopped;
+//     XADD <stream> MAXLEN ~ <maxLen> * uid <uid> nsp <nsp> type <n> data <d>
+//     seq <producer>:<n>, d being the message's data as JSON, or base64 of
+//     its msgpack when it holds binary; each node reads the stream with
+//     XREAD BLOCK from the last entry it read, so after a reconnect it
+//     resumes where it stopped;
+//   - seq is ours (Node reads the fields it knows and ignores it): a
+//     publisher (random producer name) numbers its entries in the order it
+//     sends them, and sends again an entry whose XADD failed in a way that
+//     may have left it out (a dropped connection); a reader drops an entry
+//     whose number is not past the last one it read from that producer, the
+//     second copy a resend leaves when the first did reach Redis;
 //   - ephemeral messages (fetch sockets, server-side emits, broadcasts with
 //     acknowledgements) are msgpack of the whole message, PUBLISHed (or
 //     SPUBLISHed) on "<key>#<nsp>#", and answers on the requester's
@@ -146,13 +153,17 @@ func streamDestination(stream, uid, nsp string, typ int) string {
 	return streamMarker + stream + "\x00" + uid + "\x00" + nsp + "\x00" + strconv.Itoa(typ)
 }
 
-func (p streams) publish(c rueidis.Client, channel string, payload []byte) rueidis.Completed {
+// isStreamEntry reports whether channel names a stream entry.
+func isStreamEntry(channel string) bool { return strings.HasPrefix(channel, streamMarker) }
+
+func (p streams) publish(c rueidis.Client, channel string, payload []byte, producer string, seq uint64) rueidis.Completed {
 	if head, ok := strings.CutPrefix(channel, streamMarker); ok {
 		f := strings.SplitN(head, "\x00", 4)
 		if len(f) == 4 {
 			return c.B().Xadd().Key(f[0]).Maxlen().Almost().Threshold(strconv.Itoa(p.maxLen)).Id("*").
 				FieldValue().FieldValue("uid", f[1]).FieldValue("nsp", f[2]).FieldValue("type", f[3]).
-				FieldValue("data", string(payload)).Build()
+				FieldValue("data", string(payload)).
+				FieldValue("seq", producer+":"+strconv.FormatUint(seq, 10)).Build()
 		}
 	}
 	if p.shardedPubSub {
@@ -535,10 +546,78 @@ func (a *Adapter) streamInfo(ctx context.Context, stream string) (streamState, e
 // ReadCount entries plus its queues, and requests and answers, which come
 // on pub/sub, are not stuck behind the backlog.
 type streamReader struct {
-	a      *Adapter
-	p      streams
-	stream string
-	offset string // the id of the last entry read
+	a        *Adapter
+	p        streams
+	stream   string
+	offset   string                   // the id of the last entry read
+	produced map[string]*producedSeqs // per producer, the numbers read lately
+}
+
+// producedSeqs is what a reader read from one producer: its highest
+// number, which of the seqWindow numbers below it it read, and the time (of
+// the entry id) of the last entry.
+type producedSeqs struct {
+	high uint64
+	seen [seqWindow / 64]uint64 // bit n%seqWindow: number n read
+	ms   uint64
+}
+
+// seqWindow bounds how far back a resent copy is recognized: a resend
+// carries at most one batch (maxBatch) of entries.
+const seqWindow = 4 * maxBatch
+
+// Producers unheard of for producerIdle are forgotten once there are more
+// than maxProducers: a resend comes within seconds, and a restarted node is
+// a new producer.
+const (
+	maxProducers = 1024
+	producerIdle = 10 * 60 * 1000 // ms
+)
+
+// duplicate reports whether e is the second copy of an entry already read
+// (its producer resent it), and records it otherwise. An entry without a
+// number (Node's) is never one. A number read out of order is not a
+// duplicate (a resent entry can follow a later one that went through);
+// one more than seqWindow below the highest is taken for one.
+func (r *streamReader) duplicate(e rueidis.XRangeEntry) bool {
+	producer, n, ok := strings.Cut(e.FieldValues["seq"], ":")
+	if !ok {
+		return false
+	}
+	seq, err := strconv.ParseUint(n, 10, 64)
+	if err != nil {
+		return false
+	}
+	ms, _, _ := parseID(e.ID)
+	p := r.produced[producer]
+	if p == nil {
+		if r.produced == nil {
+			r.produced = make(map[string]*producedSeqs)
+		}
+		if len(r.produced) >= maxProducers {
+			for k, q := range r.produced {
+				if q.ms+producerIdle < ms {
+					delete(r.produced, k)
+				}
+			}
+		}
+		p = &producedSeqs{}
+		r.produced[producer] = p
+	}
+	p.ms = ms
+	switch {
+	case seq > p.high:
+		for i := p.high + 1; i < seq && i <= p.high+seqWindow; i++ {
+			p.seen[i%seqWindow/64] &^= 1 << (i % 64) // numbers skipped: not read
+		}
+		p.high = seq
+	case seq+seqWindow <= p.high:
+		return true
+	case p.seen[seq%seqWindow/64]&(1<<(seq%64)) != 0:
+		return true
+	}
+	p.seen[seq%seqWindow/64] |= 1 << (seq % 64)
+	return false
 }
 
 // blockTime is how long one XREAD waits for an entry (Node's blockTimeInMs).
@@ -665,6 +744,10 @@ func (r *streamReader) handle(e rueidis.XRangeEntry) bool {
 	ns, ok := a.namespaces[e.FieldValues["nsp"]]
 	if !ok {
 		return true // another namespace sharing the stream
+	}
+	if r.duplicate(e) {
+		a.stats.streamDuplicates.Add(1)
+		return true
 	}
 	m := rueidis.PubSubMessage{Channel: r.stream}
 	entry, err := decodeStreamEntry(e.FieldValues)

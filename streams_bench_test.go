@@ -52,22 +52,45 @@ func BenchmarkStreamsFanout(b *testing.B) {
 // that a client of another node never got, counted per client);
 // publish-failed: accepted broadcasts whose PUBLISH or XADD then failed
 // (Flush reports them; each is lost for both other nodes); dup: deliveries
-// received twice; refused: broadcasts Emit refused.
+// received twice; refused: broadcasts Emit refused; in streams mode,
+// resent: entries sent again after a try that failed in flight, and
+// dup-dropped: second copies the readers dropped.
 //
 //	go test -run '^$' -bench StreamsKillSoak -benchtime 1x .
 func BenchmarkStreamsKillSoak(b *testing.B) {
 	for _, mode := range []string{"pubsub", "streams"} {
 		b.Run(mode, func(b *testing.B) {
 			for range b.N {
-				killSoak(b, mode)
+				faultSoak(b, mode, false)
 			}
 		})
 	}
 }
 
-func killSoak(b *testing.B, mode string) {
+// BenchmarkStreamsRestartSoak is the kill soak's load with another fault:
+// halfway through, the Redis, which persists (AOF, appendfsync always), is
+// killed (SIGKILL) and restarted, while the nodes keep broadcasting. It
+// reports the same counts.
+//
+//	go test -run '^$' -bench StreamsRestartSoak -benchtime 1x .
+func BenchmarkStreamsRestartSoak(b *testing.B) {
+	for _, mode := range []string{"pubsub", "streams"} {
+		b.Run(mode, func(b *testing.B) {
+			for range b.N {
+				faultSoak(b, mode, true)
+			}
+		})
+	}
+}
+
+func faultSoak(b *testing.B, mode string, restart bool) {
 	b.StopTimer()
-	srv := redistest.Start(b)
+	var srv *redistest.Server
+	if restart {
+		srv = redistest.Start(b, "--appendonly", "yes", "--appendfsync", "always", "--dir", "{dir}")
+	} else {
+		srv = redistest.Start(b)
+	}
 	var c redisadapter.Connector = redisadapter.Standalone{URL: srv.URL()}
 	if mode == "streams" {
 		c = redisadapter.Streams{Connector: c}
@@ -110,11 +133,25 @@ func killSoak(b *testing.B, mode string) {
 	const rate, soak = 2000, 4 * time.Second
 	tick := time.NewTicker(time.Second / rate)
 	kill := time.NewTicker(500 * time.Millisecond)
+	if restart {
+		kill.Stop()
+	}
+	halfway := time.After(soak / 2)
+	restarted := make(chan struct{})
 	end := time.After(soak)
 	id := 0
 loop:
 	for {
 		select {
+		case <-halfway:
+			if !restart {
+				continue
+			}
+			go func() { // the nodes keep broadcasting meanwhile
+				defer close(restarted)
+				srv.Stop(b)
+				srv.Restart(b)
+			}()
 		case <-tick.C:
 			sender := id % len(fleet)
 			if err := fleet[sender].a.To("r").Emit(context.Background(), "m", id); err != nil {
@@ -132,6 +169,9 @@ loop:
 	}
 	tick.Stop()
 	kill.Stop()
+	if restart {
+		<-restarted
+	}
 	for _, n := range fleet {
 		_ = n.a.Flush(context.Background())
 	}
@@ -168,14 +208,19 @@ loop:
 		}
 		return true
 	})
-	var failed uint64
+	var failed, resent, dropped uint64
 	for _, n := range fleet {
-		failed += n.a.Stats().PublishFailures
+		st := n.a.Stats()
+		failed += st.PublishFailures
+		resent += st.Resent
+		dropped += st.StreamDuplicates
 	}
 	b.ReportMetric(float64(lost), "lost")
 	b.ReportMetric(float64(failed), "publish-failed")
 	b.ReportMetric(float64(dup), "dup")
 	b.ReportMetric(float64(refused.Load()), "refused")
+	b.ReportMetric(float64(resent), "resent")
+	b.ReportMetric(float64(dropped), "dup-dropped")
 	b.ReportMetric(float64(sent), "accepted")
 }
 

@@ -192,6 +192,35 @@ func TestStreamsNothingLostAcrossClientKill(t *testing.T) {
 	t.Logf("%d events, %d connections killed, %d delivered before the long cut; stats %+v", n, killed, during, st)
 }
 
+// A publisher whose connections are killed while its XADDs are in flight
+// sends them again on a new connection; the reader drops the second copy
+// of those that had reached Redis: every broadcast arrives, in order, once,
+// and no publish fails.
+func TestStreamsPublisherKilledInFlight(t *testing.T) {
+	srv := redistest.Start(t)
+	cut, publisherURL, adminURL := newCutOff(t, srv, "publisher")
+	a := startNode(t, redisadapter.Streams{Connector: redisadapter.Standalone{URL: publisherURL}}, nil)
+	b := startNode(t, redisadapter.Streams{Connector: redisadapter.Standalone{URL: adminURL}}, nil)
+	got := collectSeqs(t, b.client(t, "r"))
+
+	// Bursts queued faster than Redis answers, each cut short by a kill:
+	// the kill finds XADDs in flight.
+	const bursts, per = 20, 300
+	for k := range bursts {
+		for i := k * per; i < (k+1)*per; i++ {
+			require.NoError(t, a.a.To("r").Emit(bg(t), "m", i))
+		}
+		cut.kill()
+		got.waitFor(t, (k+1)*per, 2*wait) // also: the node is back before the next burst
+	}
+	require.NoError(t, a.a.Flush(bg(t)), "no publish failed for good")
+	got.inOrderOnce(t, bursts*per)
+	st := a.a.Stats()
+	require.Zero(t, st.PublishFailures)
+	require.Positive(t, st.Resent, "a kill found XADDs in flight")
+	t.Logf("publisher %+v; reader dropped %d second copies", st, b.a.Stats().StreamDuplicates)
+}
+
 // A node away longer than the stream keeps entries finds its offset
 // trimmed: it logs and counts the gap, and goes on with what is left.
 func TestStreamsTrimmedOffsetCountsGap(t *testing.T) {

@@ -3,9 +3,11 @@ package redisadapter
 import (
 	"encoding/base64"
 	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/redis/rueidis"
 	"github.com/stretchr/testify/require"
 )
 
@@ -176,4 +178,36 @@ func FuzzDecodeStreamEntry(f *testing.F) {
 		_, _ = p.decodeRequest(e.msg)
 		_, _ = p.decodeResponse(e.msg)
 	})
+}
+
+// A reader drops exactly the second copies of a producer's entries: a
+// number read before, or one too far below the highest to tell.
+func TestStreamReaderDropsSecondCopies(t *testing.T) {
+	r := &streamReader{}
+	entry := func(ms int, seq string) rueidis.XRangeEntry {
+		return rueidis.XRangeEntry{ID: strconv.Itoa(ms) + "-0", FieldValues: map[string]string{"seq": seq}}
+	}
+	for _, c := range []struct {
+		seq  string
+		want bool
+	}{
+		{"p:1", false}, {"p:2", false}, {"p:3", false},
+		{"p:2", true},                  // resent after it went through
+		{"q:2", false},                 // another producer
+		{"p:6", false}, {"p:5", false}, // a resent entry after a later one: late, not a copy
+		{"p:5", true}, {"p:4", false}, {"p:6", true},
+		{"p:" + strconv.Itoa(6+seqWindow), false},
+		{"p:4", true},                                   // out of the window: taken for a copy
+		{"", false}, {"p:x", false}, {"nocolon", false}, // no number: Node's, or not ours
+	} {
+		require.Equal(t, c.want, r.duplicate(entry(1000, c.seq)), "seq %q", c.seq)
+	}
+
+	// Producers: idle ones are forgotten once there are maxProducers.
+	for i := range maxProducers {
+		r.duplicate(entry(1000, "x"+strconv.Itoa(i)+":1"))
+	}
+	require.Len(t, r.produced, maxProducers+2) // p and q too
+	r.duplicate(entry(1000+producerIdle+1, "new:1"))
+	require.Len(t, r.produced, 1)
 }

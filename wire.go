@@ -941,7 +941,7 @@ func (classic) decodeResponse(msg string) (response, error)        { return deco
 // slot of the namespace's name: a cluster client otherwise sends each
 // PUBLISH to a random node, and the cluster bus would deliver two messages
 // of one sender out of order. Outside a cluster the slot is ignored.
-func (classic) publish(c rueidis.Client, channel string, payload []byte) rueidis.Completed {
+func (classic) publish(c rueidis.Client, channel string, payload []byte, _ string, _ uint64) rueidis.Completed {
 	return c.B().Publish().Channel(channel).Message(rueidis.BinaryString(payload)).Build().SetSlot(namespaceOf(channel))
 }
 
