@@ -91,24 +91,24 @@ func fanout(b *testing.B, url string, send func(n int)) {
 	cpu0 := machineCPU(b)
 	b.ResetTimer()
 	send(b.N)
-	reportDeliveries(b, &delivered, int64(b.N*fanoutClients))
+	reportDeliveries(b, &delivered, int64(b.N*fanoutClients), time.Second)
 	b.ReportMetric(float64(machineCPU(b)-cpu0)/float64(delivered.Load())*1000/float64(time.Millisecond), "cpu-ms/1k")
 }
 
 // reportDeliveries waits until want deliveries arrived, or none arrived for
-// a second, then stops the timer and reports deliveries per second (the
-// idle second not counted) and the share lost.
-func reportDeliveries(b *testing.B, delivered *atomic.Int64, want int64) {
-	for last, idle := int64(-1), time.Now(); delivered.Load() < want && time.Since(idle) < time.Second; time.Sleep(5 * time.Millisecond) {
+// idle, then stops the timer and reports deliveries per second (the idle
+// wait not counted) and the share lost.
+func reportDeliveries(b *testing.B, delivered *atomic.Int64, want int64, idle time.Duration) {
+	for last, since := int64(-1), time.Now(); delivered.Load() < want && time.Since(since) < idle; time.Sleep(5 * time.Millisecond) {
 		if n := delivered.Load(); n != last {
-			last, idle = n, time.Now()
+			last, since = n, time.Now()
 		}
 	}
 	b.StopTimer()
 	got := delivered.Load()
 	elapsed := b.Elapsed()
 	if got < want {
-		elapsed -= time.Second
+		elapsed -= idle
 	}
 	b.ReportMetric(float64(got)/elapsed.Seconds(), "deliveries/s")
 	b.ReportMetric(100*float64(want-got)/float64(want), "%lost")

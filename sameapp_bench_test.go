@@ -113,5 +113,5 @@ func sameApp(b *testing.B, sendURL, recvURL string) {
 			b.Fatal(err)
 		}
 	}
-	reportDeliveries(b, &delivered, int64(b.N))
+	reportDeliveries(b, &delivered, int64(b.N), time.Second)
 }
