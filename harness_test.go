@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/blogstack/redisadapter"
+	"github.com/blogstack/redisadapter/internal/await"
 	"github.com/blogstack/redisadapter/internal/redistest"
 	"github.com/blogstack/redisadapter/internal/siotest"
 )
@@ -153,16 +154,10 @@ func expect(t *testing.T, c *siotest.Client, name string, args ...string) {
 	require.Equal(t, args, got)
 }
 
-// eventually polls cond until it holds or the deadline passes.
+// eventually polls cond every 10 ms until it holds, failing t past wait.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not reached within %v: %s", wait, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	await.True(t, wait, 10*time.Millisecond, what, cond)
 }
 
 func bg(t testing.TB) context.Context {

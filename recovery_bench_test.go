@@ -11,6 +11,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/blogstack/redisadapter"
+	"github.com/blogstack/redisadapter/internal/await"
 	"github.com/blogstack/redisadapter/internal/redistest"
 	"github.com/blogstack/redisadapter/internal/siotest"
 )
@@ -297,13 +298,7 @@ func (p *probe) losses() (lost, refused int) {
 // held.
 func waitFor(b testing.TB, what string, cond func() bool) time.Time {
 	b.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			b.Fatalf("not within 60 s: %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	await.True(b, 60*time.Second, time.Millisecond, what, cond)
 	return time.Now()
 }
 
