@@ -151,7 +151,9 @@ func clusterFailover(t *testing.T, sharded bool) {
 	}
 	// The sender holds no client: every tick a client gets came through Redis.
 	sender := startNode(t, c, opts)
-	roomSubscribed(t, c, "r", int64(len(nodes)))
+	if sharded {
+		shardSubscribers(t, c, defaultNames.room("/", "r"), int64(len(nodes)))
+	}
 	resumed(t, sender, clients, time.Now(), wait)
 
 	killed := time.Now()
@@ -196,9 +198,9 @@ func clusterFailover(t *testing.T, sharded bool) {
 // namespace's request channel (classic), or its channel (sharded).
 func subscribers(t *testing.T, n *redistest.Server, sharded bool) int {
 	t.Helper()
-	cmd := []string{"redis-cli", "-p", fmt.Sprint(n.Port), "PUBSUB", "NUMSUB", "socket.io-request#/#"}
+	cmd := []string{"redis-cli", "-p", fmt.Sprint(n.Port), "PUBSUB", "NUMSUB", defaultNames.requests("/")}
 	if sharded {
-		cmd = []string{"redis-cli", "-p", fmt.Sprint(n.Port), "PUBSUB", "SHARDNUMSUB", "socket.io#/#"}
+		cmd = []string{"redis-cli", "-p", fmt.Sprint(n.Port), "PUBSUB", "SHARDNUMSUB", defaultNames.namespace("/")}
 	}
 	out, err := n.Exec(bg(t), cmd...)
 	require.NoError(t, err, out)
@@ -215,7 +217,7 @@ func subscribers(t *testing.T, n *redistest.Server, sharded bool) int {
 func TestShardedManyRooms(t *testing.T) {
 	set := sharedCluster(t)
 	c := redisadapter.Cluster{Addrs: set.Addrs(), Sharded: true}
-	opts := &redisadapter.Options{Key: fmt.Sprint("many-rooms-", time.Now().UnixNano())}
+	opts := &redisadapter.Options{Key: uniqueKey(t)}
 	a, b := startNode(t, c, opts), startNode(t, c, opts)
 	cl := a.client(t)
 	conn := socketConn(t, a, cl.ID())
@@ -261,7 +263,7 @@ func TestShardedManyRooms(t *testing.T) {
 	eventually(t, "every room channel unsubscribed", func() bool {
 		cmds := make(rueidis.Commands, len(rooms))
 		for i, r := range rooms {
-			cmds[i] = raw.B().PubsubShardnumsub().Channel(opts.Key + "#/#" + r + "#").Build()
+			cmds[i] = raw.B().PubsubShardnumsub().Channel(names{opts.Key}.room("/", r)).Build()
 		}
 		for _, res := range raw.DoMulti(bg(t), cmds...) {
 			if n, err := res.AsIntMap(); err != nil || slices.ContainsFunc(slices.Collect(maps.Values(n)), func(v int64) bool { return v != 0 }) {
@@ -324,12 +326,12 @@ func TestShardedRoomSlotMigrates(t *testing.T) {
 	// of the cluster apart for a while, which later tests would see.
 	set := redistest.StartCluster(t)
 	c := redisadapter.Cluster{Addrs: set.Addrs(), Sharded: true}
-	opts := &redisadapter.Options{Key: fmt.Sprint("migrate-", time.Now().UnixNano())}
+	opts := &redisadapter.Options{Key: uniqueKey(t)}
 	a, b := startNode(t, c, opts), startNode(t, c, opts)
 	cl := a.client(t, "moving")
 	everyRoomReceives(t, b, cl, []string{"moving"}, "before")
 
-	ch := opts.Key + "#/#moving#"
+	ch := names{opts.Key}.room("/", "moving")
 	cli := func(n *redistest.Server, args ...string) string {
 		out, err := n.Exec(bg(t), append([]string{"redis-cli", "-p", fmt.Sprint(n.Port)}, args...)...)
 		require.NoError(t, err, out)

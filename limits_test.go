@@ -50,7 +50,7 @@ func TestAnswerFloodIsBounded(t *testing.T) {
 	flood := rawClient(t, c)
 	for i := range 10000 {
 		answer := fmt.Sprintf(`{"type":6,"requestId":%q,"data":%d}`, req.RequestID, i)
-		require.NoError(t, flood.Do(bg(t), flood.B().Publish().Channel("socket.io-response#/#"+req.UID+"#").Message(answer).Build()).Error())
+		require.NoError(t, flood.Do(bg(t), flood.B().Publish().Channel(defaultNames.responses("/", req.UID)).Message(answer).Build()).Error())
 	}
 	r := <-done
 	// Three subscribers (two nodes and the spy): two answers awaited, the
@@ -71,7 +71,7 @@ func requestSpy(t *testing.T, c redisadapter.Connector, a *node, servers int) <-
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)
-		_ = spy.Receive(ctx, spy.B().Subscribe().Channel("socket.io-request#/#").Build(), func(m rueidis.PubSubMessage) {
+		_ = spy.Receive(ctx, spy.B().Subscribe().Channel(defaultNames.requests("/")).Build(), func(m rueidis.PubSubMessage) {
 			select {
 			case requests <- m.Message:
 			default:

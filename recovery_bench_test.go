@@ -64,7 +64,7 @@ func BenchmarkRecovery(b *testing.B) {
 				// (classic) or the namespace's channel (sharded).
 				key := "/"
 				if sharded {
-					key = "socket.io#/#"
+					key = defaultNames.namespace("/")
 				}
 				victim := slotOwner(b, set, key)
 				return redisadapter.Cluster{Addrs: set.Addrs(), Sharded: sharded}, func() time.Time {
@@ -97,7 +97,7 @@ func recovery(b *testing.B, setup func(*testing.B) (redisadapter.Connector, func
 		if cl, ok := c.(redisadapter.Cluster); ok && cl.Sharded {
 			raw := rawClient(b, c)
 			for _, room := range rooms {
-				ch := "socket.io#/#" + room + "#"
+				ch := defaultNames.room("/", room)
 				waitFor(b, "every node subscribed to "+ch, func() bool {
 					n, err := raw.Do(context.Background(), raw.B().PubsubShardnumsub().Channel(ch).Build()).AsIntMap()
 					return err == nil && n[ch] == int64(len(fleet))

@@ -12,26 +12,26 @@ import (
 func TestStreams(t *testing.T) {
 	t.Run("Standalone", func(t *testing.T) {
 		srv := redistest.Start(t)
-		suite(t, func(t *testing.T) redisadapter.Connector {
-			return redisadapter.Streams{Connector: redisadapter.Standalone{URL: srv.URL()}}
+		suite(t, streamsMode, func(name string) redisadapter.Connector {
+			return redisadapter.Streams{Connector: redisadapter.Standalone{URL: srv.URL()}, Name: name}
 		})
 	})
 	t.Run("Sentinel", func(t *testing.T) {
 		set := sharedSentinel(t)
-		suite(t, func(t *testing.T) redisadapter.Connector {
-			return redisadapter.Streams{Connector: redisadapter.Sentinel{MasterName: redistest.MasterName, Addrs: set.Addrs()}}
+		suite(t, streamsMode, func(name string) redisadapter.Connector {
+			return redisadapter.Streams{Connector: redisadapter.Sentinel{MasterName: redistest.MasterName, Addrs: set.Addrs()}, Name: name}
 		})
 	})
 	t.Run("Cluster", func(t *testing.T) {
 		set := sharedCluster(t)
-		suite(t, func(t *testing.T) redisadapter.Connector {
-			return redisadapter.Streams{Connector: redisadapter.Cluster{Addrs: set.Addrs()}}
+		suite(t, streamsMode, func(name string) redisadapter.Connector {
+			return redisadapter.Streams{Connector: redisadapter.Cluster{Addrs: set.Addrs()}, Name: name}
 		})
 	})
 	t.Run("ClusterShardedPubSub", func(t *testing.T) {
 		set := sharedCluster(t)
-		suite(t, func(t *testing.T) redisadapter.Connector {
-			return redisadapter.Streams{Connector: redisadapter.Cluster{Addrs: set.Addrs(), Sharded: true}}
+		suite(t, streamsOnSharded, func(name string) redisadapter.Connector {
+			return redisadapter.Streams{Connector: redisadapter.Cluster{Addrs: set.Addrs(), Sharded: true}, Name: name}
 		})
 	})
 }
