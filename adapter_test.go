@@ -383,13 +383,13 @@ func TestStandaloneRestart(t *testing.T) {
 		require.ErrorIs(t, err, redisadapter.ErrPublish)
 		require.ErrorIs(t, err, redisadapter.ErrUnavailable)
 		require.Less(t, time.Since(start), 500*time.Millisecond, "Emit fails fast while unavailable")
-		_, err = a.a.ServerCount(bg(t))
+		_, err = serverCount(bg(t), a.a, "/")
 		require.ErrorIs(t, err, redisadapter.ErrUnavailable)
 		time.Sleep(50 * time.Millisecond) // paces the checks; nothing waits on it
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	_, err := a.a.AllRooms(ctx, "/")
+	_, err := allRooms(ctx, a.a, "/")
 	require.ErrorIs(t, err, redisadapter.ErrUnavailable, "a request does not answer with this node's view alone")
 
 	srv.Restart(t)
@@ -402,7 +402,7 @@ func TestStandaloneRestart(t *testing.T) {
 	})
 	require.True(t, b.a.Stats().Subscribed)
 	require.Positive(t, b.a.Stats().Resubscribes)
-	n, err := a.a.ServerCount(bg(t))
+	n, err := serverCount(bg(t), a.a, "/")
 	require.NoError(t, err)
 	require.Equal(t, 2, n)
 }
@@ -416,7 +416,7 @@ func TestCloseFailsPending(t *testing.T) {
 	// b has no handler for "slow": the request stays pending until Close.
 	errc := make(chan error, 1)
 	go func() {
-		_, err := a.a.ServerSideEmit(context.Background(), "/", "slow")
+		_, err := serverSideEmit(context.Background(), a.a, "/", "slow")
 		errc <- err
 	}()
 	eventually(t, "request published", func() bool { return a.a.Stats().Published >= 1 })
