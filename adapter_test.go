@@ -382,7 +382,9 @@ func TestStandaloneRestart(t *testing.T) {
 		err = a.a.To("r").Emit(context.Background(), "lost", 0)
 		require.ErrorIs(t, err, redisadapter.ErrPublish)
 		require.ErrorIs(t, err, redisadapter.ErrUnavailable)
-		require.Less(t, time.Since(start), 500*time.Millisecond, "Emit fails fast while unavailable")
+		// Generous: it only tells failing at once from waiting for Redis
+		// until RequestTimeout (5 s).
+		require.Less(t, time.Since(start), 4*time.Second, "Emit fails fast while unavailable")
 		_, err = serverCount(bg(t), a.a, "/")
 		require.ErrorIs(t, err, redisadapter.ErrUnavailable)
 		time.Sleep(50 * time.Millisecond) // paces the checks; nothing waits on it
@@ -393,9 +395,9 @@ func TestStandaloneRestart(t *testing.T) {
 	require.ErrorIs(t, err, redisadapter.ErrUnavailable, "a request does not answer with this node's view alone")
 
 	srv.Restart(t)
-	// Restart returns once Redis answers PING. The bound is generous; the
-	// benchmark (BenchmarkRecovery) reports the real figure.
-	got := resumed(t, a, []*siotest.Client{bc}, time.Now(), time.Second)
+	// Restart returns once Redis answers PING. The bound only catches a
+	// node that does not recover; BenchmarkRecovery measures how soon.
+	got := resumed(t, a, []*siotest.Client{bc}, time.Now(), 2*wait)
 	t.Logf("broadcasts resumed %v after redis answered again, after 2 s down", got.Round(time.Millisecond))
 	eventually(t, "both nodes healthy", func() bool {
 		return a.a.Ping(bg(t)) == nil && b.a.Ping(bg(t)) == nil

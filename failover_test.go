@@ -82,11 +82,13 @@ func TestSentinelFailover(t *testing.T) {
 	killed := time.Now()
 	set.Master.Stop(t)
 
-	// During the outage requests fail within their timeout, naming the cause.
+	// During the outage requests fail, naming the cause, instead of
+	// hanging: the bound is far past RequestTimeout (1 s) and only catches
+	// a hang.
 	start := time.Now()
 	_, err = allRooms(context.Background(), a.a, "/")
 	require.Error(t, err)
-	require.Less(t, time.Since(start), 3*time.Second)
+	require.Less(t, time.Since(start), wait)
 	t.Logf("request during the outage: %v", err)
 
 	// Generous: a sentinel whose process stalled for 2 s on a loaded
@@ -102,7 +104,9 @@ func TestSentinelFailover(t *testing.T) {
 		require.True(t, time.Now().Before(deadline), "no new master elected:\n%s", set.Describe(bg(t)))
 		time.Sleep(20 * time.Millisecond)
 	}
-	d := resumed(t, a, clients, elected, 2*time.Second)
+	// The bound only catches a node that does not recover; BenchmarkRecovery
+	// (sentinel) measures how soon.
+	d := resumed(t, a, clients, elected, 2*wait)
 	t.Logf("master killed; new master elected after %v; broadcasts resumed %v after the election", elected.Sub(killed).Round(time.Millisecond), d.Round(time.Millisecond))
 	eventually(t, "both nodes counted on the new master", func() bool {
 		n, err := serverCount(bg(t), a.a, "/")
@@ -172,7 +176,9 @@ func clusterFailover(t *testing.T, sharded bool) {
 		require.True(t, time.Now().Before(deadline), "no replica promoted")
 		time.Sleep(20 * time.Millisecond)
 	}
-	d := resumed(t, sender, clients, promoted, 3*time.Second)
+	// The bound only catches a node that does not recover; BenchmarkRecovery
+	// (cluster-classic, cluster-sharded) measures how soon.
+	d := resumed(t, sender, clients, promoted, 2*wait)
 	t.Logf("master %d killed with %d receiving adapters up; replica promoted after %v; broadcasts on every channel resumed %v after the promotion",
 		victim.Port, len(nodes), promoted.Sub(killed).Round(time.Millisecond), d.Round(time.Millisecond))
 
