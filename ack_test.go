@@ -45,9 +45,9 @@ func whoAcked(t *testing.T, acks []json.RawMessage, got string) []string {
 }
 
 // emitWithAckSuite is EmitWithAck with every selector across two nodes, in
-// one deployment shape (suite runs it in each).
-func emitWithAckSuite(t *testing.T, c redisadapter.Connector) {
-	a, b := startNode(t, c, nil), startNode(t, c, nil)
+// one mode (suite runs it in each).
+func emitWithAckSuite(t *testing.T, e env) {
+	a, b := e.nodes(t, nil)
 	a1, b1, b2, b3 := a.client(t, "poll"), b.client(t, "poll"), b.client(t, "poll", "muted"), b.client(t)
 	for name, cl := range map[string]*siotest.Client{"a1": a1, "b1": b1, "b2": b2, "b3": b3} {
 		ackAs(cl, name)
@@ -167,7 +167,7 @@ func TestEmitWithAckFloodIsBounded(t *testing.T) {
 	require.Equal(t, 7, req.Type)
 	require.Equal(t, 3000, req.Opts.Flags["timeout"], "Node's timeout flag")
 	flood := rawClient(t, c)
-	channel := "socket.io-response#/#" + req.UID + "#"
+	channel := defaultNames.responses("/", req.UID)
 	publish := func(requestID string, msg map[string]any) {
 		msg["requestId"] = requestID
 		payload, err := msgpack.Marshal(msg)

@@ -183,7 +183,7 @@ func BenchmarkRequests(b *testing.B) {
 				return err
 			}},
 			{"AllRooms", func(ctx context.Context) error {
-				_, err := nodes[0].a.AllRooms(ctx, "/")
+				_, err := allRooms(ctx, nodes[0].a, "/")
 				return err
 			}},
 		} {

@@ -42,7 +42,7 @@ func BenchmarkClusterModes(b *testing.B) {
 			raw := rawClient(b, c)
 			if sharded {
 				for r := range 20 {
-					waitShard(b, raw, "socket.io#/#r"+strconv.Itoa(r)+"#", 1)
+					waitShard(b, raw, defaultNames.room("/", "r"+strconv.Itoa(r)), 1)
 				}
 			}
 			readsBefore, busBefore := reads(nodes), busMessages(b, set)

@@ -82,11 +82,13 @@ func TestSentinelFailover(t *testing.T) {
 	killed := time.Now()
 	set.Master.Stop(t)
 
-	// During the outage requests fail within their timeout, naming the cause.
+	// During the outage requests fail, naming the cause, instead of
+	// hanging: the bound is far past RequestTimeout (1 s) and only catches
+	// a hang.
 	start := time.Now()
-	_, err = a.a.AllRooms(context.Background(), "/")
+	_, err = allRooms(context.Background(), a.a, "/")
 	require.Error(t, err)
-	require.Less(t, time.Since(start), 3*time.Second)
+	require.Less(t, time.Since(start), wait)
 	t.Logf("request during the outage: %v", err)
 
 	// Generous: a sentinel whose process stalled for 2 s on a loaded
@@ -102,10 +104,12 @@ func TestSentinelFailover(t *testing.T) {
 		require.True(t, time.Now().Before(deadline), "no new master elected:\n%s", set.Describe(bg(t)))
 		time.Sleep(20 * time.Millisecond)
 	}
-	d := resumed(t, a, clients, elected, 2*time.Second)
+	// The bound only catches a node that does not recover; BenchmarkRecovery
+	// (sentinel) measures how soon.
+	d := resumed(t, a, clients, elected, 2*wait)
 	t.Logf("master killed; new master elected after %v; broadcasts resumed %v after the election", elected.Sub(killed).Round(time.Millisecond), d.Round(time.Millisecond))
 	eventually(t, "both nodes counted on the new master", func() bool {
-		n, err := a.a.ServerCount(bg(t))
+		n, err := serverCount(bg(t), a.a, "/")
 		return err == nil && n == 2
 	})
 }
@@ -151,7 +155,9 @@ func clusterFailover(t *testing.T, sharded bool) {
 	}
 	// The sender holds no client: every tick a client gets came through Redis.
 	sender := startNode(t, c, opts)
-	roomSubscribed(t, c, "r", int64(len(nodes)))
+	if sharded {
+		shardSubscribers(t, c, defaultNames.room("/", "r"), int64(len(nodes)))
+	}
 	resumed(t, sender, clients, time.Now(), wait)
 
 	killed := time.Now()
@@ -170,7 +176,9 @@ func clusterFailover(t *testing.T, sharded bool) {
 		require.True(t, time.Now().Before(deadline), "no replica promoted")
 		time.Sleep(20 * time.Millisecond)
 	}
-	d := resumed(t, sender, clients, promoted, 3*time.Second)
+	// The bound only catches a node that does not recover; BenchmarkRecovery
+	// (cluster-classic, cluster-sharded) measures how soon.
+	d := resumed(t, sender, clients, promoted, 2*wait)
 	t.Logf("master %d killed with %d receiving adapters up; replica promoted after %v; broadcasts on every channel resumed %v after the promotion",
 		victim.Port, len(nodes), promoted.Sub(killed).Round(time.Millisecond), d.Round(time.Millisecond))
 
@@ -196,9 +204,9 @@ func clusterFailover(t *testing.T, sharded bool) {
 // namespace's request channel (classic), or its channel (sharded).
 func subscribers(t *testing.T, n *redistest.Server, sharded bool) int {
 	t.Helper()
-	cmd := []string{"redis-cli", "-p", fmt.Sprint(n.Port), "PUBSUB", "NUMSUB", "socket.io-request#/#"}
+	cmd := []string{"redis-cli", "-p", fmt.Sprint(n.Port), "PUBSUB", "NUMSUB", defaultNames.requests("/")}
 	if sharded {
-		cmd = []string{"redis-cli", "-p", fmt.Sprint(n.Port), "PUBSUB", "SHARDNUMSUB", "socket.io#/#"}
+		cmd = []string{"redis-cli", "-p", fmt.Sprint(n.Port), "PUBSUB", "SHARDNUMSUB", defaultNames.namespace("/")}
 	}
 	out, err := n.Exec(bg(t), cmd...)
 	require.NoError(t, err, out)
@@ -215,7 +223,7 @@ func subscribers(t *testing.T, n *redistest.Server, sharded bool) int {
 func TestShardedManyRooms(t *testing.T) {
 	set := sharedCluster(t)
 	c := redisadapter.Cluster{Addrs: set.Addrs(), Sharded: true}
-	opts := &redisadapter.Options{Key: fmt.Sprint("many-rooms-", time.Now().UnixNano())}
+	opts := &redisadapter.Options{Key: uniqueKey(t)}
 	a, b := startNode(t, c, opts), startNode(t, c, opts)
 	cl := a.client(t)
 	conn := socketConn(t, a, cl.ID())
@@ -261,7 +269,7 @@ func TestShardedManyRooms(t *testing.T) {
 	eventually(t, "every room channel unsubscribed", func() bool {
 		cmds := make(rueidis.Commands, len(rooms))
 		for i, r := range rooms {
-			cmds[i] = raw.B().PubsubShardnumsub().Channel(opts.Key + "#/#" + r + "#").Build()
+			cmds[i] = raw.B().PubsubShardnumsub().Channel(names{opts.Key}.room("/", r)).Build()
 		}
 		for _, res := range raw.DoMulti(bg(t), cmds...) {
 			if n, err := res.AsIntMap(); err != nil || slices.ContainsFunc(slices.Collect(maps.Values(n)), func(v int64) bool { return v != 0 }) {
@@ -324,12 +332,12 @@ func TestShardedRoomSlotMigrates(t *testing.T) {
 	// of the cluster apart for a while, which later tests would see.
 	set := redistest.StartCluster(t)
 	c := redisadapter.Cluster{Addrs: set.Addrs(), Sharded: true}
-	opts := &redisadapter.Options{Key: fmt.Sprint("migrate-", time.Now().UnixNano())}
+	opts := &redisadapter.Options{Key: uniqueKey(t)}
 	a, b := startNode(t, c, opts), startNode(t, c, opts)
 	cl := a.client(t, "moving")
 	everyRoomReceives(t, b, cl, []string{"moving"}, "before")
 
-	ch := opts.Key + "#/#moving#"
+	ch := names{opts.Key}.room("/", "moving")
 	cli := func(n *redistest.Server, args ...string) string {
 		out, err := n.Exec(bg(t), append([]string{"redis-cli", "-p", fmt.Sprint(n.Port)}, args...)...)
 		require.NoError(t, err, out)

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/blogstack/redisadapter"
+	"github.com/blogstack/redisadapter/internal/await"
 	"github.com/blogstack/redisadapter/internal/redistest"
 	"github.com/blogstack/redisadapter/internal/siotest"
 )
@@ -153,20 +154,33 @@ func expect(t *testing.T, c *siotest.Client, name string, args ...string) {
 	require.Equal(t, args, got)
 }
 
-// eventually polls cond until it holds or the deadline passes.
+// eventually polls cond every 10 ms until it holds, failing t past wait.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not reached within %v: %s", wait, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	await.True(t, wait, 10*time.Millisecond, what, cond)
 }
 
 func bg(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// The namespace-scoped calls whose shape is changing, one helper each, so
+// that a change of API is made here and not in every test.
+
+// serverCount is how many servers nsp has (Node's serverCount). Today's
+// ServerCount counts the first namespace's; nsp says which one is meant.
+func serverCount(ctx context.Context, a *redisadapter.Adapter, nsp string) (int, error) {
+	return a.ServerCount(ctx)
+}
+
+// allRooms is every room of nsp across the nodes.
+func allRooms(ctx context.Context, a *redisadapter.Adapter, nsp string) ([]string, error) {
+	return a.AllRooms(ctx, nsp)
+}
+
+// serverSideEmit sends event to every other server of nsp and returns their answers.
+func serverSideEmit(ctx context.Context, a *redisadapter.Adapter, nsp, event string, args ...any) ([]json.RawMessage, error) {
+	return a.ServerSideEmit(ctx, nsp, event, args...)
 }

@@ -85,20 +85,25 @@ func TestNpmClientAgainstGoNodes(t *testing.T) {
 func TestNodeJSInterop(t *testing.T) {
 	t.Run("Standalone", func(t *testing.T) {
 		srv := redistest.Start(t)
-		interop(t, redisadapter.Standalone{URL: srv.URL()}, "REDIS_URL="+srv.URL())
+		interop(t, func(string) redisadapter.Connector { return redisadapter.Standalone{URL: srv.URL()} }, "REDIS_URL="+srv.URL())
 	})
 	set := sharedCluster(t)
 	cluster := "REDIS_CLUSTER=" + strings.Join(set.Addrs(), ",")
 	t.Run("ClusterClassic", func(t *testing.T) {
-		interop(t, redisadapter.Cluster{Addrs: set.Addrs()}, cluster)
+		interop(t, func(string) redisadapter.Connector { return redisadapter.Cluster{Addrs: set.Addrs()} }, cluster)
 	})
 	t.Run("ClusterSharded", func(t *testing.T) {
-		interop(t, redisadapter.Cluster{Addrs: set.Addrs(), Sharded: true}, cluster, "SHARDED=1")
+		interop(t, func(string) redisadapter.Connector { return redisadapter.Cluster{Addrs: set.Addrs(), Sharded: true} }, cluster, "SHARDED=1")
 	})
 }
 
-func interop(t *testing.T, c redisadapter.Connector, env ...string) {
-	g := startNode(t, c, nil)
+// interop runs a Go node of connect's connector and a Node.js node (env:
+// which adapter, on which Redis) under a key, and stream name, of the
+// test's own: on the shared cluster, the servers counted are these two.
+func interop(t *testing.T, connect func(name string) redisadapter.Connector, env ...string) {
+	key := uniqueKey(t)
+	g := startNode(t, connect(key), &redisadapter.Options{Key: key})
+	env = append(env, "KEY="+key)
 	js, jsURL, jsUID := startNodeServer(t, env...)
 	call := func(cmd map[string]any) nodetest.Msg { return js.Call(wait, cmd) }
 	streamsMode := slices.Contains(env, "STREAMS=1")
@@ -113,7 +118,7 @@ func interop(t *testing.T, c redisadapter.Connector, env ...string) {
 	jc.Call(t, "join", "js-only")
 
 	t.Run("ServerCount", func(t *testing.T) {
-		n, err := g.a.ServerCount(bg(t))
+		n, err := serverCount(bg(t), g.a, "/")
 		require.NoError(t, err)
 		require.Equal(t, 2, n)
 		require.Equal(t, "2", string(call(map[string]any{"op": "serverCount"})["count"]))
@@ -218,7 +223,7 @@ func interop(t *testing.T, c redisadapter.Connector, env ...string) {
 	})
 
 	t.Run("AllRoomsBothWays", func(t *testing.T) {
-		rooms, err := g.a.AllRooms(bg(t), "/")
+		rooms, err := allRooms(bg(t), g.a, "/")
 		require.NoError(t, err)
 		require.Subset(t, rooms, []string{"post:1", "js-only", jc.ID, gc.ID()})
 		if clusterAdapter {
@@ -251,7 +256,7 @@ func interop(t *testing.T, c redisadapter.Connector, env ...string) {
 		m := call(map[string]any{"op": "serverSideEmit", "event": "ping", "args": []any{"a", 1}})
 		require.JSONEq(t, `[{"from":"go","got":["a",1]}]`, string(m["acks"]))
 
-		acks, err := g.a.ServerSideEmit(bg(t), "/", "ping", "b", 2)
+		acks, err := serverSideEmit(bg(t), g.a, "/", "ping", "b", 2)
 		require.NoError(t, err)
 		require.Len(t, acks, 1)
 		require.JSONEq(t, `{"from":"node","got":["b",2]}`, string(acks[0]))

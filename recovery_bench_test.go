@@ -11,6 +11,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/blogstack/redisadapter"
+	"github.com/blogstack/redisadapter/internal/await"
 	"github.com/blogstack/redisadapter/internal/redistest"
 	"github.com/blogstack/redisadapter/internal/siotest"
 )
@@ -63,7 +64,7 @@ func BenchmarkRecovery(b *testing.B) {
 				// (classic) or the namespace's channel (sharded).
 				key := "/"
 				if sharded {
-					key = "socket.io#/#"
+					key = defaultNames.namespace("/")
 				}
 				victim := slotOwner(b, set, key)
 				return redisadapter.Cluster{Addrs: set.Addrs(), Sharded: sharded}, func() time.Time {
@@ -96,7 +97,7 @@ func recovery(b *testing.B, setup func(*testing.B) (redisadapter.Connector, func
 		if cl, ok := c.(redisadapter.Cluster); ok && cl.Sharded {
 			raw := rawClient(b, c)
 			for _, room := range rooms {
-				ch := "socket.io#/#" + room + "#"
+				ch := defaultNames.room("/", room)
 				waitFor(b, "every node subscribed to "+ch, func() bool {
 					n, err := raw.Do(context.Background(), raw.B().PubsubShardnumsub().Channel(ch).Build()).AsIntMap()
 					return err == nil && n[ch] == int64(len(fleet))
@@ -297,13 +298,7 @@ func (p *probe) losses() (lost, refused int) {
 // held.
 func waitFor(b testing.TB, what string, cond func() bool) time.Time {
 	b.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			b.Fatalf("not within 60 s: %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	await.True(b, 60*time.Second, time.Millisecond, what, cond)
 	return time.Now()
 }
 

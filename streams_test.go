@@ -12,26 +12,26 @@ import (
 func TestStreams(t *testing.T) {
 	t.Run("Standalone", func(t *testing.T) {
 		srv := redistest.Start(t)
-		suite(t, func(t *testing.T) redisadapter.Connector {
-			return redisadapter.Streams{Connector: redisadapter.Standalone{URL: srv.URL()}}
+		suite(t, streamsMode, func(name string) redisadapter.Connector {
+			return redisadapter.Streams{Connector: redisadapter.Standalone{URL: srv.URL()}, Name: name}
 		})
 	})
 	t.Run("Sentinel", func(t *testing.T) {
 		set := sharedSentinel(t)
-		suite(t, func(t *testing.T) redisadapter.Connector {
-			return redisadapter.Streams{Connector: redisadapter.Sentinel{MasterName: redistest.MasterName, Addrs: set.Addrs()}}
+		suite(t, streamsMode, func(name string) redisadapter.Connector {
+			return redisadapter.Streams{Connector: redisadapter.Sentinel{MasterName: redistest.MasterName, Addrs: set.Addrs()}, Name: name}
 		})
 	})
 	t.Run("Cluster", func(t *testing.T) {
 		set := sharedCluster(t)
-		suite(t, func(t *testing.T) redisadapter.Connector {
-			return redisadapter.Streams{Connector: redisadapter.Cluster{Addrs: set.Addrs()}}
+		suite(t, streamsMode, func(name string) redisadapter.Connector {
+			return redisadapter.Streams{Connector: redisadapter.Cluster{Addrs: set.Addrs()}, Name: name}
 		})
 	})
 	t.Run("ClusterShardedPubSub", func(t *testing.T) {
 		set := sharedCluster(t)
-		suite(t, func(t *testing.T) redisadapter.Connector {
-			return redisadapter.Streams{Connector: redisadapter.Cluster{Addrs: set.Addrs(), Sharded: true}}
+		suite(t, streamsOnSharded, func(name string) redisadapter.Connector {
+			return redisadapter.Streams{Connector: redisadapter.Cluster{Addrs: set.Addrs(), Sharded: true}, Name: name}
 		})
 	})
 }
@@ -41,14 +41,20 @@ func TestStreams(t *testing.T) {
 func TestStreamsNodeJSInterop(t *testing.T) {
 	t.Run("Standalone", func(t *testing.T) {
 		srv := redistest.Start(t)
-		interop(t, redisadapter.Streams{Connector: redisadapter.Standalone{URL: srv.URL()}}, "REDIS_URL="+srv.URL(), "STREAMS=1")
+		interop(t, func(name string) redisadapter.Connector {
+			return redisadapter.Streams{Connector: redisadapter.Standalone{URL: srv.URL()}, Name: name}
+		}, "REDIS_URL="+srv.URL(), "STREAMS=1")
 	})
 	set := sharedCluster(t)
 	cluster := "REDIS_CLUSTER=" + strings.Join(set.Addrs(), ",")
 	t.Run("Cluster", func(t *testing.T) {
-		interop(t, redisadapter.Streams{Connector: redisadapter.Cluster{Addrs: set.Addrs()}}, cluster, "STREAMS=1")
+		interop(t, func(name string) redisadapter.Connector {
+			return redisadapter.Streams{Connector: redisadapter.Cluster{Addrs: set.Addrs()}, Name: name}
+		}, cluster, "STREAMS=1")
 	})
 	t.Run("ClusterShardedPubSub", func(t *testing.T) {
-		interop(t, redisadapter.Streams{Connector: redisadapter.Cluster{Addrs: set.Addrs(), Sharded: true}}, cluster, "STREAMS=1", "SHARDED=1")
+		interop(t, func(name string) redisadapter.Connector {
+			return redisadapter.Streams{Connector: redisadapter.Cluster{Addrs: set.Addrs(), Sharded: true}, Name: name}
+		}, cluster, "STREAMS=1", "SHARDED=1")
 	})
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/blogstack/redisadapter/internal/await"
 	"github.com/blogstack/redisadapter/internal/nodetest"
 	"github.com/blogstack/redisadapter/internal/redistest"
 )
@@ -181,17 +182,7 @@ func TestClientScriptMissing(t *testing.T) {
 // calls it waits a tick, as a polite client backs off.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline.C:
-			t.Fatalf("not within %v: %s", timeout, what)
-		case <-tick.C:
-		}
-	}
+	await.True(t, timeout, 100*time.Millisecond, what, cond)
 }
 
 // metric reads a counter of the node's /metrics.

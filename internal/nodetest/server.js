@@ -28,12 +28,15 @@ async function main() {
   await Promise.all([pub.connect(), sub.connect()]);
 
   const io = new Server({ allowEIO3: true, transports: ["websocket"] });
+  // KEY: the key prefix (and stream name), so that tests on a shared Redis
+  // do not count each other's servers. default: "socket.io"
+  const key = process.env.KEY || "socket.io";
   if (process.env.STREAMS === "1") {
-    io.adapter(createStreamsAdapter(pub, { useShardedPubSub: process.env.SHARDED === "1" }));
+    io.adapter(createStreamsAdapter(pub, { useShardedPubSub: process.env.SHARDED === "1", streamName: key, channelPrefix: key }));
   } else {
     io.adapter(process.env.SHARDED === "1"
-      ? createShardedAdapter(pub, sub)
-      : createAdapter(pub, sub, { requestsTimeout: 3000 }));
+      ? createShardedAdapter(pub, sub, { channelPrefix: key })
+      : createAdapter(pub, sub, { requestsTimeout: 3000, key }));
   }
   io.on("connection", (socket) => {
     if (process.env.NODE_NAME) socket.data.node = process.env.NODE_NAME;

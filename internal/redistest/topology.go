@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
+
+	"github.com/blogstack/redisadapter/internal/await"
 )
 
 // MasterName is the master the sentinels of StartSentinel watch.
@@ -53,7 +55,7 @@ sentinel parallel-syncs %s 1
 `, port, MasterName, set.Master.Port, MasterName, MasterName, MasterName)})
 	}
 	startAll(t, set.Sentinels...)
-	eventually(t, 30*time.Second, "sentinels discover the replica and each other", func(ctx context.Context) error {
+	await.Check(t, 30*time.Second, 50*time.Millisecond, "sentinels discover the replica and each other", func(ctx context.Context) error {
 		for _, sn := range set.Sentinels {
 			msg, err := do(ctx, sn.Addr(), "SENTINEL", "MASTER", MasterName)
 			if err != nil {
@@ -140,7 +142,7 @@ func StartCluster(t testing.TB) *ClusterSet {
 	if out, err := set.Nodes[0].Exec(ctx, create...); err != nil {
 		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}
-	eventually(t, 30*time.Second, "cluster_state:ok on every node", func(ctx context.Context) error {
+	await.Check(t, 30*time.Second, 50*time.Millisecond, "cluster_state:ok on every node", func(ctx context.Context) error {
 		for _, n := range set.Nodes {
 			msg, err := do(ctx, n.Addr(), "CLUSTER", "INFO")
 			if err != nil {
@@ -203,21 +205,4 @@ func do(ctx context.Context, addr string, cmd ...string) (rueidis.RedisMessage, 
 	}
 	defer c.Close()
 	return c.Do(ctx, c.B().Arbitrary(cmd...).Build()).ToMessage()
-}
-
-func eventually(t testing.TB, timeout time.Duration, what string, f func(ctx context.Context) error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		err := f(ctx)
-		cancel()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %v", what, timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
