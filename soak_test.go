@@ -29,7 +29,8 @@ func soakSize() (sockets, rate int, d time.Duration) {
 // TestSoak sends a steady stream of room broadcasts from a node without
 // sockets to two nodes with many, while Redis is restarted (standalone) or
 // its master killed (Sentinel). Every event published outside the outage
-// must reach every socket of its room; goroutines must be flat at the end.
+// must reach every socket of its room, or be reported as failed; goroutines
+// must be flat at the end.
 func TestSoak(t *testing.T) {
 	t.Run("StandaloneRestart", func(t *testing.T) {
 		srv := redistest.Start(t)
@@ -165,13 +166,18 @@ func soak(t *testing.T, c redisadapter.Connector, fault func()) {
 	goroutinesAfter := runtime.NumGoroutine()
 	t.Logf("%d sockets in %d rooms, %d events/s for %v: %d emitted, %d published, %d refused during the outage, %d deliveries of %d expected; "+
 		"events not delivered to every socket: %d inside the outage windows (%v and %v; the fault's action took %v), %d outside; "+
-		"dropped by the receiving nodes: %d to slow sockets, %d on full receive queues; goroutines %d -> %d, heap %d MiB",
+		"dropped by the receiving nodes: %d to slow sockets, %d on full receive queues; publishes failed in flight %d; goroutines %d -> %d, heap %d MiB",
 		nSockets, rooms, rate, duration, len(log), published, failed, delivered, published*perRoom,
 		lostInside, recovered[0].Sub(faultAt).Round(time.Millisecond), recovered[1].Sub(faultAt).Round(time.Millisecond),
 		faultDone.Sub(faultAt).Round(time.Millisecond), lostOutside,
-		slowDrops, queueFull, goroutinesBefore, goroutinesAfter, mem.HeapAlloc>>20)
+		slowDrops, queueFull, sender.a.Stats().PublishFailures, goroutinesBefore, goroutinesAfter, mem.HeapAlloc>>20)
 	require.False(t, recovered[0].IsZero() || recovered[1].IsZero(), "broadcasts never recovered")
-	require.Zero(t, lostOutside, "events lost outside the outage window")
+	// Emit returns once its event is queued: one queued just before the
+	// fault (on a loaded machine, up to a batch's round trip before it)
+	// fails in flight. Pub/sub does not resend; the publisher counts it in
+	// PublishFailures and Flush reports it. Any other loss is a bug.
+	failedInFlight := int(sender.a.Stats().PublishFailures)
+	require.LessOrEqual(t, lostOutside, failedInFlight, "events lost outside the outage window that the publisher did not report as failed")
 	require.LessOrEqual(t, goroutinesAfter, goroutinesBefore+10, "goroutines piled up")
 	require.Zero(t, queueFull, "a node dropped on a full receive queue")
 }
