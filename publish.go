@@ -17,34 +17,6 @@ import (
 	"github.com/redis/rueidis"
 )
 
-// open applies opts' defaults, checks them and opens the Redis client c
-// describes: what New and NewEmitter share.
-func open(c Connector, opts *Options) (Options, rueidis.Client, error) {
-	var o Options
-	if opts != nil {
-		o = *opts
-	}
-	o.setDefaults()
-	if err := o.validate(); err != nil {
-		return o, nil, err
-	}
-	copt, err := c.clientOption()
-	if err != nil {
-		return o, nil, err
-	}
-	copt.DisableCache = true // pub/sub only: no client-side caching, no tracking
-	// The adapter does its own retrying: a subscription that rueidis renews
-	// by itself is down without the adapter knowing (and comes back on
-	// rueidis's back-off, up to a second after Redis does); a request fails
-	// at once rather than after retries that outlast the outage.
-	copt.DisableRetry = true
-	client, err := rueidis.NewClient(copt)
-	if err != nil {
-		return o, nil, fmt.Errorf("redisadapter: connect to redis: %w", err)
-	}
-	return o, client, nil
-}
-
 // publisher sends every message through one ordered queue, drained by one
 // goroutine that sends everything waiting as one pipeline (rueidis
 // DoMulti) and waits for Redis's answers before the next: consecutive
