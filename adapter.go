@@ -70,9 +70,10 @@ type ServerSideHandler func(args []json.RawMessage) any
 // stores handlers without a lock) and create the server with
 // SessionIDGenerator, or socket ids collide across nodes.
 //
-// New fails with ErrConfig for invalid options or connector, and with the
-// Redis error when Redis cannot be reached, refuses the credentials, or the
-// subscriptions are not confirmed before ctx ends.
+// New fails with ErrConfig for invalid options or connector, with
+// ErrUnavailable (wrapping the cause) when Redis cannot be reached or the
+// subscriptions are not confirmed before ctx ends, and with Redis's error
+// when it refuses the credentials.
 func New(ctx context.Context, server *socketio.Server, c Connector, opts *Options) (*Adapter, error) {
 	if server == nil || c == nil {
 		return nil, fmt.Errorf("%w: server and connector are required", ErrConfig)
@@ -83,8 +84,8 @@ func New(ctx context.Context, server *socketio.Server, c Connector, opts *Option
 	}
 	uid := randomID(6)
 	log := o.Logger.With("adapter", "redisadapter", "uid", uid)
+	proto := c.protocol(o.Key, uid)
 	a := &Adapter{
-		publisher:  newPublisher(client, c.protocol(), o, uid, log),
 		server:     server,
 		log:        log,
 		namespaces: make(map[string]*namespace),
@@ -96,8 +97,15 @@ func New(ctx context.Context, server *socketio.Server, c Connector, opts *Option
 		handlers:   make(map[string]ServerSideHandler),
 		closing:    make(chan struct{}),
 	}
+	var gate func() error
+	if _, durable := proto.(streams); !durable {
+		// A stream entry waits for every reader: a node whose
+		// subscriptions are down reads it once it is back.
+		gate = a.mayPublish
+	}
+	a.publisher = newPublisher(client, proto, o, uid, log, gate)
 	for _, name := range o.Namespaces {
-		ns := newNamespace(name)
+		ns := newNamespace(name, proto.namespace(name))
 		a.namespaces[name] = ns
 		server.OnConnect(name, func(conn socketio.Conn) error { return a.onConnect(ns, conn) })
 		server.OnDisconnect(name, func(conn socketio.Conn, reason string) { a.onDisconnect(ns, conn, reason) })
@@ -211,7 +219,7 @@ func (a *Adapter) Ping(ctx context.Context) error {
 		return fmt.Errorf("%w: room channels' connection down to %d cluster masters", ErrUnavailable, n)
 	}
 	for _, name := range a.opts.Namespaces {
-		if err := a.client.Do(ctx, a.proto.ping(a.client, a.opts.Key, name)).Error(); err != nil {
+		if err := a.client.Do(ctx, a.namespaces[name].proto.ping(a.client)).Error(); err != nil {
 			return fmt.Errorf("%w: ping: %w", ErrUnavailable, err)
 		}
 	}
@@ -227,14 +235,10 @@ func (a *Adapter) roomShardsDown() int {
 	return int(a.rooms.down.Load())
 }
 
-// mayPublish is checkSubscribed for what a node publishes to the fleet:
-// the error also says it was not published (ErrPublish).
+// mayPublish is checkSubscribed for what a node publishes to the fleet
+// (the publisher's gate): the error also says it was not published
+// (ErrPublish).
 func (a *Adapter) mayPublish() error {
-	if _, durable := a.proto.(streams); durable {
-		// A stream entry waits for every reader: a node whose
-		// subscriptions are down reads it once it is back.
-		return nil
-	}
 	if err := a.checkSubscribed(); err != nil {
 		return fmt.Errorf("%w: not published: %w", ErrPublish, err)
 	}

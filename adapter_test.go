@@ -154,7 +154,7 @@ func suite(t *testing.T, connect func(t *testing.T) redisadapter.Connector) {
 		var bconn socketio.Conn
 		b.srv.ForEach("/", bc.ID(), func(c socketio.Conn) { bconn = c })
 		require.NoError(t, b.a.SetData("/", bconn, map[string]string{"user": "ada"}))
-		n, err := a.a.ServerCount(bg(t))
+		n, err := a.a.Of("/").ServerCount(bg(t))
 		require.NoError(t, err)
 		require.Equal(t, 3, n)
 
@@ -183,7 +183,7 @@ func suite(t *testing.T, connect func(t *testing.T) redisadapter.Connector) {
 		require.NoError(t, err)
 		require.Equal(t, 3, count)
 
-		rooms, err := third.a.AllRooms(bg(t), "/")
+		rooms, err := third.a.Of("/").AllRooms(bg(t))
 		require.NoError(t, err)
 		require.Subset(t, rooms, []string{"post:9", "extra", ac.ID(), bc.ID()})
 	})
@@ -196,7 +196,7 @@ func suite(t *testing.T, connect func(t *testing.T) redisadapter.Connector) {
 				return map[string]any{"node": i, "got": args}
 			})
 		}
-		acks, err := a.a.ServerSideEmit(bg(t), "/", "ping", "p", 7)
+		acks, err := a.a.Of("/").ServerSideEmit(bg(t), "ping", "p", 7)
 		require.NoError(t, err)
 		require.Len(t, acks, 2)
 		for _, ack := range acks {
@@ -210,7 +210,7 @@ func suite(t *testing.T, connect func(t *testing.T) redisadapter.Connector) {
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		defer cancel()
 		start := time.Now()
-		acks, err = a.a.ServerSideEmit(ctx, "/", "only-b")
+		acks, err = a.a.Of("/").ServerSideEmit(ctx, "only-b")
 		require.ErrorIs(t, err, redisadapter.ErrTimeout)
 		require.ErrorContains(t, err, "1 of 2 other nodes answered before the caller's deadline: context deadline exceeded")
 		require.Equal(t, []json.RawMessage{json.RawMessage(`"b"`)}, acks)
@@ -219,7 +219,7 @@ func suite(t *testing.T, connect func(t *testing.T) redisadapter.Connector) {
 
 		// Without a deadline of the caller's, the error names the limit that ran out.
 		short := startNode(t, c, &redisadapter.Options{RequestTimeout: 300 * time.Millisecond})
-		acks, err = short.a.ServerSideEmit(context.Background(), "/", "only-b")
+		acks, err = short.a.Of("/").ServerSideEmit(context.Background(), "only-b")
 		require.ErrorIs(t, err, redisadapter.ErrTimeout)
 		require.ErrorContains(t, err, "1 of 3 other nodes answered before RequestTimeout 300ms passed")
 		require.NotContains(t, err.Error(), "context deadline exceeded")
@@ -397,13 +397,13 @@ func TestStandaloneRestart(t *testing.T) {
 		require.ErrorIs(t, err, redisadapter.ErrPublish)
 		require.ErrorIs(t, err, redisadapter.ErrUnavailable)
 		require.Less(t, time.Since(start), 500*time.Millisecond, "Emit fails fast while unavailable")
-		_, err = a.a.ServerCount(bg(t))
+		_, err = a.a.Of("/").ServerCount(bg(t))
 		require.ErrorIs(t, err, redisadapter.ErrUnavailable)
 		time.Sleep(50 * time.Millisecond) // paces the checks; nothing waits on it
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	_, err := a.a.AllRooms(ctx, "/")
+	_, err := a.a.Of("/").AllRooms(ctx)
 	require.ErrorIs(t, err, redisadapter.ErrUnavailable, "a request does not answer with this node's view alone")
 
 	srv.Restart(t)
@@ -416,7 +416,7 @@ func TestStandaloneRestart(t *testing.T) {
 	})
 	require.True(t, b.a.Stats().Subscribed)
 	require.Positive(t, b.a.Stats().Resubscribes)
-	n, err := a.a.ServerCount(bg(t))
+	n, err := a.a.Of("/").ServerCount(bg(t))
 	require.NoError(t, err)
 	require.Equal(t, 2, n)
 }
@@ -430,7 +430,7 @@ func TestCloseFailsPending(t *testing.T) {
 	// b has no handler for "slow": the request stays pending until Close.
 	errc := make(chan error, 1)
 	go func() {
-		_, err := a.a.ServerSideEmit(context.Background(), "/", "slow")
+		_, err := a.a.Of("/").ServerSideEmit(context.Background(), "slow")
 		errc <- err
 	}()
 	eventually(t, "request published", func() bool { return a.a.Stats().Published >= 1 })

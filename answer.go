@@ -15,47 +15,45 @@ import (
 // not subscribe to its channel.
 func (a *Adapter) handleRequest(in inbound) {
 	m, ns := in.PubSubMessage, in.ns
-	r, err := a.proto.decodeRequest(m.Message)
-	if err != nil {
-		a.dropped(m, err)
-		return
+	var r request
+	if in.req != nil {
+		r = *in.req
+	} else {
+		var err error
+		if r, err = ns.proto.decodeRequest(m.Message); err != nil {
+			a.dropped(m, err)
+			return
+		}
 	}
 	if r.nsp != "" && r.nsp != ns.name {
 		return
 	}
-	if r.UID == a.uid {
+	if r.uid == a.uid {
 		// Node applies its own join/leave/disconnect when they come back;
 		// this adapter applied them before publishing.
 		return
 	}
-	switch r.Type {
+	switch r.typ {
 	case typeSockets:
 		ids := []string{}
-		for _, s := range a.selectConnected(ns, selector{Rooms: r.Rooms}) {
+		for _, s := range a.selectConnected(ns, selector{Rooms: r.rooms}) {
 			ids = append(ids, s.conn.ID())
 		}
 		a.respond(ns, r, answer{ids: ids})
 	case typeAllRooms:
 		a.respond(ns, r, answer{rooms: a.server.Rooms(ns.name)})
 	case typeRemoteJoin, typeRemoteLeave, typeRemoteDisconnect:
-		if r.Opts != nil {
-			a.applyLocal(ns, r.Type, *r.Opts, r.Rooms, r.Close != nil && *r.Close)
+		// The legacy per-socket form is answered by the node holding the socket.
+		if r.legacy && len(a.selectConnected(ns, r.sel)) == 0 {
 			return
 		}
-		// The legacy per-socket form: {sid, room, requestId}, answered.
-		sel := selector{Rooms: []string{r.SID}}
-		if r.SID == "" || len(a.selectConnected(ns, sel)) == 0 {
-			return
+		a.applyLocal(ns, r.typ, r.sel, r.rooms, r.close)
+		if r.legacy {
+			a.respond(ns, r, answer{})
 		}
-		a.applyLocal(ns, r.Type, sel, []string{r.Room}, r.Close != nil && *r.Close)
-		a.respond(ns, r, answer{})
 	case typeRemoteFetch:
-		var sel selector
-		if r.Opts != nil {
-			sel = *r.Opts
-		}
 		sockets := []RemoteSocket{}
-		for _, s := range a.selectConnected(ns, sel) {
+		for _, s := range a.selectConnected(ns, r.sel) {
 			sockets = append(sockets, a.describe(s))
 		}
 		a.respond(ns, r, answer{sockets: sockets})
@@ -64,7 +62,7 @@ func (a *Adapter) handleRequest(in inbound) {
 	case typeBroadcast:
 		a.serveBroadcastWithAck(ns, r)
 	default:
-		a.dropped(m, fmt.Errorf("%w: unknown request type %d", errMalformed, r.Type))
+		a.dropped(m, fmt.Errorf("%w: unknown request type %d", errMalformed, r.typ))
 	}
 }
 
@@ -102,26 +100,20 @@ func (a *Adapter) applyLocal(ns *namespace, typ requestType, sel selector, rooms
 // wants an acknowledgement, answers with what it returned. Without a
 // handler there is no answer, as in Node.
 func (a *Adapter) serveServerSideEmit(ns *namespace, r request) {
-	var data []json.RawMessage
-	var event string
-	if json.Unmarshal(r.Data, &data) != nil || len(data) == 0 || json.Unmarshal(data[0], &event) != nil {
-		a.stats.malformed.Add(1)
-		return
-	}
-	h := a.serverSideHandler(ns.name, event)
+	h := a.serverSideHandler(ns.name, r.event)
 	if h == nil {
 		return
 	}
-	ack, ok := a.callHandler(h, event, data[1:])
-	if !ok || r.RequestID == "" {
+	ack, ok := a.callHandler(h, r.event, r.args)
+	if !ok || r.id == "" {
 		return
 	}
 	ackJSON, err := json.Marshal(ack)
 	if err != nil {
-		a.log.Error("serverSideEmit handler returned a value JSON cannot encode", "event", event, "err", err)
+		a.log.Error("serverSideEmit handler returned a value JSON cannot encode", "event", r.event, "err", err)
 		return
 	}
-	a.respond(ns, r, answer{ack: json.RawMessage(ackJSON)})
+	a.respond(ns, r, answer{ack: ackJSON})
 }
 
 func (a *Adapter) callHandler(h ServerSideHandler, event string, args []json.RawMessage) (ack any, ok bool) {
@@ -149,25 +141,22 @@ func (a *Adapter) serveBroadcastWithAck(ns *namespace, r request) {
 		return
 	}
 	targets := a.selectConnected(ns, f.sel)
-	count := len(targets)
-	a.respond(ns, r, answer{clientCount: &count})
+	a.respond(ns, r, answer{typ: typeBroadcastClientCount, clientCount: len(targets)})
 	args = emittable(args)
 	for _, s := range targets {
 		a.enqueue(s, outEvent{event: f.event, args: args, ack: func(raw json.RawMessage) {
-			var v any // decoded, for the classic protocol's msgpack
-			_ = json.Unmarshal(raw, &v)
-			a.respond(ns, r, answer{ack: v})
+			a.respond(ns, r, answer{typ: typeBroadcastAck, ack: raw})
 		}})
 	}
 }
 
 // respond publishes an answer to r, in the protocol's form.
 func (a *Adapter) respond(ns *namespace, r request, ans answer) {
-	channel, payload, err := a.proto.encodeAnswer(a.opts.Key, ns.name, a.uid, r, ans)
+	channel, payload, err := ns.proto.encodeAnswer(r, ans)
 	if err == nil {
 		err = a.publishAnswer(context.Background(), channel, payload)
 	}
 	if err != nil {
-		a.log.Warn("answer not sent", "type", r.Type, "err", err)
+		a.log.Warn("answer not sent", "type", r.typ, "err", err)
 	}
 }

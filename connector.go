@@ -15,7 +15,9 @@ import (
 // string or the environment.
 type Connector interface {
 	clientOption() (rueidis.ClientOption, error)
-	protocol() protocol
+	// protocol makes the connector's wire protocol, bound to the key
+	// prefix and the uid of the node (or emitter) it speaks for.
+	protocol(key, uid string) protocol
 }
 
 // open applies opts' defaults, checks them and opens the Redis client c
@@ -41,7 +43,7 @@ func open(c Connector, opts *Options) (Options, rueidis.Client, error) {
 	copt.DisableRetry = true
 	client, err := rueidis.NewClient(copt)
 	if err != nil {
-		return o, nil, fmt.Errorf("redisadapter: connect to redis: %w", err)
+		return o, nil, fmt.Errorf("redisadapter: connect to redis: %w", unreachable(err))
 	}
 	return o, client, nil
 }

@@ -1,6 +1,11 @@
 package redisadapter
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+
+	"github.com/redis/rueidis"
+)
 
 // Errors returned by the adapter. Callers branch on them with errors.Is; the
 // returned errors wrap them with the details (the namespace, the node count,
@@ -45,3 +50,13 @@ var (
 	// ErrConfig is returned for an invalid connector, URL or option.
 	ErrConfig = errors.New("redisadapter: invalid configuration")
 )
+
+// unreachable wraps err, a failed exchange with Redis, with ErrUnavailable
+// too, unless Redis answered it (a refusal: a wrong password, an unknown
+// command) or the client was closed.
+func unreachable(err error) error {
+	if _, answered := rueidis.IsRedisErr(err); answered || err == nil || errors.Is(err, rueidis.ErrClosing) || errors.Is(err, ErrUnavailable) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+}

@@ -54,7 +54,7 @@ func ExampleBroadcastOperator_CountSockets() {
 	fmt.Println(readers)
 
 	a.OnServerSideEmit("/", "cache:flush", func(args []json.RawMessage) any { return "flushed" })
-	acks, err := a.ServerSideEmit(ctx, "/", "cache:flush", "post:42")
+	acks, err := a.Of("/").ServerSideEmit(ctx, "cache:flush", "post:42")
 	fmt.Println(len(acks), err)
 }
 

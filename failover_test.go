@@ -84,7 +84,7 @@ func TestSentinelFailover(t *testing.T) {
 
 	// During the outage requests fail within their timeout, naming the cause.
 	start := time.Now()
-	_, err = a.a.AllRooms(context.Background(), "/")
+	_, err = a.a.Of("/").AllRooms(context.Background())
 	require.Error(t, err)
 	require.Less(t, time.Since(start), 3*time.Second)
 	t.Logf("request during the outage: %v", err)
@@ -105,7 +105,7 @@ func TestSentinelFailover(t *testing.T) {
 	d := resumed(t, a, clients, elected, 2*time.Second)
 	t.Logf("master killed; new master elected after %v; broadcasts resumed %v after the election", elected.Sub(killed).Round(time.Millisecond), d.Round(time.Millisecond))
 	eventually(t, "both nodes counted on the new master", func() bool {
-		n, err := a.a.ServerCount(bg(t))
+		n, err := a.a.Of("/").ServerCount(bg(t))
 		return err == nil && n == 2
 	})
 }

@@ -15,7 +15,8 @@ import (
 )
 
 type namespace struct {
-	name string
+	name  string
+	proto nsProtocol // the adapter's protocol, bound to the namespace
 
 	mu           sync.RWMutex
 	sockets      map[string]*localSocket
@@ -23,8 +24,8 @@ type namespace struct {
 	onDisconnect func(socketio.Conn, string)
 }
 
-func newNamespace(name string) *namespace {
-	return &namespace{name: name, sockets: make(map[string]*localSocket)}
+func newNamespace(name string, proto nsProtocol) *namespace {
+	return &namespace{name: name, proto: proto, sockets: make(map[string]*localSocket)}
 }
 
 type localSocket struct {

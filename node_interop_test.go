@@ -113,7 +113,7 @@ func interop(t *testing.T, c redisadapter.Connector, env ...string) {
 	jc.Call(t, "join", "js-only")
 
 	t.Run("ServerCount", func(t *testing.T) {
-		n, err := g.a.ServerCount(bg(t))
+		n, err := g.a.Of("/").ServerCount(bg(t))
 		require.NoError(t, err)
 		require.Equal(t, 2, n)
 		require.Equal(t, "2", string(call(map[string]any{"op": "serverCount"})["count"]))
@@ -218,7 +218,7 @@ func interop(t *testing.T, c redisadapter.Connector, env ...string) {
 	})
 
 	t.Run("AllRoomsBothWays", func(t *testing.T) {
-		rooms, err := g.a.AllRooms(bg(t), "/")
+		rooms, err := g.a.Of("/").AllRooms(bg(t))
 		require.NoError(t, err)
 		require.Subset(t, rooms, []string{"post:1", "js-only", jc.ID, gc.ID()})
 		if clusterAdapter {
@@ -251,7 +251,7 @@ func interop(t *testing.T, c redisadapter.Connector, env ...string) {
 		m := call(map[string]any{"op": "serverSideEmit", "event": "ping", "args": []any{"a", 1}})
 		require.JSONEq(t, `[{"from":"go","got":["a",1]}]`, string(m["acks"]))
 
-		acks, err := g.a.ServerSideEmit(bg(t), "/", "ping", "b", 2)
+		acks, err := g.a.Of("/").ServerSideEmit(bg(t), "ping", "b", 2)
 		require.NoError(t, err)
 		require.Len(t, acks, 1)
 		require.JSONEq(t, `{"from":"node","got":["b",2]}`, string(acks[0]))

@@ -207,7 +207,7 @@ func TestFromEnvStreams(t *testing.T) {
 	c, err := FromEnv()
 	require.NoError(t, err)
 	require.Equal(t, Streams{Connector: Standalone{URL: "redis://h:6380", Password: "pw"}}, c)
-	require.Equal(t, streams{name: "socket.io", count: 1, maxLen: 10000, readCount: 100}, c.protocol())
+	require.Equal(t, streams{key: "socket.io", uid: "u", name: "socket.io", count: 1, maxLen: 10000, readCount: 100}, c.protocol("socket.io", "u"))
 
 	t.Setenv("REDIS_PASSWORD", "")
 	t.Setenv("REDIS_URL", "redis://s1:26379,s2:26379")
@@ -222,7 +222,7 @@ func TestFromEnvStreams(t *testing.T) {
 	c, err = FromEnv()
 	require.NoError(t, err)
 	require.Equal(t, Streams{Connector: Cluster{Addrs: []string{"s1:26379", "s2:26379"}, Sharded: true}}, c)
-	require.True(t, c.protocol().(streams).shardedPubSub)
+	require.True(t, c.protocol("socket.io", "u").(streams).shardedPubSub)
 
 	t.Setenv("REDIS_STREAMS", "maybe")
 	_, err = FromEnv()

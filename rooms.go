@@ -182,7 +182,7 @@ func (r *roomSubs) sync() {
 			if _, private := ns.sockets[room]; private {
 				continue
 			}
-			ch, ok := r.rc.roomChannel(r.a.opts.Key, ns.name, room)
+			ch, ok := r.rc.roomChannel(ns.name, room)
 			if !ok {
 				continue
 			}

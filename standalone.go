@@ -20,7 +20,7 @@ type Standalone struct {
 	AlwaysRESP2 bool
 }
 
-func (Standalone) protocol() protocol { return classic{} }
+func (Standalone) protocol(key, uid string) protocol { return classic{key, uid} }
 
 func (s Standalone) clientOption() (rueidis.ClientOption, error) {
 	raw := s.URL

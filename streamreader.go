@@ -21,14 +21,14 @@ import (
 func (a *Adapter) startStreams(ctx, loopCtx context.Context, p streams) error {
 	seen := make(map[string]bool)
 	for _, name := range a.opts.Namespaces {
-		stream := p.streamFor(name)
+		stream := streamName(p.name, p.count, name)
 		if seen[stream] {
 			continue
 		}
 		seen[stream] = true
 		info, err := a.streamInfo(ctx, stream)
 		if err != nil {
-			return fmt.Errorf("redisadapter: read stream %q: %w", stream, err)
+			return fmt.Errorf("redisadapter: read stream %q: %w", stream, unreachable(err))
 		}
 		r := &streamReader{a: a, p: p, stream: stream, offset: info.last}
 		a.spawn(func() { r.run(loopCtx) })

@@ -87,8 +87,8 @@ func (s Streams) clientOption() (rueidis.ClientOption, error) {
 	return s.Connector.clientOption()
 }
 
-func (s Streams) protocol() protocol {
-	p := streams{name: s.Name, count: s.Count, maxLen: s.MaxLen, readCount: s.ReadCount, shardedPubSub: s.ShardedPubSub}
+func (s Streams) protocol(key, uid string) protocol {
+	p := streams{key: key, uid: uid, name: s.Name, count: s.Count, maxLen: s.MaxLen, readCount: s.ReadCount, shardedPubSub: s.ShardedPubSub}
 	if c, ok := s.Connector.(Cluster); ok && c.Sharded {
 		p.shardedPubSub = true
 	}
@@ -109,6 +109,7 @@ func (s Streams) protocol() protocol {
 
 // streams is the protocol; its settings have their defaults filled in.
 type streams struct {
+	key, uid      string
 	name          string
 	count         int
 	maxLen        int
@@ -116,40 +117,11 @@ type streams struct {
 	shardedPubSub bool
 }
 
-// streamFor is the stream of namespace nsp (Node's computeStreamName).
-func (p streams) streamFor(nsp string) string {
-	if p.count <= 1 {
-		return p.name
-	}
-	return p.name + "-" + strconv.Itoa(int(hashCode(nsp))%p.count)
-}
-
-// hashCode is Node's hashCode: hash*31 + each UTF-16 code unit, wrapped to
-// a signed 32-bit integer. Go's % keeps the sign as JavaScript's does, so a
-// negative hash names a stream like "socket.io--1", as in Node.
-func hashCode(s string) int32 {
-	var h int32
-	for _, r := range s {
-		if r >= 0x10000 { // a surrogate pair in UTF-16
-			r -= 0x10000
-			h = h*31 + int32(0xD800+(r>>10))
-			h = h*31 + int32(0xDC00+(r&0x3FF))
-			continue
-		}
-		h = h*31 + r
-	}
-	return h
-}
-
 // A durable message travels through the publisher as a "channel" naming
 // the stream entry's head (streamMarker, stream, uid, nsp and type,
 // NUL-separated) and a payload that is its data field: publish turns them
 // into an XADD. A channel never starts with NUL (Key cannot, see validate).
 const streamMarker = "\x00xadd\x00"
-
-func streamDestination(stream, uid, nsp string, typ int) string {
-	return streamMarker + stream + "\x00" + uid + "\x00" + nsp + "\x00" + strconv.Itoa(typ)
-}
 
 // isStreamEntry reports whether channel names a stream entry.
 func isStreamEntry(channel string) bool { return strings.HasPrefix(channel, streamMarker) }
@@ -170,9 +142,28 @@ func (p streams) publish(c rueidis.Client, channel string, payload []byte, produ
 	return c.B().Publish().Channel(channel).Message(rueidis.BinaryString(payload)).Build().SetSlot(channel)
 }
 
-func (p streams) subscriptions(c rueidis.Client, key, nsp, uid string) []subscription {
-	public := shardedChannel(key, nsp)
-	own := public + uid + "#"
+// streamsNamespace is the streams protocol bound to one namespace.
+type streamsNamespace struct {
+	sh            *shardedNamespace // the ClusterAdapter messages and the channels
+	shardedPubSub bool
+	stream        string
+	entry         string // the head of this node's stream entries, but for their type
+}
+
+func (p streams) namespace(nsp string) nsProtocol {
+	stream := streamName(p.name, p.count, nsp)
+	return &streamsNamespace{
+		sh: newShardedNamespace(p.key, p.uid, nsp), shardedPubSub: p.shardedPubSub, stream: stream,
+		entry: streamMarker + stream + "\x00" + p.uid + "\x00" + nsp + "\x00",
+	}
+}
+
+// asksFor: the ClusterAdapter protocol has no allRooms and no socket-id
+// listing; the core answers those with a fetch.
+func (streams) asksFor(t requestType) bool { return t != typeAllRooms && t != typeSockets }
+
+func (p *streamsNamespace) subscriptions(c rueidis.Client) []subscription {
+	public, own := p.sh.ch.broadcast, p.sh.own
 	if p.shardedPubSub { // one SSUBSCRIBE may not mix slots
 		return []subscription{
 			{build: func() rueidis.Completed { return c.B().Ssubscribe().Channel(public).Build() }, routes: map[string]queueKind{public: toRequests}},
@@ -188,12 +179,12 @@ func (p streams) subscriptions(c rueidis.Client, key, nsp, uid string) []subscri
 }
 
 // roomOf: there are no room channels.
-func (streams) roomOf(key, nsp, channel string) string { return "" }
+func (p *streamsNamespace) roomOf(channel string) string { return "" }
 
 // fromNode: the stream reader skips this node's entries before decoding.
-func (streams) fromNode(msg, uid string) bool { return false }
+func (p *streamsNamespace) fromNode(msg string) bool { return false }
 
-func (p streams) encodeBroadcast(key, uid, nsp string, sel selector, event string, args []any) (string, []byte, error) {
+func (p *streamsNamespace) encodeBroadcast(sel selector, event string, args []any) (string, []byte, error) {
 	var data []byte
 	var err error
 	if hasBinary(args, 0) {
@@ -207,7 +198,7 @@ func (p streams) encodeBroadcast(key, uid, nsp string, sel selector, event strin
 	if err != nil {
 		return "", nil, err
 	}
-	return streamDestination(p.streamFor(nsp), uid, nsp, shardedBroadcast), data, nil
+	return p.entry + strconv.Itoa(shardedBroadcast), data, nil
 }
 
 // binaryBroadcastData is Node's form of a broadcast holding binary: the
@@ -257,7 +248,7 @@ func hasBinary(v any, depth int) bool {
 	return false
 }
 
-func (p streams) encodeRequest(key, nsp string, r request) (string, []byte, error) {
+func (p *streamsNamespace) encodeRequest(r request) (string, []byte, error) {
 	typ, d, err := shardedRequest(r)
 	if err != nil {
 		return "", nil, err
@@ -265,17 +256,17 @@ func (p streams) encodeRequest(key, nsp string, r request) (string, []byte, erro
 	switch typ {
 	case shardedSocketsJoin, shardedSocketsLeave, shardedDisconnectSockets:
 		data, err := json.Marshal(d)
-		return streamDestination(p.streamFor(nsp), r.UID, nsp, typ), data, err
+		return p.entry + strconv.Itoa(typ), data, err
 	}
-	payload, err := sharded{}.encode(typ, r.UID, nsp, d)
+	payload, err := p.sh.message(typ, d)
 	if err == nil {
 		payload, err = jsonToMsgpack(payload)
 	}
-	return shardedChannel(key, nsp), payload, err
+	return p.sh.ch.broadcast, payload, err
 }
 
-func (p streams) encodeAnswer(key, nsp, uid string, to request, a answer) (string, []byte, error) {
-	channel, payload, err := sharded{}.encodeAnswer(key, nsp, uid, to, a)
+func (p *streamsNamespace) encodeAnswer(to request, a answer) (string, []byte, error) {
+	channel, payload, err := p.sh.encodeAnswer(to, a)
 	if err == nil {
 		payload, err = jsonToMsgpack(payload)
 	}
@@ -285,30 +276,24 @@ func (p streams) encodeAnswer(key, nsp, uid string, to request, a answer) (strin
 // Every message reaches the decoders as ClusterAdapter JSON (or msgpack,
 // from pub/sub), the sharded protocol's: the stream reader rebuilds it from
 // the entry's fields (decodeStreamEntry).
-func (streams) decodeBroadcast(msg string) (broadcastFrame, error) {
-	return sharded{}.decodeBroadcast(msg)
+func (p *streamsNamespace) decodeBroadcast(msg string) (broadcastFrame, *request, error) {
+	return p.sh.decodeBroadcast(msg)
 }
-
-func (streams) decodeRequest(msg string) (request, error) { return sharded{}.decodeRequest(msg) }
-
-func (streams) decodeResponse(msg string) (response, error) { return sharded{}.decodeResponse(msg) }
+func (p *streamsNamespace) decodeRequest(msg string) (request, error) { return p.sh.decodeRequest(msg) }
+func (p *streamsNamespace) decodeAnswer(msg string) (answer, error)   { return p.sh.decodeAnswer(msg) }
 
 // ping goes to the node holding the namespace's stream.
-func (p streams) ping(c rueidis.Client, key, nsp string) rueidis.Completed {
-	return c.B().Ping().Build().SetSlot(p.streamFor(nsp))
+func (p *streamsNamespace) ping(c rueidis.Client) rueidis.Completed {
+	return c.B().Ping().Build().SetSlot(p.stream)
 }
 
-func (p streams) countCommand(c rueidis.Client, key, nsp string) (rueidis.Completed, string) {
-	ch := shardedChannel(key, nsp)
+func (p *streamsNamespace) countCommand(c rueidis.Client) (rueidis.Completed, string) {
+	ch := p.sh.ch.broadcast
 	if p.shardedPubSub {
 		return c.B().PubsubShardnumsub().Channel(ch).Build(), ch
 	}
 	return c.B().PubsubNumsub().Channel(ch).Build(), ch
 }
-
-// asksFor: the ClusterAdapter protocol has no allRooms and no socket-id
-// listing; the core answers those with a fetch.
-func (streams) asksFor(t requestType) bool { return t != typeAllRooms && t != typeSockets }
 
 // jsonToMsgpack re-encodes a JSON document as msgpack, keeping the order of
 // object keys (Node's encoder writes them in insertion order) and integers
