@@ -16,8 +16,6 @@ type Standalone struct {
 	Password string
 	// TLSConfig is used for the connection; rediss:// without it verifies the server against the system roots. default: nil
 	TLSConfig *tls.Config
-	// AlwaysRESP2 speaks RESP2 only, for servers whose HELLO 3 rueidis cannot use (miniredis). default: false
-	AlwaysRESP2 bool
 }
 
 func (Standalone) protocol(key, uid string) protocol { return classic{key, uid} }
@@ -42,6 +40,5 @@ func (s Standalone) clientOption() (rueidis.ClientOption, error) {
 		opt.TLSConfig = s.TLSConfig
 	}
 	opt.ForceSingleClient = true
-	opt.AlwaysRESP2 = s.AlwaysRESP2
 	return opt, nil
 }

@@ -30,6 +30,9 @@ import (
 //	sharded            Cluster with sharded pub/sub (Redis 7) when "true"
 //	streams            streams mode when "true": the shape above wrapped in Streams
 //	dial_timeout       Standalone: how long to wait for a connection (time.ParseDuration; default 5s)
+//	protocol           Standalone: "2" speaks RESP2 only, for servers and proxies that accept
+//	                   HELLO 3 but cannot mix pub/sub and commands on one RESP3 connection
+//	                   (miniredis, some proxies); "3", the default, negotiates RESP3
 //
 // Any other key is an error, so a typo is not silently ignored. For example,
 // "rediss://app:s3cret@redis.internal:6380/2?dial_timeout=2s" is database 2
@@ -53,6 +56,7 @@ type redisURL struct {
 	addrs              []string
 	db                 int
 	dialTimeout        time.Duration
+	resp2              bool
 	masterName         string
 	sentinelUser       string
 	sentinelPass       string
@@ -121,6 +125,11 @@ func parseURL(raw string) (redisURL, error) {
 				return r, fmt.Errorf("%w: redis URL dial_timeout %q", ErrConfig, v)
 			}
 			r.dialTimeout = d
+		case "protocol":
+			if v != "2" && v != "3" {
+				return r, fmt.Errorf("%w: redis URL protocol=%q is not 2 or 3", ErrConfig, v)
+			}
+			r.resp2 = v == "2"
 		case "master_name":
 			r.masterName = v
 		case "sentinel_username":
@@ -175,8 +184,8 @@ func (r redisURL) shape(raw string) (Connector, error) {
 		return nil, fmt.Errorf("%w: a master name (Sentinel) and a cluster (cluster or sharded true) exclude each other", ErrConfig)
 	case r.masterName == "" && (r.sentinelUser != "" || r.sentinelPass != ""):
 		return nil, fmt.Errorf("%w: sentinel credentials without a master name", ErrConfig)
-	case r.dialTimeout != 0 && (r.masterName != "" || r.cluster):
-		return nil, fmt.Errorf("%w: dial_timeout applies to a standalone server only", ErrConfig)
+	case (r.dialTimeout != 0 || r.resp2) && (r.masterName != "" || r.cluster):
+		return nil, fmt.Errorf("%w: dial_timeout and protocol apply to a standalone server only", ErrConfig)
 	case r.masterName != "":
 		return Sentinel{MasterName: r.masterName, Addrs: r.addrs, Username: r.username, Password: r.password,
 			SentinelUsername: r.sentinelUser, SentinelPassword: r.sentinelPass, DB: r.db, TLSConfig: r.tlsConfig()}, nil
@@ -204,6 +213,7 @@ func (r redisURL) clientOption() (rueidis.ClientOption, error) {
 		TLSConfig:   r.tlsConfig(),
 	}
 	opt.Dialer.Timeout = r.dialTimeout
+	opt.AlwaysRESP2 = r.resp2
 	return opt, nil
 }
 
