@@ -39,7 +39,10 @@ var (
 	// ErrUnavailable is returned while this node cannot take part in the
 	// fleet: Redis does not answer, or the node's subscriptions are down
 	// (after a dropped connection or a failover, until they are renewed),
-	// so it would not hear other nodes' broadcasts and answers.
+	// so it would not hear other nodes' broadcasts and answers. New and
+	// NewEmitter wrap it when they cannot reach Redis, and a publish or
+	// request that failed because Redis could not be reached wraps it
+	// (with ErrPublish for a publish); the cause is wrapped too.
 	ErrUnavailable = errors.New("redisadapter: redis unavailable")
 
 	// ErrClientLimit is wrapped by the reason ClientLimits gives when it
