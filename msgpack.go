@@ -1,7 +1,14 @@
 package redisadapter
 
+// msgpack, as the adapters write and read it: pooled encoders that encode Go
+// structs by their json tags, a decoder of untrusted input that checks every
+// declared length and bounds nesting, and jsonToMsgpack for the messages
+// Node sends as msgpack of what would otherwise be JSON.
+
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"io"
 	"math"
 	"strings"
@@ -280,4 +287,105 @@ func (d *decoder) length(width int) (int, error) {
 		return 0, malformed("length over %d", math.MaxInt32)
 	}
 	return n, nil
+}
+
+// jsonToMsgpack re-encodes a JSON document as msgpack, keeping the order of
+// object keys (Node's encoder writes them in insertion order) and integers
+// as integers.
+func jsonToMsgpack(doc []byte) ([]byte, error) {
+	dec := json.NewDecoder(bytes.NewReader(doc))
+	dec.UseNumber()
+	var buf bytes.Buffer
+	enc := newEncoder(&buf)
+	if err := transcode(dec, enc, 0); err != nil {
+		return nil, fmt.Errorf("redisadapter: msgpack: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// jsonNode is a parsed JSON value whose objects keep their key order.
+type jsonNode struct {
+	scalar any // json.Number, string, bool or nil
+	keys   []string
+	items  []jsonNode // an object's values or an array's elements
+	kind   byte       // 0 scalar, '{' object, '[' array
+}
+
+func transcode(dec *json.Decoder, enc *msgpack.Encoder, depth int) error {
+	n, err := parseJSON(dec, depth)
+	if err != nil {
+		return err
+	}
+	return n.encode(enc)
+}
+
+func parseJSON(dec *json.Decoder, depth int) (jsonNode, error) {
+	if depth > maxDepth {
+		return jsonNode{}, malformed("nested deeper than %d", maxDepth)
+	}
+	tok, err := dec.Token()
+	if err != nil {
+		return jsonNode{}, err
+	}
+	d, ok := tok.(json.Delim)
+	if !ok {
+		return jsonNode{scalar: tok}, nil
+	}
+	n := jsonNode{kind: byte(d)}
+	for dec.More() {
+		if n.kind == '{' {
+			k, err := dec.Token()
+			if err != nil {
+				return n, err
+			}
+			key, _ := k.(string)
+			n.keys = append(n.keys, key)
+		}
+		item, err := parseJSON(dec, depth+1)
+		if err != nil {
+			return n, err
+		}
+		n.items = append(n.items, item)
+	}
+	_, err = dec.Token() // the closing delimiter
+	return n, err
+}
+
+func (n jsonNode) encode(enc *msgpack.Encoder) error {
+	switch n.kind {
+	case '{':
+		if err := enc.EncodeMapLen(len(n.items)); err != nil {
+			return err
+		}
+		for i, item := range n.items {
+			if err := enc.EncodeString(n.keys[i]); err != nil {
+				return err
+			}
+			if err := item.encode(enc); err != nil {
+				return err
+			}
+		}
+		return nil
+	case '[':
+		if err := enc.EncodeArrayLen(len(n.items)); err != nil {
+			return err
+		}
+		for _, item := range n.items {
+			if err := item.encode(enc); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if num, ok := n.scalar.(json.Number); ok {
+		if i, err := num.Int64(); err == nil {
+			return enc.EncodeInt(i)
+		}
+		f, err := num.Float64()
+		if err != nil {
+			return err
+		}
+		return enc.EncodeFloat64(f)
+	}
+	return enc.Encode(n.scalar)
 }

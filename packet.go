@@ -1,5 +1,10 @@
 package redisadapter
 
+// Socket.io packets as Node's adapters carry them: a broadcast's packet
+// {type, data: [event, ...args], nsp} and opts {rooms, except, flags} in
+// msgpack (classic broadcasts, streams entries holding binary), and the
+// JSON forms of the sharded protocols and of server-side emits.
+
 import (
 	"encoding/json"
 	"errors"
@@ -7,11 +12,6 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 )
-
-// Socket.io packets as Node's adapters carry them: a broadcast's packet
-// {type, data: [event, ...args], nsp} and opts {rooms, except, flags} in
-// msgpack (classic broadcasts, streams entries holding binary), and the
-// JSON forms of the sharded protocols and of server-side emits.
 
 // encodePacket writes the packet {type, data: [event, ...args], nsp} of
 // a broadcast.

@@ -37,7 +37,6 @@ import (
 	"strings"
 
 	"github.com/redis/rueidis"
-	"github.com/vmihailenco/msgpack/v5"
 )
 
 var _ Connector = Streams{}
@@ -279,8 +278,10 @@ func (p *streamsNamespace) encodeAnswer(to request, a answer) (string, []byte, e
 func (p *streamsNamespace) decodeBroadcast(msg string) (broadcastFrame, *request, error) {
 	return p.sh.decodeBroadcast(msg)
 }
+
 func (p *streamsNamespace) decodeRequest(msg string) (request, error) { return p.sh.decodeRequest(msg) }
-func (p *streamsNamespace) decodeAnswer(msg string) (answer, error)   { return p.sh.decodeAnswer(msg) }
+
+func (p *streamsNamespace) decodeAnswer(msg string) (answer, error) { return p.sh.decodeAnswer(msg) }
 
 // ping goes to the node holding the namespace's stream.
 func (p *streamsNamespace) ping(c rueidis.Client) rueidis.Completed {
@@ -293,107 +294,6 @@ func (p *streamsNamespace) countCommand(c rueidis.Client) (rueidis.Completed, st
 		return c.B().PubsubShardnumsub().Channel(ch).Build(), ch
 	}
 	return c.B().PubsubNumsub().Channel(ch).Build(), ch
-}
-
-// jsonToMsgpack re-encodes a JSON document as msgpack, keeping the order of
-// object keys (Node's encoder writes them in insertion order) and integers
-// as integers.
-func jsonToMsgpack(doc []byte) ([]byte, error) {
-	dec := json.NewDecoder(bytes.NewReader(doc))
-	dec.UseNumber()
-	var buf bytes.Buffer
-	enc := newEncoder(&buf)
-	if err := transcode(dec, enc, 0); err != nil {
-		return nil, fmt.Errorf("redisadapter: msgpack: %w", err)
-	}
-	return buf.Bytes(), nil
-}
-
-// jsonNode is a parsed JSON value whose objects keep their key order.
-type jsonNode struct {
-	scalar any // json.Number, string, bool or nil
-	keys   []string
-	items  []jsonNode // an object's values or an array's elements
-	kind   byte       // 0 scalar, '{' object, '[' array
-}
-
-func transcode(dec *json.Decoder, enc *msgpack.Encoder, depth int) error {
-	n, err := parseJSON(dec, depth)
-	if err != nil {
-		return err
-	}
-	return n.encode(enc)
-}
-
-func parseJSON(dec *json.Decoder, depth int) (jsonNode, error) {
-	if depth > maxDepth {
-		return jsonNode{}, malformed("nested deeper than %d", maxDepth)
-	}
-	tok, err := dec.Token()
-	if err != nil {
-		return jsonNode{}, err
-	}
-	d, ok := tok.(json.Delim)
-	if !ok {
-		return jsonNode{scalar: tok}, nil
-	}
-	n := jsonNode{kind: byte(d)}
-	for dec.More() {
-		if n.kind == '{' {
-			k, err := dec.Token()
-			if err != nil {
-				return n, err
-			}
-			key, _ := k.(string)
-			n.keys = append(n.keys, key)
-		}
-		item, err := parseJSON(dec, depth+1)
-		if err != nil {
-			return n, err
-		}
-		n.items = append(n.items, item)
-	}
-	_, err = dec.Token() // the closing delimiter
-	return n, err
-}
-
-func (n jsonNode) encode(enc *msgpack.Encoder) error {
-	switch n.kind {
-	case '{':
-		if err := enc.EncodeMapLen(len(n.items)); err != nil {
-			return err
-		}
-		for i, item := range n.items {
-			if err := enc.EncodeString(n.keys[i]); err != nil {
-				return err
-			}
-			if err := item.encode(enc); err != nil {
-				return err
-			}
-		}
-		return nil
-	case '[':
-		if err := enc.EncodeArrayLen(len(n.items)); err != nil {
-			return err
-		}
-		for _, item := range n.items {
-			if err := item.encode(enc); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	if num, ok := n.scalar.(json.Number); ok {
-		if i, err := num.Int64(); err == nil {
-			return enc.EncodeInt(i)
-		}
-		f, err := num.Float64()
-		if err != nil {
-			return err
-		}
-		return enc.EncodeFloat64(f)
-	}
-	return enc.Encode(n.scalar)
 }
 
 // streamEntry is a decoded stream entry.
