@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 
 	socketio "github.com/googollee/go-socket.io"
 )
@@ -71,9 +70,10 @@ type ServerSideHandler func(args []json.RawMessage) any
 // stores handlers without a lock) and create the server with
 // SessionIDGenerator, or socket ids collide across nodes.
 //
-// New fails with ErrConfig for invalid options or connector, and with the
-// Redis error when Redis cannot be reached, refuses the credentials, or the
-// subscriptions are not confirmed before ctx ends.
+// New fails with ErrConfig for invalid options or connector, with
+// ErrUnavailable (wrapping the cause) when Redis cannot be reached or the
+// subscriptions are not confirmed before ctx ends, and with Redis's error
+// when it refuses the credentials.
 func New(ctx context.Context, server *socketio.Server, c Connector, opts *Options) (*Adapter, error) {
 	if server == nil || c == nil {
 		return nil, fmt.Errorf("%w: server and connector are required", ErrConfig)
@@ -84,8 +84,8 @@ func New(ctx context.Context, server *socketio.Server, c Connector, opts *Option
 	}
 	uid := randomID(6)
 	log := o.Logger.With("adapter", "redisadapter", "uid", uid)
+	proto := c.protocol(o.Key, uid)
 	a := &Adapter{
-		publisher:  newPublisher(client, c.protocol(), o, uid, log),
 		server:     server,
 		log:        log,
 		namespaces: make(map[string]*namespace),
@@ -97,8 +97,15 @@ func New(ctx context.Context, server *socketio.Server, c Connector, opts *Option
 		handlers:   make(map[string]ServerSideHandler),
 		closing:    make(chan struct{}),
 	}
+	var gate func() error
+	if _, durable := proto.(streams); !durable {
+		// A stream entry waits for every reader: a node whose
+		// subscriptions are down reads it once it is back.
+		gate = a.mayPublish
+	}
+	a.publisher = newPublisher(client, proto, o, uid, log, gate)
 	for _, name := range o.Namespaces {
-		ns := newNamespace(name)
+		ns := newNamespace(name, proto.namespace(name))
 		a.namespaces[name] = ns
 		server.OnConnect(name, func(conn socketio.Conn) error { return a.onConnect(ns, conn) })
 		server.OnDisconnect(name, func(conn socketio.Conn, reason string) { a.onDisconnect(ns, conn, reason) })
@@ -212,7 +219,7 @@ func (a *Adapter) Ping(ctx context.Context) error {
 		return fmt.Errorf("%w: room channels' connection down to %d cluster masters", ErrUnavailable, n)
 	}
 	for _, name := range a.opts.Namespaces {
-		if err := a.client.Do(ctx, a.proto.ping(a.client, a.opts.Key, name)).Error(); err != nil {
+		if err := a.client.Do(ctx, a.namespaces[name].proto.ping(a.client)).Error(); err != nil {
 			return fmt.Errorf("%w: ping: %w", ErrUnavailable, err)
 		}
 	}
@@ -228,14 +235,10 @@ func (a *Adapter) roomShardsDown() int {
 	return int(a.rooms.down.Load())
 }
 
-// mayPublish is checkSubscribed for what a node publishes to the fleet:
-// the error also says it was not published (ErrPublish).
+// mayPublish is checkSubscribed for what a node publishes to the fleet
+// (the publisher's gate): the error also says it was not published
+// (ErrPublish).
 func (a *Adapter) mayPublish() error {
-	if _, durable := a.proto.(streams); durable {
-		// A stream entry waits for every reader: a node whose
-		// subscriptions are down reads it once it is back.
-		return nil
-	}
 	if err := a.checkSubscribed(); err != nil {
 		return fmt.Errorf("%w: not published: %w", ErrPublish, err)
 	}
@@ -353,76 +356,4 @@ func randomID(n int) string {
 		b[i] = alphabet[int(b[i])%len(alphabet)]
 	}
 	return string(b)
-}
-
-// Stats are the adapter's counters since New. Read them with Adapter.Stats.
-type Stats struct {
-	// Published counts messages Redis took from this node (broadcasts, requests, responses).
-	Published uint64
-	// PublishFailures counts queued messages Redis did not take (unreachable, refused, timed out).
-	PublishFailures uint64
-	// Resent counts stream entries sent again because a try may not have reached Redis, in streams mode.
-	Resent uint64
-	// Received counts messages read from Redis, own messages included.
-	Received uint64
-	// Malformed counts received messages dropped as undecodable, oversized or of unknown type.
-	Malformed uint64
-	// QueueFull counts received messages dropped because a receive queue was full.
-	QueueFull uint64
-	// SlowSocketDrops counts events not delivered to a local socket whose queue was full.
-	SlowSocketDrops uint64
-	// RequestTimeouts counts requests that ended before every node answered
-	// (for EmitWithAck: before every node and every client answered).
-	RequestTimeouts uint64
-	// Resubscribes counts subscriptions renewed after a dropped connection or a server-side unsubscribe.
-	Resubscribes uint64
-	// StreamGaps counts the times this node found stream entries trimmed (or deleted) before it read them, in streams mode: broadcasts it never delivered. Each is logged.
-	StreamGaps uint64
-	// StreamDuplicates counts stream entries dropped as a second copy a publisher's resend left, in streams mode.
-	StreamDuplicates uint64
-	// IDCollisions counts socket ids seen on two nodes at once, or not made by SessionIDGenerator.
-	IDCollisions uint64
-	// QueueDepth is how many received messages wait to be handled now.
-	QueueDepth int
-	// Sockets is how many sockets of this node the adapter tracks now, over every namespace.
-	Sockets int
-	// Subscribed is whether every subscription of this node is live now, room channels' connections included.
-	Subscribed bool
-}
-
-type counters struct {
-	received, malformed, queueFull, slowSocket, timeouts, resubscribes, collisions, streamGaps, streamDuplicates atomic.Uint64
-}
-
-// Stats returns a snapshot of the counters. It is cheap and never blocks
-// for long.
-func (a *Adapter) Stats() Stats {
-	c := &a.stats
-	return Stats{
-		Published:        a.published.Load(),
-		PublishFailures:  a.failures.Load(),
-		Resent:           a.resent.Load(),
-		Received:         c.received.Load(),
-		Malformed:        c.malformed.Load(),
-		QueueFull:        c.queueFull.Load(),
-		SlowSocketDrops:  c.slowSocket.Load(),
-		RequestTimeouts:  c.timeouts.Load(),
-		Resubscribes:     c.resubscribes.Load(),
-		IDCollisions:     c.collisions.Load(),
-		StreamGaps:       c.streamGaps.Load(),
-		StreamDuplicates: c.streamDuplicates.Load(),
-		QueueDepth:       len(a.broadcasts) + len(a.requests) + len(a.responses),
-		Sockets:          a.trackedSockets(),
-		Subscribed:       a.subs.isLive() && a.roomShardsDown() == 0,
-	}
-}
-
-func (a *Adapter) trackedSockets() int {
-	n := 0
-	for _, ns := range a.namespaces {
-		ns.mu.RLock()
-		n += len(ns.sockets)
-		ns.mu.RUnlock()
-	}
-	return n
 }

@@ -156,7 +156,7 @@ func suite(t *testing.T, f features, connect func(name string) redisadapter.Conn
 		var bconn socketio.Conn
 		b.srv.ForEach("/", bc.ID(), func(c socketio.Conn) { bconn = c })
 		require.NoError(t, b.a.SetData("/", bconn, map[string]string{"user": "ada"}))
-		n, err := serverCount(bg(t), a.a, "/")
+		n, err := a.a.Of("/").ServerCount(bg(t))
 		require.NoError(t, err)
 		require.Equal(t, 3, n, "exactly this test's nodes: the key is the test's own")
 
@@ -185,7 +185,7 @@ func suite(t *testing.T, f features, connect func(name string) redisadapter.Conn
 		require.NoError(t, err)
 		require.Equal(t, 3, count)
 
-		rooms, err := allRooms(bg(t), third.a, "/")
+		rooms, err := third.a.Of("/").AllRooms(bg(t))
 		require.NoError(t, err)
 		require.Subset(t, rooms, []string{"post:9", "extra", ac.ID(), bc.ID()})
 	})
@@ -198,7 +198,7 @@ func suite(t *testing.T, f features, connect func(name string) redisadapter.Conn
 				return map[string]any{"node": i, "got": args}
 			})
 		}
-		acks, err := serverSideEmit(bg(t), a.a, "/", "ping", "p", 7)
+		acks, err := a.a.Of("/").ServerSideEmit(bg(t), "ping", "p", 7)
 		require.NoError(t, err)
 		require.Len(t, acks, 2)
 		for _, ack := range acks {
@@ -212,7 +212,7 @@ func suite(t *testing.T, f features, connect func(name string) redisadapter.Conn
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		defer cancel()
 		start := time.Now()
-		acks, err = serverSideEmit(ctx, a.a, "/", "only-b")
+		acks, err = a.a.Of("/").ServerSideEmit(ctx, "only-b")
 		require.ErrorIs(t, err, redisadapter.ErrTimeout)
 		require.ErrorContains(t, err, "1 of 2 other nodes answered before the caller's deadline: context deadline exceeded")
 		require.Equal(t, []json.RawMessage{json.RawMessage(`"b"`)}, acks)
@@ -223,7 +223,7 @@ func suite(t *testing.T, f features, connect func(name string) redisadapter.Conn
 
 		// Without a deadline of the caller's, the error names the limit that ran out.
 		short := e.node(t, &redisadapter.Options{RequestTimeout: 300 * time.Millisecond})
-		acks, err = serverSideEmit(context.Background(), short.a, "/", "only-b")
+		acks, err = short.a.Of("/").ServerSideEmit(context.Background(), "only-b")
 		require.ErrorIs(t, err, redisadapter.ErrTimeout)
 		require.ErrorContains(t, err, "1 of 3 other nodes answered before RequestTimeout 300ms passed")
 		require.NotContains(t, err.Error(), "context deadline exceeded")
@@ -385,13 +385,13 @@ func TestStandaloneRestart(t *testing.T) {
 		// Generous: it only tells failing at once from waiting for Redis
 		// until RequestTimeout (5 s).
 		require.Less(t, time.Since(start), 4*time.Second, "Emit fails fast while unavailable")
-		_, err = serverCount(bg(t), a.a, "/")
+		_, err = a.a.Of("/").ServerCount(bg(t))
 		require.ErrorIs(t, err, redisadapter.ErrUnavailable)
 		time.Sleep(50 * time.Millisecond) // paces the checks; nothing waits on it
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	_, err := allRooms(ctx, a.a, "/")
+	_, err := a.a.Of("/").AllRooms(ctx)
 	require.ErrorIs(t, err, redisadapter.ErrUnavailable, "a request does not answer with this node's view alone")
 
 	srv.Restart(t)
@@ -404,7 +404,7 @@ func TestStandaloneRestart(t *testing.T) {
 	})
 	require.True(t, b.a.Stats().Subscribed)
 	require.Positive(t, b.a.Stats().Resubscribes)
-	n, err := serverCount(bg(t), a.a, "/")
+	n, err := a.a.Of("/").ServerCount(bg(t))
 	require.NoError(t, err)
 	require.Equal(t, 2, n)
 }
@@ -418,7 +418,7 @@ func TestCloseFailsPending(t *testing.T) {
 	// b has no handler for "slow": the request stays pending until Close.
 	errc := make(chan error, 1)
 	go func() {
-		_, err := serverSideEmit(context.Background(), a.a, "/", "slow")
+		_, err := a.a.Of("/").ServerSideEmit(context.Background(), "slow")
 		errc <- err
 	}()
 	eventually(t, "request published", func() bool { return a.a.Stats().Published >= 1 })

@@ -183,7 +183,7 @@ func BenchmarkRequests(b *testing.B) {
 				return err
 			}},
 			{"AllRooms", func(ctx context.Context) error {
-				_, err := allRooms(ctx, nodes[0].a, "/")
+				_, err := nodes[0].a.Of("/").AllRooms(ctx)
 				return err
 			}},
 		} {

@@ -447,7 +447,7 @@ func TestCloseWhileAnswersArrive(t *testing.T) {
 		for range 4 {
 			callers.Go(func() {
 				for {
-					acks, err := serverSideEmit(context.Background(), a, "/", "ping")
+					acks, err := a.Of("/").ServerSideEmit(context.Background(), "ping")
 					if errors.Is(err, redisadapter.ErrClosed) {
 						return
 					}

@@ -32,11 +32,11 @@ type Cluster struct {
 	Sharded bool
 }
 
-func (c Cluster) protocol() protocol {
+func (c Cluster) protocol(key, uid string) protocol {
 	if c.Sharded {
-		return sharded{}
+		return sharded{key, uid}
 	}
-	return classic{}
+	return classic{key, uid}
 }
 
 func (c Cluster) clientOption() (rueidis.ClientOption, error) {

@@ -14,7 +14,24 @@
 //	a, err := redisadapter.New(ctx, server, redisadapter.Standalone{URL: "redis://127.0.0.1:6379"}, nil)
 //	...
 //	a.To("post:42").Emit(ctx, "comment", c) // every socket in post:42, on every node
-//	defer a.Close(ctx)
+//	...
+//	// At shutdown: Close sends what is queued, for as long as its context allows.
+//	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+//	defer cancel()
+//	err = a.Close(shutCtx)
+//
+// # Namespaces
+//
+// Everything that acts on the fleet is reached through a namespace: a
+// BroadcastOperator from Adapter.Of(nsp), or an Emitter from Emitter.Of(nsp)
+// (Adapter.To and an Emitter's own methods are the root namespace "/").
+// To, Except (and, on a BroadcastOperator, Local) narrow it to sockets,
+// which Emit, EmitWithAck, SocketsJoin, SocketsLeave, DisconnectSockets,
+// FetchSockets and CountSockets act on; AllRooms, ServerCount and
+// ServerSideEmit act on the namespace's servers, and fail with ErrConfig on
+// a narrowed one. Registrations take the namespace as go-socket.io's own
+// server.OnConnect does: Adapter.OnConnect, OnDisconnect, OnServerSideEmit
+// and SetData.
 //
 // # Deployment shapes
 //
@@ -60,7 +77,8 @@
 //
 // # Concurrency
 //
-// Every method of Adapter and BroadcastOperator is safe for concurrent use.
+// Every method of Adapter, BroadcastOperator and Emitter is safe for
+// concurrent use.
 // go-socket.io's own Conn.Emit with an ack callback is not (its ack ids
 // come from an unsynchronized counter of the connection): the adapter's
 // acked emits take turns per connection, and yours should go through

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"time"
 )
 
 // emitterUID is the uid an Emitter puts in its broadcasts, as Node's
@@ -16,14 +15,15 @@ const emitterUID = "emitter"
 // publishes (wire-compatible with Node's @socket.io/redis-emitter 5.x), so
 // every node, Go or Node.js, delivers them. It never subscribes.
 //
-// An Emitter is a value: Of, To and Except return a new one that shares the
-// Redis client, so one can be used from many goroutines. Close closes that
-// shared client for all of them.
+// An Emitter is a namespace and a selection of its sockets, as a
+// BroadcastOperator is: Of, To and Except return a new Emitter, sharing
+// the Redis client, and leave the receiver unchanged, so one can be used
+// from many goroutines. ServerSideEmit acts on the namespace's servers and
+// fails with ErrConfig on an Emitter narrowed by To or Except. Close closes
+// the shared client for every Emitter derived from the same NewEmitter.
 type Emitter struct {
 	core *emitterCore
-	nsp  string
-	sel  selector
-	err  error // an invalid namespace
+	t    target
 }
 
 type emitterCore struct {
@@ -34,94 +34,114 @@ type emitterCore struct {
 
 // NewEmitter connects an Emitter to Redis through c. Of opts, only Key,
 // RequestTimeout (it bounds every publish), MaxMessageSize, PublishQueue
-// and Logger apply; opts may be nil. Close it when done: it stops the
-// goroutine that publishes. It fails with ErrConfig for an invalid connector or options, and
-// with the Redis error when Redis cannot be reached or refuses the
-// credentials. The Emitter starts on the root namespace "/".
-func NewEmitter(ctx context.Context, c Connector, opts *Options) (*Emitter, error) {
+// and Logger apply; opts may be nil. The Emitter starts on the root
+// namespace "/". Close it when done: it stops the goroutine that
+// publishes.
+//
+// It returns an Emitter, not a pointer, as its methods do: an Emitter is a
+// small value sharing its connection, like a BroadcastOperator. It fails
+// with ErrConfig for an invalid connector or options, with ErrUnavailable
+// (wrapping the cause) when Redis cannot be reached, and with Redis's
+// error when it refuses the credentials.
+func NewEmitter(ctx context.Context, c Connector, opts *Options) (Emitter, error) {
 	if c == nil {
-		return nil, fmt.Errorf("%w: connector is required", ErrConfig)
+		return Emitter{}, fmt.Errorf("%w: connector is required", ErrConfig)
 	}
 	o, client, err := open(c, opts)
 	if err != nil {
-		return nil, err
+		return Emitter{}, err
 	}
 	if err := client.Do(ctx, client.B().Ping().Build()).Error(); err != nil {
 		client.Close()
-		return nil, fmt.Errorf("redisadapter: ping redis: %w", err)
+		return Emitter{}, fmt.Errorf("redisadapter: ping redis: %w", unreachable(err))
 	}
-	core := &emitterCore{publisher: newPublisher(client, c.protocol(), o, emitterUID, o.Logger.With("emitter", "redisadapter")), done: make(chan struct{})}
-	return &Emitter{core: core, nsp: "/"}, nil
+	proto := c.protocol(o.Key, emitterUID)
+	core := &emitterCore{
+		publisher: newPublisher(client, proto, o, emitterUID, o.Logger.With("emitter", "redisadapter"), nil),
+		done:      make(chan struct{}),
+	}
+	return Emitter{core: core, t: target{pub: core.publisher, proto: proto.namespace("/")}}, nil
 }
 
 // Of returns an Emitter on namespace nsp, with no rooms selected. If nsp
 // does not start with '/' or holds a '#', every method of the returned
 // Emitter fails with ErrConfig.
-func (e Emitter) Of(nsp string) *Emitter {
-	return &Emitter{core: e.core, nsp: nsp, err: validNamespace(nsp)}
+func (e Emitter) Of(nsp string) Emitter {
+	e.t = target{pub: e.core.publisher, proto: e.core.proto.namespace(nsp), err: validNamespace(nsp)}
+	return e
 }
 
 // To returns an Emitter that targets sockets in any of rooms (added to those
 // already named).
-func (e Emitter) To(rooms ...string) *Emitter {
-	e.sel.Rooms = appendNew(e.sel.Rooms, rooms)
-	return &e
+func (e Emitter) To(rooms ...string) Emitter {
+	e.t = e.t.to(rooms)
+	return e
 }
 
 // Except returns an Emitter that leaves out sockets in any of rooms.
-func (e Emitter) Except(rooms ...string) *Emitter {
-	e.sel.Except = appendNew(e.sel.Except, rooms)
-	return &e
+func (e Emitter) Except(rooms ...string) Emitter {
+	e.t = e.t.except(rooms)
+	return e
 }
 
 // Emit sends event with args to the selected sockets on every node. It
-// returns once the message is queued, as Adapter's Emit does: the
+// returns once the message is queued, as BroadcastOperator.Emit does: the
 // publishing semantics, Flush included, are the same. It returns
-// ErrMessageTooLarge past MaxMessageSize, ErrPublish (wrapping the cause)
-// when the queue stays full or Redis could not be reached, and ErrClosed
-// after Close.
+// ErrMessageTooLarge past MaxMessageSize, ErrPublish (wrapping the cause,
+// and ErrUnavailable when Redis could not be reached) when the queue stays
+// full or the last batch failed, and ErrClosed after Close.
 func (e Emitter) Emit(ctx context.Context, event string, args ...any) error {
 	if err := e.check(); err != nil {
 		return err
 	}
-	return e.core.publishBroadcast(ctx, e.nsp, e.sel, event, args)
+	return e.t.emit(ctx, event, args, nil)
 }
 
 // SocketsJoin makes the selected sockets, on every node, join rooms.
 func (e Emitter) SocketsJoin(ctx context.Context, rooms ...string) error {
-	if err := e.check(); err != nil || len(rooms) == 0 {
-		return err
-	}
-	return e.core.publishRemote(ctx, e.nsp, typeRemoteJoin, e.sel, rooms, false)
+	return e.remote(ctx, typeRemoteJoin, rooms, false)
 }
 
 // SocketsLeave makes the selected sockets, on every node, leave rooms.
 func (e Emitter) SocketsLeave(ctx context.Context, rooms ...string) error {
-	if err := e.check(); err != nil || len(rooms) == 0 {
-		return err
-	}
-	return e.core.publishRemote(ctx, e.nsp, typeRemoteLeave, e.sel, rooms, false)
+	return e.remote(ctx, typeRemoteLeave, rooms, false)
 }
 
 // DisconnectSockets disconnects the selected sockets on every node (see
 // BroadcastOperator.DisconnectSockets for what close means on a Go node).
 func (e Emitter) DisconnectSockets(ctx context.Context, close bool) error {
+	return e.remote(ctx, typeRemoteDisconnect, nil, close)
+}
+
+func (e Emitter) remote(ctx context.Context, typ requestType, rooms []string, closeConn bool) error {
 	if err := e.check(); err != nil {
 		return err
 	}
-	return e.core.publishRemote(ctx, e.nsp, typeRemoteDisconnect, e.sel, nil, close)
+	return e.t.remote(ctx, typ, rooms, closeConn, nil)
 }
 
 // ServerSideEmit sends event to every server of the namespace (their
 // OnServerSideEmit handlers, or Node's io.on). Acknowledgements are not
-// supported, as in Node's emitter: an emitter is not subscribed to hear them.
-// (Node's emitter has no sharded form of it; this one sends it to sharded
-// fleets too.)
+// supported, as in Node's emitter: an emitter is not subscribed to hear
+// them. (Node's emitter has no sharded form of it; this one sends it to
+// sharded and streams fleets too.)
 func (e Emitter) ServerSideEmit(ctx context.Context, event string, args ...any) error {
 	if err := e.check(); err != nil {
 		return err
 	}
-	return e.core.publishServerSideEmit(ctx, e.nsp, event, args)
+	if err := e.t.wholeNamespace("ServerSideEmit"); err != nil {
+		return err
+	}
+	req, err := serverSideEmitRequest(event, args)
+	if err != nil {
+		return err
+	}
+	req.uid = e.core.uid
+	channel, payload, err := e.core.encodeRequest(e.t.proto, req)
+	if err != nil {
+		return err
+	}
+	return e.core.publish(ctx, channel, payload)
 }
 
 func (e Emitter) check() error {
@@ -129,24 +149,28 @@ func (e Emitter) check() error {
 	case <-e.core.done:
 		return ErrClosed
 	default:
-		return e.err
+		return e.t.err
 	}
 }
 
 // Flush waits until Redis has taken every message queued before the call;
 // see Adapter.Flush.
 func (e Emitter) Flush(ctx context.Context) error {
-	if err := e.check(); err != nil {
-		return err
+	select {
+	case <-e.core.done:
+		return ErrClosed
+	default:
+		return e.core.flush(ctx)
 	}
-	return e.core.flush(ctx)
 }
 
-// Close publishes what is queued (for up to RequestTimeout), then closes
-// the Redis client shared by this Emitter and every one derived from it.
-// Later calls return ErrClosed from every method. It returns an error
-// wrapping ErrPublish when queued messages could not all be sent.
-func (e Emitter) Close() error {
+// Close publishes what is queued, then closes the Redis client shared by
+// this Emitter and every one derived from it; every method then returns
+// ErrClosed. As Adapter.Close, it waits for the queue until ctx ends and
+// then returns ctx's error, and returns an error wrapping ErrPublish when
+// a queued message failed that no Flush reported. Calling it again returns
+// nil at once.
+func (e Emitter) Close(ctx context.Context) error {
 	var err error
 	e.core.closeOnce.Do(func() {
 		close(e.core.done)
@@ -155,8 +179,8 @@ func (e Emitter) Close() error {
 			if unsent := e.core.takeUnreported(); unsent != nil {
 				err = fmt.Errorf("redisadapter: close: %w", unsent)
 			}
-		case <-time.After(e.core.opts.RequestTimeout):
-			err = fmt.Errorf("redisadapter: close: %w: queued messages not all sent within RequestTimeout", ErrPublish)
+		case <-ctx.Done():
+			err = fmt.Errorf("redisadapter: close: queued messages not all sent: %w", ctx.Err())
 		}
 		e.core.client.Close()
 		<-e.core.closeNow() // what was left failed at once on the closed client

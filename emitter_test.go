@@ -16,11 +16,11 @@ import (
 
 // newEmitter is an Emitter on c with opts (nil: the defaults), closed when
 // the test ends. (The one place that names the Emitter's type and Close.)
-func newEmitter(t *testing.T, c redisadapter.Connector, opts *redisadapter.Options) *redisadapter.Emitter {
+func newEmitter(t *testing.T, c redisadapter.Connector, opts *redisadapter.Options) redisadapter.Emitter {
 	t.Helper()
 	e, err := redisadapter.NewEmitter(bg(t), c, opts)
 	require.NoError(t, err)
-	t.Cleanup(func() { e.Close() })
+	t.Cleanup(func() { _ = e.Close(context.Background()) })
 	return e
 }
 
@@ -149,7 +149,9 @@ func TestEmitterUnreachableRedis(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_ = e.Emit(ctx, "x")
-	require.ErrorIs(t, e.Flush(ctx), redisadapter.ErrPublish)
+	err := e.Flush(ctx)
+	require.ErrorIs(t, err, redisadapter.ErrPublish)
+	require.ErrorIs(t, err, redisadapter.ErrUnavailable, "Redis was not reached")
 	// From then on the emitter knows: Emit waits for its own answer and
 	// fails, within its context.
 	ctx, cancel = context.WithTimeout(context.Background(), 500*time.Millisecond)
@@ -158,9 +160,9 @@ func TestEmitterUnreachableRedis(t *testing.T) {
 	require.ErrorIs(t, e.Emit(ctx, "x"), redisadapter.ErrPublish)
 	require.Less(t, time.Since(start), 2*time.Second, "Emit returned within its context")
 
-	_, err := redisadapter.NewEmitter(bg(t), c, nil)
-	require.Error(t, err, "NewEmitter fails fast when Redis is down")
+	_, err = redisadapter.NewEmitter(bg(t), c, nil)
+	require.ErrorIs(t, err, redisadapter.ErrUnavailable, "NewEmitter fails fast when Redis is down")
 
-	require.NoError(t, e.Close())
+	require.NoError(t, e.Close(bg(t)))
 	require.ErrorIs(t, e.To("r").Emit(bg(t), "x"), redisadapter.ErrClosed)
 }

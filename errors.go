@@ -1,6 +1,11 @@
 package redisadapter
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+
+	"github.com/redis/rueidis"
+)
 
 // Errors returned by the adapter. Callers branch on them with errors.Is; the
 // returned errors wrap them with the details (the namespace, the node count,
@@ -34,7 +39,10 @@ var (
 	// ErrUnavailable is returned while this node cannot take part in the
 	// fleet: Redis does not answer, or the node's subscriptions are down
 	// (after a dropped connection or a failover, until they are renewed),
-	// so it would not hear other nodes' broadcasts and answers.
+	// so it would not hear other nodes' broadcasts and answers. New and
+	// NewEmitter wrap it when they cannot reach Redis, and a publish or
+	// request that failed because Redis could not be reached wraps it
+	// (with ErrPublish for a publish); the cause is wrapped too.
 	ErrUnavailable = errors.New("redisadapter: redis unavailable")
 
 	// ErrClientLimit is wrapped by the reason ClientLimits gives when it
@@ -45,3 +53,13 @@ var (
 	// ErrConfig is returned for an invalid connector, URL or option.
 	ErrConfig = errors.New("redisadapter: invalid configuration")
 )
+
+// unreachable wraps err, a failed exchange with Redis, with ErrUnavailable
+// too, unless Redis answered it (a refusal: a wrong password, an unknown
+// command) or the client was closed.
+func unreachable(err error) error {
+	if _, answered := rueidis.IsRedisErr(err); answered || err == nil || errors.Is(err, rueidis.ErrClosing) || errors.Is(err, ErrUnavailable) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+}

@@ -52,10 +52,37 @@ func ExampleBroadcastOperator_CountSockets() {
 		log.Print(err) // some node did not answer in time: readers counts the others
 	}
 	fmt.Println(readers)
+}
+
+// A server-to-server event with acknowledgements, to the servers of a
+// namespace: the operator must not be narrowed by To, Except or Local.
+func ExampleBroadcastOperator_ServerSideEmit() {
+	var a *redisadapter.Adapter // from New
+	ctx := context.Background()
 
 	a.OnServerSideEmit("/", "cache:flush", func(args []json.RawMessage) any { return "flushed" })
-	acks, err := a.ServerSideEmit(ctx, "/", "cache:flush", "post:42")
+	acks, err := a.Of("/").ServerSideEmit(ctx, "cache:flush", "post:42")
 	fmt.Println(len(acks), err)
+
+	_, err = a.To("post:42").ServerSideEmit(ctx, "cache:flush")
+	fmt.Println(errors.Is(err, redisadapter.ErrConfig)) // true: servers are not in rooms
+}
+
+// A job worker with no sockets reaches the fleet's clients. Emit returns
+// once the message is queued; Close sends what is queued and reports
+// whether Redis took it.
+func ExampleNewEmitter() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	e, err := redisadapter.NewEmitter(ctx, redisadapter.Standalone{URL: "redis://127.0.0.1:6379"}, nil)
+	if errors.Is(err, redisadapter.ErrUnavailable) {
+		log.Fatal("redis is down: ", err)
+	}
+	if err != nil {
+		log.Fatal(err)
+	}
+	err = e.Of("/admin").To("post:42").Emit(ctx, "comment", map[string]string{"text": "hello"})
+	log.Print(errors.Join(err, e.Close(ctx)))
 }
 
 func ExampleParseURL() {

@@ -86,7 +86,7 @@ func TestSentinelFailover(t *testing.T) {
 	// hanging: the bound is far past RequestTimeout (1 s) and only catches
 	// a hang.
 	start := time.Now()
-	_, err = allRooms(context.Background(), a.a, "/")
+	_, err = a.a.Of("/").AllRooms(context.Background())
 	require.Error(t, err)
 	require.Less(t, time.Since(start), wait)
 	t.Logf("request during the outage: %v", err)
@@ -109,7 +109,7 @@ func TestSentinelFailover(t *testing.T) {
 	d := resumed(t, a, clients, elected, 2*wait)
 	t.Logf("master killed; new master elected after %v; broadcasts resumed %v after the election", elected.Sub(killed).Round(time.Millisecond), d.Round(time.Millisecond))
 	eventually(t, "both nodes counted on the new master", func() bool {
-		n, err := serverCount(bg(t), a.a, "/")
+		n, err := a.a.Of("/").ServerCount(bg(t))
 		return err == nil && n == 2
 	})
 }

@@ -165,22 +165,3 @@ func bg(t testing.TB) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
-
-// The namespace-scoped calls whose shape is changing, one helper each, so
-// that a change of API is made here and not in every test.
-
-// serverCount is how many servers nsp has (Node's serverCount). Today's
-// ServerCount counts the first namespace's; nsp says which one is meant.
-func serverCount(ctx context.Context, a *redisadapter.Adapter, nsp string) (int, error) {
-	return a.ServerCount(ctx)
-}
-
-// allRooms is every room of nsp across the nodes.
-func allRooms(ctx context.Context, a *redisadapter.Adapter, nsp string) ([]string, error) {
-	return a.AllRooms(ctx, nsp)
-}
-
-// serverSideEmit sends event to every other server of nsp and returns their answers.
-func serverSideEmit(ctx context.Context, a *redisadapter.Adapter, nsp, event string, args ...any) ([]json.RawMessage, error) {
-	return a.ServerSideEmit(ctx, nsp, event, args...)
-}

@@ -34,7 +34,7 @@ func TestAnswerFloodIsBounded(t *testing.T) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
-		acks, err := serverSideEmit(ctx, a.a, "/", "unanswered")
+		acks, err := a.a.Of("/").ServerSideEmit(ctx, "unanswered")
 		done <- result{acks, err}
 	}()
 	var req struct {
@@ -80,7 +80,7 @@ func requestSpy(t *testing.T, c redisadapter.Connector, a *node, servers int) <-
 	}()
 	t.Cleanup(func() { cancel(); <-stopped })
 	eventually(t, "spy subscribed", func() bool {
-		n, _ := serverCount(bg(t), a.a, "/")
+		n, _ := a.a.Of("/").ServerCount(bg(t))
 		return n == servers
 	})
 	return requests

@@ -118,7 +118,7 @@ func interop(t *testing.T, connect func(name string) redisadapter.Connector, env
 	jc.Call(t, "join", "js-only")
 
 	t.Run("ServerCount", func(t *testing.T) {
-		n, err := serverCount(bg(t), g.a, "/")
+		n, err := g.a.Of("/").ServerCount(bg(t))
 		require.NoError(t, err)
 		require.Equal(t, 2, n)
 		require.Equal(t, "2", string(call(map[string]any{"op": "serverCount"})["count"]))
@@ -223,7 +223,7 @@ func interop(t *testing.T, connect func(name string) redisadapter.Connector, env
 	})
 
 	t.Run("AllRoomsBothWays", func(t *testing.T) {
-		rooms, err := allRooms(bg(t), g.a, "/")
+		rooms, err := g.a.Of("/").AllRooms(bg(t))
 		require.NoError(t, err)
 		require.Subset(t, rooms, []string{"post:1", "js-only", jc.ID, gc.ID()})
 		if clusterAdapter {
@@ -256,7 +256,7 @@ func interop(t *testing.T, connect func(name string) redisadapter.Connector, env
 		m := call(map[string]any{"op": "serverSideEmit", "event": "ping", "args": []any{"a", 1}})
 		require.JSONEq(t, `[{"from":"go","got":["a",1]}]`, string(m["acks"]))
 
-		acks, err := serverSideEmit(bg(t), g.a, "/", "ping", "b", 2)
+		acks, err := g.a.Of("/").ServerSideEmit(bg(t), "ping", "b", 2)
 		require.NoError(t, err)
 		require.Len(t, acks, 1)
 		require.JSONEq(t, `{"from":"node","got":["b",2]}`, string(acks[0]))

@@ -7,17 +7,20 @@ import (
 	"time"
 )
 
-// BroadcastOperator selects sockets of one namespace across the fleet, by
-// rooms and excluded rooms, and acts on them: Node's BroadcastOperator.
-// Get one from Adapter.Of or Adapter.To. It is a value: To, Except and Local
-// return a new operator and leave the receiver unchanged, so one can be
-// shared between goroutines.
+// BroadcastOperator is one namespace of the fleet, and a selection of its
+// sockets by rooms and excluded rooms: Node's BroadcastOperator. Get one
+// from Adapter.Of, or Adapter.To for the root namespace "/". It is a value:
+// To, Except, Local and Timeout return a new operator and leave the
+// receiver unchanged, so one can be shared between goroutines.
+//
+// Emit, EmitWithAck, SocketsJoin, SocketsLeave, DisconnectSockets,
+// FetchSockets and CountSockets act on the selected sockets. AllRooms,
+// ServerCount and ServerSideEmit act on the namespace's servers: they fail
+// with ErrConfig on an operator narrowed by To, Except or Local.
 type BroadcastOperator struct {
 	a       *Adapter
 	ns      *namespace
-	err     error // the namespace is not served
-	sel     selector
-	local   bool
+	t       target
 	timeout time.Duration // EmitWithAck's; 0: RequestTimeout
 }
 
@@ -25,7 +28,11 @@ type BroadcastOperator struct {
 // Options.Namespaces, every method of the operator returns ErrUnknownNamespace.
 func (a *Adapter) Of(nsp string) BroadcastOperator {
 	ns, err := a.namespace(nsp)
-	return BroadcastOperator{a: a, ns: ns, err: err}
+	o := BroadcastOperator{a: a, ns: ns, t: target{pub: a.publisher, err: err}}
+	if ns != nil {
+		o.t.proto = ns.proto
+	}
+	return o
 }
 
 // To returns an operator on the sockets of the root namespace ("/") that are
@@ -35,19 +42,19 @@ func (a *Adapter) To(rooms ...string) BroadcastOperator { return a.Of("/").To(ro
 // To narrows the selection to sockets in any of rooms (added to those
 // already named). A socket in several of them is reached once.
 func (o BroadcastOperator) To(rooms ...string) BroadcastOperator {
-	o.sel.Rooms = appendNew(o.sel.Rooms, rooms)
+	o.t = o.t.to(rooms)
 	return o
 }
 
 // Except leaves out sockets in any of rooms.
 func (o BroadcastOperator) Except(rooms ...string) BroadcastOperator {
-	o.sel.Except = appendNew(o.sel.Except, rooms)
+	o.t = o.t.except(rooms)
 	return o
 }
 
 // Local restricts the operator to this node's sockets: nothing is published.
 func (o BroadcastOperator) Local() BroadcastOperator {
-	o.local = true
+	o.t.local = true
 	return o
 }
 
@@ -60,20 +67,9 @@ func (o BroadcastOperator) Timeout(d time.Duration) BroadcastOperator {
 	return o
 }
 
-// appendNew returns a copy of list with the items not already in it.
-func appendNew(list, items []string) []string {
-	out := slices.Clip(list)
-	for _, it := range items {
-		if !slices.Contains(out, it) {
-			out = append(out, it)
-		}
-	}
-	return out
-}
-
 func (o BroadcastOperator) check() error {
-	if o.err != nil {
-		return o.err
+	if o.t.err != nil {
+		return o.t.err
 	}
 	if o.a.isClosed() {
 		return ErrClosed
@@ -82,7 +78,8 @@ func (o BroadcastOperator) check() error {
 }
 
 // Emit sends event with args to the selected sockets on every node. Args are
-// encoded once, with msgpack using their json struct tags, so clients on
+// encoded once, in the protocol's form (msgpack using their json struct
+// tags in classic mode, JSON in sharded and streams modes), so clients on
 // any node receive the JSON they would get from a local emit.
 //
 // Emit returns once the message is queued for Redis, without waiting for
@@ -110,22 +107,7 @@ func (o BroadcastOperator) Emit(ctx context.Context, event string, args ...any) 
 	if err := o.check(); err != nil {
 		return err
 	}
-	var channel string
-	var payload []byte
-	if !o.local {
-		var err error
-		if channel, payload, err = o.a.proto.encodeBroadcast(o.a.opts.Key, o.a.uid, o.ns.name, o.sel, event, args); err != nil {
-			return err
-		}
-	}
-	o.a.deliver(o.ns, o.sel, event, args)
-	if o.local {
-		return nil
-	}
-	if err := o.a.mayPublish(); err != nil {
-		return err
-	}
-	return o.a.publish(ctx, channel, payload)
+	return o.t.emit(ctx, event, args, func() { o.a.deliver(o.ns, o.t.sel, event, args) })
 }
 
 // EmitWithAck sends event with args to the selected sockets on every node,
@@ -177,7 +159,7 @@ func (o BroadcastOperator) EmitWithAck(ctx context.Context, event string, args .
 		limit = o.a.opts.RequestTimeout
 	}
 	a, ns := o.a, o.ns
-	targets := a.selectConnected(ns, o.sel)
+	targets := a.selectConnected(ns, o.t.sel)
 	deliver := func(id string) {
 		ev := outEvent{event: event, args: emittable(args), ack: func(raw json.RawMessage) {
 			a.broadcastAnswer(id, typeBroadcastAck, 0, raw)
@@ -187,11 +169,11 @@ func (o BroadcastOperator) EmitWithAck(ctx context.Context, event string, args .
 		}
 	}
 	req := request{
-		Type:       typeBroadcast,
-		frame:      broadcastFrame{nsp: ns.name, event: event, args: args, sel: o.sel},
+		typ:        typeBroadcast,
+		frame:      broadcastFrame{nsp: ns.name, event: event, args: args, sel: o.t.sel},
 		ackTimeout: limit,
 	}
-	p, err := a.askWithin(ctx, ns, req, limit, !o.local, len(targets), deliver)
+	p, err := a.askWithin(ctx, ns, req, limit, !o.t.local, len(targets), deliver)
 	if p == nil {
 		return nil, err
 	}
@@ -222,17 +204,7 @@ func (o BroadcastOperator) remote(ctx context.Context, typ requestType, rooms []
 	if err := o.check(); err != nil {
 		return err
 	}
-	if typ != typeRemoteDisconnect && len(rooms) == 0 {
-		return nil
-	}
-	o.a.applyLocal(o.ns, typ, o.sel, rooms, closeConn)
-	if o.local {
-		return nil
-	}
-	if err := o.a.mayPublish(); err != nil {
-		return err
-	}
-	return o.a.publishRemote(ctx, o.ns.name, typ, o.sel, rooms, closeConn)
+	return o.t.remote(ctx, typ, rooms, closeConn, func() { o.a.applyLocal(o.ns, typ, o.t.sel, rooms, closeConn) })
 }
 
 // FetchSockets returns the selected sockets of every node, this one's first.
@@ -247,14 +219,13 @@ func (o BroadcastOperator) FetchSockets(ctx context.Context) ([]RemoteSocket, er
 		return nil, err
 	}
 	var out []RemoteSocket
-	for _, s := range o.a.selectConnected(o.ns, o.sel) {
+	for _, s := range o.a.selectConnected(o.ns, o.t.sel) {
 		out = append(out, o.a.describe(s))
 	}
-	if o.local {
+	if o.t.local {
 		return out, nil
 	}
-	sel := o.sel.wire()
-	p, err := o.a.ask(ctx, o.ns, request{Type: typeRemoteFetch, Opts: &sel})
+	p, err := o.a.ask(ctx, o.ns, request{typ: typeRemoteFetch, sel: o.t.sel})
 	if p == nil {
 		return out, err
 	}
@@ -276,19 +247,18 @@ func (o BroadcastOperator) CountSockets(ctx context.Context) (int, error) {
 	if err := o.check(); err != nil {
 		return 0, err
 	}
-	if len(o.sel.Except) > 0 || !o.a.proto.asksFor(typeSockets) {
+	if len(o.t.sel.Except) > 0 || !o.a.proto.asksFor(typeSockets) {
 		sockets, err := o.FetchSockets(ctx)
 		return len(sockets), err
 	}
 	var ids []string
-	for _, s := range o.a.selectConnected(o.ns, o.sel) {
+	for _, s := range o.a.selectConnected(o.ns, o.t.sel) {
 		ids = append(ids, s.conn.ID())
 	}
-	if o.local {
+	if o.t.local {
 		return len(ids), nil
 	}
-	rooms := o.sel.wire().Rooms
-	p, err := o.a.ask(ctx, o.ns, request{Type: typeSockets, Rooms: rooms})
+	p, err := o.a.ask(ctx, o.ns, request{typ: typeSockets, rooms: o.t.sel.Rooms})
 	if p == nil {
 		return len(ids), err
 	}
@@ -312,4 +282,82 @@ func (a *Adapter) checkCollisions(ns *namespace, ids []string) int {
 	}
 	a.stats.collisions.Add(uint64(repeats))
 	return repeats
+}
+
+// AllRooms returns every room of the namespace across the fleet, sorted,
+// private socket-id rooms included (as in Node). When some node does not
+// answer in time it returns the rooms that arrived and an error wrapping
+// ErrTimeout; while this node's subscriptions are down it waits for them,
+// within RequestTimeout, then fails with ErrUnavailable.
+func (o BroadcastOperator) AllRooms(ctx context.Context) ([]string, error) {
+	if err := o.wholeNamespace("AllRooms"); err != nil {
+		return nil, err
+	}
+	a, ns := o.a, o.ns
+	var remote []string
+	var err error
+	if a.proto.asksFor(typeAllRooms) {
+		var p *pendingRequest
+		if p, err = a.ask(ctx, ns, request{typ: typeAllRooms}); p == nil {
+			return nil, err
+		}
+		remote = p.rooms
+	} else {
+		// A room exists while it has sockets: the union of every socket's rooms.
+		var sockets []RemoteSocket
+		if sockets, err = o.FetchSockets(ctx); sockets == nil && err != nil {
+			return nil, err
+		}
+		for _, s := range sockets {
+			remote = append(remote, s.Rooms...)
+		}
+	}
+	rooms := append(a.server.Rooms(ns.name), remote...)
+	slices.Sort(rooms)
+	return slices.Compact(rooms), err
+}
+
+// ServerCount returns how many servers (Go or Node.js, this one included)
+// serve the namespace, from PUBSUB NUMSUB (SHARDNUMSUB) as in Node. It
+// fails with ErrUnavailable while this node's subscriptions are down (it
+// would not count itself), or when Redis does not answer.
+func (o BroadcastOperator) ServerCount(ctx context.Context) (int, error) {
+	if err := o.wholeNamespace("ServerCount"); err != nil {
+		return 0, err
+	}
+	if err := o.a.checkSubscribed(); err != nil {
+		return 0, err // this node would not be counted
+	}
+	return o.a.serverCount(ctx, o.ns)
+}
+
+// ServerSideEmit sends event with args to the namespace's other servers
+// (not to clients), where OnServerSideEmit handlers (or Node's
+// io.on(event)) receive it, and returns each server's acknowledgement as
+// JSON. Servers without a handler for event do not answer, as in Node, so
+// the call then waits until the request timeout. When some server does not
+// answer in time it returns the answers that arrived and an error wrapping
+// ErrTimeout; while this node's subscriptions are down it waits for them,
+// within RequestTimeout, then fails with ErrUnavailable.
+func (o BroadcastOperator) ServerSideEmit(ctx context.Context, event string, args ...any) ([]json.RawMessage, error) {
+	if err := o.wholeNamespace("ServerSideEmit"); err != nil {
+		return nil, err
+	}
+	req, err := serverSideEmitRequest(event, args)
+	if err != nil {
+		return nil, err
+	}
+	p, err := o.a.ask(ctx, o.ns, req)
+	if p == nil {
+		return nil, err
+	}
+	return p.acks, err
+}
+
+// wholeNamespace is check for an operation on the namespace's servers.
+func (o BroadcastOperator) wholeNamespace(op string) error {
+	if err := o.check(); err != nil {
+		return err
+	}
+	return o.t.wholeNamespace(op)
 }

@@ -18,6 +18,7 @@ func TestParseURL(t *testing.T) {
 		db       int
 		tls      bool
 		dial     time.Duration
+		resp2    bool
 		err      string
 	}{
 		{url: "redis://localhost", addr: "localhost:6379"},
@@ -26,6 +27,9 @@ func TestParseURL(t *testing.T) {
 		{url: "redis://app:pw@h:1/0", addr: "h:1", user: "app", password: "pw"},
 		{url: "rediss://h", addr: "h:6379", tls: true},
 		{url: "redis://h?dial_timeout=250ms", addr: "h:6379", dial: 250 * time.Millisecond},
+		{url: "redis://h?protocol=2", addr: "h:6379", resp2: true},
+		{url: "redis://h?protocol=3", addr: "h:6379"},
+		{url: "redis://h?protocol=1", err: "protocol"},
 		{url: "redis://[::1]:6380", addr: "[::1]:6380"},
 		{url: "http://h", err: `scheme "http"`},
 		{url: "redis://", err: `host ""`},
@@ -54,6 +58,7 @@ func TestParseURL(t *testing.T) {
 			require.Equal(t, tc.db, opt.SelectDB)
 			require.Equal(t, tc.tls, opt.TLSConfig != nil)
 			require.Equal(t, tc.dial, opt.Dialer.Timeout)
+			require.Equal(t, tc.resp2, opt.AlwaysRESP2)
 		})
 	}
 }
@@ -77,6 +82,7 @@ func TestParseURLPicksTheShape(t *testing.T) {
 		{url: "redis://a?master_name=m&cluster=true", err: "exclude each other"},
 		{url: "redis://a?sentinel_password=x", err: "without a master name"},
 		{url: "redis://a,b?cluster=true&dial_timeout=1s", err: "standalone server only"},
+		{url: "redis://a,b?cluster=true&protocol=2", err: "standalone server only"},
 		{url: "redis://a/3?cluster=1", err: "only database 0"},
 		{url: "redis://a?cluster=maybe", err: "true or false"},
 	} {
@@ -207,7 +213,7 @@ func TestFromEnvStreams(t *testing.T) {
 	c, err := FromEnv()
 	require.NoError(t, err)
 	require.Equal(t, Streams{Connector: Standalone{URL: "redis://h:6380", Password: "pw"}}, c)
-	require.Equal(t, streams{name: "socket.io", count: 1, maxLen: 10000, readCount: 100}, c.protocol())
+	require.Equal(t, streams{key: "socket.io", uid: "u", name: "socket.io", count: 1, maxLen: 10000, readCount: 100}, c.protocol("socket.io", "u"))
 
 	t.Setenv("REDIS_PASSWORD", "")
 	t.Setenv("REDIS_URL", "redis://s1:26379,s2:26379")
@@ -222,7 +228,7 @@ func TestFromEnvStreams(t *testing.T) {
 	c, err = FromEnv()
 	require.NoError(t, err)
 	require.Equal(t, Streams{Connector: Cluster{Addrs: []string{"s1:26379", "s2:26379"}, Sharded: true}}, c)
-	require.True(t, c.protocol().(streams).shardedPubSub)
+	require.True(t, c.protocol("socket.io", "u").(streams).shardedPubSub)
 
 	t.Setenv("REDIS_STREAMS", "maybe")
 	_, err = FromEnv()

@@ -1,58 +1,70 @@
 package redisadapter
 
-// The seam between the core and the two wire protocols of Node's adapters:
-// classic (createAdapter: PUBLISH/SUBSCRIBE, wire.go) and sharded
-// (createShardedAdapter: SPUBLISH/SSUBSCRIBE on Redis 7, sharded.go). The
-// core speaks in requests, answers and broadcast frames; a protocol turns
-// them into channels and bytes and back.
+// The seam between the core and the three wire protocols of Node's
+// adapters: classic (createAdapter: PUBLISH/SUBSCRIBE, classic.go), sharded
+// (createShardedAdapter: SPUBLISH/SSUBSCRIBE on Redis 7, sharded.go) and
+// streams (@socket.io/redis-streams-adapter, streams.go). The core speaks
+// in the neutral model (model.go); a protocol turns it into channels and
+// bytes and back. A connector makes its protocol once per Adapter or
+// Emitter, bound to the key prefix and the node's uid, and the protocol is
+// bound to each namespace once more, which builds the namespace's channel
+// names (channels.go).
 
 import "github.com/redis/rueidis"
 
+// protocol is a wire protocol bound to a key prefix and a node uid.
 type protocol interface {
-	// subscriptions are the subscriptions a node keeps for a namespace,
+	// namespace binds the protocol to namespace nsp too.
+	namespace(nsp string) nsProtocol
+	// publish builds the command that sends payload to channel; a stream
+	// entry is numbered seq by its producer (see publisher.sendBatch),
+	// anything else gets "" and 0.
+	publish(c rueidis.Client, channel string, payload []byte, producer string, seq uint64) rueidis.Completed
+	// asksFor reports whether the protocol has the request type; the core
+	// emulates the others with a fetch.
+	asksFor(t requestType) bool
+}
+
+// nsProtocol is a protocol bound to one namespace as well.
+type nsProtocol interface {
+	// subscriptions are the subscriptions a node keeps for the namespace,
 	// whatever rooms it has.
-	subscriptions(c rueidis.Client, key, nsp, uid string) []subscription
+	subscriptions(c rueidis.Client) []subscription
 	// roomOf is the room a broadcast channel names ("" for the namespace's
 	// channel): a node without local sockets in it skips the message.
-	roomOf(key, nsp, channel string) string
+	roomOf(channel string) string
+	// fromNode reports, without decoding msg, that it is a broadcast this
+	// node published; false when the protocol cannot tell cheaply.
+	fromNode(msg string) bool
 
-	encodeBroadcast(key, uid, nsp string, sel selector, event string, args []any) (channel string, payload []byte, err error)
-	encodeRequest(key, nsp string, r request) (channel string, payload []byte, err error)
-	encodeAnswer(key, nsp, uid string, to request, a answer) (channel string, payload []byte, err error)
+	encodeBroadcast(sel selector, event string, args []any) (channel string, payload []byte, err error)
+	encodeRequest(r request) (channel string, payload []byte, err error)
+	encodeAnswer(to request, a answer) (channel string, payload []byte, err error)
 
-	// decodeBroadcast decodes a message of the broadcast queue; an
-	// errIsRequest error says it is a request, for the request queue.
-	decodeBroadcast(msg string) (broadcastFrame, error)
-	// fromNode reports, without decoding msg, that it is a broadcast the
-	// node uid published; false when the protocol cannot tell cheaply.
-	fromNode(msg, uid string) bool
+	// decodeBroadcast decodes a message of the broadcast queue: a
+	// broadcast, or, when req is not nil, a request (the sharded protocols
+	// send both on the namespace's channel).
+	decodeBroadcast(msg string) (f broadcastFrame, req *request, err error)
 	decodeRequest(msg string) (request, error)
-	decodeResponse(msg string) (response, error)
+	decodeAnswer(msg string) (answer, error)
 
-	// publish builds the command that sends payload to channel; a stream
-	// entry is numbered seq by its producer (see streams.publish), anything
-	// else gets "" and 0.
-	publish(c rueidis.Client, channel string, payload []byte, producer string, seq uint64) rueidis.Completed
 	// ping is a PING to the Redis node that takes the namespace's
 	// publishes: in a cluster, the owner of their slot (a PING without a
 	// slot goes to the first seed address, which may be down while the
 	// cluster serves).
-	ping(c rueidis.Client, key, nsp string) rueidis.Completed
-	// countCommand counts the servers of a namespace on one Redis node;
+	ping(c rueidis.Client) rueidis.Completed
+	// countCommand counts the servers of the namespace on one Redis node;
 	// the core sums it over every node.
-	countCommand(c rueidis.Client, key, nsp string) (cmd rueidis.Completed, channel string)
-	// asksFor reports whether the protocol has the request type; the core
-	// emulates the others with a fetch.
-	asksFor(t requestType) bool
+	countCommand(c rueidis.Client) (cmd rueidis.Completed, channel string)
 }
 
 // roomChannels is what a protocol that publishes one-room broadcasts on the
 // room's own channel (sharded) adds: a node subscribes to that channel while
 // it has local sockets in the room (rooms.go).
 type roomChannels interface {
-	// roomChannel is the channel of room, false when the room has none
-	// (nothing is ever published on it).
-	roomChannel(key, nsp, room string) (string, bool)
+	// roomChannel is the channel of room in namespace nsp, false when the
+	// room has none (nothing is ever published on it).
+	roomChannel(nsp, room string) (string, bool)
 	// subscribeRoom and unsubscribeRoom build the command for one channel,
 	// which also gives the channel's cluster slot.
 	subscribeRoom(b rueidis.Builder, channel string) rueidis.Completed
@@ -73,14 +85,4 @@ const (
 type subscription struct {
 	build  func() rueidis.Completed
 	routes map[string]queueKind
-}
-
-// answer is what the core sends back to a request; the protocol encodes it
-// in the shape the requester expects.
-type answer struct {
-	ids         []string       // typeSockets
-	rooms       []string       // typeAllRooms
-	sockets     []RemoteSocket // typeRemoteFetch
-	ack         any            // typeServerSideEmit (JSON raw) or typeBroadcast (a client's ack)
-	clientCount *int           // typeBroadcast: how many local clients got it
 }

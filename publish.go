@@ -5,7 +5,6 @@ package redisadapter
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,34 +16,6 @@ import (
 	"github.com/redis/rueidis"
 )
 
-// open applies opts' defaults, checks them and opens the Redis client c
-// describes: what New and NewEmitter share.
-func open(c Connector, opts *Options) (Options, rueidis.Client, error) {
-	var o Options
-	if opts != nil {
-		o = *opts
-	}
-	o.setDefaults()
-	if err := o.validate(); err != nil {
-		return o, nil, err
-	}
-	copt, err := c.clientOption()
-	if err != nil {
-		return o, nil, err
-	}
-	copt.DisableCache = true // pub/sub only: no client-side caching, no tracking
-	// The adapter does its own retrying: a subscription that rueidis renews
-	// by itself is down without the adapter knowing (and comes back on
-	// rueidis's back-off, up to a second after Redis does); a request fails
-	// at once rather than after retries that outlast the outage.
-	copt.DisableRetry = true
-	client, err := rueidis.NewClient(copt)
-	if err != nil {
-		return o, nil, fmt.Errorf("redisadapter: connect to redis: %w", err)
-	}
-	return o, client, nil
-}
-
 // publisher sends every message through one ordered queue, drained by one
 // goroutine that sends everything waiting as one pipeline (rueidis
 // DoMulti) and waits for Redis's answers before the next: consecutive
@@ -52,8 +23,11 @@ func open(c Connector, opts *Options) (Options, rueidis.Client, error) {
 // round trip each, and leave in the order they were queued. A lone publish
 // on an idle queue leaves at once: nothing waits for a batch to fill.
 type publisher struct {
-	client    rueidis.Client
-	proto     protocol
+	client rueidis.Client
+	proto  protocol
+	// gate, when set, may refuse a publish to the fleet before it is
+	// queued: the Adapter's does while its subscriptions are down.
+	gate      func() error
 	opts      Options
 	uid       string
 	log       *slog.Logger
@@ -115,9 +89,9 @@ func (o *outgoing) giveUp() bool {
 const maxBatch = 1024
 
 // newPublisher starts the sender; closeNow stops it once the queue is sent.
-func newPublisher(client rueidis.Client, proto protocol, o Options, uid string, log *slog.Logger) *publisher {
+func newPublisher(client rueidis.Client, proto protocol, o Options, uid string, log *slog.Logger, gate func() error) *publisher {
 	p := &publisher{
-		client: client, proto: proto, opts: o, uid: uid, log: log, producer: randomID(12),
+		client: client, proto: proto, gate: gate, opts: o, uid: uid, log: log, producer: randomID(12),
 		wake: make(chan struct{}, 1), space: make(chan struct{}), stopped: make(chan struct{}),
 	}
 	go p.send()
@@ -129,8 +103,14 @@ func newPublisher(client rueidis.Client, proto protocol, o Options, uid string, 
 // with ErrClosed after Close, and with ErrPublish when the queue stays full
 // (Options.PublishQueue) until ctx ends or RequestTimeout passes. When the
 // last batch did not reach Redis it waits for this message's answer instead
-// of queueing blindly, so that an outage reaches the caller.
+// of queueing blindly, so that an outage reaches the caller. The gate is
+// asked first.
 func (p *publisher) publish(ctx context.Context, channel string, payload []byte) error {
+	if p.gate != nil {
+		if err := p.gate(); err != nil {
+			return err
+		}
+	}
 	p.mu.Lock()
 	down := p.down
 	p.mu.Unlock()
@@ -187,7 +167,7 @@ func (p *publisher) queueMessage(ctx context.Context, channel string, payload []
 	select {
 	case err := <-o.done:
 		if err != nil {
-			return fmt.Errorf("%w: %s: %w", ErrPublish, channel, err)
+			return fmt.Errorf("%w: %s: %w", ErrPublish, channel, unreachable(err))
 		}
 		return nil
 	case <-ctx.Done():
@@ -195,7 +175,7 @@ func (p *publisher) queueMessage(ctx context.Context, channel string, payload []
 			return fmt.Errorf("%w: %s: no answer from Redis (sent only if it had left already): %w", ErrPublish, channel, ctx.Err())
 		}
 		if err := <-o.done; err != nil {
-			return fmt.Errorf("%w: %s: %w", ErrPublish, channel, err)
+			return fmt.Errorf("%w: %s: %w", ErrPublish, channel, unreachable(err))
 		}
 		return nil
 	}
@@ -361,7 +341,7 @@ func (p *publisher) sendBatch(batch []*outgoing) {
 		if err != nil && !o.internal {
 			p.mu.Lock()
 			if p.unreported == nil {
-				p.unreported = fmt.Errorf("%w: %w", ErrPublish, err)
+				p.unreported = fmt.Errorf("%w: %w", ErrPublish, unreachable(err))
 			}
 			p.mu.Unlock()
 		}
@@ -474,61 +454,12 @@ func (p *publisher) closeNow() <-chan struct{} {
 	return p.stopped
 }
 
-// publishRemote publishes a join (typ typeRemoteJoin), leave or disconnect
-// of the sockets sel matches, for every node to apply.
-func (p *publisher) publishRemote(ctx context.Context, nsp string, typ requestType, sel selector, rooms []string, closeConn bool) error {
-	sel = sel.wire()
-	req := request{UID: p.uid, Type: typ, Opts: &sel, Rooms: rooms}
-	if typ == typeRemoteDisconnect {
-		req.Close = &closeConn
-	}
-	return p.publishRequest(ctx, nsp, req)
-}
-
-// publishRequest publishes a request in the protocol's form.
-func (p *publisher) publishRequest(ctx context.Context, nsp string, req request) error {
-	channel, payload, err := p.encodeRequest(nsp, req)
-	if err != nil {
-		return err
-	}
-	return p.publish(ctx, channel, payload)
-}
-
 // encodeRequest encodes a request in the protocol's form, within
 // Options.MaxMessageSize.
-func (p *publisher) encodeRequest(nsp string, req request) (channel string, payload []byte, err error) {
-	channel, payload, err = p.proto.encodeRequest(p.opts.Key, nsp, req)
+func (p *publisher) encodeRequest(proto nsProtocol, req request) (channel string, payload []byte, err error) {
+	channel, payload, err = proto.encodeRequest(req)
 	if err != nil {
-		return "", nil, fmt.Errorf("redisadapter: encode %s: %w", req.Type, err)
+		return "", nil, fmt.Errorf("redisadapter: encode %s: %w", req.typ, err)
 	}
 	return channel, payload, p.checkSize(payload)
-}
-
-// publishBroadcast encodes a broadcast once and publishes it.
-func (p *publisher) publishBroadcast(ctx context.Context, nsp string, sel selector, event string, args []any) error {
-	channel, payload, err := p.proto.encodeBroadcast(p.opts.Key, p.uid, nsp, sel, event, args)
-	if err != nil {
-		return err
-	}
-	return p.publish(ctx, channel, payload)
-}
-
-// publishServerSideEmit publishes a server-side event that wants no
-// acknowledgement.
-func (p *publisher) publishServerSideEmit(ctx context.Context, nsp string, event string, args []any) error {
-	req, err := serverSideEmitRequest(event, args)
-	if err != nil {
-		return err
-	}
-	req.UID = p.uid
-	return p.publishRequest(ctx, nsp, req)
-}
-
-// serverSideEmitRequest is the request carrying [event, ...args].
-func serverSideEmitRequest(event string, args []any) (request, error) {
-	data, err := json.Marshal(append([]any{event}, args...))
-	if err != nil {
-		return request{}, fmt.Errorf("redisadapter: serverSideEmit %q: %w", event, err)
-	}
-	return request{Type: typeServerSideEmit, Data: data}, nil
 }

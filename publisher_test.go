@@ -48,7 +48,7 @@ func newTestPublisher(t *testing.T, o Options) (*publisher, *redistest.Server) {
 	o.setDefaults()
 	client, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr()}, DisableCache: true, DisableRetry: true})
 	require.NoError(t, err)
-	p := newPublisher(client, classic{}, o, "test", slog.Default())
+	p := newPublisher(client, classic{o.Key, "test"}, o, "test", slog.Default(), nil)
 	t.Cleanup(func() {
 		<-p.closeNow()
 		client.Close()

@@ -32,7 +32,8 @@ type route struct {
 // the reader routes each message once.
 type inbound struct {
 	rueidis.PubSubMessage
-	ns *namespace
+	ns  *namespace
+	req *request // a request the broadcast worker decoded already
 }
 
 // start launches the workers and the subscription loops and waits until
@@ -47,7 +48,7 @@ func (a *Adapter) start(ctx context.Context) error {
 
 	var subs []subscription
 	for _, ns := range a.namespaces {
-		for _, sub := range a.proto.subscriptions(a.client, a.opts.Key, ns.name, a.uid) {
+		for _, sub := range ns.proto.subscriptions(a.client) {
 			for name, q := range sub.routes {
 				a.routes[name] = route{ns: ns, queue: q}
 			}
@@ -74,9 +75,9 @@ func (a *Adapter) start(ctx context.Context) error {
 	defer cancel()
 	if err := a.subs.waitReady(wait); err != nil {
 		if last := a.subs.lastError(); last != nil {
-			return fmt.Errorf("redisadapter: subscribe: %w", last)
+			return fmt.Errorf("redisadapter: subscribe: %w", unreachable(last))
 		}
-		return fmt.Errorf("redisadapter: subscriptions not confirmed: %w", err)
+		return fmt.Errorf("%w: subscriptions not confirmed: %w", ErrUnavailable, err)
 	}
 	return nil
 }
@@ -101,7 +102,7 @@ func (a *Adapter) refreshConnections(ctx context.Context) {
 	for range pings {
 		for _, name := range a.opts.Namespaces {
 			pctx, cancel := context.WithTimeout(ctx, settle)
-			_ = a.client.Do(pctx, a.proto.ping(a.client, a.opts.Key, name)).Error()
+			_ = a.client.Do(pctx, a.namespaces[name].proto.ping(a.client)).Error()
 			cancel()
 		}
 	}
@@ -301,22 +302,23 @@ func (a *Adapter) onMessage(m rueidis.PubSubMessage) {
 		return
 	}
 	r, ok := a.routeOf(m)
-	if !ok || r.queue == toBroadcasts && a.proto.fromNode(m.Message, a.uid) {
+	if !ok || r.queue == toBroadcasts && r.ns.proto.fromNode(m.Message) {
 		return
 	}
-	a.enqueueMessage(r, m)
+	a.route(r.queue, inbound{PubSubMessage: m, ns: r.ns})
 }
 
-func (a *Adapter) enqueueMessage(r route, m rueidis.PubSubMessage) {
+// route puts in on queue q, or drops and counts it when q is full.
+func (a *Adapter) route(q queueKind, in inbound) {
 	ch := a.broadcasts
-	switch r.queue {
+	switch q {
 	case toRequests:
 		ch = a.requests
 	case toResponses:
 		ch = a.responses
 	}
 	select {
-	case ch <- inbound{PubSubMessage: m, ns: r.ns}:
+	case ch <- in:
 	default:
 		a.stats.queueFull.Add(1)
 	}
@@ -340,17 +342,18 @@ func (a *Adapter) goWorker(q chan inbound, handle func(inbound)) {
 func (a *Adapter) handleBroadcast(in inbound) {
 	m, ns := in.PubSubMessage, in.ns
 	// As in Node: a room channel with no local member is not even decoded.
-	if room := a.proto.roomOf(a.opts.Key, ns.name, m.Channel); room != "" && !a.hasLocalRoom(ns, room) {
+	if room := ns.proto.roomOf(m.Channel); room != "" && !a.hasLocalRoom(ns, room) {
 		return
 	}
-	f, err := a.proto.decodeBroadcast(m.Message)
-	if errors.Is(err, errIsRequest) {
-		// The sharded protocol sends requests on the broadcast channel.
-		a.enqueueMessage(route{ns: ns, queue: toRequests}, m)
-		return
-	}
+	f, req, err := ns.proto.decodeBroadcast(m.Message)
 	if err != nil {
 		a.dropped(m, err)
+		return
+	}
+	if req != nil {
+		// The sharded protocols send requests on the broadcast channel.
+		in.req = req
+		a.route(toRequests, in)
 		return
 	}
 	if f.uid == a.uid || f.nsp != ns.name {

@@ -1,8 +1,8 @@
 package redisadapter
 
-// Requests between nodes: the requester's side (pending requests, finished
-// when every other node answered or failed at the deadline) and the
-// answering side.
+// Requests between nodes, the requester's side: pending requests, finished
+// when every other node answered or failed at the deadline. The answering
+// side is in answer.go.
 
 import (
 	"context"
@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"slices"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -106,7 +105,7 @@ func (a *Adapter) serverCount(ctx context.Context, ns *namespace) (int, error) {
 	var lastErr error
 	lastErr = errors.New("no Redis node known")
 	for _, node := range a.client.Nodes() {
-		cmd, channel := a.proto.countCommand(node, a.opts.Key, ns.name)
+		cmd, channel := ns.proto.countCommand(node)
 		counts, err := node.Do(ctx, cmd).AsIntMap()
 		if err != nil {
 			lastErr = err
@@ -119,15 +118,17 @@ func (a *Adapter) serverCount(ctx context.Context, ns *namespace) (int, error) {
 		if errors.Is(lastErr, rueidis.ErrClosing) {
 			return 0, ErrClosed // Close ran meanwhile
 		}
-		return 0, fmt.Errorf("redisadapter: PUBSUB NUMSUB: %w", lastErr)
+		return 0, fmt.Errorf("redisadapter: PUBSUB NUMSUB: %w", unreachable(lastErr))
 	}
 	return total, nil
 }
 
 // ask publishes req to the other nodes of ns and collects their answers
-// until all arrived, the request timeout passed, or ctx ended. Once the
-// request was published it returns what arrived, with an error saying why
-// it stopped early; before that (closed, no server count), nil and the error.
+// until all arrived, the request timeout passed, or ctx ended. It returns
+// the pending request, with what arrived, and an error saying why it
+// stopped early, once the request is pending or needs no other node; nil
+// and the error when it fails before (closed, subscriptions down, no
+// server count, an encoding error).
 func (a *Adapter) ask(ctx context.Context, ns *namespace, req request) (*pendingRequest, error) {
 	return a.askWithin(ctx, ns, req, a.opts.RequestTimeout, true, 0, nil)
 }
@@ -153,25 +154,25 @@ func (a *Adapter) askWithin(ctx context.Context, ns *namespace, req request, lim
 		// Until this node's subscriptions are back it would miss answers, and
 		// the server count misses it: a partial view passed off as whole.
 		if err := a.subs.waitReady(ctx); err != nil {
-			return nil, fmt.Errorf("%w: %s: subscriptions are down: %w", ErrUnavailable, req.Type, context.Cause(ctx))
+			return nil, fmt.Errorf("%w: %s: subscriptions are down: %w", ErrUnavailable, req.typ, context.Cause(ctx))
 		}
 		var err error
 		if n, err = a.serverCount(ctx, ns); err != nil {
 			return nil, err
 		}
 	}
-	p := &pendingRequest{typ: req.Type, expected: n - 1, clients: clients, done: make(chan struct{})}
+	p := &pendingRequest{typ: req.typ, expected: n - 1, clients: clients, done: make(chan struct{})}
 	if p.complete() {
 		return p, nil
 	}
-	req.UID, req.RequestID = a.uid, randomID(8)
+	req.uid, req.id = a.uid, randomID(8)
 	// Encoded first: a request that cannot be sent reaches nobody, local
 	// clients included.
 	var channel string
 	var payload []byte
 	if p.expected > 0 {
 		var err error
-		if channel, payload, err = a.encodeRequest(ns.name, req); err != nil {
+		if channel, payload, err = a.encodeRequest(ns.proto, req); err != nil {
 			return nil, err
 		}
 	}
@@ -180,11 +181,11 @@ func (a *Adapter) askWithin(ctx context.Context, ns *namespace, req request, lim
 		a.pendingMu.Unlock()
 		return nil, ErrClosed
 	}
-	a.pending[req.RequestID] = p
+	a.pending[req.id] = p
 	a.pendingMu.Unlock()
 
 	if deliver != nil {
-		deliver(req.RequestID)
+		deliver(req.id)
 	}
 	var err error
 	if p.expected > 0 {
@@ -199,7 +200,7 @@ func (a *Adapter) askWithin(ctx context.Context, ns *namespace, req request, lim
 		}
 	}
 	a.pendingMu.Lock()
-	delete(a.pending, req.RequestID)
+	delete(a.pending, req.id)
 	p.finished = true // late answers are ignored; done is not needed any more
 	complete := p.complete()
 	a.pendingMu.Unlock()
@@ -216,13 +217,13 @@ func (a *Adapter) askWithin(ctx context.Context, ns *namespace, req request, lim
 		if cause != why {
 			cause = fmt.Errorf("the caller's deadline: %w", cause)
 		}
-		if req.Type == typeBroadcast {
+		if req.typ == typeBroadcast {
 			return p, fmt.Errorf("%w: %s: %d of %d known clients did not answer, and %d of %d other nodes did not report how many they reached, before %w",
-				ErrTimeout, req.Type, max(p.clients-len(p.acks), 0), p.clients, p.expected-p.answers, p.expected, cause)
+				ErrTimeout, req.typ, max(p.clients-len(p.acks), 0), p.clients, p.expected-p.answers, p.expected, cause)
 		}
-		return p, fmt.Errorf("%w: %s: %d of %d other nodes answered before %w", ErrTimeout, req.Type, p.answers, p.expected, cause)
+		return p, fmt.Errorf("%w: %s: %d of %d other nodes answered before %w", ErrTimeout, req.typ, p.answers, p.expected, cause)
 	default:
-		return p, fmt.Errorf("redisadapter: %s: %w", req.Type, ctx.Err())
+		return p, fmt.Errorf("redisadapter: %s: %w", req.typ, ctx.Err())
 	}
 }
 
@@ -251,35 +252,27 @@ func (a *Adapter) failPending() {
 // of answers cannot grow memory.
 func (a *Adapter) handleResponse(in inbound) {
 	m := in.PubSubMessage
-	r, err := a.proto.decodeResponse(m.Message)
+	r, err := in.ns.proto.decodeAnswer(m.Message)
 	if err != nil {
 		a.dropped(m, err)
 		return
 	}
 	a.pendingMu.Lock()
-	p := a.pending[r.RequestID]
+	p := a.pending[r.id]
 	a.pendingMu.Unlock()
 	if p == nil {
 		return // another node's request, or one that already ended
 	}
 	if p.typ == typeBroadcast {
-		a.broadcastAnswer(r.RequestID, r.Type, r.ClientCount, r.Ack)
+		a.broadcastAnswer(r.id, r.typ, r.clientCount, r.ack)
 		return
 	}
-	// Decode outside the lock; p.typ never changes.
-	var sockets []RemoteSocket
-	var ids []string
-	switch p.typ {
-	case typeRemoteFetch:
-		err = json.Unmarshal(r.Sockets, &sockets)
-		for i := range sockets {
-			sockets[i].Node = r.UID
-		}
-	case typeSockets:
-		err = json.Unmarshal(r.Sockets, &ids)
+	// p.typ never changes: checked outside the lock.
+	if p.typ == typeRemoteFetch && len(r.ids) > 0 || p.typ == typeSockets && len(r.sockets) > 0 {
+		a.dropped(m, malformed("%s answered with sockets of the other kind", p.typ))
 	}
-	if err != nil {
-		a.dropped(m, err)
+	for i := range r.sockets {
+		r.sockets[i].Node = r.uid
 	}
 	a.pendingMu.Lock()
 	defer a.pendingMu.Unlock()
@@ -288,252 +281,16 @@ func (a *Adapter) handleResponse(in inbound) {
 	}
 	switch p.typ {
 	case typeRemoteFetch:
-		p.sockets = append(p.sockets, sockets...)
+		p.sockets = append(p.sockets, r.sockets...)
 	case typeSockets:
-		p.ids = append(p.ids, ids...)
+		p.ids = append(p.ids, r.ids...)
 	case typeAllRooms:
-		p.rooms = append(p.rooms, r.Rooms...)
+		p.rooms = append(p.rooms, r.rooms...)
 	case typeServerSideEmit:
-		ack := r.Data
-		if ack == nil {
-			ack = json.RawMessage("null") // Node leaves out an undefined ack
-		}
-		p.acks = append(p.acks, ack)
+		p.acks = append(p.acks, r.ack)
 	}
 	p.answers++
 	if p.complete() {
 		p.finish(nil)
 	}
-}
-
-// handleRequest answers or applies a request from another node. A request
-// for a namespace this node does not serve never gets here: the node does
-// not subscribe to its channel.
-func (a *Adapter) handleRequest(in inbound) {
-	m, ns := in.PubSubMessage, in.ns
-	r, err := a.proto.decodeRequest(m.Message)
-	if err != nil {
-		a.dropped(m, err)
-		return
-	}
-	if r.nsp != "" && r.nsp != ns.name {
-		return
-	}
-	if r.UID == a.uid {
-		// Node applies its own join/leave/disconnect when they come back;
-		// this adapter applied them before publishing.
-		return
-	}
-	switch r.Type {
-	case typeSockets:
-		ids := []string{}
-		for _, s := range a.selectConnected(ns, selector{Rooms: r.Rooms}) {
-			ids = append(ids, s.conn.ID())
-		}
-		a.respond(ns, r, answer{ids: ids})
-	case typeAllRooms:
-		a.respond(ns, r, answer{rooms: a.server.Rooms(ns.name)})
-	case typeRemoteJoin, typeRemoteLeave, typeRemoteDisconnect:
-		if r.Opts != nil {
-			a.applyLocal(ns, r.Type, *r.Opts, r.Rooms, r.Close != nil && *r.Close)
-			return
-		}
-		// The legacy per-socket form: {sid, room, requestId}, answered.
-		sel := selector{Rooms: []string{r.SID}}
-		if r.SID == "" || len(a.selectConnected(ns, sel)) == 0 {
-			return
-		}
-		a.applyLocal(ns, r.Type, sel, []string{r.Room}, r.Close != nil && *r.Close)
-		a.respond(ns, r, answer{})
-	case typeRemoteFetch:
-		var sel selector
-		if r.Opts != nil {
-			sel = *r.Opts
-		}
-		sockets := []RemoteSocket{}
-		for _, s := range a.selectConnected(ns, sel) {
-			sockets = append(sockets, a.describe(s))
-		}
-		a.respond(ns, r, answer{sockets: sockets})
-	case typeServerSideEmit:
-		a.serveServerSideEmit(ns, r)
-	case typeBroadcast:
-		a.serveBroadcastWithAck(ns, r)
-	default:
-		a.dropped(m, fmt.Errorf("%w: unknown request type %d", errMalformed, r.Type))
-	}
-}
-
-// applyLocal joins, leaves or disconnects the local sockets matched by sel.
-// Join and Leave are called outside go-socket.io's ForEach: inside it they
-// deadlock.
-func (a *Adapter) applyLocal(ns *namespace, typ requestType, sel selector, rooms []string, closeConn bool) {
-	for _, s := range a.selectConnected(ns, sel) {
-		switch typ {
-		case typeRemoteJoin:
-			for _, room := range rooms {
-				s.conn.Join(room)
-			}
-			// go-socket.io's Join does not check that the socket is still
-			// connected: one that left since it was selected would stay in
-			// the rooms for good. Checked after the Join, the order of
-			// go-socket.io's LeaveAll and this Join does not matter.
-			if !a.connected(ns, s.conn.ID()) {
-				for _, room := range rooms {
-					s.conn.Leave(room)
-				}
-			}
-		case typeRemoteLeave:
-			for _, room := range rooms {
-				s.conn.Leave(room)
-			}
-		case typeRemoteDisconnect:
-			// go-socket.io has no namespace-only disconnect: close either way.
-			_ = s.conn.Close()
-		}
-	}
-}
-
-// serveServerSideEmit calls the registered handler and, when the sender
-// wants an acknowledgement, answers with what it returned. Without a
-// handler there is no answer, as in Node.
-func (a *Adapter) serveServerSideEmit(ns *namespace, r request) {
-	var data []json.RawMessage
-	var event string
-	if json.Unmarshal(r.Data, &data) != nil || len(data) == 0 || json.Unmarshal(data[0], &event) != nil {
-		a.stats.malformed.Add(1)
-		return
-	}
-	h := a.serverSideHandler(ns.name, event)
-	if h == nil {
-		return
-	}
-	ack, ok := a.callHandler(h, event, data[1:])
-	if !ok || r.RequestID == "" {
-		return
-	}
-	ackJSON, err := json.Marshal(ack)
-	if err != nil {
-		a.log.Error("serverSideEmit handler returned a value JSON cannot encode", "event", event, "err", err)
-		return
-	}
-	a.respond(ns, r, answer{ack: json.RawMessage(ackJSON)})
-}
-
-func (a *Adapter) callHandler(h ServerSideHandler, event string, args []json.RawMessage) (ack any, ok bool) {
-	defer func() {
-		if p := recover(); p != nil {
-			a.log.Error("serverSideEmit handler panicked", "event", event, "panic", fmt.Sprint(p))
-			ok = false
-		}
-	}()
-	return h(args), true
-}
-
-// serveBroadcastWithAck delivers a broadcast that wants acknowledgements
-// (Node's emitWithAck / timeout().emit(..., cb)), answers with how many
-// local clients got it, then with each client's acknowledgement.
-func (a *Adapter) serveBroadcastWithAck(ns *namespace, r request) {
-	f := r.frame
-	if f.event == "" || f.nsp != ns.name {
-		a.stats.malformed.Add(1)
-		return
-	}
-	args, err := f.arguments()
-	if err != nil {
-		a.stats.malformed.Add(1)
-		return
-	}
-	targets := a.selectConnected(ns, f.sel)
-	count := len(targets)
-	a.respond(ns, r, answer{clientCount: &count})
-	args = emittable(args)
-	for _, s := range targets {
-		a.enqueue(s, outEvent{event: f.event, args: args, ack: func(raw json.RawMessage) {
-			var v any // decoded, for the classic protocol's msgpack
-			_ = json.Unmarshal(raw, &v)
-			a.respond(ns, r, answer{ack: v})
-		}})
-	}
-}
-
-// respond publishes an answer to r, in the protocol's form.
-func (a *Adapter) respond(ns *namespace, r request, ans answer) {
-	channel, payload, err := a.proto.encodeAnswer(a.opts.Key, ns.name, a.uid, r, ans)
-	if err == nil {
-		err = a.publishAnswer(context.Background(), channel, payload)
-	}
-	if err != nil {
-		a.log.Warn("answer not sent", "type", r.Type, "err", err)
-	}
-}
-
-// AllRooms returns every room of namespace nsp across the fleet, sorted,
-// private socket-id rooms included (as in Node). When some node does not
-// answer in time it returns the rooms that arrived and an error wrapping
-// ErrTimeout; while this node's subscriptions are down it waits for them,
-// within RequestTimeout, then fails with ErrUnavailable.
-func (a *Adapter) AllRooms(ctx context.Context, nsp string) ([]string, error) {
-	ns, err := a.namespace(nsp)
-	if err != nil {
-		return nil, err
-	}
-	var remote []string
-	if a.proto.asksFor(typeAllRooms) {
-		var p *pendingRequest
-		if p, err = a.ask(ctx, ns, request{Type: typeAllRooms}); p == nil {
-			return nil, err
-		}
-		remote = p.rooms
-	} else {
-		// A room exists while it has sockets: the union of every socket's rooms.
-		var sockets []RemoteSocket
-		if sockets, err = a.Of(ns.name).FetchSockets(ctx); sockets == nil && err != nil {
-			return nil, err
-		}
-		for _, s := range sockets {
-			remote = append(remote, s.Rooms...)
-		}
-	}
-	rooms := append(a.server.Rooms(ns.name), remote...)
-	slices.Sort(rooms)
-	return slices.Compact(rooms), err
-}
-
-// ServerCount returns how many servers (Go or Node.js, this one included)
-// serve the first of Options.Namespaces ("/" by default), from PUBSUB
-// NUMSUB as in Node. It fails with ErrUnavailable while this node's
-// subscriptions are down (it would not count itself).
-func (a *Adapter) ServerCount(ctx context.Context) (int, error) {
-	if a.isClosed() {
-		return 0, ErrClosed
-	}
-	if err := a.checkSubscribed(); err != nil {
-		return 0, err // this node would not be counted
-	}
-	return a.serverCount(ctx, a.namespaces[a.opts.Namespaces[0]])
-}
-
-// ServerSideEmit sends event with args to the other servers of namespace
-// nsp (not to clients), where OnServerSideEmit handlers (or Node's
-// io.on(event)) receive it, and returns each server's acknowledgement as
-// JSON. Servers without a handler for event do not answer, as in Node, so
-// the call then waits until the request timeout. When some server does not
-// answer in time it returns the answers that arrived and an error wrapping
-// ErrTimeout; while this node's subscriptions are down it waits for them,
-// within RequestTimeout, then fails with ErrUnavailable.
-func (a *Adapter) ServerSideEmit(ctx context.Context, nsp, event string, args ...any) ([]json.RawMessage, error) {
-	ns, err := a.namespace(nsp)
-	if err != nil {
-		return nil, err
-	}
-	req, err := serverSideEmitRequest(event, args)
-	if err != nil {
-		return nil, err
-	}
-	p, err := a.ask(ctx, ns, req)
-	if p == nil {
-		return nil, err
-	}
-	return p.acks, err
 }

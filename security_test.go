@@ -33,7 +33,7 @@ func TestKeyPrefixIsolation(t *testing.T) {
 	expect(t, shopClient, "from-shop") // not "from-blog" first
 
 	for _, n := range []*node{blogA, shopA} {
-		count, err := serverCount(bg(t), n.a, "/")
+		count, err := n.a.Of("/").ServerCount(bg(t))
 		require.NoError(t, err)
 		require.Equal(t, 2, count, "each application counts its own servers")
 	}

@@ -31,7 +31,7 @@ type Sentinel struct {
 	TLSConfig *tls.Config
 }
 
-func (Sentinel) protocol() protocol { return classic{} }
+func (Sentinel) protocol(key, uid string) protocol { return classic{key, uid} }
 
 func (s Sentinel) clientOption() (rueidis.ClientOption, error) {
 	if s.MasterName == "" || len(s.Addrs) == 0 {

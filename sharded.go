@@ -16,7 +16,6 @@ package redisadapter
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -36,21 +35,6 @@ const (
 	shardedBroadcastClientCount = 11
 	shardedBroadcastAck         = 12
 )
-
-// errIsRequest says a message of the broadcast queue is a request.
-var errIsRequest = errors.New("request, not broadcast")
-
-type sharded struct{}
-
-func shardedChannel(key, nsp string) string { return key + "#" + nsp + "#" }
-
-// shardedMessage is the envelope of every message.
-type shardedMessage struct {
-	Type int             `json:"type"`
-	Data json.RawMessage `json:"data"`
-	UID  string          `json:"uid"`
-	Nsp  string          `json:"nsp"`
-}
 
 type shardedData struct {
 	Packet      json.RawMessage `json:"packet,omitempty"`
@@ -80,15 +64,38 @@ func (o *shardedOpts) selector() selector {
 	return selector{Rooms: o.Rooms, Except: o.Except}
 }
 
-func (sharded) subscriptions(c rueidis.Client, key, nsp, uid string) []subscription {
-	base := shardedChannel(key, nsp)
-	own := base + uid + "#"
-	// One SSUBSCRIBE may not mix slots: one subscription per channel.
-	return []subscription{
-		{build: func() rueidis.Completed { return c.B().Ssubscribe().Channel(base).Build() }, routes: map[string]queueKind{base: toBroadcasts}},
-		{build: func() rueidis.Completed { return c.B().Ssubscribe().Channel(own).Build() }, routes: map[string]queueKind{own: toResponses}},
-	}
+// shardedMessage is the envelope of every message.
+type shardedMessage struct {
+	Type int             `json:"type"`
+	Data json.RawMessage `json:"data"`
+	UID  string          `json:"uid"`
+	Nsp  string          `json:"nsp"`
 }
+
+// sharded is the protocol of Node's createShardedAdapter.
+type sharded struct{ key, uid string }
+
+// shardedNamespace is the sharded protocol bound to one namespace.
+type shardedNamespace struct {
+	ch       channels
+	uid, nsp string
+	own      string // this node's channel
+}
+
+func (p sharded) namespace(nsp string) nsProtocol { return newShardedNamespace(p.key, p.uid, nsp) }
+
+func newShardedNamespace(key, uid, nsp string) *shardedNamespace {
+	ch := newChannels(key, nsp)
+	return &shardedNamespace{ch: ch, uid: uid, nsp: nsp, own: ch.node(uid)}
+}
+
+func (sharded) publish(c rueidis.Client, channel string, payload []byte, _ string, _ uint64) rueidis.Completed {
+	return c.B().Spublish().Channel(channel).Message(rueidis.BinaryString(payload)).Build()
+}
+
+// asksFor: the ClusterAdapter protocol has no allRooms and no socket-id
+// listing; the core answers those with a fetch.
+func (sharded) asksFor(t requestType) bool { return t != typeAllRooms && t != typeSockets }
 
 var _ roomChannels = sharded{}
 
@@ -97,8 +104,8 @@ var _ roomChannels = sharded{}
 // namespace's.
 func hasRoomChannel(room string) bool { return len(room) != 20 }
 
-func (sharded) roomChannel(key, nsp, room string) (string, bool) {
-	return shardedChannel(key, nsp) + room + "#", hasRoomChannel(room)
+func (p sharded) roomChannel(nsp, room string) (string, bool) {
+	return newChannels(p.key, nsp).room(room), hasRoomChannel(room)
 }
 
 func (sharded) subscribeRoom(b rueidis.Builder, channel string) rueidis.Completed {
@@ -109,33 +116,43 @@ func (sharded) unsubscribeRoom(b rueidis.Builder, channel string) rueidis.Comple
 	return b.Sunsubscribe().Channel(channel).Build()
 }
 
+func (p *shardedNamespace) subscriptions(c rueidis.Client) []subscription {
+	base, own := p.ch.broadcast, p.own
+	// One SSUBSCRIBE may not mix slots: one subscription per channel.
+	return []subscription{
+		{build: func() rueidis.Completed { return c.B().Ssubscribe().Channel(base).Build() }, routes: map[string]queueKind{base: toBroadcasts}},
+		{build: func() rueidis.Completed { return c.B().Ssubscribe().Channel(own).Build() }, routes: map[string]queueKind{own: toResponses}},
+	}
+}
+
 // roomOf is "" for every channel: a node subscribes to a room's channel only
 // while it has local sockets in the room.
+func (p *shardedNamespace) roomOf(channel string) string { return "" }
+
 // fromNode: the uid sits after the data in the JSON envelope, so only
 // decoding tells.
-func (sharded) fromNode(msg, uid string) bool { return false }
+func (p *shardedNamespace) fromNode(msg string) bool { return false }
 
-func (sharded) roomOf(key, nsp, channel string) string { return "" }
-
-func (sharded) encode(typ int, uid, nsp string, d shardedData) ([]byte, error) {
+// message is the envelope of a message of type typ with data d.
+func (p *shardedNamespace) message(typ int, d shardedData) ([]byte, error) {
 	data, err := json.Marshal(d)
 	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(shardedMessage{Type: typ, Data: data, UID: uid, Nsp: nsp})
+	return json.Marshal(shardedMessage{Type: typ, Data: data, UID: p.uid, Nsp: p.nsp})
 }
 
-func (p sharded) encodeBroadcast(key, uid, nsp string, sel selector, event string, args []any) (string, []byte, error) {
+func (p *shardedNamespace) encodeBroadcast(sel selector, event string, args []any) (string, []byte, error) {
 	d, err := shardedBroadcastData(sel, event, args)
 	if err != nil {
 		return "", nil, err
 	}
-	payload, err := p.encode(shardedBroadcast, uid, nsp, d)
-	channel := shardedChannel(key, nsp)
+	payload, err := p.message(shardedBroadcast, d)
+	channel := p.ch.broadcast
 	// As Node's "dynamic" mode: a one-room broadcast goes to the room's
 	// channel, unless the room looks like a socket id (those have none).
 	if len(sel.Rooms) == 1 && hasRoomChannel(sel.Rooms[0]) {
-		channel += sel.Rooms[0] + "#"
+		channel = p.ch.room(sel.Rooms[0])
 	}
 	return channel, payload, err
 }
@@ -154,32 +171,36 @@ func shardedBroadcastData(sel selector, event string, args []any) (shardedData, 
 	return shardedData{Packet: packet, Opts: toShardedOpts(sel)}, nil
 }
 
-func (p sharded) encodeRequest(key, nsp string, r request) (string, []byte, error) {
+func (p *shardedNamespace) encodeRequest(r request) (string, []byte, error) {
 	typ, d, err := shardedRequest(r)
 	if err != nil {
 		return "", nil, err
 	}
-	payload, err := p.encode(typ, r.UID, nsp, d)
-	return shardedChannel(key, nsp), payload, err
+	payload, err := p.message(typ, d)
+	return p.ch.broadcast, payload, err
 }
 
 // shardedRequest is the ClusterAdapter message type and data of a request.
 func shardedRequest(r request) (int, shardedData, error) {
-	d := shardedData{RequestID: r.RequestID}
+	d := shardedData{RequestID: r.id}
 	var typ int
-	switch r.Type {
+	switch r.typ {
 	case typeRemoteJoin, typeRemoteLeave:
 		typ = shardedSocketsJoin
-		if r.Type == typeRemoteLeave {
+		if r.typ == typeRemoteLeave {
 			typ = shardedSocketsLeave
 		}
-		d.Opts, d.Rooms = toShardedOpts(r.Opts.orEmpty()), r.Rooms
+		d.Opts, d.Rooms = toShardedOpts(r.sel), r.rooms
 	case typeRemoteDisconnect:
-		typ, d.Opts, d.Close = shardedDisconnectSockets, toShardedOpts(r.Opts.orEmpty()), r.Close
+		typ, d.Opts, d.Close = shardedDisconnectSockets, toShardedOpts(r.sel), &r.close
 	case typeRemoteFetch:
-		typ, d.Opts = shardedFetchSockets, toShardedOpts(r.Opts.orEmpty())
+		typ, d.Opts = shardedFetchSockets, toShardedOpts(r.sel)
 	case typeServerSideEmit:
-		typ, d.Packet = shardedServerSideEmit, r.Data
+		var err error
+		if d.Packet, err = encodeEventArgs(r.event, r.args); err != nil {
+			return 0, d, err
+		}
+		typ = shardedServerSideEmit
 	case typeBroadcast:
 		// A broadcast with a requestId wants acknowledgements. It goes to
 		// the namespace's channel even for one room, as in Node: every
@@ -191,40 +212,36 @@ func shardedRequest(r request) (int, shardedData, error) {
 		typ, d.Packet, d.Opts = shardedBroadcast, b.Packet, b.Opts
 		d.Opts.Flags["timeout"] = r.ackTimeout.Milliseconds()
 	default:
-		return 0, d, fmt.Errorf("redisadapter: %s has no ClusterAdapter form", r.Type)
+		return 0, d, fmt.Errorf("redisadapter: %s has no ClusterAdapter form", r.typ)
 	}
 	return typ, d, nil
 }
 
-func (p sharded) encodeAnswer(key, nsp, uid string, to request, a answer) (string, []byte, error) {
-	d := shardedData{RequestID: to.RequestID}
+// encodeAnswer answers on the requester's own channel.
+func (p *shardedNamespace) encodeAnswer(to request, a answer) (string, []byte, error) {
+	d := shardedData{RequestID: to.id}
 	var typ int
 	switch {
-	case to.Type == typeRemoteFetch:
+	case to.typ == typeRemoteFetch:
 		sockets, err := json.Marshal(nonNil(a.sockets))
 		if err != nil {
 			return "", nil, err
 		}
 		typ, d.Sockets = shardedFetchSocketsResponse, sockets
-	case to.Type == typeServerSideEmit:
-		ack, err := json.Marshal(a.ack)
-		if err != nil {
-			return "", nil, err
-		}
-		typ, d.Packet = shardedServerSideEmitResp, ack
-	case to.Type == typeBroadcast && a.clientCount != nil:
-		typ, d.ClientCount = shardedBroadcastClientCount, a.clientCount
-	case to.Type == typeBroadcast:
-		ack, err := json.Marshal(a.ack)
-		if err != nil {
-			return "", nil, err
-		}
-		typ, d.Packet = shardedBroadcastAck, ack
+	case to.typ == typeServerSideEmit:
+		typ, d.Packet = shardedServerSideEmitResp, a.ack
+	case to.typ == typeBroadcast && a.typ == typeBroadcastClientCount:
+		typ, d.ClientCount = shardedBroadcastClientCount, &a.clientCount
+	case to.typ == typeBroadcast:
+		typ, d.Packet = shardedBroadcastAck, a.ack
 	default:
-		return "", nil, fmt.Errorf("redisadapter: %s has no sharded answer", to.Type)
+		return "", nil, fmt.Errorf("redisadapter: %s has no sharded answer", to.typ)
 	}
-	payload, err := p.encode(typ, uid, nsp, d)
-	return shardedChannel(key, nsp) + to.UID + "#", payload, err
+	if d.Packet == nil && (typ == shardedServerSideEmitResp || typ == shardedBroadcastAck) {
+		d.Packet = json.RawMessage("null")
+	}
+	payload, err := p.message(typ, d)
+	return p.ch.node(to.uid), payload, err
 }
 
 // decodeShardedMessage reads the envelope: JSON, or msgpack (Node's choice when the
@@ -258,18 +275,22 @@ func decodeShardedMessage(msg string) (shardedMessage, shardedData, error) {
 	return m, d, nil
 }
 
-func (sharded) decodeBroadcast(msg string) (broadcastFrame, error) {
+// decodeBroadcast decodes a message of the namespace's channel: a
+// broadcast, or any request (a broadcast with a requestId wants
+// acknowledgements, and is one).
+func (p *shardedNamespace) decodeBroadcast(msg string) (broadcastFrame, *request, error) {
 	var f broadcastFrame
 	m, d, err := decodeShardedMessage(msg)
 	if err != nil {
-		return f, err
+		return f, nil, err
 	}
 	if m.Type != shardedBroadcast || d.RequestID != "" {
-		return f, errIsRequest
+		r, err := shardedRequestOf(m, d)
+		return f, &r, err
 	}
 	f.uid, f.nsp, f.sel = m.UID, m.Nsp, d.Opts.selector()
 	f.event, f.args, err = decodeJSONPacket(d.Packet)
-	return f, err
+	return f, nil, err
 }
 
 // decodeJSONPacket reads {type: 2, data: [event, ...args]}; numbers keep
@@ -298,81 +319,81 @@ func decodeJSONPacket(raw json.RawMessage) (string, []any, error) {
 	return event, data[1:], nil
 }
 
-func (sharded) decodeRequest(msg string) (request, error) {
-	var r request
+func (p *shardedNamespace) decodeRequest(msg string) (request, error) {
 	m, d, err := decodeShardedMessage(msg)
 	if err != nil {
-		return r, err
+		return request{}, err
 	}
-	r.UID, r.RequestID, r.nsp = m.UID, d.RequestID, m.Nsp
+	return shardedRequestOf(m, d)
+}
+
+// shardedRequestOf is the request a decoded message carries; an unknown
+// type is -1, which the core drops and counts.
+func shardedRequestOf(m shardedMessage, d shardedData) (request, error) {
+	r := request{uid: m.UID, id: d.RequestID, nsp: m.Nsp}
 	sel := d.Opts.selector()
+	var err error
 	switch m.Type {
 	case shardedSocketsJoin, shardedSocketsLeave:
-		r.Type, r.Opts, r.Rooms = typeRemoteJoin, &sel, d.Rooms
+		r.typ, r.sel, r.rooms = typeRemoteJoin, sel, d.Rooms
 		if m.Type == shardedSocketsLeave {
-			r.Type = typeRemoteLeave
+			r.typ = typeRemoteLeave
 		}
 	case shardedDisconnectSockets:
-		r.Type, r.Opts, r.Close = typeRemoteDisconnect, &sel, d.Close
+		r.typ, r.sel, r.close = typeRemoteDisconnect, sel, d.Close != nil && *d.Close
 	case shardedFetchSockets:
-		r.Type, r.Opts = typeRemoteFetch, &sel
+		r.typ, r.sel = typeRemoteFetch, sel
 	case shardedServerSideEmit:
-		r.Type, r.Data = typeServerSideEmit, d.Packet
+		r.typ = typeServerSideEmit
+		r.event, r.args, err = decodeEventArgs(d.Packet)
 	case shardedBroadcast: // with a requestId: acknowledgements wanted
-		r.Type = typeBroadcast
+		r.typ = typeBroadcast
 		r.frame = broadcastFrame{uid: m.UID, nsp: m.Nsp, sel: sel}
-		if r.frame.event, r.frame.args, err = decodeJSONPacket(d.Packet); err != nil {
-			return r, err
-		}
+		r.frame.event, r.frame.args, err = decodeJSONPacket(d.Packet)
 	default:
-		r.Type = -1 // unknown: the core drops and counts it
+		r.typ = -1
 	}
-	return r, nil
+	return r, err
 }
 
-func (sharded) decodeResponse(msg string) (response, error) {
-	var r response
+func (p *shardedNamespace) decodeAnswer(msg string) (answer, error) {
+	var a answer
 	m, d, err := decodeShardedMessage(msg)
 	if err != nil {
-		return r, err
+		return a, err
 	}
-	r.RequestID, r.UID = d.RequestID, m.UID
+	a.id, a.uid = d.RequestID, m.UID
 	switch m.Type {
 	case shardedFetchSocketsResponse:
-		r.Type, r.Sockets = typeRemoteFetch, d.Sockets
+		if len(d.Sockets) > 0 {
+			if err := json.Unmarshal(d.Sockets, &a.sockets); err != nil {
+				return a, malformed("fetched sockets: %v", err)
+			}
+		}
 	case shardedServerSideEmitResp:
-		r.Type, r.Data = typeServerSideEmit, d.Packet
+		a.ack = d.Packet
 	case shardedBroadcastClientCount:
 		if d.ClientCount == nil {
-			return r, malformed("client count without clientCount")
+			return a, malformed("client count without clientCount")
 		}
-		r.Type, r.ClientCount = typeBroadcastClientCount, *d.ClientCount
+		a.typ, a.clientCount = typeBroadcastClientCount, *d.ClientCount
 	case shardedBroadcastAck:
-		r.Type, r.Ack = typeBroadcastAck, d.Packet
-		if r.Ack == nil {
-			r.Ack = json.RawMessage("null") // Node leaves out an undefined ack
-		}
+		a.typ, a.ack = typeBroadcastAck, d.Packet
 	default:
-		return r, malformed("sharded answer type %d", m.Type)
+		return a, malformed("sharded answer type %d", m.Type)
 	}
-	return r, nil
+	if a.ack == nil {
+		a.ack = json.RawMessage("null") // Node leaves out an undefined ack
+	}
+	return a, nil
 }
 
-func (sharded) publish(c rueidis.Client, channel string, payload []byte, _ string, _ uint64) rueidis.Completed {
-	return c.B().Spublish().Channel(channel).Message(rueidis.BinaryString(payload)).Build()
-}
-
-func (sharded) ping(c rueidis.Client, key, nsp string) rueidis.Completed {
-	return c.B().Ping().Build().SetSlot(shardedChannel(key, nsp))
+func (p *shardedNamespace) ping(c rueidis.Client) rueidis.Completed {
+	return c.B().Ping().Build().SetSlot(p.ch.broadcast)
 }
 
 // countCommand is the sharded adapter's serverCount: PUBSUB SHARDNUMSUB of
 // the namespace's channel.
-func (sharded) countCommand(c rueidis.Client, key, nsp string) (rueidis.Completed, string) {
-	ch := shardedChannel(key, nsp)
-	return c.B().PubsubShardnumsub().Channel(ch).Build(), ch
+func (p *shardedNamespace) countCommand(c rueidis.Client) (rueidis.Completed, string) {
+	return c.B().PubsubShardnumsub().Channel(p.ch.broadcast).Build(), p.ch.broadcast
 }
-
-// asksFor: the ClusterAdapter protocol has no allRooms and no socket-id
-// listing; the core answers those with a fetch.
-func (sharded) asksFor(t requestType) bool { return t != typeAllRooms && t != typeSockets }

@@ -298,7 +298,7 @@ func TestStreamsCatchUpIsBoundedAndAnswers(t *testing.T) {
 		maxDepth = max(maxDepth, b.a.Stats().QueueDepth)
 		if !answered && got.count() > 0 && got.count() < n/2 && b.a.Stats().Subscribed {
 			// Mid catch-up: the request is answered within its timeout.
-			acks, err := serverSideEmit(bg(t), a.a, "/", "ping")
+			acks, err := a.a.Of("/").ServerSideEmit(bg(t), "ping")
 			require.NoError(t, err)
 			require.Equal(t, []json.RawMessage{json.RawMessage(`"pong"`)}, acks)
 			answered = got.count() < n

@@ -41,7 +41,7 @@ func readXadds(t testing.TB) []xadd {
 }
 
 func TestStreamsCaptureDecodes(t *testing.T) {
-	p := Streams{Connector: Standalone{}}.protocol().(streams)
+	p := Streams{Connector: Standalone{}}.protocol("socket.io", "u").namespace("/")
 	var broadcasts, requests int
 	for _, x := range readXadds(t) {
 		require.Equal(t, []string{"MAXLEN", "~", "10000", "*"}, x.args[:4])
@@ -49,7 +49,7 @@ func TestStreamsCaptureDecodes(t *testing.T) {
 		e, err := decodeStreamEntry(x.fields)
 		require.NoError(t, err, "%v", x.fields)
 		if e.typ == shardedBroadcast {
-			f, err := p.decodeBroadcast(e.msg)
+			f, _, err := p.decodeBroadcast(e.msg)
 			require.NoError(t, err, e.msg)
 			require.Equal(t, "273da6c12108cf63", f.uid)
 			require.Equal(t, []string{"comment", "multi", "all", "bin"}[broadcasts], f.event)
@@ -58,7 +58,7 @@ func TestStreamsCaptureDecodes(t *testing.T) {
 		}
 		r, err := p.decodeRequest(e.msg)
 		require.NoError(t, err, e.msg)
-		require.Contains(t, []requestType{typeRemoteJoin, typeRemoteLeave, typeRemoteDisconnect}, r.Type)
+		require.Contains(t, []requestType{typeRemoteJoin, typeRemoteLeave, typeRemoteDisconnect}, r.typ)
 		requests++
 	}
 	require.Equal(t, 4, broadcasts) // the last one holds a Buffer: base64 msgpack
@@ -71,13 +71,13 @@ func TestStreamsCaptureDecodes(t *testing.T) {
 		if m.channel == "socket.io#/#" {
 			r, err := p.decodeRequest(m.message)
 			require.NoError(t, err, "%q", m.message)
-			require.Contains(t, []requestType{typeRemoteFetch, typeServerSideEmit, typeBroadcast}, r.Type)
+			require.Contains(t, []requestType{typeRemoteFetch, typeServerSideEmit, typeBroadcast}, r.typ)
 			ephemeral++
 			continue
 		}
-		r, err := p.decodeResponse(m.message)
+		r, err := p.decodeAnswer(m.message)
 		require.NoError(t, err, "%q", m.message)
-		require.NotEmpty(t, r.RequestID)
+		require.NotEmpty(t, r.id)
 		answers++
 	}
 	require.Equal(t, 4, ephemeral)
@@ -87,9 +87,9 @@ func TestStreamsCaptureDecodes(t *testing.T) {
 // Our entries and messages are byte for byte what Node writes for the
 // same operation.
 func TestStreamsEncodeMatchesNode(t *testing.T) {
-	p := Streams{Connector: Standalone{}}.protocol().(streams)
-	xs := readXadds(t)
 	const uid = "273da6c12108cf63"
+	p := Streams{Connector: Standalone{}}.protocol("socket.io", uid).namespace("/")
+	xs := readXadds(t)
 	type comment struct {
 		Text string `json:"text"`
 		N    int    `json:"n"`
@@ -102,24 +102,23 @@ func TestStreamsEncodeMatchesNode(t *testing.T) {
 		require.Equal(t, []string{"socket.io", uid, "/", xs[i].fields["type"]}, f)
 		require.Equal(t, xs[i].fields["data"], string(payload))
 	}
-	ch, payload, err := p.encodeBroadcast("socket.io", uid, "/", selector{Rooms: []string{"post:1"}}, "comment", []any{comment{"hello", 1}})
+	ch, payload, err := p.encodeBroadcast(selector{Rooms: []string{"post:1"}}, "comment", []any{comment{"hello", 1}})
 	require.NoError(t, err)
 	check(0, ch, payload)
-	ch, payload, err = p.encodeBroadcast("socket.io", uid, "/", selector{Rooms: []string{"post:1", "post:2"}, Except: []string{"post:3"}}, "multi", []any{42})
+	ch, payload, err = p.encodeBroadcast(selector{Rooms: []string{"post:1", "post:2"}, Except: []string{"post:3"}}, "multi", []any{42})
 	require.NoError(t, err)
 	check(1, ch, payload)
-	ch, payload, err = p.encodeBroadcast("socket.io", uid, "/", selector{}, "all", []any{"x"})
+	ch, payload, err = p.encodeBroadcast(selector{}, "all", []any{"x"})
 	require.NoError(t, err)
 	check(2, ch, payload)
-	ch, payload, err = p.encodeBroadcast("socket.io", uid, "/", selector{Rooms: []string{"post:1"}}, "bin", []any{[]byte{1, 2, 3}})
+	ch, payload, err = p.encodeBroadcast(selector{Rooms: []string{"post:1"}}, "bin", []any{[]byte{1, 2, 3}})
 	require.NoError(t, err)
 	check(3, ch, payload)
 	sel := selector{Rooms: []string{"post:1"}}
-	ch, payload, err = p.encodeRequest("socket.io", "/", request{UID: uid, Type: typeRemoteJoin, Opts: &sel, Rooms: []string{"extra"}})
+	ch, payload, err = p.encodeRequest(request{uid: uid, typ: typeRemoteJoin, sel: sel, rooms: []string{"extra"}})
 	require.NoError(t, err)
 	check(4, ch, payload)
-	yes := true
-	ch, payload, err = p.encodeRequest("socket.io", "/", request{UID: uid, Type: typeRemoteDisconnect, Opts: &sel, Close: &yes})
+	ch, payload, err = p.encodeRequest(request{uid: uid, typ: typeRemoteDisconnect, sel: sel, close: true})
 	require.NoError(t, err)
 	check(6, ch, payload)
 
@@ -128,12 +127,12 @@ func TestStreamsEncodeMatchesNode(t *testing.T) {
 	for _, m := range readCapture(t, streamsCapture) {
 		pub[m.channel] = append(pub[m.channel], m.message)
 	}
-	ch, payload, err = p.encodeRequest("socket.io", "/", request{UID: uid, RequestID: "09d5080863c3dda3", Type: typeRemoteFetch, Opts: &sel})
+	ch, payload, err = p.encodeRequest(request{uid: uid, id: "09d5080863c3dda3", typ: typeRemoteFetch, sel: sel})
 	require.NoError(t, err)
 	require.Equal(t, "socket.io#/#", ch)
 	require.Equal(t, pub["socket.io#/#"][0], string(payload))
-	count := 1
-	ch, payload, err = p.encodeAnswer("socket.io", "/", "81d2cca0527f378e", request{UID: uid, RequestID: "a743592b57accc71", Type: typeBroadcast}, answer{clientCount: &count})
+	answering := Streams{Connector: Standalone{}}.protocol("socket.io", "81d2cca0527f378e").namespace("/")
+	ch, payload, err = answering.encodeAnswer(request{uid: uid, id: "a743592b57accc71", typ: typeBroadcast}, answer{typ: typeBroadcastClientCount, clientCount: 1})
 	require.NoError(t, err)
 	require.Equal(t, "socket.io#/#"+uid+"#", ch)
 	require.Equal(t, pub[ch][2], string(payload))
@@ -153,9 +152,9 @@ func TestHashCodeStreamNames(t *testing.T) {
 		"/ü😀":              {3415248, "socket.io-0"},
 	} {
 		require.Equal(t, want.hash, hashCode(nsp), nsp)
-		require.Equal(t, want.stream, p.streamFor(nsp), nsp)
+		require.Equal(t, want.stream, streamName(p.name, p.count, nsp), nsp)
 	}
-	require.Equal(t, "socket.io", streams{name: "socket.io", count: 1}.streamFor("/chat"))
+	require.Equal(t, "socket.io", streamName("socket.io", 1, "/chat"))
 }
 
 func FuzzDecodeStreamEntry(f *testing.F) {
@@ -173,10 +172,10 @@ func FuzzDecodeStreamEntry(f *testing.F) {
 		if json.Valid([]byte(data)) && !json.Valid([]byte(e.msg)) {
 			t.Fatalf("not JSON: %q", e.msg)
 		}
-		var p streams
-		_, _ = p.decodeBroadcast(e.msg)
+		p := streams{key: "socket.io", uid: "u"}.namespace("/")
+		_, _, _ = p.decodeBroadcast(e.msg)
 		_, _ = p.decodeRequest(e.msg)
-		_, _ = p.decodeResponse(e.msg)
+		_, _ = p.decodeAnswer(e.msg)
 	})
 }
 

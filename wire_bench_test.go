@@ -18,7 +18,7 @@ func BenchmarkEncodeBroadcast(b *testing.B) {
 	sel := selector{Rooms: []string{"post:42"}}
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := encodeBroadcast("abcdef", "/", sel, "comment", []any{c}); err != nil {
+		if _, err := encodeClassicBroadcast("abcdef", "/", sel, "comment", []any{c}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -26,7 +26,7 @@ func BenchmarkEncodeBroadcast(b *testing.B) {
 
 func BenchmarkDecodeBroadcast(b *testing.B) {
 	c := benchComment{Post: "42", Text: strings.Repeat("x", 100), Node: "n1"}
-	frame, err := encodeBroadcast("abcdef", "/", selector{Rooms: []string{"post:42"}}, "comment", []any{c})
+	frame, err := encodeClassicBroadcast("abcdef", "/", selector{Rooms: []string{"post:42"}}, "comment", []any{c})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -34,7 +34,7 @@ func BenchmarkDecodeBroadcast(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		// The head, then the arguments, as a node with a target reads it.
-		f, err := decodeBroadcast(msg)
+		f, err := decodeClassicBroadcast(msg)
 		if err == nil {
 			_, err = f.arguments()
 		}
@@ -46,14 +46,14 @@ func BenchmarkDecodeBroadcast(b *testing.B) {
 
 func BenchmarkShardedEncodeDecode(b *testing.B) {
 	c := benchComment{Post: "42", Text: strings.Repeat("x", 100), Node: "n1"}
-	var p sharded
+	p := sharded{"socket.io", "abcdef"}.namespace("/")
 	b.ReportAllocs()
 	for b.Loop() {
-		_, payload, err := p.encodeBroadcast("socket.io", "abcdef", "/", selector{Rooms: []string{"post:42"}}, "comment", []any{c})
+		_, payload, err := p.encodeBroadcast(selector{Rooms: []string{"post:42"}}, "comment", []any{c})
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := p.decodeBroadcast(string(payload)); err != nil {
+		if _, _, err := p.decodeBroadcast(string(payload)); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -3,7 +3,6 @@ package redisadapter
 import (
 	"bufio"
 	"encoding/json"
-	"errors"
 	"os"
 	"runtime"
 	"strconv"
@@ -92,7 +91,7 @@ func TestDecodeNodeCapture(t *testing.T) {
 	for _, p := range readCapture(t, "node-redis-adapter-8.3.0-capture.txt") {
 		switch {
 		case strings.HasPrefix(p.channel, ch.broadcast):
-			f, err := decodeBroadcast(p.message)
+			f, err := decodeClassicBroadcast(p.message)
 			require.NoError(t, err, "%q", p.message)
 			require.Equal(t, "sTV2Gd", f.uid)
 			require.Equal(t, "/", f.nsp)
@@ -106,14 +105,14 @@ func TestDecodeNodeCapture(t *testing.T) {
 			}
 			broadcasts++
 		case p.channel == ch.request:
-			r, err := decodeRequest(p.message)
+			r, err := decodeClassicRequest(p.message)
 			require.NoError(t, err, "%q", p.message)
-			require.Equal(t, "sTV2Gd", r.UID)
+			require.Equal(t, "sTV2Gd", r.uid)
 			requests++
 		case strings.HasPrefix(p.channel, ch.response):
-			r, err := decodeResponse(p.message)
+			r, err := decodeClassicAnswer(p.message)
 			require.NoError(t, err, "%q", p.message)
-			require.NotEmpty(t, r.RequestID)
+			require.NotEmpty(t, r.id)
 			responses++
 		}
 	}
@@ -132,32 +131,43 @@ func TestEncodeMatchesNode(t *testing.T) {
 		Text string `json:"text"`
 		N    int    `json:"n"`
 	}
-	got, err := encodeBroadcast("sTV2Gd", "/", selector{Rooms: []string{"post:1"}}, "comment", []any{comment{"hello", 1}})
+	got, err := encodeClassicBroadcast("sTV2Gd", "/", selector{Rooms: []string{"post:1"}}, "comment", []any{comment{"hello", 1}})
 	require.NoError(t, err)
 	require.Equal(t, byChannel["socket.io#/#post:1#"][0], string(got))
 
-	got, err = encodeBroadcast("sTV2Gd", "/", selector{Rooms: []string{"post:1", "post:2"}, Except: []string{"post:3"}}, "multi", []any{42})
+	got, err = encodeClassicBroadcast("sTV2Gd", "/", selector{Rooms: []string{"post:1", "post:2"}, Except: []string{"post:3"}}, "multi", []any{42})
 	require.NoError(t, err)
 	require.Equal(t, byChannel["socket.io#/#"][0], string(got))
 
-	sel := selector{Rooms: []string{"post:1"}}.wire()
-	req, err := json.Marshal(request{UID: "sTV2Gd", RequestID: "2DcG3Y", Type: typeRemoteFetch, Opts: &sel})
+	p := classic{"socket.io", "sTV2Gd"}.namespace("/")
+	channel, req, err := p.encodeRequest(request{uid: "sTV2Gd", id: "2DcG3Y", typ: typeRemoteFetch, sel: selector{Rooms: []string{"post:1"}}})
 	require.NoError(t, err)
-	require.Equal(t, byChannel["socket.io-request#/#"][0], string(req))
+	require.Equal(t, "socket.io-request#/#", channel)
+	require.Equal(t, byChannel[channel][0], string(req))
 
-	closeConn := false
-	sel = selector{Rooms: []string{"nobody"}}.wire()
-	req, err = json.Marshal(request{UID: "sTV2Gd", Type: typeRemoteDisconnect, Opts: &sel, Close: &closeConn})
+	_, req, err = p.encodeRequest(request{uid: "sTV2Gd", typ: typeRemoteDisconnect, sel: selector{Rooms: []string{"nobody"}}})
 	require.NoError(t, err)
-	require.Contains(t, byChannel["socket.io-request#/#"], string(req))
+	require.Contains(t, byChannel[channel], string(req))
 }
 
 func TestChannels(t *testing.T) {
 	ch := newChannels("app", "/chat")
 	require.Equal(t, "app#/chat#*", ch.pattern())
-	require.Equal(t, "app#/chat#", ch.forRooms(nil))
-	require.Equal(t, "app#/chat#r#", ch.forRooms([]string{"r"}))
-	require.Equal(t, "app#/chat#", ch.forRooms([]string{"r", "s"}))
+	require.Equal(t, "app#/chat#r#", ch.room("r"))
+	require.Equal(t, "app-request#/chat#", ch.request)
+	require.Equal(t, "app-response#/chat#u#", ch.responseTo("u"))
+	require.Equal(t, "app#/chat#u#", ch.node("u"))
+	require.Equal(t, "/chat", namespaceOf(ch.responseTo("u")))
+	p := classic{"app", "u"}.namespace("/chat")
+	for rooms, want := range map[string]string{"": "app#/chat#", "r": "app#/chat#r#", "r,s": "app#/chat#"} {
+		var sel selector
+		if rooms != "" {
+			sel.Rooms = strings.Split(rooms, ",")
+		}
+		channel, _, err := p.encodeBroadcast(sel, "e", nil)
+		require.NoError(t, err)
+		require.Equal(t, want, channel, rooms)
+	}
 	require.Equal(t, "app-request#/chat#", ch.request)
 	require.Equal(t, "app-response#/chat#u1#", ch.responseTo("u1"))
 	for channel, want := range map[string]string{"app#/chat#": "", "app#/chat#r#": "r", "app#/chat#a#b#": "a#b"} {
@@ -183,13 +193,13 @@ func TestDecodeRejects(t *testing.T) {
 		"trailing":      "\x93\xa1u\x82\xa4type\x02\xa4data\x91\xa1e\x80\x00",
 		"huge array":    "\x93\xa1u\x82\xa4type\x02\xa4data\xdd\xff\xff\xff\xff",
 	} {
-		_, err := decodeBroadcast(msg)
+		_, err := decodeClassicBroadcast(msg)
 		require.ErrorIs(t, err, errMalformed, name)
 	}
 	for _, msg := range []string{"{", "\x81\xa4type", "\xc1"} {
-		_, err := decodeRequest(msg)
+		_, err := decodeClassicRequest(msg)
 		require.Error(t, err, "%q", msg)
-		_, err = decodeResponse(msg)
+		_, err = decodeClassicAnswer(msg)
 		require.Error(t, err, "%q", msg)
 	}
 }
@@ -200,10 +210,10 @@ func FuzzDecodeBroadcast(f *testing.F) {
 	for _, p := range readCapture(f, "node-redis-adapter-8.3.0-capture.txt") {
 		f.Add(p.message)
 	}
-	ours, _ := encodeBroadcast("u", "/", selector{Rooms: []string{"a", "b"}, Except: []string{"c"}}, "e", []any{1, "x", map[string]any{"k": []int{1}}, nil})
+	ours, _ := encodeClassicBroadcast("u", "/", selector{Rooms: []string{"a", "b"}, Except: []string{"c"}}, "e", []any{1, "x", map[string]any{"k": []int{1}}, nil})
 	f.Add(string(ours))
 	f.Fuzz(func(t *testing.T, msg string) {
-		fr, err := decodeBroadcast(msg)
+		fr, err := decodeClassicBroadcast(msg)
 		if err != nil {
 			return
 		}
@@ -213,11 +223,11 @@ func FuzzDecodeBroadcast(f *testing.F) {
 			return
 		}
 		// What decodes re-encodes, and decodes to the same broadcast.
-		again, err := encodeBroadcast(fr.uid, fr.nsp, fr.sel, fr.event, args)
+		again, err := encodeClassicBroadcast(fr.uid, fr.nsp, fr.sel, fr.event, args)
 		if err != nil {
 			t.Fatalf("re-encode %q: %v", msg, err)
 		}
-		fr2, err := decodeBroadcast(string(again))
+		fr2, err := decodeClassicBroadcast(string(again))
 		if err != nil {
 			t.Fatalf("decode re-encoded %q: %v", again, err)
 		}
@@ -238,8 +248,8 @@ func FuzzDecodeRequest(f *testing.F) {
 		f.Add(p.message)
 	}
 	f.Fuzz(func(t *testing.T, msg string) {
-		_, _ = decodeRequest(msg)
-		_, _ = decodeResponse(msg)
+		_, _ = decodeClassicRequest(msg)
+		_, _ = decodeClassicAnswer(msg)
 	})
 }
 
@@ -247,46 +257,42 @@ func FuzzDecodeSharded(f *testing.F) {
 	for _, p := range readCapture(f, "node-redis-sharded-adapter-8.3.0-capture.txt") {
 		f.Add(p.message)
 	}
-	var p sharded
-	_, ours, _ := p.encodeBroadcast("socket.io", "u", "/", selector{Rooms: []string{"a"}}, "e", []any{1, "x", nil})
+	_, ours, _ := sharded{"socket.io", "u"}.namespace("/").encodeBroadcast(selector{Rooms: []string{"a"}}, "e", []any{1, "x", nil})
 	f.Add(string(ours))
 	f.Fuzz(func(t *testing.T, msg string) {
-		if fr, err := p.decodeBroadcast(msg); err == nil {
+		p := sharded{"socket.io", "u"}.namespace("/")
+		if fr, req, err := p.decodeBroadcast(msg); err == nil && req == nil {
 			// What decodes re-encodes, and decodes to the same broadcast.
-			_, again, err := p.encodeBroadcast("socket.io", fr.uid, fr.nsp, fr.sel, fr.event, fr.args)
+			_, again, err := sharded{"socket.io", fr.uid}.namespace(fr.nsp).encodeBroadcast(fr.sel, fr.event, fr.args)
 			if err != nil {
 				t.Fatalf("re-encode %q: %v", msg, err)
 			}
-			fr2, err := p.decodeBroadcast(string(again))
+			fr2, _, err := p.decodeBroadcast(string(again))
 			if err != nil || fr2.event != fr.event || len(fr2.args) != len(fr.args) || fr2.uid != fr.uid {
 				t.Fatalf("round trip changed %q: %v", msg, err)
 			}
 		}
 		_, _ = p.decodeRequest(msg)
-		_, _ = p.decodeResponse(msg)
+		_, _ = p.decodeAnswer(msg)
 	})
 }
 
 func TestDecodeNodeShardedCapture(t *testing.T) {
-	var p sharded
+	p := sharded{"socket.io", "u"}.namespace("/")
 	var broadcasts, requests, responses int
 	for _, m := range readCapture(t, "node-redis-sharded-adapter-8.3.0-capture.txt") {
-		f, err := p.decodeBroadcast(m.message)
+		f, req, err := p.decodeBroadcast(m.message)
 		switch {
-		case err == nil:
+		case err == nil && req == nil:
 			require.Equal(t, "/", f.nsp)
 			require.NotEmpty(t, f.event)
 			broadcasts++
-		case errors.Is(err, errIsRequest):
-			if r, err := p.decodeRequest(m.message); err == nil && r.Type >= 0 {
-				requests++
-				continue
-			}
-			_, err := p.decodeResponse(m.message)
+		case err == nil && req.typ >= 0:
+			requests++
+		default:
+			_, err := p.decodeAnswer(m.message)
 			require.NoError(t, err, "%q", m.message)
 			responses++
-		default:
-			t.Fatalf("%q: %v", m.message, err)
 		}
 	}
 	require.Equal(t, 3, broadcasts)
@@ -296,15 +302,16 @@ func TestDecodeNodeShardedCapture(t *testing.T) {
 
 func TestFromNode(t *testing.T) {
 	for _, uid := range []string{"abc123", "emitter", strings.Repeat("u", 31), strings.Repeat("u", 40)} {
-		frame, err := encodeBroadcast(uid, "/", selector{Rooms: []string{"r"}}, "m", []any{1})
+		p := classic{"socket.io", uid}.namespace("/")
+		_, frame, err := p.encodeBroadcast(selector{Rooms: []string{"r"}}, "m", []any{1})
 		require.NoError(t, err)
-		f, err := classic{}.decodeBroadcast(string(frame))
+		f, _, err := p.decodeBroadcast(string(frame))
 		require.NoError(t, err)
 		require.Equal(t, uid, f.uid)
 		// Longer uids are not fixstrs: they are decoded instead.
-		require.Equal(t, len(uid) < 32, classic{}.fromNode(string(frame), uid), uid)
-		require.False(t, classic{}.fromNode(string(frame), "abc124"), uid)
-		require.False(t, classic{}.fromNode(string(frame[:len(uid)]), uid), "truncated")
+		require.Equal(t, len(uid) < 32, p.fromNode(string(frame)), uid)
+		require.False(t, classic{"socket.io", "abc124"}.namespace("/").fromNode(string(frame)), uid)
+		require.False(t, p.fromNode(string(frame[:len(uid)])), "truncated")
 	}
 }
 
@@ -340,7 +347,7 @@ func TestHugeClaimsAllocateNothing(t *testing.T) {
 			_, err := dec.value(0)
 			dec.release()
 			require.Error(t, err)
-			if f, err := decodeBroadcast(msg); err == nil {
+			if f, err := decodeClassicBroadcast(msg); err == nil {
 				_, err = f.arguments()
 				require.Error(t, err)
 			}
@@ -355,46 +362,51 @@ func TestHugeClaimsAllocateNothing(t *testing.T) {
 // TestNodeJSInterop).
 func TestBroadcastWithAckRoundTrip(t *testing.T) {
 	sel := selector{Rooms: []string{"poll"}, Except: []string{"muted"}}
-	out := request{UID: "reqUID", RequestID: "r1", Type: typeBroadcast, ackTimeout: 2500 * time.Millisecond,
+	out := request{uid: "reqUID", id: "r1", typ: typeBroadcast, ackTimeout: 2500 * time.Millisecond,
 		frame: broadcastFrame{nsp: "/chat", event: "question", args: []any{map[string]any{"q": 1}}, sel: sel}}
-	count := 3
-	for _, p := range []protocol{classic{}, sharded{}} {
-		channel, payload, err := p.encodeRequest("socket.io", "/chat", out)
+	for _, protos := range [][2]protocol{
+		{classic{"socket.io", "reqUID"}, classic{"socket.io", "other"}},
+		{sharded{"socket.io", "reqUID"}, sharded{"socket.io", "other"}},
+	} {
+		proto, other := protos[0], protos[1]
+		p := proto.namespace("/chat")
+		channel, payload, err := p.encodeRequest(out)
 		require.NoError(t, err)
 		require.Equal(t, "socket.io", channel[:len("socket.io")])
-		if _, ok := p.(sharded); ok {
+		if _, ok := proto.(sharded); ok {
 			require.Contains(t, string(payload), `"flags":{"timeout":2500}`)
 			require.Contains(t, string(payload), `"requestId":"r1"`)
-			_, err := p.decodeBroadcast(string(payload))
-			require.ErrorIs(t, err, errIsRequest, "a receiver routes it to its requests")
+			_, req, err := p.decodeBroadcast(string(payload))
+			require.NoError(t, err)
+			require.NotNil(t, req, "a receiver routes it to its requests")
 		}
 		in, err := p.decodeRequest(string(payload))
 		require.NoError(t, err)
-		require.Equal(t, typeBroadcast, in.Type)
-		require.Equal(t, "reqUID", in.UID)
-		require.Equal(t, "r1", in.RequestID)
+		require.Equal(t, typeBroadcast, in.typ)
+		require.Equal(t, "reqUID", in.uid)
+		require.Equal(t, "r1", in.id)
 		require.Equal(t, "question", in.frame.event)
 		require.Equal(t, sel, in.frame.sel)
-		if _, ok := p.(classic); ok {
+		if _, ok := proto.(classic); ok {
 			require.Equal(t, "/chat", in.frame.nsp)
 		}
 		args, err := in.frame.arguments()
 		require.NoError(t, err)
 		require.Len(t, args, 1)
 
-		_, payload, err = p.encodeAnswer("socket.io", "/chat", "other", in, answer{clientCount: &count})
+		_, payload, err = other.namespace("/chat").encodeAnswer(in, answer{typ: typeBroadcastClientCount, clientCount: 3})
 		require.NoError(t, err)
-		r, err := p.decodeResponse(string(payload))
+		r, err := p.decodeAnswer(string(payload))
 		require.NoError(t, err)
-		require.Equal(t, typeBroadcastClientCount, r.Type)
-		require.Equal(t, "r1", r.RequestID)
-		require.Equal(t, 3, r.ClientCount)
+		require.Equal(t, typeBroadcastClientCount, r.typ)
+		require.Equal(t, "r1", r.id)
+		require.Equal(t, 3, r.clientCount)
 
-		_, payload, err = p.encodeAnswer("socket.io", "/chat", "other", in, answer{ack: map[string]any{"a": "yes"}})
+		_, payload, err = other.namespace("/chat").encodeAnswer(in, answer{typ: typeBroadcastAck, ack: json.RawMessage(`{"a":"yes"}`)})
 		require.NoError(t, err)
-		r, err = p.decodeResponse(string(payload))
+		r, err = p.decodeAnswer(string(payload))
 		require.NoError(t, err)
-		require.Equal(t, typeBroadcastAck, r.Type)
-		require.JSONEq(t, `{"a":"yes"}`, string(r.Ack))
+		require.Equal(t, typeBroadcastAck, r.typ)
+		require.JSONEq(t, `{"a":"yes"}`, string(r.ack))
 	}
 }

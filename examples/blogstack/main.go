@@ -218,7 +218,9 @@ func connect(log *slog.Logger) (redisadapter.Connector, error) {
 		return nil, fmt.Errorf("embedded redis: %w", err)
 	}
 	log.Info("no REDIS_URL: started an embedded Redis (miniredis); this node cannot share it with others", "addr", m.Addr())
-	return redisadapter.Standalone{URL: "redis://" + m.Addr(), AlwaysRESP2: true}, nil
+	// miniredis answers HELLO 3 but cannot mix pub/sub and commands on a
+	// RESP3 connection: protocol=2 keeps the client on RESP2.
+	return redisadapter.Standalone{URL: "redis://" + m.Addr() + "?protocol=2"}, nil
 }
 
 // blog holds the Socket.IO handlers.

@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -42,6 +43,8 @@ func run(post, text, from string) error {
 	if err != nil {
 		return err
 	}
-	defer e.Close()
-	return e.To("post:"+post).Emit(ctx, "comment", map[string]string{"post": post, "text": text, "node": from})
+	err = e.To("post:"+post).Emit(ctx, "comment", map[string]string{"post": post, "text": text, "node": from})
+	// Emit returns once the message is queued: Close sends it, and says
+	// whether Redis took it.
+	return errors.Join(err, e.Close(ctx))
 }

@@ -1,0 +1,273 @@
+package redisadapter
+
+// A shard: one dedicated pub/sub connection to one cluster master, holding
+// the room channels (rooms.go) whose slots that master serves.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/redis/rueidis"
+)
+
+// shard holds the room channels of one master on one connection. The
+// manager owns count; mu guards the changes it asks for and the
+// sunsubscribe pushes the reader saw; the shard's goroutine owns the rest.
+type shard struct {
+	r     *roomSubs
+	addr  string
+	count int // channels the manager assigned here
+	stop  context.CancelFunc
+
+	mu      sync.Mutex
+	adds    map[string]bool // channel -> it was subscribed before
+	dels    map[string]struct{}
+	unsubs  []string      // channels Redis sunsubscribed
+	changed chan struct{} // cap 1: something above is waiting
+
+	held map[string]*heldChannel
+	todo []string // held channels to subscribe on the current connection
+}
+
+type heldChannel struct {
+	on   bool // subscribed on the current connection
+	lost bool // subscribed before: subscribing counts as a resubscribe
+}
+
+// newShard starts the shard of addr on a goroutine the adapter owns, ended
+// by the manager (stop) or with the manager's context (Close).
+func newShard(r *roomSubs, addr string) *shard {
+	ctx, stop := context.WithCancel(r.ctx)
+	s := &shard{r: r, addr: addr, stop: stop, changed: make(chan struct{}, 1), held: make(map[string]*heldChannel)}
+	if !r.a.spawn(func() { s.run(ctx) }) {
+		stop()
+	}
+	return s
+}
+
+func (s *shard) add(ch string, lost bool) {
+	s.mu.Lock()
+	delete(s.dels, ch)
+	if s.adds == nil {
+		s.adds = make(map[string]bool)
+	}
+	s.adds[ch] = lost
+	s.mu.Unlock()
+	s.signal()
+}
+
+func (s *shard) remove(ch string) {
+	s.mu.Lock()
+	delete(s.adds, ch)
+	if s.dels == nil {
+		s.dels = make(map[string]struct{})
+	}
+	s.dels[ch] = struct{}{}
+	s.mu.Unlock()
+	s.signal()
+}
+
+func (s *shard) signal() {
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
+}
+
+// onSubscription runs on the connection's reader goroutine: it only notes
+// sunsubscribe pushes, ours and the unrequested ones alike.
+func (s *shard) onSubscription(p rueidis.PubSubSubscription) {
+	if p.Kind != "sunsubscribe" {
+		return
+	}
+	s.mu.Lock()
+	s.unsubs = append(s.unsubs, p.Channel)
+	s.mu.Unlock()
+	s.signal()
+}
+
+// run connects, and connects again after each failure with back-off, until
+// ctx ends.
+func (s *shard) run(ctx context.Context) {
+	backoff := minShardBackoff
+	var down time.Time // when the current outage began; zero while connected
+	defer func() {
+		if !down.IsZero() {
+			s.r.down.Add(-1)
+		}
+	}()
+	for {
+		err := s.serve(ctx, func() {
+			if !down.IsZero() {
+				s.r.a.log.Info("room channels re-subscribed", "master", s.addr, "channels", len(s.held), "after", time.Since(down).Round(time.Millisecond))
+				down = time.Time{}
+				s.r.down.Add(-1)
+			}
+			backoff = minShardBackoff
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		for _, h := range s.held {
+			if h.on {
+				h.on, h.lost = false, true
+			}
+		}
+		if down.IsZero() {
+			down = time.Now()
+			s.r.down.Add(1)
+			s.r.a.log.Warn("room channels' connection to a cluster master failed; re-subscribing with back-off", "master", s.addr, "channels", len(s.held), "err", err)
+		} else {
+			s.r.a.log.Debug("room channels: reconnecting", "master", s.addr, "err", err, "in", backoff)
+		}
+		s.r.report(shardEvent{shard: s})
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return
+		}
+		backoff = min(2*backoff, maxShardBackoff)
+	}
+}
+
+// serve holds one connection until it fails or ctx ends: it subscribes
+// every held channel, then applies the changes as they come. It calls
+// ready each time nothing is left to subscribe.
+func (s *shard) serve(ctx context.Context, ready func()) error {
+	node, ok := s.r.a.client.Nodes()[s.addr]
+	if !ok {
+		return fmt.Errorf("%s: %w", s.addr, errNoSuchNode)
+	}
+	dc, _ := node.Dedicate()
+	defer dc.Close()
+	failed := dc.SetPubSubHooks(rueidis.PubSubHooks{OnMessage: s.r.a.onMessage, OnSubscription: s.onSubscription})
+	s.mu.Lock()
+	s.unsubs = nil // of an earlier connection
+	s.mu.Unlock()
+	s.todo = s.todo[:0]
+	for ch := range s.held {
+		s.todo = append(s.todo, ch)
+	}
+	for {
+		if err := s.apply(ctx, dc); err != nil {
+			return err
+		}
+		ready()
+		select {
+		case <-s.changed:
+		case err := <-failed:
+			if err == nil {
+				err = errors.New("connection closed")
+			}
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// apply unsubscribes the channels the manager took away, hands back those
+// Redis dropped, and subscribes the rest.
+func (s *shard) apply(ctx context.Context, dc rueidis.DedicatedClient) error {
+	s.mu.Lock()
+	adds, dels := s.adds, s.dels
+	s.adds, s.dels = nil, nil
+	s.mu.Unlock()
+
+	var unsub []rueidis.Completed
+	for ch := range dels {
+		if h, ok := s.held[ch]; ok {
+			delete(s.held, ch)
+			if h.on {
+				unsub = append(unsub, s.r.rc.unsubscribeRoom(dc.B(), ch))
+			}
+		}
+	}
+	for len(unsub) > 0 {
+		n := min(len(unsub), subscribeBatch)
+		if err := s.do(ctx, dc, unsub[:n], nil); err != nil {
+			return err
+		}
+		unsub = unsub[n:]
+	}
+
+	// Taken after our own SUNSUBSCRIBEs: a push for a channel still held
+	// is Redis's doing (slot migrated, master demoted).
+	s.mu.Lock()
+	unsubs := s.unsubs
+	s.unsubs = nil
+	s.mu.Unlock()
+	for _, ch := range unsubs {
+		if h, ok := s.held[ch]; ok && h.on {
+			delete(s.held, ch)
+			s.r.report(shardEvent{shard: s, channel: ch, lost: true})
+		}
+	}
+
+	for ch, lost := range adds {
+		if _, ok := s.held[ch]; ok {
+			continue // taken away and given back before this shard looked
+		}
+		s.held[ch] = &heldChannel{lost: lost}
+		s.todo = append(s.todo, ch)
+	}
+	for len(s.todo) > 0 {
+		n := min(len(s.todo), subscribeBatch)
+		var cmds []rueidis.Completed
+		var chans []string
+		for _, ch := range s.todo[:n] {
+			if h, ok := s.held[ch]; ok && !h.on {
+				cmds = append(cmds, s.r.rc.subscribeRoom(dc.B(), ch))
+				chans = append(chans, ch)
+			}
+		}
+		if err := s.do(ctx, dc, cmds, chans); err != nil {
+			return err
+		}
+		s.todo = s.todo[n:]
+	}
+	s.todo = nil
+	return nil
+}
+
+// do pipelines cmds and waits for every answer. With chans (the channels
+// of SSUBSCRIBE commands), each confirmed channel is marked subscribed and
+// each refused one (MOVED, CLUSTERDOWN...) handed back to the manager. An
+// error that is not Redis's answer means the connection failed.
+func (s *shard) do(ctx context.Context, dc rueidis.DedicatedClient, cmds []rueidis.Completed, chans []string) error {
+	if len(cmds) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.r.a.opts.RequestTimeout)
+	defer cancel()
+	for i, res := range dc.DoMulti(ctx, cmds...) {
+		err := res.Error()
+		if _, isRedis := rueidis.IsRedisErr(err); err != nil && !isRedis {
+			return err
+		}
+		if chans == nil {
+			if err != nil {
+				s.r.a.log.Debug("room channels: sunsubscribe", "master", s.addr, "err", err)
+			}
+			continue
+		}
+		h := s.held[chans[i]]
+		if err != nil {
+			s.r.a.log.Debug("room channels: ssubscribe refused", "master", s.addr, "channel", chans[i], "err", err)
+			delete(s.held, chans[i])
+			s.r.report(shardEvent{shard: s, channel: chans[i], lost: h.lost})
+			continue
+		}
+		h.on = true
+		if h.lost {
+			h.lost = false
+			s.r.a.stats.resubscribes.Add(1)
+		}
+	}
+	return nil
+}

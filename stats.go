@@ -1,0 +1,75 @@
+package redisadapter
+
+import "sync/atomic"
+
+// Stats are the adapter's counters since New. Read them with Adapter.Stats.
+type Stats struct {
+	// Published counts messages Redis took from this node (broadcasts, requests, responses).
+	Published uint64
+	// PublishFailures counts queued messages Redis did not take (unreachable, refused, timed out).
+	PublishFailures uint64
+	// Resent counts stream entries sent again because a try may not have reached Redis, in streams mode.
+	Resent uint64
+	// Received counts messages read from Redis, own messages included.
+	Received uint64
+	// Malformed counts received messages dropped as undecodable, oversized or of unknown type.
+	Malformed uint64
+	// QueueFull counts received messages dropped because a receive queue was full.
+	QueueFull uint64
+	// SlowSocketDrops counts events not delivered to a local socket whose queue was full.
+	SlowSocketDrops uint64
+	// RequestTimeouts counts requests that ended before every node answered
+	// (for EmitWithAck: before every node and every client answered).
+	RequestTimeouts uint64
+	// Resubscribes counts subscriptions renewed after a dropped connection or a server-side unsubscribe.
+	Resubscribes uint64
+	// StreamGaps counts the times this node found stream entries trimmed (or deleted) before it read them, in streams mode: broadcasts it never delivered. Each is logged.
+	StreamGaps uint64
+	// StreamDuplicates counts stream entries dropped as a second copy a publisher's resend left, in streams mode.
+	StreamDuplicates uint64
+	// IDCollisions counts socket ids seen on two nodes at once, or not made by SessionIDGenerator.
+	IDCollisions uint64
+	// QueueDepth is how many received messages wait to be handled now.
+	QueueDepth int
+	// Sockets is how many sockets of this node the adapter tracks now, over every namespace.
+	Sockets int
+	// Subscribed is whether every subscription of this node is live now, room channels' connections included.
+	Subscribed bool
+}
+
+type counters struct {
+	received, malformed, queueFull, slowSocket, timeouts, resubscribes, collisions, streamGaps, streamDuplicates atomic.Uint64
+}
+
+// Stats returns a snapshot of the counters. It is cheap and never blocks
+// for long.
+func (a *Adapter) Stats() Stats {
+	c := &a.stats
+	return Stats{
+		Published:        a.published.Load(),
+		PublishFailures:  a.failures.Load(),
+		Resent:           a.resent.Load(),
+		Received:         c.received.Load(),
+		Malformed:        c.malformed.Load(),
+		QueueFull:        c.queueFull.Load(),
+		SlowSocketDrops:  c.slowSocket.Load(),
+		RequestTimeouts:  c.timeouts.Load(),
+		Resubscribes:     c.resubscribes.Load(),
+		IDCollisions:     c.collisions.Load(),
+		StreamGaps:       c.streamGaps.Load(),
+		StreamDuplicates: c.streamDuplicates.Load(),
+		QueueDepth:       len(a.broadcasts) + len(a.requests) + len(a.responses),
+		Sockets:          a.trackedSockets(),
+		Subscribed:       a.subs.isLive() && a.roomShardsDown() == 0,
+	}
+}
+
+func (a *Adapter) trackedSockets() int {
+	n := 0
+	for _, ns := range a.namespaces {
+		ns.mu.RLock()
+		n += len(ns.sockets)
+		ns.mu.RUnlock()
+	}
+	return n
+}

@@ -1,0 +1,283 @@
+package redisadapter
+
+// Connectors from strings: ParseURL's grammar and FromEnv.
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/rueidis"
+)
+
+// ParseURL returns the Connector a Redis URL describes:
+//
+//	redis[s]://[[username]:password@]host[:port][,host[:port]...][/db][?key=value&...]
+//
+// rediss:// turns on TLS, verified against the system roots. Ports default
+// to 6379, the database to 0. One host is a Standalone server; several hosts
+// need a query key saying what they are. The query keys are
+//
+//	master_name        Sentinel: the hosts are sentinels watching this master
+//	sentinel_username  Sentinel: the ACL user on the sentinels
+//	sentinel_password  Sentinel: the password on the sentinels
+//	cluster            Cluster when "true": the hosts are cluster nodes
+//	sharded            Cluster with sharded pub/sub (Redis 7) when "true"
+//	streams            streams mode when "true": the shape above wrapped in Streams
+//	dial_timeout       Standalone: how long to wait for a connection (time.ParseDuration; default 5s)
+//	protocol           Standalone: "2" speaks RESP2 only, for servers and proxies that accept
+//	                   HELLO 3 but cannot mix pub/sub and commands on one RESP3 connection
+//	                   (miniredis, some proxies); "3", the default, negotiates RESP3
+//
+// Any other key is an error, so a typo is not silently ignored. For example,
+// "rediss://app:s3cret@redis.internal:6380/2?dial_timeout=2s" is database 2
+// on redis.internal:6380 over TLS as ACL user app, and
+// "redis://:pw@10.0.0.1:26379,10.0.0.2:26379?master_name=mymaster" is the
+// master "mymaster" found through two sentinels, with password pw on the
+// data nodes.
+func ParseURL(raw string) (Connector, error) {
+	u, err := parseURL(raw)
+	if err != nil {
+		return nil, err
+	}
+	return u.connector(raw)
+}
+
+// redisURL is a parsed Redis URL.
+type redisURL struct {
+	tls                bool
+	host               string // the first host, for TLS server name verification
+	username, password string
+	addrs              []string
+	db                 int
+	dialTimeout        time.Duration
+	resp2              bool
+	masterName         string
+	sentinelUser       string
+	sentinelPass       string
+	cluster            bool
+	sharded            bool
+	streams            bool
+	clusterOff         bool // cluster=false said explicitly
+}
+
+func parseURL(raw string) (redisURL, error) {
+	var r redisURL
+	scheme, rest, ok := strings.Cut(raw, "://")
+	switch {
+	case !ok:
+		return r, fmt.Errorf("%w: redis URL %q: want redis://host[:port]", ErrConfig, raw)
+	case scheme == "rediss":
+		r.tls = true
+	case scheme != "redis":
+		return r, fmt.Errorf("%w: redis URL scheme %q: want redis or rediss", ErrConfig, scheme)
+	}
+	// url.Parse rejects several hosts, so split them off first and parse the
+	// rest with the first host in their place.
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	authority, tail := rest[:end], rest[end:]
+	userinfo := ""
+	if at := strings.LastIndex(authority, "@"); at >= 0 {
+		userinfo, authority = authority[:at+1], authority[at+1:]
+	}
+	hosts := strings.Split(authority, ",")
+	u, err := url.Parse(scheme + "://" + userinfo + hosts[0] + tail)
+	if err != nil {
+		return r, fmt.Errorf("%w: redis URL: %w", ErrConfig, err)
+	}
+	for _, h := range hosts {
+		hu, err := url.Parse("redis://" + h)
+		if err != nil || hu.Hostname() == "" {
+			return r, fmt.Errorf("%w: redis URL host %q is not host[:port]", ErrConfig, h)
+		}
+		port := hu.Port()
+		if port == "" {
+			port = "6379"
+		}
+		r.addrs = append(r.addrs, net.JoinHostPort(hu.Hostname(), port))
+	}
+	r.host = u.Hostname()
+	if u.User != nil {
+		r.username = u.User.Username()
+		r.password, _ = u.User.Password()
+	}
+	if db := strings.Trim(u.Path, "/"); db != "" {
+		n, err := strconv.Atoi(db)
+		if err != nil || n < 0 {
+			return r, fmt.Errorf("%w: redis URL database %q is not a number", ErrConfig, db)
+		}
+		r.db = n
+	}
+	for key, vals := range u.Query() {
+		v := vals[0]
+		switch key {
+		case "dial_timeout":
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				return r, fmt.Errorf("%w: redis URL dial_timeout %q", ErrConfig, v)
+			}
+			r.dialTimeout = d
+		case "protocol":
+			if v != "2" && v != "3" {
+				return r, fmt.Errorf("%w: redis URL protocol=%q is not 2 or 3", ErrConfig, v)
+			}
+			r.resp2 = v == "2"
+		case "master_name":
+			r.masterName = v
+		case "sentinel_username":
+			r.sentinelUser = v
+		case "sentinel_password":
+			r.sentinelPass = v
+		case "cluster":
+			if r.cluster, err = strconv.ParseBool(v); err != nil {
+				return r, fmt.Errorf("%w: redis URL cluster=%q is not true or false", ErrConfig, v)
+			}
+			r.clusterOff = !r.cluster
+		case "streams":
+			if r.streams, err = strconv.ParseBool(v); err != nil {
+				return r, fmt.Errorf("%w: redis URL streams=%q is not true or false", ErrConfig, v)
+			}
+		case "sharded":
+			if r.sharded, err = strconv.ParseBool(v); err != nil {
+				return r, fmt.Errorf("%w: redis URL sharded=%q is not true or false", ErrConfig, v)
+			}
+		default:
+			return r, fmt.Errorf("%w: redis URL query key %q is not supported", ErrConfig, key)
+		}
+	}
+	return r, nil
+}
+
+func (r redisURL) tlsConfig() *tls.Config {
+	if !r.tls {
+		return nil
+	}
+	return &tls.Config{ServerName: r.host, MinVersion: tls.VersionTLS12}
+}
+
+// connector picks the deployment shape, in streams mode when asked; raw
+// is the URL it came from.
+func (r redisURL) connector(raw string) (Connector, error) {
+	c, err := r.shape(raw)
+	if err != nil || !r.streams {
+		return c, err
+	}
+	return Streams{Connector: c}, nil
+}
+
+// shape is the Standalone, Sentinel or Cluster connector r describes.
+func (r redisURL) shape(raw string) (Connector, error) {
+	if r.sharded && r.clusterOff {
+		return nil, fmt.Errorf("%w: sharded pub/sub needs a cluster, and cluster is false", ErrConfig)
+	}
+	r.cluster = r.cluster || r.sharded
+	switch {
+	case r.masterName != "" && r.cluster:
+		return nil, fmt.Errorf("%w: a master name (Sentinel) and a cluster (cluster or sharded true) exclude each other", ErrConfig)
+	case r.masterName == "" && (r.sentinelUser != "" || r.sentinelPass != ""):
+		return nil, fmt.Errorf("%w: sentinel credentials without a master name", ErrConfig)
+	case (r.dialTimeout != 0 || r.resp2) && (r.masterName != "" || r.cluster):
+		return nil, fmt.Errorf("%w: dial_timeout and protocol apply to a standalone server only", ErrConfig)
+	case r.masterName != "":
+		return Sentinel{MasterName: r.masterName, Addrs: r.addrs, Username: r.username, Password: r.password,
+			SentinelUsername: r.sentinelUser, SentinelPassword: r.sentinelPass, DB: r.db, TLSConfig: r.tlsConfig()}, nil
+	case r.cluster:
+		if r.db != 0 {
+			return nil, fmt.Errorf("%w: a cluster has only database 0", ErrConfig)
+		}
+		return Cluster{Addrs: r.addrs, Username: r.username, Password: r.password, TLSConfig: r.tlsConfig(), Sharded: r.sharded}, nil
+	case len(r.addrs) > 1:
+		return nil, fmt.Errorf("%w: %d hosts in the redis URL: say what they are (master_name for Sentinel, cluster=true)", ErrConfig, len(r.addrs))
+	}
+	return Standalone{URL: raw}, nil
+}
+
+// clientOption is the rueidis option of a standalone URL.
+func (r redisURL) clientOption() (rueidis.ClientOption, error) {
+	if len(r.addrs) != 1 || r.masterName != "" || r.cluster {
+		return rueidis.ClientOption{}, fmt.Errorf("%w: Standalone takes a URL with one host and neither master_name nor cluster", ErrConfig)
+	}
+	opt := rueidis.ClientOption{
+		InitAddress: r.addrs,
+		Username:    r.username,
+		Password:    r.password,
+		SelectDB:    r.db,
+		TLSConfig:   r.tlsConfig(),
+	}
+	opt.Dialer.Timeout = r.dialTimeout
+	opt.AlwaysRESP2 = r.resp2
+	return opt, nil
+}
+
+// FromEnv returns the Connector the environment describes, with the names of
+// the Socket.IO deployment guide:
+//
+//	REDIS_URL          the server(s), in the grammar of ParseURL (default redis://127.0.0.1:6379);
+//	                   several hosts comma-separated: redis://user:pass@host-a:6379,host-b:6379
+//	REDIS_PASSWORD     the password on the data nodes, replacing the URL's
+//	REDIS_MASTER_NAME  Sentinel: the URL's hosts are sentinels watching this master
+//	REDIS_CLUSTER      "true": the URL's hosts are Redis Cluster nodes
+//	REDIS_SHARDED      "true": a Redis Cluster with sharded pub/sub (SPUBLISH/SSUBSCRIBE, Redis 7)
+//	REDIS_STREAMS      "true": streams mode (Streams, Node's redis-streams-adapter) over any of the
+//	                   shapes above; with REDIS_SHARDED=true its requests and answers use sharded pub/sub
+//
+// A bad combination (a master name with a cluster, REDIS_SHARDED=true with
+// REDIS_CLUSTER=false, several hosts with neither) is an error wrapping ErrConfig, so a misconfigured node fails at
+// start instead of hanging.
+func FromEnv() (Connector, error) {
+	raw := os.Getenv("REDIS_URL")
+	if raw == "" {
+		raw = "redis://127.0.0.1:6379"
+	}
+	u, err := parseURL(raw)
+	if err != nil {
+		return nil, fmt.Errorf("REDIS_URL: %w", err)
+	}
+	if name := os.Getenv("REDIS_MASTER_NAME"); name != "" {
+		u.masterName = name
+	}
+	if v := os.Getenv("REDIS_CLUSTER"); v != "" {
+		if u.cluster, err = strconv.ParseBool(v); err != nil {
+			return nil, fmt.Errorf("%w: REDIS_CLUSTER=%q is not true or false", ErrConfig, v)
+		}
+		u.clusterOff = !u.cluster
+	}
+	if v := os.Getenv("REDIS_SHARDED"); v != "" {
+		if u.sharded, err = strconv.ParseBool(v); err != nil {
+			return nil, fmt.Errorf("%w: REDIS_SHARDED=%q is not true or false", ErrConfig, v)
+		}
+	}
+	if v := os.Getenv("REDIS_STREAMS"); v != "" {
+		if u.streams, err = strconv.ParseBool(v); err != nil {
+			return nil, fmt.Errorf("%w: REDIS_STREAMS=%q is not true or false", ErrConfig, v)
+		}
+	}
+	pw := os.Getenv("REDIS_PASSWORD")
+	if pw != "" {
+		u.password = pw
+	}
+	c, err := u.connector(raw)
+	if err != nil {
+		return nil, fmt.Errorf("REDIS_URL and REDIS_*: %w", err)
+	}
+	switch s := c.(type) {
+	case Standalone:
+		s.Password = pw
+		c = s
+	case Streams:
+		if st, ok := s.Connector.(Standalone); ok {
+			st.Password = pw
+			s.Connector = st
+			c = s
+		}
+	}
+	return c, nil
+}
