@@ -62,8 +62,9 @@
 // counted in Stats.SlowSocketDrops, rather than stalling the others.
 //
 // While its subscriptions are down (Redis lost, a failover) a node knows
-// it: Ping fails, Emit and the remote operations do not publish, and
-// requests wait for the subscriptions within their timeout; all of them
+// it: Ping fails, Emit and the remote operations do not publish (in
+// streams mode broadcasts still go to the stream, for the others to read),
+// and requests wait for the subscriptions within their timeout; all of them
 // then fail with ErrUnavailable. The subscriptions are renewed every 50 ms
 // at most while Redis is away.
 //

@@ -46,12 +46,17 @@ var _ Connector = Streams{}
 // @socket.io/redis-streams-adapter 0.3.x with the same settings. Unlike
 // pub/sub, a broadcast published while a node's connection to Redis is down
 // is not lost for it: the node reads it when it is back, in order, once.
-// What can still be lost (README, "pub/sub or streams?"): entries trimmed
-// before a node read them (more than MaxLen published while it was away;
-// counted in Stats.StreamGaps), a Sentinel failover's unreplicated tail,
-// and, without AOF, everything on a Redis restart. Requests and answers go
-// through pub/sub, as in Node, and are lost in an outage (the requester
-// times out).
+// An XADD that fails in a way that may have left it out of Redis (a dropped
+// connection, a timeout, a Redis loading or failing over) is sent again
+// until Redis takes it (Stats.Resent), and readers drop the second copy
+// when the first had been written after all (Stats.StreamDuplicates). What
+// can still be lost (README, "pub/sub or streams?"): entries trimmed before
+// a node read them (more than MaxLen published while it was away; counted
+// in Stats.StreamGaps), a failover's unreplicated tail, everything on a
+// restart of a Redis without AOF, an entry Redis refuses for good, and
+// entries still being resent when Close gives up (both reported). Requests
+// and answers go through pub/sub, as in Node, and are lost in an outage
+// (the requester times out).
 //
 // Each stream lives on one Redis node: in a cluster, on the shard owning
 // its key's slot; Count spreads namespaces over several streams.
