@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http/httptest"
 	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -439,6 +440,12 @@ func TestNewErrors(t *testing.T) {
 	ctx := bg(t)
 	_, err := redisadapter.New(ctx, socketio.NewServer(nil), redisadapter.Standalone{URL: "redis://:wrong@" + srv.Addr()}, nil)
 	require.ErrorContains(t, err, "WRONGPASS")
+	require.NotErrorIs(t, err, redisadapter.ErrUnavailable, "Redis answered: it refused")
+
+	// Nothing listens there: Redis unavailable, which a caller can test for.
+	_, err = redisadapter.New(ctx, socketio.NewServer(nil), redisadapter.Standalone{URL: "redis://127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))}, nil)
+	require.ErrorIs(t, err, redisadapter.ErrUnavailable)
+	require.ErrorContains(t, err, "connection refused")
 
 	a, err := redisadapter.New(ctx, socketio.NewServer(nil), redisadapter.Standalone{URL: "redis://" + srv.Addr(), Password: "right"}, nil)
 	require.NoError(t, err)
@@ -449,6 +456,32 @@ func TestNewErrors(t *testing.T) {
 	require.ErrorIs(t, err, redisadapter.ErrConfig)
 	_, err = redisadapter.New(ctx, socketio.NewServer(nil), redisadapter.Standalone{URL: srv.URL()}, &redisadapter.Options{Key: "a#b"})
 	require.ErrorIs(t, err, redisadapter.ErrConfig)
+}
+
+// The namespace-wide operations act on a namespace's servers: on an
+// operator narrowed to sockets they fail rather than ignore the narrowing.
+func TestNamespaceWideOperationsRefuseNarrowing(t *testing.T) {
+	srv := redistest.Start(t)
+	n := startNode(t, redisadapter.Standalone{URL: srv.URL()}, nil)
+	for name, op := range map[string]redisadapter.BroadcastOperator{
+		"To": n.a.To("r"), "Except": n.a.Of("/").Except("r"), "Local": n.a.Of("/").Local(),
+	} {
+		_, err := op.AllRooms(bg(t))
+		require.ErrorIs(t, err, redisadapter.ErrConfig, "AllRooms after %s", name)
+		_, err = op.ServerCount(bg(t))
+		require.ErrorIs(t, err, redisadapter.ErrConfig, "ServerCount after %s", name)
+		_, err = op.ServerSideEmit(bg(t), "ev")
+		require.ErrorIs(t, err, redisadapter.ErrConfig, "ServerSideEmit after %s", name)
+	}
+	count, err := n.a.Of("/").ServerCount(bg(t))
+	require.NoError(t, err)
+	require.Equal(t, 1, count)
+
+	e, err := redisadapter.NewEmitter(bg(t), redisadapter.Standalone{URL: srv.URL()}, nil)
+	require.NoError(t, err)
+	defer e.Close(bg(t))
+	require.ErrorIs(t, e.To("r").ServerSideEmit(bg(t), "ev"), redisadapter.ErrConfig)
+	require.NoError(t, e.ServerSideEmit(bg(t), "ev"))
 }
 
 // Default session ids collide across nodes; the adapter says so.
