@@ -167,6 +167,10 @@ func (r *streamReader) duplicate(e rueidis.XRangeEntry) bool {
 	return false
 }
 
+// gapCheckPatience is how long after an outage a reader keeps trying to
+// check the stream for a gap before it reads on without the check.
+const gapCheckPatience = 5 * time.Second
+
 // blockTime is how long one XREAD waits for an entry (Node's blockTimeInMs).
 const blockTime = 5 * time.Second
 
@@ -174,10 +178,28 @@ func (r *streamReader) run(ctx context.Context) {
 	a := r.a
 	backoff := minBackoff
 	var downSince time.Time
-	recheck := false // after an outage: check the stream before reading it again
+	var recheck time.Time // since when the stream is to be checked before it is read again (after an outage)
 	for {
-		if recheck && r.checkGap(ctx) {
-			recheck = false
+		if !recheck.IsZero() {
+			// The check must come before the read: the read moves the offset
+			// past a gap. The connection it goes out on may come back a little
+			// after the read's, so it is tried again for a while; a stream
+			// that cannot be checked (XINFO refused) is read anyway.
+			switch {
+			case r.checkGap(ctx):
+				recheck = time.Time{}
+			case time.Since(recheck) < gapCheckPatience:
+				select {
+				case <-time.After(backoff):
+				case <-ctx.Done():
+					return
+				}
+				backoff = min(backoff*2, maxBackoff)
+				continue
+			default:
+				a.log.Warn("stream read again without checking it for a gap", "stream", r.stream)
+				recheck = time.Time{}
+			}
 		}
 		cmd := a.client.B().Xread().Count(int64(r.p.readCount)).Block(blockTime.Milliseconds()).
 			Streams().Key(r.stream).Id(r.offset).Build()
@@ -190,7 +212,9 @@ func (r *streamReader) run(ctx context.Context) {
 				downSince = time.Now()
 				a.log.Warn("stream read failed; reading again from the last entry read", "stream", r.stream, "err", err)
 			}
-			recheck = true
+			if recheck.IsZero() {
+				recheck = time.Now()
+			}
 			select {
 			case <-time.After(backoff):
 			case <-ctx.Done():
