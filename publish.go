@@ -5,10 +5,8 @@ package redisadapter
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -103,18 +101,31 @@ func newPublisher(client rueidis.Client, proto protocol, o Options, uid string, 
 // with ErrClosed after Close, and with ErrPublish when the queue stays full
 // (Options.PublishQueue) until ctx ends or RequestTimeout passes. When the
 // last batch did not reach Redis it waits for this message's answer instead
-// of queueing blindly, so that an outage reaches the caller. The gate is
-// asked first.
+// of queueing blindly, so that an outage reaches the caller; a stream entry
+// does not wait: it is sent again until Redis takes it, and the queue it
+// joins bounds how many wait for that. The gate is asked first.
 func (p *publisher) publish(ctx context.Context, channel string, payload []byte) error {
 	if p.gate != nil {
 		if err := p.gate(); err != nil {
 			return err
 		}
 	}
+	return p.queueMessage(ctx, channel, payload, p.isDown() && !isStreamEntry(channel), false)
+}
+
+func (p *publisher) isDown() bool {
 	p.mu.Lock()
-	down := p.down
-	p.mu.Unlock()
-	return p.queueMessage(ctx, channel, payload, down, false)
+	defer p.mu.Unlock()
+	return p.down
+}
+
+// duringOutage marks err, a wait that ran out, with ErrUnavailable when the
+// last batch did not reach Redis: that is why nothing came.
+func (p *publisher) duringOutage(err error) error {
+	if p.isDown() {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return err
 }
 
 // publishWait queues payload and waits for Redis's answer, up to ctx and
@@ -172,7 +183,7 @@ func (p *publisher) queueMessage(ctx context.Context, channel string, payload []
 		return nil
 	case <-ctx.Done():
 		if o.giveUp() {
-			return fmt.Errorf("%w: %s: no answer from Redis (sent only if it had left already): %w", ErrPublish, channel, ctx.Err())
+			return fmt.Errorf("%w: %s: no answer from Redis (sent only if it had left already): %w", ErrPublish, channel, p.duringOutage(ctx.Err()))
 		}
 		if err := <-o.done; err != nil {
 			return fmt.Errorf("%w: %s: %w", ErrPublish, channel, unreachable(err))
@@ -200,7 +211,7 @@ func (p *publisher) put(ctx context.Context, deadline time.Time, o *outgoing) er
 		select {
 		case <-space:
 		case <-ctx.Done():
-			return fmt.Errorf("%w: publish queue full (%d bytes): %w", ErrPublish, p.opts.PublishQueue, ctx.Err())
+			return fmt.Errorf("%w: publish queue full (%d bytes): %w", ErrPublish, p.opts.PublishQueue, p.duringOutage(ctx.Err()))
 		}
 		p.mu.Lock()
 	}
@@ -351,69 +362,11 @@ func (p *publisher) sendBatch(batch []*outgoing) {
 	}
 }
 
+// do sends cmds as one pipeline, within RequestTimeout.
 func (p *publisher) do(cmds []rueidis.Completed) []rueidis.RedisResult {
 	ctx, cancel := context.WithTimeout(context.Background(), p.opts.RequestTimeout)
 	defer cancel()
 	return p.client.DoMulti(ctx, cmds...)
-}
-
-// resend sends the durable messages of a batch whose first try may have
-// left them out of Redis again, in order, until Redis has them, refuses
-// them for good, or the client is closed (Close gave up waiting); their
-// last results replace the failures. Meanwhile publish waits for its
-// answer (p.down), and the queue waits behind: order is kept. A message
-// whose waiter gave up is not sent again.
-func (p *publisher) resend(sent []*outgoing, results []rueidis.RedisResult) {
-	backoff := minBackoff
-	for {
-		var idx []int
-		var cmds []rueidis.Completed
-		i := 0
-		for _, o := range sent {
-			if o.flush {
-				continue
-			}
-			if o.durable && mayResend(results[i].Error()) && (o.done == nil || o.state.Load() == taken) {
-				idx = append(idx, i)
-				cmds = append(cmds, o.cmd)
-			}
-			i++
-		}
-		if len(idx) == 0 {
-			return
-		}
-		p.mu.Lock()
-		p.down = true
-		p.mu.Unlock()
-		p.logFailure(results[idx[0]].Error())
-		time.Sleep(backoff)
-		backoff = min(backoff*2, maxBackoff)
-		p.resent.Add(uint64(len(cmds)))
-		for k, r := range p.do(cmds) {
-			results[idx[k]] = r
-		}
-	}
-}
-
-// mayResend reports whether a failed command may not have reached Redis
-// and may succeed if sent again: the connection broke or timed out, or
-// Redis was briefly unable to take a write (loading its data, a replica
-// until the failover, a cluster reconfiguring). A stream entry is a
-// single write: an error reply means Redis did not add it.
-func mayResend(err error) bool {
-	if err == nil || errors.Is(err, rueidis.ErrClosing) {
-		return false
-	}
-	re, answered := rueidis.IsRedisErr(err)
-	if !answered {
-		return true
-	}
-	for _, transient := range []string{"LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN"} {
-		if strings.HasPrefix(re.Error(), transient) {
-			return true
-		}
-	}
-	return false
 }
 
 // logFailure logs a failed publish, once a second at most: the count is in

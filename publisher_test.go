@@ -2,6 +2,7 @@ package redisadapter
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"testing"
 	"time"
@@ -101,4 +102,38 @@ func TestPublishQueueBoundsBytes(t *testing.T) {
 	}
 	require.Equal(t, 3, queued, "300-byte messages within 1000 bytes, in flight included")
 	require.NoError(t, p.flush(context.Background()), "markers take no room: Flush waits for Redis, not for room")
+}
+
+// mayResend tells a failure that may have left a write out of Redis, and
+// may succeed later, from one Redis refused for good; the refusals here
+// are real Redis replies.
+func TestMayResend(t *testing.T) {
+	ctx := context.Background()
+	xadd := func(serverArgs []string, stringInPlace bool) error {
+		srv := redistest.Start(t, serverArgs...)
+		c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr()}, DisableCache: true})
+		require.NoError(t, err)
+		defer c.Close()
+		if stringInPlace {
+			require.NoError(t, c.Do(ctx, c.B().Set().Key("s").Value("x").Build()).Error())
+		}
+		err = c.Do(ctx, c.B().Xadd().Key("s").Id("*").FieldValue().FieldValue("f", "v").Build()).Error()
+		_, answered := rueidis.IsRedisErr(err)
+		require.True(t, answered, "%v", err)
+		return err
+	}
+	for _, c := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"success", nil, false},
+		{"client closed", rueidis.ErrClosing, false},
+		{"connection dropped", io.EOF, true},
+		{"timed out", context.DeadlineExceeded, true},
+		{"too few replicas (NOREPLICAS)", xadd([]string{"--min-replicas-to-write", "1"}, false), true},
+		{"key of another type (WRONGTYPE)", xadd(nil, true), false},
+	} {
+		require.Equal(t, c.want, mayResend(c.err), "%s: %v", c.name, c.err)
+	}
 }

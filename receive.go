@@ -132,12 +132,22 @@ func (a *Adapter) receiveLoop(ctx context.Context, sub subscription) {
 			backoff = minBackoff
 			a.log.Warn("subscription lost; subscribing again", "err", err)
 		}
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
+		if !sleepCtx(ctx, backoff) {
 			return
 		}
 		backoff = min(backoff*2, maxBackoff)
+	}
+}
+
+// sleepCtx waits d, or until ctx ends: it reports whether d passed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 

@@ -101,8 +101,8 @@ type streamReader struct {
 }
 
 // producedSeqs is what a reader read from one producer: its highest
-// number, which of the seqWindow numbers below it it read, and the time (of
-// the entry id) of the last entry.
+// number, which of the seqWindow numbers up to it it read, and the time (of
+// the entry id) of its last entry.
 type producedSeqs struct {
 	high uint64
 	seen [seqWindow / 64]uint64 // bit n%seqWindow: number n read
@@ -113,22 +113,26 @@ type producedSeqs struct {
 // carries at most one batch (maxBatch) of entries.
 const seqWindow = 4 * maxBatch
 
-// Producers unheard of for producerIdle are forgotten once there are more
-// than maxProducers: a resend comes within seconds, and a restarted node is
-// a new producer.
+// A reader remembers maxProducers producers at most, forgetting the one
+// heard of least recently: a resend comes within seconds of the first try,
+// and a restarted node (or a new Emitter) is a new producer. A producer
+// name longer than maxProducerName is not ours (ours are 12 characters):
+// its entries are read without a duplicate check.
 const (
-	maxProducers = 1024
-	producerIdle = 10 * 60 * 1000 // ms
+	maxProducers    = 1024
+	maxProducerName = 32
 )
 
 // duplicate reports whether e is the second copy of an entry already read
 // (its producer resent it), and records it otherwise. An entry without a
 // number (Node's) is never one. A number read out of order is not a
-// duplicate (a resent entry can follow a later one that went through);
-// one more than seqWindow below the highest is taken for one.
+// duplicate (a resent entry can follow a later one that went through); one
+// more than seqWindow below the highest starts the producer's numbers
+// afresh (no resend goes that far back), so that a forged high number
+// cannot silence a producer.
 func (r *streamReader) duplicate(e rueidis.XRangeEntry) bool {
 	producer, n, ok := strings.Cut(e.FieldValues["seq"], ":")
-	if !ok {
+	if !ok || len(producer) > maxProducerName {
 		return false
 	}
 	seq, err := strconv.ParseUint(n, 10, 64)
@@ -142,34 +146,45 @@ func (r *streamReader) duplicate(e rueidis.XRangeEntry) bool {
 			r.produced = make(map[string]*producedSeqs)
 		}
 		if len(r.produced) >= maxProducers {
-			for k, q := range r.produced {
-				if q.ms+producerIdle < ms {
-					delete(r.produced, k)
-				}
-			}
+			r.forgetOldestProducer()
 		}
 		p = &producedSeqs{}
 		r.produced[producer] = p
 	}
 	p.ms = ms
+	bit := func(n uint64) (*uint64, uint64) { return &p.seen[n%seqWindow/64], 1 << (n % 64) }
 	switch {
+	case seq > p.high && seq-p.high >= seqWindow, seq+seqWindow <= p.high:
+		p.seen = [seqWindow / 64]uint64{}
+		p.high = seq
 	case seq > p.high:
-		for i := p.high + 1; i < seq && i <= p.high+seqWindow; i++ {
-			p.seen[i%seqWindow/64] &^= 1 << (i % 64) // numbers skipped: not read
+		for i := p.high + 1; i < seq; i++ {
+			w, b := bit(i)
+			*w &^= b // numbers skipped: not read
 		}
 		p.high = seq
-	case seq+seqWindow <= p.high:
-		return true
-	case p.seen[seq%seqWindow/64]&(1<<(seq%64)) != 0:
-		return true
+	default:
+		if w, b := bit(seq); *w&b != 0 {
+			return true
+		}
 	}
-	p.seen[seq%seqWindow/64] |= 1 << (seq % 64)
+	w, b := bit(seq)
+	*w |= b
 	return false
 }
 
-// gapCheckPatience is how long after an outage a reader keeps trying to
-// check the stream for a gap before it reads on without the check.
-const gapCheckPatience = 5 * time.Second
+// forgetOldestProducer forgets the producer heard of least recently.
+func (r *streamReader) forgetOldestProducer() {
+	var oldest string
+	var at uint64
+	first := true
+	for k, q := range r.produced {
+		if first || q.ms < at {
+			oldest, at, first = k, q.ms, false
+		}
+	}
+	delete(r.produced, oldest)
+}
 
 // blockTime is how long one XREAD waits for an entry (Node's blockTimeInMs).
 const blockTime = 5 * time.Second
@@ -178,27 +193,26 @@ func (r *streamReader) run(ctx context.Context) {
 	a := r.a
 	backoff := minBackoff
 	var downSince time.Time
-	var recheck time.Time // since when the stream is to be checked before it is read again (after an outage)
+	recheck := false // after an outage: check the stream for a gap before reading it again
 	for {
-		if !recheck.IsZero() {
+		if recheck {
 			// The check must come before the read: the read moves the offset
 			// past a gap. The connection it goes out on may come back a little
-			// after the read's, so it is tried again for a while; a stream
-			// that cannot be checked (XINFO refused) is read anyway.
-			switch {
-			case r.checkGap(ctx):
-				recheck = time.Time{}
-			case time.Since(recheck) < gapCheckPatience:
-				select {
-				case <-time.After(backoff):
-				case <-ctx.Done():
+			// after the read's, so it waits for Redis like the read; only a
+			// Redis that refuses the command itself (an ACL without XINFO, a
+			// proxy without it) has the stream read without it.
+			switch err := r.checkGap(ctx); {
+			case err == nil:
+				recheck = false
+			case commandRefused(err):
+				a.log.Warn("stream read again without checking it for a gap", "stream", r.stream, "err", err)
+				recheck = false
+			default:
+				if !sleepCtx(ctx, backoff) {
 					return
 				}
 				backoff = min(backoff*2, maxBackoff)
 				continue
-			default:
-				a.log.Warn("stream read again without checking it for a gap", "stream", r.stream)
-				recheck = time.Time{}
 			}
 		}
 		cmd := a.client.B().Xread().Count(int64(r.p.readCount)).Block(blockTime.Milliseconds()).
@@ -212,12 +226,8 @@ func (r *streamReader) run(ctx context.Context) {
 				downSince = time.Now()
 				a.log.Warn("stream read failed; reading again from the last entry read", "stream", r.stream, "err", err)
 			}
-			if recheck.IsZero() {
-				recheck = time.Now()
-			}
-			select {
-			case <-time.After(backoff):
-			case <-ctx.Done():
+			recheck = true
+			if !sleepCtx(ctx, backoff) {
 				return
 			}
 			backoff = min(backoff*2, maxBackoff)
@@ -230,7 +240,7 @@ func (r *streamReader) run(ctx context.Context) {
 			downSince = time.Time{}
 		}
 		if len(entries) == r.p.readCount {
-			r.checkGap(ctx) // behind: the entries after offset may be trimmed before they are read
+			_ = r.checkGap(ctx) // behind: the entries after offset may be trimmed before they are read; unchecked if Redis is away
 		}
 		for _, e := range entries {
 			if !r.handle(e) {
@@ -244,9 +254,9 @@ func (r *streamReader) run(ctx context.Context) {
 // checkGap counts and logs entries trimmed (or deleted) after the last
 // entry read: broadcasts this node will never deliver. It logs a stream
 // that ends before the last entry read (a failover lost the tail the
-// replica had not received). It reports whether it could look at the
+// replica had not received). It fails when it could not look at the
 // stream.
-func (r *streamReader) checkGap(ctx context.Context) bool {
+func (r *streamReader) checkGap(ctx context.Context) error {
 	// A few tries: the first command after an outage may go out on a
 	// pipelined connection Redis closed meanwhile (see refreshConnections).
 	var info streamState
@@ -257,8 +267,7 @@ func (r *streamReader) checkGap(ctx context.Context) bool {
 		}
 	}
 	if err != nil {
-		r.a.log.Debug("stream gap not checked", "stream", r.stream, "err", err)
-		return false
+		return err
 	}
 	if idLess(info.last, r.offset) {
 		// Reading goes on after the last entry read: new entries get ids
@@ -266,14 +275,25 @@ func (r *streamReader) checkGap(ctx context.Context) bool {
 		// more than the failover took.
 		r.a.log.Warn("the stream ends before the last entry this node read: a failover lost its tail, or it was recreated",
 			"stream", r.stream, "last_read", r.offset, "stream_end", info.last)
-		return true
+		return nil
 	}
 	if info.gapAfter(r.offset) {
 		r.a.stats.streamGaps.Add(1)
 		r.a.log.Error("stream entries were trimmed before this node read them: broadcasts lost (raise Streams.MaxLen?)",
 			"stream", r.stream, "last_read", r.offset, "first_held", info.first)
 	}
-	return true
+	return nil
+}
+
+// commandRefused reports whether Redis refused a command as such: not
+// allowed to this user, or unknown to it (a proxy).
+func commandRefused(err error) bool {
+	re, ok := rueidis.IsRedisErr(err)
+	if !ok {
+		return false
+	}
+	msg := re.Error()
+	return strings.HasPrefix(msg, "NOPERM") || strings.Contains(msg, "unknown command") || strings.Contains(msg, "unknown subcommand")
 }
 
 // idLess compares two stream ids "<ms>-<seq>"; an id that does not parse

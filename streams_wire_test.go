@@ -180,12 +180,13 @@ func FuzzDecodeStreamEntry(f *testing.F) {
 }
 
 // A reader drops exactly the second copies of a producer's entries: a
-// number read before, or one too far below the highest to tell.
+// number it read before, within seqWindow of the highest.
 func TestStreamReaderDropsSecondCopies(t *testing.T) {
 	r := &streamReader{}
 	entry := func(ms int, seq string) rueidis.XRangeEntry {
 		return rueidis.XRangeEntry{ID: strconv.Itoa(ms) + "-0", FieldValues: map[string]string{"seq": seq}}
 	}
+	far := strconv.Itoa(6 + seqWindow)
 	for _, c := range []struct {
 		seq  string
 		want bool
@@ -195,18 +196,30 @@ func TestStreamReaderDropsSecondCopies(t *testing.T) {
 		{"q:2", false},                 // another producer
 		{"p:6", false}, {"p:5", false}, // a resent entry after a later one: late, not a copy
 		{"p:5", true}, {"p:4", false}, {"p:6", true},
-		{"p:" + strconv.Itoa(6+seqWindow), false},
-		{"p:4", true},                                   // out of the window: taken for a copy
+		{"p:" + far, false}, {"p:" + far, true}, // a jump past the window starts afresh
+		{"p:4", false}, {"p:4", true}, // so does a number far below: it is no resend
+		{"p:5", false},
 		{"", false}, {"p:x", false}, {"nocolon", false}, // no number: Node's, or not ours
+		{strings.Repeat("x", maxProducerName+1) + ":1", false}, // not one of ours: never remembered
+		{strings.Repeat("x", maxProducerName+1) + ":1", false},
 	} {
 		require.Equal(t, c.want, r.duplicate(entry(1000, c.seq)), "seq %q", c.seq)
 	}
 
-	// Producers: idle ones are forgotten once there are maxProducers.
+	// A forged high number does not silence the producer.
+	require.False(t, r.duplicate(entry(1000, "q:18446744073709551615")))
+	require.False(t, r.duplicate(entry(1000, "q:3")))
+	require.True(t, r.duplicate(entry(1000, "q:3")))
+
+	// At most maxProducers are remembered; the one heard of least recently
+	// is forgotten first.
 	for i := range maxProducers {
-		r.duplicate(entry(1000, "x"+strconv.Itoa(i)+":1"))
+		r.duplicate(entry(2000+i, "x"+strconv.Itoa(i)+":1"))
 	}
-	require.Len(t, r.produced, maxProducers+2) // p and q too
-	r.duplicate(entry(1000+producerIdle+1, "new:1"))
-	require.Len(t, r.produced, 1)
+	require.Len(t, r.produced, maxProducers)
+	require.NotContains(t, r.produced, "p")
+	require.Contains(t, r.produced, "x0")
+	r.duplicate(entry(9000, "new:1"))
+	require.Len(t, r.produced, maxProducers)
+	require.NotContains(t, r.produced, "x0")
 }
