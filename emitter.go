@@ -21,6 +21,8 @@ const emitterUID = "emitter"
 // from many goroutines. ServerSideEmit acts on the namespace's servers and
 // fails with ErrConfig on an Emitter narrowed by To or Except. Close closes
 // the shared client for every Emitter derived from the same NewEmitter.
+// The zero Emitter (what NewEmitter returns with an error) has no client:
+// its methods panic.
 type Emitter struct {
 	core *emitterCore
 	t    target

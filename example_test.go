@@ -26,7 +26,13 @@ func ExampleNew() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer a.Close(context.Background())
+	defer func() { // at shutdown: what is queued is sent, for up to 5 s
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := a.Close(ctx); err != nil {
+			log.Print(err)
+		}
+	}()
 
 	server.OnEvent("/", "join", func(s socketio.Conn, post string) {
 		s.Join("post:" + post)
@@ -41,8 +47,7 @@ func ExampleNew() {
 	log.Fatal(http.ListenAndServe(":3000", server))
 }
 
-// Requests to the other nodes: how many readers a post has fleet-wide, and
-// a server-to-server event with acknowledgements.
+// Requests to the other nodes: how many readers a post has fleet-wide.
 func ExampleBroadcastOperator_CountSockets() {
 	var a *redisadapter.Adapter // from New
 	ctx := context.Background()

@@ -240,8 +240,8 @@ func (o BroadcastOperator) FetchSockets(ctx context.Context) ([]RemoteSocket, er
 
 // CountSockets returns how many sockets are selected across the fleet: the
 // size of a room (or of several) cluster-wide. Without Except it asks only
-// for socket ids; with Except, or with sharded pub/sub (whose protocol has
-// no such request), it fetches the sockets. Errors are those of
+// for socket ids; with Except, or in sharded or streams mode (whose
+// protocol has no such request), it fetches the sockets. Errors are those of
 // FetchSockets; the count then covers the nodes that answered.
 func (o BroadcastOperator) CountSockets(ctx context.Context) (int, error) {
 	if err := o.check(); err != nil {

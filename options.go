@@ -80,8 +80,8 @@ func (o *Options) validate() error {
 
 // validNamespace rejects a namespace that would break the channel names.
 func validNamespace(nsp string) error {
-	if !strings.HasPrefix(nsp, "/") || strings.Contains(nsp, "#") {
-		return fmt.Errorf("%w: namespace %q must start with '/' and not contain '#'", ErrConfig, nsp)
+	if !strings.HasPrefix(nsp, "/") || strings.ContainsAny(nsp, "#\x00") {
+		return fmt.Errorf("%w: namespace %q must start with '/' and contain neither '#' nor a NUL byte", ErrConfig, nsp)
 	}
 	return nil
 }

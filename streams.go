@@ -16,8 +16,10 @@ package redisadapter
 //     publisher (random producer name) numbers its entries in the order it
 //     sends them, and sends again an entry whose XADD failed in a way that
 //     may have left it out (a dropped connection); a reader drops an entry
-//     whose number is not past the last one it read from that producer, the
-//     second copy a resend leaves when the first did reach Redis;
+//     whose number it has read from that producer already (within the last
+//     seqWindow numbers), the second copy a resend leaves when the first did
+//     reach Redis. Node's readers do not know seq: in a mixed fleet they
+//     deliver that second copy;
 //   - ephemeral messages (fetch sockets, server-side emits, broadcasts with
 //     acknowledgements) are msgpack of the whole message, PUBLISHed (or
 //     SPUBLISHed) on "<key>#<nsp>#", and answers on the requester's
@@ -48,8 +50,10 @@ var _ Connector = Streams{}
 // is not lost for it: the node reads it when it is back, in order, once.
 // An XADD that fails in a way that may have left it out of Redis (a dropped
 // connection, a timeout, a Redis loading or failing over) is sent again
-// until Redis takes it (Stats.Resent), and readers drop the second copy
-// when the first had been written after all (Stats.StreamDuplicates). What
+// until Redis takes it (Stats.Resent), and Go readers drop the second copy
+// when the first had been written after all (Stats.StreamDuplicates; a
+// Node.js reader delivers it twice). While Redis is away, Emit queues
+// entries without waiting for them (up to Options.PublishQueue). What
 // can still be lost (README, "pub/sub or streams?"): entries trimmed before
 // a node read them (more than MaxLen published while it was away; counted
 // in Stats.StreamGaps), a failover's unreplicated tail, everything on a
