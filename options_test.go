@@ -191,6 +191,7 @@ func TestOptionsDefaultsAndValidation(t *testing.T) {
 		{Key: "a#b"},
 		{Namespaces: []string{"chat"}},
 		{Namespaces: []string{"/a#b"}},
+		{Namespaces: []string{"/a\x00b"}},
 		{RequestTimeout: -1},
 		{MaxMessageSize: -1},
 		{SocketQueue: -1},
