@@ -27,6 +27,9 @@ func metricsHandler(a *redisadapter.Adapter, limits *readerLimits) http.Handler 
 	counter("slow_socket_drops_total", "Events not delivered to a local socket whose queue was full.", func(s redisadapter.Stats) uint64 { return s.SlowSocketDrops })
 	counter("request_timeouts_total", "Requests to other nodes that ended before every node answered.", func(s redisadapter.Stats) uint64 { return s.RequestTimeouts })
 	counter("resubscribes_total", "Subscriptions renewed after a dropped connection or a failover.", func(s redisadapter.Stats) uint64 { return s.Resubscribes })
+	counter("stream_gaps_total", "Times this node found stream entries trimmed before it read them (streams mode): broadcasts lost.", func(s redisadapter.Stats) uint64 { return s.StreamGaps })
+	counter("resent_total", "Stream entries sent again after a try that may not have reached Redis (streams mode).", func(s redisadapter.Stats) uint64 { return s.Resent })
+	counter("stream_duplicates_total", "Second copies of stream entries a resend left, dropped (streams mode).", func(s redisadapter.Stats) uint64 { return s.StreamDuplicates })
 	counter("id_collisions_total", "Socket ids seen on two nodes, or not made by SessionIDGenerator.", func(s redisadapter.Stats) uint64 { return s.IDCollisions })
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "redisadapter", Name: "queue_depth", Help: "Received messages waiting to be handled."},
 		func() float64 { return float64(a.Stats().QueueDepth) }))
