@@ -338,17 +338,36 @@ func TestShardedRoomSlotMigrates(t *testing.T) {
 	everyRoomReceives(t, b, cl, []string{"moving"}, "before")
 
 	ch := names{opts.Key}.room("/", "moving")
-	cli := func(n *redistest.Server, args ...string) string {
-		out, err := n.Exec(bg(t), append([]string{"redis-cli", "-p", fmt.Sprint(n.Port)}, args...)...)
-		require.NoError(t, err, out)
-		return strings.TrimSpace(out)
-	}
-	slot, err := strconv.Atoi(cli(set.Nodes[0], "CLUSTER", "KEYSLOT", ch))
+	resubscribes := a.a.Stats().Resubscribes
+	slot, target := moveSlot(t, set, ch)
+	moved := time.Now()
+	eventually(t, "the channel subscribed at the new owner", func() bool {
+		return clusterCLI(t, target, "PUBSUB", "SHARDNUMSUB", ch) == ch+"\n1"
+	})
+	t.Logf("slot %d moved; subscribed at the new owner after %v", slot, time.Since(moved).Round(time.Millisecond))
+	everyRoomReceives(t, b, cl, []string{"moving"}, "after")
+	require.Greater(t, a.a.Stats().Resubscribes, resubscribes)
+}
+
+// clusterCLI runs redis-cli against n and returns its output, trimmed.
+func clusterCLI(t *testing.T, n *redistest.Server, args ...string) string {
+	t.Helper()
+	out, err := n.Exec(bg(t), append([]string{"redis-cli", "-p", fmt.Sprint(n.Port)}, args...)...)
+	require.NoError(t, err, out)
+	return strings.TrimSpace(out)
+}
+
+// moveSlot moves the slot of key from the master that owns it to another,
+// by hand, as a resharding does (its keys migrated with it), and returns
+// the slot and its new owner.
+func moveSlot(t *testing.T, set *redistest.ClusterSet, key string) (int, *redistest.Server) {
+	t.Helper()
+	slot, err := strconv.Atoi(clusterCLI(t, set.Nodes[0], "CLUSTER", "KEYSLOT", key))
 	require.NoError(t, err)
 	// CLUSTER NODES: <id> <addr@bus> <flags> <master> <ping> <pong> <epoch> <link> <slots>...
 	var source, target *redistest.Server
 	ids := map[*redistest.Server]string{}
-	for _, line := range strings.Split(cli(set.Nodes[0], "CLUSTER", "NODES"), "\n") {
+	for _, line := range strings.Split(clusterCLI(t, set.Nodes[0], "CLUSTER", "NODES"), "\n") {
 		f := strings.Fields(line)
 		if len(f) < 8 || !strings.Contains(f[2], "master") {
 			continue
@@ -379,18 +398,18 @@ func TestShardedRoomSlotMigrates(t *testing.T) {
 	}
 	require.NotNil(t, source)
 	require.NotNil(t, target)
-
-	resubscribes := a.a.Stats().Resubscribes
 	s := fmt.Sprint(slot)
-	cli(target, "CLUSTER", "SETSLOT", s, "IMPORTING", ids[source])
-	cli(source, "CLUSTER", "SETSLOT", s, "MIGRATING", ids[target])
-	cli(target, "CLUSTER", "SETSLOT", s, "NODE", ids[target])
-	cli(source, "CLUSTER", "SETSLOT", s, "NODE", ids[target])
-	moved := time.Now()
-	eventually(t, "the channel subscribed at the new owner", func() bool {
-		return cli(target, "PUBSUB", "SHARDNUMSUB", ch) == ch+"\n1"
-	})
-	t.Logf("slot %d moved; subscribed at the new owner after %v", slot, time.Since(moved).Round(time.Millisecond))
-	everyRoomReceives(t, b, cl, []string{"moving"}, "after")
-	require.Greater(t, a.a.Stats().Resubscribes, resubscribes)
+	clusterCLI(t, target, "CLUSTER", "SETSLOT", s, "IMPORTING", ids[source])
+	clusterCLI(t, source, "CLUSTER", "SETSLOT", s, "MIGRATING", ids[target])
+	for {
+		keys := strings.Fields(clusterCLI(t, source, "CLUSTER", "GETKEYSINSLOT", s, "100"))
+		if len(keys) == 0 {
+			break
+		}
+		args := append([]string{"MIGRATE", "127.0.0.1", fmt.Sprint(target.Port), "", "0", "5000", "KEYS"}, keys...)
+		require.Equal(t, "OK", clusterCLI(t, source, args...))
+	}
+	clusterCLI(t, target, "CLUSTER", "SETSLOT", s, "NODE", ids[target])
+	clusterCLI(t, source, "CLUSTER", "SETSLOT", s, "NODE", ids[target])
+	return slot, target
 }

@@ -448,3 +448,48 @@ func TestStreamsSentinelFailover(t *testing.T) {
 	t.Logf("%d accepted (%d before the kill), %d delivered; lost with the old master's unreplicated tail: %d; publisher resent %d, failed %d",
 		len(want), afterKill, len(got.seqs), lostBefore, st.Resent, st.PublishFailures)
 }
+
+// The stream's slot moves to another master (a resharding: the stream key
+// migrated with it) while one node publishes to another in streams mode:
+// the publisher's XADDs and the reader's XREAD follow the slot, and every
+// broadcast arrives, in order, once.
+func TestStreamsKeySlotMigrates(t *testing.T) {
+	set := redistest.StartCluster(t) // of its own: see TestShardedRoomSlotMigrates
+	stream := uniqueKey(t)
+	c := redisadapter.Streams{Connector: redisadapter.Cluster{Addrs: set.Addrs()}, Name: stream}
+	opts := &redisadapter.Options{Key: uniqueKey(t)}
+	a, b := startNode(t, c, opts), startNode(t, c, opts)
+	got := collectSeqs(t, b.client(t, "r"))
+
+	var sent atomic.Int64
+	stop := make(chan struct{})
+	published := make(chan error, 1)
+	go func() { // a producer loop, ~1,000/s
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				published <- a.a.Flush(bg(t))
+				return
+			case <-tick.C:
+			}
+			if err := a.a.To("r").Emit(bg(t), "m", i); err != nil {
+				published <- fmt.Errorf("emit %d: %w", i, err)
+				return
+			}
+			sent.Add(1)
+		}
+	}()
+	got.waitFor(t, 300, wait)
+	slot, target := moveSlot(t, set, stream)
+	require.Equal(t, "1", clusterCLI(t, target, "EXISTS", stream), "the stream moved with its slot")
+	moved := sent.Load()
+	eventually(t, "300 more published after the move", func() bool { return sent.Load() >= moved+300 })
+	close(stop)
+	require.NoError(t, <-published)
+	n := int(sent.Load())
+	got.waitFor(t, n, 2*wait)
+	got.inOrderOnce(t, n)
+	t.Logf("slot %d moved with %d broadcasts sent before it, %d in all; publisher %+v", slot, moved, n, a.a.Stats())
+}
