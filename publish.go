@@ -40,7 +40,7 @@ type publisher struct {
 	wake       chan struct{} // one token: the queue has work
 	space      chan struct{} // closed, and replaced, when a batch frees room
 	closed     bool          // Close has begun: nothing more is queued
-	down       bool          // the last batch did not reach Redis: publish waits for its answer
+	down       bool          // the last batch did not reach Redis: a pub/sub publish waits for its answer
 	unreported error         // the first failure no caller has heard of, for Flush and Close
 	stopped    chan struct{} // closed when the sender has sent what was queued and stopped
 	producer   string        // names this publisher in the numbers of its durable messages
@@ -303,11 +303,9 @@ func (p *publisher) sendBatch(batch []*outgoing) {
 	if len(cmds) > 0 {
 		results = p.do(cmds)
 		p.resend(sent, results)
-	}
-	// The outage state is recorded before any waiter hears its answer: a
-	// Flush that reports this batch's failure must find the next Emit
-	// waiting for its own answer.
-	if len(cmds) > 0 {
+		// The outage state is recorded before any waiter hears its answer: a
+		// Flush that reports this batch's failure must find the next Emit
+		// waiting for its own answer.
 		reached := false
 		for _, r := range results {
 			if err := r.Error(); err == nil {
