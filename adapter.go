@@ -9,46 +9,41 @@ import (
 	"sync"
 
 	socketio "github.com/googollee/go-socket.io"
+	"github.com/redis/rueidis"
 )
 
 // Adapter makes the go-socket.io servers of a fleet act as one through Redis.
 // Create one per *socketio.Server with New, before the server's Serve; all
 // its methods are safe for concurrent use.
 type Adapter struct {
-	*publisher
 	server *socketio.Server
+	opts   Options
+	uid    string
 	log    *slog.Logger
+	client rueidis.Client
+	proto  protocol
 
-	namespaces map[string]*namespace // fixed at New
-	routes     map[string]route      // channel or pattern -> where its messages go; fixed at New
+	// The collaborators, each owning its state:
+	namespaces map[string]*namespace // local.go: each namespace's local sockets; fixed at New
+	in         *inbox                // route.go: received messages to the workers' queues
+	subs       *subscriptionTracker  // receive.go: which subscriptions are live
+	rooms      *roomSubs             // rooms.go: room channels' subscriptions; nil without them
+	pub        *publisher            // publish.go: the ordered queue of what goes to Redis
+	pending    pendingRequests       // requests.go: this node's requests waiting for answers
+	handlers   serverSideHandlers    // answer.go: ServerSideEmit handlers
+	ackTurns   connTurns             // deliver.go: acked emits, one at a time per connection
+	loops      supervisor            // supervise.go: keeps connections and subscriptions alive
+	stats      counters
 
-	// roomRoutes maps a room channel to its namespace, for protocols with
-	// room channels: written by the room manager (rooms.go), read by the
-	// Redis readers, which a sync.Map never makes wait.
-	roomRoutes sync.Map
-	rooms      *roomSubs // the room channels' manager; nil without room channels
+	idWarnOnce         sync.Once // default session ids
+	connectWarnOnce    sync.Once // the server's OnConnect replaced the adapter's
+	disconnectWarnOnce sync.Once // the server's OnDisconnect replaced the adapter's
 
-	broadcasts chan inbound
-	requests   chan inbound
-	responses  chan inbound
-
-	pendingMu sync.Mutex
-	pending   map[string]*pendingRequest
-
-	ackTurns connTurns // acked emits, one at a time per connection
-
-	handlersMu sync.RWMutex
-	handlers   map[string]ServerSideHandler // key: nsp + "\x00" + event
-
-	subs               *subscriptionTracker // set by start
-	stats              counters
-	idWarnOnce         sync.Once          // default session ids
-	connectWarnOnce    sync.Once          // the server's OnConnect replaced the adapter's
-	disconnectWarnOnce sync.Once          // the server's OnDisconnect replaced the adapter's
-	liveMu             sync.RWMutex       // orders spawn against closing
-	closing            chan struct{}      // closed once, when the adapter closes
-	stop               context.CancelFunc // ends the receive loops
-	wg                 sync.WaitGroup     // every goroutine the adapter starts
+	// Lifecycle: see Close for the order in which these stop things.
+	liveMu  sync.RWMutex       // orders spawn against closing
+	closing chan struct{}      // closed once, when the adapter closes
+	stop    context.CancelFunc // ends the loops (set by start)
+	wg      sync.WaitGroup     // every goroutine the adapter starts
 }
 
 // ServerSideHandler handles an event sent by ServerSideEmit on another node
@@ -84,28 +79,23 @@ func New(ctx context.Context, server *socketio.Server, c Connector, opts *Option
 	}
 	uid := randomID(6)
 	log := o.Logger.With("adapter", "redisadapter", "uid", uid)
-	proto := c.protocol(o.Key, uid)
 	a := &Adapter{
 		server:     server,
+		opts:       o,
+		uid:        uid,
 		log:        log,
+		client:     client,
+		proto:      c.protocol(o.Key, uid),
 		namespaces: make(map[string]*namespace),
-		routes:     make(map[string]route),
-		broadcasts: make(chan inbound, o.ReceiveQueue),
-		requests:   make(chan inbound, o.ReceiveQueue),
-		responses:  make(chan inbound, o.ReceiveQueue),
-		pending:    make(map[string]*pendingRequest),
-		handlers:   make(map[string]ServerSideHandler),
+		pending:    pendingRequests{m: make(map[string]*pendingRequest)},
+		handlers:   serverSideHandlers{m: make(map[string]ServerSideHandler)},
 		closing:    make(chan struct{}),
 	}
-	var gate func() error
-	if _, durable := proto.(streams); !durable {
-		// A stream entry waits for every reader: a node whose
-		// subscriptions are down reads it once it is back.
-		gate = a.mayPublish
-	}
-	a.publisher = newPublisher(client, proto, o, uid, log, gate)
+	a.loops = supervisor{log: log, outages: &a.stats.outages}
+	a.in = newInbox(a.namespaces, o, a.closing, &a.stats, log)
+	a.pub = newPublisher(client, o, uid, log, a.mayPublish)
 	for _, name := range o.Namespaces {
-		ns := newNamespace(name, proto.namespace(name))
+		ns := newNamespace(name, a.proto.namespace(name))
 		a.namespaces[name] = ns
 		server.OnConnect(name, func(conn socketio.Conn) error { return a.onConnect(ns, conn) })
 		server.OnDisconnect(name, func(conn socketio.Conn, reason string) { a.onDisconnect(ns, conn, reason) })
@@ -115,6 +105,82 @@ func New(ctx context.Context, server *socketio.Server, c Connector, opts *Option
 		return nil, err
 	}
 	return a, nil
+}
+
+// start launches the workers, the subscription loops and what the mode
+// runs itself, and waits until every subscription is confirmed.
+func (a *Adapter) start(ctx context.Context) error {
+	loopCtx, stop := context.WithCancel(context.Background())
+	a.stop = stop
+
+	a.goWorker(toBroadcasts, a.handleBroadcast)
+	a.goWorker(toRequests, a.handleRequest)
+	a.goWorker(toResponses, a.handleResponse)
+
+	var subs []subscription
+	for _, ns := range a.namespaces {
+		for _, sub := range ns.proto.subscriptions(a.client) {
+			for name, q := range sub.routes {
+				a.in.routes[name] = route{ns: ns, queue: q}
+			}
+			subs = append(subs, sub)
+		}
+	}
+	a.subs = newSubscriptionTracker(len(a.in.routes), &a.stats)
+	a.subs.restoredF = func() { a.spawn(func() { a.refreshConnections(loopCtx) }) }
+	for _, sub := range subs {
+		a.spawn(func() { a.receiveLoop(loopCtx, sub) })
+	}
+	a.spawn(func() { a.sweep(loopCtx) })
+	n := &node{uid: a.uid, client: a.client, in: a.in, loops: a.loops, log: a.log, stats: &a.stats,
+		spawn: func(f func(context.Context)) bool { return a.spawn(func() { f(loopCtx) }) }}
+	if err := a.proto.start(ctx, n); err != nil {
+		return err
+	}
+	if rc := a.proto.roomChannels(); rc != nil {
+		a.rooms = newRoomSubs(loopCtx, a, rc)
+		a.spawn(a.rooms.run)
+	}
+
+	wait, cancel := context.WithTimeout(ctx, a.opts.RequestTimeout)
+	defer cancel()
+	if err := a.subs.waitReady(wait); err != nil {
+		if last := a.subs.lastError(); last != nil {
+			return fmt.Errorf("redisadapter: subscribe: %w", unreachable(last))
+		}
+		return fmt.Errorf("%w: subscriptions not confirmed: %w", ErrUnavailable, err)
+	}
+	return nil
+}
+
+// node is what the core lends a mode for the goroutines it runs itself
+// (protocol.start): the client, the inbox its messages go to, and the
+// supervisor that keeps its connections alive.
+type node struct {
+	uid    string
+	client rueidis.Client
+	in     *inbox
+	loops  supervisor
+	log    *slog.Logger
+	stats  *counters
+	// spawn runs f on a goroutine the adapter owns, with a context that
+	// ends when the adapter closes; false once it is closing.
+	spawn func(f func(ctx context.Context)) bool
+}
+
+// goWorker runs handle for each message of queue q until the adapter closes.
+func (a *Adapter) goWorker(q queueKind, handle func(inbound)) {
+	queue := a.in.queues[q]
+	a.spawn(func() {
+		for {
+			select {
+			case m := <-queue:
+				handle(m)
+			case <-a.closing:
+				return
+			}
+		}
+	})
 }
 
 // UID is this node's id on the wire, unique per Adapter.
@@ -144,15 +210,7 @@ func (a *Adapter) OnDisconnect(nsp string, f func(socketio.Conn, string)) {
 // the same event replaces the first. It panics when nsp is not served.
 func (a *Adapter) OnServerSideEmit(nsp, event string, h ServerSideHandler) {
 	a.mustNamespace(nsp)
-	a.handlersMu.Lock()
-	a.handlers[nsp+"\x00"+event] = h
-	a.handlersMu.Unlock()
-}
-
-func (a *Adapter) serverSideHandler(nsp, event string) ServerSideHandler {
-	a.handlersMu.RLock()
-	defer a.handlersMu.RUnlock()
-	return a.handlers[nsp+"\x00"+event]
+	a.handlers.set(nsp, event, h)
 }
 
 func (a *Adapter) mustNamespace(nsp string) *namespace {
@@ -262,18 +320,26 @@ func (a *Adapter) checkSubscribed() error {
 // that does not read) and then returns ctx's error. It returns an error
 // wrapping ErrPublish when a queued message failed that no Flush reported.
 // Calling it again returns nil at once.
+//
+// The order, here and in shutdown: closing is closed (no new goroutine is
+// spawned, operations return ErrClosed), pending requests fail, the
+// publisher stops queueing and sends what is queued, the loops' context
+// ends (subscriptions, stream readers, room shards, the sweep) and the
+// workers stop, every goroutine is waited for, the publisher's resends are
+// aborted and the client closed, which fails what the publisher still
+// holds, and the publisher's sender stops.
 func (a *Adapter) Close(ctx context.Context) error {
 	if !a.markClosed() {
 		return nil
 	}
-	a.failPending()
+	a.pending.failAll(ErrClosed)
 	select {
-	case <-a.closeNow():
+	case <-a.pub.closeNow():
 	case <-ctx.Done():
 		go a.shutdown() // what is still queued fails once the client is closed
 		return fmt.Errorf("redisadapter: close: queued messages not all sent: %w", ctx.Err())
 	}
-	unsent := a.takeUnreported()
+	unsent := a.pub.takeUnreported()
 	done := make(chan struct{})
 	go func() {
 		a.shutdown()
@@ -290,17 +356,18 @@ func (a *Adapter) Close(ctx context.Context) error {
 	return nil
 }
 
-// shutdown stops the receive loops and workers, waits for them and closes
-// the client (the publisher's queue is empty or abandoned by then: once
-// the client is closed its sender fails what is left at once).
+// shutdown stops the loops and workers, waits for them and closes the
+// client (the publisher's queue is empty or abandoned by then: once the
+// client is closed its sender fails what is left at once).
 func (a *Adapter) shutdown() {
 	a.markClosed()
 	if a.stop != nil {
 		a.stop()
 	}
 	a.wg.Wait()
+	a.pub.abort()
 	a.client.Close()
-	<-a.publisher.closeNow()
+	<-a.pub.closeNow()
 }
 
 // Flush waits until Redis has answered every message this node queued
@@ -309,7 +376,7 @@ func (a *Adapter) shutdown() {
 // ErrPublish; ctx's error when it ends first; ErrClosed after Close. A
 // failure is reported once: to the first Flush that sees it, or to Close.
 // It is safe to call from many goroutines.
-func (a *Adapter) Flush(ctx context.Context) error { return a.flush(ctx) }
+func (a *Adapter) Flush(ctx context.Context) error { return a.pub.flush(ctx) }
 
 // markClosed closes a.closing and reports whether this call did it.
 func (a *Adapter) markClosed() bool {

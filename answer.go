@@ -8,7 +8,27 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 )
+
+// serverSideHandlers are the handlers of ServerSideEmit events, by
+// namespace and event.
+type serverSideHandlers struct {
+	mu sync.RWMutex
+	m  map[string]ServerSideHandler // key: nsp + "\x00" + event
+}
+
+func (hs *serverSideHandlers) set(nsp, event string, h ServerSideHandler) {
+	hs.mu.Lock()
+	hs.m[nsp+"\x00"+event] = h
+	hs.mu.Unlock()
+}
+
+func (hs *serverSideHandlers) get(nsp, event string) ServerSideHandler {
+	hs.mu.RLock()
+	defer hs.mu.RUnlock()
+	return hs.m[nsp+"\x00"+event]
+}
 
 // handleRequest answers or applies a request from another node. A request
 // for a namespace this node does not serve never gets here: the node does
@@ -21,7 +41,7 @@ func (a *Adapter) handleRequest(in inbound) {
 	} else {
 		var err error
 		if r, err = ns.proto.decodeRequest(m.Message); err != nil {
-			a.dropped(m, err)
+			a.in.dropped(m, err)
 			return
 		}
 	}
@@ -62,7 +82,7 @@ func (a *Adapter) handleRequest(in inbound) {
 	case typeBroadcast:
 		a.serveBroadcastWithAck(ns, r)
 	default:
-		a.dropped(m, fmt.Errorf("%w: unknown request type %d", errMalformed, r.typ))
+		a.in.dropped(m, fmt.Errorf("%w: unknown request type %d", errMalformed, r.typ))
 	}
 }
 
@@ -100,7 +120,7 @@ func (a *Adapter) applyLocal(ns *namespace, typ requestType, sel selector, rooms
 // wants an acknowledgement, answers with what it returned. Without a
 // handler there is no answer, as in Node.
 func (a *Adapter) serveServerSideEmit(ns *namespace, r request) {
-	h := a.serverSideHandler(ns.name, r.event)
+	h := a.handlers.get(ns.name, r.event)
 	if h == nil {
 		return
 	}
@@ -152,9 +172,9 @@ func (a *Adapter) serveBroadcastWithAck(ns *namespace, r request) {
 
 // respond publishes an answer to r, in the protocol's form.
 func (a *Adapter) respond(ns *namespace, r request, ans answer) {
-	channel, payload, err := ns.proto.encodeAnswer(r, ans)
+	m, err := ns.proto.encodeAnswer(r, ans)
 	if err == nil {
-		err = a.publishAnswer(context.Background(), channel, payload)
+		err = a.pub.publishAnswer(context.Background(), ns.proto, m)
 	}
 	if err != nil {
 		a.log.Warn("answer not sent", "type", r.typ, "err", err)

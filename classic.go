@@ -17,6 +17,7 @@ package redisadapter
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -293,15 +294,19 @@ func (p classic) namespace(nsp string) nsProtocol {
 	return &classicNamespace{ch: ch, uid: p.uid, nsp: nsp, own: ch.responseTo(p.uid)}
 }
 
-// publish sends every PUBLISH of a namespace through the node owning the
+func (classic) asksFor(requestType) bool { return true }
+
+func (classic) roomChannels() roomChannels { return nil }
+
+func (classic) start(context.Context, *node) error { return nil }
+
+// command sends every PUBLISH of a namespace through the node owning the
 // slot of the namespace's name: a cluster client otherwise sends each
 // PUBLISH to a random node, and the cluster bus would deliver two messages
 // of one sender out of order. Outside a cluster the slot is ignored.
-func (classic) publish(c rueidis.Client, channel string, payload []byte, _ string, _ uint64) rueidis.Completed {
-	return c.B().Publish().Channel(channel).Message(rueidis.BinaryString(payload)).Build().SetSlot(namespaceOf(channel))
+func (p *classicNamespace) command(b rueidis.Builder, m message, _ seqNo) rueidis.Completed {
+	return b.Publish().Channel(m.channel).Message(rueidis.BinaryString(m.payload)).Build().SetSlot(p.nsp)
 }
-
-func (classic) asksFor(requestType) bool { return true }
 
 func (p *classicNamespace) subscriptions(c rueidis.Client) []subscription {
 	pattern, request := p.ch.pattern(), p.ch.request
@@ -339,19 +344,19 @@ func (p *classicNamespace) fromNode(msg string) bool {
 
 // encodeBroadcast publishes a broadcast to exactly one room on the room's
 // own channel: receivers without that room skip decoding it.
-func (p *classicNamespace) encodeBroadcast(sel selector, event string, args []any) (string, []byte, error) {
+func (p *classicNamespace) encodeBroadcast(sel selector, event string, args []any) (message, error) {
 	payload, err := encodeClassicBroadcast(p.uid, p.nsp, sel, event, args)
 	channel := p.ch.broadcast
 	if len(sel.Rooms) == 1 {
 		channel = p.ch.room(sel.Rooms[0])
 	}
-	return channel, payload, err
+	return message{channel: channel, payload: payload}, err
 }
 
-func (p *classicNamespace) encodeRequest(r request) (string, []byte, error) {
+func (p *classicNamespace) encodeRequest(r request) (message, error) {
 	if r.typ == typeBroadcast {
 		payload, err := encodeBroadcastRequest(r)
-		return p.ch.request, payload, err
+		return message{channel: p.ch.request, payload: payload}, err
 	}
 	w := classicRequest{UID: r.uid, RequestID: r.id, Type: r.typ}
 	switch r.typ {
@@ -366,17 +371,17 @@ func (p *classicNamespace) encodeRequest(r request) (string, []byte, error) {
 	case typeServerSideEmit:
 		var err error
 		if w.Data, err = encodeEventArgs(r.event, r.args); err != nil {
-			return "", nil, err
+			return message{}, err
 		}
 	}
 	payload, err := json.Marshal(w)
-	return p.ch.request, payload, err
+	return message{channel: p.ch.request, payload: payload}, err
 }
 
 // encodeAnswer answers on the requester's own response channel, which
 // every node (Go or Node.js) subscribes to: unlike the shared one, it
 // spares the other nodes from reading the answer.
-func (p *classicNamespace) encodeAnswer(to request, a answer) (string, []byte, error) {
+func (p *classicNamespace) encodeAnswer(to request, a answer) (message, error) {
 	channel := p.ch.response
 	if to.uid != "" {
 		channel = p.ch.responseTo(to.uid)
@@ -400,12 +405,12 @@ func (p *classicNamespace) encodeAnswer(to request, a answer) (string, []byte, e
 		var ack any
 		_ = json.Unmarshal(a.ack, &ack)
 		payload, err := msgpack.Marshal(map[string]any{"type": typeBroadcastAck, "requestId": to.id, "packet": ack})
-		return channel, payload, err
+		return message{channel: channel, payload: payload}, err
 	default: // the legacy per-socket join, leave and disconnect
 		body = map[string]any{"requestId": to.id}
 	}
 	payload, err := json.Marshal(body)
-	return channel, payload, err
+	return message{channel: channel, payload: payload}, err
 }
 
 func nonNil[T any](s []T) []T {

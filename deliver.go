@@ -24,6 +24,39 @@ import (
 	"github.com/googollee/go-socket.io/parser"
 )
 
+// handleBroadcast delivers a broadcast from another node to local sockets.
+func (a *Adapter) handleBroadcast(in inbound) {
+	m, ns := in.PubSubMessage, in.ns
+	// As in Node: a room channel with no local member is not even decoded.
+	if room := ns.proto.roomOf(m.Channel); room != "" && !a.hasLocalRoom(ns, room) {
+		return
+	}
+	f, req, err := ns.proto.decodeBroadcast(m.Message)
+	if err != nil {
+		a.in.dropped(m, err)
+		return
+	}
+	if req != nil {
+		// The sharded protocols send requests on the broadcast channel.
+		in.req = req
+		a.in.route(toRequests, in)
+		return
+	}
+	if f.uid == a.uid || f.nsp != ns.name {
+		return
+	}
+	targets := a.selectLocal(ns, f.sel)
+	if len(targets) == 0 {
+		return // its arguments are not even decoded
+	}
+	args, err := f.arguments()
+	if err != nil {
+		a.in.dropped(m, err)
+		return
+	}
+	a.deliverTo(ns, targets, f.event, args)
+}
+
 type outEvent struct {
 	event  string
 	args   []any

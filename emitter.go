@@ -30,6 +30,7 @@ type Emitter struct {
 
 type emitterCore struct {
 	*publisher
+	proto     protocol
 	closeOnce sync.Once
 	done      chan struct{} // closed by Close
 }
@@ -59,7 +60,8 @@ func NewEmitter(ctx context.Context, c Connector, opts *Options) (Emitter, error
 	}
 	proto := c.protocol(o.Key, emitterUID)
 	core := &emitterCore{
-		publisher: newPublisher(client, proto, o, emitterUID, o.Logger.With("emitter", "redisadapter"), nil),
+		publisher: newPublisher(client, o, emitterUID, o.Logger.With("emitter", "redisadapter"), nil),
+		proto:     proto,
 		done:      make(chan struct{}),
 	}
 	return Emitter{core: core, t: target{pub: core.publisher, proto: proto.namespace("/")}}, nil
@@ -139,11 +141,11 @@ func (e Emitter) ServerSideEmit(ctx context.Context, event string, args ...any) 
 		return err
 	}
 	req.uid = e.core.uid
-	channel, payload, err := e.core.encodeRequest(e.t.proto, req)
+	m, err := e.core.encodeRequest(e.t.proto, req)
 	if err != nil {
 		return err
 	}
-	return e.core.publish(ctx, channel, payload)
+	return e.core.publish(ctx, e.t.proto, m)
 }
 
 func (e Emitter) check() error {
@@ -184,6 +186,7 @@ func (e Emitter) Close(ctx context.Context) error {
 		case <-ctx.Done():
 			err = fmt.Errorf("redisadapter: close: queued messages not all sent: %w", ctx.Err())
 		}
+		e.core.abort()
 		e.core.client.Close()
 		<-e.core.closeNow() // what was left failed at once on the closed client
 	})

@@ -87,7 +87,7 @@ func TestConnsAreFrameWriters(t *testing.T) {
 // drops past it, and gives the budget back as the drain writes them, so a
 // socket that keeps up never starts dropping.
 func TestSocketQueueBoundsBytes(t *testing.T) {
-	a := &Adapter{closing: make(chan struct{}), publisher: &publisher{opts: Options{SocketQueue: 1000}}}
+	a := &Adapter{closing: make(chan struct{}), opts: Options{SocketQueue: 1000}}
 	block := make(chan struct{})
 	w := &gatedFrames{gate: block, entered: make(chan struct{}, 1)}
 	s := &localSocket{conn: w}

@@ -28,7 +28,7 @@ type BroadcastOperator struct {
 // Options.Namespaces, every method of the operator returns ErrUnknownNamespace.
 func (a *Adapter) Of(nsp string) BroadcastOperator {
 	ns, err := a.namespace(nsp)
-	o := BroadcastOperator{a: a, ns: ns, t: target{pub: a.publisher, err: err}}
+	o := BroadcastOperator{a: a, ns: ns, t: target{pub: a.pub, err: err}}
 	if ns != nil {
 		o.t.proto = ns.proto
 	}

@@ -10,19 +10,27 @@ package redisadapter
 // bound to each namespace once more, which builds the namespace's channel
 // names (channels.go).
 
-import "github.com/redis/rueidis"
+import (
+	"context"
+
+	"github.com/redis/rueidis"
+)
 
 // protocol is a wire protocol bound to a key prefix and a node uid.
 type protocol interface {
 	// namespace binds the protocol to namespace nsp too.
 	namespace(nsp string) nsProtocol
-	// publish builds the command that sends payload to channel; a stream
-	// entry is numbered seq by its producer (see publisher.sendBatch),
-	// anything else gets "" and 0.
-	publish(c rueidis.Client, channel string, payload []byte, producer string, seq uint64) rueidis.Completed
 	// asksFor reports whether the protocol has the request type; the core
 	// emulates the others with a fetch.
 	asksFor(t requestType) bool
+	// roomChannels is how a node subscribes to a room's own channel while
+	// it has local sockets in the room (rooms.go); nil when the protocol
+	// publishes no broadcast on a room's channel.
+	roomChannels() roomChannels
+	// start starts what the mode runs beside the subscriptions (streams:
+	// a reader per stream) on goroutines of n's, and returns once anything
+	// published after it returns will be read.
+	start(ctx context.Context, n *node) error
 }
 
 // nsProtocol is a protocol bound to one namespace as well.
@@ -37,9 +45,12 @@ type nsProtocol interface {
 	// node published; false when the protocol cannot tell cheaply.
 	fromNode(msg string) bool
 
-	encodeBroadcast(sel selector, event string, args []any) (channel string, payload []byte, err error)
-	encodeRequest(r request) (channel string, payload []byte, err error)
-	encodeAnswer(to request, a answer) (channel string, payload []byte, err error)
+	encodeBroadcast(sel selector, event string, args []any) (message, error)
+	encodeRequest(r request) (message, error)
+	encodeAnswer(to request, a answer) (message, error)
+	// command builds the command that sends m; seq numbers a durable
+	// message (zero otherwise).
+	command(b rueidis.Builder, m message, seq seqNo) rueidis.Completed
 
 	// decodeBroadcast decodes a message of the broadcast queue: a
 	// broadcast, or, when req is not nil, a request (the sharded protocols
@@ -58,6 +69,29 @@ type nsProtocol interface {
 	countCommand(c rueidis.Client) (cmd rueidis.Completed, channel string)
 }
 
+// message is an encoded message, as the encoders return it.
+type message struct {
+	// channel is where it goes: a pub/sub channel, or the stream's key of
+	// a durable message. Errors name it.
+	channel string
+	payload []byte
+	// durable: Redis keeps the message (a stream entry) until every node
+	// read it. The publisher numbers durable messages in sending order and
+	// sends one again after a failure that may have left it out of Redis
+	// (resend.go); readers drop the second copy that can leave.
+	durable bool
+	// kind is the protocol's type of a message whose command carries it
+	// apart from the payload (a stream entry's type field).
+	kind int
+}
+
+// seqNo numbers a durable message: the producer is a random name per
+// publisher, n its count of durable messages built, in sending order.
+type seqNo struct {
+	producer string
+	n        uint64
+}
+
 // roomChannels is what a protocol that publishes one-room broadcasts on the
 // room's own channel (sharded) adds: a node subscribes to that channel while
 // it has local sockets in the room (rooms.go).
@@ -70,15 +104,6 @@ type roomChannels interface {
 	subscribeRoom(b rueidis.Builder, channel string) rueidis.Completed
 	unsubscribeRoom(b rueidis.Builder, channel string) rueidis.Completed
 }
-
-// queueKind says which worker handles the messages of a subscription.
-type queueKind int
-
-const (
-	toBroadcasts queueKind = iota
-	toRequests
-	toResponses
-)
 
 // subscription is one Receive: its command, and what each channel or
 // pattern it confirms carries.

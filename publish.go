@@ -22,9 +22,9 @@ import (
 // on an idle queue leaves at once: nothing waits for a batch to fill.
 type publisher struct {
 	client rueidis.Client
-	proto  protocol
 	// gate, when set, may refuse a publish to the fleet before it is
-	// queued: the Adapter's does while its subscriptions are down.
+	// queued: the Adapter's does while its subscriptions are down. A
+	// durable message is not asked: it waits in Redis for every reader.
 	gate      func() error
 	opts      Options
 	uid       string
@@ -33,6 +33,10 @@ type publisher struct {
 	failures  atomic.Uint64
 	resent    atomic.Uint64
 	lastLog   atomic.Int64 // unix nanoseconds of the last failure logged
+	// ctx ends when the owner gives up on what is queued (abort): resends
+	// stop waiting.
+	ctx   context.Context
+	abort context.CancelFunc
 
 	mu         sync.Mutex
 	queue      []*outgoing
@@ -51,13 +55,12 @@ type publisher struct {
 type outgoing struct {
 	cmd  rueidis.Completed
 	size int
-	// A durable message (a stream entry) is built by the sender, which
-	// numbers it in sending order, and is sent again after a failure that
-	// may have left it out of Redis, until Redis has it: readers drop the
-	// second copy a resend can leave (streams.go).
+	// A durable message is built by the sender, which numbers it in
+	// sending order, and is sent again after a failure that may have left
+	// it out of Redis, until Redis has it (resend.go).
 	durable  bool
-	channel  string
-	payload  []byte
+	ns       nsProtocol // a durable message's protocol, which builds its command
+	msg      message    // a durable message
 	flush    bool
 	internal bool       // an answer to another node: its failure is logged, not reported to Flush
 	done     chan error // nil: nobody waits for the answer
@@ -87,16 +90,17 @@ func (o *outgoing) giveUp() bool {
 const maxBatch = 1024
 
 // newPublisher starts the sender; closeNow stops it once the queue is sent.
-func newPublisher(client rueidis.Client, proto protocol, o Options, uid string, log *slog.Logger, gate func() error) *publisher {
+func newPublisher(client rueidis.Client, o Options, uid string, log *slog.Logger, gate func() error) *publisher {
 	p := &publisher{
-		client: client, proto: proto, gate: gate, opts: o, uid: uid, log: log, producer: randomID(12),
+		client: client, gate: gate, opts: o, uid: uid, log: log, producer: randomID(12),
 		wake: make(chan struct{}, 1), space: make(chan struct{}), stopped: make(chan struct{}),
 	}
+	p.ctx, p.abort = context.WithCancel(context.Background())
 	go p.send()
 	return p
 }
 
-// publish queues payload for channel and returns once it is queued: it does
+// publish queues m, encoded by ns, and returns once it is queued: it does
 // not wait for Redis (see Adapter.Flush). It fails with ErrMessageTooLarge,
 // with ErrClosed after Close, and with ErrPublish when the queue stays full
 // (Options.PublishQueue) until ctx ends or RequestTimeout passes. When the
@@ -104,13 +108,13 @@ func newPublisher(client rueidis.Client, proto protocol, o Options, uid string, 
 // of queueing blindly, so that an outage reaches the caller; a stream entry
 // does not wait: it is sent again until Redis takes it, and the queue it
 // joins bounds how many wait for that. The gate is asked first.
-func (p *publisher) publish(ctx context.Context, channel string, payload []byte) error {
-	if p.gate != nil {
+func (p *publisher) publish(ctx context.Context, ns nsProtocol, m message) error {
+	if p.gate != nil && !m.durable {
 		if err := p.gate(); err != nil {
 			return err
 		}
 	}
-	return p.queueMessage(ctx, channel, payload, p.isDown() && !isStreamEntry(channel), false)
+	return p.queueMessage(ctx, ns, m, p.isDown() && !m.durable, false)
 }
 
 func (p *publisher) isDown() bool {
@@ -128,18 +132,18 @@ func (p *publisher) duringOutage(err error) error {
 	return err
 }
 
-// publishWait queues payload and waits for Redis's answer, up to ctx and
+// publishWait queues m and waits for Redis's answer, up to ctx and
 // RequestTimeout. A message whose wait ended before the sender took it is
 // not sent; one already taken may still reach Redis.
-func (p *publisher) publishWait(ctx context.Context, channel string, payload []byte) error {
-	return p.queueMessage(ctx, channel, payload, true, false)
+func (p *publisher) publishWait(ctx context.Context, ns nsProtocol, m message) error {
+	return p.queueMessage(ctx, ns, m, true, false)
 }
 
 // publishAnswer queues an answer to another node's request: never waited
 // for, its failure logged and counted but not reported to Flush, which
 // reports the caller's own messages.
-func (p *publisher) publishAnswer(ctx context.Context, channel string, payload []byte) error {
-	return p.queueMessage(ctx, channel, payload, false, true)
+func (p *publisher) publishAnswer(ctx context.Context, ns nsProtocol, m message) error {
+	return p.queueMessage(ctx, ns, m, false, true)
 }
 
 // checkSize fails with ErrMessageTooLarge for a payload past
@@ -151,19 +155,20 @@ func (p *publisher) checkSize(payload []byte) error {
 	return nil
 }
 
-func (p *publisher) queueMessage(ctx context.Context, channel string, payload []byte, wait, internal bool) error {
-	if err := p.checkSize(payload); err != nil {
+func (p *publisher) queueMessage(ctx context.Context, ns nsProtocol, m message, wait, internal bool) error {
+	if err := p.checkSize(m.payload); err != nil {
 		return err
 	}
 	// The deadline is armed only if the message has to wait: a timer per
 	// Emit would cost the queued path about half its time.
 	deadline := time.Now().Add(p.opts.RequestTimeout)
-	o := &outgoing{size: len(payload), internal: internal}
-	if isStreamEntry(channel) {
-		o.durable, o.channel, o.payload = true, channel, payload
+	o := &outgoing{size: len(m.payload), internal: internal}
+	if m.durable {
+		o.durable, o.ns, o.msg = true, ns, m
 	} else {
-		o.cmd = p.proto.publish(p.client, channel, payload, "", 0)
+		o.cmd = ns.command(p.client.B(), m, seqNo{})
 	}
+	channel := m.channel
 	if wait {
 		o.done = make(chan error, 1)
 	}
@@ -292,7 +297,7 @@ func (p *publisher) sendBatch(batch []*outgoing) {
 		if o.durable {
 			p.seq++
 			// Pinned: rueidis recycles a command once sent, and a resend needs it.
-			o.cmd = p.proto.publish(p.client, o.channel, o.payload, p.producer, p.seq).Pin()
+			o.cmd = o.ns.command(p.client.B(), o.msg, seqNo{p.producer, p.seq}).Pin()
 		}
 		if !o.flush {
 			cmds = append(cmds, o.cmd)
@@ -407,10 +412,10 @@ func (p *publisher) closeNow() <-chan struct{} {
 
 // encodeRequest encodes a request in the protocol's form, within
 // Options.MaxMessageSize.
-func (p *publisher) encodeRequest(proto nsProtocol, req request) (channel string, payload []byte, err error) {
-	channel, payload, err = proto.encodeRequest(req)
+func (p *publisher) encodeRequest(proto nsProtocol, req request) (message, error) {
+	m, err := proto.encodeRequest(req)
 	if err != nil {
-		return "", nil, fmt.Errorf("redisadapter: encode %s: %w", req.typ, err)
+		return message{}, fmt.Errorf("redisadapter: encode %s: %w", req.typ, err)
 	}
-	return channel, payload, p.checkSize(payload)
+	return m, p.checkSize(m.payload)
 }

@@ -18,7 +18,7 @@ import (
 // delay before waiting and return as soon as they were live.
 func TestWaitReadySettlesAfterAnOutage(t *testing.T) {
 	var c counters
-	tr := newSubscriptionTracker(1, &c, slog.Default())
+	tr := newSubscriptionTracker(1, &c)
 	tr.hook(rueidis.PubSubSubscription{Kind: "subscribe", Channel: "ch"})
 	require.True(t, tr.ready(), "the first subscription needs no settling")
 	tr.down(map[string]queueKind{"ch": toBroadcasts}, nil)
@@ -42,6 +42,12 @@ func TestWaitReadySettlesAfterAnOutage(t *testing.T) {
 	require.EqualValues(t, 1, c.resubscribes.Load())
 }
 
+// testNS is the protocol the test publishers publish with.
+var testNS = classic{"socket.io", "test"}.namespace("/")
+
+// testMessage is a pub/sub message on channel "ch".
+func testMessage(payload []byte) message { return message{channel: "ch", payload: payload} }
+
 // newTestPublisher is a publisher on a real Redis.
 func newTestPublisher(t *testing.T, o Options) (*publisher, *redistest.Server) {
 	t.Helper()
@@ -49,7 +55,7 @@ func newTestPublisher(t *testing.T, o Options) (*publisher, *redistest.Server) {
 	o.setDefaults()
 	client, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr()}, DisableCache: true, DisableRetry: true})
 	require.NoError(t, err)
-	p := newPublisher(client, classic{o.Key, "test"}, o, "test", slog.Default(), nil)
+	p := newPublisher(client, o, "test", slog.Default(), nil)
 	t.Cleanup(func() {
 		<-p.closeNow()
 		client.Close()
@@ -62,7 +68,7 @@ func newTestPublisher(t *testing.T, o Options) (*publisher, *redistest.Server) {
 func TestFlushGivenUpDoesNotSwallowAFailure(t *testing.T) {
 	p, srv := newTestPublisher(t, Options{RequestTimeout: time.Second})
 	srv.Stop(t)
-	require.NoError(t, p.publish(context.Background(), "ch", []byte("lost")))
+	require.NoError(t, p.publish(context.Background(), testNS, testMessage([]byte("lost"))))
 	gone, cancel := context.WithCancel(context.Background())
 	cancel()
 	require.ErrorIs(t, p.flush(gone), context.Canceled)
@@ -75,12 +81,12 @@ func TestFlushGivenUpDoesNotSwallowAFailure(t *testing.T) {
 func TestFlushAloneKeepsTheOutageKnown(t *testing.T) {
 	p, srv := newTestPublisher(t, Options{RequestTimeout: time.Second})
 	srv.Stop(t)
-	require.NoError(t, p.publish(context.Background(), "ch", []byte("lost")))
+	require.NoError(t, p.publish(context.Background(), testNS, testMessage([]byte("lost"))))
 	require.ErrorIs(t, p.flush(context.Background()), ErrPublish)
 	require.NoError(t, p.flush(context.Background()))
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
-	require.ErrorIs(t, p.publish(ctx, "ch", []byte("x")), ErrPublish, "after the outage was seen, publish waits for its answer")
+	require.ErrorIs(t, p.publish(ctx, testNS, testMessage([]byte("x"))), ErrPublish, "after the outage was seen, publish waits for its answer")
 }
 
 // The queued and in-flight bytes stay within PublishQueue.
@@ -94,7 +100,7 @@ func TestPublishQueueBoundsBytes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	queued := 0
-	for p.publish(ctx, "ch", payload) == nil {
+	for p.publish(ctx, testNS, testMessage(payload)) == nil {
 		queued++
 		p.mu.Lock()
 		require.LessOrEqual(t, p.bytes, 1000)

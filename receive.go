@@ -14,80 +14,11 @@ package redisadapter
 import (
 	"context"
 	"errors"
-	"fmt"
-	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/redis/rueidis"
 )
-
-// route is where the messages of one channel or pattern go.
-type route struct {
-	ns    *namespace
-	queue queueKind
-}
-
-// inbound is a message on its queue, with the namespace its route named:
-// the reader routes each message once.
-type inbound struct {
-	rueidis.PubSubMessage
-	ns  *namespace
-	req *request // a request the broadcast worker decoded already
-}
-
-// start launches the workers and the subscription loops and waits until
-// every subscription is confirmed.
-func (a *Adapter) start(ctx context.Context) error {
-	loopCtx, stop := context.WithCancel(context.Background())
-	a.stop = stop
-
-	a.goWorker(a.broadcasts, a.handleBroadcast)
-	a.goWorker(a.requests, a.handleRequest)
-	a.goWorker(a.responses, a.handleResponse)
-
-	var subs []subscription
-	for _, ns := range a.namespaces {
-		for _, sub := range ns.proto.subscriptions(a.client) {
-			for name, q := range sub.routes {
-				a.routes[name] = route{ns: ns, queue: q}
-			}
-			subs = append(subs, sub)
-		}
-	}
-	a.subs = newSubscriptionTracker(len(a.routes), &a.stats, a.log)
-	a.subs.restoredF = func() { a.spawn(func() { a.refreshConnections(loopCtx) }) }
-	for _, sub := range subs {
-		a.spawn(func() { a.receiveLoop(loopCtx, sub) })
-	}
-	a.spawn(func() { a.sweep(loopCtx) })
-	if p, ok := a.proto.(streams); ok {
-		if err := a.startStreams(ctx, loopCtx, p); err != nil {
-			return err
-		}
-	}
-	if rc, ok := a.proto.(roomChannels); ok {
-		a.rooms = newRoomSubs(loopCtx, a, rc)
-		a.spawn(a.rooms.run)
-	}
-
-	wait, cancel := context.WithTimeout(ctx, a.opts.RequestTimeout)
-	defer cancel()
-	if err := a.subs.waitReady(wait); err != nil {
-		if last := a.subs.lastError(); last != nil {
-			return fmt.Errorf("redisadapter: subscribe: %w", unreachable(last))
-		}
-		return fmt.Errorf("%w: subscriptions not confirmed: %w", ErrUnavailable, err)
-	}
-	return nil
-}
-
-// Back-off between attempts to subscribe again. rueidis does not retry
-// for the adapter (open sets DisableRetry): its own back-off grows to a
-// second and is not reset during an outage, so subscriptions came back up
-// to a second after Redis did. A short, capped interval brings them back
-// within it; an attempt against a Redis that is down costs a refused dial.
-const minBackoff, maxBackoff = 10 * time.Millisecond, 50 * time.Millisecond
 
 // refreshConnections sends a few PINGs on the path publishes take, during
 // the settle delay after an outage. rueidis notices that an idle pipelined
@@ -111,53 +42,40 @@ func (a *Adapter) refreshConnections(ctx context.Context) {
 // receiveLoop keeps one subscription alive until ctx ends. Receive returns
 // when the connection breaks (with an error), when the server unsubscribes
 // the client (nil: a sharded channel's slot moved, a failover), or when ctx
-// ends; the first two mean subscribing again, after a back-off. The first
-// failure of an outage is logged as a warning; the tracker logs the
-// recovery.
+// ends; the first two mean subscribing again.
 func (a *Adapter) receiveLoop(ctx context.Context, sub subscription) {
-	hctx := rueidis.WithOnSubscriptionHook(ctx, a.subs.hook)
-	backoff := minBackoff
-	for {
-		err := a.client.Receive(hctx, sub.build(), a.onMessage)
-		if ctx.Err() != nil || errors.Is(err, rueidis.ErrClosing) {
-			return
-		}
-		switch {
-		case !a.subs.down(sub.routes, err):
-			a.log.Debug("subscribing again failed", "err", err)
-		case err == nil:
-			backoff = minBackoff
-			a.log.Warn("redis ended a subscription; subscribing again", "channels", len(sub.routes))
-		default:
-			backoff = minBackoff
-			a.log.Warn("subscription lost; subscribing again", "err", err)
-		}
-		if !sleepCtx(ctx, backoff) {
-			return
-		}
-		backoff = min(backoff*2, maxBackoff)
-	}
+	a.loops.run(ctx, loop{
+		what:  "subscription",
+		attrs: []any{"channels", len(sub.routes)},
+		attempt: func(ctx context.Context, up func()) error {
+			hctx := rueidis.WithOnSubscriptionHook(ctx, func(s rueidis.PubSubSubscription) {
+				a.subs.hook(s)
+				if a.subs.liveAll(sub.routes) {
+					up()
+				}
+			})
+			err := a.client.Receive(hctx, sub.build(), a.in.onMessage)
+			if errors.Is(err, rueidis.ErrClosing) {
+				return nil
+			}
+			a.subs.down(sub.routes, err)
+			if err == nil {
+				err = errUnsubscribed
+			}
+			return err
+		},
+	})
 }
 
-// sleepCtx waits d, or until ctx ends: it reports whether d passed.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
+// errUnsubscribed: Redis ended a subscription the adapter did not end.
+var errUnsubscribed = errors.New("redis ended the subscription")
 
 // subscriptionTracker knows which of the node's subscriptions are live: a
 // channel is live from Redis's confirmation until its Receive returns. It
-// counts confirmations after the first as resubscriptions, logs when every
-// subscription is back after an outage, and keeps the last error, for
-// New's.
+// counts confirmations after the first as resubscriptions, notes when every
+// subscription is back after an outage (see settle), and keeps the last
+// error, for New's.
 type subscriptionTracker struct {
-	log       *slog.Logger
 	restoredF func() // called (on rueidis's reader goroutine: it must not block) when an outage ends
 	counts    *counters
 	mu        sync.Mutex
@@ -167,7 +85,6 @@ type subscriptionTracker struct {
 	liveCount int
 	allLive   chan struct{} // closed while every subscription is live
 	upOnce    bool          // every subscription was live at least once
-	downSince time.Time     // when the current outage began
 	restored  time.Time     // when every subscription was live again after an outage
 	lastErr   error
 }
@@ -178,9 +95,9 @@ type subscriptionTracker struct {
 // them.
 const settle = maxBackoff
 
-func newSubscriptionTracker(want int, c *counters, log *slog.Logger) *subscriptionTracker {
+func newSubscriptionTracker(want int, c *counters) *subscriptionTracker {
 	return &subscriptionTracker{
-		log: log, counts: c, want: want, live: make(map[string]bool), everLive: make(map[string]bool),
+		counts: c, want: want, live: make(map[string]bool), everLive: make(map[string]bool),
 		allLive: make(chan struct{}),
 	}
 }
@@ -206,7 +123,6 @@ func (t *subscriptionTracker) hook(s rueidis.PubSubSubscription) {
 	}
 	if t.upOnce {
 		t.restored = time.Now() // after an outage: let the others catch up
-		t.log.Info("subscriptions renewed", "down", t.restored.Sub(t.downSince).Round(time.Millisecond))
 		if t.restoredF != nil {
 			t.restoredF()
 		}
@@ -215,29 +131,35 @@ func (t *subscriptionTracker) hook(s rueidis.PubSubSubscription) {
 	close(t.allLive)
 }
 
-// down marks the channels of a subscription whose Receive returned, and
-// reports whether any of them was live: the start of an outage, rather than
-// another failed attempt.
-func (t *subscriptionTracker) down(channels map[string]queueKind, err error) bool {
+// down marks the channels of a subscription whose Receive returned.
+func (t *subscriptionTracker) down(channels map[string]queueKind, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if err != nil {
 		t.lastErr = err
 	}
-	wasLive := false
 	for ch := range channels {
 		if !t.live[ch] {
 			continue
 		}
 		if t.liveCount == t.want {
 			t.allLive = make(chan struct{})
-			t.downSince = time.Now()
 		}
 		t.live[ch] = false
 		t.liveCount--
-		wasLive = true
 	}
-	return wasLive
+}
+
+// liveAll reports whether every one of channels is live.
+func (t *subscriptionTracker) liveAll(channels map[string]queueKind) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for ch := range channels {
+		if !t.live[ch] {
+			return false
+		}
+	}
+	return true
 }
 
 // isLive reports whether every subscription is live now.
@@ -283,106 +205,4 @@ func (t *subscriptionTracker) lastError() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.lastErr
-}
-
-// routeOf returns where m goes: by its pattern or channel, or to the
-// broadcasts of the namespace whose room channel it came on.
-func (a *Adapter) routeOf(m rueidis.PubSubMessage) (route, bool) {
-	key := m.Channel
-	if m.Pattern != "" {
-		key = m.Pattern
-	}
-	if r, ok := a.routes[key]; ok {
-		return r, true
-	}
-	if ns, ok := a.roomRoutes.Load(m.Channel); ok {
-		return route{ns: ns.(*namespace), queue: toBroadcasts}, true
-	}
-	return route{}, false
-}
-
-// onMessage runs on rueidis's reader goroutine: it only checks the size and
-// routes the message to its queue, never blocking. A node reads its own
-// broadcasts back (every node subscribes to the same channels); the ones
-// the protocol recognises by their head go no further.
-func (a *Adapter) onMessage(m rueidis.PubSubMessage) {
-	a.stats.received.Add(1)
-	if len(m.Message) > a.opts.MaxMessageSize {
-		a.stats.malformed.Add(1)
-		return
-	}
-	r, ok := a.routeOf(m)
-	if !ok || r.queue == toBroadcasts && r.ns.proto.fromNode(m.Message) {
-		return
-	}
-	a.route(r.queue, inbound{PubSubMessage: m, ns: r.ns})
-}
-
-// route puts in on queue q, or drops and counts it when q is full.
-func (a *Adapter) route(q queueKind, in inbound) {
-	ch := a.broadcasts
-	switch q {
-	case toRequests:
-		ch = a.requests
-	case toResponses:
-		ch = a.responses
-	}
-	select {
-	case ch <- in:
-	default:
-		a.stats.queueFull.Add(1)
-	}
-}
-
-// goWorker runs handle for each message of q until the adapter closes.
-func (a *Adapter) goWorker(q chan inbound, handle func(inbound)) {
-	a.spawn(func() {
-		for {
-			select {
-			case m := <-q:
-				handle(m)
-			case <-a.closing:
-				return
-			}
-		}
-	})
-}
-
-// handleBroadcast delivers a broadcast from another node to local sockets.
-func (a *Adapter) handleBroadcast(in inbound) {
-	m, ns := in.PubSubMessage, in.ns
-	// As in Node: a room channel with no local member is not even decoded.
-	if room := ns.proto.roomOf(m.Channel); room != "" && !a.hasLocalRoom(ns, room) {
-		return
-	}
-	f, req, err := ns.proto.decodeBroadcast(m.Message)
-	if err != nil {
-		a.dropped(m, err)
-		return
-	}
-	if req != nil {
-		// The sharded protocols send requests on the broadcast channel.
-		in.req = req
-		a.route(toRequests, in)
-		return
-	}
-	if f.uid == a.uid || f.nsp != ns.name {
-		return
-	}
-	targets := a.selectLocal(ns, f.sel)
-	if len(targets) == 0 {
-		return // its arguments are not even decoded
-	}
-	args, err := f.arguments()
-	if err != nil {
-		a.dropped(m, err)
-		return
-	}
-	a.deliverTo(ns, targets, f.event, args)
-}
-
-// dropped counts and logs a message that could not be decoded.
-func (a *Adapter) dropped(m rueidis.PubSubMessage, err error) {
-	a.stats.malformed.Add(1)
-	a.log.Debug("dropped a message", "channel", m.Channel, "bytes", len(m.Message), "err", err)
 }

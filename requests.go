@@ -10,10 +10,70 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync"
 	"time"
 
 	"github.com/redis/rueidis"
 )
+
+// pendingRequests are this node's requests waiting for answers, by request
+// id. Its lock also guards the requests' answers.
+type pendingRequests struct {
+	mu     sync.Mutex
+	m      map[string]*pendingRequest
+	closed bool // failAll ran: nothing more is added
+}
+
+// add makes p pending under id; ErrClosed after failAll.
+func (ps *pendingRequests) add(id string, p *pendingRequest) error {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.closed {
+		return ErrClosed
+	}
+	ps.m[id] = p
+	return nil
+}
+
+// remove ends the request id, whose answers are ignored from now on, and
+// reports whether every answer p waited for had arrived.
+func (ps *pendingRequests) remove(id string, p *pendingRequest) (complete bool) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	delete(ps.m, id)
+	p.finished = true
+	return p.complete()
+}
+
+// update runs f on the request id under the lock, if it is pending.
+func (ps *pendingRequests) update(id string, f func(p *pendingRequest)) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if p := ps.m[id]; p != nil {
+		f(p)
+	}
+}
+
+// typeOf is the type of the pending request id; false when none is.
+func (ps *pendingRequests) typeOf(id string) (requestType, bool) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if p := ps.m[id]; p != nil {
+		return p.typ, true
+	}
+	return 0, false
+}
+
+// failAll ends every pending request with err, and every later add.
+func (ps *pendingRequests) failAll(err error) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	ps.closed = true
+	for id, p := range ps.m {
+		p.finish(err)
+		delete(ps.m, id)
+	}
+}
 
 type pendingRequest struct {
 	typ      requestType
@@ -53,7 +113,7 @@ const maxEarlyAcks = 1024
 // addBroadcastAnswer adds a client count (typeBroadcastClientCount) or a
 // client's ack to p, a broadcast with acknowledgements, unless p is
 // finished or the answer is past its bounds, and finishes p when it is
-// complete. Call with pendingMu held.
+// complete. Call under the pendingRequests lock.
 func (p *pendingRequest) addBroadcastAnswer(typ requestType, count int, ack json.RawMessage) {
 	if p.finished {
 		return
@@ -88,11 +148,11 @@ func (p *pendingRequest) addBroadcastAnswer(typ requestType, count int, ack json
 // broadcastAnswer adds an answer to the pending broadcast with
 // acknowledgements id, if it is still pending.
 func (a *Adapter) broadcastAnswer(id string, typ requestType, count int, ack json.RawMessage) {
-	a.pendingMu.Lock()
-	defer a.pendingMu.Unlock()
-	if p := a.pending[id]; p != nil && p.typ == typeBroadcast {
-		p.addBroadcastAnswer(typ, count, ack)
-	}
+	a.pending.update(id, func(p *pendingRequest) {
+		if p.typ == typeBroadcast {
+			p.addBroadcastAnswer(typ, count, ack)
+		}
+	})
 }
 
 // serverCount returns how many nodes (Go or Node.js, this one included)
@@ -168,21 +228,16 @@ func (a *Adapter) askWithin(ctx context.Context, ns *namespace, req request, lim
 	req.uid, req.id = a.uid, randomID(8)
 	// Encoded first: a request that cannot be sent reaches nobody, local
 	// clients included.
-	var channel string
-	var payload []byte
+	var m message
 	if p.expected > 0 {
 		var err error
-		if channel, payload, err = a.encodeRequest(ns.proto, req); err != nil {
+		if m, err = a.pub.encodeRequest(ns.proto, req); err != nil {
 			return nil, err
 		}
 	}
-	a.pendingMu.Lock()
-	if a.isClosed() {
-		a.pendingMu.Unlock()
-		return nil, ErrClosed
+	if err := a.pending.add(req.id, p); err != nil {
+		return nil, err
 	}
-	a.pending[req.id] = p
-	a.pendingMu.Unlock()
 
 	if deliver != nil {
 		deliver(req.id)
@@ -191,7 +246,7 @@ func (a *Adapter) askWithin(ctx context.Context, ns *namespace, req request, lim
 	if p.expected > 0 {
 		// Waited for: the requester then waits for answers, which a lost
 		// request never brings.
-		err = a.publishWait(ctx, channel, payload)
+		err = a.pub.publishWait(ctx, ns.proto, m)
 	}
 	if err == nil {
 		select {
@@ -199,11 +254,7 @@ func (a *Adapter) askWithin(ctx context.Context, ns *namespace, req request, lim
 		case <-ctx.Done():
 		}
 	}
-	a.pendingMu.Lock()
-	delete(a.pending, req.id)
-	p.finished = true // late answers are ignored; done is not needed any more
-	complete := p.complete()
-	a.pendingMu.Unlock()
+	complete := a.pending.remove(req.id, p) // late answers are ignored; done is not needed any more
 	switch {
 	case err != nil:
 		return p, err
@@ -228,23 +279,14 @@ func (a *Adapter) askWithin(ctx context.Context, ns *namespace, req request, lim
 }
 
 // finish ends p with err (nil: every answer arrived) unless it already
-// ended: the last answer and Close may both try. Call with pendingMu held.
+// ended: the last answer and Close may both try. Call under the
+// pendingRequests lock.
 func (p *pendingRequest) finish(err error) {
 	if p.finished {
 		return
 	}
 	p.err, p.finished = err, true
 	close(p.done)
-}
-
-// failPending ends every pending request with ErrClosed.
-func (a *Adapter) failPending() {
-	a.pendingMu.Lock()
-	defer a.pendingMu.Unlock()
-	for id, p := range a.pending {
-		p.finish(ErrClosed)
-		delete(a.pending, id)
-	}
 }
 
 // handleResponse adds an answer to its pending request. Answers past the
@@ -254,28 +296,29 @@ func (a *Adapter) handleResponse(in inbound) {
 	m := in.PubSubMessage
 	r, err := in.ns.proto.decodeAnswer(m.Message)
 	if err != nil {
-		a.dropped(m, err)
+		a.in.dropped(m, err)
 		return
 	}
-	a.pendingMu.Lock()
-	p := a.pending[r.id]
-	a.pendingMu.Unlock()
-	if p == nil {
+	typ, ok := a.pending.typeOf(r.id)
+	if !ok {
 		return // another node's request, or one that already ended
 	}
-	if p.typ == typeBroadcast {
+	if typ == typeBroadcast {
 		a.broadcastAnswer(r.id, r.typ, r.clientCount, r.ack)
 		return
 	}
-	// p.typ never changes: checked outside the lock.
-	if p.typ == typeRemoteFetch && len(r.ids) > 0 || p.typ == typeSockets && len(r.sockets) > 0 {
-		a.dropped(m, malformed("%s answered with sockets of the other kind", p.typ))
+	if typ == typeRemoteFetch && len(r.ids) > 0 || typ == typeSockets && len(r.sockets) > 0 {
+		a.in.dropped(m, malformed("%s answered with sockets of the other kind", typ))
 	}
 	for i := range r.sockets {
 		r.sockets[i].Node = r.uid
 	}
-	a.pendingMu.Lock()
-	defer a.pendingMu.Unlock()
+	a.pending.update(r.id, func(p *pendingRequest) { p.add(r) })
+}
+
+// add adds the answer r to p, and finishes p when it is complete. Call
+// under the pendingRequests lock.
+func (p *pendingRequest) add(r answer) {
 	if p.finished {
 		return
 	}

@@ -23,9 +23,7 @@ func TestCloseAfterLastAnswer(t *testing.T) {
 	require.NoError(t, err)
 
 	p := &pendingRequest{typ: typeServerSideEmit, expected: 1, done: make(chan struct{})}
-	a.pendingMu.Lock()
-	a.pending["r1"] = p
-	a.pendingMu.Unlock()
+	require.NoError(t, a.pending.add("r1", p))
 	a.handleResponse(inbound{
 		PubSubMessage: rueidis.PubSubMessage{Channel: "socket.io-response#/#", Message: `{"type":6,"requestId":"r1","data":"ok"}`},
 		ns:            a.namespaces["/"],

@@ -8,19 +8,18 @@ package redisadapter
 import (
 	"errors"
 	"strings"
-	"time"
 
 	"github.com/redis/rueidis"
 )
 
 // resend sends the durable messages of a batch whose first try may have
 // left them out of Redis again, in order, until Redis has them, refuses
-// them for good, or the client is closed (Close gave up waiting); their
+// them for good, or the publisher is aborted (Close gave up waiting); their
 // last results replace the failures. Meanwhile a pub/sub publish waits
 // for its answer (p.down), stream entries join the queue, which waits
 // behind: order is kept. A message whose waiter gave up is not sent again.
 func (p *publisher) resend(sent []*outgoing, results []rueidis.RedisResult) {
-	backoff := minBackoff
+	b := backoff{min: minBackoff, max: maxBackoff}
 	for {
 		var idx []int
 		var cmds []rueidis.Completed
@@ -42,8 +41,9 @@ func (p *publisher) resend(sent []*outgoing, results []rueidis.RedisResult) {
 		p.down = true
 		p.mu.Unlock()
 		p.logFailure(results[idx[0]].Error())
-		time.Sleep(backoff)
-		backoff = min(backoff*2, maxBackoff)
+		if !b.wait(p.ctx) {
+			return
+		}
 		p.resent.Add(uint64(len(cmds)))
 		for k, r := range p.do(cmds) {
 			results[idx[k]] = r

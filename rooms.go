@@ -57,10 +57,8 @@ const (
 	// subscribeBatch bounds the commands of one DoMulti, so a shard with
 	// many channels re-subscribes in round trips of bounded size.
 	subscribeBatch = 512
-	// Back-off of a shard's reconnections and of slot map reads.
-	// Short, as the receive loops' (maxBackoff): a shard comes back within
-	// 50 ms of its master answering.
-	minShardBackoff, maxShardBackoff = minBackoff, maxBackoff
+	// Back-off of slot map reads (a shard reconnects as every loop does,
+	// through the supervisor).
 	minSlotsBackoff, maxSlotsBackoff = roomSyncInterval, 200 * time.Millisecond
 	slotCount                        = 16384
 )
@@ -82,7 +80,7 @@ type roomSubs struct {
 	slots       []string // slot -> master address; nil until first read
 	needSlots   bool     // a channel waits for a master, or a shard failed
 	nextRead    time.Time
-	slotsWait   time.Duration
+	slotsWait   backoff
 	lastRead    time.Time
 	slotsFailed bool // the last read failed: the next success is logged
 
@@ -126,7 +124,7 @@ func newRoomSubs(ctx context.Context, a *Adapter, rc roomChannels) *roomSubs {
 		seed:      maphash.MakeSeed(),
 		byChannel: make(map[string]*roomSub),
 		shards:    make(map[string]*shard),
-		slotsWait: minSlotsBackoff,
+		slotsWait: backoff{min: minSlotsBackoff, max: maxSlotsBackoff},
 		wake:      make(chan struct{}, 1),
 	}
 	for _, ns := range a.namespaces {
@@ -191,7 +189,7 @@ func (r *roomSubs) sync() {
 			held[room] = rs
 			known++
 			r.byChannel[ch] = rs
-			r.a.roomRoutes.Store(ch, ns)
+			r.a.in.roomRoutes.Store(ch, ns)
 			r.assign(rs)
 		}
 		ns.mu.RUnlock()
@@ -214,7 +212,7 @@ func (r *roomSubs) sweep(held map[string]*roomSub, rooms []string) {
 		}
 		delete(held, room)
 		delete(r.byChannel, rs.channel)
-		r.a.roomRoutes.Delete(rs.channel)
+		r.a.in.roomRoutes.Delete(rs.channel)
 		if rs.shard != nil {
 			rs.shard.count--
 			rs.shard.remove(rs.channel)
@@ -281,10 +279,9 @@ func (r *roomSubs) handleEvents() {
 func (r *roomSubs) readSlots(ctx context.Context) {
 	now := time.Now()
 	if now.Sub(r.lastRead) > maxSlotsBackoff {
-		r.slotsWait = minSlotsBackoff
+		r.slotsWait.reset()
 	}
-	r.lastRead, r.nextRead = now, now.Add(r.slotsWait)
-	r.slotsWait = min(2*r.slotsWait, maxSlotsBackoff)
+	r.lastRead, r.nextRead = now, now.Add(r.slotsWait.next())
 	slots, err := r.clusterSlots(ctx)
 	if err != nil {
 		if ctx.Err() == nil {

@@ -15,6 +15,7 @@ package redisadapter
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -24,6 +25,8 @@ import (
 
 // The ClusterAdapter message types.
 const (
+	shardedInitialHeartbeat     = 1
+	shardedHeartbeat            = 2
 	shardedBroadcast            = 3
 	shardedSocketsJoin          = 4
 	shardedSocketsLeave         = 5
@@ -34,6 +37,7 @@ const (
 	shardedServerSideEmitResp   = 10
 	shardedBroadcastClientCount = 11
 	shardedBroadcastAck         = 12
+	shardedAdapterClose         = 13
 )
 
 type shardedData struct {
@@ -89,8 +93,12 @@ func newShardedNamespace(key, uid, nsp string) *shardedNamespace {
 	return &shardedNamespace{ch: ch, uid: uid, nsp: nsp, own: ch.node(uid)}
 }
 
-func (sharded) publish(c rueidis.Client, channel string, payload []byte, _ string, _ uint64) rueidis.Completed {
-	return c.B().Spublish().Channel(channel).Message(rueidis.BinaryString(payload)).Build()
+func (p sharded) roomChannels() roomChannels { return p }
+
+func (sharded) start(context.Context, *node) error { return nil }
+
+func (p *shardedNamespace) command(b rueidis.Builder, m message, _ seqNo) rueidis.Completed {
+	return b.Spublish().Channel(m.channel).Message(rueidis.BinaryString(m.payload)).Build()
 }
 
 // asksFor: the ClusterAdapter protocol has no allRooms and no socket-id
@@ -142,10 +150,10 @@ func (p *shardedNamespace) message(typ int, d shardedData) ([]byte, error) {
 	return json.Marshal(shardedMessage{Type: typ, Data: data, UID: p.uid, Nsp: p.nsp})
 }
 
-func (p *shardedNamespace) encodeBroadcast(sel selector, event string, args []any) (string, []byte, error) {
+func (p *shardedNamespace) encodeBroadcast(sel selector, event string, args []any) (message, error) {
 	d, err := shardedBroadcastData(sel, event, args)
 	if err != nil {
-		return "", nil, err
+		return message{}, err
 	}
 	payload, err := p.message(shardedBroadcast, d)
 	channel := p.ch.broadcast
@@ -154,7 +162,7 @@ func (p *shardedNamespace) encodeBroadcast(sel selector, event string, args []an
 	if len(sel.Rooms) == 1 && hasRoomChannel(sel.Rooms[0]) {
 		channel = p.ch.room(sel.Rooms[0])
 	}
-	return channel, payload, err
+	return message{channel: channel, payload: payload}, err
 }
 
 // shardedBroadcastData is the data of a BROADCAST message:
@@ -171,13 +179,13 @@ func shardedBroadcastData(sel selector, event string, args []any) (shardedData, 
 	return shardedData{Packet: packet, Opts: toShardedOpts(sel)}, nil
 }
 
-func (p *shardedNamespace) encodeRequest(r request) (string, []byte, error) {
+func (p *shardedNamespace) encodeRequest(r request) (message, error) {
 	typ, d, err := shardedRequest(r)
 	if err != nil {
-		return "", nil, err
+		return message{}, err
 	}
 	payload, err := p.message(typ, d)
-	return p.ch.broadcast, payload, err
+	return message{channel: p.ch.broadcast, payload: payload}, err
 }
 
 // shardedRequest is the ClusterAdapter message type and data of a request.
@@ -218,14 +226,14 @@ func shardedRequest(r request) (int, shardedData, error) {
 }
 
 // encodeAnswer answers on the requester's own channel.
-func (p *shardedNamespace) encodeAnswer(to request, a answer) (string, []byte, error) {
+func (p *shardedNamespace) encodeAnswer(to request, a answer) (message, error) {
 	d := shardedData{RequestID: to.id}
 	var typ int
 	switch {
 	case to.typ == typeRemoteFetch:
 		sockets, err := json.Marshal(nonNil(a.sockets))
 		if err != nil {
-			return "", nil, err
+			return message{}, err
 		}
 		typ, d.Sockets = shardedFetchSocketsResponse, sockets
 	case to.typ == typeServerSideEmit:
@@ -235,13 +243,13 @@ func (p *shardedNamespace) encodeAnswer(to request, a answer) (string, []byte, e
 	case to.typ == typeBroadcast:
 		typ, d.Packet = shardedBroadcastAck, a.ack
 	default:
-		return "", nil, fmt.Errorf("redisadapter: %s has no sharded answer", to.typ)
+		return message{}, fmt.Errorf("redisadapter: %s has no sharded answer", to.typ)
 	}
 	if d.Packet == nil && (typ == shardedServerSideEmitResp || typ == shardedBroadcastAck) {
 		d.Packet = json.RawMessage("null")
 	}
 	payload, err := p.message(typ, d)
-	return p.ch.node(to.uid), payload, err
+	return message{channel: p.ch.node(to.uid), payload: payload}, err
 }
 
 // decodeShardedMessage reads the envelope: JSON, or msgpack (Node's choice when the

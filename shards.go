@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"time"
 
 	"github.com/redis/rueidis"
 )
@@ -89,50 +88,35 @@ func (s *shard) onSubscription(p rueidis.PubSubSubscription) {
 	s.signal()
 }
 
-// run connects, and connects again after each failure with back-off, until
-// ctx ends.
+// run keeps the shard's connection, through the adapter's supervisor,
+// until ctx ends. After each failure its channels count as lost (their next
+// subscription is a resubscribe) and the manager is told, so that it reads
+// the slot map again.
 func (s *shard) run(ctx context.Context) {
-	backoff := minShardBackoff
-	var down time.Time // when the current outage began; zero while connected
-	defer func() {
-		if !down.IsZero() {
-			s.r.down.Add(-1)
-		}
-	}()
-	for {
-		err := s.serve(ctx, func() {
-			if !down.IsZero() {
-				s.r.a.log.Info("room channels re-subscribed", "master", s.addr, "channels", len(s.held), "after", time.Since(down).Round(time.Millisecond))
-				down = time.Time{}
+	s.r.a.loops.run(ctx, loop{
+		what:  "room channels' connection to a cluster master",
+		attrs: []any{"master", s.addr},
+		attempt: func(ctx context.Context, up func()) error {
+			err := s.serve(ctx, up)
+			if ctx.Err() != nil {
+				return nil
+			}
+			for _, h := range s.held {
+				if h.on {
+					h.on, h.lost = false, true
+				}
+			}
+			s.r.report(shardEvent{shard: s})
+			return err
+		},
+		outage: func(down bool) {
+			if down {
+				s.r.down.Add(1)
+			} else {
 				s.r.down.Add(-1)
 			}
-			backoff = minShardBackoff
-		})
-		if ctx.Err() != nil {
-			return
-		}
-		for _, h := range s.held {
-			if h.on {
-				h.on, h.lost = false, true
-			}
-		}
-		if down.IsZero() {
-			down = time.Now()
-			s.r.down.Add(1)
-			s.r.a.log.Warn("room channels' connection to a cluster master failed; re-subscribing with back-off", "master", s.addr, "channels", len(s.held), "err", err)
-		} else {
-			s.r.a.log.Debug("room channels: reconnecting", "master", s.addr, "err", err, "in", backoff)
-		}
-		s.r.report(shardEvent{shard: s})
-		t := time.NewTimer(backoff)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return
-		}
-		backoff = min(2*backoff, maxShardBackoff)
-	}
+		},
+	})
 }
 
 // serve holds one connection until it fails or ctx ends: it subscribes
@@ -145,7 +129,7 @@ func (s *shard) serve(ctx context.Context, ready func()) error {
 	}
 	dc, _ := node.Dedicate()
 	defer dc.Close()
-	failed := dc.SetPubSubHooks(rueidis.PubSubHooks{OnMessage: s.r.a.onMessage, OnSubscription: s.onSubscription})
+	failed := dc.SetPubSubHooks(rueidis.PubSubHooks{OnMessage: s.r.a.in.onMessage, OnSubscription: s.onSubscription})
 	s.mu.Lock()
 	s.unsubs = nil // of an earlier connection
 	s.mu.Unlock()

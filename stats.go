@@ -23,6 +23,8 @@ type Stats struct {
 	RequestTimeouts uint64
 	// Resubscribes counts subscriptions renewed after a dropped connection or a server-side unsubscribe.
 	Resubscribes uint64
+	// Outages counts the times a connection or subscription the adapter keeps (a subscription, a stream reader, a room channels' connection) was lost; each is logged as a warning, and its end at info level.
+	Outages uint64
 	// StreamGaps counts the times this node found stream entries trimmed (or deleted) before it read them, in streams mode: broadcasts it never delivered. Each is logged.
 	StreamGaps uint64
 	// StreamDuplicates counts stream entries dropped as a second copy a publisher's resend left, in streams mode.
@@ -38,7 +40,7 @@ type Stats struct {
 }
 
 type counters struct {
-	received, malformed, queueFull, slowSocket, timeouts, resubscribes, collisions, streamGaps, streamDuplicates atomic.Uint64
+	received, malformed, queueFull, slowSocket, timeouts, resubscribes, outages, collisions, streamGaps, streamDuplicates atomic.Uint64
 }
 
 // Stats returns a snapshot of the counters. It is cheap and never blocks
@@ -46,19 +48,20 @@ type counters struct {
 func (a *Adapter) Stats() Stats {
 	c := &a.stats
 	return Stats{
-		Published:        a.published.Load(),
-		PublishFailures:  a.failures.Load(),
-		Resent:           a.resent.Load(),
+		Published:        a.pub.published.Load(),
+		PublishFailures:  a.pub.failures.Load(),
+		Resent:           a.pub.resent.Load(),
 		Received:         c.received.Load(),
 		Malformed:        c.malformed.Load(),
 		QueueFull:        c.queueFull.Load(),
 		SlowSocketDrops:  c.slowSocket.Load(),
 		RequestTimeouts:  c.timeouts.Load(),
 		Resubscribes:     c.resubscribes.Load(),
+		Outages:          c.outages.Load(),
 		IDCollisions:     c.collisions.Load(),
 		StreamGaps:       c.streamGaps.Load(),
 		StreamDuplicates: c.streamDuplicates.Load(),
-		QueueDepth:       len(a.broadcasts) + len(a.requests) + len(a.responses),
+		QueueDepth:       a.in.depth(),
 		Sockets:          a.trackedSockets(),
 		Subscribed:       a.subs.isLive() && a.roomShardsDown() == 0,
 	}

@@ -7,34 +7,12 @@ package redisadapter
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/redis/rueidis"
 )
-
-// startStreams reads where each stream served by this node ends now, so
-// that anything added after New returns reaches the node, and starts one
-// reader per stream.
-func (a *Adapter) startStreams(ctx, loopCtx context.Context, p streams) error {
-	seen := make(map[string]bool)
-	for _, name := range a.opts.Namespaces {
-		stream := streamName(p.name, p.count, name)
-		if seen[stream] {
-			continue
-		}
-		seen[stream] = true
-		info, err := a.streamInfo(ctx, stream)
-		if err != nil {
-			return fmt.Errorf("redisadapter: read stream %q: %w", stream, unreachable(err))
-		}
-		r := &streamReader{a: a, p: p, stream: stream, offset: info.last}
-		a.spawn(func() { r.run(loopCtx) })
-	}
-	return nil
-}
 
 // streamState is what XINFO STREAM says about a stream.
 type streamState struct {
@@ -57,8 +35,8 @@ func (s streamState) gapAfter(offset string) bool {
 	return idLess(offset, s.maxDeleted) || s.first != "" && idLess(offset, s.first)
 }
 
-func (a *Adapter) streamInfo(ctx context.Context, stream string) (streamState, error) {
-	m, err := a.client.Do(ctx, a.client.B().XinfoStream().Key(stream).Build()).AsMap()
+func streamInfo(ctx context.Context, c rueidis.Client, stream string) (streamState, error) {
+	m, err := c.Do(ctx, c.B().XinfoStream().Key(stream).Build()).AsMap()
 	if err != nil {
 		if re, ok := rueidis.IsRedisErr(err); ok && strings.Contains(re.Error(), "no such key") {
 			return streamState{last: "0-0"}, nil
@@ -93,10 +71,11 @@ func (a *Adapter) streamInfo(ctx context.Context, stream string) (streamState, e
 // ReadCount entries plus its queues, and requests and answers, which come
 // on pub/sub, are not stuck behind the backlog.
 type streamReader struct {
-	a        *Adapter
+	n        *node
 	p        streams
 	stream   string
 	offset   string                   // the id of the last entry read
+	recheck  bool                     // a read failed: check the stream for a gap before reading it again
 	produced map[string]*producedSeqs // per producer, the numbers read lately
 }
 
@@ -189,62 +168,49 @@ func (r *streamReader) forgetOldestProducer() {
 // blockTime is how long one XREAD waits for an entry (Node's blockTimeInMs).
 const blockTime = 5 * time.Second
 
+// run reads the stream until ctx ends, through the adapter's supervisor.
 func (r *streamReader) run(ctx context.Context) {
-	a := r.a
-	backoff := minBackoff
-	var downSince time.Time
-	recheck := false // after an outage: check the stream for a gap before reading it again
-	for {
-		if recheck {
-			// The check must come before the read: the read moves the offset
-			// past a gap. The connection it goes out on may come back a little
-			// after the read's, so it waits for Redis like the read; only a
-			// Redis that refuses the command itself (an ACL without XINFO, a
-			// proxy without it) has the stream read without it.
-			switch err := r.checkGap(ctx); {
-			case err == nil:
-				recheck = false
-			case commandRefused(err):
-				a.log.Warn("stream read again without checking it for a gap", "stream", r.stream, "err", err)
-				recheck = false
-			default:
-				if !sleepCtx(ctx, backoff) {
-					return
-				}
-				backoff = min(backoff*2, maxBackoff)
-				continue
-			}
+	r.n.loops.run(ctx, loop{what: "stream reader", attrs: []any{"stream", r.stream}, attempt: r.read})
+}
+
+// read reads the stream from the last entry read until a read fails. After
+// a failed read it first checks the stream for a gap: the check must come
+// before the read, which moves the offset past a gap. The connection the
+// check goes out on may come back a little after the read's, so it waits
+// for Redis like the read (a failed check is a failed attempt); only a
+// Redis that refuses the command itself (an ACL without XINFO, a proxy
+// without it) has the stream read without it.
+func (r *streamReader) read(ctx context.Context, up func()) error {
+	n := r.n
+	if r.recheck {
+		switch err := r.checkGap(ctx); {
+		case err == nil:
+		case commandRefused(err):
+			n.log.Warn("stream read again without checking it for a gap", "stream", r.stream, "err", err)
+		default:
+			return err
 		}
-		cmd := a.client.B().Xread().Count(int64(r.p.readCount)).Block(blockTime.Milliseconds()).
+		r.recheck = false
+	}
+	for {
+		cmd := n.client.B().Xread().Count(int64(r.p.readCount)).Block(blockTime.Milliseconds()).
 			Streams().Key(r.stream).Id(r.offset).Build()
-		res, err := a.client.Do(ctx, cmd).AsXRead()
+		res, err := n.client.Do(ctx, cmd).AsXRead()
 		if ctx.Err() != nil || errors.Is(err, rueidis.ErrClosing) {
-			return
+			return nil
 		}
 		if err != nil && !rueidis.IsRedisNil(err) { // nil: the block time passed with nothing new
-			if downSince.IsZero() {
-				downSince = time.Now()
-				a.log.Warn("stream read failed; reading again from the last entry read", "stream", r.stream, "err", err)
-			}
-			recheck = true
-			if !sleepCtx(ctx, backoff) {
-				return
-			}
-			backoff = min(backoff*2, maxBackoff)
-			continue
+			r.recheck = true
+			return err
 		}
-		backoff = minBackoff
+		up()
 		entries := res[r.stream]
-		if !downSince.IsZero() {
-			a.log.Info("stream read again", "stream", r.stream, "down", time.Since(downSince).Round(time.Millisecond))
-			downSince = time.Time{}
-		}
 		if len(entries) == r.p.readCount {
 			_ = r.checkGap(ctx) // behind: the entries after offset may be trimmed before they are read; unchecked if Redis is away
 		}
 		for _, e := range entries {
 			if !r.handle(e) {
-				return
+				return nil
 			}
 			r.offset = e.ID
 		}
@@ -262,7 +228,7 @@ func (r *streamReader) checkGap(ctx context.Context) error {
 	var info streamState
 	var err error
 	for range 3 {
-		if info, err = r.a.streamInfo(ctx, r.stream); err == nil {
+		if info, err = streamInfo(ctx, r.n.client, r.stream); err == nil {
 			break
 		}
 	}
@@ -273,13 +239,13 @@ func (r *streamReader) checkGap(ctx context.Context) error {
 		// Reading goes on after the last entry read: new entries get ids
 		// from the new master's clock, past it unless the clocks differ by
 		// more than the failover took.
-		r.a.log.Warn("the stream ends before the last entry this node read: a failover lost its tail, or it was recreated",
+		r.n.log.Warn("the stream ends before the last entry this node read: a failover lost its tail, or it was recreated",
 			"stream", r.stream, "last_read", r.offset, "stream_end", info.last)
 		return nil
 	}
 	if info.gapAfter(r.offset) {
-		r.a.stats.streamGaps.Add(1)
-		r.a.log.Error("stream entries were trimmed before this node read them: broadcasts lost (raise Streams.MaxLen?)",
+		r.n.stats.streamGaps.Add(1)
+		r.n.log.Error("stream entries were trimmed before this node read them: broadcasts lost (raise Streams.MaxLen?)",
 			"stream", r.stream, "last_read", r.offset, "first_held", info.first)
 	}
 	return nil
@@ -319,51 +285,38 @@ func parseID(id string) (ms, seq uint64, ok bool) {
 
 // handle routes one entry; false once the adapter is closing.
 func (r *streamReader) handle(e rueidis.XRangeEntry) bool {
-	a := r.a
-	a.stats.received.Add(1)
+	n := r.n
+	n.stats.received.Add(1)
 	size := 0
 	for k, v := range e.FieldValues {
 		size += len(k) + len(v)
 	}
-	if size > a.opts.MaxMessageSize {
-		a.stats.malformed.Add(1)
+	if size > n.in.maxSize {
+		n.stats.malformed.Add(1)
 		return true
 	}
-	if e.FieldValues["uid"] == a.uid {
+	if e.FieldValues["uid"] == n.uid {
 		return true // this node applied it before publishing
 	}
-	ns, ok := a.namespaces[e.FieldValues["nsp"]]
+	ns, ok := n.in.namespaces[e.FieldValues["nsp"]]
 	if !ok {
 		return true // another namespace sharing the stream
 	}
 	if r.duplicate(e) {
-		a.stats.streamDuplicates.Add(1)
+		n.stats.streamDuplicates.Add(1)
 		return true
 	}
 	m := rueidis.PubSubMessage{Channel: r.stream}
 	entry, err := decodeStreamEntry(e.FieldValues)
 	if err != nil {
-		a.dropped(m, err)
+		n.in.dropped(m, err)
+		return true
+	}
+	if entry.skip {
 		return true
 	}
 	m.Message = entry.msg
-	q := a.broadcasts
-	switch entry.typ {
-	case shardedBroadcast:
-	case shardedSocketsJoin, shardedSocketsLeave, shardedDisconnectSockets:
-		q = a.requests
-	case 1, 2, 13: // heartbeats and adapter close: Node's streams adapter has no use for them
-		return true
-	default:
-		a.dropped(m, malformed("stream entry of type %d", entry.typ))
-		return true
-	}
 	// Waits for room: the stream keeps what is not read yet, so a full
 	// queue slows the reader instead of dropping.
-	select {
-	case q <- inbound{PubSubMessage: m, ns: ns}:
-		return true
-	case <-a.closing:
-		return false
-	}
+	return n.in.put(entry.queue, inbound{PubSubMessage: m, ns: ns})
 }

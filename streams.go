@@ -31,6 +31,7 @@ package redisadapter
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -125,44 +126,58 @@ type streams struct {
 	shardedPubSub bool
 }
 
-// A durable message travels through the publisher as a "channel" naming
-// the stream entry's head (streamMarker, stream, uid, nsp and type,
-// NUL-separated) and a payload that is its data field: publish turns them
-// into an XADD. A channel never starts with NUL (Key cannot, see validate).
-const streamMarker = "\x00xadd\x00"
-
-// isStreamEntry reports whether channel names a stream entry.
-func isStreamEntry(channel string) bool { return strings.HasPrefix(channel, streamMarker) }
-
-func (p streams) publish(c rueidis.Client, channel string, payload []byte, producer string, seq uint64) rueidis.Completed {
-	if head, ok := strings.CutPrefix(channel, streamMarker); ok {
-		f := strings.SplitN(head, "\x00", 4)
-		if len(f) == 4 {
-			return c.B().Xadd().Key(f[0]).Maxlen().Almost().Threshold(strconv.Itoa(p.maxLen)).Id("*").
-				FieldValue().FieldValue("uid", f[1]).FieldValue("nsp", f[2]).FieldValue("type", f[3]).
-				FieldValue("data", string(payload)).
-				FieldValue("seq", producer+":"+strconv.FormatUint(seq, 10)).Build()
-		}
-	}
-	if p.shardedPubSub {
-		return c.B().Spublish().Channel(channel).Message(rueidis.BinaryString(payload)).Build()
-	}
-	return c.B().Publish().Channel(channel).Message(rueidis.BinaryString(payload)).Build().SetSlot(channel)
-}
-
 // streamsNamespace is the streams protocol bound to one namespace.
 type streamsNamespace struct {
 	sh            *shardedNamespace // the ClusterAdapter messages and the channels
 	shardedPubSub bool
 	stream        string
-	entry         string // the head of this node's stream entries, but for their type
+	uid, nsp      string
+	maxLen        string // MAXLEN ~ of each XADD
 }
 
 func (p streams) namespace(nsp string) nsProtocol {
-	stream := streamName(p.name, p.count, nsp)
 	return &streamsNamespace{
-		sh: newShardedNamespace(p.key, p.uid, nsp), shardedPubSub: p.shardedPubSub, stream: stream,
-		entry: streamMarker + stream + "\x00" + p.uid + "\x00" + nsp + "\x00",
+		sh: newShardedNamespace(p.key, p.uid, nsp), shardedPubSub: p.shardedPubSub,
+		stream: streamName(p.name, p.count, nsp), uid: p.uid, nsp: nsp, maxLen: strconv.Itoa(p.maxLen),
+	}
+}
+
+func (streams) roomChannels() roomChannels { return nil }
+
+// start reads where each stream of the namespaces ends now, so that
+// anything added after it returns reaches the node, and starts one reader
+// per stream.
+func (p streams) start(ctx context.Context, n *node) error {
+	seen := make(map[string]bool)
+	for name := range n.in.namespaces {
+		stream := streamName(p.name, p.count, name)
+		if seen[stream] {
+			continue
+		}
+		seen[stream] = true
+		info, err := streamInfo(ctx, n.client, stream)
+		if err != nil {
+			return fmt.Errorf("redisadapter: read stream %q: %w", stream, unreachable(err))
+		}
+		r := &streamReader{n: n, p: p, stream: stream, offset: info.last}
+		n.spawn(r.run)
+	}
+	return nil
+}
+
+// command builds a durable message's XADD, numbered by seq, or the
+// PUBLISH (SPUBLISH) of an ephemeral one.
+func (p *streamsNamespace) command(b rueidis.Builder, m message, seq seqNo) rueidis.Completed {
+	switch {
+	case m.durable:
+		return b.Xadd().Key(p.stream).Maxlen().Almost().Threshold(p.maxLen).Id("*").
+			FieldValue().FieldValue("uid", p.uid).FieldValue("nsp", p.nsp).FieldValue("type", strconv.Itoa(m.kind)).
+			FieldValue("data", string(m.payload)).
+			FieldValue("seq", seq.producer+":"+strconv.FormatUint(seq.n, 10)).Build()
+	case p.shardedPubSub:
+		return b.Spublish().Channel(m.channel).Message(rueidis.BinaryString(m.payload)).Build()
+	default:
+		return b.Publish().Channel(m.channel).Message(rueidis.BinaryString(m.payload)).Build().SetSlot(m.channel)
 	}
 }
 
@@ -192,7 +207,7 @@ func (p *streamsNamespace) roomOf(channel string) string { return "" }
 // fromNode: the stream reader skips this node's entries before decoding.
 func (p *streamsNamespace) fromNode(msg string) bool { return false }
 
-func (p *streamsNamespace) encodeBroadcast(sel selector, event string, args []any) (string, []byte, error) {
+func (p *streamsNamespace) encodeBroadcast(sel selector, event string, args []any) (message, error) {
 	var data []byte
 	var err error
 	if hasBinary(args, 0) {
@@ -204,9 +219,14 @@ func (p *streamsNamespace) encodeBroadcast(sel selector, event string, args []an
 		}
 	}
 	if err != nil {
-		return "", nil, err
+		return message{}, err
 	}
-	return p.entry + strconv.Itoa(shardedBroadcast), data, nil
+	return p.entry(shardedBroadcast, data), nil
+}
+
+// entry is a durable message: a stream entry of type typ with data.
+func (p *streamsNamespace) entry(typ int, data []byte) message {
+	return message{channel: p.stream, payload: data, durable: true, kind: typ}
 }
 
 // binaryBroadcastData is Node's form of a broadcast holding binary: the
@@ -256,29 +276,29 @@ func hasBinary(v any, depth int) bool {
 	return false
 }
 
-func (p *streamsNamespace) encodeRequest(r request) (string, []byte, error) {
+func (p *streamsNamespace) encodeRequest(r request) (message, error) {
 	typ, d, err := shardedRequest(r)
 	if err != nil {
-		return "", nil, err
+		return message{}, err
 	}
 	switch typ {
 	case shardedSocketsJoin, shardedSocketsLeave, shardedDisconnectSockets:
 		data, err := json.Marshal(d)
-		return p.entry + strconv.Itoa(typ), data, err
+		return p.entry(typ, data), err
 	}
 	payload, err := p.sh.message(typ, d)
 	if err == nil {
 		payload, err = jsonToMsgpack(payload)
 	}
-	return p.sh.ch.broadcast, payload, err
+	return message{channel: p.sh.ch.broadcast, payload: payload}, err
 }
 
-func (p *streamsNamespace) encodeAnswer(to request, a answer) (string, []byte, error) {
-	channel, payload, err := p.sh.encodeAnswer(to, a)
+func (p *streamsNamespace) encodeAnswer(to request, a answer) (message, error) {
+	m, err := p.sh.encodeAnswer(to, a)
 	if err == nil {
-		payload, err = jsonToMsgpack(payload)
+		m.payload, err = jsonToMsgpack(m.payload)
 	}
-	return channel, payload, err
+	return m, err
 }
 
 // Every message reaches the decoders as ClusterAdapter JSON (or msgpack,
@@ -309,7 +329,9 @@ func (p *streamsNamespace) countCommand(c rueidis.Client) (rueidis.Completed, st
 type streamEntry struct {
 	typ      int
 	uid, nsp string
-	msg      string // the ClusterAdapter message as JSON, for the sharded decoders
+	msg      string    // the ClusterAdapter message as JSON, for the sharded decoders
+	queue    queueKind // the worker that handles it
+	skip     bool      // a message Node's streams adapter has no use for (heartbeats, adapter close)
 }
 
 // decodeStreamEntry reads the fields of a stream entry (uid, nsp, type and
@@ -328,6 +350,17 @@ func decodeStreamEntry(fields map[string]string) (streamEntry, error) {
 		return e, malformed("stream entry type %q", fields["type"])
 	}
 	e.typ = typ
+	switch typ {
+	case shardedBroadcast:
+		e.queue = toBroadcasts
+	case shardedSocketsJoin, shardedSocketsLeave, shardedDisconnectSockets:
+		e.queue = toRequests
+	case shardedInitialHeartbeat, shardedHeartbeat, shardedAdapterClose:
+		e.skip = true
+		return e, nil
+	default:
+		return e, malformed("stream entry of type %d", typ)
+	}
 	data := "null"
 	switch d := fields["data"]; {
 	case d == "":

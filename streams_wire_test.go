@@ -1,14 +1,18 @@
 package redisadapter
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
+	"maps"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/redis/rueidis"
 	"github.com/stretchr/testify/require"
+
+	"github.com/blogstack/redisadapter/internal/redistest"
 )
 
 const streamsCapture = "node-redis-streams-adapter-0.3.1-capture.txt"
@@ -94,48 +98,54 @@ func TestStreamsEncodeMatchesNode(t *testing.T) {
 		Text string `json:"text"`
 		N    int    `json:"n"`
 	}
-	check := func(i int, channel string, payload []byte) {
-		t.Helper()
-		head, ok := strings.CutPrefix(channel, streamMarker)
-		require.True(t, ok, channel)
-		f := strings.SplitN(head, "\x00", 4)
-		require.Equal(t, []string{"socket.io", uid, "/", xs[i].fields["type"]}, f)
-		require.Equal(t, xs[i].fields["data"], string(payload))
+	// A durable message's XADD goes to a real Redis, which reads its fields
+	// back: they must be Node's, plus our seq.
+	srv := redistest.Start(t)
+	client, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr()}, DisableCache: true})
+	require.NoError(t, err)
+	defer client.Close()
+	ctx := context.Background()
+	check := func(i int) func(message, error) {
+		return func(m message, err error) {
+			t.Helper()
+			require.NoError(t, err)
+			require.True(t, m.durable)
+			require.Equal(t, "socket.io", m.channel, "the stream")
+			cmd := p.command(client.B(), m, seqNo{"prod", 9})
+			require.Equal(t, xs[i].args[:4], cmd.Commands()[2:6], "MAXLEN ~ 10000 *")
+			id, err := client.Do(ctx, p.command(client.B(), m, seqNo{"prod", uint64(i)})).ToString()
+			require.NoError(t, err)
+			got, err := client.Do(ctx, client.B().Xrange().Key("socket.io").Start(id).End(id).Build()).AsXRange()
+			require.NoError(t, err)
+			require.Len(t, got, 1)
+			want := maps.Clone(xs[i].fields)
+			want["seq"] = "prod:" + strconv.Itoa(i)
+			require.Equal(t, want, got[0].FieldValues)
+		}
 	}
-	ch, payload, err := p.encodeBroadcast(selector{Rooms: []string{"post:1"}}, "comment", []any{comment{"hello", 1}})
-	require.NoError(t, err)
-	check(0, ch, payload)
-	ch, payload, err = p.encodeBroadcast(selector{Rooms: []string{"post:1", "post:2"}, Except: []string{"post:3"}}, "multi", []any{42})
-	require.NoError(t, err)
-	check(1, ch, payload)
-	ch, payload, err = p.encodeBroadcast(selector{}, "all", []any{"x"})
-	require.NoError(t, err)
-	check(2, ch, payload)
-	ch, payload, err = p.encodeBroadcast(selector{Rooms: []string{"post:1"}}, "bin", []any{[]byte{1, 2, 3}})
-	require.NoError(t, err)
-	check(3, ch, payload)
+	check(0)(p.encodeBroadcast(selector{Rooms: []string{"post:1"}}, "comment", []any{comment{"hello", 1}}))
+	check(1)(p.encodeBroadcast(selector{Rooms: []string{"post:1", "post:2"}, Except: []string{"post:3"}}, "multi", []any{42}))
+	check(2)(p.encodeBroadcast(selector{}, "all", []any{"x"}))
+	check(3)(p.encodeBroadcast(selector{Rooms: []string{"post:1"}}, "bin", []any{[]byte{1, 2, 3}}))
 	sel := selector{Rooms: []string{"post:1"}}
-	ch, payload, err = p.encodeRequest(request{uid: uid, typ: typeRemoteJoin, sel: sel, rooms: []string{"extra"}})
-	require.NoError(t, err)
-	check(4, ch, payload)
-	ch, payload, err = p.encodeRequest(request{uid: uid, typ: typeRemoteDisconnect, sel: sel, close: true})
-	require.NoError(t, err)
-	check(6, ch, payload)
+	check(4)(p.encodeRequest(request{uid: uid, typ: typeRemoteJoin, sel: sel, rooms: []string{"extra"}}))
+	check(6)(p.encodeRequest(request{uid: uid, typ: typeRemoteDisconnect, sel: sel, close: true}))
 
 	// Ephemeral: the fetch request and the answers, msgpack in Node's key order.
 	pub := map[string][]string{}
 	for _, m := range readCapture(t, streamsCapture) {
 		pub[m.channel] = append(pub[m.channel], m.message)
 	}
-	ch, payload, err = p.encodeRequest(request{uid: uid, id: "09d5080863c3dda3", typ: typeRemoteFetch, sel: sel})
+	m, err := p.encodeRequest(request{uid: uid, id: "09d5080863c3dda3", typ: typeRemoteFetch, sel: sel})
 	require.NoError(t, err)
-	require.Equal(t, "socket.io#/#", ch)
-	require.Equal(t, pub["socket.io#/#"][0], string(payload))
+	require.False(t, m.durable)
+	require.Equal(t, "socket.io#/#", m.channel)
+	require.Equal(t, pub["socket.io#/#"][0], string(m.payload))
 	answering := Streams{Connector: Standalone{}}.protocol("socket.io", "81d2cca0527f378e").namespace("/")
-	ch, payload, err = answering.encodeAnswer(request{uid: uid, id: "a743592b57accc71", typ: typeBroadcast}, answer{typ: typeBroadcastClientCount, clientCount: 1})
+	m, err = answering.encodeAnswer(request{uid: uid, id: "a743592b57accc71", typ: typeBroadcast}, answer{typ: typeBroadcastClientCount, clientCount: 1})
 	require.NoError(t, err)
-	require.Equal(t, "socket.io#/#"+uid+"#", ch)
-	require.Equal(t, pub[ch][2], string(payload))
+	require.Equal(t, "socket.io#/#"+uid+"#", m.channel)
+	require.Equal(t, pub[m.channel][2], string(m.payload))
 }
 
 func TestHashCodeStreamNames(t *testing.T) {

@@ -59,14 +59,14 @@ func (t target) emit(ctx context.Context, event string, args []any, deliver func
 		deliver()
 		return nil
 	}
-	channel, payload, err := t.proto.encodeBroadcast(t.sel, event, args)
+	m, err := t.proto.encodeBroadcast(t.sel, event, args)
 	if err != nil {
 		return err
 	}
 	if deliver != nil {
 		deliver()
 	}
-	return t.pub.publish(ctx, channel, payload)
+	return t.pub.publish(ctx, t.proto, m)
 }
 
 // remote makes the selected sockets of every node join rooms
@@ -83,11 +83,11 @@ func (t target) remote(ctx context.Context, typ requestType, rooms []string, clo
 	if t.local {
 		return nil
 	}
-	channel, payload, err := t.pub.encodeRequest(t.proto, request{uid: t.pub.uid, typ: typ, sel: t.sel, rooms: rooms, close: closeConn})
+	m, err := t.pub.encodeRequest(t.proto, request{uid: t.pub.uid, typ: typ, sel: t.sel, rooms: rooms, close: closeConn})
 	if err != nil {
 		return err
 	}
-	return t.pub.publish(ctx, channel, payload)
+	return t.pub.publish(ctx, t.proto, m)
 }
 
 // serverSideEmitRequest is the request carrying event and args to the

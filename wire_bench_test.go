@@ -49,7 +49,7 @@ func BenchmarkShardedEncodeDecode(b *testing.B) {
 	p := sharded{"socket.io", "abcdef"}.namespace("/")
 	b.ReportAllocs()
 	for b.Loop() {
-		_, payload, err := p.encodeBroadcast(selector{Rooms: []string{"post:42"}}, "comment", []any{c})
+		_, payload, err := unpack(p.encodeBroadcast(selector{Rooms: []string{"post:42"}}, "comment", []any{c}))
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -140,12 +140,12 @@ func TestEncodeMatchesNode(t *testing.T) {
 	require.Equal(t, byChannel["socket.io#/#"][0], string(got))
 
 	p := classic{"socket.io", "sTV2Gd"}.namespace("/")
-	channel, req, err := p.encodeRequest(request{uid: "sTV2Gd", id: "2DcG3Y", typ: typeRemoteFetch, sel: selector{Rooms: []string{"post:1"}}})
+	channel, req, err := unpack(p.encodeRequest(request{uid: "sTV2Gd", id: "2DcG3Y", typ: typeRemoteFetch, sel: selector{Rooms: []string{"post:1"}}}))
 	require.NoError(t, err)
 	require.Equal(t, "socket.io-request#/#", channel)
 	require.Equal(t, byChannel[channel][0], string(req))
 
-	_, req, err = p.encodeRequest(request{uid: "sTV2Gd", typ: typeRemoteDisconnect, sel: selector{Rooms: []string{"nobody"}}})
+	_, req, err = unpack(p.encodeRequest(request{uid: "sTV2Gd", typ: typeRemoteDisconnect, sel: selector{Rooms: []string{"nobody"}}}))
 	require.NoError(t, err)
 	require.Contains(t, byChannel[channel], string(req))
 }
@@ -164,7 +164,7 @@ func TestChannels(t *testing.T) {
 		if rooms != "" {
 			sel.Rooms = strings.Split(rooms, ",")
 		}
-		channel, _, err := p.encodeBroadcast(sel, "e", nil)
+		channel, _, err := unpack(p.encodeBroadcast(sel, "e", nil))
 		require.NoError(t, err)
 		require.Equal(t, want, channel, rooms)
 	}
@@ -257,13 +257,13 @@ func FuzzDecodeSharded(f *testing.F) {
 	for _, p := range readCapture(f, "node-redis-sharded-adapter-8.3.0-capture.txt") {
 		f.Add(p.message)
 	}
-	_, ours, _ := sharded{"socket.io", "u"}.namespace("/").encodeBroadcast(selector{Rooms: []string{"a"}}, "e", []any{1, "x", nil})
+	_, ours, _ := unpack(sharded{"socket.io", "u"}.namespace("/").encodeBroadcast(selector{Rooms: []string{"a"}}, "e", []any{1, "x", nil}))
 	f.Add(string(ours))
 	f.Fuzz(func(t *testing.T, msg string) {
 		p := sharded{"socket.io", "u"}.namespace("/")
 		if fr, req, err := p.decodeBroadcast(msg); err == nil && req == nil {
 			// What decodes re-encodes, and decodes to the same broadcast.
-			_, again, err := sharded{"socket.io", fr.uid}.namespace(fr.nsp).encodeBroadcast(fr.sel, fr.event, fr.args)
+			_, again, err := unpack(sharded{"socket.io", fr.uid}.namespace(fr.nsp).encodeBroadcast(fr.sel, fr.event, fr.args))
 			if err != nil {
 				t.Fatalf("re-encode %q: %v", msg, err)
 			}
@@ -303,7 +303,7 @@ func TestDecodeNodeShardedCapture(t *testing.T) {
 func TestFromNode(t *testing.T) {
 	for _, uid := range []string{"abc123", "emitter", strings.Repeat("u", 31), strings.Repeat("u", 40)} {
 		p := classic{"socket.io", uid}.namespace("/")
-		_, frame, err := p.encodeBroadcast(selector{Rooms: []string{"r"}}, "m", []any{1})
+		_, frame, err := unpack(p.encodeBroadcast(selector{Rooms: []string{"r"}}, "m", []any{1}))
 		require.NoError(t, err)
 		f, _, err := p.decodeBroadcast(string(frame))
 		require.NoError(t, err)
@@ -370,7 +370,7 @@ func TestBroadcastWithAckRoundTrip(t *testing.T) {
 	} {
 		proto, other := protos[0], protos[1]
 		p := proto.namespace("/chat")
-		channel, payload, err := p.encodeRequest(out)
+		channel, payload, err := unpack(p.encodeRequest(out))
 		require.NoError(t, err)
 		require.Equal(t, "socket.io", channel[:len("socket.io")])
 		if _, ok := proto.(sharded); ok {
@@ -394,7 +394,7 @@ func TestBroadcastWithAckRoundTrip(t *testing.T) {
 		require.NoError(t, err)
 		require.Len(t, args, 1)
 
-		_, payload, err = other.namespace("/chat").encodeAnswer(in, answer{typ: typeBroadcastClientCount, clientCount: 3})
+		_, payload, err = unpack(other.namespace("/chat").encodeAnswer(in, answer{typ: typeBroadcastClientCount, clientCount: 3}))
 		require.NoError(t, err)
 		r, err := p.decodeAnswer(string(payload))
 		require.NoError(t, err)
@@ -402,7 +402,7 @@ func TestBroadcastWithAckRoundTrip(t *testing.T) {
 		require.Equal(t, "r1", r.id)
 		require.Equal(t, 3, r.clientCount)
 
-		_, payload, err = other.namespace("/chat").encodeAnswer(in, answer{typ: typeBroadcastAck, ack: json.RawMessage(`{"a":"yes"}`)})
+		_, payload, err = unpack(other.namespace("/chat").encodeAnswer(in, answer{typ: typeBroadcastAck, ack: json.RawMessage(`{"a":"yes"}`)}))
 		require.NoError(t, err)
 		r, err = p.decodeAnswer(string(payload))
 		require.NoError(t, err)
@@ -410,3 +410,6 @@ func TestBroadcastWithAckRoundTrip(t *testing.T) {
 		require.JSONEq(t, `{"a":"yes"}`, string(r.ack))
 	}
 }
+
+// unpack is an encoder's result as the channel, payload and error.
+func unpack(m message, err error) (string, []byte, error) { return m.channel, m.payload, err }
