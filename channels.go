@@ -64,14 +64,6 @@ func (c channels) roomOf(channel string) (string, bool) {
 	return rest[:len(rest)-1], true
 }
 
-// namespaceOf returns the namespace part of a channel name
-// ("<key>...#<nsp>#...").
-func namespaceOf(channel string) string {
-	_, rest, _ := strings.Cut(channel, "#")
-	nsp, _, _ := strings.Cut(rest, "#")
-	return nsp
-}
-
 // streamName is the stream of namespace nsp (Node's computeStreamName).
 func streamName(name string, count int, nsp string) string {
 	if count <= 1 {

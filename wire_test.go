@@ -157,7 +157,6 @@ func TestChannels(t *testing.T) {
 	require.Equal(t, "app-request#/chat#", ch.request)
 	require.Equal(t, "app-response#/chat#u#", ch.responseTo("u"))
 	require.Equal(t, "app#/chat#u#", ch.node("u"))
-	require.Equal(t, "/chat", namespaceOf(ch.responseTo("u")))
 	p := classic{"app", "u"}.namespace("/chat")
 	for rooms, want := range map[string]string{"": "app#/chat#", "r": "app#/chat#r#", "r,s": "app#/chat#"} {
 		var sel selector
