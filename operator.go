@@ -3,41 +3,22 @@ package redisadapter
 import (
 	"context"
 	"encoding/json"
-	"slices"
 	"time"
 )
 
-// BroadcastOperator is one namespace of the fleet, and a selection of its
-// sockets by rooms and excluded rooms: Node's BroadcastOperator. Get one
-// from Adapter.Of, or Adapter.To for the root namespace "/". It is a value:
-// To, Except, Local and Timeout return a new operator and leave the
-// receiver unchanged, so one can be shared between goroutines.
-//
-// Emit, EmitWithAck, SocketsJoin, SocketsLeave, DisconnectSockets,
-// FetchSockets and CountSockets act on the selected sockets. AllRooms,
-// ServerCount and ServerSideEmit act on the namespace's servers: they fail
-// with ErrConfig on an operator narrowed by To, Except or Local.
+// BroadcastOperator is a selection of one namespace's sockets, across the
+// fleet, by rooms and excluded rooms: Node's BroadcastOperator. Get one from
+// a Namespace's To, Except, Local or Timeout, or from Adapter.To for the
+// root namespace. Its methods act on the selected sockets; the namespace's
+// servers are reached through the Namespace. It is a value: To, Except,
+// Local and Timeout return a new operator and leave the receiver
+// unchanged. Every method is safe for concurrent use.
 type BroadcastOperator struct {
 	a       *Adapter
 	ns      *namespace
 	t       target
 	timeout time.Duration // EmitWithAck's; 0: RequestTimeout
 }
-
-// Of returns an operator on every socket of namespace nsp. If nsp is not in
-// Options.Namespaces, every method of the operator returns ErrUnknownNamespace.
-func (a *Adapter) Of(nsp string) BroadcastOperator {
-	ns, err := a.namespace(nsp)
-	o := BroadcastOperator{a: a, ns: ns, t: target{pub: a.publisher, err: err}}
-	if ns != nil {
-		o.t.proto = ns.proto
-	}
-	return o
-}
-
-// To returns an operator on the sockets of the root namespace ("/") that are
-// in any of rooms; shorthand for a.Of("/").To(rooms...).
-func (a *Adapter) To(rooms ...string) BroadcastOperator { return a.Of("/").To(rooms...) }
 
 // To narrows the selection to sockets in any of rooms (added to those
 // already named). A socket in several of them is reached once.
@@ -282,82 +263,4 @@ func (a *Adapter) checkCollisions(ns *namespace, ids []string) int {
 	}
 	a.stats.collisions.Add(uint64(repeats))
 	return repeats
-}
-
-// AllRooms returns every room of the namespace across the fleet, sorted,
-// private socket-id rooms included (as in Node). When some node does not
-// answer in time it returns the rooms that arrived and an error wrapping
-// ErrTimeout; while this node's subscriptions are down it waits for them,
-// within RequestTimeout, then fails with ErrUnavailable.
-func (o BroadcastOperator) AllRooms(ctx context.Context) ([]string, error) {
-	if err := o.wholeNamespace("AllRooms"); err != nil {
-		return nil, err
-	}
-	a, ns := o.a, o.ns
-	var remote []string
-	var err error
-	if a.proto.asksFor(typeAllRooms) {
-		var p *pendingRequest
-		if p, err = a.ask(ctx, ns, request{typ: typeAllRooms}); p == nil {
-			return nil, err
-		}
-		remote = p.rooms
-	} else {
-		// A room exists while it has sockets: the union of every socket's rooms.
-		var sockets []RemoteSocket
-		if sockets, err = o.FetchSockets(ctx); sockets == nil && err != nil {
-			return nil, err
-		}
-		for _, s := range sockets {
-			remote = append(remote, s.Rooms...)
-		}
-	}
-	rooms := append(a.server.Rooms(ns.name), remote...)
-	slices.Sort(rooms)
-	return slices.Compact(rooms), err
-}
-
-// ServerCount returns how many servers (Go or Node.js, this one included)
-// serve the namespace, from PUBSUB NUMSUB (SHARDNUMSUB) as in Node. It
-// fails with ErrUnavailable while this node's subscriptions are down (it
-// would not count itself), or when Redis does not answer.
-func (o BroadcastOperator) ServerCount(ctx context.Context) (int, error) {
-	if err := o.wholeNamespace("ServerCount"); err != nil {
-		return 0, err
-	}
-	if err := o.a.checkSubscribed(); err != nil {
-		return 0, err // this node would not be counted
-	}
-	return o.a.serverCount(ctx, o.ns)
-}
-
-// ServerSideEmit sends event with args to the namespace's other servers
-// (not to clients), where OnServerSideEmit handlers (or Node's
-// io.on(event)) receive it, and returns each server's acknowledgement as
-// JSON. Servers without a handler for event do not answer, as in Node, so
-// the call then waits until the request timeout. When some server does not
-// answer in time it returns the answers that arrived and an error wrapping
-// ErrTimeout; while this node's subscriptions are down it waits for them,
-// within RequestTimeout, then fails with ErrUnavailable.
-func (o BroadcastOperator) ServerSideEmit(ctx context.Context, event string, args ...any) ([]json.RawMessage, error) {
-	if err := o.wholeNamespace("ServerSideEmit"); err != nil {
-		return nil, err
-	}
-	req, err := serverSideEmitRequest(event, args)
-	if err != nil {
-		return nil, err
-	}
-	p, err := o.a.ask(ctx, o.ns, req)
-	if p == nil {
-		return nil, err
-	}
-	return p.acks, err
-}
-
-// wholeNamespace is check for an operation on the namespace's servers.
-func (o BroadcastOperator) wholeNamespace(op string) error {
-	if err := o.check(); err != nil {
-		return err
-	}
-	return o.t.wholeNamespace(op)
 }
