@@ -58,32 +58,19 @@ func (o BroadcastOperator) check() error {
 	return nil
 }
 
-// Emit sends event with args to the selected sockets on every node. Args are
-// encoded once, in the protocol's form (msgpack using their json struct
-// tags in classic mode, JSON in sharded and streams modes), so clients on
-// any node receive the JSON they would get from a local emit.
+// Emit sends event with args to the selected sockets on every node. It
+// returns once the message is queued for Redis (Flush waits for Redis);
+// the Emits of one node reach each client in the order they were called
+// (in sharded mode, within each room). Local sockets get the event even
+// when publishing fails. It blocks while the queue holds
+// Options.PublishQueue bytes, and returns within RequestTimeout. See
+// Publishing in the package doc.
 //
-// Emit returns once the message is queued for Redis, without waiting for
-// it: consecutive Emits leave together, in the order they were called on
-// this node, and reach each client in that order (with sharded pub/sub,
-// within each room: rooms live on different shards). Flush waits for Redis
-// to take them and reports a failure; failures are also counted in
-// Stats.PublishFailures and logged. Emit blocks while the queue holds
-// Options.PublishQueue bytes. When the last batch did not reach Redis, Emit
-// waits for this message's answer instead.
-//
-// Local sockets get the event even when publishing fails. The errors:
-// ErrPublish (the queue stayed full, or the waited-for answer was a
-// failure) means other nodes did not get it; ErrMessageTooLarge when the
-// encoded event exceeds Options.MaxMessageSize; ErrClosed after Close;
-// ErrUnknownNamespace from Of.
-//
-// While this node's subscriptions are down (Redis lost, a failover: see
-// Ping) Emit does not publish and fails with ErrPublish and ErrUnavailable:
-// the other nodes' subscriptions are most likely down too, and an event
-// that was not sent can be sent again without a duplicate. In streams mode
-// (Streams) it publishes anyway: the entry waits in the stream for every
-// node. Emit returns within RequestTimeout.
+// Errors: ErrPublish when the other nodes will not get the event (the
+// queue stayed full; the last batch failed, and then so did this one; or,
+// with ErrUnavailable, this node's subscriptions are down, except in
+// streams mode); ErrMessageTooLarge past Options.MaxMessageSize;
+// ErrClosed after Close; ErrUnknownNamespace.
 func (o BroadcastOperator) Emit(ctx context.Context, event string, args ...any) error {
 	if err := o.check(); err != nil {
 		return err
@@ -92,45 +79,27 @@ func (o BroadcastOperator) Emit(ctx context.Context, event string, args ...any) 
 }
 
 // EmitWithAck sends event with args to the selected sockets on every node,
-// as Emit, and returns each client's acknowledgement (the first argument
-// its callback was given, as JSON; null when none), in the order they
-// arrived: Node's emitWithAck and timeout(ms).emit(event, ..., callback).
-// Each other node reports how many of its clients it emitted to, then
-// forwards each one's acknowledgement. The call returns when every
-// expected acknowledgement arrived, or when the timeout (see Timeout) or
-// ctx's deadline passes: then with the acknowledgements that arrived and
-// an error wrapping ErrTimeout that says how many clients, and how many
-// nodes, did not answer. A ctx canceled before either returns what
-// arrived with ctx's error. A client that disconnects, misses the event
-// (Options.SocketQueue) or already owes 64 acknowledgements (it gets the
-// event without the request) counts as not answering; nothing is waited
-// for past the timeout.
+// as Emit, and returns each client's acknowledgement (its callback's first
+// argument as JSON, null when none) in the order they arrived: Node's
+// emitWithAck. It returns once every expected acknowledgement is in, or at
+// the timeout (see Timeout) or ctx's deadline with those that arrived and
+// an error wrapping ErrTimeout that counts the clients and nodes that did
+// not answer. A client that disconnects, misses the event
+// (Options.SocketQueue) or already owes 64 acknowledgements counts as not
+// answering. With Local nothing is published: only this node's clients
+// are asked.
 //
-// Other errors: ErrUnavailable while this node's subscriptions are down
-// (it waits for them within the timeout, and sends nothing); ErrPublish
-// when the request did not reach Redis (then only this node's clients got
-// the event, and the acknowledgements returned are those of theirs that
-// arrived before the publish failed);
-// ErrMessageTooLarge; ErrClosed, also when Close ends the call;
-// ErrUnknownNamespace from Of. With Local nothing is published and only
-// this node's clients are waited for.
+// Other errors: ctx's error, with what arrived, when ctx is canceled;
+// ErrUnavailable when this node's subscriptions stay down for the timeout
+// (nothing is sent); ErrPublish when the request did not reach Redis (only
+// this node's clients got the event; their acknowledgements that arrived
+// before the failure are returned); ErrMessageTooLarge; ErrClosed, also
+// when Close ends the call; ErrUnknownNamespace.
 //
-// Safe for concurrent use, including many calls reaching one connection.
-// go-socket.io's Conn.Emit with an ack callback is not: it numbers acks
-// with an unsynchronized counter of the connection, shared by its
-// namespaces. The adapter makes its own acked emits (this method's, and
-// those of other nodes' broadcasts with acknowledgements) take turns per
-// connection, but cannot make yours take part: once any server of the
-// fleet emits with acknowledgements, do not call Conn.Emit with a callback;
-// use a.Of(nsp).To(conn.ID()).Local().EmitWithAck instead. Do not wait for
-// the acknowledgement of a client inside one of its own event handlers:
-// go-socket.io reads the acknowledgement on the goroutine running the
-// handler, so it arrives only after the call timed out (leave the client
-// out with Except(conn.ID()), or call from another goroutine).
-//
-// go-socket.io keeps an acknowledgement callback until the client answers
-// or disconnects, with no deadline; the bound of 64 per socket above keeps
-// a client that never answers from holding more.
+// Safe for concurrent use, even by many calls reaching one connection; but
+// do not mix it with go-socket.io's Conn.Emit with a callback, nor wait for
+// a client inside its own event handler: see Acknowledgements in the
+// package doc.
 func (o BroadcastOperator) EmitWithAck(ctx context.Context, event string, args ...any) ([]json.RawMessage, error) {
 	if err := o.check(); err != nil {
 		return nil, err
@@ -163,7 +132,8 @@ func (o BroadcastOperator) EmitWithAck(ctx context.Context, event string, args .
 
 // SocketsJoin makes the selected sockets, on every node, join rooms. This
 // node's sockets have joined when it returns; other nodes apply it when they
-// read the message (pub/sub: there is no acknowledgement, as in Node).
+// read the message (there is no acknowledgement, as in Node). It is
+// published, and fails, as Emit.
 func (o BroadcastOperator) SocketsJoin(ctx context.Context, rooms ...string) error {
 	return o.remote(ctx, typeRemoteJoin, rooms, false)
 }
