@@ -54,7 +54,9 @@ func emitWithAckSuite(t *testing.T, e env) {
 	}
 	for _, tc := range []struct {
 		name string
-		op   redisadapter.BroadcastOperator
+		op   interface { // a BroadcastOperator, or the Namespace
+			Timeout(time.Duration) redisadapter.BroadcastOperator
+		}
 		want []string
 	}{
 		{"Room", a.a.To("poll"), []string{"a1", "b1", "b2"}},

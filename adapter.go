@@ -60,10 +60,10 @@ type ServerSideHandler func(args []json.RawMessage) any
 //
 // New installs OnConnect and OnDisconnect handlers on every namespace in
 // opts.Namespaces to track the sockets of this node: register yours with
-// Adapter.OnConnect and Adapter.OnDisconnect, not with the server, which
-// keeps one handler per hook. Call New before server.Serve (go-socket.io
-// stores handlers without a lock) and create the server with
-// SessionIDGenerator, or socket ids collide across nodes.
+// a.Of(nsp).OnConnect and OnDisconnect, not with the server, which keeps
+// one handler per hook. Call New before server.Serve (go-socket.io stores
+// handlers without a lock) and create the server with SessionIDGenerator,
+// or socket ids collide across nodes.
 //
 // New fails with ErrConfig for invalid options or connector, with
 // ErrUnavailable (wrapping the cause) when Redis cannot be reached or the
@@ -186,41 +186,6 @@ func (a *Adapter) goWorker(q queueKind, handle func(inbound)) {
 // UID is this node's id on the wire, unique per Adapter.
 func (a *Adapter) UID() string { return a.uid }
 
-// OnConnect registers f as the connect handler of namespace nsp (in place of
-// server.OnConnect, which would replace the adapter's). It panics when nsp
-// is not in Options.Namespaces, a programming error.
-func (a *Adapter) OnConnect(nsp string, f func(socketio.Conn) error) {
-	ns := a.mustNamespace(nsp)
-	ns.mu.Lock()
-	ns.onConnect = f
-	ns.mu.Unlock()
-}
-
-// OnDisconnect registers f as the disconnect handler of namespace nsp (in
-// place of server.OnDisconnect). It panics when nsp is not served.
-func (a *Adapter) OnDisconnect(nsp string, f func(socketio.Conn, string)) {
-	ns := a.mustNamespace(nsp)
-	ns.mu.Lock()
-	ns.onDisconnect = f
-	ns.mu.Unlock()
-}
-
-// OnServerSideEmit registers the handler of event in namespace nsp for
-// events sent with ServerSideEmit by other nodes. A second registration for
-// the same event replaces the first. It panics when nsp is not served.
-func (a *Adapter) OnServerSideEmit(nsp, event string, h ServerSideHandler) {
-	a.mustNamespace(nsp)
-	a.handlers.set(nsp, event, h)
-}
-
-func (a *Adapter) mustNamespace(nsp string) *namespace {
-	ns, ok := a.namespaces[normalizeNamespace(nsp)]
-	if !ok {
-		panic(fmt.Sprintf("redisadapter: namespace %q is not in Options.Namespaces", nsp))
-	}
-	return ns
-}
-
 func (a *Adapter) namespace(nsp string) (*namespace, error) {
 	ns, ok := a.namespaces[normalizeNamespace(nsp)]
 	if !ok {
@@ -238,14 +203,14 @@ func normalizeNamespace(nsp string) string {
 	return nsp
 }
 
-// SetData sets the data FetchSockets reports for conn, a local socket of
-// namespace nsp: Node's socket.data. data must encode as JSON; it is encoded
-// now, so later changes to it are not seen. (go-socket.io's Context is not
-// used: it is read and written without a lock.) For a conn that has
-// disconnected it does nothing. SetData fails with ErrUnknownNamespace, or
-// the JSON error.
-func (a *Adapter) SetData(nsp string, conn socketio.Conn, data any) error {
-	ns, err := a.namespace(nsp)
+// SetData sets the data FetchSockets reports for conn, a socket of this
+// node: Node's socket.data. data must encode as JSON; it is encoded now, so
+// later changes to it are not seen. (go-socket.io's Context is not used: it
+// is read and written without a lock.) For a conn that has disconnected it
+// does nothing. SetData fails with ErrUnknownNamespace when conn's
+// namespace is not served, or with the JSON error. Safe for concurrent use.
+func (a *Adapter) SetData(conn socketio.Conn, data any) error {
+	ns, err := a.namespace(conn.Namespace())
 	if err != nil {
 		return err
 	}

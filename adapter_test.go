@@ -117,7 +117,18 @@ func suite(t *testing.T, f features, connect func(name string) redisadapter.Conn
 		}
 		require.ElementsMatch(t, []string{"/chat c", " r"}, got)
 		expect(t, root, "r", `"in root"`) // root never saw "c"
+
+		// SetData finds the namespace from the conn.
+		var chatConn socketio.Conn
+		b.srv.ForEach("/chat", chat.ID(), func(c socketio.Conn) { chatConn = c })
+		require.NoError(t, b.a.SetData(chatConn, "chatting"))
+		sockets, err := a.a.Of("/chat").FetchSockets(bg(t))
+		require.NoError(t, err)
+		require.Len(t, sockets, 1)
+		require.JSONEq(t, `"chatting"`, string(sockets[0].Data))
+
 		require.ErrorIs(t, a.a.Of("/nope").Emit(bg(t), "x"), redisadapter.ErrUnknownNamespace)
+		require.Panics(t, func() { a.a.Of("/nope").OnConnect(nil) }, "registering on a namespace not served")
 	})
 
 	t.Run("RemoteJoinLeaveDisconnect", func(t *testing.T) {
@@ -156,7 +167,7 @@ func suite(t *testing.T, f features, connect func(name string) redisadapter.Conn
 		third.client(t)
 		var bconn socketio.Conn
 		b.srv.ForEach("/", bc.ID(), func(c socketio.Conn) { bconn = c })
-		require.NoError(t, b.a.SetData("/", bconn, map[string]string{"user": "ada"}))
+		require.NoError(t, b.a.SetData(bconn, map[string]string{"user": "ada"}))
 		n, err := a.a.Of("/").ServerCount(bg(t))
 		require.NoError(t, err)
 		require.Equal(t, 3, n, "exactly this test's nodes: the key is the test's own")
@@ -195,7 +206,7 @@ func suite(t *testing.T, f features, connect func(name string) redisadapter.Conn
 		e := newEnv(t, f, connect)
 		a, b, third := e.node(t, nil), e.node(t, nil), e.node(t, nil)
 		for i, n := range []*node{b, third} {
-			n.a.OnServerSideEmit("/", "ping", func(args []json.RawMessage) any {
+			n.a.Of("/").OnServerSideEmit("ping", func(args []json.RawMessage) any {
 				return map[string]any{"node": i, "got": args}
 			})
 		}
@@ -208,8 +219,8 @@ func suite(t *testing.T, f features, connect func(name string) redisadapter.Conn
 
 		// A node without a handler does not answer: the caller gets what
 		// arrived and an error that says so, at the deadline.
-		third.a.OnServerSideEmit("/", "only-b", nil)
-		b.a.OnServerSideEmit("/", "only-b", func([]json.RawMessage) any { return "b" })
+		third.a.Of("/").OnServerSideEmit("only-b", nil)
+		b.a.Of("/").OnServerSideEmit("only-b", func([]json.RawMessage) any { return "b" })
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		defer cancel()
 		start := time.Now()
@@ -456,32 +467,6 @@ func TestNewErrors(t *testing.T) {
 	require.ErrorIs(t, err, redisadapter.ErrConfig)
 	_, err = redisadapter.New(ctx, socketio.NewServer(nil), redisadapter.Standalone{URL: srv.URL()}, &redisadapter.Options{Key: "a#b"})
 	require.ErrorIs(t, err, redisadapter.ErrConfig)
-}
-
-// The namespace-wide operations act on a namespace's servers: on an
-// operator narrowed to sockets they fail rather than ignore the narrowing.
-func TestNamespaceWideOperationsRefuseNarrowing(t *testing.T) {
-	srv := redistest.Start(t)
-	n := startNode(t, redisadapter.Standalone{URL: srv.URL()}, nil)
-	for name, op := range map[string]redisadapter.BroadcastOperator{
-		"To": n.a.To("r"), "Except": n.a.Of("/").Except("r"), "Local": n.a.Of("/").Local(),
-	} {
-		_, err := op.AllRooms(bg(t))
-		require.ErrorIs(t, err, redisadapter.ErrConfig, "AllRooms after %s", name)
-		_, err = op.ServerCount(bg(t))
-		require.ErrorIs(t, err, redisadapter.ErrConfig, "ServerCount after %s", name)
-		_, err = op.ServerSideEmit(bg(t), "ev")
-		require.ErrorIs(t, err, redisadapter.ErrConfig, "ServerSideEmit after %s", name)
-	}
-	count, err := n.a.Of("/").ServerCount(bg(t))
-	require.NoError(t, err)
-	require.Equal(t, 1, count)
-
-	e, err := redisadapter.NewEmitter(bg(t), redisadapter.Standalone{URL: srv.URL()}, nil)
-	require.NoError(t, err)
-	defer e.Close(bg(t))
-	require.ErrorIs(t, e.To("r").ServerSideEmit(bg(t), "ev"), redisadapter.ErrConfig)
-	require.NoError(t, e.ServerSideEmit(bg(t), "ev"))
 }
 
 // Default session ids collide across nodes; the adapter says so.

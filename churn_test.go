@@ -39,7 +39,7 @@ func TestNoGhostAfterDisconnect(t *testing.T) {
 
 	require.NoError(t, cl.Close())
 	eventually(t, "the socket is no longer tracked", func() bool { return n.a.Stats().Sockets == 0 })
-	require.NoError(t, n.a.SetData("/", conn, map[string]int{"late": 1}))
+	require.NoError(t, n.a.SetData(conn, map[string]int{"late": 1}))
 	require.Zero(t, n.a.Stats().Sockets)
 	sockets, err := n.a.Of("/").FetchSockets(bg(t))
 	require.NoError(t, err)
@@ -93,7 +93,7 @@ func TestServerOnDisconnectReplacesTheAdapters(t *testing.T) {
 		require.Zero(t, count)
 		eventually(t, "the sweep stops tracking the socket", func() bool { return n.a.Stats().Sockets == 0 })
 	}
-	require.Equal(t, 1, strings.Count(logs.String(), "register disconnect handlers with Adapter.OnDisconnect"), logs.String())
+	require.Equal(t, 1, strings.Count(logs.String(), "register disconnect handlers with a.Of(nsp).OnDisconnect"), logs.String())
 }
 
 // A user who registers OnConnect on the server replaces the adapter's
@@ -283,7 +283,7 @@ func TestChurn(t *testing.T) {
 					n.srv.ForEach("/", fmt.Sprintf("post:%d", r.IntN(20)), func(c socketio.Conn) { conns = append(conns, c) })
 					<-tick.C // the lookup
 					for _, c := range conns {
-						failed("SetData", n.a.SetData("/", c, map[string]int{"seen": r.IntN(100)}))
+						failed("SetData", n.a.SetData(c, map[string]int{"seen": r.IntN(100)}))
 					}
 				}
 			})
@@ -319,7 +319,9 @@ func TestChurn(t *testing.T) {
 					case <-tick.C:
 					}
 					seq := sent[i].Load()
-					op := n.a.To("stay")
+					var op interface { // a BroadcastOperator, or the Namespace
+						Emit(context.Context, string, ...any) error
+					} = n.a.To("stay")
 					if seq%2 == 1 {
 						op = n.a.Of("/")
 					}
@@ -436,7 +438,7 @@ func TestCloseWhileAnswersArrive(t *testing.T) {
 	c := redisadapter.Standalone{URL: srv.URL()}
 	for range 2 {
 		startNodeWith(t, c, nil, func(_ *socketio.Server, a *redisadapter.Adapter) {
-			a.OnServerSideEmit("/", "ping", func([]json.RawMessage) any { return "pong" })
+			a.Of("/").OnServerSideEmit("ping", func([]json.RawMessage) any { return "pong" })
 		})
 	}
 	for range 100 {

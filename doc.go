@@ -22,16 +22,18 @@
 //
 // # Namespaces
 //
-// Everything that acts on the fleet is reached through a namespace: a
-// BroadcastOperator from Adapter.Of(nsp), or an Emitter from Emitter.Of(nsp)
-// (Adapter.To and an Emitter's own methods are the root namespace "/").
-// To, Except (and, on a BroadcastOperator, Local) narrow it to sockets,
-// which Emit, EmitWithAck, SocketsJoin, SocketsLeave, DisconnectSockets,
-// FetchSockets and CountSockets act on; AllRooms, ServerCount and
-// ServerSideEmit act on the namespace's servers, and fail with ErrConfig on
-// a narrowed one. Registrations take the namespace as go-socket.io's own
-// server.OnConnect does: Adapter.OnConnect, OnDisconnect, OnServerSideEmit
-// and SetData.
+// Everything that acts on the fleet is reached through a namespace, as in
+// Node: a Namespace from Adapter.Of(nsp), or an Emitter (NewEmitter's is
+// the root namespace "/"; Emitter.Of gives another). Its own operations act
+// on the whole namespace: every socket (Emit, EmitWithAck, SocketsJoin,
+// SocketsLeave, DisconnectSockets, FetchSockets, CountSockets) or its
+// servers (AllRooms, ServerCount, ServerSideEmit). To, Except (and, on a
+// Namespace, Local and Timeout) return a selection of its sockets, a
+// BroadcastOperator or an EmitterOperator, which has the socket
+// operations only: a server operation on a selection does not compile.
+// Adapter.To(rooms...) is a.Of("/").To(rooms...). The namespace's handlers
+// are registered on it too: a.Of(nsp).OnConnect, OnDisconnect and
+// OnServerSideEmit. Adapter.SetData reads the namespace from the conn.
 //
 // # Deployment shapes
 //
@@ -48,8 +50,8 @@
 // Room membership stays where go-socket.io keeps it (conn.Join and
 // conn.Leave); the adapter reads it. go-socket.io has no adapter hook, so
 // the adapter registers the OnConnect and OnDisconnect handlers of the
-// namespaces it serves: register yours with Adapter.OnConnect and
-// Adapter.OnDisconnect.
+// namespaces it serves: register yours with Namespace.OnConnect and
+// Namespace.OnDisconnect.
 //
 // # Delivery
 //
@@ -68,6 +70,57 @@
 // then fail with ErrUnavailable. The subscriptions are renewed every 50 ms
 // at most while Redis is away.
 //
+// # Publishing
+//
+// Emit, and SocketsJoin, SocketsLeave and DisconnectSockets, encode their
+// message once, in the protocol's form (msgpack using the arguments' json
+// struct tags in classic mode, JSON in sharded and streams modes), so
+// clients on any node receive the JSON they would get from a local emit.
+// They return once the message is queued for Redis, without waiting for
+// it: one goroutine per Adapter (or Emitter) sends what waits as one
+// pipeline, so consecutive Emits leave together, in the order they were
+// called on this node, and reach each client in that order (in sharded
+// mode, within each room: rooms live on different shards). Flush waits for
+// Redis to take them and reports the first failure since the last Flush;
+// failures are also counted in Stats.PublishFailures and logged. A full
+// queue (Options.PublishQueue bytes) blocks Emit, up to its context and
+// RequestTimeout. When the last batch did not reach Redis, Emit waits for
+// its own message's answer instead and returns it.
+//
+// While this node's subscriptions are down Emit does not publish and fails
+// with ErrPublish and ErrUnavailable: the other nodes' subscriptions are
+// most likely down too, and an event that was not sent can be sent again
+// without a duplicate. In streams mode (Streams) it publishes anyway: the
+// entry waits in the stream for every node, queued (up to PublishQueue)
+// and sent again until Redis takes it.
+//
+// # Acknowledgements
+//
+// EmitWithAck is Node's emitWithAck and timeout(ms).emit(event, ...,
+// callback). Each other node reports how many of its clients it emitted to,
+// then forwards each one's acknowledgement; the call waits for exactly
+// those, and nothing past the timeout.
+//
+// go-socket.io's Conn.Emit with an ack callback is not safe for concurrent
+// use: it numbers acks with an unsynchronized counter of the connection,
+// shared by its namespaces. The adapter makes its own acked emits
+// (EmitWithAck's, and those of other nodes' broadcasts with
+// acknowledgements) take turns per connection, but cannot make yours take
+// part: once any server of the fleet emits with acknowledgements, do not
+// call Conn.Emit with a callback; use
+// a.Of(nsp).To(conn.ID()).Local().EmitWithAck instead.
+//
+// Do not wait for the acknowledgement of a client inside one of its own
+// event handlers: go-socket.io reads the acknowledgement on the goroutine
+// running the handler, so it arrives only after the call timed out. Leave
+// the client out with Except(conn.ID()), or call from another goroutine.
+//
+// go-socket.io keeps an acknowledgement callback until the client answers
+// or disconnects, with no deadline. So a socket is asked for at most 64
+// unanswered acknowledgements: past that it gets the event without the
+// request and counts as not answering, and a client that never answers
+// holds no more.
+//
 // # Hostile clients
 //
 // go-socket.io reads a client's message whatever its size. ClientLimits
@@ -78,13 +131,11 @@
 //
 // # Concurrency
 //
-// Every method of Adapter, BroadcastOperator and Emitter is safe for
-// concurrent use.
-// go-socket.io's own Conn.Emit with an ack callback is not (its ack ids
-// come from an unsynchronized counter of the connection): the adapter's
-// acked emits take turns per connection, and yours should go through
-// BroadcastOperator.EmitWithAck too (see there).
-// Requests to other nodes and publishes take a context and return within
-// Options.RequestTimeout; Ping, Flush and Close wait as long as their
-// context allows.
+// Every method of Adapter, Namespace, BroadcastOperator, Emitter and
+// EmitterOperator is safe for concurrent use; Namespace, BroadcastOperator,
+// Emitter and EmitterOperator are small values that can be copied and
+// shared. go-socket.io's own Conn.Emit with an ack callback is not (see
+// Acknowledgements). Requests to other nodes and publishes take a context
+// and return within Options.RequestTimeout; Ping, Flush and Close wait as
+// long as their context allows.
 package redisadapter

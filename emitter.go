@@ -15,21 +15,30 @@ const emitterUID = "emitter"
 // publishes (wire-compatible with Node's @socket.io/redis-emitter 5.x), so
 // every node, Go or Node.js, delivers them. It never subscribes.
 //
-// An Emitter is a namespace and a selection of its sockets, as a
-// BroadcastOperator is: Of, To and Except return a new Emitter, sharing
-// the Redis client, and leave the receiver unchanged, so one can be used
-// from many goroutines. ServerSideEmit acts on the namespace's servers and
-// fails with ErrConfig on an Emitter narrowed by To or Except. Close closes
-// the shared client for every Emitter derived from the same NewEmitter.
-// The zero Emitter (what NewEmitter returns with an error) has no client:
-// its methods panic.
+// An Emitter is one namespace, as a Namespace is: its Emit, SocketsJoin,
+// SocketsLeave and DisconnectSockets act on every socket of it,
+// ServerSideEmit on its servers; To and Except return an EmitterOperator
+// on a selection of its sockets, and Of the Emitter of another namespace.
+// It is a small value sharing one Redis client with every Emitter and
+// EmitterOperator derived from the same NewEmitter, which Close closes.
+// Every method is safe for concurrent use. The zero Emitter (what
+// NewEmitter returns with an error) has no client: its methods panic.
 type Emitter struct {
+	all EmitterOperator // every socket of the namespace
+}
+
+// EmitterOperator is a selection of one namespace's sockets, by rooms and
+// excluded rooms, that an Emitter reaches: the Emitter's BroadcastOperator.
+// Get one from Emitter.To or Except. It is a value: To and Except return a
+// new one and leave the receiver unchanged. Every method is safe for
+// concurrent use.
+type EmitterOperator struct {
 	core *emitterCore
 	t    target
 }
 
 type emitterCore struct {
-	*publisher
+	pub       *publisher
 	proto     protocol
 	closeOnce sync.Once
 	done      chan struct{} // closed by Close
@@ -42,7 +51,7 @@ type emitterCore struct {
 // publishes.
 //
 // It returns an Emitter, not a pointer, as its methods do: an Emitter is a
-// small value sharing its connection, like a BroadcastOperator. It fails
+// small value sharing its connection, like a Namespace. It fails
 // with ErrConfig for an invalid connector or options, with ErrUnavailable
 // (wrapping the cause) when Redis cannot be reached, and with Redis's
 // error when it refuses the credentials.
@@ -60,32 +69,85 @@ func NewEmitter(ctx context.Context, c Connector, opts *Options) (Emitter, error
 	}
 	proto := c.protocol(o.Key, emitterUID)
 	core := &emitterCore{
-		publisher: newPublisher(client, o, emitterUID, o.Logger.With("emitter", "redisadapter"), nil),
-		proto:     proto,
-		done:      make(chan struct{}),
+		pub:   newPublisher(client, o, emitterUID, o.Logger.With("emitter", "redisadapter"), nil),
+		proto: proto,
+		done:  make(chan struct{}),
 	}
-	return Emitter{core: core, t: target{pub: core.publisher, proto: proto.namespace("/")}}, nil
+	return Emitter{all: EmitterOperator{core: core, t: target{pub: core.pub, proto: proto.namespace("/")}}}, nil
 }
 
-// Of returns an Emitter on namespace nsp, with no rooms selected. If nsp
-// does not start with '/' or holds a '#', every method of the returned
-// Emitter fails with ErrConfig.
+// Of returns the Emitter of namespace nsp. If nsp does not start with '/'
+// or holds a '#', every method of the returned Emitter but Flush and Close
+// fails with ErrConfig.
 func (e Emitter) Of(nsp string) Emitter {
-	e.t = target{pub: e.core.publisher, proto: e.core.proto.namespace(nsp), err: validNamespace(nsp)}
+	core := e.all.core
+	e.all = EmitterOperator{core: core, t: target{pub: core.pub, proto: core.proto.namespace(nsp), err: validNamespace(nsp)}}
 	return e
 }
 
-// To returns an Emitter that targets sockets in any of rooms (added to those
+// To returns the namespace's sockets that are in any of rooms.
+func (e Emitter) To(rooms ...string) EmitterOperator { return e.all.To(rooms...) }
+
+// Except returns the namespace's sockets that are in none of rooms.
+func (e Emitter) Except(rooms ...string) EmitterOperator { return e.all.Except(rooms...) }
+
+// Emit sends event with args to every socket of the namespace, on every
+// node, as EmitterOperator.Emit does.
+func (e Emitter) Emit(ctx context.Context, event string, args ...any) error {
+	return e.all.Emit(ctx, event, args...)
+}
+
+// SocketsJoin makes every socket of the namespace, on every node, join
+// rooms, as EmitterOperator.SocketsJoin does.
+func (e Emitter) SocketsJoin(ctx context.Context, rooms ...string) error {
+	return e.all.SocketsJoin(ctx, rooms...)
+}
+
+// SocketsLeave makes every socket of the namespace, on every node, leave
+// rooms, as EmitterOperator.SocketsLeave does.
+func (e Emitter) SocketsLeave(ctx context.Context, rooms ...string) error {
+	return e.all.SocketsLeave(ctx, rooms...)
+}
+
+// DisconnectSockets disconnects every socket of the namespace, on every
+// node, as EmitterOperator.DisconnectSockets does.
+func (e Emitter) DisconnectSockets(ctx context.Context, close bool) error {
+	return e.all.DisconnectSockets(ctx, close)
+}
+
+// ServerSideEmit sends event to every server of the namespace (their
+// OnServerSideEmit handlers, or Node's io.on). Acknowledgements are not
+// supported, as in Node's emitter: an emitter is not subscribed to hear
+// them. (Node's emitter has no sharded form of it; this one sends it to
+// sharded and streams fleets too.) It is published, and fails, as Emit.
+func (e Emitter) ServerSideEmit(ctx context.Context, event string, args ...any) error {
+	if err := e.all.check(); err != nil {
+		return err
+	}
+	req, err := serverSideEmitRequest(event, args)
+	if err != nil {
+		return err
+	}
+	core := e.all.core
+	req.uid = core.pub.uid
+	m, err := core.pub.encodeRequest(e.all.t.proto, req)
+	if err != nil {
+		return err
+	}
+	return core.pub.publish(ctx, e.all.t.proto, m)
+}
+
+// To narrows the selection to sockets in any of rooms (added to those
 // already named).
-func (e Emitter) To(rooms ...string) Emitter {
-	e.t = e.t.to(rooms)
-	return e
+func (o EmitterOperator) To(rooms ...string) EmitterOperator {
+	o.t = o.t.to(rooms)
+	return o
 }
 
-// Except returns an Emitter that leaves out sockets in any of rooms.
-func (e Emitter) Except(rooms ...string) Emitter {
-	e.t = e.t.except(rooms)
-	return e
+// Except leaves out sockets in any of rooms.
+func (o EmitterOperator) Except(rooms ...string) EmitterOperator {
+	o.t = o.t.except(rooms)
+	return o
 }
 
 // Emit sends event with args to the selected sockets on every node. It
@@ -93,67 +155,47 @@ func (e Emitter) Except(rooms ...string) Emitter {
 // publishing semantics, Flush included, are the same. It returns
 // ErrMessageTooLarge past MaxMessageSize, ErrPublish (wrapping the cause,
 // and ErrUnavailable when Redis could not be reached) when the queue stays
-// full or the last batch failed, and ErrClosed after Close.
-func (e Emitter) Emit(ctx context.Context, event string, args ...any) error {
-	if err := e.check(); err != nil {
+// full or the last batch failed, ErrConfig for an invalid namespace (see
+// Emitter.Of) and ErrClosed after Close.
+func (o EmitterOperator) Emit(ctx context.Context, event string, args ...any) error {
+	if err := o.check(); err != nil {
 		return err
 	}
-	return e.t.emit(ctx, event, args, nil)
+	return o.t.emit(ctx, event, args, nil)
 }
 
-// SocketsJoin makes the selected sockets, on every node, join rooms.
-func (e Emitter) SocketsJoin(ctx context.Context, rooms ...string) error {
-	return e.remote(ctx, typeRemoteJoin, rooms, false)
+// SocketsJoin makes the selected sockets, on every node, join rooms. It is
+// published, and fails, as Emit.
+func (o EmitterOperator) SocketsJoin(ctx context.Context, rooms ...string) error {
+	return o.remote(ctx, typeRemoteJoin, rooms, false)
 }
 
-// SocketsLeave makes the selected sockets, on every node, leave rooms.
-func (e Emitter) SocketsLeave(ctx context.Context, rooms ...string) error {
-	return e.remote(ctx, typeRemoteLeave, rooms, false)
+// SocketsLeave makes the selected sockets, on every node, leave rooms, as
+// SocketsJoin.
+func (o EmitterOperator) SocketsLeave(ctx context.Context, rooms ...string) error {
+	return o.remote(ctx, typeRemoteLeave, rooms, false)
 }
 
-// DisconnectSockets disconnects the selected sockets on every node (see
-// BroadcastOperator.DisconnectSockets for what close means on a Go node).
-func (e Emitter) DisconnectSockets(ctx context.Context, close bool) error {
-	return e.remote(ctx, typeRemoteDisconnect, nil, close)
+// DisconnectSockets disconnects the selected sockets on every node, as
+// SocketsJoin (see BroadcastOperator.DisconnectSockets for what close
+// means on a Go node).
+func (o EmitterOperator) DisconnectSockets(ctx context.Context, close bool) error {
+	return o.remote(ctx, typeRemoteDisconnect, nil, close)
 }
 
-func (e Emitter) remote(ctx context.Context, typ requestType, rooms []string, closeConn bool) error {
-	if err := e.check(); err != nil {
+func (o EmitterOperator) remote(ctx context.Context, typ requestType, rooms []string, closeConn bool) error {
+	if err := o.check(); err != nil {
 		return err
 	}
-	return e.t.remote(ctx, typ, rooms, closeConn, nil)
+	return o.t.remote(ctx, typ, rooms, closeConn, nil)
 }
 
-// ServerSideEmit sends event to every server of the namespace (their
-// OnServerSideEmit handlers, or Node's io.on). Acknowledgements are not
-// supported, as in Node's emitter: an emitter is not subscribed to hear
-// them. (Node's emitter has no sharded form of it; this one sends it to
-// sharded and streams fleets too.)
-func (e Emitter) ServerSideEmit(ctx context.Context, event string, args ...any) error {
-	if err := e.check(); err != nil {
-		return err
-	}
-	if err := e.t.wholeNamespace("ServerSideEmit"); err != nil {
-		return err
-	}
-	req, err := serverSideEmitRequest(event, args)
-	if err != nil {
-		return err
-	}
-	req.uid = e.core.uid
-	m, err := e.core.encodeRequest(e.t.proto, req)
-	if err != nil {
-		return err
-	}
-	return e.core.publish(ctx, e.t.proto, m)
-}
-
-func (e Emitter) check() error {
+func (o EmitterOperator) check() error {
 	select {
-	case <-e.core.done:
+	case <-o.core.done:
 		return ErrClosed
 	default:
-		return e.t.err
+		return o.t.err
 	}
 }
 
@@ -161,10 +203,10 @@ func (e Emitter) check() error {
 // see Adapter.Flush.
 func (e Emitter) Flush(ctx context.Context) error {
 	select {
-	case <-e.core.done:
+	case <-e.all.core.done:
 		return ErrClosed
 	default:
-		return e.core.flush(ctx)
+		return e.all.core.pub.flush(ctx)
 	}
 }
 
@@ -176,19 +218,20 @@ func (e Emitter) Flush(ctx context.Context) error {
 // nil at once.
 func (e Emitter) Close(ctx context.Context) error {
 	var err error
-	e.core.closeOnce.Do(func() {
-		close(e.core.done)
+	core := e.all.core
+	core.closeOnce.Do(func() {
+		close(core.done)
 		select {
-		case <-e.core.closeNow():
-			if unsent := e.core.takeUnreported(); unsent != nil {
+		case <-core.pub.closeNow():
+			if unsent := core.pub.takeUnreported(); unsent != nil {
 				err = fmt.Errorf("redisadapter: close: %w", unsent)
 			}
 		case <-ctx.Done():
 			err = fmt.Errorf("redisadapter: close: queued messages not all sent: %w", ctx.Err())
 		}
-		e.core.abort()
-		e.core.client.Close()
-		<-e.core.closeNow() // what was left failed at once on the closed client
+		core.pub.abort()
+		core.pub.client.Close()
+		<-core.pub.closeNow() // what was left failed at once on the closed client
 	})
 	return err
 }

@@ -79,7 +79,7 @@ func emitterSuite(t *testing.T, e env) {
 	}
 	calls := make(chan call, 4)
 	for name, n := range map[string]*node{"a": a, "b": b} {
-		n.a.OnServerSideEmit("/admin", "flush", func(args []json.RawMessage) any { calls <- call{name, args}; return nil })
+		n.a.Of("/admin").OnServerSideEmit("flush", func(args []json.RawMessage) any { calls <- call{name, args}; return nil })
 	}
 	require.NoError(t, em.Of("/admin").ServerSideEmit(bg(t), "flush", "post:1"))
 	var handled []string

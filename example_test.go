@@ -34,6 +34,11 @@ func ExampleNew() {
 		}
 	}()
 
+	// Connect handlers are registered on the adapter: the server keeps one
+	// per namespace, and the adapter has it.
+	a.Of("/").OnConnect(func(s socketio.Conn) error {
+		return a.SetData(s, map[string]string{"user": s.RemoteHeader().Get("X-User")})
+	})
 	server.OnEvent("/", "join", func(s socketio.Conn, post string) {
 		s.Join("post:" + post)
 	})
@@ -60,17 +65,15 @@ func ExampleBroadcastOperator_CountSockets() {
 }
 
 // A server-to-server event with acknowledgements, to the servers of a
-// namespace: the operator must not be narrowed by To, Except or Local.
-func ExampleBroadcastOperator_ServerSideEmit() {
+// namespace. It is a Namespace's: a selection of sockets (a.To, Except,
+// Local) has no ServerSideEmit, since servers are not in rooms.
+func ExampleNamespace_ServerSideEmit() {
 	var a *redisadapter.Adapter // from New
 	ctx := context.Background()
 
-	a.OnServerSideEmit("/", "cache:flush", func(args []json.RawMessage) any { return "flushed" })
+	a.Of("/").OnServerSideEmit("cache:flush", func(args []json.RawMessage) any { return "flushed" })
 	acks, err := a.Of("/").ServerSideEmit(ctx, "cache:flush", "post:42")
 	fmt.Println(len(acks), err)
-
-	_, err = a.To("post:42").ServerSideEmit(ctx, "cache:flush")
-	fmt.Println(errors.Is(err, redisadapter.ErrConfig)) // true: servers are not in rooms
 }
 
 // A job worker with no sockets reaches the fleet's clients. Emit returns

@@ -199,13 +199,13 @@ func (a *Adapter) sweepOnce(ns *namespace) {
 	ns.mu.Unlock()
 	if dropped > 0 {
 		a.disconnectWarnOnce.Do(func() {
-			a.log.Error("sockets left without the adapter seeing it: register disconnect handlers with Adapter.OnDisconnect, not the server's OnDisconnect, which replaces the adapter's (or a socket called LeaveAll, which takes it out of its own room too)",
+			a.log.Error("sockets left without the adapter seeing it: register disconnect handlers with a.Of(nsp).OnDisconnect, not the server's OnDisconnect, which replaces the adapter's (or a socket called LeaveAll, which takes it out of its own room too)",
 				"namespace", ns.name, "sockets", dropped)
 		})
 	}
 	if unseen > 0 {
 		a.connectWarnOnce.Do(func() {
-			a.log.Error("sockets connected without the adapter seeing it: register connect handlers with Adapter.OnConnect, not the server's OnConnect, which replaces the adapter's",
+			a.log.Error("sockets connected without the adapter seeing it: register connect handlers with a.Of(nsp).OnConnect, not the server's OnConnect, which replaces the adapter's",
 				"namespace", ns.name, "sockets", unseen)
 		})
 	}

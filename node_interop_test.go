@@ -250,7 +250,7 @@ func interop(t *testing.T, connect func(name string) redisadapter.Connector, env
 	})
 
 	t.Run("ServerSideEmitBothWays", func(t *testing.T) {
-		g.a.OnServerSideEmit("/", "ping", func(args []json.RawMessage) any {
+		g.a.Of("/").OnServerSideEmit("ping", func(args []json.RawMessage) any {
 			return map[string]any{"from": "go", "got": args}
 		})
 		m := call(map[string]any{"op": "serverSideEmit", "event": "ping", "args": []any{"a", 1}})

@@ -3,41 +3,22 @@ package redisadapter
 import (
 	"context"
 	"encoding/json"
-	"slices"
 	"time"
 )
 
-// BroadcastOperator is one namespace of the fleet, and a selection of its
-// sockets by rooms and excluded rooms: Node's BroadcastOperator. Get one
-// from Adapter.Of, or Adapter.To for the root namespace "/". It is a value:
-// To, Except, Local and Timeout return a new operator and leave the
-// receiver unchanged, so one can be shared between goroutines.
-//
-// Emit, EmitWithAck, SocketsJoin, SocketsLeave, DisconnectSockets,
-// FetchSockets and CountSockets act on the selected sockets. AllRooms,
-// ServerCount and ServerSideEmit act on the namespace's servers: they fail
-// with ErrConfig on an operator narrowed by To, Except or Local.
+// BroadcastOperator is a selection of one namespace's sockets, across the
+// fleet, by rooms and excluded rooms: Node's BroadcastOperator. Get one from
+// a Namespace's To, Except, Local or Timeout, or from Adapter.To for the
+// root namespace. Its methods act on the selected sockets; the namespace's
+// servers are reached through the Namespace. It is a value: To, Except,
+// Local and Timeout return a new operator and leave the receiver
+// unchanged. Every method is safe for concurrent use.
 type BroadcastOperator struct {
 	a       *Adapter
 	ns      *namespace
 	t       target
 	timeout time.Duration // EmitWithAck's; 0: RequestTimeout
 }
-
-// Of returns an operator on every socket of namespace nsp. If nsp is not in
-// Options.Namespaces, every method of the operator returns ErrUnknownNamespace.
-func (a *Adapter) Of(nsp string) BroadcastOperator {
-	ns, err := a.namespace(nsp)
-	o := BroadcastOperator{a: a, ns: ns, t: target{pub: a.pub, err: err}}
-	if ns != nil {
-		o.t.proto = ns.proto
-	}
-	return o
-}
-
-// To returns an operator on the sockets of the root namespace ("/") that are
-// in any of rooms; shorthand for a.Of("/").To(rooms...).
-func (a *Adapter) To(rooms ...string) BroadcastOperator { return a.Of("/").To(rooms...) }
 
 // To narrows the selection to sockets in any of rooms (added to those
 // already named). A socket in several of them is reached once.
@@ -77,32 +58,19 @@ func (o BroadcastOperator) check() error {
 	return nil
 }
 
-// Emit sends event with args to the selected sockets on every node. Args are
-// encoded once, in the protocol's form (msgpack using their json struct
-// tags in classic mode, JSON in sharded and streams modes), so clients on
-// any node receive the JSON they would get from a local emit.
+// Emit sends event with args to the selected sockets on every node. It
+// returns once the message is queued for Redis (Flush waits for Redis);
+// the Emits of one node reach each client in the order they were called
+// (in sharded mode, within each room). Local sockets get the event even
+// when publishing fails. It blocks while the queue holds
+// Options.PublishQueue bytes, and returns within RequestTimeout. See
+// Publishing in the package doc.
 //
-// Emit returns once the message is queued for Redis, without waiting for
-// it: consecutive Emits leave together, in the order they were called on
-// this node, and reach each client in that order (with sharded pub/sub,
-// within each room: rooms live on different shards). Flush waits for Redis
-// to take them and reports a failure; failures are also counted in
-// Stats.PublishFailures and logged. Emit blocks while the queue holds
-// Options.PublishQueue bytes. When the last batch did not reach Redis, Emit
-// waits for this message's answer instead.
-//
-// Local sockets get the event even when publishing fails. The errors:
-// ErrPublish (the queue stayed full, or the waited-for answer was a
-// failure) means other nodes did not get it; ErrMessageTooLarge when the
-// encoded event exceeds Options.MaxMessageSize; ErrClosed after Close;
-// ErrUnknownNamespace from Of.
-//
-// While this node's subscriptions are down (Redis lost, a failover: see
-// Ping) Emit does not publish and fails with ErrPublish and ErrUnavailable:
-// the other nodes' subscriptions are most likely down too, and an event
-// that was not sent can be sent again without a duplicate. In streams mode
-// (Streams) it publishes anyway: the entry waits in the stream for every
-// node. Emit returns within RequestTimeout.
+// Errors: ErrPublish when the other nodes will not get the event (the
+// queue stayed full; the last batch failed, and then so did this one; or,
+// with ErrUnavailable, this node's subscriptions are down, except in
+// streams mode); ErrMessageTooLarge past Options.MaxMessageSize;
+// ErrClosed after Close; ErrUnknownNamespace.
 func (o BroadcastOperator) Emit(ctx context.Context, event string, args ...any) error {
 	if err := o.check(); err != nil {
 		return err
@@ -111,45 +79,27 @@ func (o BroadcastOperator) Emit(ctx context.Context, event string, args ...any) 
 }
 
 // EmitWithAck sends event with args to the selected sockets on every node,
-// as Emit, and returns each client's acknowledgement (the first argument
-// its callback was given, as JSON; null when none), in the order they
-// arrived: Node's emitWithAck and timeout(ms).emit(event, ..., callback).
-// Each other node reports how many of its clients it emitted to, then
-// forwards each one's acknowledgement. The call returns when every
-// expected acknowledgement arrived, or when the timeout (see Timeout) or
-// ctx's deadline passes: then with the acknowledgements that arrived and
-// an error wrapping ErrTimeout that says how many clients, and how many
-// nodes, did not answer. A ctx canceled before either returns what
-// arrived with ctx's error. A client that disconnects, misses the event
-// (Options.SocketQueue) or already owes 64 acknowledgements (it gets the
-// event without the request) counts as not answering; nothing is waited
-// for past the timeout.
+// as Emit, and returns each client's acknowledgement (its callback's first
+// argument as JSON, null when none) in the order they arrived: Node's
+// emitWithAck. It returns once every expected acknowledgement is in, or at
+// the timeout (see Timeout) or ctx's deadline with those that arrived and
+// an error wrapping ErrTimeout that counts the clients and nodes that did
+// not answer. A client that disconnects, misses the event
+// (Options.SocketQueue) or already owes 64 acknowledgements counts as not
+// answering. With Local nothing is published: only this node's clients
+// are asked.
 //
-// Other errors: ErrUnavailable while this node's subscriptions are down
-// (it waits for them within the timeout, and sends nothing); ErrPublish
-// when the request did not reach Redis (then only this node's clients got
-// the event, and the acknowledgements returned are those of theirs that
-// arrived before the publish failed);
-// ErrMessageTooLarge; ErrClosed, also when Close ends the call;
-// ErrUnknownNamespace from Of. With Local nothing is published and only
-// this node's clients are waited for.
+// Other errors: ctx's error, with what arrived, when ctx is canceled;
+// ErrUnavailable when this node's subscriptions stay down for the timeout
+// (nothing is sent); ErrPublish when the request did not reach Redis (only
+// this node's clients got the event; their acknowledgements that arrived
+// before the failure are returned); ErrMessageTooLarge; ErrClosed, also
+// when Close ends the call; ErrUnknownNamespace.
 //
-// Safe for concurrent use, including many calls reaching one connection.
-// go-socket.io's Conn.Emit with an ack callback is not: it numbers acks
-// with an unsynchronized counter of the connection, shared by its
-// namespaces. The adapter makes its own acked emits (this method's, and
-// those of other nodes' broadcasts with acknowledgements) take turns per
-// connection, but cannot make yours take part: once any server of the
-// fleet emits with acknowledgements, do not call Conn.Emit with a callback;
-// use a.Of(nsp).To(conn.ID()).Local().EmitWithAck instead. Do not wait for
-// the acknowledgement of a client inside one of its own event handlers:
-// go-socket.io reads the acknowledgement on the goroutine running the
-// handler, so it arrives only after the call timed out (leave the client
-// out with Except(conn.ID()), or call from another goroutine).
-//
-// go-socket.io keeps an acknowledgement callback until the client answers
-// or disconnects, with no deadline; the bound of 64 per socket above keeps
-// a client that never answers from holding more.
+// Safe for concurrent use, even by many calls reaching one connection; but
+// do not mix it with go-socket.io's Conn.Emit with a callback, nor wait for
+// a client inside its own event handler: see Acknowledgements in the
+// package doc.
 func (o BroadcastOperator) EmitWithAck(ctx context.Context, event string, args ...any) ([]json.RawMessage, error) {
 	if err := o.check(); err != nil {
 		return nil, err
@@ -182,7 +132,8 @@ func (o BroadcastOperator) EmitWithAck(ctx context.Context, event string, args .
 
 // SocketsJoin makes the selected sockets, on every node, join rooms. This
 // node's sockets have joined when it returns; other nodes apply it when they
-// read the message (pub/sub: there is no acknowledgement, as in Node).
+// read the message (there is no acknowledgement, as in Node). It is
+// published, and fails, as Emit.
 func (o BroadcastOperator) SocketsJoin(ctx context.Context, rooms ...string) error {
 	return o.remote(ctx, typeRemoteJoin, rooms, false)
 }
@@ -282,82 +233,4 @@ func (a *Adapter) checkCollisions(ns *namespace, ids []string) int {
 	}
 	a.stats.collisions.Add(uint64(repeats))
 	return repeats
-}
-
-// AllRooms returns every room of the namespace across the fleet, sorted,
-// private socket-id rooms included (as in Node). When some node does not
-// answer in time it returns the rooms that arrived and an error wrapping
-// ErrTimeout; while this node's subscriptions are down it waits for them,
-// within RequestTimeout, then fails with ErrUnavailable.
-func (o BroadcastOperator) AllRooms(ctx context.Context) ([]string, error) {
-	if err := o.wholeNamespace("AllRooms"); err != nil {
-		return nil, err
-	}
-	a, ns := o.a, o.ns
-	var remote []string
-	var err error
-	if a.proto.asksFor(typeAllRooms) {
-		var p *pendingRequest
-		if p, err = a.ask(ctx, ns, request{typ: typeAllRooms}); p == nil {
-			return nil, err
-		}
-		remote = p.rooms
-	} else {
-		// A room exists while it has sockets: the union of every socket's rooms.
-		var sockets []RemoteSocket
-		if sockets, err = o.FetchSockets(ctx); sockets == nil && err != nil {
-			return nil, err
-		}
-		for _, s := range sockets {
-			remote = append(remote, s.Rooms...)
-		}
-	}
-	rooms := append(a.server.Rooms(ns.name), remote...)
-	slices.Sort(rooms)
-	return slices.Compact(rooms), err
-}
-
-// ServerCount returns how many servers (Go or Node.js, this one included)
-// serve the namespace, from PUBSUB NUMSUB (SHARDNUMSUB) as in Node. It
-// fails with ErrUnavailable while this node's subscriptions are down (it
-// would not count itself), or when Redis does not answer.
-func (o BroadcastOperator) ServerCount(ctx context.Context) (int, error) {
-	if err := o.wholeNamespace("ServerCount"); err != nil {
-		return 0, err
-	}
-	if err := o.a.checkSubscribed(); err != nil {
-		return 0, err // this node would not be counted
-	}
-	return o.a.serverCount(ctx, o.ns)
-}
-
-// ServerSideEmit sends event with args to the namespace's other servers
-// (not to clients), where OnServerSideEmit handlers (or Node's
-// io.on(event)) receive it, and returns each server's acknowledgement as
-// JSON. Servers without a handler for event do not answer, as in Node, so
-// the call then waits until the request timeout. When some server does not
-// answer in time it returns the answers that arrived and an error wrapping
-// ErrTimeout; while this node's subscriptions are down it waits for them,
-// within RequestTimeout, then fails with ErrUnavailable.
-func (o BroadcastOperator) ServerSideEmit(ctx context.Context, event string, args ...any) ([]json.RawMessage, error) {
-	if err := o.wholeNamespace("ServerSideEmit"); err != nil {
-		return nil, err
-	}
-	req, err := serverSideEmitRequest(event, args)
-	if err != nil {
-		return nil, err
-	}
-	p, err := o.a.ask(ctx, o.ns, req)
-	if p == nil {
-		return nil, err
-	}
-	return p.acks, err
-}
-
-// wholeNamespace is check for an operation on the namespace's servers.
-func (o BroadcastOperator) wholeNamespace(op string) error {
-	if err := o.check(); err != nil {
-		return err
-	}
-	return o.t.wholeNamespace(op)
 }

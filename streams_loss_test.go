@@ -279,7 +279,7 @@ func TestStreamsCatchUpIsBoundedAndAnswers(t *testing.T) {
 	opts := &redisadapter.Options{ReceiveQueue: 64}
 	a := startNode(t, mode(adminURL), opts)
 	b := startNode(t, mode(readerURL), opts)
-	b.a.OnServerSideEmit("/", "ping", func([]json.RawMessage) any { return "pong" })
+	b.a.Of("/").OnServerSideEmit("ping", func([]json.RawMessage) any { return "pong" })
 	got := collectSeqs(t, b.client(t, "r"))
 
 	cut.away(b)

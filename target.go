@@ -1,12 +1,11 @@
 package redisadapter
 
-// What Adapter's BroadcastOperator and the Emitter share: a namespace, a
+// What BroadcastOperator and EmitterOperator share: a namespace, a
 // selection of its sockets, and the messages that make every node act on
 // them.
 
 import (
 	"context"
-	"fmt"
 	"slices"
 )
 
@@ -38,16 +37,6 @@ func appendNew(list, items []string) []string {
 		}
 	}
 	return out
-}
-
-// wholeNamespace fails with ErrConfig when the target narrows the
-// namespace: op acts on its servers, which a selection of sockets would
-// not narrow.
-func (t target) wholeNamespace(op string) error {
-	if len(t.sel.Rooms) > 0 || len(t.sel.Except) > 0 || t.local {
-		return fmt.Errorf("%w: %s acts on the whole namespace: call it without To, Except or Local", ErrConfig, op)
-	}
-	return nil
 }
 
 // emit broadcasts event with args to the selected sockets of every node.
