@@ -285,15 +285,14 @@ func (a *Adapter) checkSubscribed() error {
 // that does not read) and then returns ctx's error. It returns an error
 // wrapping ErrPublish when a queued message failed that no Flush reported.
 // Calling it again returns nil at once.
-//
-// The order, here and in shutdown: closing is closed (no new goroutine is
-// spawned, operations return ErrClosed), pending requests fail, the
-// publisher stops queueing and sends what is queued, the loops' context
-// ends (subscriptions, stream readers, room shards, the sweep) and the
-// workers stop, every goroutine is waited for, the publisher's resends are
-// aborted and the client closed, which fails what the publisher still
-// holds, and the publisher's sender stops.
 func (a *Adapter) Close(ctx context.Context) error {
+	// The order of shutdown, here and in shutdown: closing is closed (no
+	// new goroutine is spawned, operations return ErrClosed), pending
+	// requests fail, the publisher stops queueing and sends what is queued,
+	// the loops' context ends (subscriptions, stream readers, room shards,
+	// the sweep) and the workers stop, every goroutine is waited for, the
+	// publisher's resends are aborted and the client closed, which fails
+	// what the publisher still holds, and the publisher's sender stops.
 	if !a.markClosed() {
 		return nil
 	}
