@@ -176,29 +176,85 @@ func TestFromEnv(t *testing.T) {
 	require.ErrorContains(t, err, "exclude each other")
 }
 
-func TestOptionsDefaultsAndValidation(t *testing.T) {
-	var o Options
-	o.setDefaults()
-	require.Equal(t, "socket.io", o.Key)
-	require.Equal(t, []string{"/"}, o.Namespaces)
-	require.Equal(t, 5*time.Second, o.RequestTimeout)
-	require.Equal(t, 1<<20, o.MaxMessageSize)
-	require.Equal(t, 4<<20, o.PublishQueue)
-	require.NotNil(t, o.Logger)
-	require.NoError(t, o.validate())
-
-	for _, bad := range []Options{
-		{Key: "a#b"},
-		{Namespaces: []string{"chat"}},
-		{Namespaces: []string{"/a#b"}},
-		{Namespaces: []string{"/a\x00b"}},
-		{RequestTimeout: -1},
-		{MaxMessageSize: -1},
-		{SocketQueue: -1},
-		{PublishQueue: -1},
+func TestOptionsDefaults(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   Options
+		want Options
+	}{
+		{name: "zero", want: Options{Key: "socket.io", Namespaces: []string{"/"}, RequestTimeout: 5 * time.Second,
+			MaxMessageSize: 1 << 20, ReceiveQueue: 8192, SocketQueue: 32 << 20, PublishQueue: 4 << 20}},
+		{name: "set", in: Options{Key: "k", Namespaces: []string{"/a"}, RequestTimeout: time.Second,
+			MaxMessageSize: 10, ReceiveQueue: 1, SocketQueue: 2, PublishQueue: 3}},
 	} {
-		bad.setDefaults()
-		require.ErrorIs(t, bad.validate(), ErrConfig, "%+v", bad)
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.want.Key == "" {
+				tc.want = tc.in
+			}
+			o := tc.in
+			o.setDefaults()
+			require.NoError(t, o.validate())
+			require.NotNil(t, o.Logger)
+			o.Logger = nil
+			require.Equal(t, tc.want, o)
+		})
+	}
+}
+
+func TestOptionsValidation(t *testing.T) {
+	for _, tc := range []struct {
+		in  Options
+		err string
+	}{
+		{Options{Key: "a#b"}, "Options.Key"},
+		{Options{Key: "a\x00b"}, "Options.Key"},
+		{Options{Namespaces: []string{"chat"}}, `namespace "chat"`},
+		{Options{Namespaces: []string{"/a#b"}}, `namespace "/a#b"`},
+		{Options{Namespaces: []string{"/a\x00b"}}, "namespace"},
+		{Options{RequestTimeout: -1}, "Options.RequestTimeout -1ns is negative"},
+		{Options{MaxMessageSize: -1}, "Options.MaxMessageSize -1 is negative"},
+		{Options{ReceiveQueue: -1}, "Options.ReceiveQueue -1 is negative"},
+		{Options{SocketQueue: -1}, "Options.SocketQueue -1 is negative"},
+		{Options{PublishQueue: -1}, "Options.PublishQueue -1 is negative"},
+	} {
+		t.Run(tc.err, func(t *testing.T) {
+			tc.in.setDefaults()
+			err := tc.in.validate()
+			require.ErrorIs(t, err, ErrConfig)
+			require.ErrorContains(t, err, tc.err)
+		})
+	}
+	// New and NewEmitter check the options before they connect.
+	_, _, err := open(Standalone{}, &Options{PublishQueue: -1})
+	require.ErrorIs(t, err, ErrConfig)
+}
+
+func TestClientLimitsDefaultsAndValidation(t *testing.T) {
+	var l ClientLimits
+	l.setDefaults()
+	require.NoError(t, l.validate())
+	require.Equal(t, ClientLimits{MaxMessageSize: 1e6, MaxAttachments: 10}, l)
+
+	for _, tc := range []struct {
+		in  ClientLimits
+		err string
+	}{
+		{ClientLimits{MaxMessageSize: -1}, "ClientLimits.MaxMessageSize -1 is negative"},
+		{ClientLimits{MaxAttachments: -1}, "ClientLimits.MaxAttachments -1 is negative"},
+	} {
+		t.Run(tc.err, func(t *testing.T) {
+			tc.in.setDefaults()
+			err := tc.in.validate()
+			require.ErrorIs(t, err, ErrConfig)
+			require.ErrorContains(t, err, tc.err)
+			// Transports, which cannot return it, panics with it.
+			defer func() {
+				err, _ := recover().(error)
+				require.ErrorIs(t, err, ErrConfig)
+				require.ErrorContains(t, err, tc.err)
+			}()
+			tc.in.Transports()
+		})
 	}
 }
 
