@@ -319,10 +319,8 @@ func rawClient(t testing.TB, c redisadapter.Connector) rueidis.Client {
 	}
 	switch c := c.(type) {
 	case redisadapter.Standalone:
-		var err error
-		opt, err = rueidis.ParseURL(c.URL)
-		require.NoError(t, err)
-		opt.ForceSingleClient = true
+		opt = rueidis.ClientOption{InitAddress: []string{c.Addr}, Username: c.Username, Password: c.Password,
+			SelectDB: c.DB, TLSConfig: c.TLSConfig, ForceSingleClient: true}
 	case redisadapter.Sentinel:
 		opt = rueidis.ClientOption{InitAddress: c.Addrs, Sentinel: rueidis.SentinelOption{MasterSet: c.MasterName}}
 	case redisadapter.Cluster:
@@ -338,7 +336,7 @@ func rawClient(t testing.TB, c redisadapter.Connector) rueidis.Client {
 func TestStandalone(t *testing.T) {
 	srv := redistest.Start(t)
 	suite(t, classicMode, func(string) redisadapter.Connector {
-		return redisadapter.Standalone{URL: srv.URL()}
+		return redisadapter.Standalone{Addr: srv.Addr()}
 	})
 }
 
@@ -365,7 +363,7 @@ func TestCluster(t *testing.T) {
 // while it is away the node says so rather than pretend.
 func TestStandaloneRestart(t *testing.T) {
 	srv := redistest.Start(t)
-	c := redisadapter.Standalone{URL: srv.URL()}
+	c := redisadapter.Standalone{Addr: srv.Addr()}
 	a, b := startNode(t, c, nil), startNode(t, c, nil)
 	bc := b.client(t, "r")
 	require.NoError(t, a.a.To("r").Emit(bg(t), "before", 1))
@@ -414,7 +412,7 @@ func TestStandaloneRestart(t *testing.T) {
 // (TestMain checks for leaked goroutines).
 func TestCloseFailsPending(t *testing.T) {
 	srv := redistest.Start(t)
-	c := redisadapter.Standalone{URL: srv.URL()}
+	c := redisadapter.Standalone{Addr: srv.Addr()}
 	a, _ := startNodes(t, c, nil)
 	// b has no handler for "slow": the request stays pending until Close.
 	errc := make(chan error, 1)
@@ -438,23 +436,23 @@ func TestCloseFailsPending(t *testing.T) {
 func TestNewErrors(t *testing.T) {
 	srv := redistest.Start(t, "--requirepass", "right")
 	ctx := bg(t)
-	_, err := redisadapter.New(ctx, socketio.NewServer(nil), redisadapter.Standalone{URL: "redis://:wrong@" + srv.Addr()}, nil)
+	_, err := redisadapter.New(ctx, socketio.NewServer(nil), redisadapter.Standalone{Addr: srv.Addr(), Password: "wrong"}, nil)
 	require.ErrorContains(t, err, "WRONGPASS")
 	require.NotErrorIs(t, err, redisadapter.ErrUnavailable, "Redis answered: it refused")
 
 	// Nothing listens there: Redis unavailable, which a caller can test for.
-	_, err = redisadapter.New(ctx, socketio.NewServer(nil), redisadapter.Standalone{URL: "redis://127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))}, nil)
+	_, err = redisadapter.New(ctx, socketio.NewServer(nil), redisadapter.Standalone{Addr: "127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))}, nil)
 	require.ErrorIs(t, err, redisadapter.ErrUnavailable)
 	require.ErrorContains(t, err, "connection refused")
 
-	a, err := redisadapter.New(ctx, socketio.NewServer(nil), redisadapter.Standalone{URL: "redis://" + srv.Addr(), Password: "right"}, nil)
+	a, err := redisadapter.New(ctx, socketio.NewServer(nil), redisadapter.Standalone{Addr: srv.Addr(), Password: "right"}, nil)
 	require.NoError(t, err)
 	require.NoError(t, a.Ping(ctx))
 	require.NoError(t, a.Close(ctx))
 
-	_, err = redisadapter.New(ctx, socketio.NewServer(nil), redisadapter.Standalone{URL: "http://x"}, nil)
+	_, err = redisadapter.New(ctx, socketio.NewServer(nil), redisadapter.Standalone{Addr: "http://x"}, nil)
 	require.ErrorIs(t, err, redisadapter.ErrConfig)
-	_, err = redisadapter.New(ctx, socketio.NewServer(nil), redisadapter.Standalone{URL: srv.URL()}, &redisadapter.Options{Key: "a#b"})
+	_, err = redisadapter.New(ctx, socketio.NewServer(nil), redisadapter.Standalone{Addr: srv.Addr()}, &redisadapter.Options{Key: "a#b"})
 	require.ErrorIs(t, err, redisadapter.ErrConfig)
 }
 
@@ -462,7 +460,7 @@ func TestNewErrors(t *testing.T) {
 // operator narrowed to sockets they fail rather than ignore the narrowing.
 func TestNamespaceWideOperationsRefuseNarrowing(t *testing.T) {
 	srv := redistest.Start(t)
-	n := startNode(t, redisadapter.Standalone{URL: srv.URL()}, nil)
+	n := startNode(t, redisadapter.Standalone{Addr: srv.Addr()}, nil)
 	for name, op := range map[string]redisadapter.BroadcastOperator{
 		"To": n.a.To("r"), "Except": n.a.Of("/").Except("r"), "Local": n.a.Of("/").Local(),
 	} {
@@ -477,7 +475,7 @@ func TestNamespaceWideOperationsRefuseNarrowing(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, count)
 
-	e, err := redisadapter.NewEmitter(bg(t), redisadapter.Standalone{URL: srv.URL()}, nil)
+	e, err := redisadapter.NewEmitter(bg(t), redisadapter.Standalone{Addr: srv.Addr()}, nil)
 	require.NoError(t, err)
 	defer e.Close(bg(t))
 	require.ErrorIs(t, e.To("r").ServerSideEmit(bg(t), "ev"), redisadapter.ErrConfig)
@@ -487,7 +485,7 @@ func TestNamespaceWideOperationsRefuseNarrowing(t *testing.T) {
 // Default session ids collide across nodes; the adapter says so.
 func TestDefaultIDsAreReported(t *testing.T) {
 	srv := redistest.Start(t)
-	c := redisadapter.Standalone{URL: srv.URL()}
+	c := redisadapter.Standalone{Addr: srv.Addr()}
 	n := startNode(t, c, nil)
 	gen := redisadapter.SessionIDGenerator{}
 	ids := map[string]bool{}
