@@ -81,7 +81,7 @@ func emitWithAckSuite(t *testing.T, e env) {
 // acks that arrived and says what is missing.
 func TestEmitWithAckTimeout(t *testing.T) {
 	srv := redistest.Start(t)
-	c := redisadapter.Standalone{URL: srv.URL()}
+	c := redisadapter.Standalone{Addr: srv.Addr()}
 	a, b := startNodes(t, c, nil)
 	a1, b1 := a.client(t, "poll"), b.client(t, "poll")
 	ackAs(a1, "a1")
@@ -137,7 +137,7 @@ func TestEmitWithAckTimeout(t *testing.T) {
 // finished request id it is ignored.
 func TestEmitWithAckFloodIsBounded(t *testing.T) {
 	srv := redistest.Start(t)
-	c := redisadapter.Standalone{URL: srv.URL()}
+	c := redisadapter.Standalone{Addr: srv.Addr()}
 	a, b := startNodes(t, c, nil)
 	ackAs(b.client(t, "poll"), "b1")
 
@@ -206,7 +206,7 @@ func TestEmitWithAckFloodIsBounded(t *testing.T) {
 // connection): every call gets its own client's answer, under -race.
 func TestEmitWithAckConcurrent(t *testing.T) {
 	srv := redistest.Start(t)
-	c := redisadapter.Standalone{URL: srv.URL()}
+	c := redisadapter.Standalone{Addr: srv.Addr()}
 	opts := &redisadapter.Options{Namespaces: []string{"/", "/chat"}}
 	a, b := startNodes(t, c, opts)
 	cl := a.client(t)
@@ -254,14 +254,14 @@ func TestEmitWithAckConcurrent(t *testing.T) {
 // The operator's errors come before anything is sent.
 func TestEmitWithAckErrors(t *testing.T) {
 	srv := redistest.Start(t)
-	n := startNode(t, redisadapter.Standalone{URL: srv.URL()}, &redisadapter.Options{MaxMessageSize: 1024})
+	n := startNode(t, redisadapter.Standalone{Addr: srv.Addr()}, &redisadapter.Options{MaxMessageSize: 1024})
 	cl := n.client(t, "r")
 	ackAs(cl, "cl")
 	_, err := n.a.Of("/nope").EmitWithAck(bg(t), "x")
 	require.ErrorIs(t, err, redisadapter.ErrUnknownNamespace)
 	// Too large: not even the local client gets it. (Another node is
 	// needed for the request to be encoded at all.)
-	startNode(t, redisadapter.Standalone{URL: srv.URL()}, &redisadapter.Options{MaxMessageSize: 1024})
+	startNode(t, redisadapter.Standalone{Addr: srv.Addr()}, &redisadapter.Options{MaxMessageSize: 1024})
 	_, err = n.a.To("r").EmitWithAck(bg(t), "big", string(make([]byte, 2048)))
 	require.ErrorIs(t, err, redisadapter.ErrMessageTooLarge)
 	acks, err := n.a.To("r").EmitWithAck(bg(t), "small", 1)
@@ -280,7 +280,7 @@ func TestEmitWithAckErrors(t *testing.T) {
 // the events without the request, and a call counts it as not answering.
 func TestEmitWithAckBoundsWhatAClientOwes(t *testing.T) {
 	srv := redistest.Start(t)
-	a := startNode(t, redisadapter.Standalone{URL: srv.URL()}, nil)
+	a := startNode(t, redisadapter.Standalone{Addr: srv.Addr()}, nil)
 	silent := a.client(t, "poll")
 	var mu sync.Mutex
 	asked := 0

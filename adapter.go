@@ -73,7 +73,7 @@ func New(ctx context.Context, server *socketio.Server, c Connector, opts *Option
 	if server == nil || c == nil {
 		return nil, fmt.Errorf("%w: server and connector are required", ErrConfig)
 	}
-	o, client, err := open(c, opts)
+	c, o, client, err := open(c, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -330,10 +330,8 @@ func rawClient(t testing.TB, c redisadapter.Connector) rueidis.Client {
 	}
 	switch c := c.(type) {
 	case redisadapter.Standalone:
-		var err error
-		opt, err = rueidis.ParseURL(c.URL)
-		require.NoError(t, err)
-		opt.ForceSingleClient = true
+		opt = rueidis.ClientOption{InitAddress: []string{c.Addr}, Username: c.Username, Password: c.Password,
+			SelectDB: c.DB, TLSConfig: c.TLSConfig, ForceSingleClient: true}
 	case redisadapter.Sentinel:
 		opt = rueidis.ClientOption{InitAddress: c.Addrs, Sentinel: rueidis.SentinelOption{MasterSet: c.MasterName}}
 	case redisadapter.Cluster:
@@ -349,7 +347,7 @@ func rawClient(t testing.TB, c redisadapter.Connector) rueidis.Client {
 func TestStandalone(t *testing.T) {
 	srv := redistest.Start(t)
 	suite(t, classicMode, func(string) redisadapter.Connector {
-		return redisadapter.Standalone{URL: srv.URL()}
+		return redisadapter.Standalone{Addr: srv.Addr()}
 	})
 }
 
@@ -376,7 +374,7 @@ func TestCluster(t *testing.T) {
 // while it is away the node says so rather than pretend.
 func TestStandaloneRestart(t *testing.T) {
 	srv := redistest.Start(t)
-	c := redisadapter.Standalone{URL: srv.URL()}
+	c := redisadapter.Standalone{Addr: srv.Addr()}
 	a, b := startNode(t, c, nil), startNode(t, c, nil)
 	bc := b.client(t, "r")
 	require.NoError(t, a.a.To("r").Emit(bg(t), "before", 1))
@@ -425,7 +423,7 @@ func TestStandaloneRestart(t *testing.T) {
 // (TestMain checks for leaked goroutines).
 func TestCloseFailsPending(t *testing.T) {
 	srv := redistest.Start(t)
-	c := redisadapter.Standalone{URL: srv.URL()}
+	c := redisadapter.Standalone{Addr: srv.Addr()}
 	a, _ := startNodes(t, c, nil)
 	// b has no handler for "slow": the request stays pending until Close.
 	errc := make(chan error, 1)
@@ -449,30 +447,30 @@ func TestCloseFailsPending(t *testing.T) {
 func TestNewErrors(t *testing.T) {
 	srv := redistest.Start(t, "--requirepass", "right")
 	ctx := bg(t)
-	_, err := redisadapter.New(ctx, socketio.NewServer(nil), redisadapter.Standalone{URL: "redis://:wrong@" + srv.Addr()}, nil)
+	_, err := redisadapter.New(ctx, socketio.NewServer(nil), redisadapter.Standalone{Addr: srv.Addr(), Password: "wrong"}, nil)
 	require.ErrorContains(t, err, "WRONGPASS")
 	require.NotErrorIs(t, err, redisadapter.ErrUnavailable, "Redis answered: it refused")
 
 	// Nothing listens there: Redis unavailable, which a caller can test for.
-	_, err = redisadapter.New(ctx, socketio.NewServer(nil), redisadapter.Standalone{URL: "redis://127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))}, nil)
+	_, err = redisadapter.New(ctx, socketio.NewServer(nil), redisadapter.Standalone{Addr: "127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))}, nil)
 	require.ErrorIs(t, err, redisadapter.ErrUnavailable)
 	require.ErrorContains(t, err, "connection refused")
 
-	a, err := redisadapter.New(ctx, socketio.NewServer(nil), redisadapter.Standalone{URL: "redis://" + srv.Addr(), Password: "right"}, nil)
+	a, err := redisadapter.New(ctx, socketio.NewServer(nil), redisadapter.Standalone{Addr: srv.Addr(), Password: "right"}, nil)
 	require.NoError(t, err)
 	require.NoError(t, a.Ping(ctx))
 	require.NoError(t, a.Close(ctx))
 
-	_, err = redisadapter.New(ctx, socketio.NewServer(nil), redisadapter.Standalone{URL: "http://x"}, nil)
+	_, err = redisadapter.New(ctx, socketio.NewServer(nil), redisadapter.Standalone{Addr: "http://x"}, nil)
 	require.ErrorIs(t, err, redisadapter.ErrConfig)
-	_, err = redisadapter.New(ctx, socketio.NewServer(nil), redisadapter.Standalone{URL: srv.URL()}, &redisadapter.Options{Key: "a#b"})
+	_, err = redisadapter.New(ctx, socketio.NewServer(nil), redisadapter.Standalone{Addr: srv.Addr()}, &redisadapter.Options{Key: "a#b"})
 	require.ErrorIs(t, err, redisadapter.ErrConfig)
 }
 
 // Default session ids collide across nodes; the adapter says so.
 func TestDefaultIDsAreReported(t *testing.T) {
 	srv := redistest.Start(t)
-	c := redisadapter.Standalone{URL: srv.URL()}
+	c := redisadapter.Standalone{Addr: srv.Addr()}
 	n := startNode(t, c, nil)
 	gen := redisadapter.SessionIDGenerator{}
 	ids := map[string]bool{}

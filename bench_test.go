@@ -46,8 +46,8 @@ func BenchmarkLayer(b *testing.B) {
 
 func ceiling(b *testing.B, size int, publisherSubscribed, pipelined bool) {
 	srv := redistest.Start(b)
-	pub := rawClient(b, redisadapter.Standalone{URL: srv.URL()})
-	sub := rawClient(b, redisadapter.Standalone{URL: srv.URL()})
+	pub := rawClient(b, redisadapter.Standalone{Addr: srv.Addr()})
+	sub := rawClient(b, redisadapter.Standalone{Addr: srv.Addr()})
 	var received atomic.Int64
 	subscribers := []rueidis.Client{sub}
 	if publisherSubscribed {
@@ -112,7 +112,7 @@ func reportMessages(b *testing.B, cpu0 time.Duration) {
 // so the run ends when the receiver has handled them all.
 func adapterLayer(b *testing.B, size, goroutines int) {
 	srv := redistest.Start(b)
-	c := redisadapter.Standalone{URL: srv.URL()}
+	c := redisadapter.Standalone{Addr: srv.Addr()}
 	a, recv := startNode(b, c, nil), startNode(b, c, nil)
 	payload := strings.Repeat("x", size-40) // the frame adds about 40 bytes
 	before := recv.a.Stats().Received
@@ -162,7 +162,7 @@ func sizeName(n int) string {
 //	go test -run '^$' -bench Requests -benchtime 200x .
 func BenchmarkRequests(b *testing.B) {
 	srv := redistest.Start(b)
-	c := redisadapter.Standalone{URL: srv.URL()}
+	c := redisadapter.Standalone{Addr: srv.Addr()}
 	for _, fleet := range []int{3, 10} {
 		var nodes []*node
 		opts := &redisadapter.Options{Key: fmt.Sprintf("fleet%d", fleet)} // apart from the other fleet
@@ -213,8 +213,8 @@ func BenchmarkRequests(b *testing.B) {
 func BenchmarkLatency(b *testing.B) {
 	b.Run("rueidis", func(b *testing.B) {
 		srv := redistest.Start(b)
-		pub := rawClient(b, redisadapter.Standalone{URL: srv.URL()})
-		sub := rawClient(b, redisadapter.Standalone{URL: srv.URL()})
+		pub := rawClient(b, redisadapter.Standalone{Addr: srv.Addr()})
+		sub := rawClient(b, redisadapter.Standalone{Addr: srv.Addr()})
 		arrived := make(chan time.Duration, 64)
 		subscribed := make(chan struct{})
 		ctx, cancel := context.WithCancel(context.Background())
@@ -237,7 +237,7 @@ func BenchmarkLatency(b *testing.B) {
 	for _, mode := range []string{"adapter", "adapter-streams"} {
 		b.Run(mode, func(b *testing.B) {
 			srv := redistest.Start(b)
-			var c redisadapter.Connector = redisadapter.Standalone{URL: srv.URL()}
+			var c redisadapter.Connector = redisadapter.Standalone{Addr: srv.Addr()}
 			if mode == "adapter-streams" {
 				c = redisadapter.Streams{Connector: c}
 			}

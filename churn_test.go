@@ -30,7 +30,7 @@ import (
 // requests reported for ever.
 func TestNoGhostAfterDisconnect(t *testing.T) {
 	srv := redistest.Start(t)
-	n := startNode(t, redisadapter.Standalone{URL: srv.URL()}, nil)
+	n := startNode(t, redisadapter.Standalone{Addr: srv.Addr()}, nil)
 	cl := n.client(t)
 	var conn socketio.Conn
 	n.srv.ForEach("/", cl.ID(), func(c socketio.Conn) { conn = c })
@@ -72,7 +72,7 @@ func TestServerOnDisconnectReplacesTheAdapters(t *testing.T) {
 	var logs syncBuffer
 	opts := &redisadapter.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))}
 	userSaw := make(chan string, 4)
-	n := startNodeWith(t, redisadapter.Standalone{URL: srv.URL()}, opts, func(srv *socketio.Server, _ *redisadapter.Adapter) {
+	n := startNodeWith(t, redisadapter.Standalone{Addr: srv.Addr()}, opts, func(srv *socketio.Server, _ *redisadapter.Adapter) {
 		srv.OnDisconnect("/", func(c socketio.Conn, _ string) { userSaw <- c.ID() }) // the mistake
 	})
 	for range 2 {
@@ -103,7 +103,7 @@ func TestServerOnConnectReplacesTheAdapters(t *testing.T) {
 	srv := redistest.Start(t)
 	var logs syncBuffer
 	opts := &redisadapter.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))}
-	n := startNodeWith(t, redisadapter.Standalone{URL: srv.URL()}, opts, func(srv *socketio.Server, _ *redisadapter.Adapter) {
+	n := startNodeWith(t, redisadapter.Standalone{Addr: srv.Addr()}, opts, func(srv *socketio.Server, _ *redisadapter.Adapter) {
 		srv.OnConnect("/", func(socketio.Conn) error { return nil }) // the mistake
 	})
 	cl := n.client(t, "r")
@@ -181,7 +181,7 @@ func (s *stayer) read(done <-chan struct{}) {
 func TestChurn(t *testing.T) {
 	dur := churnDuration(t)
 	srv := redistest.Start(t)
-	c := redisadapter.Standalone{URL: srv.URL()}
+	c := redisadapter.Standalone{Addr: srv.Addr()}
 	// With the adapter's hooks in place, the sweep never finds a socket
 	// whose disconnect or connect the adapter missed.
 	var logs syncBuffer
@@ -435,7 +435,7 @@ func settle() (goroutines int, heap uint64) {
 // panic), every caller returns, with its answers or ErrClosed.
 func TestCloseWhileAnswersArrive(t *testing.T) {
 	srv := redistest.Start(t)
-	c := redisadapter.Standalone{URL: srv.URL()}
+	c := redisadapter.Standalone{Addr: srv.Addr()}
 	for range 2 {
 		startNodeWith(t, c, nil, func(_ *socketio.Server, a *redisadapter.Adapter) {
 			a.Of("/").OnServerSideEmit("ping", func([]json.RawMessage) any { return "pong" })

@@ -38,35 +38,51 @@ import (
 //     MaxMessageSize. As in Node, the limit is on the whole body, which may
 //     batch several messages.
 //
-// The zero value is the default configuration.
+// The zero value is the default configuration. A negative limit is a
+// programmer error: Transports panics on it.
 type ClientLimits struct {
-	// MaxMessageSize is the largest message, in bytes, a client may send (for long-polling, the largest request body). default: 1e6 (Node's maxHttpBufferSize)
-	MaxMessageSize int64
+	// MaxMessageSize is the largest message, in bytes, a client may send this server (for long-polling, the largest request body); Options.MaxMessageSize bounds messages between nodes. default: 1e6 (Node's maxHttpBufferSize)
+	MaxMessageSize int
 	// MaxAttachments is how many binary attachments one event or ack may announce. default: 10
 	MaxAttachments int
 	// OnReject, if set, is called with the client's address and the reason (wrapping ErrClientLimit) when a client is disconnected, on the goroutine reading that client (a long-polling client's HTTP request); it may be called concurrently. default: nil
 	OnReject func(remote net.Addr, err error)
 }
 
-func (l ClientLimits) withDefaults() ClientLimits {
-	if l.MaxMessageSize <= 0 {
+func (l *ClientLimits) setDefaults() {
+	if l.MaxMessageSize == 0 {
 		l.MaxMessageSize = 1e6
 	}
-	if l.MaxAttachments <= 0 {
+	if l.MaxAttachments == 0 {
 		l.MaxAttachments = 10
 	}
-	return l
+}
+
+func (l *ClientLimits) validate() error {
+	return errors.Join(
+		negative("ClientLimits.MaxMessageSize", l.MaxMessageSize),
+		negative("ClientLimits.MaxAttachments", l.MaxAttachments),
+	)
 }
 
 // Transports returns ts, or go-socket.io's defaults (polling, then
 // websocket) when none is given, each wrapped to enforce the limits. Pass
 // the result as engineio.Options.Transports; the order is kept, since
 // engine.io upgrades from a transport to those after it.
+//
+// Transports panics, with an error wrapping ErrConfig, if a limit is
+// negative: check limits read from flags or files before.
 func (l ClientLimits) Transports(ts ...transport.Transport) []transport.Transport {
+	// A panic rather than an error: Transports is called inside an
+	// engineio.Options literal, and a negative limit is a bug in the
+	// caller, found at start (as time.NewTicker's non-positive interval).
+	l.setDefaults()
+	if err := l.validate(); err != nil {
+		panic(err)
+	}
 	if len(ts) == 0 {
 		ts = []transport.Transport{polling.Default, websocket.Default}
 	}
-	l = l.withDefaults()
 	out := make([]transport.Transport, len(ts))
 	for i, t := range ts {
 		out[i] = limitedTransport{Transport: t, limits: l}
@@ -119,7 +135,7 @@ func (c *limitedConn) NextReader() (engineioframe.Type, packet.Type, io.ReadClos
 	if err != nil {
 		return ft, pt, r, err
 	}
-	lr := &limitedReader{rc: r, left: c.limits.MaxMessageSize, conn: c}
+	lr := &limitedReader{rc: r, left: int64(c.limits.MaxMessageSize), conn: c}
 	// The parser reads byte by byte from a ReadByte-capable reader, else
 	// wraps it in a bufio.Reader of its own: one buffer either way.
 	lr.br = bufio.NewReader(lr.counted())
@@ -168,7 +184,7 @@ func (c *limitedConn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.ServeHTTP(w, r)
 		return
 	}
-	max := c.limits.MaxMessageSize
+	max := int64(c.limits.MaxMessageSize)
 	if r.ContentLength > max {
 		c.reject(fmt.Errorf("%w: request body of %d bytes, over %d", ErrClientLimit, r.ContentLength, max))
 		w.Header().Set("Connection", "close")

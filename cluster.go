@@ -2,7 +2,6 @@ package redisadapter
 
 import (
 	"crypto/tls"
-	"fmt"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -39,10 +38,13 @@ func (c Cluster) protocol(key, uid string) protocol {
 	return classic{key, uid}
 }
 
-func (c Cluster) clientOption() (rueidis.ClientOption, error) {
-	if len(c.Addrs) == 0 {
-		return rueidis.ClientOption{}, fmt.Errorf("%w: Cluster needs at least one node address", ErrConfig)
-	}
+// Cluster has no defaults to fill: Addrs is required.
+
+func (c *Cluster) validate() error { return validAddrs("Cluster.Addrs", c.Addrs...) }
+
+func (c Cluster) configured() (Connector, error) { return c, c.validate() }
+
+func (c Cluster) clientOption() rueidis.ClientOption {
 	return rueidis.ClientOption{
 		InitAddress: c.Addrs,
 		Username:    c.Username,
@@ -51,5 +53,5 @@ func (c Cluster) clientOption() (rueidis.ClientOption, error) {
 		// Subscriptions may sit on any node, replicas included, and the
 		// server count sums every node: keep the node list fresh.
 		ClusterOption: rueidis.ClusterOption{ShardsRefreshInterval: 5 * time.Second},
-	}, nil
+	}
 }

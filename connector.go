@@ -6,35 +6,45 @@ package redisadapter
 
 import (
 	"fmt"
+	"net"
+	"strings"
 
 	"github.com/redis/rueidis"
 )
 
 // A Connector opens the adapter's Redis client for one deployment shape:
-// Standalone, Sentinel or Cluster. ParseURL and FromEnv build one from a
-// string or the environment.
+// Standalone, Sentinel or Cluster, or Streams around one of them. ParseURL
+// and FromEnv build one from a string or the environment.
 type Connector interface {
-	clientOption() (rueidis.ClientOption, error)
+	// configured returns the connector with its defaults filled in
+	// (setDefaults) and checked (validate): an error wraps ErrConfig and
+	// names the field.
+	configured() (Connector, error)
+	// clientOption is the rueidis option of a configured connector.
+	clientOption() rueidis.ClientOption
 	// protocol makes the connector's wire protocol, bound to the key
-	// prefix and the uid of the node (or emitter) it speaks for.
+	// prefix and the uid of the node (or emitter) it speaks for; it reads
+	// a configured connector.
 	protocol(key, uid string) protocol
 }
 
-// open applies opts' defaults, checks them and opens the Redis client c
-// describes: what New and NewEmitter share.
-func open(c Connector, opts *Options) (Options, rueidis.Client, error) {
+// open applies the defaults of opts and c, checks them and opens the Redis
+// client c describes: what New and NewEmitter share. It returns c
+// configured, to make the protocol from.
+func open(c Connector, opts *Options) (Connector, Options, rueidis.Client, error) {
 	var o Options
 	if opts != nil {
 		o = *opts
 	}
 	o.setDefaults()
 	if err := o.validate(); err != nil {
-		return o, nil, err
+		return nil, o, nil, err
 	}
-	copt, err := c.clientOption()
+	c, err := c.configured()
 	if err != nil {
-		return o, nil, err
+		return nil, o, nil, err
 	}
+	copt := c.clientOption()
 	copt.DisableCache = true // pub/sub only: no client-side caching, no tracking
 	// The adapter does its own retrying: a subscription that rueidis renews
 	// by itself is down without the adapter knowing (and comes back on
@@ -43,7 +53,21 @@ func open(c Connector, opts *Options) (Options, rueidis.Client, error) {
 	copt.DisableRetry = true
 	client, err := rueidis.NewClient(copt)
 	if err != nil {
-		return o, nil, fmt.Errorf("redisadapter: connect to redis: %w", unreachable(err))
+		return nil, o, nil, fmt.Errorf("redisadapter: connect to redis: %w", unreachable(err))
 	}
-	return o, client, nil
+	return c, o, client, nil
+}
+
+// validAddrs is an error wrapping ErrConfig, naming field, unless addrs
+// holds at least one address and each is host:port.
+func validAddrs(field string, addrs ...string) error {
+	if len(addrs) == 0 {
+		return fmt.Errorf("%w: %s is empty", ErrConfig, field)
+	}
+	for _, a := range addrs {
+		if _, _, err := net.SplitHostPort(a); err != nil || strings.Contains(a, "/") {
+			return fmt.Errorf("%w: %s %q is not host:port (for a redis:// URL, use ParseURL)", ErrConfig, field, a)
+		}
+	}
+	return nil
 }

@@ -11,7 +11,7 @@
 //	server := socketio.NewServer(&engineio.Options{
 //		SessionIDGenerator: redisadapter.SessionIDGenerator{}, // ids unique across nodes
 //	})
-//	a, err := redisadapter.New(ctx, server, redisadapter.Standalone{URL: "redis://127.0.0.1:6379"}, nil)
+//	a, err := redisadapter.New(ctx, server, redisadapter.Standalone{Addr: "127.0.0.1:6379"}, nil)
 //	...
 //	a.To("post:42").Emit(ctx, "comment", c) // every socket in post:42, on every node
 //	...

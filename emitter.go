@@ -59,7 +59,7 @@ func NewEmitter(ctx context.Context, c Connector, opts *Options) (Emitter, error
 	if c == nil {
 		return Emitter{}, fmt.Errorf("%w: connector is required", ErrConfig)
 	}
-	o, client, err := open(c, opts)
+	c, o, client, err := open(c, opts)
 	if err != nil {
 		return Emitter{}, err
 	}

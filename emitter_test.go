@@ -107,7 +107,7 @@ func emitterSuite(t *testing.T, e env) {
 // Node's @socket.io/redis-emitter publishes; a Go node delivers.
 func TestNpmEmitterReachesGoNode(t *testing.T) {
 	srv := redistest.Start(t)
-	g := startNode(t, redisadapter.Standalone{URL: srv.URL()}, nil)
+	g := startNode(t, redisadapter.Standalone{Addr: srv.Addr()}, nil)
 	cl := g.client(t, "post:5")
 	run := func(cmd map[string]any) {
 		b, _ := json.Marshal(cmd)
@@ -131,7 +131,7 @@ func TestEmitterReachesNodeJSServer(t *testing.T) {
 	_, jsURL, _ := startNodeServer(t, "REDIS_URL="+srv.URL())
 	jc := nodetest.Dial(t, jsURL, "")
 	jc.Call(t, "join", "post:8")
-	e := newEmitter(t, redisadapter.Standalone{URL: srv.URL()}, nil)
+	e := newEmitter(t, redisadapter.Standalone{Addr: srv.Addr()}, nil)
 	require.NoError(t, e.To("post:8").Emit(bg(t), "from-go-emitter", map[string]int{"n": 3}))
 	require.JSONEq(t, `[{"n":3}]`, jc.NextNamed(t, "from-go-emitter"))
 	require.NoError(t, e.To(jc.ID).DisconnectSockets(bg(t), true))
@@ -141,7 +141,7 @@ func TestEmitterReachesNodeJSServer(t *testing.T) {
 
 func TestEmitterUnreachableRedis(t *testing.T) {
 	srv := redistest.Start(t)
-	c := redisadapter.Standalone{URL: srv.URL()}
+	c := redisadapter.Standalone{Addr: srv.Addr()}
 	e := newEmitter(t, c, nil)
 	srv.Stop(t)
 	// The first Emit after Redis went away is queued (nothing knew yet);

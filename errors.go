@@ -50,7 +50,9 @@ var (
 	// or too many binary attachments.
 	ErrClientLimit = errors.New("redisadapter: client over its limit")
 
-	// ErrConfig is returned for an invalid connector, URL or option.
+	// ErrConfig is returned for an invalid connector, URL or option; the
+	// error wrapping it names the field. ClientLimits.Transports panics
+	// with it.
 	ErrConfig = errors.New("redisadapter: invalid configuration")
 )
 

@@ -22,7 +22,7 @@ func ExampleNew() {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	a, err := redisadapter.New(ctx, server, redisadapter.Standalone{URL: "redis://127.0.0.1:6379"}, nil)
+	a, err := redisadapter.New(ctx, server, redisadapter.Standalone{Addr: "127.0.0.1:6379"}, nil)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func ExampleNamespace_ServerSideEmit() {
 func ExampleNewEmitter() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	e, err := redisadapter.NewEmitter(ctx, redisadapter.Standalone{URL: "redis://127.0.0.1:6379"}, nil)
+	e, err := redisadapter.NewEmitter(ctx, redisadapter.Standalone{Addr: "127.0.0.1:6379"}, nil)
 	if errors.Is(err, redisadapter.ErrUnavailable) {
 		log.Fatal("redis is down: ", err)
 	}
@@ -95,12 +95,13 @@ func ExampleNewEmitter() {
 
 func ExampleParseURL() {
 	c, err := redisadapter.ParseURL("rediss://app:s3cret@redis.internal:6380/2?dial_timeout=2s")
-	fmt.Println(c != nil, err)
+	s := c.(redisadapter.Standalone)
+	fmt.Println(s.Addr, s.Username, s.DB, s.DialTimeout, s.TLSConfig.ServerName, err)
 
 	_, err = redisadapter.ParseURL("redis://localhost:6379?dialtimeout=2s")
 	fmt.Println(err)
 	// Output:
-	// true <nil>
+	// redis.internal:6380 app 2 2s redis.internal <nil>
 	// redisadapter: invalid configuration: redis URL query key "dialtimeout" is not supported
 }
 

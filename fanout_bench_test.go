@@ -35,7 +35,7 @@ func BenchmarkFanout(b *testing.B) {
 		payload := strings.Repeat("x", size)
 		b.Run("adapter/"+sizeName(size), func(b *testing.B) {
 			srv := redistest.Start(b)
-			c := redisadapter.Standalone{URL: srv.URL()}
+			c := redisadapter.Standalone{Addr: srv.Addr()}
 			a, recv := startNode(b, c, nil), startNode(b, c, nil)
 			fanout(b, recv.url, func(n int) {
 				parallel(b, n, publishers, func() error { return a.a.To("room").Emit(context.Background(), "m", 0, payload) })

@@ -20,7 +20,7 @@ import (
 // as many answers as there are other nodes, and ignores the rest.
 func TestAnswerFloodIsBounded(t *testing.T) {
 	srv := redistest.Start(t)
-	c := redisadapter.Standalone{URL: srv.URL()}
+	c := redisadapter.Standalone{Addr: srv.Addr()}
 	a, _ := startNodes(t, c, nil) // the second node has no handler: it never answers
 
 	// Read the request as anyone on the Redis can, and answer it 10,000 times.
@@ -91,7 +91,7 @@ func requestSpy(t *testing.T, c redisadapter.Connector, a *node, servers int) <-
 // drains).
 func TestCloseUnderLoad(t *testing.T) {
 	srv := redistest.Start(t)
-	c := redisadapter.Standalone{URL: srv.URL()}
+	c := redisadapter.Standalone{Addr: srv.Addr()}
 	a, b := startNodes(t, c, nil)
 	for range 20 {
 		b.client(t, "r")

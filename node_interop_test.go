@@ -41,7 +41,7 @@ func strs(t *testing.T, raw json.RawMessage) []string {
 // written to the engine.io connection directly.
 func TestNpmClientAgainstGoNodes(t *testing.T) {
 	srv := redistest.Start(t)
-	c := redisadapter.Standalone{URL: srv.URL()}
+	c := redisadapter.Standalone{Addr: srv.Addr()}
 	for _, tr := range []struct {
 		name string
 		dial func(testing.TB, string) *nodetest.Client
@@ -85,7 +85,7 @@ func TestNpmClientAgainstGoNodes(t *testing.T) {
 func TestNodeJSInterop(t *testing.T) {
 	t.Run("Standalone", func(t *testing.T) {
 		srv := redistest.Start(t)
-		interop(t, func(string) redisadapter.Connector { return redisadapter.Standalone{URL: srv.URL()} }, "REDIS_URL="+srv.URL())
+		interop(t, func(string) redisadapter.Connector { return redisadapter.Standalone{Addr: srv.Addr()} }, "REDIS_URL="+srv.URL())
 	})
 	set := sharedCluster(t)
 	cluster := "REDIS_CLUSTER=" + strings.Join(set.Addrs(), ",")

@@ -1,6 +1,7 @@
 package redisadapter
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -8,7 +9,8 @@ import (
 )
 
 // Options tune an Adapter. The zero value (or a nil *Options) is a working
-// configuration, wire-compatible with Node's adapter defaults.
+// configuration, wire-compatible with Node's adapter defaults. A negative
+// number is an error wrapping ErrConfig, not a default.
 type Options struct {
 	// Key is the prefix of every channel name, Node's "key" option. default: "socket.io"
 	Key string
@@ -16,7 +18,7 @@ type Options struct {
 	Namespaces []string
 	// RequestTimeout bounds every request to other nodes and every publish. default: 5s
 	RequestTimeout time.Duration
-	// MaxMessageSize is the largest message, in bytes, published or accepted. default: 1 MiB
+	// MaxMessageSize is the largest message, in bytes, a node publishes to or accepts from Redis (not ClientLimits.MaxMessageSize, a client's message to this server). default: 1 MiB
 	MaxMessageSize int
 	// ReceiveQueue is how many received messages of each kind (broadcasts, requests, responses) wait to be handled; when full, new ones are dropped and counted. default: 8192
 	ReceiveQueue int
@@ -27,6 +29,20 @@ type Options struct {
 	// Logger receives what the adapter drops and why. default: slog.Default()
 	Logger *slog.Logger
 }
+
+// Every options struct and connector is configured the same way, as
+// go-redis's Options.init: setDefaults fills the zero fields, then validate
+// rejects what is left that makes no sense (a negative number, a missing
+// address) with an error wrapping ErrConfig that names the field. open
+// does it for Options and the connector, Transports for ClientLimits.
+//
+// The two MaxMessageSize limits differ on purpose. Options.MaxMessageSize
+// (1 MiB) bounds what nodes send each other through Redis;
+// ClientLimits.MaxMessageSize (1e6, Node's maxHttpBufferSize) bounds what
+// one client may send this server. A text event a client sent at its limit
+// and broadcast on unchanged gains the sender's uid, the namespace, the
+// rooms and the flags on its way between nodes: the larger limit leaves it
+// that room.
 
 func (o *Options) setDefaults() {
 	if o.Key == "" {
@@ -57,23 +73,30 @@ func (o *Options) setDefaults() {
 
 func (o *Options) validate() error {
 	if strings.ContainsRune(o.Key, 0) {
-		return fmt.Errorf("%w: Key %q contains a NUL byte", ErrConfig, o.Key)
+		return fmt.Errorf("%w: Options.Key %q contains a NUL byte", ErrConfig, o.Key)
 	}
 	if strings.Contains(o.Key, "#") {
-		return fmt.Errorf("%w: Key %q contains '#', the channel separator", ErrConfig, o.Key)
+		return fmt.Errorf("%w: Options.Key %q contains '#', the channel separator", ErrConfig, o.Key)
 	}
 	for _, n := range o.Namespaces {
 		if err := validNamespace(n); err != nil {
 			return err
 		}
 	}
-	switch {
-	case o.RequestTimeout < 0:
-		return fmt.Errorf("%w: RequestTimeout %v is negative", ErrConfig, o.RequestTimeout)
-	case o.MaxMessageSize < 0:
-		return fmt.Errorf("%w: MaxMessageSize %d is negative", ErrConfig, o.MaxMessageSize)
-	case o.ReceiveQueue < 0 || o.SocketQueue < 0 || o.PublishQueue < 0:
-		return fmt.Errorf("%w: queue sizes must not be negative", ErrConfig)
+	return errors.Join(
+		negative("Options.RequestTimeout", o.RequestTimeout),
+		negative("Options.MaxMessageSize", o.MaxMessageSize),
+		negative("Options.ReceiveQueue", o.ReceiveQueue),
+		negative("Options.SocketQueue", o.SocketQueue),
+		negative("Options.PublishQueue", o.PublishQueue),
+	)
+}
+
+// negative is an error wrapping ErrConfig when the field's value v is
+// negative, else nil.
+func negative[T int | time.Duration](field string, v T) error {
+	if v < 0 {
+		return fmt.Errorf("%w: %s %v is negative", ErrConfig, field, v)
 	}
 	return nil
 }

@@ -48,7 +48,7 @@ func collect(t *testing.T, c *siotest.Client, producers, count int, n *node) {
 // was called, for each of several producers emitting as fast as they can.
 func TestEmitOrderUnderLoad(t *testing.T) {
 	srv := redistest.Start(t)
-	c := redisadapter.Standalone{URL: srv.URL()}
+	c := redisadapter.Standalone{Addr: srv.Addr()}
 	a := startNode(t, c, nil)
 	// A receive queue large enough that a slow machine drops nothing (the
 	// default socket queue holds all 20,000 events): this test is about order.
@@ -76,7 +76,7 @@ func TestEmitOrderUnderLoad(t *testing.T) {
 // order, once Redis resumes.
 func TestPublishQueueFull(t *testing.T) {
 	srv := redistest.Start(t)
-	c := redisadapter.Standalone{URL: srv.URL()}
+	c := redisadapter.Standalone{Addr: srv.Addr()}
 	a := startNode(t, c, &redisadapter.Options{PublishQueue: 4 << 10})
 	b := startNode(t, c, nil)
 	bc := b.client(t, "r")
@@ -112,7 +112,7 @@ func TestPublishQueueFull(t *testing.T) {
 // within its deadline, and the failures are counted.
 func TestEmitWhileRedisDown(t *testing.T) {
 	srv := redistest.Start(t)
-	c := redisadapter.Standalone{URL: srv.URL()}
+	c := redisadapter.Standalone{Addr: srv.Addr()}
 	a := startNode(t, c, nil)
 	require.NoError(t, a.a.To("r").Emit(bg(t), "n", 0, 0))
 	srv.Stop(t)
@@ -138,7 +138,7 @@ func TestEmitWhileRedisDown(t *testing.T) {
 // Close sends what is queued before it stops; nothing is queued after it.
 func TestCloseSendsQueued(t *testing.T) {
 	srv := redistest.Start(t)
-	c := redisadapter.Standalone{URL: srv.URL()}
+	c := redisadapter.Standalone{Addr: srv.Addr()}
 	sender := startNode(t, c, nil)
 	b := startNode(t, c, nil)
 	bc := b.client(t, "r")
@@ -157,7 +157,7 @@ func TestCloseSendsQueued(t *testing.T) {
 // then on Emit waits for its own answer and fails within its deadline.
 func TestPublishFailuresReachTheCaller(t *testing.T) {
 	srv := redistest.Start(t)
-	c := redisadapter.Standalone{URL: srv.URL()}
+	c := redisadapter.Standalone{Addr: srv.Addr()}
 	a := startNode(t, c, &redisadapter.Options{RequestTimeout: 200 * time.Millisecond})
 	pauseWrites(t, c, 2*time.Second)
 	require.NoError(t, a.a.To("r").Emit(context.Background(), "n", 0, 0), "queued: nothing knew yet")

@@ -36,7 +36,7 @@ func BenchmarkRecovery(b *testing.B) {
 	b.Run("standalone", func(b *testing.B) {
 		recovery(b, func(b *testing.B) (redisadapter.Connector, func() time.Time) {
 			srv := redistest.Start(b)
-			return redisadapter.Standalone{URL: srv.URL()}, func() time.Time {
+			return redisadapter.Standalone{Addr: srv.Addr()}, func() time.Time {
 				srv.Stop(b)
 				time.Sleep(2 * time.Second) // the outage
 				srv.Restart(b)              // returns once Redis answers

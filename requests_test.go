@@ -19,7 +19,7 @@ func TestCloseAfterLastAnswer(t *testing.T) {
 	srv := redistest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	a, err := New(ctx, socketio.NewServer(nil), Standalone{URL: srv.URL()}, nil)
+	a, err := New(ctx, socketio.NewServer(nil), Standalone{Addr: srv.Addr()}, nil)
 	require.NoError(t, err)
 
 	p := &pendingRequest{typ: typeServerSideEmit, expected: 1, done: make(chan struct{})}

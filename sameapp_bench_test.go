@@ -29,7 +29,7 @@ import (
 func BenchmarkSameApp(b *testing.B) {
 	b.Run("adapter", func(b *testing.B) {
 		srv := redistest.Start(b)
-		c := redisadapter.Standalone{URL: srv.URL()}
+		c := redisadapter.Standalone{Addr: srv.Addr()}
 		var send, recv *node
 		for i := range 2 {
 			n := startNodeWith(b, c, nil, func(srv *socketio.Server, a *redisadapter.Adapter) {

@@ -31,7 +31,7 @@ import (
 //	go test -run '^$' -bench Scaling -benchtime 20x .
 func BenchmarkScaling(b *testing.B) {
 	srv := redistest.Start(b)
-	c := redisadapter.Standalone{URL: srv.URL()}
+	c := redisadapter.Standalone{Addr: srv.Addr()}
 	socketCounts := []int{1000, 3000, 10000}
 	if testing.Short() {
 		socketCounts = socketCounts[:1]

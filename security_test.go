@@ -20,7 +20,7 @@ import (
 // other's events or requests.
 func TestKeyPrefixIsolation(t *testing.T) {
 	srv := redistest.Start(t)
-	c := redisadapter.Standalone{URL: srv.URL()}
+	c := redisadapter.Standalone{Addr: srv.Addr()}
 	blog := &redisadapter.Options{Key: "blog"}
 	shop := &redisadapter.Options{Key: "shop"}
 	blogA, blogB := startNodes(t, c, blog)
@@ -69,7 +69,7 @@ func TestACLUserLimitedToItsChannels(t *testing.T) {
 	args := append([]string{"--user"}, strings.Fields(aclLine)...)
 	args = append(args, "--user", "intruder", "on", ">pw", "resetchannels", "&other*", "-@all", "+@connection", "+@pubsub")
 	srv := redistest.Start(t, args...)
-	c := redisadapter.Standalone{URL: "redis://adapter:s3cret@" + srv.Addr()}
+	c := redisadapter.Standalone{Addr: srv.Addr(), Username: "adapter", Password: "s3cret"}
 	a, b := startNodes(t, c, nil)
 	bc := b.client(t, "r")
 	require.NoError(t, a.a.To("r").Emit(bg(t), "allowed"))
@@ -85,11 +85,11 @@ func TestACLUserLimitedToItsChannels(t *testing.T) {
 	// A user without the adapter's channels fails fast, saying why.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	_, err = redisadapter.New(ctx, socketio.NewServer(nil), redisadapter.Standalone{URL: "redis://intruder:pw@" + srv.Addr()}, nil)
+	_, err = redisadapter.New(ctx, socketio.NewServer(nil), redisadapter.Standalone{Addr: srv.Addr(), Username: "intruder", Password: "pw"}, nil)
 	require.ErrorContains(t, err, "NOPERM")
 
 	// Wrong credentials fail New at once, saying so.
-	_, err = redisadapter.New(ctx, socketio.NewServer(nil), redisadapter.Standalone{URL: "redis://adapter:wrong@" + srv.Addr()}, nil)
+	_, err = redisadapter.New(ctx, socketio.NewServer(nil), redisadapter.Standalone{Addr: srv.Addr(), Username: "adapter", Password: "wrong"}, nil)
 	require.ErrorContains(t, err, "WRONGPASS")
 }
 
@@ -107,7 +107,7 @@ func TestTLS(t *testing.T) {
 	require.NoError(t, err)
 	roots := x509.NewCertPool()
 	require.True(t, roots.AppendCertsFromPEM([]byte(ca.CertPEM)))
-	c := redisadapter.Standalone{URL: "rediss://" + srv.Addr(), TLSConfig: &tls.Config{
+	c := redisadapter.Standalone{Addr: srv.Addr(), TLSConfig: &tls.Config{
 		RootCAs: roots, Certificates: []tls.Certificate{pair}, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12,
 	}}
 	a, b := startNodes(t, c, nil)
@@ -123,6 +123,8 @@ func TestTLS(t *testing.T) {
 	noCert.TLSConfig = &tls.Config{RootCAs: roots, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
 	_, err = redisadapter.New(ctx, socketio.NewServer(nil), noCert, nil)
 	require.Error(t, err)
-	_, err = redisadapter.New(ctx, socketio.NewServer(nil), redisadapter.Standalone{URL: "rediss://" + srv.Addr()}, nil)
+	systemRoots, err := redisadapter.ParseURL("rediss://" + srv.Addr())
+	require.NoError(t, err)
+	_, err = redisadapter.New(ctx, socketio.NewServer(nil), systemRoots, nil)
 	require.ErrorContains(t, err, "certificate")
 }

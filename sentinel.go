@@ -2,6 +2,7 @@ package redisadapter
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 
 	"github.com/redis/rueidis"
@@ -31,12 +32,23 @@ type Sentinel struct {
 	TLSConfig *tls.Config
 }
 
+// Sentinel has no defaults to fill: MasterName and Addrs are required.
+
+func (s *Sentinel) validate() error {
+	if s.MasterName == "" {
+		return fmt.Errorf("%w: Sentinel.MasterName is empty", ErrConfig)
+	}
+	return errors.Join(
+		validAddrs("Sentinel.Addrs", s.Addrs...),
+		negative("Sentinel.DB", s.DB),
+	)
+}
+
+func (s Sentinel) configured() (Connector, error) { return s, s.validate() }
+
 func (Sentinel) protocol(key, uid string) protocol { return classic{key, uid} }
 
-func (s Sentinel) clientOption() (rueidis.ClientOption, error) {
-	if s.MasterName == "" || len(s.Addrs) == 0 {
-		return rueidis.ClientOption{}, fmt.Errorf("%w: Sentinel needs MasterName and at least one sentinel address", ErrConfig)
-	}
+func (s Sentinel) clientOption() rueidis.ClientOption {
 	return rueidis.ClientOption{
 		InitAddress: s.Addrs,
 		Username:    s.Username,
@@ -49,5 +61,5 @@ func (s Sentinel) clientOption() (rueidis.ClientOption, error) {
 			Password:  s.SentinelPassword,
 			TLSConfig: s.TLSConfig,
 		},
-	}, nil
+	}
 }

@@ -17,7 +17,7 @@ import (
 // the node keeps reading Redis and the other sockets keep getting theirs.
 func TestSlowSocketDoesNotStallOthers(t *testing.T) {
 	srv := redistest.Start(t)
-	c := redisadapter.Standalone{URL: srv.URL()}
+	c := redisadapter.Standalone{Addr: srv.Addr()}
 	a := startNode(t, c, nil)
 	b := startNode(t, c, &redisadapter.Options{SocketQueue: 1 << 20}) // 8 of the events below
 

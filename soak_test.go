@@ -34,7 +34,7 @@ func soakSize() (sockets, rate int, d time.Duration) {
 func TestSoak(t *testing.T) {
 	t.Run("StandaloneRestart", func(t *testing.T) {
 		srv := redistest.Start(t)
-		soak(t, redisadapter.Standalone{URL: srv.URL()}, func() {
+		soak(t, redisadapter.Standalone{Addr: srv.Addr()}, func() {
 			srv.Stop(t)
 			time.Sleep(time.Second) // the outage: Redis is gone for a second
 			srv.Restart(t)

@@ -2,43 +2,74 @@ package redisadapter
 
 import (
 	"crypto/tls"
+	"errors"
+	"fmt"
+	"time"
 
 	"github.com/redis/rueidis"
 )
 
 var _ Connector = Standalone{}
 
-// Standalone connects to one Redis server.
+// Standalone connects to one Redis server. ParseURL makes one from a
+// redis:// URL.
 type Standalone struct {
-	// URL is the server, in the grammar of ParseURL. default: "redis://127.0.0.1:6379"
-	URL string
-	// Password, when set, replaces the URL's password (REDIS_PASSWORD in FromEnv). default: the URL's
+	// Addr is the server's host:port. default: "127.0.0.1:6379"
+	Addr string
+	// Username is the ACL user. default: none
+	Username string
+	// Password is the password. default: none
 	Password string
-	// TLSConfig is used for the connection; rediss:// without it verifies the server against the system roots. default: nil
+	// DB is the database number. default: 0
+	DB int
+	// TLSConfig, when set, is used for the connection. default: nil (no TLS)
 	TLSConfig *tls.Config
+	// DialTimeout bounds the opening of a connection. default: 5s
+	DialTimeout time.Duration
+	// Protocol is the RESP version: 3 negotiates RESP3; 2 speaks RESP2 only, for servers and proxies that accept HELLO 3 but cannot mix pub/sub and commands on one RESP3 connection (miniredis, some proxies). default: 3
+	Protocol int
+}
+
+func (s *Standalone) setDefaults() {
+	if s.Addr == "" {
+		s.Addr = "127.0.0.1:6379"
+	}
+	if s.DialTimeout == 0 {
+		s.DialTimeout = 5 * time.Second
+	}
+	if s.Protocol == 0 {
+		s.Protocol = 3
+	}
+}
+
+func (s *Standalone) validate() error {
+	if s.Protocol != 2 && s.Protocol != 3 {
+		return fmt.Errorf("%w: Standalone.Protocol %d is not 2 or 3", ErrConfig, s.Protocol)
+	}
+	return errors.Join(
+		validAddrs("Standalone.Addr", s.Addr),
+		negative("Standalone.DB", s.DB),
+		negative("Standalone.DialTimeout", s.DialTimeout),
+	)
+}
+
+func (s Standalone) configured() (Connector, error) {
+	s.setDefaults()
+	return s, s.validate()
 }
 
 func (Standalone) protocol(key, uid string) protocol { return classic{key, uid} }
 
-func (s Standalone) clientOption() (rueidis.ClientOption, error) {
-	raw := s.URL
-	if raw == "" {
-		raw = "redis://127.0.0.1:6379"
+func (s Standalone) clientOption() rueidis.ClientOption {
+	opt := rueidis.ClientOption{
+		InitAddress:       []string{s.Addr},
+		Username:          s.Username,
+		Password:          s.Password,
+		SelectDB:          s.DB,
+		TLSConfig:         s.TLSConfig,
+		AlwaysRESP2:       s.Protocol == 2,
+		ForceSingleClient: true,
 	}
-	u, err := parseURL(raw)
-	if err != nil {
-		return rueidis.ClientOption{}, err
-	}
-	opt, err := u.clientOption()
-	if err != nil {
-		return opt, err
-	}
-	if s.Password != "" {
-		opt.Password = s.Password
-	}
-	if s.TLSConfig != nil {
-		opt.TLSConfig = s.TLSConfig
-	}
-	opt.ForceSingleClient = true
-	return opt, nil
+	opt.Dialer.Timeout = s.DialTimeout
+	return opt
 }

@@ -80,40 +80,56 @@ type Streams struct {
 	ShardedPubSub bool
 }
 
-func (s Streams) clientOption() (rueidis.ClientOption, error) {
-	if s.Connector == nil {
-		return rueidis.ClientOption{}, fmt.Errorf("%w: Streams needs a Connector", ErrConfig)
+func (s *Streams) setDefaults() {
+	if s.Name == "" {
+		s.Name = "socket.io"
 	}
-	if _, nested := s.Connector.(Streams); nested {
-		return rueidis.ClientOption{}, fmt.Errorf("%w: Streams inside Streams", ErrConfig)
+	if s.Count == 0 {
+		s.Count = 1
 	}
-	switch {
-	case s.Count < 0 || s.MaxLen < 0 || s.ReadCount < 0:
-		return rueidis.ClientOption{}, fmt.Errorf("%w: Streams Count, MaxLen and ReadCount must not be negative", ErrConfig)
-	case strings.ContainsRune(s.Name, 0):
-		return rueidis.ClientOption{}, fmt.Errorf("%w: Streams Name holds a NUL byte", ErrConfig)
+	if s.MaxLen == 0 {
+		s.MaxLen = 10000
 	}
-	return s.Connector.clientOption()
+	if s.ReadCount == 0 {
+		s.ReadCount = 100
+	}
+	if c, ok := s.Connector.(Cluster); ok && c.Sharded {
+		s.ShardedPubSub = true
+	}
 }
 
+func (s *Streams) validate() error {
+	if s.Connector == nil {
+		return fmt.Errorf("%w: Streams.Connector is nil", ErrConfig)
+	}
+	if _, nested := s.Connector.(Streams); nested {
+		return fmt.Errorf("%w: Streams.Connector is a Streams", ErrConfig)
+	}
+	if strings.ContainsRune(s.Name, 0) {
+		return fmt.Errorf("%w: Streams.Name %q contains a NUL byte", ErrConfig, s.Name)
+	}
+	return errors.Join(
+		negative("Streams.Count", s.Count),
+		negative("Streams.MaxLen", s.MaxLen),
+		negative("Streams.ReadCount", s.ReadCount),
+	)
+}
+
+// configured configures the deployment's connector too.
+func (s Streams) configured() (Connector, error) {
+	s.setDefaults()
+	if err := s.validate(); err != nil {
+		return s, err
+	}
+	var err error
+	s.Connector, err = s.Connector.configured()
+	return s, err
+}
+
+func (s Streams) clientOption() rueidis.ClientOption { return s.Connector.clientOption() }
+
 func (s Streams) protocol(key, uid string) protocol {
-	p := streams{key: key, uid: uid, name: s.Name, count: s.Count, maxLen: s.MaxLen, readCount: s.ReadCount, shardedPubSub: s.ShardedPubSub}
-	if c, ok := s.Connector.(Cluster); ok && c.Sharded {
-		p.shardedPubSub = true
-	}
-	if p.name == "" {
-		p.name = "socket.io"
-	}
-	if p.count == 0 {
-		p.count = 1
-	}
-	if p.maxLen == 0 {
-		p.maxLen = 10000
-	}
-	if p.readCount == 0 {
-		p.readCount = 100
-	}
-	return p
+	return streams{key: key, uid: uid, name: s.Name, count: s.Count, maxLen: s.MaxLen, readCount: s.ReadCount, shardedPubSub: s.ShardedPubSub}
 }
 
 // streams is the protocol; its settings have their defaults filled in.

@@ -27,7 +27,7 @@ func BenchmarkStreamsFanout(b *testing.B) {
 	for _, mode := range []string{"pubsub", "streams"} {
 		b.Run(mode, func(b *testing.B) {
 			srv := redistest.Start(b)
-			var c redisadapter.Connector = redisadapter.Standalone{URL: srv.URL()}
+			var c redisadapter.Connector = redisadapter.Standalone{Addr: srv.Addr()}
 			if mode == "streams" {
 				// A MaxLen above the burst: this measures throughput. With the
 				// default (10,000) a 20,000-event burst outruns the reader and
@@ -91,7 +91,7 @@ func faultSoak(b *testing.B, mode string, restart bool) {
 	} else {
 		srv = redistest.Start(b)
 	}
-	var c redisadapter.Connector = redisadapter.Standalone{URL: srv.URL()}
+	var c redisadapter.Connector = redisadapter.Standalone{Addr: srv.Addr()}
 	if mode == "streams" {
 		c = redisadapter.Streams{Connector: c}
 	}

@@ -96,10 +96,10 @@ type cutOff struct {
 	user string
 }
 
-// newCutOff returns the URLs of user and of the default user, which gets
-// a password meanwhile: a connection whose AUTH fails is otherwise the
+// newCutOff returns the connectors of user and of the default user, which
+// gets a password meanwhile: a connection whose AUTH fails is otherwise the
 // default user's, and the node's reconnections would succeed.
-func newCutOff(t *testing.T, srv *redistest.Server, user string) (c *cutOff, userURL, adminURL string) {
+func newCutOff(t *testing.T, srv *redistest.Server, user string) (c *cutOff, asUser, admin redisadapter.Standalone) {
 	raw, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr()}, ForceSingleClient: true, DisableCache: true})
 	require.NoError(t, err)
 	t.Cleanup(raw.Close)
@@ -109,7 +109,8 @@ func newCutOff(t *testing.T, srv *redistest.Server, user string) (c *cutOff, use
 	t.Cleanup(func() { // before the server stops
 		_ = raw.Do(context.Background(), raw.B().Arbitrary("ACL", "SETUSER", "default", "nopass").Build()).Error()
 	})
-	return c, fmt.Sprintf("redis://%s:pw@%s", user, srv.Addr()), fmt.Sprintf("redis://default:admin@%s", srv.Addr())
+	return c, redisadapter.Standalone{Addr: srv.Addr(), Username: user, Password: "pw"},
+		redisadapter.Standalone{Addr: srv.Addr(), Username: "default", Password: "admin"}
 }
 
 func (c *cutOff) acl(state string) {
@@ -145,9 +146,9 @@ func (c *cutOff) kill() int64 {
 // kept away from Redis for a while (its user disabled) while Redis runs.
 func TestStreamsNothingLostAcrossClientKill(t *testing.T) {
 	srv := redistest.Start(t)
-	cut, readerURL, adminURL := newCutOff(t, srv, "reader")
-	a := startNode(t, redisadapter.Streams{Connector: redisadapter.Standalone{URL: adminURL}}, nil)
-	b := startNode(t, redisadapter.Streams{Connector: redisadapter.Standalone{URL: readerURL}}, nil)
+	cut, reader, admin := newCutOff(t, srv, "reader")
+	a := startNode(t, redisadapter.Streams{Connector: admin}, nil)
+	b := startNode(t, redisadapter.Streams{Connector: reader}, nil)
 	got := collectSeqs(t, b.client(t, "r"))
 
 	const n = 3000
@@ -198,9 +199,9 @@ func TestStreamsNothingLostAcrossClientKill(t *testing.T) {
 // and no publish fails.
 func TestStreamsPublisherKilledInFlight(t *testing.T) {
 	srv := redistest.Start(t)
-	cut, publisherURL, adminURL := newCutOff(t, srv, "publisher")
-	a := startNode(t, redisadapter.Streams{Connector: redisadapter.Standalone{URL: publisherURL}}, nil)
-	b := startNode(t, redisadapter.Streams{Connector: redisadapter.Standalone{URL: adminURL}}, nil)
+	cut, publisher, admin := newCutOff(t, srv, "publisher")
+	a := startNode(t, redisadapter.Streams{Connector: publisher}, nil)
+	b := startNode(t, redisadapter.Streams{Connector: admin}, nil)
 	got := collectSeqs(t, b.client(t, "r"))
 
 	// Bursts queued faster than Redis answers, each cut short by a kill:
@@ -225,12 +226,12 @@ func TestStreamsPublisherKilledInFlight(t *testing.T) {
 // trimmed: it logs and counts the gap, and goes on with what is left.
 func TestStreamsTrimmedOffsetCountsGap(t *testing.T) {
 	srv := redistest.Start(t)
-	cut, readerURL, adminURL := newCutOff(t, srv, "reader")
-	mode := func(url string) redisadapter.Connector {
-		return redisadapter.Streams{Connector: redisadapter.Standalone{URL: url}, MaxLen: 50}
+	cut, reader, admin := newCutOff(t, srv, "reader")
+	mode := func(c redisadapter.Standalone) redisadapter.Connector {
+		return redisadapter.Streams{Connector: c, MaxLen: 50}
 	}
-	a := startNode(t, mode(adminURL), nil)
-	b := startNode(t, mode(readerURL), nil)
+	a := startNode(t, mode(admin), nil)
+	b := startNode(t, mode(reader), nil)
 	got := collectSeqs(t, b.client(t, "r"))
 	require.NoError(t, a.a.To("r").Emit(bg(t), "m", 0))
 	got.waitFor(t, 1, wait)
@@ -272,13 +273,13 @@ func TestStreamsTrimmedOffsetCountsGap(t *testing.T) {
 // still answered during the catch-up.
 func TestStreamsCatchUpIsBoundedAndAnswers(t *testing.T) {
 	srv := redistest.Start(t)
-	cut, readerURL, adminURL := newCutOff(t, srv, "reader")
-	mode := func(url string) redisadapter.Connector {
-		return redisadapter.Streams{Connector: redisadapter.Standalone{URL: url}, MaxLen: 50_000}
+	cut, reader, admin := newCutOff(t, srv, "reader")
+	mode := func(c redisadapter.Standalone) redisadapter.Connector {
+		return redisadapter.Streams{Connector: c, MaxLen: 50_000}
 	}
 	opts := &redisadapter.Options{ReceiveQueue: 64}
-	a := startNode(t, mode(adminURL), opts)
-	b := startNode(t, mode(readerURL), opts)
+	a := startNode(t, mode(admin), opts)
+	b := startNode(t, mode(reader), opts)
 	b.a.Of("/").OnServerSideEmit("ping", func([]json.RawMessage) any { return "pong" })
 	got := collectSeqs(t, b.client(t, "r"))
 
@@ -323,9 +324,9 @@ func TestStreamsCatchUpIsBoundedAndAnswers(t *testing.T) {
 // once, and then what is published after it.
 func TestStreamsRedisRestartWithAOF(t *testing.T) {
 	srv := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always", "--dir", "{dir}")
-	cut, readerURL, adminURL := newCutOff(t, srv, "reader")
-	a := startNode(t, redisadapter.Streams{Connector: redisadapter.Standalone{URL: adminURL}}, nil)
-	b := startNode(t, redisadapter.Streams{Connector: redisadapter.Standalone{URL: readerURL}}, nil)
+	cut, reader, admin := newCutOff(t, srv, "reader")
+	a := startNode(t, redisadapter.Streams{Connector: admin}, nil)
+	b := startNode(t, redisadapter.Streams{Connector: reader}, nil)
 	got := collectSeqs(t, b.client(t, "r"))
 	require.NoError(t, a.a.To("r").Emit(bg(t), "m", 0))
 	got.waitFor(t, 1, wait)

@@ -13,7 +13,7 @@ func TestStreams(t *testing.T) {
 	t.Run("Standalone", func(t *testing.T) {
 		srv := redistest.Start(t)
 		suite(t, streamsMode, func(name string) redisadapter.Connector {
-			return redisadapter.Streams{Connector: redisadapter.Standalone{URL: srv.URL()}, Name: name}
+			return redisadapter.Streams{Connector: redisadapter.Standalone{Addr: srv.Addr()}, Name: name}
 		})
 	})
 	t.Run("Sentinel", func(t *testing.T) {
@@ -42,7 +42,7 @@ func TestStreamsNodeJSInterop(t *testing.T) {
 	t.Run("Standalone", func(t *testing.T) {
 		srv := redistest.Start(t)
 		interop(t, func(name string) redisadapter.Connector {
-			return redisadapter.Streams{Connector: redisadapter.Standalone{URL: srv.URL()}, Name: name}
+			return redisadapter.Streams{Connector: redisadapter.Standalone{Addr: srv.Addr()}, Name: name}
 		}, "REDIS_URL="+srv.URL(), "STREAMS=1")
 	})
 	set := sharedCluster(t)

@@ -45,7 +45,7 @@ func readXadds(t testing.TB) []xadd {
 }
 
 func TestStreamsCaptureDecodes(t *testing.T) {
-	p := Streams{Connector: Standalone{}}.protocol("socket.io", "u").namespace("/")
+	p := configured(t, Streams{Connector: Standalone{}}).protocol("socket.io", "u").namespace("/")
 	var broadcasts, requests int
 	for _, x := range readXadds(t) {
 		require.Equal(t, []string{"MAXLEN", "~", "10000", "*"}, x.args[:4])
@@ -92,7 +92,7 @@ func TestStreamsCaptureDecodes(t *testing.T) {
 // same operation.
 func TestStreamsEncodeMatchesNode(t *testing.T) {
 	const uid = "273da6c12108cf63"
-	p := Streams{Connector: Standalone{}}.protocol("socket.io", uid).namespace("/")
+	p := configured(t, Streams{Connector: Standalone{}}).protocol("socket.io", uid).namespace("/")
 	xs := readXadds(t)
 	type comment struct {
 		Text string `json:"text"`
@@ -141,7 +141,7 @@ func TestStreamsEncodeMatchesNode(t *testing.T) {
 	require.False(t, m.durable)
 	require.Equal(t, "socket.io#/#", m.channel)
 	require.Equal(t, pub["socket.io#/#"][0], string(m.payload))
-	answering := Streams{Connector: Standalone{}}.protocol("socket.io", "81d2cca0527f378e").namespace("/")
+	answering := configured(t, Streams{Connector: Standalone{}}).protocol("socket.io", "81d2cca0527f378e").namespace("/")
 	m, err = answering.encodeAnswer(request{uid: uid, id: "a743592b57accc71", typ: typeBroadcast}, answer{typ: typeBroadcastClientCount, clientCount: 1})
 	require.NoError(t, err)
 	require.Equal(t, "socket.io#/#"+uid+"#", m.channel)

@@ -11,17 +11,16 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/redis/rueidis"
 )
 
 // ParseURL returns the Connector a Redis URL describes:
 //
 //	redis[s]://[[username]:password@]host[:port][,host[:port]...][/db][?key=value&...]
 //
-// rediss:// turns on TLS, verified against the system roots. Ports default
-// to 6379, the database to 0. One host is a Standalone server; several hosts
-// need a query key saying what they are. The query keys are
+// rediss:// turns on TLS (a TLSConfig verifying the first host against the
+// system roots). Ports default to 6379, the database to 0. One host is a
+// Standalone server; several hosts need a query key saying what they are.
+// The query keys are
 //
 //	master_name        Sentinel: the hosts are sentinels watching this master
 //	sentinel_username  Sentinel: the ACL user on the sentinels
@@ -29,14 +28,13 @@ import (
 //	cluster            Cluster when "true": the hosts are cluster nodes
 //	sharded            Cluster with sharded pub/sub (Redis 7) when "true"
 //	streams            streams mode when "true": the shape above wrapped in Streams
-//	dial_timeout       Standalone: how long to wait for a connection (time.ParseDuration; default 5s)
-//	protocol           Standalone: "2" speaks RESP2 only, for servers and proxies that accept
-//	                   HELLO 3 but cannot mix pub/sub and commands on one RESP3 connection
-//	                   (miniredis, some proxies); "3", the default, negotiates RESP3
+//	dial_timeout       Standalone.DialTimeout (time.ParseDuration)
+//	protocol           Standalone.Protocol: "2" or "3"
 //
 // Any other key is an error, so a typo is not silently ignored. For example,
-// "rediss://app:s3cret@redis.internal:6380/2?dial_timeout=2s" is database 2
-// on redis.internal:6380 over TLS as ACL user app, and
+// "rediss://app:s3cret@redis.internal:6380/2?dial_timeout=2s" is
+// Standalone{Addr: "redis.internal:6380", Username: "app", Password:
+// "s3cret", DB: 2, DialTimeout: 2 * time.Second} with TLS, and
 // "redis://:pw@10.0.0.1:26379,10.0.0.2:26379?master_name=mymaster" is the
 // master "mymaster" found through two sentinels, with password pw on the
 // data nodes.
@@ -45,7 +43,7 @@ func ParseURL(raw string) (Connector, error) {
 	if err != nil {
 		return nil, err
 	}
-	return u.connector(raw)
+	return u.connector()
 }
 
 // redisURL is a parsed Redis URL.
@@ -56,7 +54,7 @@ type redisURL struct {
 	addrs              []string
 	db                 int
 	dialTimeout        time.Duration
-	resp2              bool
+	protocol           int // 2 or 3; 0 when not given
 	masterName         string
 	sentinelUser       string
 	sentinelPass       string
@@ -129,7 +127,7 @@ func parseURL(raw string) (redisURL, error) {
 			if v != "2" && v != "3" {
 				return r, fmt.Errorf("%w: redis URL protocol=%q is not 2 or 3", ErrConfig, v)
 			}
-			r.resp2 = v == "2"
+			r.protocol, _ = strconv.Atoi(v)
 		case "master_name":
 			r.masterName = v
 		case "sentinel_username":
@@ -163,10 +161,9 @@ func (r redisURL) tlsConfig() *tls.Config {
 	return &tls.Config{ServerName: r.host, MinVersion: tls.VersionTLS12}
 }
 
-// connector picks the deployment shape, in streams mode when asked; raw
-// is the URL it came from.
-func (r redisURL) connector(raw string) (Connector, error) {
-	c, err := r.shape(raw)
+// connector picks the deployment shape, in streams mode when asked.
+func (r redisURL) connector() (Connector, error) {
+	c, err := r.shape()
 	if err != nil || !r.streams {
 		return c, err
 	}
@@ -174,7 +171,7 @@ func (r redisURL) connector(raw string) (Connector, error) {
 }
 
 // shape is the Standalone, Sentinel or Cluster connector r describes.
-func (r redisURL) shape(raw string) (Connector, error) {
+func (r redisURL) shape() (Connector, error) {
 	if r.sharded && r.clusterOff {
 		return nil, fmt.Errorf("%w: sharded pub/sub needs a cluster, and cluster is false", ErrConfig)
 	}
@@ -184,7 +181,7 @@ func (r redisURL) shape(raw string) (Connector, error) {
 		return nil, fmt.Errorf("%w: a master name (Sentinel) and a cluster (cluster or sharded true) exclude each other", ErrConfig)
 	case r.masterName == "" && (r.sentinelUser != "" || r.sentinelPass != ""):
 		return nil, fmt.Errorf("%w: sentinel credentials without a master name", ErrConfig)
-	case (r.dialTimeout != 0 || r.resp2) && (r.masterName != "" || r.cluster):
+	case (r.dialTimeout != 0 || r.protocol != 0) && (r.masterName != "" || r.cluster):
 		return nil, fmt.Errorf("%w: dial_timeout and protocol apply to a standalone server only", ErrConfig)
 	case r.masterName != "":
 		return Sentinel{MasterName: r.masterName, Addrs: r.addrs, Username: r.username, Password: r.password,
@@ -197,24 +194,8 @@ func (r redisURL) shape(raw string) (Connector, error) {
 	case len(r.addrs) > 1:
 		return nil, fmt.Errorf("%w: %d hosts in the redis URL: say what they are (master_name for Sentinel, cluster=true)", ErrConfig, len(r.addrs))
 	}
-	return Standalone{URL: raw}, nil
-}
-
-// clientOption is the rueidis option of a standalone URL.
-func (r redisURL) clientOption() (rueidis.ClientOption, error) {
-	if len(r.addrs) != 1 || r.masterName != "" || r.cluster {
-		return rueidis.ClientOption{}, fmt.Errorf("%w: Standalone takes a URL with one host and neither master_name nor cluster", ErrConfig)
-	}
-	opt := rueidis.ClientOption{
-		InitAddress: r.addrs,
-		Username:    r.username,
-		Password:    r.password,
-		SelectDB:    r.db,
-		TLSConfig:   r.tlsConfig(),
-	}
-	opt.Dialer.Timeout = r.dialTimeout
-	opt.AlwaysRESP2 = r.resp2
-	return opt, nil
+	return Standalone{Addr: r.addrs[0], Username: r.username, Password: r.password, DB: r.db,
+		TLSConfig: r.tlsConfig(), DialTimeout: r.dialTimeout, Protocol: r.protocol}, nil
 }
 
 // FromEnv returns the Connector the environment describes, with the names of
@@ -260,24 +241,12 @@ func FromEnv() (Connector, error) {
 			return nil, fmt.Errorf("%w: REDIS_STREAMS=%q is not true or false", ErrConfig, v)
 		}
 	}
-	pw := os.Getenv("REDIS_PASSWORD")
-	if pw != "" {
+	if pw := os.Getenv("REDIS_PASSWORD"); pw != "" {
 		u.password = pw
 	}
-	c, err := u.connector(raw)
+	c, err := u.connector()
 	if err != nil {
 		return nil, fmt.Errorf("REDIS_URL and REDIS_*: %w", err)
-	}
-	switch s := c.(type) {
-	case Standalone:
-		s.Password = pw
-		c = s
-	case Streams:
-		if st, ok := s.Connector.(Standalone); ok {
-			st.Password = pw
-			s.Connector = st
-			c = s
-		}
 	}
 	return c, nil
 }

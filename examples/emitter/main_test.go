@@ -30,7 +30,7 @@ func TestEmitterCommand(t *testing.T) {
 	srv := socketio.NewServer(&engineio.Options{SessionIDGenerator: redisadapter.SessionIDGenerator{}})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	a, err := redisadapter.New(ctx, srv, redisadapter.Standalone{URL: redis.URL()}, nil)
+	a, err := redisadapter.New(ctx, srv, redisadapter.Standalone{Addr: redis.Addr()}, nil)
 	require.NoError(t, err)
 	srv.OnEvent("/", "join", func(s socketio.Conn, post string) int { s.Join("post:" + post); return 1 })
 	go srv.Serve()
