@@ -36,34 +36,28 @@ type blog struct {
 	ctx    context.Context // ends at shutdown
 	limits *readerLimits
 
-	fleetRefresh *coalescer // pushes "fleet:update", by post
+	fleetRefresh *coalescer           // pushes "fleet:update", by post
+	receiptQ     *keyedQueue[comment] // delivers receipted comments, by author socket id
 
-	// The receipt deliveries under way. Add only under mu while !closing:
-	// hijacked websockets run handlers after httpSrv.Shutdown, and an Add
-	// racing drain's Wait is a misuse.
-	receiptsWG sync.WaitGroup
-
-	mu       sync.Mutex
-	closing  bool                       // set by drain: no new receipt goroutines
-	posts    map[string]map[string]bool // socket id -> posts it reads, to update counts on disconnect
-	receiptQ map[string][]comment       // author socket id -> receipted comments waiting; present while its goroutine runs
+	mu    sync.Mutex
+	posts map[string]map[string]bool // socket id -> posts it reads, to update counts on disconnect
 }
 
 func newBlog(ctx context.Context, a *redisadapter.Adapter, node string, limits *readerLimits, log *slog.Logger) *blog {
-	b := &blog{a: a, node: node, log: log, ctx: ctx, limits: limits, posts: make(map[string]map[string]bool),
-		receiptQ: make(map[string][]comment)}
+	b := &blog{a: a, node: node, log: log, ctx: ctx, limits: limits, posts: make(map[string]map[string]bool)}
 	b.fleetRefresh = newCoalescer(b.pushFleet)
+	// Every receipted comment waiting is delivered, even at shutdown: its
+	// author was told "ok".
+	b.receiptQ = newKeyedQueue(maxWaitingReceipts, true, b.deliverWithReceipt)
 	return b
 }
 
 // drain stops new receipt and fleet goroutines and waits for those under
 // way; they end with b.ctx.
 func (b *blog) drain() {
-	b.mu.Lock()
-	b.closing = true
-	b.mu.Unlock()
+	b.receiptQ.stop()
 	b.fleetRefresh.close()
-	b.receiptsWG.Wait()
+	b.receiptQ.close()
 }
 
 func (b *blog) register(server *socketio.Server) {
@@ -235,7 +229,7 @@ func (b *blog) comment(s socketio.Conn, v any) string {
 	defer cancel()
 	readers := b.a.To(postRoom(c.Post))
 	// An author who asked for receipts: readers who did too get the comment
-	// with an acknowledgement request, from queueReceipt; the others as before.
+	// with an acknowledgement request, from b.receiptQ; the others as before.
 	wantsReceipt := slices.Contains(s.Rooms(), receiptsRoom(c.Post))
 	if wantsReceipt {
 		readers = readers.Except(receiptsRoom(c.Post))
@@ -245,7 +239,7 @@ func (b *blog) comment(s socketio.Conn, v any) string {
 	}
 	// Not waited for here: go-socket.io reads the author's own
 	// acknowledgement on the goroutine running this handler.
-	if wantsReceipt && !b.queueReceipt(s.ID(), c) {
+	if wantsReceipt && !b.receiptQ.push(s.ID(), c) {
 		// Too many waiting, or shutting down: sent plainly, no receipt.
 		if err := b.emitComment(ctx, b.a.To(receiptsRoom(c.Post)), c); err != nil {
 			return ackNotDelivered

@@ -3,7 +3,7 @@ package main
 // Delivery receipts: readers of a post who sent "receipts" get the
 // receipted comments of its authors with an acknowledgement request; the
 // author learns how many confirmed. The comment handler (handlers.go)
-// queues them with queueReceipt, one queue per author.
+// queues them on blog.receiptQ, one queue per author.
 
 import (
 	"context"
@@ -40,42 +40,6 @@ func (b *blog) receipts(s socketio.Conn, v any) string {
 	}
 	s.Join(receiptsRoom(id))
 	return ackOK
-}
-
-// queueReceipt queues c for delivery with a receipt after the author's
-// earlier ones, so receipt readers get them in order; false if it did not.
-func (b *blog) queueReceipt(author string, c comment) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	q, running := b.receiptQ[author]
-	if b.closing || len(q) >= maxWaitingReceipts {
-		return false
-	}
-	b.receiptQ[author] = append(q, c)
-	if !running {
-		b.receiptsWG.Add(1)
-		go b.drainReceipts(author)
-	}
-	return true
-}
-
-// drainReceipts delivers the author's queued comments one at a time, and
-// ends when none is left.
-func (b *blog) drainReceipts(author string) {
-	defer b.receiptsWG.Done()
-	for {
-		b.mu.Lock()
-		q := b.receiptQ[author]
-		if len(q) == 0 {
-			delete(b.receiptQ, author)
-			b.mu.Unlock()
-			return
-		}
-		c := q[0]
-		b.receiptQ[author] = q[1:]
-		b.mu.Unlock()
-		b.deliverWithReceipt(author, c)
-	}
 }
 
 // deliverWithReceipt sends c to the readers of its post who asked for
