@@ -53,11 +53,17 @@ func newBlog(ctx context.Context, a *redisadapter.Adapter, node string, limits *
 }
 
 // drain stops new receipt and fleet goroutines and waits for those under
-// way; they end with b.ctx.
-func (b *blog) drain() {
+// way, until ctx ends; they end with b.ctx.
+func (b *blog) drain(ctx context.Context) error {
 	b.receiptQ.stop()
-	b.fleetRefresh.close()
-	b.receiptQ.close()
+	b.fleetRefresh.stop()
+	if err := b.fleetRefresh.wait(ctx); err != nil {
+		return fmt.Errorf("fleet updates still running: %w", err)
+	}
+	if err := b.receiptQ.wait(ctx); err != nil {
+		return fmt.Errorf("comments with receipts still being delivered: %w", err)
+	}
+	return nil
 }
 
 func (b *blog) register(server *socketio.Server) {

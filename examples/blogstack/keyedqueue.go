@@ -1,6 +1,9 @@
 package main
 
-import "sync"
+import (
+	"context"
+	"sync"
+)
 
 // keyedQueue runs fn(key, v) for each value pushed under a key, off the
 // pusher's goroutine: one at a time per key, in the order pushed; keys run
@@ -62,11 +65,26 @@ func (q *keyedQueue[T]) run(key string) {
 	}
 }
 
-// stop refuses new values; close also waits for the runs under way.
+// stop refuses new values; wait waits for the runs under way, until ctx
+// ends. close is both, without a bound.
 func (q *keyedQueue[T]) stop() {
 	q.mu.Lock()
 	q.closing = true
 	q.mu.Unlock()
+}
+
+func (q *keyedQueue[T]) wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		q.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (q *keyedQueue[T]) close() {

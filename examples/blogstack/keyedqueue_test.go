@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -9,7 +10,7 @@ import (
 
 // The receipts' policy: a key's values run one at a time in the order
 // pushed; past maxWaiting, and after stop, push refuses; values already
-// waiting at stop still run (finish).
+// waiting at stop still run (finish); wait is bounded by its context.
 func TestKeyedQueueFinishes(t *testing.T) {
 	started := make(chan int)
 	release := make(chan struct{})
@@ -36,10 +37,16 @@ func TestKeyedQueueFinishes(t *testing.T) {
 	q.stop()
 	require.False(t, q.push("b", 1), "stopped")
 
+	expired, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, q.wait(expired), context.DeadlineExceeded, "1 still runs")
+
 	for _, want := range []int{2, 3} {
 		release <- struct{}{}
 		require.Equal(t, want, recv("the next waiting value, after stop"))
 	}
 	release <- struct{}{}
-	q.close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, q.wait(ctx))
 }

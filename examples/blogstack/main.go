@@ -64,7 +64,7 @@ import (
 
 const (
 	startTimeout    = 10 * time.Second // to reach Redis at start
-	shutdownTimeout = 5 * time.Second  // for the HTTP server and the adapter
+	shutdownTimeout = 5 * time.Second  // for all that shutdown waits for
 )
 
 func main() {
@@ -107,6 +107,8 @@ func defaultAssets() string {
 	return "."
 }
 
+// run serves until SIGTERM or an interrupt, or until the HTTP server fails;
+// either way it then shuts down within shutdownTimeout.
 func run(c config, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
@@ -155,25 +157,22 @@ func run(c config, log *slog.Logger) error {
 		log.Info("listening", "addr", c.addr)
 	}
 
+	var serveErr error
 	select {
-	case err := <-errc:
-		stop() // ends the receipts and fleet refreshes under way
-		app.drain()
-		_ = a.Close(context.Background())
-		return err
+	case serveErr = <-errc:
+		stop() // ends the receipts and fleet refreshes under way, as a signal does
 	case <-ctx.Done():
+		log.Info("shutting down")
 	}
-	log.Info("shutting down")
-	shutCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	return errors.Join(serveErr, shutdown(httpSrv, app, a, server))
+}
+
+// shutdown stops accepting first, then leaves the fleet, then drops the
+// sockets, all within shutdownTimeout.
+func shutdown(httpSrv *http.Server, app *blog, a *redisadapter.Adapter, server *socketio.Server) error {
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
-	// Stop accepting first, then leave the fleet, then drop the sockets.
-	err = httpSrv.Shutdown(shutCtx)
-	app.drain() // they end with ctx
-	err = errors.Join(err, a.Close(shutCtx), server.Close())
-	if errors.Is(err, http.ErrServerClosed) {
-		err = nil
-	}
-	return err
+	return errors.Join(httpSrv.Shutdown(ctx), app.drain(ctx), a.Close(ctx), server.Close())
 }
 
 // connect returns the connector REDIS_URL and friends describe, or, without
