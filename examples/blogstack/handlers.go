@@ -73,8 +73,8 @@ func (b *blog) register(server *socketio.Server) {
 	server.OnEvent(nsp, "readers", b.readers)
 	server.OnEvent(nsp, "receipts", b.receipts) // receipts.go
 	server.OnEvent(nsp, "fleet", b.fleet)       // fleet.go
-	b.a.OnConnect(nsp, b.connect)
-	b.a.OnDisconnect(nsp, b.disconnect)
+	b.a.Of(nsp).OnConnect(b.connect)
+	b.a.Of(nsp).OnDisconnect(b.disconnect)
 }
 
 // admit takes one event of s past the connection's rate limit and parses
@@ -110,7 +110,7 @@ func postID(v any) (string, error) {
 func (b *blog) connect(s socketio.Conn) error {
 	b.limits.connected(s.ID())
 	// Other nodes see which node holds this socket through FetchSockets.
-	return b.a.SetData(nsp, s, socketData{Node: b.node})
+	return b.a.SetData(s, socketData{Node: b.node})
 }
 
 func (b *blog) disconnect(s socketio.Conn, _ string) {

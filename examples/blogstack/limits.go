@@ -97,7 +97,7 @@ func (l *readerLimits) join(joined int) string {
 
 // clientLimits disconnects a client whose message (or long-polling request
 // body) exceeds maxMessage bytes before it is read, and counts it.
-func (l *readerLimits) clientLimits(maxMessage int64, log *slog.Logger) redisadapter.ClientLimits {
+func (l *readerLimits) clientLimits(maxMessage int, log *slog.Logger) redisadapter.ClientLimits {
 	return redisadapter.ClientLimits{
 		MaxMessageSize: maxMessage,
 		OnReject: func(remote net.Addr, err error) {

@@ -76,7 +76,7 @@ func main() {
 	flag.StringVar(&c.origins, "origins", "", `allowed Origin values, comma-separated ("*": any; empty: same origin only)`)
 	flag.StringVar(&c.proxies, "trusted-proxies", "", "IPs or CIDRs of the proxies whose X-Forwarded-For is believed, comma-separated")
 	flag.StringVar(&c.assets, "assets", defaultAssets(), "directory holding node_modules/socket.io-client (npm ci there)")
-	flag.Int64Var(&c.maxMessage, "max-message-size", 1e6, "largest message (and long-polling request body) a client may send, in bytes; a client sending more is disconnected")
+	flag.IntVar(&c.maxMessage, "max-message-size", 1e6, "largest message (and long-polling request body) a client may send, in bytes; a client sending more is disconnected")
 	flag.IntVar(&c.maxPosts, "max-posts", 100, "posts one connection may have joined at once (0: no limit)")
 	flag.Float64Var(&c.eventRate, "event-rate", 50, "events per second one connection may send, sustained, with bursts of twice that (0: no limit)")
 	flag.StringVar(&c.tlsCert, "tls-cert", "", "PEM certificate (then intermediates) to serve HTTPS and wss:// itself, without a terminating balancer; needs -tls-key")
@@ -94,7 +94,7 @@ type config struct {
 	addr, node, origins, proxies, assets string
 	tlsCert, tlsKey                      string
 	connLimit, maxPosts                  int
-	maxMessage                           int64
+	maxMessage                           int
 	eventRate                            float64
 }
 
@@ -115,6 +115,9 @@ func run(c config, log *slog.Logger) error {
 
 	if (c.tlsCert == "") != (c.tlsKey == "") {
 		return errors.New("-tls-cert and -tls-key go together")
+	}
+	if c.maxMessage < 0 {
+		return errors.New("-max-message-size must not be negative")
 	}
 	connector, err := connect(log)
 	if err != nil {
@@ -188,6 +191,6 @@ func connect(log *slog.Logger) (redisadapter.Connector, error) {
 	}
 	log.Info("no REDIS_URL: started an embedded Redis (miniredis); this node cannot share it with others", "addr", m.Addr())
 	// miniredis answers HELLO 3 but cannot mix pub/sub and commands on a
-	// RESP3 connection: protocol=2 keeps the client on RESP2.
-	return redisadapter.Standalone{URL: "redis://" + m.Addr() + "?protocol=2"}, nil
+	// RESP3 connection: Protocol 2 keeps the client on RESP2.
+	return redisadapter.Standalone{Addr: m.Addr(), Protocol: 2}, nil
 }
