@@ -57,9 +57,19 @@
 //
 // Redis pub/sub is at-most-once: a message published while a node is
 // disconnected from Redis never reaches that node. In streams mode a
-// broadcast reaches it once it is back, unless the stream was trimmed past
-// it meanwhile (counted in Stats.StreamGaps); see Streams. The adapter reads Redis at
-// full speed whatever the sockets do; a local socket that does not keep up
+// broadcast reaches it once it is back, in order, once. An XADD that fails
+// in a way that may have left it out of Redis (a dropped connection, a
+// timeout, a Redis loading or failing over) is sent again until Redis takes
+// it, and Go readers drop the second copy when the first had been written
+// after all (a Node.js reader delivers it twice); while Redis is away Emit
+// queues entries without waiting for them, up to Options.PublishQueue.
+// Streams mode still loses: entries trimmed before a node read them (more
+// than MaxLen published while it was away; Stats.StreamGaps), a failover's
+// unreplicated tail, everything on a restart of a Redis without AOF, an
+// entry Redis refuses for good and entries still being resent when Close
+// gives up (both reported), and requests and answers in an outage (the
+// requester times out). The adapter reads Redis at full speed whatever the
+// sockets do; a local socket that does not keep up
 // has its own bounded queue (Options.SocketQueue) and misses events past it,
 // counted in Stats.SlowSocketDrops, rather than stalling the others.
 //
@@ -67,8 +77,11 @@
 // it: Ping fails, Emit and the remote operations do not publish (in
 // streams mode broadcasts still go to the stream, for the others to read),
 // and requests wait for the subscriptions within their timeout; all of them
-// then fail with ErrUnavailable. The subscriptions are renewed every 50 ms
-// at most while Redis is away.
+// then fail with ErrUnavailable. Every connection the adapter keeps (its
+// subscriptions, stream readers and room channels' connections) is renewed
+// by one supervisor, every 50 ms at most while Redis is away; each outage
+// is logged once when it begins and once when it ends, and counted in
+// Stats.Outages.
 //
 // # Publishing
 //

@@ -45,26 +45,15 @@ import (
 var _ Connector = Streams{}
 
 // Streams runs the adapter (or an Emitter) in streams mode over any of the
-// other connectors: wire-compatible with Node's
-// @socket.io/redis-streams-adapter 0.3.x with the same settings. Unlike
-// pub/sub, a broadcast published while a node's connection to Redis is down
-// is not lost for it: the node reads it when it is back, in order, once.
-// An XADD that fails in a way that may have left it out of Redis (a dropped
-// connection, a timeout, a Redis loading or failing over) is sent again
-// until Redis takes it (Stats.Resent), and Go readers drop the second copy
-// when the first had been written after all (Stats.StreamDuplicates; a
-// Node.js reader delivers it twice). While Redis is away, Emit queues
-// entries without waiting for them (up to Options.PublishQueue). What
-// can still be lost (README, "pub/sub or streams?"): entries trimmed before
-// a node read them (more than MaxLen published while it was away; counted
-// in Stats.StreamGaps), a failover's unreplicated tail, everything on a
-// restart of a Redis without AOF, an entry Redis refuses for good, and
-// entries still being resent when Close gives up (both reported). Requests
-// and answers go through pub/sub, as in Node, and are lost in an outage
-// (the requester times out).
-//
-// Each stream lives on one Redis node: in a cluster, on the shard owning
-// its key's slot; Count spreads namespaces over several streams.
+// other connectors, wire-compatible with Node's
+// @socket.io/redis-streams-adapter 0.3.x with the same settings: a
+// broadcast published while a node is away from Redis reaches it when it
+// is back, in order, once. Failed writes are sent again (Stats.Resent) and
+// Go readers drop the second copy (Stats.StreamDuplicates). Requests and
+// answers go through pub/sub, as in Node. What can still be lost, and how
+// you learn of it, is in the README ("Pub/sub or streams?") and the
+// package doc (Delivery). Each stream lives on one Redis node; Count
+// spreads namespaces over several.
 type Streams struct {
 	// Connector is the deployment: Standalone, Sentinel or Cluster (its Sharded field selects sharded pub/sub for requests and answers). required
 	Connector Connector
