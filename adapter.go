@@ -24,7 +24,8 @@ type Adapter struct {
 	proto  protocol
 
 	// The collaborators, each owning its state:
-	namespaces map[string]*namespace // local.go: each namespace's local sockets; fixed at New
+	namespaces map[string]*namespace // by name; fixed at New
+	local      *localSockets         // local.go: this node's sockets in each namespace
 	in         *inbox                // route.go: received messages to the workers' queues
 	subs       *subscriptionTracker  // receive.go: which subscriptions are live
 	rooms      *roomSubs             // rooms.go: room channels' subscriptions; nil without them
@@ -34,10 +35,6 @@ type Adapter struct {
 	ackTurns   connTurns             // deliver.go: acked emits, one at a time per connection
 	loops      supervisor            // supervise.go: keeps connections and subscriptions alive
 	stats      counters
-
-	idWarnOnce         sync.Once // default session ids
-	connectWarnOnce    sync.Once // the server's OnConnect replaced the adapter's
-	disconnectWarnOnce sync.Once // the server's OnDisconnect replaced the adapter's
 
 	// Lifecycle: see Close for the order in which these stop things.
 	liveMu  sync.RWMutex       // orders spawn against closing
@@ -92,13 +89,14 @@ func New(ctx context.Context, server *socketio.Server, c Connector, opts *Option
 		closing:    make(chan struct{}),
 	}
 	a.loops = supervisor{log: log, outages: &a.stats.outages}
+	a.local = &localSockets{server: server, uid: uid, namespaces: a.namespaces, log: log, collisions: &a.stats.collisions}
 	a.in = newInbox(a.namespaces, o, a.closing, &a.stats, log)
 	a.pub = newPublisher(client, o, uid, log, a.mayPublish)
 	for _, name := range o.Namespaces {
 		ns := newNamespace(name, a.proto.namespace(name))
 		a.namespaces[name] = ns
-		server.OnConnect(name, func(conn socketio.Conn) error { return a.onConnect(ns, conn) })
-		server.OnDisconnect(name, func(conn socketio.Conn, reason string) { a.onDisconnect(ns, conn, reason) })
+		server.OnConnect(name, func(conn socketio.Conn) error { return a.local.onConnect(ns, conn) })
+		server.OnDisconnect(name, func(conn socketio.Conn, reason string) { a.local.onDisconnect(ns, conn, reason) })
 	}
 	if err := a.start(ctx); err != nil {
 		a.shutdown()
@@ -131,7 +129,7 @@ func (a *Adapter) start(ctx context.Context) error {
 	for _, sub := range subs {
 		a.spawn(func() { a.receiveLoop(loopCtx, sub) })
 	}
-	a.spawn(func() { a.sweep(loopCtx) })
+	a.spawn(func() { a.local.sweep(loopCtx) })
 	n := &node{uid: a.uid, client: a.client, in: a.in, loops: a.loops, log: a.log, stats: &a.stats,
 		spawn: func(f func(context.Context)) bool { return a.spawn(func() { f(loopCtx) }) }}
 	if err := a.proto.start(ctx, n); err != nil {
@@ -218,7 +216,7 @@ func (a *Adapter) SetData(conn socketio.Conn, data any) error {
 	if err != nil {
 		return fmt.Errorf("redisadapter: socket data: %w", err)
 	}
-	if s := a.socketFor(ns, conn); s != nil { // nil: conn has disconnected, its data is gone
+	if s := a.local.socketFor(ns, conn); s != nil { // nil: conn has disconnected, its data is gone
 		s.mu.Lock()
 		s.data = b
 		s.mu.Unlock()

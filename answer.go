@@ -56,7 +56,7 @@ func (a *Adapter) handleRequest(in inbound) {
 	switch r.typ {
 	case typeSockets:
 		ids := []string{}
-		for _, s := range a.selectConnected(ns, selector{Rooms: r.rooms}) {
+		for _, s := range a.local.selectConnected(ns, selector{Rooms: r.rooms}) {
 			ids = append(ids, s.conn.ID())
 		}
 		a.respond(ns, r, answer{ids: ids})
@@ -64,7 +64,7 @@ func (a *Adapter) handleRequest(in inbound) {
 		a.respond(ns, r, answer{rooms: a.server.Rooms(ns.name)})
 	case typeRemoteJoin, typeRemoteLeave, typeRemoteDisconnect:
 		// The legacy per-socket form is answered by the node holding the socket.
-		if r.legacy && len(a.selectConnected(ns, r.sel)) == 0 {
+		if r.legacy && len(a.local.selectConnected(ns, r.sel)) == 0 {
 			return
 		}
 		a.applyLocal(ns, r.typ, r.sel, r.rooms, r.close)
@@ -73,8 +73,8 @@ func (a *Adapter) handleRequest(in inbound) {
 		}
 	case typeRemoteFetch:
 		sockets := []RemoteSocket{}
-		for _, s := range a.selectConnected(ns, r.sel) {
-			sockets = append(sockets, a.describe(s))
+		for _, s := range a.local.selectConnected(ns, r.sel) {
+			sockets = append(sockets, a.local.describe(s))
 		}
 		a.respond(ns, r, answer{sockets: sockets})
 	case typeServerSideEmit:
@@ -90,7 +90,7 @@ func (a *Adapter) handleRequest(in inbound) {
 // Join and Leave are called outside go-socket.io's ForEach: inside it they
 // deadlock.
 func (a *Adapter) applyLocal(ns *namespace, typ requestType, sel selector, rooms []string, closeConn bool) {
-	for _, s := range a.selectConnected(ns, sel) {
+	for _, s := range a.local.selectConnected(ns, sel) {
 		switch typ {
 		case typeRemoteJoin:
 			for _, room := range rooms {
@@ -100,7 +100,7 @@ func (a *Adapter) applyLocal(ns *namespace, typ requestType, sel selector, rooms
 			// connected: one that left since it was selected would stay in
 			// the rooms for good. Checked after the Join, the order of
 			// go-socket.io's LeaveAll and this Join does not matter.
-			if !a.connected(ns, s.conn.ID()) {
+			if !a.local.connected(ns, s.conn.ID()) {
 				for _, room := range rooms {
 					s.conn.Leave(room)
 				}
@@ -160,7 +160,7 @@ func (a *Adapter) serveBroadcastWithAck(ns *namespace, r request) {
 		a.stats.malformed.Add(1)
 		return
 	}
-	targets := a.selectConnected(ns, f.sel)
+	targets := a.local.selectConnected(ns, f.sel)
 	a.respond(ns, r, answer{typ: typeBroadcastClientCount, clientCount: len(targets)})
 	args = emittable(args)
 	for _, s := range targets {

@@ -28,7 +28,7 @@ import (
 func (a *Adapter) handleBroadcast(in inbound) {
 	m, ns := in.PubSubMessage, in.ns
 	// As in Node: a room channel with no local member is not even decoded.
-	if room := ns.proto.roomOf(m.Channel); room != "" && !a.hasLocalRoom(ns, room) {
+	if room := ns.proto.roomOf(m.Channel); room != "" && !a.local.hasLocalRoom(ns, room) {
 		return
 	}
 	f, req, err := ns.proto.decodeBroadcast(m.Message)
@@ -45,7 +45,7 @@ func (a *Adapter) handleBroadcast(in inbound) {
 	if f.uid == a.uid || f.nsp != ns.name {
 		return
 	}
-	targets := a.selectLocal(ns, f.sel)
+	targets := a.local.selectLocal(ns, f.sel)
 	if len(targets) == 0 {
 		return // its arguments are not even decoded
 	}
@@ -89,7 +89,7 @@ func (ev outEvent) size() int {
 
 // deliver queues event to every local socket matched by sel.
 func (a *Adapter) deliver(ns *namespace, sel selector, event string, args []any) {
-	a.deliverTo(ns, a.selectLocal(ns, sel), event, args)
+	a.deliverTo(ns, a.local.selectLocal(ns, sel), event, args)
 }
 
 // deliverTo queues event to each of targets.

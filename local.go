@@ -8,11 +8,26 @@ package redisadapter
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	socketio "github.com/googollee/go-socket.io"
 )
+
+// localSockets are the sockets of this node, by namespace.
+type localSockets struct {
+	server     *socketio.Server
+	uid        string                // the node's, in describe
+	namespaces map[string]*namespace // fixed at New
+	log        *slog.Logger
+	collisions *atomic.Uint64 // Stats.IDCollisions
+
+	idWarnOnce         sync.Once // default session ids
+	connectWarnOnce    sync.Once // the server's OnConnect replaced the adapter's
+	disconnectWarnOnce sync.Once // the server's OnDisconnect replaced the adapter's
+}
 
 type namespace struct {
 	name  string
@@ -53,12 +68,12 @@ type localSocket struct {
 // if it left meanwhile, either onDisconnect, which runs after LeaveAll,
 // removes it, or the check does. So a socket that disconnects while a
 // broadcast or request is selecting it is never tracked again for good.
-func (a *Adapter) connected(ns *namespace, id string) bool {
-	return a.server.RoomLen(ns.name, id) > 0
+func (l *localSockets) connected(ns *namespace, id string) bool {
+	return l.server.RoomLen(ns.name, id) > 0
 }
 
-func (a *Adapter) onConnect(ns *namespace, conn socketio.Conn) error {
-	a.track(ns, conn, false)
+func (l *localSockets) onConnect(ns *namespace, conn socketio.Conn) error {
+	l.track(ns, conn, false)
 	ns.mu.RLock()
 	f := ns.onConnect
 	ns.mu.RUnlock()
@@ -72,12 +87,12 @@ func (a *Adapter) onConnect(ns *namespace, conn socketio.Conn) error {
 // and returns its socket, or nil for a conn no longer connected. A
 // selection (bySelection) that finds a conn the connect handler has not
 // registered yet marks it unseen; the connect handler clears the mark.
-func (a *Adapter) track(ns *namespace, conn socketio.Conn, bySelection bool) *localSocket {
+func (l *localSockets) track(ns *namespace, conn socketio.Conn, bySelection bool) *localSocket {
 	id := conn.ID()
 	if !looksGenerated(id) {
-		a.stats.collisions.Add(1)
-		a.idWarnOnce.Do(func() {
-			a.log.Error("socket id does not come from redisadapter.SessionIDGenerator: go-socket.io's default ids are a per-process counter that collides across nodes, so remote operations by id may reach the wrong socket",
+		l.collisions.Add(1)
+		l.idWarnOnce.Do(func() {
+			l.log.Error("socket id does not come from redisadapter.SessionIDGenerator: go-socket.io's default ids are a per-process counter that collides across nodes, so remote operations by id may reach the wrong socket",
 				"id", id, "namespace", ns.name)
 		})
 	}
@@ -90,7 +105,7 @@ func (a *Adapter) track(ns *namespace, conn socketio.Conn, bySelection bool) *lo
 	s := &localSocket{conn: conn, connected: time.Now(), unseen: bySelection}
 	ns.sockets[id] = s
 	ns.mu.Unlock()
-	if a.connected(ns, id) {
+	if l.connected(ns, id) {
 		return s
 	}
 	ns.mu.Lock()
@@ -102,7 +117,7 @@ func (a *Adapter) track(ns *namespace, conn socketio.Conn, bySelection bool) *lo
 	return nil
 }
 
-func (a *Adapter) onDisconnect(ns *namespace, conn socketio.Conn, reason string) {
+func (l *localSockets) onDisconnect(ns *namespace, conn socketio.Conn, reason string) {
 	ns.mu.Lock()
 	s := ns.sockets[conn.ID()]
 	delete(ns.sockets, conn.ID())
@@ -128,14 +143,14 @@ func (s *localSocket) drop() {
 // connected conn the adapter has not seen connect is tracked from here on:
 // its connect handler may be about to run (go-socket.io puts a socket in
 // its room first), or someone replaced the adapter's (the sweep tells).
-func (a *Adapter) socketFor(ns *namespace, conn socketio.Conn) *localSocket {
+func (l *localSockets) socketFor(ns *namespace, conn socketio.Conn) *localSocket {
 	ns.mu.RLock()
 	s := ns.sockets[conn.ID()]
 	ns.mu.RUnlock()
 	if s != nil {
 		return s
 	}
-	return a.track(ns, conn, true)
+	return l.track(ns, conn, true)
 }
 
 // sweepInterval is how often the sockets the adapter tracks are compared
@@ -147,15 +162,26 @@ func (a *Adapter) socketFor(ns *namespace, conn socketio.Conn) *localSocket {
 // run by the next sweep means the server's OnConnect replaced the adapter's.
 const sweepInterval = time.Second
 
+// count is how many sockets are tracked, over every namespace.
+func (l *localSockets) count() int {
+	n := 0
+	for _, ns := range l.namespaces {
+		ns.mu.RLock()
+		n += len(ns.sockets)
+		ns.mu.RUnlock()
+	}
+	return n
+}
+
 // sweep runs sweepOnce every sweepInterval until ctx ends.
-func (a *Adapter) sweep(ctx context.Context) {
+func (l *localSockets) sweep(ctx context.Context) {
 	tick := time.NewTicker(sweepInterval)
 	defer tick.Stop()
 	for {
 		select {
 		case <-tick.C:
-			for _, ns := range a.namespaces {
-				a.sweepOnce(ns)
+			for _, ns := range l.namespaces {
+				l.sweepOnce(ns)
 			}
 		case <-ctx.Done():
 			return
@@ -165,7 +191,7 @@ func (a *Adapter) sweep(ctx context.Context) {
 
 // sweepOnce drops the tracked sockets of ns found disconnected twice in a
 // row, and reports connect handlers that never ran.
-func (a *Adapter) sweepOnce(ns *namespace) {
+func (l *localSockets) sweepOnce(ns *namespace) {
 	ns.mu.RLock()
 	all := make([]*localSocket, 0, len(ns.sockets))
 	for _, s := range ns.sockets {
@@ -174,7 +200,7 @@ func (a *Adapter) sweepOnce(ns *namespace) {
 	ns.mu.RUnlock()
 	left := make(map[*localSocket]bool)
 	for _, s := range all {
-		if !a.connected(ns, s.conn.ID()) {
+		if !l.connected(ns, s.conn.ID()) {
 			left[s] = true
 		}
 	}
@@ -198,14 +224,14 @@ func (a *Adapter) sweepOnce(ns *namespace) {
 	}
 	ns.mu.Unlock()
 	if dropped > 0 {
-		a.disconnectWarnOnce.Do(func() {
-			a.log.Error("sockets left without the adapter seeing it: register disconnect handlers with a.Of(nsp).OnDisconnect, not the server's OnDisconnect, which replaces the adapter's (or a socket called LeaveAll, which takes it out of its own room too)",
+		l.disconnectWarnOnce.Do(func() {
+			l.log.Error("sockets left without the adapter seeing it: register disconnect handlers with l.Of(nsp).OnDisconnect, not the server's OnDisconnect, which replaces the adapter's (or a socket called LeaveAll, which takes it out of its own room too)",
 				"namespace", ns.name, "sockets", dropped)
 		})
 	}
 	if unseen > 0 {
-		a.connectWarnOnce.Do(func() {
-			a.log.Error("sockets connected without the adapter seeing it: register connect handlers with a.Of(nsp).OnConnect, not the server's OnConnect, which replaces the adapter's",
+		l.connectWarnOnce.Do(func() {
+			l.log.Error("sockets connected without the adapter seeing it: register connect handlers with l.Of(nsp).OnConnect, not the server's OnConnect, which replaces the adapter's",
 				"namespace", ns.name, "sockets", unseen)
 		})
 	}
@@ -214,7 +240,7 @@ func (a *Adapter) sweepOnce(ns *namespace) {
 // selectLocal returns this node's sockets matched by sel, each once. For
 // a broadcast: a namespace-wide selection may hold a socket that has just
 // left (writing to it fails quietly); requests use selectConnected.
-func (a *Adapter) selectLocal(ns *namespace, sel selector) []*localSocket {
+func (l *localSockets) selectLocal(ns *namespace, sel selector) []*localSocket {
 	if len(sel.Rooms) == 0 {
 		ns.mu.RLock()
 		out := make([]*localSocket, 0, len(ns.sockets))
@@ -222,16 +248,16 @@ func (a *Adapter) selectLocal(ns *namespace, sel selector) []*localSocket {
 			out = append(out, s)
 		}
 		ns.mu.RUnlock()
-		return a.except(ns, out, sel.Except)
+		return l.except(ns, out, sel.Except)
 	}
 	var conns []socketio.Conn
 	switch {
 	case len(sel.Rooms) == 1:
-		a.server.ForEach(ns.name, sel.Rooms[0], func(c socketio.Conn) { conns = append(conns, c) })
+		l.server.ForEach(ns.name, sel.Rooms[0], func(c socketio.Conn) { conns = append(conns, c) })
 	default:
 		seen := make(map[string]struct{})
 		for _, room := range sel.Rooms {
-			a.server.ForEach(ns.name, room, func(c socketio.Conn) {
+			l.server.ForEach(ns.name, room, func(c socketio.Conn) {
 				if _, dup := seen[c.ID()]; !dup {
 					seen[c.ID()] = struct{}{}
 					conns = append(conns, c)
@@ -241,20 +267,20 @@ func (a *Adapter) selectLocal(ns *namespace, sel selector) []*localSocket {
 	}
 	out := make([]*localSocket, 0, len(conns))
 	for _, c := range conns {
-		if s := a.socketFor(ns, c); s != nil {
+		if s := l.socketFor(ns, c); s != nil {
 			out = append(out, s)
 		}
 	}
-	return a.except(ns, out, sel.Except)
+	return l.except(ns, out, sel.Except)
 }
 
 // selectConnected is selectLocal without the sockets that are no longer
 // connected: what requests report and act on.
-func (a *Adapter) selectConnected(ns *namespace, sel selector) []*localSocket {
-	out := a.selectLocal(ns, sel)
+func (l *localSockets) selectConnected(ns *namespace, sel selector) []*localSocket {
+	out := l.selectLocal(ns, sel)
 	kept := out[:0]
 	for _, s := range out {
-		if a.connected(ns, s.conn.ID()) {
+		if l.connected(ns, s.conn.ID()) {
 			kept = append(kept, s)
 		}
 	}
@@ -262,13 +288,13 @@ func (a *Adapter) selectConnected(ns *namespace, sel selector) []*localSocket {
 }
 
 // except removes from sockets those in any of the rooms.
-func (a *Adapter) except(ns *namespace, sockets []*localSocket, rooms []string) []*localSocket {
+func (l *localSockets) except(ns *namespace, sockets []*localSocket, rooms []string) []*localSocket {
 	if len(rooms) == 0 || len(sockets) == 0 {
 		return sockets
 	}
 	excluded := make(map[string]struct{})
 	for _, room := range rooms {
-		a.server.ForEach(ns.name, room, func(c socketio.Conn) { excluded[c.ID()] = struct{}{} })
+		l.server.ForEach(ns.name, room, func(c socketio.Conn) { excluded[c.ID()] = struct{}{} })
 	}
 	kept := sockets[:0]
 	for _, s := range sockets {
@@ -280,12 +306,12 @@ func (a *Adapter) except(ns *namespace, sockets []*localSocket, rooms []string) 
 }
 
 // hasLocalRoom reports whether any local socket is in room.
-func (a *Adapter) hasLocalRoom(ns *namespace, room string) bool {
-	return a.server.RoomLen(ns.name, room) > 0
+func (l *localSockets) hasLocalRoom(ns *namespace, room string) bool {
+	return l.server.RoomLen(ns.name, room) > 0
 }
 
 // describe returns the RemoteSocket view of a local socket.
-func (a *Adapter) describe(s *localSocket) RemoteSocket {
+func (l *localSockets) describe(s *localSocket) RemoteSocket {
 	s.mu.Lock()
 	data := s.data
 	s.mu.Unlock()
@@ -301,6 +327,6 @@ func (a *Adapter) describe(s *localSocket) RemoteSocket {
 		Handshake: handshakeOf(s.conn, s.connected),
 		Rooms:     rooms,
 		Data:      data,
-		Node:      a.uid,
+		Node:      l.uid,
 	}
 }

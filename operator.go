@@ -109,7 +109,7 @@ func (o BroadcastOperator) EmitWithAck(ctx context.Context, event string, args .
 		limit = o.a.opts.RequestTimeout
 	}
 	a, ns := o.a, o.ns
-	targets := a.selectConnected(ns, o.t.sel)
+	targets := a.local.selectConnected(ns, o.t.sel)
 	deliver := func(id string) {
 		ev := outEvent{event: event, args: emittable(args), ack: func(raw json.RawMessage) {
 			a.broadcastAnswer(id, typeBroadcastAck, 0, raw)
@@ -170,8 +170,8 @@ func (o BroadcastOperator) FetchSockets(ctx context.Context) ([]RemoteSocket, er
 		return nil, err
 	}
 	var out []RemoteSocket
-	for _, s := range o.a.selectConnected(o.ns, o.t.sel) {
-		out = append(out, o.a.describe(s))
+	for _, s := range o.a.local.selectConnected(o.ns, o.t.sel) {
+		out = append(out, o.a.local.describe(s))
 	}
 	if o.t.local {
 		return out, nil
@@ -203,7 +203,7 @@ func (o BroadcastOperator) CountSockets(ctx context.Context) (int, error) {
 		return len(sockets), err
 	}
 	var ids []string
-	for _, s := range o.a.selectConnected(o.ns, o.t.sel) {
+	for _, s := range o.a.local.selectConnected(o.ns, o.t.sel) {
 		ids = append(ids, s.conn.ID())
 	}
 	if o.t.local {

@@ -62,17 +62,7 @@ func (a *Adapter) Stats() Stats {
 		StreamGaps:       c.streamGaps.Load(),
 		StreamDuplicates: c.streamDuplicates.Load(),
 		QueueDepth:       a.in.depth(),
-		Sockets:          a.trackedSockets(),
+		Sockets:          a.local.count(),
 		Subscribed:       a.subs.isLive() && a.roomShardsDown() == 0,
 	}
-}
-
-func (a *Adapter) trackedSockets() int {
-	n := 0
-	for _, ns := range a.namespaces {
-		ns.mu.RLock()
-		n += len(ns.sockets)
-		ns.mu.RUnlock()
-	}
-	return n
 }
