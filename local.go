@@ -225,13 +225,13 @@ func (l *localSockets) sweepOnce(ns *namespace) {
 	ns.mu.Unlock()
 	if dropped > 0 {
 		l.disconnectWarnOnce.Do(func() {
-			l.log.Error("sockets left without the adapter seeing it: register disconnect handlers with l.Of(nsp).OnDisconnect, not the server's OnDisconnect, which replaces the adapter's (or a socket called LeaveAll, which takes it out of its own room too)",
+			l.log.Error("sockets left without the adapter seeing it: register disconnect handlers with a.Of(nsp).OnDisconnect, not the server's OnDisconnect, which replaces the adapter's (or a socket called LeaveAll, which takes it out of its own room too)",
 				"namespace", ns.name, "sockets", dropped)
 		})
 	}
 	if unseen > 0 {
 		l.connectWarnOnce.Do(func() {
-			l.log.Error("sockets connected without the adapter seeing it: register connect handlers with l.Of(nsp).OnConnect, not the server's OnConnect, which replaces the adapter's",
+			l.log.Error("sockets connected without the adapter seeing it: register connect handlers with a.Of(nsp).OnConnect, not the server's OnConnect, which replaces the adapter's",
 				"namespace", ns.name, "sockets", unseen)
 		})
 	}
