@@ -23,19 +23,23 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(clientsEnv); spec != "" {
 		os.Exit(clientsProcess(spec))
 	}
-	goleak.VerifyTestMain(runThenStopShared{m},
-		// testcontainers' Docker client keeps idle HTTP connections and a
-		// log producer goroutine per process, not per test.
-		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
-		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
-		goleak.IgnoreAnyFunction("github.com/testcontainers/testcontainers-go.(*Reaper).connect.func1"),
-		// rueidis closes the connections a cluster refresh dropped 5 s later,
-		// on a goroutine of its own that outlives Close.
-		goleak.IgnoreAnyFunction("github.com/redis/rueidis.(*clusterClient)._refresh.func2"),
-		// A MOVED answer schedules a refresh about a second later on a
-		// goroutine that outlives Close too (slot migration tests).
-		goleak.IgnoreAnyFunction("github.com/redis/rueidis.(*call).DelayDo.func1"),
-	)
+	goleak.VerifyTestMain(runThenStopShared{m}, ignoredGoroutines...)
+}
+
+// ignoredGoroutines outlive what started them, by design of a dependency:
+// no leak of ours.
+var ignoredGoroutines = []goleak.Option{
+	// testcontainers' Docker client keeps idle HTTP connections and a
+	// log producer goroutine per process, not per test.
+	goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
+	goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
+	goleak.IgnoreAnyFunction("github.com/testcontainers/testcontainers-go.(*Reaper).connect.func1"),
+	// rueidis closes the connections a cluster refresh dropped 5 s later,
+	// on a goroutine of its own that outlives Close.
+	goleak.IgnoreAnyFunction("github.com/redis/rueidis.(*clusterClient)._refresh.func2"),
+	// A MOVED answer schedules a refresh about a second later on a
+	// goroutine that outlives Close too (slot migration tests).
+	goleak.IgnoreAnyFunction("github.com/redis/rueidis.(*call).DelayDo.func1"),
 }
 
 // runThenStopShared runs the tests, then stops the shared topologies, before
@@ -243,6 +247,7 @@ func suite(t *testing.T, f features, connect func(name string) redisadapter.Conn
 	})
 
 	t.Run("Emitter", func(t *testing.T) { emitterSuite(t, newEnv(t, f, connect)) })
+	lifecycleSuite(t, f, connect)
 
 	t.Run("MalformedInputIsDroppedAndCounted", func(t *testing.T) {
 		e := newEnv(t, f, connect)
@@ -342,6 +347,17 @@ func rawClient(t testing.TB, c redisadapter.Connector) rueidis.Client {
 	require.NoError(t, err)
 	t.Cleanup(cl.Close)
 	return cl
+}
+
+// eachRedis calls f with a client of each Redis node c reaches: a
+// cluster's every node, replicas included; Sentinel's master.
+func eachRedis(t *testing.T, c redisadapter.Connector, f func(addr string, n rueidis.Client)) {
+	t.Helper()
+	nodes := rawClient(t, c).Nodes()
+	require.NotEmpty(t, nodes)
+	for addr, n := range nodes {
+		f(addr, n)
+	}
 }
 
 func TestStandalone(t *testing.T) {

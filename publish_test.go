@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/rueidis"
 	"github.com/stretchr/testify/require"
 
 	"github.com/blogstack/redisadapter"
@@ -14,12 +15,24 @@ import (
 	"github.com/blogstack/redisadapter/internal/siotest"
 )
 
-// pauseWrites makes Redis hold every write (PUBLISH included) for d: the
-// publisher's batch in flight waits, and the queue behind it fills.
-func pauseWrites(t *testing.T, c redisadapter.Connector, d time.Duration) {
+// pauseWrites makes every Redis node of c hold every write (PUBLISH,
+// SPUBLISH and XADD included) for d, or until resume is called (at the
+// latest when t ends): the publisher's batch in flight waits, and the
+// queue behind it fills.
+func pauseWrites(t *testing.T, c redisadapter.Connector, d time.Duration) (resume func()) {
 	t.Helper()
-	raw := rawClient(t, c)
-	require.NoError(t, raw.Do(bg(t), raw.B().ClientPause().Timeout(d.Milliseconds()).Write().Build()).Error())
+	var paused []rueidis.Client
+	eachRedis(t, c, func(addr string, n rueidis.Client) {
+		require.NoError(t, n.Do(bg(t), n.B().ClientPause().Timeout(d.Milliseconds()).Write().Build()).Error(), addr)
+		paused = append(paused, n)
+	})
+	resume = sync.OnceFunc(func() {
+		for _, n := range paused {
+			require.NoError(t, n.Do(context.Background(), n.B().ClientUnpause().Build()).Error())
+		}
+	})
+	t.Cleanup(resume)
+	return resume
 }
 
 // collect reads numbered events ("n", producer, seq) from c, a client of
