@@ -3,7 +3,7 @@ package redisadapter
 import (
 	"context"
 	"fmt"
-	"sync"
+	"sync/atomic"
 )
 
 // emitterUID is the uid an Emitter puts in its broadcasts, as Node's
@@ -38,10 +38,10 @@ type EmitterOperator struct {
 }
 
 type emitterCore struct {
-	pub       *publisher
-	proto     protocol
-	closeOnce sync.Once
-	done      chan struct{} // closed by Close
+	pub    *publisher
+	proto  protocol
+	closed atomic.Bool   // the first Close took it: the others return at once
+	done   chan struct{} // closed by Close
 }
 
 // NewEmitter connects an Emitter to Redis through c. Of opts, only Key,
@@ -217,21 +217,22 @@ func (e Emitter) Flush(ctx context.Context) error {
 // a queued message failed that no Flush reported. Calling it again returns
 // nil at once.
 func (e Emitter) Close(ctx context.Context) error {
-	var err error
 	core := e.all.core
-	core.closeOnce.Do(func() {
-		close(core.done)
-		select {
-		case <-core.pub.closeNow():
-			if unsent := core.pub.takeUnreported(); unsent != nil {
-				err = fmt.Errorf("redisadapter: close: %w", unsent)
-			}
-		case <-ctx.Done():
-			err = fmt.Errorf("redisadapter: close: queued messages not all sent: %w", ctx.Err())
+	if !core.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	close(core.done)
+	var err error
+	select {
+	case <-core.pub.closeNow():
+		if unsent := core.pub.takeUnreported(); unsent != nil {
+			err = fmt.Errorf("redisadapter: close: %w", unsent)
 		}
-		core.pub.abort()
-		core.pub.client.Close()
-		<-core.pub.closeNow() // what was left failed at once on the closed client
-	})
+	case <-ctx.Done():
+		err = fmt.Errorf("redisadapter: close: queued messages not all sent: %w", ctx.Err())
+	}
+	core.pub.abort()
+	core.pub.client.Close()
+	<-core.pub.closeNow() // what was left failed at once on the closed client
 	return err
 }

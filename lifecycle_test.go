@@ -135,9 +135,10 @@ func lifecycleSuite(t *testing.T, f features, connect func(name string) redisada
 		for i := range queued {
 			require.NoError(t, em.Emit(bg(t), "m", i))
 		}
-		// The Emitter's other calls wait for the one that closes (a
-		// sync.Once): none need return before Redis resumes.
-		closeConcurrently(t, em.Close, 0, em.Flush, resume)
+		// As the Adapter's: one call closes and waits for the queue; the
+		// others return nil at once (they used to wait in a sync.Once, on
+		// the first caller's context).
+		closeConcurrently(t, em.Close, closers-1, em.Flush, resume)
 		require.ErrorIs(t, em.Emit(bg(t), "m", -1), redisadapter.ErrClosed)
 		eventually(t, "b received the queue", func() bool { return b.a.Stats().Received >= queued })
 	})

@@ -231,7 +231,9 @@ func killXreads(b *testing.B, raw rueidis.Client) {
 		b.Logf("client list: %v", err)
 		return
 	}
-	for _, line := range strings.Split(list, "\n") {
+	// A verbatim string, whose text rueidis gives with its "txt:" format:
+	// without the trim the first client's id is never parsed.
+	for _, line := range strings.Split(strings.TrimPrefix(list, "txt:"), "\n") {
 		if !strings.Contains(line, " cmd=xread ") {
 			continue
 		}
