@@ -39,26 +39,33 @@ func (a *Adapter) refreshConnections(ctx context.Context) {
 	}
 }
 
-// receiveLoop keeps one subscription alive until ctx ends. Receive returns
-// when the connection breaks (with an error), when the server unsubscribes
-// the client (nil: a sharded channel's slot moved, a failover), or when ctx
-// ends; the first two mean subscribing again.
+// receiveLoop keeps one of the node's subscriptions alive until ctx ends.
 func (a *Adapter) receiveLoop(ctx context.Context, sub subscription) {
-	a.loops.run(ctx, loop{
+	receive(ctx, a.loops, a.client, a.subs, sub, a.in.onMessage)
+}
+
+// receive keeps sub alive until ctx ends, telling subs which of its
+// channels are live and handing each message to onMessage (on rueidis's
+// reader goroutine: it must not block). Receive returns when the
+// connection breaks (with an error), when the server unsubscribes the
+// client (nil: a sharded channel's slot moved, a failover), or when ctx
+// ends; the first two mean subscribing again.
+func receive(ctx context.Context, loops supervisor, client rueidis.Client, subs *subscriptionTracker, sub subscription, onMessage func(rueidis.PubSubMessage)) {
+	loops.run(ctx, loop{
 		what:  "subscription",
 		attrs: []any{"channels", len(sub.routes)},
 		attempt: func(ctx context.Context, up func()) error {
 			hctx := rueidis.WithOnSubscriptionHook(ctx, func(s rueidis.PubSubSubscription) {
-				a.subs.hook(s)
-				if a.subs.liveAll(sub.routes) {
+				subs.hook(s)
+				if subs.liveAll(sub.routes) {
 					up()
 				}
 			})
-			err := a.client.Receive(hctx, sub.build(), a.in.onMessage)
+			err := client.Receive(hctx, sub.build(), onMessage)
 			if errors.Is(err, rueidis.ErrClosing) {
 				return nil
 			}
-			a.subs.down(sub.routes, err)
+			subs.down(sub.routes, err)
 			if err == nil {
 				err = errUnsubscribed
 			}
@@ -205,4 +212,11 @@ func (t *subscriptionTracker) lastError() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.lastErr
+}
+
+// wasLive reports whether every subscription was live at least once.
+func (t *subscriptionTracker) wasLive() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.upOnce
 }
