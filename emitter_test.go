@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -423,4 +424,128 @@ func TestEmitterAnswerSubscription(t *testing.T) {
 	})
 	_, err = em.FetchSockets(bg(t))
 	require.ErrorIs(t, err, redisadapter.ErrClosed)
+}
+
+// Our Emitter asks a fleet of a Go node and a Node.js server (socket.io
+// 4 with @socket.io/redis-adapter 8.3, classic and sharded, or
+// @socket.io/redis-streams-adapter 0.3.1) what a node asks: Node's servers
+// answer its requests as they answer a node's, on the channels it listens
+// to (classic Node.js servers answer on the shared response channel).
+func TestEmitterRequestsNodeJSInterop(t *testing.T) {
+	t.Run("Classic", func(t *testing.T) {
+		srv := redistest.Start(t)
+		emitterInterop(t, func(string) redisadapter.Connector { return redisadapter.Standalone{URL: srv.URL()} }, "REDIS_URL="+srv.URL())
+	})
+	t.Run("Streams", func(t *testing.T) {
+		srv := redistest.Start(t)
+		emitterInterop(t, func(name string) redisadapter.Connector {
+			return redisadapter.Streams{Connector: redisadapter.Standalone{URL: srv.URL()}, Name: name}
+		}, "REDIS_URL="+srv.URL(), "STREAMS=1")
+	})
+	set := sharedCluster(t)
+	cluster := "REDIS_CLUSTER=" + strings.Join(set.Addrs(), ",")
+	t.Run("ClusterSharded", func(t *testing.T) {
+		emitterInterop(t, func(string) redisadapter.Connector { return redisadapter.Cluster{Addrs: set.Addrs(), Sharded: true} }, cluster, "SHARDED=1")
+	})
+	t.Run("StreamsClusterShardedPubSub", func(t *testing.T) {
+		emitterInterop(t, func(name string) redisadapter.Connector {
+			return redisadapter.Streams{Connector: redisadapter.Cluster{Addrs: set.Addrs(), Sharded: true}, Name: name}
+		}, cluster, "STREAMS=1", "SHARDED=1")
+	})
+}
+
+// emitterInterop runs a Go node of connect's connector, a Node.js server
+// (env: which adapter, on which Redis) and an Emitter under a key, and
+// stream name, of the test's own.
+func emitterInterop(t *testing.T, connect func(name string) redisadapter.Connector, env ...string) {
+	key := uniqueKey(t)
+	g := startNode(t, connect(key), &redisadapter.Options{Key: key})
+	js, jsURL, jsUID := startNodeServer(t, append(env, "KEY="+key)...)
+	clusterAdapter := slices.Contains(env, "STREAMS=1") || slices.Contains(env, "SHARDED=1")
+	em := newEmitter(t, connect(key), &redisadapter.Options{Key: key})
+
+	gc := g.client(t, "post:1")
+	jc := dialNode(t, jsURL)
+	jc.Call(t, "join", "post:1")
+	jc.Call(t, "join", "js-only")
+
+	n, err := em.ServerCount(bg(t))
+	require.NoError(t, err)
+	require.Equal(t, 2, n)
+
+	sockets, err := em.To("post:1").FetchSockets(bg(t))
+	require.NoError(t, err)
+	require.Len(t, sockets, 2)
+	for _, s := range sockets {
+		switch s.ID {
+		case jc.ID:
+			require.ElementsMatch(t, []string{jc.ID, "post:1", "js-only"}, s.Rooms)
+			require.Equal(t, "websocket", s.Handshake.Query["transport"])
+			if clusterAdapter {
+				require.Equal(t, jsUID, s.Node, "ClusterAdapter messages name their sender")
+			}
+		case gc.ID():
+			require.Equal(t, g.a.UID(), s.Node)
+		default:
+			t.Fatalf("unexpected socket %q", s.ID)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		op   interface {
+			CountSockets(context.Context) (int, error)
+		}
+		want int
+	}{
+		{"Room", em.To("post:1"), 2},
+		{"Except", em.To("post:1").Except("js-only"), 1},
+		{"NodeOnly", em.To("js-only"), 1},
+		{"Namespace", em, 2},
+	} {
+		n, err := tc.op.CountSockets(bg(t))
+		require.NoError(t, err, tc.name)
+		require.Equal(t, tc.want, n, tc.name)
+	}
+	rooms, err := em.AllRooms(bg(t))
+	require.NoError(t, err)
+	require.Subset(t, rooms, []string{"post:1", "js-only", jc.ID, gc.ID()})
+
+	g.a.Of("/").OnServerSideEmit("ping", func(args []json.RawMessage) any {
+		return map[string]any{"from": "go", "got": args}
+	})
+	acks, err := em.ServerSideEmit(bg(t), "ping", "e", 3)
+	require.NoError(t, err)
+	require.Len(t, acks, 2)
+	var from []string
+	for _, raw := range acks {
+		var a struct {
+			From string            `json:"from"`
+			Got  []json.RawMessage `json:"got"`
+		}
+		require.NoError(t, json.Unmarshal(raw, &a), "ack %s", raw)
+		require.Equal(t, []json.RawMessage{json.RawMessage(`"e"`), json.RawMessage("3")}, a.Got, "ack %s", raw)
+		from = append(from, a.From)
+	}
+	require.ElementsMatch(t, []string{"go", "node"}, from)
+	js.Wait(wait, "ping event on node", func(m nodetest.Msg) bool { return m.Str("event") == "ping" })
+
+	jc.AutoAck(t, true)
+	ackAs(gc, "go-client")
+	acks, err = em.To("post:1").Timeout(wait).EmitWithAck(bg(t), "poll", map[string]any{"q": 1})
+	require.NoError(t, err)
+	require.Len(t, acks, 2)
+	joined := string(acks[0]) + string(acks[1])
+	require.Contains(t, joined, `"who":"go-client"`)
+	require.Contains(t, joined, jc.ID)
+	acks, err = em.To("js-only").Timeout(wait).EmitWithAck(bg(t), "poll", 2)
+	require.NoError(t, err, "the Go node reports 0 clients")
+	require.Len(t, acks, 1)
+	require.Contains(t, string(acks[0]), jc.ID)
+	for range 2 {
+		jc.NextNamed(t, "poll")
+	}
+	_, err = gc.Next("poll", wait)
+	require.NoError(t, err)
+
+	require.Zero(t, g.a.Stats().Malformed, "nothing the Emitter sent was dropped")
 }
