@@ -10,7 +10,6 @@ import (
 	"time"
 
 	socketio "github.com/googollee/go-socket.io"
-	"github.com/redis/rueidis"
 	"github.com/stretchr/testify/require"
 	"github.com/vmihailenco/msgpack/v5"
 
@@ -146,22 +145,12 @@ func emitterRequestsSuite(t *testing.T, e env) {
 	require.NoError(t, err)
 	require.Len(t, all, 3)
 
-	for _, tc := range []struct {
-		name string
-		op   interface {
-			CountSockets(context.Context) (int, error)
-		}
-		want int
-	}{
+	requireCounts(t, []countCase{
 		{"Room", em.To("post:1"), 2},
 		{"Except", em.To("post:1").Except("extra"), 1},
 		{"Namespace", em, 3},
 		{"Nowhere", em.To("nowhere"), 0},
-	} {
-		n, err := tc.op.CountSockets(bg(t))
-		require.NoError(t, err, tc.name)
-		require.Equal(t, tc.want, n, tc.name)
-	}
+	})
 	rooms, err := em.AllRooms(bg(t))
 	require.NoError(t, err)
 	require.Subset(t, rooms, []string{"post:1", "extra", ac.ID(), bc.ID(), b2.ID()})
@@ -230,6 +219,25 @@ func emitterRequestsSuite(t *testing.T, e env) {
 	_, err = em.Of("chat").FetchSockets(bg(t))
 	require.ErrorIs(t, err, redisadapter.ErrConfig)
 	require.Zero(t, a.a.Stats().Malformed+b.a.Stats().Malformed)
+}
+
+// countCase is a selection (an Emitter, an EmitterOperator, or a node's)
+// and how many sockets it must count.
+type countCase struct {
+	name string
+	op   interface {
+		CountSockets(context.Context) (int, error)
+	}
+	want int
+}
+
+func requireCounts(t *testing.T, cases []countCase) {
+	t.Helper()
+	for _, tc := range cases {
+		n, err := tc.op.CountSockets(bg(t))
+		require.NoError(t, err, tc.name)
+		require.Equal(t, tc.want, n, tc.name)
+	}
 }
 
 // Node's @socket.io/redis-emitter publishes; a Go node delivers.
@@ -333,19 +341,7 @@ func TestEmitterAnswerSubscription(t *testing.T) {
 	require.Empty(t, acks)
 
 	// A spy on the request channel is counted as a server that never answers.
-	requests := make(chan string, 16)
-	ctx, cancel := context.WithCancel(context.Background())
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		_ = raw.Receive(ctx, raw.B().Subscribe().Channel(defaultNames.requests("/")).Build(), func(m rueidis.PubSubMessage) {
-			select {
-			case requests <- m.Message:
-			default:
-			}
-		})
-	}()
-	defer func() { cancel(); <-stopped }()
+	requests := spyRequests(t, c)
 	eventually(t, "spy counted", func() bool { n, _ := em.ServerCount(bg(t)); return n == 1 })
 
 	type result struct {
@@ -490,22 +486,12 @@ func emitterInterop(t *testing.T, connect func(name string) redisadapter.Connect
 			t.Fatalf("unexpected socket %q", s.ID)
 		}
 	}
-	for _, tc := range []struct {
-		name string
-		op   interface {
-			CountSockets(context.Context) (int, error)
-		}
-		want int
-	}{
+	requireCounts(t, []countCase{
 		{"Room", em.To("post:1"), 2},
 		{"Except", em.To("post:1").Except("js-only"), 1},
 		{"NodeOnly", em.To("js-only"), 1},
 		{"Namespace", em, 2},
-	} {
-		n, err := tc.op.CountSockets(bg(t))
-		require.NoError(t, err, tc.name)
-		require.Equal(t, tc.want, n, tc.name)
-	}
+	})
 	rooms, err := em.AllRooms(bg(t))
 	require.NoError(t, err)
 	require.Subset(t, rooms, []string{"post:1", "js-only", jc.ID, gc.ID()})
