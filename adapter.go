@@ -30,7 +30,7 @@ type Adapter struct {
 	subs       *subscriptionTracker  // receive.go: which subscriptions are live
 	rooms      *roomSubs             // rooms.go: room channels' subscriptions; nil without them
 	pub        *publisher            // publish.go: the ordered queue of what goes to Redis
-	pending    pendingRequests       // requests.go: this node's requests waiting for answers
+	req        *requester            // requests.go: this node's requests waiting for answers
 	handlers   serverSideHandlers    // answer.go: ServerSideEmit handlers
 	ackTurns   connTurns             // deliver.go: acked emits, one at a time per connection
 	loops      supervisor            // supervise.go: keeps connections and subscriptions alive
@@ -84,7 +84,6 @@ func New(ctx context.Context, server *socketio.Server, c Connector, opts *Option
 		client:     client,
 		proto:      c.protocol(o.Key, uid),
 		namespaces: make(map[string]*namespace),
-		pending:    pendingRequests{m: make(map[string]*pendingRequest)},
 		handlers:   serverSideHandlers{m: make(map[string]ServerSideHandler)},
 		closing:    make(chan struct{}),
 	}
@@ -92,6 +91,7 @@ func New(ctx context.Context, server *socketio.Server, c Connector, opts *Option
 	a.local = &localSockets{server: server, uid: uid, namespaces: a.namespaces, log: log, collisions: &a.stats.collisions}
 	a.in = newInbox(a.namespaces, o, a.closing, &a.stats, log)
 	a.pub = newPublisher(client, o, uid, log, a.mayPublish)
+	a.req = newRequester(uid, client, a.pub, o.RequestTimeout, 1)
 	for _, name := range o.Namespaces {
 		ns := newNamespace(name, a.proto.namespace(name))
 		a.namespaces[name] = ns
@@ -294,7 +294,7 @@ func (a *Adapter) Close(ctx context.Context) error {
 	if !a.markClosed() {
 		return nil
 	}
-	a.pending.failAll(ErrClosed)
+	a.req.pending.failAll(ErrClosed)
 	select {
 	case <-a.pub.closeNow():
 	case <-ctx.Done():

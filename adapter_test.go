@@ -247,6 +247,7 @@ func suite(t *testing.T, f features, connect func(name string) redisadapter.Conn
 	})
 
 	t.Run("Emitter", func(t *testing.T) { emitterSuite(t, newEnv(t, f, connect)) })
+	t.Run("EmitterRequests", func(t *testing.T) { emitterRequestsSuite(t, newEnv(t, f, connect)) })
 	lifecycleSuite(t, f, connect)
 
 	t.Run("MalformedInputIsDroppedAndCounted", func(t *testing.T) {

@@ -322,10 +322,17 @@ func (p *classicNamespace) subscriptions(c rueidis.Client) []subscription {
 			build:  func() rueidis.Completed { return c.B().Subscribe().Channel(request).Build().SetSlot(request) },
 			routes: map[string]queueKind{request: toRequests},
 		},
-		{
-			build:  func() rueidis.Completed { return c.B().Subscribe().Channel(p.ch.response, p.own).Build() },
-			routes: map[string]queueKind{p.ch.response: toResponses, p.own: toResponses},
-		},
+		p.answers(c),
+	}
+}
+
+// answers: Node answers on the shared response channel (unless
+// publishOnSpecificResponseChannel is set), Go nodes on the requester's
+// own; a requester reads both.
+func (p *classicNamespace) answers(c rueidis.Client) subscription {
+	return subscription{
+		build:  func() rueidis.Completed { return c.B().Subscribe().Channel(p.ch.response, p.own).Build() },
+		routes: map[string]queueKind{p.ch.response: toResponses, p.own: toResponses},
 	}
 }
 

@@ -27,10 +27,13 @@
 // the root namespace "/"; Emitter.Of gives another). Its own operations act
 // on the whole namespace: every socket (Emit, EmitWithAck, SocketsJoin,
 // SocketsLeave, DisconnectSockets, FetchSockets, CountSockets) or its
-// servers (AllRooms, ServerCount, ServerSideEmit). To, Except (and, on a
-// Namespace, Local and Timeout) return a selection of its sockets, a
-// BroadcastOperator or an EmitterOperator, which has the socket
-// operations only: a server operation on a selection does not compile.
+// servers (AllRooms, ServerCount, ServerSideEmit), on an Emitter as on a
+// Namespace. To, Except, Timeout (and, on a Namespace, Local) return a
+// selection of its sockets, a BroadcastOperator or an EmitterOperator,
+// which has the socket operations only: a server operation on a selection
+// does not compile. An Emitter is not a server: it subscribes, in a
+// namespace, only to the answers to its own requests, from its first
+// request there until Close.
 // Adapter.To(rooms...) is a.Of("/").To(rooms...). The namespace's handlers
 // are registered on it too: a.Of(nsp).OnConnect, OnDisconnect and
 // OnServerSideEmit. Adapter.SetData reads the namespace from the conn.

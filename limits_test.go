@@ -65,6 +65,17 @@ func TestAnswerFloodIsBounded(t *testing.T) {
 // server, one that never answers: it returns once a counts servers.
 func requestSpy(t *testing.T, c redisadapter.Connector, a *node, servers int) <-chan string {
 	t.Helper()
+	requests := spyRequests(t, c)
+	eventually(t, "spy subscribed", func() bool {
+		n, _ := a.a.Of("/").ServerCount(bg(t))
+		return n == servers
+	})
+	return requests
+}
+
+// spyRequests is requestSpy without the wait: it returns at once.
+func spyRequests(t *testing.T, c redisadapter.Connector) <-chan string {
+	t.Helper()
 	spy := rawClient(t, c)
 	requests := make(chan string, 16)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -79,10 +90,6 @@ func requestSpy(t *testing.T, c redisadapter.Connector, a *node, servers int) <-
 		})
 	}()
 	t.Cleanup(func() { cancel(); <-stopped })
-	eventually(t, "spy subscribed", func() bool {
-		n, _ := a.a.Of("/").ServerCount(bg(t))
-		return n == servers
-	})
 	return requests
 }
 

@@ -138,7 +138,7 @@ func (n Namespace) ServerCount(ctx context.Context) (int, error) {
 	if err := n.all.a.checkSubscribed(); err != nil {
 		return 0, err // this node would not be counted
 	}
-	return n.all.a.serverCount(ctx, n.all.ns)
+	return n.all.a.req.serverCount(ctx, n.all.ns.proto)
 }
 
 // ServerSideEmit sends event with args to the namespace's other servers

@@ -112,7 +112,7 @@ func (o BroadcastOperator) EmitWithAck(ctx context.Context, event string, args .
 	targets := a.local.selectConnected(ns, o.t.sel)
 	deliver := func(id string) {
 		ev := outEvent{event: event, args: emittable(args), ack: func(raw json.RawMessage) {
-			a.broadcastAnswer(id, typeBroadcastAck, 0, raw)
+			a.req.broadcastAnswer(id, typeBroadcastAck, 0, raw)
 		}}
 		for _, s := range targets {
 			a.enqueue(s, ev)

@@ -38,6 +38,10 @@ type nsProtocol interface {
 	// subscriptions are the subscriptions a node keeps for the namespace,
 	// whatever rooms it has.
 	subscriptions(c rueidis.Client) []subscription
+	// answers is the subscription to the answers to this uid's requests,
+	// and to nothing else a server reads (not to the channel the server
+	// count counts): an Emitter's, which serves nothing.
+	answers(c rueidis.Client) subscription
 	// roomOf is the room a broadcast channel names ("" for the namespace's
 	// channel): a node without local sockets in it skips the message.
 	roomOf(channel string) string

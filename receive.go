@@ -14,6 +14,7 @@ package redisadapter
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -39,26 +40,33 @@ func (a *Adapter) refreshConnections(ctx context.Context) {
 	}
 }
 
-// receiveLoop keeps one subscription alive until ctx ends. Receive returns
-// when the connection breaks (with an error), when the server unsubscribes
-// the client (nil: a sharded channel's slot moved, a failover), or when ctx
-// ends; the first two mean subscribing again.
+// receiveLoop keeps one of the node's subscriptions alive until ctx ends.
 func (a *Adapter) receiveLoop(ctx context.Context, sub subscription) {
-	a.loops.run(ctx, loop{
+	receive(ctx, a.loops, a.client, a.subs, sub, a.in.onMessage)
+}
+
+// receive keeps sub alive until ctx ends, telling subs which of its
+// channels are live and handing each message to onMessage (on rueidis's
+// reader goroutine: it must not block). Receive returns when the
+// connection breaks (with an error), when the server unsubscribes the
+// client (nil: a sharded channel's slot moved, a failover), or when ctx
+// ends; the first two mean subscribing again.
+func receive(ctx context.Context, loops supervisor, client rueidis.Client, subs *subscriptionTracker, sub subscription, onMessage func(rueidis.PubSubMessage)) {
+	loops.run(ctx, loop{
 		what:  "subscription",
 		attrs: []any{"channels", len(sub.routes)},
 		attempt: func(ctx context.Context, up func()) error {
 			hctx := rueidis.WithOnSubscriptionHook(ctx, func(s rueidis.PubSubSubscription) {
-				a.subs.hook(s)
-				if a.subs.liveAll(sub.routes) {
+				subs.hook(s)
+				if subs.liveAll(sub.routes) {
 					up()
 				}
 			})
-			err := a.client.Receive(hctx, sub.build(), a.in.onMessage)
+			err := client.Receive(hctx, sub.build(), onMessage)
 			if errors.Is(err, rueidis.ErrClosing) {
 				return nil
 			}
-			a.subs.down(sub.routes, err)
+			subs.down(sub.routes, err)
 			if err == nil {
 				err = errUnsubscribed
 			}
@@ -205,4 +213,129 @@ func (t *subscriptionTracker) lastError() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.lastErr
+}
+
+// wasLive reports whether every subscription was live at least once.
+func (t *subscriptionTracker) wasLive() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.upOnce
+}
+
+// answerSubs are an Emitter's subscriptions to the answers to its
+// requests: one per namespace, started by the first request in it and
+// kept until close, each supervised as a node's subscriptions are. What
+// they read goes through a bounded queue to one worker, which hands it to
+// the requester: the reader never waits, so Redis is read at full speed
+// (in classic mode the shared response channel carries every Node.js
+// server's answers to every requester).
+type answerSubs struct {
+	client  rueidis.Client
+	proto   protocol // bound to the requester's uid
+	req     *requester
+	loops   supervisor
+	maxSize int // Options.MaxMessageSize
+	log     *slog.Logger
+	stats   *counters
+	queue   chan answerIn
+
+	mu     sync.Mutex
+	ns     map[string]*answerSub // by namespace
+	closed bool
+	ctx    context.Context // ends at close: the loops and the worker stop
+	stop   context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// answerSub is the answer subscription of one namespace.
+type answerSub struct {
+	proto nsProtocol
+	subs  *subscriptionTracker
+}
+
+// answerIn is an answer read, with the namespace it came for.
+type answerIn struct {
+	proto nsProtocol
+	msg   string
+}
+
+func newAnswerSubs(client rueidis.Client, proto protocol, req *requester, o Options, log *slog.Logger, stats *counters) *answerSubs {
+	s := &answerSubs{
+		client: client, proto: proto, req: req, maxSize: o.MaxMessageSize, log: log, stats: stats,
+		loops: supervisor{log: log, outages: &stats.outages},
+		queue: make(chan answerIn, o.ReceiveQueue), ns: make(map[string]*answerSub),
+	}
+	s.ctx, s.stop = context.WithCancel(context.Background())
+	return s
+}
+
+// of returns namespace nsp's answer subscription, starting it (and, the
+// first time, the worker) when it has none; ErrClosed after close. The
+// subscription may not be confirmed yet: wait with its tracker.
+func (s *answerSubs) of(nsp string) (*answerSub, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	if a := s.ns[nsp]; a != nil {
+		return a, nil
+	}
+	p := s.proto.namespace(nsp)
+	sub := p.answers(s.client)
+	a := &answerSub{proto: p, subs: newSubscriptionTracker(len(sub.routes), s.stats)}
+	if len(s.ns) == 0 {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.work()
+		}()
+	}
+	s.ns[nsp] = a
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		receive(s.ctx, s.loops, s.client, a.subs, sub, func(m rueidis.PubSubMessage) { s.onMessage(p, m) })
+	}()
+	return a, nil
+}
+
+// onMessage runs on rueidis's reader goroutine: it queues m, or drops and
+// counts it when it is too large or the queue is full.
+func (s *answerSubs) onMessage(p nsProtocol, m rueidis.PubSubMessage) {
+	s.stats.received.Add(1)
+	if len(m.Message) > s.maxSize {
+		s.stats.malformed.Add(1)
+		return
+	}
+	select {
+	case s.queue <- answerIn{proto: p, msg: m.Message}:
+	default:
+		s.stats.queueFull.Add(1)
+	}
+}
+
+// work hands each queued answer to the requester until close.
+func (s *answerSubs) work() {
+	for {
+		select {
+		case in := <-s.queue:
+			if err := s.req.handleAnswer(in.proto, in.msg); err != nil {
+				s.stats.malformed.Add(1)
+				s.log.Debug("dropped an answer", "bytes", len(in.msg), "err", err)
+			}
+		case <-s.ctx.Done():
+			return
+		}
+	}
+}
+
+// close stops every subscription and the worker, and waits for them; the
+// subscriptions end with their connections when the client closes.
+func (s *answerSubs) close() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.stop()
+	s.wg.Wait()
 }

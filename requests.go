@@ -1,8 +1,8 @@
 package redisadapter
 
-// Requests between nodes, the requester's side: pending requests, finished
-// when every other node answered or failed at the deadline. The answering
-// side is in answer.go.
+// Requests between nodes, the requester's side (a node's or an Emitter's):
+// pending requests, finished when every server asked answered or failed at
+// the deadline. The answering side is in answer.go.
 
 import (
 	"context"
@@ -11,10 +11,36 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/rueidis"
 )
+
+// requester sends requests to the servers of a namespace and collects
+// their answers: the Adapter's, and an Emitter's, which serves nothing. It
+// holds the pending requests; its owner routes each answer it reads to
+// handleAnswer.
+type requester struct {
+	uid     string // in every request: where the servers answer
+	client  rueidis.Client
+	pub     *publisher
+	timeout time.Duration // Options.RequestTimeout
+	// counted is 1 when the requester is itself one of the servers it
+	// counts (a node: it subscribes to the request channel and does not
+	// answer itself), 0 for an Emitter: a request waits for the count
+	// less this.
+	counted  int
+	pending  pendingRequests
+	timeouts atomic.Uint64 // Stats.RequestTimeouts
+}
+
+func newRequester(uid string, client rueidis.Client, pub *publisher, timeout time.Duration, counted int) *requester {
+	return &requester{
+		uid: uid, client: client, pub: pub, timeout: timeout, counted: counted,
+		pending: pendingRequests{m: make(map[string]*pendingRequest)},
+	}
+}
 
 // pendingRequests are this node's requests waiting for answers, by request
 // id. Its lock also guards the requests' answers.
@@ -54,6 +80,13 @@ func (ps *pendingRequests) update(id string, f func(p *pendingRequest)) {
 	}
 }
 
+// isClosed reports whether failAll ran.
+func (ps *pendingRequests) isClosed() bool {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return ps.closed
+}
+
 // typeOf is the type of the pending request id; false when none is.
 func (ps *pendingRequests) typeOf(id string) (requestType, bool) {
 	ps.mu.Lock()
@@ -77,7 +110,7 @@ func (ps *pendingRequests) failAll(err error) {
 
 type pendingRequest struct {
 	typ      requestType
-	expected int // answers awaited: the other subscribers of the request channel
+	expected int // answers awaited: the servers counted, less the requester
 	answers  int
 	finished bool // answers == expected, or the requester stopped waiting
 	err      error
@@ -147,25 +180,27 @@ func (p *pendingRequest) addBroadcastAnswer(typ requestType, count int, ack json
 
 // broadcastAnswer adds an answer to the pending broadcast with
 // acknowledgements id, if it is still pending.
-func (a *Adapter) broadcastAnswer(id string, typ requestType, count int, ack json.RawMessage) {
-	a.pending.update(id, func(p *pendingRequest) {
+func (rq *requester) broadcastAnswer(id string, typ requestType, count int, ack json.RawMessage) {
+	rq.pending.update(id, func(p *pendingRequest) {
 		if p.typ == typeBroadcast {
 			p.addBroadcastAnswer(typ, count, ack)
 		}
 	})
 }
 
-// serverCount returns how many nodes (Go or Node.js, this one included)
-// subscribe to the namespace's request channel: Node's serverCount, PUBSUB
-// NUMSUB summed over every Redis node (in a cluster each node counts only
-// the subscribers connected to it). A node that does not answer is skipped;
-// the call fails only when none answers.
-func (a *Adapter) serverCount(ctx context.Context, ns *namespace) (int, error) {
+// serverCount returns how many servers (Go or Node.js, a requesting node
+// included) subscribe to the channel namespace ns's requests go to: Node's
+// serverCount, PUBSUB NUMSUB (SHARDNUMSUB) summed over every Redis node (in
+// a cluster each node counts only the subscribers connected to it). An
+// Emitter is not counted: it never subscribes to that channel. A Redis
+// node that does not answer is skipped; the call fails only when none
+// answers.
+func (rq *requester) serverCount(ctx context.Context, ns nsProtocol) (int, error) {
 	total, answered := 0, 0
 	var lastErr error
 	lastErr = errors.New("no Redis node known")
-	for _, node := range a.client.Nodes() {
-		cmd, channel := ns.proto.countCommand(node)
+	for _, node := range rq.client.Nodes() {
+		cmd, channel := ns.countCommand(node)
 		counts, err := node.Do(ctx, cmd).AsIntMap()
 		if err != nil {
 			lastErr = err
@@ -183,59 +218,61 @@ func (a *Adapter) serverCount(ctx context.Context, ns *namespace) (int, error) {
 	return total, nil
 }
 
-// ask publishes req to the other nodes of ns and collects their answers
-// until all arrived, the request timeout passed, or ctx ended. It returns
-// the pending request, with what arrived, and an error saying why it
-// stopped early, once the request is pending or needs no other node; nil
+// askWithin publishes req to the servers of namespace ns and collects
+// their answers, which reach the requester through the subscriptions
+// answers tracks, until all arrived, limit passed, or ctx ended. It
+// returns the pending request, with what arrived, and an error saying why
+// it stopped early, once the request is pending or needs no server; nil
 // and the error when it fails before (closed, subscriptions down, no
 // server count, an encoding error).
-func (a *Adapter) ask(ctx context.Context, ns *namespace, req request) (*pendingRequest, error) {
-	return a.askWithin(ctx, ns, req, a.opts.RequestTimeout, true, 0, nil)
-}
-
-// askWithin is ask with its own time limit. remote false asks no other
-// node (a local broadcast with acknowledgements). clients is how many
-// acknowledgements this node's own clients owe a broadcast with
-// acknowledgements; deliver, when not nil, is called with the request id
-// once the request is pending, to deliver it to those clients.
-func (a *Adapter) askWithin(ctx context.Context, ns *namespace, req request, limit time.Duration, remote bool, clients int, deliver func(id string)) (*pendingRequest, error) {
-	if a.isClosed() {
+//
+// remote false asks no other server (a node's local broadcast with
+// acknowledgements). clients is how many acknowledgements the requester's
+// own clients owe a broadcast with acknowledgements; deliver, when not
+// nil, is called with the request id once the request is pending, to
+// deliver it to those clients.
+func (rq *requester) askWithin(ctx context.Context, ns nsProtocol, answers *subscriptionTracker, req request, limit time.Duration, remote bool, clients int, deliver func(id string)) (*pendingRequest, error) {
+	if rq.pending.isClosed() {
 		return nil, ErrClosed
 	}
 	// The cause names the limit that ran out when it is ours, not the caller's.
 	why := fmt.Errorf("the timeout %v passed", limit)
-	if limit == a.opts.RequestTimeout {
+	if limit == rq.timeout {
 		why = fmt.Errorf("RequestTimeout %v passed", limit)
 	}
 	ctx, cancel := context.WithTimeoutCause(ctx, limit, why)
 	defer cancel()
-	n := 1
+	n := rq.counted
 	if remote {
-		// Until this node's subscriptions are back it would miss answers, and
-		// the server count misses it: a partial view passed off as whole.
-		if err := a.subs.waitReady(ctx); err != nil {
+		// Until the subscriptions are back the requester would miss
+		// answers, and a node would miss itself in the server count: a
+		// partial view passed off as whole.
+		if err := answers.waitReady(ctx); err != nil {
+			if last := answers.lastError(); last != nil && !answers.wasLive() {
+				return nil, fmt.Errorf("%w: %s: subscriptions are down: %w (last error: %v)", ErrUnavailable, req.typ, context.Cause(ctx), last)
+			}
 			return nil, fmt.Errorf("%w: %s: subscriptions are down: %w", ErrUnavailable, req.typ, context.Cause(ctx))
 		}
 		var err error
-		if n, err = a.serverCount(ctx, ns); err != nil {
+		if n, err = rq.serverCount(ctx, ns); err != nil {
 			return nil, err
 		}
 	}
-	p := &pendingRequest{typ: req.typ, expected: n - 1, clients: clients, done: make(chan struct{})}
+	p := &pendingRequest{typ: req.typ, expected: max(n-rq.counted, 0), clients: clients, done: make(chan struct{})}
 	if p.complete() {
 		return p, nil
 	}
-	req.uid, req.id = a.uid, randomID(8)
+	req.uid, req.id = rq.uid, randomID(8)
 	// Encoded first: a request that cannot be sent reaches nobody, local
 	// clients included.
 	var m message
 	if p.expected > 0 {
 		var err error
-		if m, err = a.pub.encodeRequest(ns.proto, req); err != nil {
+		if m, err = rq.pub.encodeRequest(ns, req); err != nil {
 			return nil, err
 		}
 	}
-	if err := a.pending.add(req.id, p); err != nil {
+	if err := rq.pending.add(req.id, p); err != nil {
 		return nil, err
 	}
 
@@ -246,7 +283,7 @@ func (a *Adapter) askWithin(ctx context.Context, ns *namespace, req request, lim
 	if p.expected > 0 {
 		// Waited for: the requester then waits for answers, which a lost
 		// request never brings.
-		err = a.pub.publishWait(ctx, ns.proto, m)
+		err = rq.pub.publishWait(ctx, ns, m)
 	}
 	if err == nil {
 		select {
@@ -254,7 +291,7 @@ func (a *Adapter) askWithin(ctx context.Context, ns *namespace, req request, lim
 		case <-ctx.Done():
 		}
 	}
-	complete := a.pending.remove(req.id, p) // late answers are ignored; done is not needed any more
+	complete := rq.pending.remove(req.id, p) // late answers are ignored; done is not needed any more
 	switch {
 	case err != nil:
 		return p, err
@@ -263,16 +300,20 @@ func (a *Adapter) askWithin(ctx context.Context, ns *namespace, req request, lim
 	case complete:
 		return p, nil
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
-		a.stats.timeouts.Add(1)
+		rq.timeouts.Add(1)
 		cause := context.Cause(ctx)
 		if cause != why {
 			cause = fmt.Errorf("the caller's deadline: %w", cause)
 		}
-		if req.typ == typeBroadcast {
-			return p, fmt.Errorf("%w: %s: %d of %d known clients did not answer, and %d of %d other nodes did not report how many they reached, before %w",
-				ErrTimeout, req.typ, max(p.clients-len(p.acks), 0), p.clients, p.expected-p.answers, p.expected, cause)
+		servers := "other nodes"
+		if rq.counted == 0 {
+			servers = "servers"
 		}
-		return p, fmt.Errorf("%w: %s: %d of %d other nodes answered before %w", ErrTimeout, req.typ, p.answers, p.expected, cause)
+		if req.typ == typeBroadcast {
+			return p, fmt.Errorf("%w: %s: %d of %d known clients did not answer, and %d of %d %s did not report how many they reached, before %w",
+				ErrTimeout, req.typ, max(p.clients-len(p.acks), 0), p.clients, p.expected-p.answers, p.expected, servers, cause)
+		}
+		return p, fmt.Errorf("%w: %s: %d of %d %s answered before %w", ErrTimeout, req.typ, p.answers, p.expected, servers, cause)
 	default:
 		return p, fmt.Errorf("redisadapter: %s: %w", req.typ, ctx.Err())
 	}
@@ -289,31 +330,55 @@ func (p *pendingRequest) finish(err error) {
 	close(p.done)
 }
 
-// handleResponse adds an answer to its pending request. Answers past the
-// expected count, or to a request no longer pending, are ignored, so a flood
-// of answers cannot grow memory.
-func (a *Adapter) handleResponse(in inbound) {
-	m := in.PubSubMessage
-	r, err := in.ns.proto.decodeAnswer(m.Message)
-	if err != nil {
-		a.in.dropped(m, err)
-		return
+// ask is the requester's askWithin for this node, within RequestTimeout:
+// its answers come on its subscriptions.
+func (a *Adapter) ask(ctx context.Context, ns *namespace, req request) (*pendingRequest, error) {
+	return a.askWithin(ctx, ns, req, a.opts.RequestTimeout, true, 0, nil)
+}
+
+// askWithin is the requester's askWithin for this node.
+func (a *Adapter) askWithin(ctx context.Context, ns *namespace, req request, limit time.Duration, remote bool, clients int, deliver func(id string)) (*pendingRequest, error) {
+	if a.isClosed() {
+		return nil, ErrClosed
 	}
-	typ, ok := a.pending.typeOf(r.id)
+	return a.req.askWithin(ctx, ns.proto, a.subs, req, limit, remote, clients, deliver)
+}
+
+// handleResponse hands an answer read by this node to the requester,
+// counting and logging one it cannot use.
+func (a *Adapter) handleResponse(in inbound) {
+	if err := a.req.handleAnswer(in.ns.proto, in.Message); err != nil {
+		a.in.dropped(in.PubSubMessage, err)
+	}
+}
+
+// handleAnswer adds msg, an answer read on one of the requester's
+// subscriptions to namespace ns, to its pending request. Answers past the
+// expected count, or to a request no longer pending, are ignored, so a
+// flood of answers cannot grow memory. It returns an error, for the
+// caller to count, when msg is malformed (an answer with sockets of the
+// other kind still counts as the server's answer).
+func (rq *requester) handleAnswer(ns nsProtocol, msg string) error {
+	r, err := ns.decodeAnswer(msg)
+	if err != nil {
+		return err
+	}
+	typ, ok := rq.pending.typeOf(r.id)
 	if !ok {
-		return // another node's request, or one that already ended
+		return nil // another requester's, or one that already ended
 	}
 	if typ == typeBroadcast {
-		a.broadcastAnswer(r.id, r.typ, r.clientCount, r.ack)
-		return
+		rq.broadcastAnswer(r.id, r.typ, r.clientCount, r.ack)
+		return nil
 	}
 	if typ == typeRemoteFetch && len(r.ids) > 0 || typ == typeSockets && len(r.sockets) > 0 {
-		a.in.dropped(m, malformed("%s answered with sockets of the other kind", typ))
+		err = malformed("%s answered with sockets of the other kind", typ)
 	}
 	for i := range r.sockets {
 		r.sockets[i].Node = r.uid
 	}
-	a.pending.update(r.id, func(p *pendingRequest) { p.add(r) })
+	rq.pending.update(r.id, func(p *pendingRequest) { p.add(r) })
+	return err
 }
 
 // add adds the answer r to p, and finishes p when it is complete. Call

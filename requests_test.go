@@ -23,7 +23,7 @@ func TestCloseAfterLastAnswer(t *testing.T) {
 	require.NoError(t, err)
 
 	p := &pendingRequest{typ: typeServerSideEmit, expected: 1, done: make(chan struct{})}
-	require.NoError(t, a.pending.add("r1", p))
+	require.NoError(t, a.req.pending.add("r1", p))
 	a.handleResponse(inbound{
 		PubSubMessage: rueidis.PubSubMessage{Channel: "socket.io-response#/#", Message: `{"type":6,"requestId":"r1","data":"ok"}`},
 		ns:            a.namespaces["/"],

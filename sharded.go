@@ -125,12 +125,18 @@ func (sharded) unsubscribeRoom(b rueidis.Builder, channel string) rueidis.Comple
 }
 
 func (p *shardedNamespace) subscriptions(c rueidis.Client) []subscription {
-	base, own := p.ch.broadcast, p.own
+	base := p.ch.broadcast
 	// One SSUBSCRIBE may not mix slots: one subscription per channel.
 	return []subscription{
 		{build: func() rueidis.Completed { return c.B().Ssubscribe().Channel(base).Build() }, routes: map[string]queueKind{base: toBroadcasts}},
-		{build: func() rueidis.Completed { return c.B().Ssubscribe().Channel(own).Build() }, routes: map[string]queueKind{own: toResponses}},
+		p.answers(c),
 	}
+}
+
+// answers: every answer comes on the requester's own channel.
+func (p *shardedNamespace) answers(c rueidis.Client) subscription {
+	own := p.own
+	return subscription{build: func() rueidis.Completed { return c.B().Ssubscribe().Channel(own).Build() }, routes: map[string]queueKind{own: toResponses}}
 }
 
 // roomOf is "" for every channel: a node subscribes to a room's channel only

@@ -40,7 +40,7 @@ type Stats struct {
 }
 
 type counters struct {
-	received, malformed, queueFull, slowSocket, timeouts, resubscribes, outages, collisions, streamGaps, streamDuplicates atomic.Uint64
+	received, malformed, queueFull, slowSocket, resubscribes, outages, collisions, streamGaps, streamDuplicates atomic.Uint64
 }
 
 // Stats returns a snapshot of the counters. It is cheap and never blocks
@@ -55,7 +55,7 @@ func (a *Adapter) Stats() Stats {
 		Malformed:        c.malformed.Load(),
 		QueueFull:        c.queueFull.Load(),
 		SlowSocketDrops:  c.slowSocket.Load(),
-		RequestTimeouts:  c.timeouts.Load(),
+		RequestTimeouts:  a.req.timeouts.Load(),
 		Resubscribes:     c.resubscribes.Load(),
 		Outages:          c.outages.Load(),
 		IDCollisions:     c.collisions.Load(),

@@ -195,7 +195,7 @@ func (p *streamsNamespace) subscriptions(c rueidis.Client) []subscription {
 	if p.shardedPubSub { // one SSUBSCRIBE may not mix slots
 		return []subscription{
 			{build: func() rueidis.Completed { return c.B().Ssubscribe().Channel(public).Build() }, routes: map[string]queueKind{public: toRequests}},
-			{build: func() rueidis.Completed { return c.B().Ssubscribe().Channel(own).Build() }, routes: map[string]queueKind{own: toResponses}},
+			p.answers(c),
 		}
 	}
 	// Keyed by the public channel's slot, so that in a cluster the
@@ -204,6 +204,16 @@ func (p *streamsNamespace) subscriptions(c rueidis.Client) []subscription {
 		build:  func() rueidis.Completed { return c.B().Subscribe().Channel(public, own).Build().SetSlot(public) },
 		routes: map[string]queueKind{public: toRequests, own: toResponses},
 	}}
+}
+
+// answers: every answer comes on the requester's own channel, with
+// sharded pub/sub or plain.
+func (p *streamsNamespace) answers(c rueidis.Client) subscription {
+	own := p.sh.own
+	if p.shardedPubSub {
+		return p.sh.answers(c)
+	}
+	return subscription{build: func() rueidis.Completed { return c.B().Subscribe().Channel(own).Build() }, routes: map[string]queueKind{own: toResponses}}
 }
 
 // roomOf: there are no room channels.
