@@ -171,11 +171,18 @@ func (p *prober) probe(ctx context.Context) (time.Duration, error) {
 	defer cancel()
 	start := time.Now()
 	m := message{channel: p.channel, payload: []byte(probePrefix + strconv.FormatUint(n, 10) + "}")}
-	if err := p.a.client.Do(ctx, p.ns.proto.command(p.a.client.B(), m, seqNo{})).Error(); err != nil {
-		return 0, err
-	}
+	// The PUBLISH runs on its own goroutine: rueidis may hold a command
+	// past its context while it dials a connection another caller
+	// started, and the bound must hold whatever it does.
+	published := make(chan error, 1)
+	go func() { published <- p.a.client.Do(ctx, p.ns.proto.command(p.a.client.B(), m, seqNo{})).Error() }()
 	for {
 		select {
+		case err := <-published:
+			if err != nil {
+				return 0, err
+			}
+			published = nil // the answer to the PUBLISH may come after the probe
 		case got := <-p.back:
 			if got == n {
 				return time.Since(start), nil
