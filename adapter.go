@@ -97,6 +97,7 @@ func New(ctx context.Context, server *socketio.Server, c Connector, opts *Option
 	a.in = newInbox(a.namespaces, o, a.closing, &a.stats, log)
 	a.pub = newPublisher(client, o, uid, log, a.mayPublish)
 	a.req = newRequester(uid, client, a.pub, o.RequestTimeout, 1)
+	a.req.reachWithin = o.ProbeTimeout
 	for _, name := range o.Namespaces {
 		ns := newNamespace(name, a.proto.namespace(name))
 		a.namespaces[name] = ns

@@ -102,3 +102,85 @@ func TestProbeCost(t *testing.T) {
 	require.Zero(t, n.a.Stats().Malformed, "probes are not counted as malformed")
 	require.Zero(t, n.a.Stats().ProbeFailures)
 }
+
+// While Redis is frozen, every operation that targets this node's sockets
+// reaches them, and returns what it could not do; Ping answers at once
+// throughout, and fails once the probe declares the connection dead.
+func TestLocalDeliveryWhileRedisFrozen(t *testing.T) {
+	srv := redistest.Start(t)
+	a := startNode(t, redisadapter.Standalone{Addr: srv.Addr()}, nil)
+	startNode(t, redisadapter.Standalone{Addr: srv.Addr()}, nil) // another node: the fleet is not a node alone
+	staff, other := a.client(t, "staff"), a.client(t)
+	ackAs(staff, "staff")
+
+	srv.Freeze(t)
+	frozen := time.Now()
+	// Before the node knows: the event reaches the local client at once,
+	// whatever publishing does (queued for a Redis that does not answer).
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	_ = a.a.To("staff").Emit(ctx, "early", 1)
+	expect(t, staff, "early", "1")
+	start := time.Now()
+	acks, err := a.a.To("staff").Timeout(wait).EmitWithAck(ctx, "order", 1)
+	t.Logf("EmitWithAck before detection returned in %v: %v", time.Since(start).Round(time.Millisecond), err)
+	require.ErrorIs(t, err, redisadapter.ErrUnavailable)
+	require.ErrorContains(t, err, "other nodes were not reached")
+	require.Equal(t, []string{"staff"}, whoAcked(t, acks, "1"))
+	expectEventOnly(t, staff, "order")
+
+	pingFailsWithin(t, a.a, frozen)
+
+	t.Run("Emit", func(t *testing.T) {
+		err := a.a.To("staff").Emit(bg(t), "news", 2)
+		require.ErrorIs(t, err, redisadapter.ErrPublish)
+		expect(t, staff, "news", "2")
+	})
+	t.Run("EmitWithAck", func(t *testing.T) {
+		start := time.Now()
+		acks, err := a.a.To("staff").Timeout(wait).EmitWithAck(bg(t), "order", 3)
+		require.ErrorIs(t, err, redisadapter.ErrUnavailable)
+		require.ErrorContains(t, err, "other nodes were not reached")
+		require.Equal(t, []string{"staff"}, whoAcked(t, acks, "3"))
+		require.Less(t, time.Since(start), wait/2, "does not wait for the fleet")
+		expectEventOnly(t, staff, "order")
+	})
+	t.Run("SocketsJoin", func(t *testing.T) {
+		err := a.a.Of("/").SocketsJoin(bg(t), "everyone")
+		require.ErrorIs(t, err, redisadapter.ErrPublish)
+		n, err := a.a.To("everyone").Local().CountSockets(bg(t))
+		require.NoError(t, err)
+		require.Equal(t, 2, n, "both local sockets joined")
+	})
+	t.Run("SocketsLeave", func(t *testing.T) {
+		err := a.a.To("staff").SocketsLeave(bg(t), "everyone")
+		require.ErrorIs(t, err, redisadapter.ErrPublish)
+		n, err := a.a.To("everyone").Local().CountSockets(bg(t))
+		require.NoError(t, err)
+		require.Equal(t, 1, n, "the staff socket left")
+	})
+	t.Run("DisconnectSockets", func(t *testing.T) {
+		err := a.a.Of("/").Except("staff").DisconnectSockets(bg(t), true)
+		require.ErrorIs(t, err, redisadapter.ErrPublish)
+		select {
+		case <-other.Closed():
+		case <-time.After(wait):
+			t.Fatal("the local socket was not disconnected")
+		}
+	})
+	require.Error(t, a.a.Ping(bg(t)), "still frozen")
+
+	srv.Thaw(t)
+	thawed := time.Now()
+	eventually(t, "the node is healthy again", func() bool { return a.a.Ping(bg(t)) == nil })
+	t.Logf("Ping healthy again %v after Redis resumed", time.Since(thawed).Round(time.Millisecond))
+}
+
+// expectEventOnly asserts that the next event c receives is name,
+// whatever its arguments.
+func expectEventOnly(t *testing.T, c *siotest.Client, name string) {
+	t.Helper()
+	e, err := c.NextAny(wait)
+	require.NoError(t, err, "waiting for %q", name)
+	require.Equal(t, name, e.Name)
+}
