@@ -184,3 +184,29 @@ func expectEventOnly(t *testing.T, c *siotest.Client, name string) {
 	require.NoError(t, err, "waiting for %q", name)
 	require.Equal(t, name, e.Name)
 }
+
+// The probe comes back in every mode and deployment: a node's own channel
+// is read in each (SUBSCRIBE in classic and streams, SSUBSCRIBE in sharded
+// mode), and no probe is counted as malformed.
+func TestProbeEveryMode(t *testing.T) {
+	cluster := sharedCluster(t)
+	for _, tc := range []struct {
+		name string
+		conn redisadapter.Connector
+	}{
+		{"ClusterClassic", redisadapter.Cluster{Addrs: cluster.Addrs()}},
+		{"ClusterSharded", redisadapter.Cluster{Addrs: cluster.Addrs(), Sharded: true}},
+		{"ClusterStreamsSharded", redisadapter.Streams{Connector: redisadapter.Cluster{Addrs: cluster.Addrs(), Sharded: true}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := startNode(t, tc.conn, &redisadapter.Options{Namespaces: []string{"/", "/admin"}})
+			eventually(t, "probes come back", func() bool { return n.a.Stats().ProbeLag > 0 })
+			first := n.a.Stats().Received
+			eventually(t, "more probes come back", func() bool { return n.a.Stats().Received >= first+4 })
+			s := n.a.Stats()
+			require.Zero(t, s.ProbeFailures)
+			require.Zero(t, s.Malformed)
+			require.NoError(t, n.a.Ping(bg(t)))
+		})
+	}
+}
