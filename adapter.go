@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	socketio "github.com/googollee/go-socket.io"
 	"github.com/redis/rueidis"
@@ -34,6 +35,8 @@ type Adapter struct {
 	handlers   serverSideHandlers    // answer.go: ServerSideEmit handlers
 	ackTurns   connTurns             // deliver.go: acked emits, one at a time per connection
 	loops      supervisor            // supervise.go: keeps connections and subscriptions alive
+	probes     []*prober             // probe.go: each namespace's delivery probe
+	conns      *connSet              // probe.go: the client's connections, closed when a probe fails
 	stats      counters
 
 	// Lifecycle: see Close for the order in which these stop things.
@@ -70,7 +73,8 @@ func New(ctx context.Context, server *socketio.Server, c Connector, opts *Option
 	if server == nil || c == nil {
 		return nil, fmt.Errorf("%w: server and connector are required", ErrConfig)
 	}
-	c, o, client, err := open(c, opts)
+	conns := &connSet{}
+	c, o, client, err := openTracked(c, opts, conns)
 	if err != nil {
 		return nil, err
 	}
@@ -86,12 +90,14 @@ func New(ctx context.Context, server *socketio.Server, c Connector, opts *Option
 		namespaces: make(map[string]*namespace),
 		handlers:   serverSideHandlers{m: make(map[string]ServerSideHandler)},
 		closing:    make(chan struct{}),
+		conns:      conns,
 	}
 	a.loops = supervisor{log: log, outages: &a.stats.outages}
 	a.local = &localSockets{server: server, uid: uid, namespaces: a.namespaces, log: log, collisions: &a.stats.collisions}
 	a.in = newInbox(a.namespaces, o, a.closing, &a.stats, log)
 	a.pub = newPublisher(client, o, uid, log, a.mayPublish)
 	a.req = newRequester(uid, client, a.pub, o.RequestTimeout, 1)
+	a.req.reachWithin = o.ProbeTimeout
 	for _, name := range o.Namespaces {
 		ns := newNamespace(name, a.proto.namespace(name))
 		a.namespaces[name] = ns
@@ -111,6 +117,11 @@ func (a *Adapter) start(ctx context.Context) error {
 	loopCtx, stop := context.WithCancel(context.Background())
 	a.stop = stop
 
+	for _, name := range a.opts.Namespaces { // before anything is read
+		ns := a.namespaces[name]
+		ns.probe = newProber(a, ns)
+		a.probes = append(a.probes, ns.probe)
+	}
 	a.goWorker(toBroadcasts, a.handleBroadcast)
 	a.goWorker(toRequests, a.handleRequest)
 	a.goWorker(toResponses, a.handleResponse)
@@ -147,6 +158,10 @@ func (a *Adapter) start(ctx context.Context) error {
 			return fmt.Errorf("redisadapter: subscribe: %w", unreachable(last))
 		}
 		return fmt.Errorf("%w: subscriptions not confirmed: %w", ErrUnavailable, err)
+	}
+	for _, p := range a.probes {
+		p.lastProof.Store(time.Now().UnixNano()) // confirmed just now
+		a.spawn(func() { p.run(loopCtx) })
 	}
 	return nil
 }
@@ -225,10 +240,14 @@ func (a *Adapter) SetData(conn socketio.Conn, data any) error {
 }
 
 // Ping reports whether this node takes part in the fleet, for health
-// checks: its subscriptions are live, and the Redis node that takes each
-// namespace's publishes answers on the adapter's own connections (it opens
-// none). It fails with ErrUnavailable (wrapping the Redis error, if any)
-// otherwise, and with ErrClosed after Close.
+// checks: its subscriptions are live, and its delivery probe (see
+// Options.ProbeInterval) came back lately, which proves that what is
+// published now reaches this node and that the Redis node taking each
+// namespace's publishes answers. It reads state the probe keeps and sends
+// nothing, so it answers at once whatever Redis does: a connection that
+// went silent fails it within ProbeInterval+ProbeTimeout. It fails with
+// ErrUnavailable otherwise, and with ErrClosed after Close; ctx is not
+// used.
 func (a *Adapter) Ping(ctx context.Context) error {
 	if a.isClosed() {
 		return ErrClosed
@@ -239,9 +258,9 @@ func (a *Adapter) Ping(ctx context.Context) error {
 	if n := a.roomShardsDown(); n > 0 {
 		return fmt.Errorf("%w: room channels' connection down to %d cluster masters", ErrUnavailable, n)
 	}
-	for _, name := range a.opts.Namespaces {
-		if err := a.client.Do(ctx, a.namespaces[name].proto.ping(a.client)).Error(); err != nil {
-			return fmt.Errorf("%w: ping: %w", ErrUnavailable, err)
+	for _, p := range a.probes {
+		if !p.healthy() {
+			return fmt.Errorf("%w: namespace %q: the delivery probe did not come back within %v: renewing the connections to Redis", ErrUnavailable, p.ns.name, a.opts.ProbeTimeout)
 		}
 	}
 	return nil

@@ -443,6 +443,8 @@ func (p *classicNamespace) ping(c rueidis.Client) rueidis.Completed {
 	return c.B().Ping().Build().SetSlot(p.nsp)
 }
 
+func (p *classicNamespace) probeChannel() string { return p.own }
+
 // countCommand is Node's serverCount: PUBSUB NUMSUB of the request
 // channel, which every node SUBSCRIBEs.
 func (p *classicNamespace) countCommand(c rueidis.Client) (rueidis.Completed, string) {

@@ -32,6 +32,13 @@ type Connector interface {
 // client c describes: what New and NewEmitter share. It returns c
 // configured, to make the protocol from.
 func open(c Connector, opts *Options) (Connector, Options, rueidis.Client, error) {
+	return openTracked(c, opts, nil)
+}
+
+// openTracked is open, adding every connection the client dials to conns
+// (when not nil) until it is closed: the delivery probe closes them when
+// the node stops receiving (probe.go).
+func openTracked(c Connector, opts *Options, conns *connSet) (Connector, Options, rueidis.Client, error) {
 	var o Options
 	if opts != nil {
 		o = *opts
@@ -51,6 +58,9 @@ func open(c Connector, opts *Options) (Connector, Options, rueidis.Client, error
 	// rueidis's back-off, up to a second after Redis does); a request fails
 	// at once rather than after retries that outlast the outage.
 	copt.DisableRetry = true
+	if conns != nil {
+		conns.track(&copt)
+	}
 	client, err := rueidis.NewClient(copt)
 	if err != nil {
 		return nil, o, nil, fmt.Errorf("redisadapter: connect to redis: %w", unreachable(err))

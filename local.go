@@ -32,6 +32,7 @@ type localSockets struct {
 type namespace struct {
 	name  string
 	proto nsProtocol // the adapter's protocol, bound to the namespace
+	probe *prober    // probe.go: proves its subscription delivers; nil in an Emitter
 
 	mu           sync.RWMutex
 	sockets      map[string]*localSocket

@@ -90,8 +90,12 @@ func (o BroadcastOperator) Emit(ctx context.Context, event string, args ...any) 
 // are asked.
 //
 // Other errors: ctx's error, with what arrived, when ctx is canceled;
-// ErrUnavailable when this node's subscriptions stay down for the timeout
-// (nothing is sent); ErrPublish when the request did not reach Redis (only
+// ErrUnavailable when the other nodes cannot be reached (Ping fails, or
+// the subscriptions and the server count are not back within
+// Options.ProbeTimeout): this node's clients get the event all the same,
+// and their acknowledgements are returned with the error, which says the
+// other nodes were not reached (with no local client to ask, nothing is
+// sent); ErrPublish when the request did not reach Redis (only
 // this node's clients got the event; their acknowledgements that arrived
 // before the failure are returned); ErrMessageTooLarge; ErrClosed, also
 // when Close ends the call; ErrUnknownNamespace.

@@ -28,6 +28,10 @@ type Options struct {
 	PublishQueue int
 	// Logger receives what the adapter drops and why. default: slog.Default()
 	Logger *slog.Logger
+	// ProbeInterval is how long a node's own channel may stay quiet before the node publishes a delivery probe on it (see Ping). default: 400ms
+	ProbeInterval time.Duration
+	// ProbeTimeout is how long a probe may take to come back before the subscription connection is declared dead and renewed. default: 800ms
+	ProbeTimeout time.Duration
 }
 
 // Every options struct and connector is configured the same way, as
@@ -69,6 +73,12 @@ func (o *Options) setDefaults() {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.ProbeInterval == 0 {
+		o.ProbeInterval = 400 * time.Millisecond
+	}
+	if o.ProbeTimeout == 0 {
+		o.ProbeTimeout = 800 * time.Millisecond
+	}
 }
 
 func (o *Options) validate() error {
@@ -89,6 +99,8 @@ func (o *Options) validate() error {
 		negative("Options.ReceiveQueue", o.ReceiveQueue),
 		negative("Options.SocketQueue", o.SocketQueue),
 		negative("Options.PublishQueue", o.PublishQueue),
+		negative("Options.ProbeInterval", o.ProbeInterval),
+		negative("Options.ProbeTimeout", o.ProbeTimeout),
 	)
 }
 

@@ -152,9 +152,10 @@ func TestOptionsDefaults(t *testing.T) {
 		want Options
 	}{
 		{name: "zero", want: Options{Key: "socket.io", Namespaces: []string{"/"}, RequestTimeout: 5 * time.Second,
-			MaxMessageSize: 1 << 20, ReceiveQueue: 8192, SocketQueue: 32 << 20, PublishQueue: 4 << 20}},
+			MaxMessageSize: 1 << 20, ReceiveQueue: 8192, SocketQueue: 32 << 20, PublishQueue: 4 << 20,
+			ProbeInterval: 400 * time.Millisecond, ProbeTimeout: 800 * time.Millisecond}},
 		{name: "set", in: Options{Key: "k", Namespaces: []string{"/a"}, RequestTimeout: time.Second,
-			MaxMessageSize: 10, ReceiveQueue: 1, SocketQueue: 2, PublishQueue: 3}},
+			MaxMessageSize: 10, ReceiveQueue: 1, SocketQueue: 2, PublishQueue: 3, ProbeInterval: 4, ProbeTimeout: 5}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.want.Key == "" {
@@ -185,6 +186,8 @@ func TestOptionsValidation(t *testing.T) {
 		{Options{ReceiveQueue: -1}, "Options.ReceiveQueue -1 is negative"},
 		{Options{SocketQueue: -1}, "Options.SocketQueue -1 is negative"},
 		{Options{PublishQueue: -1}, "Options.PublishQueue -1 is negative"},
+		{Options{ProbeInterval: -1}, "Options.ProbeInterval -1ns is negative"},
+		{Options{ProbeTimeout: -1}, "Options.ProbeTimeout -1ns is negative"},
 	} {
 		t.Run(tc.err, func(t *testing.T) {
 			tc.in.setDefaults()

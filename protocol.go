@@ -68,6 +68,10 @@ type nsProtocol interface {
 	// slot goes to the first seed address, which may be down while the
 	// cluster serves).
 	ping(c rueidis.Client) rueidis.Completed
+	// probeChannel is this node's own channel, which only it reads (a
+	// Node.js server never reads another's): the delivery probe goes there
+	// (probe.go), sent with command.
+	probeChannel() string
 	// countCommand counts the servers of the namespace on one Redis node;
 	// the core sums it over every node.
 	countCommand(c rueidis.Client) (cmd rueidis.Completed, channel string)

@@ -30,9 +30,14 @@ type requester struct {
 	// counts (a node: it subscribes to the request channel and does not
 	// answer itself), 0 for an Emitter: a request waits for the count
 	// less this.
-	counted  int
-	pending  pendingRequests
-	timeouts atomic.Uint64 // Stats.RequestTimeouts
+	counted int
+	// reachWithin, when set, bounds how long a broadcast with
+	// acknowledgements that this node's own clients owe waits to reach
+	// the other nodes (subscriptions back, the server count) before it
+	// asks those clients alone: the Adapter's Options.ProbeTimeout.
+	reachWithin time.Duration
+	pending     pendingRequests
+	timeouts    atomic.Uint64 // Stats.RequestTimeouts
 }
 
 func newRequester(uid string, client rueidis.Client, pub *publisher, timeout time.Duration, counted int) *requester {
@@ -243,19 +248,24 @@ func (rq *requester) askWithin(ctx context.Context, ns nsProtocol, answers *subs
 	ctx, cancel := context.WithTimeoutCause(ctx, limit, why)
 	defer cancel()
 	n := rq.counted
+	var unreached error // the other nodes were not reached: the local clients are asked alone
 	if remote {
-		// Until the subscriptions are back the requester would miss
-		// answers, and a node would miss itself in the server count: a
-		// partial view passed off as whole.
-		if err := answers.waitReady(ctx); err != nil {
-			if last := answers.lastError(); last != nil && !answers.wasLive() {
-				return nil, fmt.Errorf("%w: %s: subscriptions are down: %w (last error: %v)", ErrUnavailable, req.typ, context.Cause(ctx), last)
-			}
-			return nil, fmt.Errorf("%w: %s: subscriptions are down: %w", ErrUnavailable, req.typ, context.Cause(ctx))
+		// A broadcast this node's own clients wait for goes to them
+		// anyway, soon, when the fleet cannot be reached (a frozen Redis
+		// answers nothing until the probe declares it dead).
+		localWaits := deliver != nil && clients > 0
+		rctx := ctx
+		if localWaits && rq.reachWithin > 0 {
+			var stop context.CancelFunc
+			rctx, stop = context.WithTimeout(ctx, rq.reachWithin)
+			defer stop()
 		}
 		var err error
-		if n, err = rq.serverCount(ctx, ns); err != nil {
-			return nil, err
+		if n, err = rq.reach(rctx, ns, answers, req); err != nil {
+			if !localWaits || ctx.Err() != nil {
+				return nil, err
+			}
+			unreached, n = err, rq.counted
 		}
 	}
 	p := &pendingRequest{typ: req.typ, expected: max(n-rq.counted, 0), clients: clients, done: make(chan struct{})}
@@ -292,6 +302,9 @@ func (rq *requester) askWithin(ctx context.Context, ns nsProtocol, answers *subs
 		}
 	}
 	complete := rq.pending.remove(req.id, p) // late answers are ignored; done is not needed any more
+	if unreached != nil {
+		return p, notReached(req, p, unreached, ctx.Err())
+	}
 	switch {
 	case err != nil:
 		return p, err
@@ -319,6 +332,35 @@ func (rq *requester) askWithin(ctx context.Context, ns nsProtocol, answers *subs
 	}
 }
 
+// reach waits until the requester's subscriptions are live and counts the
+// servers of namespace ns, up to ctx. Until the subscriptions are back the
+// requester would miss answers, and a node would miss itself in the
+// server count: a partial view passed off as whole.
+func (rq *requester) reach(ctx context.Context, ns nsProtocol, answers *subscriptionTracker, req request) (int, error) {
+	if err := answers.waitReady(ctx); err != nil {
+		if last := answers.lastError(); last != nil && !answers.wasLive() {
+			return 0, fmt.Errorf("%w: %s: subscriptions are down: %w (last error: %v)", ErrUnavailable, req.typ, context.Cause(ctx), last)
+		}
+		return 0, fmt.Errorf("%w: %s: subscriptions are down: %w", ErrUnavailable, req.typ, context.Cause(ctx))
+	}
+	return rq.serverCount(ctx, ns)
+}
+
+// notReached is the error of a broadcast with acknowledgements that only
+// this node's clients got, because the other nodes could not be reached
+// (cause); waited is how the wait for those clients ended (nil: they all
+// answered).
+func notReached(req request, p *pendingRequest, cause, waited error) error {
+	clients := fmt.Sprintf("all %d of this node's clients answered", p.clients)
+	if waited != nil {
+		clients = fmt.Sprintf("%d of this node's %d clients answered before %v", len(p.acks), p.clients, waited)
+	}
+	if !errors.Is(cause, ErrUnavailable) {
+		cause = fmt.Errorf("%w: %w", ErrUnavailable, cause)
+	}
+	return fmt.Errorf("redisadapter: %s: the other nodes were not reached, only this node's clients (%s): %w", req.typ, clients, cause)
+}
+
 // finish ends p with err (nil: every answer arrived) unless it already
 // ended: the last answer and Close may both try. Call under the
 // pendingRequests lock.
@@ -340,6 +382,21 @@ func (a *Adapter) ask(ctx context.Context, ns *namespace, req request) (*pending
 func (a *Adapter) askWithin(ctx context.Context, ns *namespace, req request, limit time.Duration, remote bool, clients int, deliver func(id string)) (*pendingRequest, error) {
 	if a.isClosed() {
 		return nil, ErrClosed
+	}
+	if remote && deliver != nil && clients > 0 {
+		// Known not to reach the fleet now: this node's clients get the
+		// broadcast at once, and the caller their acknowledgements.
+		if cause := a.Ping(ctx); cause != nil && !errors.Is(cause, ErrClosed) {
+			p, err := a.req.askWithin(ctx, ns.proto, a.subs, req, limit, false, clients, deliver)
+			if p == nil {
+				return nil, err
+			}
+			var waited error
+			if err != nil {
+				waited = err
+			}
+			return p, notReached(req, p, cause, waited)
+		}
 	}
 	return a.req.askWithin(ctx, ns.proto, a.subs, req, limit, remote, clients, deliver)
 }

@@ -97,6 +97,9 @@ func (in *inbox) onMessage(m rueidis.PubSubMessage) {
 	if !ok || r.queue == toBroadcasts && r.ns.proto.fromNode(m.Message) {
 		return
 	}
+	if r.queue == toResponses && r.ns.probe != nil && r.ns.probe.read(m) {
+		return // a delivery probe (probe.go)
+	}
 	in.route(r.queue, inbound{PubSubMessage: m, ns: r.ns})
 }
 

@@ -406,6 +406,8 @@ func (p *shardedNamespace) ping(c rueidis.Client) rueidis.Completed {
 	return c.B().Ping().Build().SetSlot(p.ch.broadcast)
 }
 
+func (p *shardedNamespace) probeChannel() string { return p.own }
+
 // countCommand is the sharded adapter's serverCount: PUBSUB SHARDNUMSUB of
 // the namespace's channel.
 func (p *shardedNamespace) countCommand(c rueidis.Client) (rueidis.Completed, string) {

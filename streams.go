@@ -332,6 +332,8 @@ func (p *streamsNamespace) ping(c rueidis.Client) rueidis.Completed {
 	return c.B().Ping().Build().SetSlot(p.stream)
 }
 
+func (p *streamsNamespace) probeChannel() string { return p.sh.own }
+
 func (p *streamsNamespace) countCommand(c rueidis.Client) (rueidis.Completed, string) {
 	ch := p.sh.ch.broadcast
 	if p.shardedPubSub {

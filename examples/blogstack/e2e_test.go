@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/blogstack/redisadapter/internal/await"
 	"github.com/blogstack/redisadapter/internal/nodetest"
 	"github.com/blogstack/redisadapter/internal/redistest"
 )
@@ -318,6 +319,30 @@ func TestHealthCheckWithoutRedis(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	redis.Restart(t)
+	waitHealthy(t, nodes[0].url)
+}
+
+// A frozen Redis (SIGSTOP: connections open, nothing answered) turns the
+// health check to 503 within the probe's bound, and every answer comes
+// within a balancer's patience.
+func TestHealthCheckFrozenRedis(t *testing.T) {
+	bin := buildExample(t)
+	redis := redistest.Start(t)
+	nodes := startFleet(t, bin, redis.URL(), 1)
+	redis.Freeze(t)
+	frozen := time.Now()
+	var slowest time.Duration
+	await.True(t, 10*time.Second, 20*time.Millisecond, "/health-check answers 503", func() bool {
+		start := time.Now()
+		resp, err := http.Get(nodes[0].url + "/health-check")
+		require.NoError(t, err)
+		resp.Body.Close()
+		slowest = max(slowest, time.Since(start))
+		return resp.StatusCode == http.StatusServiceUnavailable
+	})
+	t.Logf("503 %v after the freeze; slowest answer %v", time.Since(frozen).Round(time.Millisecond), slowest)
+	require.Less(t, slowest, 250*time.Millisecond, "every /health-check answer")
+	redis.Thaw(t)
 	waitHealthy(t, nodes[0].url)
 }
 

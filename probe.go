@@ -1,0 +1,325 @@
+package redisadapter
+
+// The delivery probe: a node proves that its subscriptions still deliver,
+// not only that its connections are open. A Redis that stops answering
+// (SIGSTOP, a long fork), a half-open connection that a NAT dropped without
+// a reset, a subscription a proxy dropped: in each, nothing is read and
+// nothing fails, and rueidis notices only when its write timeout fires
+// (ConnWriteTimeout, 10 s by default), if ever.
+//
+// So each namespace's prober publishes a probe on the node's own channel
+// (protocol.probeChannel: "<key>-response#<nsp>#<uid>#" in classic mode,
+// "<key>#<nsp>#<uid>#" otherwise) once that channel has been quiet for
+// Options.ProbeInterval, and waits Options.ProbeTimeout for it to come back
+// on the node's subscription. Only this node reads that channel: Node.js
+// servers read their own, and the probe, JSON without a requestId, is
+// dropped by any of them that would. Any message read on the channel
+// proves delivery as well as a probe. A probe that does not come back
+// declares the node's connections dead: Ping fails, Stats.ProbeFailures
+// counts it, and every connection the client holds is closed, so that
+// rueidis dials fresh ones and the supervised subscriptions (receive.go)
+// are renewed on them (rueidis shares its connections between the
+// subscriptions and the commands: none of them can be closed alone, and a
+// connection that stopped delivering is not trusted with publishes either).
+//
+// In standalone and Sentinel deployments every subscription of a node shares
+// one connection, the one the probe proves. In a cluster the probe proves
+// the node's own channel's connection only; the room channels' connections
+// of sharded mode and the stream readers are not probed.
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/rueidis"
+)
+
+// probePrefix starts every probe's payload: `{"probe":<n>}`.
+const probePrefix = `{"probe":`
+
+// probeLags is how many round trips Stats.ProbeLagMax looks back over.
+const probeLags = 64
+
+// prober probes one namespace's subscription.
+type prober struct {
+	a       *Adapter
+	ns      *namespace
+	channel string
+
+	lastProof atomic.Int64  // unix nanoseconds of the last message read on channel
+	waiting   atomic.Uint64 // the number of the probe in flight; 0: none
+	back      chan uint64   // cap 1: the probe read back
+	dead      atomic.Bool   // the last probe failed
+	n         uint64        // the last probe's number; the loop's alone
+
+	mu   sync.Mutex
+	lags [probeLags]time.Duration // the last round trips, a ring
+	next int
+	last time.Duration
+}
+
+func newProber(a *Adapter, ns *namespace) *prober {
+	p := &prober{a: a, ns: ns, channel: ns.proto.probeChannel(), back: make(chan uint64, 1)}
+	p.lastProof.Store(time.Now().UnixNano())
+	return p
+}
+
+// read sees a message routed to the namespace's responses, on rueidis's
+// reader goroutine: on the probe channel it proves delivery; it reports
+// whether m is a probe, which goes no further.
+func (p *prober) read(m rueidis.PubSubMessage) bool {
+	if m.Channel != p.channel {
+		return false
+	}
+	p.lastProof.Store(time.Now().UnixNano())
+	if !strings.HasPrefix(m.Message, probePrefix) {
+		return false
+	}
+	n, err := strconv.ParseUint(strings.TrimSuffix(m.Message[len(probePrefix):], "}"), 10, 64)
+	if err == nil && n == p.waiting.Load() {
+		select {
+		case p.back <- n:
+		default:
+		}
+	}
+	return true
+}
+
+// run probes until ctx ends.
+func (p *prober) run(ctx context.Context) {
+	o := p.a.opts
+	var lastClose time.Time // when the connections were last closed
+	for {
+		quiet := time.Since(time.Unix(0, p.lastProof.Load()))
+		if quiet < o.ProbeInterval {
+			if !sleepCtx(ctx, o.ProbeInterval-quiet) {
+				return
+			}
+			continue
+		}
+		if !p.a.subs.isLive() {
+			// The subscriptions are being renewed: nothing to prove
+			// until they are back (Ping fails meanwhile). After a failed
+			// probe, a renewal that does not complete is stuck on a
+			// connection dialed into the same fault (a handshake nobody
+			// answers, which rueidis gives up only after its dial
+			// timeout): those are closed too, each ProbeTimeout.
+			if p.dead.Load() && time.Since(lastClose) >= o.ProbeTimeout {
+				lastClose = time.Now()
+				if n := p.a.conns.closeAll(); n > 0 {
+					p.a.log.Debug("delivery probe: renewal stuck; closed the connections again", "namespace", p.ns.name, "closed", n)
+				}
+			}
+			if !sleepCtx(ctx, minBackoff) {
+				return
+			}
+			continue
+		}
+		lag, err := p.probe(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			p.record(lag)
+			if p.dead.Swap(false) {
+				p.a.log.Info("delivery probe back", "namespace", p.ns.name, "lag", lag.Round(time.Microsecond))
+			}
+			continue
+		}
+		p.a.stats.probeFailures.Add(1)
+		closed := p.a.conns.closeAll()
+		lastClose = time.Now()
+		if !p.dead.Swap(true) {
+			p.a.log.Warn("delivery probe failed: renewing the connections to Redis", "namespace", p.ns.name, "err", err, "closed", closed)
+		} else {
+			p.a.log.Debug("delivery probe failed again", "namespace", p.ns.name, "err", err, "closed", closed)
+		}
+		// Let the subscriptions see their connections close before the
+		// next probe.
+		if !sleepCtx(ctx, minBackoff) {
+			return
+		}
+	}
+}
+
+// errProbeLost: the probe was published but did not come back in time.
+type errProbeLost struct{ timeout time.Duration }
+
+func (e errProbeLost) Error() string {
+	return "the probe did not come back within " + e.timeout.String()
+}
+
+// probe publishes one probe and waits for it: its round trip, or why it
+// failed.
+func (p *prober) probe(ctx context.Context) (time.Duration, error) {
+	timeout := p.a.opts.ProbeTimeout
+	p.n++
+	n := p.n
+	select { // an earlier probe read back late
+	case <-p.back:
+	default:
+	}
+	p.waiting.Store(n)
+	defer p.waiting.Store(0)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	start := time.Now()
+	m := message{channel: p.channel, payload: []byte(probePrefix + strconv.FormatUint(n, 10) + "}")}
+	// The PUBLISH runs on its own goroutine: rueidis may hold a command
+	// past its context while it dials a connection another caller
+	// started, and the bound must hold whatever it does.
+	published := make(chan error, 1)
+	go func() { published <- p.a.client.Do(ctx, p.ns.proto.command(p.a.client.B(), m, seqNo{})).Error() }()
+	for {
+		select {
+		case err := <-published:
+			if err != nil {
+				return 0, err
+			}
+			published = nil // the answer to the PUBLISH may come after the probe
+		case got := <-p.back:
+			if got == n {
+				return time.Since(start), nil
+			}
+		case <-ctx.Done():
+			return 0, errProbeLost{timeout}
+		}
+	}
+}
+
+func (p *prober) record(lag time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.last = lag
+	p.lags[p.next] = lag
+	p.next = (p.next + 1) % probeLags
+}
+
+// lag returns the last round trip and the largest of the last probeLags.
+func (p *prober) lag() (last, maxLag time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range p.lags {
+		maxLag = max(maxLag, l)
+	}
+	return p.last, maxLag
+}
+
+// healthy reports whether the namespace's subscription delivered lately:
+// the last probe did not fail, and the last proof is recent (the probe
+// loop itself could be stuck).
+func (p *prober) healthy() bool {
+	o := p.a.opts
+	return !p.dead.Load() && time.Since(time.Unix(0, p.lastProof.Load())) <= o.ProbeInterval+2*o.ProbeTimeout
+}
+
+// probesHealthy reports whether every namespace's probe is healthy.
+func (a *Adapter) probesHealthy() bool {
+	for _, p := range a.probes {
+		if !p.healthy() {
+			return false
+		}
+	}
+	return true
+}
+
+// probeLag is the largest last round trip over the namespaces, and the
+// largest over their recent probes.
+func (a *Adapter) probeLag() (last, maxLag time.Duration) {
+	for _, p := range a.probes {
+		l, m := p.lag()
+		last, maxLag = max(last, l), max(maxLag, m)
+	}
+	return last, maxLag
+}
+
+// connSet holds every connection a client dialed and has not closed, so
+// that they can be closed from outside rueidis, which would keep a silent
+// connection open.
+type connSet struct {
+	mu    sync.Mutex
+	conns map[*trackedConn]struct{}
+}
+
+// track makes the client of copt add its connections to s. The plain
+// connection is tracked beneath TLS: closing it never waits for a peer
+// that does not read (tls.Conn.Close writes an alert first).
+func (s *connSet) track(copt *rueidis.ClientOption) {
+	custom := copt.DialCtxFn
+	if custom == nil && copt.DialFn != nil {
+		legacy := copt.DialFn
+		custom = func(_ context.Context, dst string, d *net.Dialer, cfg *tls.Config) (net.Conn, error) {
+			return legacy(dst, d, cfg)
+		}
+	}
+	copt.DialCtxFn = func(ctx context.Context, dst string, d *net.Dialer, cfg *tls.Config) (net.Conn, error) {
+		if custom != nil {
+			c, err := custom(ctx, dst, d, cfg)
+			if err != nil {
+				return nil, err
+			}
+			return s.add(c), nil
+		}
+		raw, err := d.DialContext(ctx, "tcp", dst)
+		if err != nil {
+			return nil, err
+		}
+		c := s.add(raw)
+		if cfg == nil {
+			return c, nil
+		}
+		if cfg.ServerName == "" { // as tls.Dialer does
+			cfg = cfg.Clone()
+			cfg.ServerName, _, _ = net.SplitHostPort(dst)
+		}
+		tc := tls.Client(c, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			_ = c.Close()
+			return nil, err
+		}
+		return tc, nil
+	}
+}
+
+func (s *connSet) add(c net.Conn) *trackedConn {
+	t := &trackedConn{Conn: c, set: s}
+	s.mu.Lock()
+	if s.conns == nil {
+		s.conns = make(map[*trackedConn]struct{})
+	}
+	s.conns[t] = struct{}{}
+	s.mu.Unlock()
+	return t
+}
+
+// closeAll closes every connection held and returns how many.
+func (s *connSet) closeAll() int {
+	s.mu.Lock()
+	conns := make([]*trackedConn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+	return len(conns)
+}
+
+type trackedConn struct {
+	net.Conn
+	set *connSet
+}
+
+func (c *trackedConn) Close() error {
+	c.set.mu.Lock()
+	delete(c.set.conns, c)
+	c.set.mu.Unlock()
+	return c.Conn.Close()
+}
