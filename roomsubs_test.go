@@ -1,8 +1,10 @@
 package redisadapter_test
 
 import (
+	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,6 +12,7 @@ import (
 
 	"github.com/blogstack/redisadapter"
 	"github.com/blogstack/redisadapter/internal/redistest"
+	"github.com/blogstack/redisadapter/internal/siotest"
 )
 
 // Classic with RoomSubscriptions: no pattern, one channel per room held
@@ -105,4 +108,41 @@ func TestRoomSubscriptionsManyRooms(t *testing.T) {
 		require.NoError(t, a.a.To(rooms[i]).Emit(bg(t), "again", i))
 		expect(t, cl, "again", strconv.Itoa(i))
 	}
+}
+
+// With Sentinel, the room channels follow the master through a failover:
+// after a graceful SENTINEL FAILOVER, each node's room channels are
+// subscribed on the new master and broadcasts to the room flow again.
+func TestRoomSubscriptionsSentinelFailover(t *testing.T) {
+	set := redistest.StartSentinel(t)
+	c := redisadapter.Sentinel{MasterName: redistest.MasterName, Addrs: set.Addrs(), RoomSubscriptions: true}
+	opts := &redisadapter.Options{Key: uniqueKey(t), RequestTimeout: time.Second}
+	a, b := startNodes(t, c, opts)
+	clients := []*siotest.Client{a.client(t, "r"), b.client(t, "r")}
+	resumed(t, a, clients, time.Now(), wait)
+
+	old, err := set.CurrentMaster(bg(t))
+	require.NoError(t, err)
+	sn := set.Sentinels[0]
+	out, err := sn.Exec(bg(t), "redis-cli", "-p", fmt.Sprint(sn.Port), "SENTINEL", "FAILOVER", redistest.MasterName)
+	require.NoError(t, err, out)
+	var elected time.Time
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		if m, err := set.CurrentMaster(bg(t)); err == nil && m != old {
+			elected = time.Now()
+			require.Equal(t, set.Replica.Addr(), m)
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "no new master:\n%s", set.Describe(bg(t)))
+		time.Sleep(20 * time.Millisecond)
+	}
+	d := resumed(t, a, clients, elected, 2*wait)
+	t.Logf("broadcasts resumed %v after the failover", d.Round(time.Millisecond))
+	// Both nodes hold "r" on the new master, not on the demoted one.
+	ch := names{key: opts.Key}.room("/", "r")
+	eventually(t, "room channel subscribed on the new master", func() bool {
+		out, err := set.Replica.Exec(bg(t), "redis-cli", "-p", fmt.Sprint(set.Replica.Port), "PUBSUB", "NUMSUB", ch)
+		return err == nil && strings.HasSuffix(strings.TrimSpace(out), "2")
+	})
 }
