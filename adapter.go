@@ -101,7 +101,7 @@ func New(ctx context.Context, server *socketio.Server, c Connector, opts *Option
 	for _, name := range o.Namespaces {
 		ns := newNamespace(name, a.proto.namespace(name))
 		a.namespaces[name] = ns
-		server.OnConnect(name, func(conn socketio.Conn) error { return a.local.onConnect(ns, conn) })
+		server.OnConnect(name, func(conn socketio.Conn) error { return a.connected(ns, conn) })
 		server.OnDisconnect(name, func(conn socketio.Conn, reason string) { a.local.onDisconnect(ns, conn, reason) })
 	}
 	if err := a.start(ctx); err != nil {

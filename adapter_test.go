@@ -87,6 +87,27 @@ func suite(t *testing.T, f features, connect func(name string) redisadapter.Conn
 		expect(t, only2, "m", "2")
 	})
 
+	t.Run("BroadcastRightAfterJoin", func(t *testing.T) {
+		e := newEnv(t, f, connect)
+		a, b := e.nodes(t, nil)
+		bc := b.client(t)
+		conn := socketConn(t, b, bc.ID())
+		// Fresh rooms each round: no poll can have subscribed them yet.
+		for i := range 5 {
+			room := "fresh-" + strconv.Itoa(i)
+			require.NoError(t, b.a.Join(bg(t), conn, room, "other-"+strconv.Itoa(i)))
+			require.NoError(t, a.a.To(room).Emit(bg(t), "first", i))
+			expect(t, bc, "first", strconv.Itoa(i))
+		}
+		// After Leave, the room's broadcasts no longer reach it.
+		require.NoError(t, b.a.Leave(bg(t), conn, "fresh-0"))
+		require.NoError(t, a.a.To("fresh-0").Emit(bg(t), "gone", 1))
+		require.NoError(t, a.a.Of("/").Emit(bg(t), "all", 2))
+		expect(t, bc, "all", "2")
+		// A conn of a namespace not served is an error, not a silent join.
+		require.ErrorIs(t, b.a.Join(bg(t), otherNamespaceConn{conn}, "x"), redisadapter.ErrUnknownNamespace)
+	})
+
 	t.Run("LocalOnly", func(t *testing.T) {
 		e := newEnv(t, f, connect)
 		a, b := e.nodes(t, nil)
@@ -361,10 +382,22 @@ func eachRedis(t *testing.T, c redisadapter.Connector, f func(addr string, n rue
 	}
 }
 
+// otherNamespaceConn is a conn of a namespace no adapter serves.
+type otherNamespaceConn struct{ socketio.Conn }
+
+func (otherNamespaceConn) Namespace() string { return "/not-served" }
+
 func TestStandalone(t *testing.T) {
 	srv := redistest.Start(t)
 	suite(t, classicMode, func(string) redisadapter.Connector {
 		return redisadapter.Standalone{Addr: srv.Addr()}
+	})
+}
+
+func TestStandaloneRoomSubscriptions(t *testing.T) {
+	srv := redistest.Start(t)
+	suite(t, classicRoomsMode, func(string) redisadapter.Connector {
+		return redisadapter.Standalone{Addr: srv.Addr(), RoomSubscriptions: true}
 	})
 }
 
@@ -375,10 +408,22 @@ func TestSentinel(t *testing.T) {
 	})
 }
 
+func TestSentinelRoomSubscriptions(t *testing.T) {
+	set := sharedSentinel(t)
+	suite(t, classicRoomsMode, func(string) redisadapter.Connector {
+		return redisadapter.Sentinel{MasterName: redistest.MasterName, Addrs: set.Addrs(), RoomSubscriptions: true}
+	})
+}
+
 func TestCluster(t *testing.T) {
 	set := sharedCluster(t)
 	t.Run("Classic", func(t *testing.T) {
 		suite(t, classicMode, func(string) redisadapter.Connector { return redisadapter.Cluster{Addrs: set.Addrs()} })
+	})
+	t.Run("ClassicRoomSubscriptions", func(t *testing.T) {
+		suite(t, classicRoomsMode, func(string) redisadapter.Connector {
+			return redisadapter.Cluster{Addrs: set.Addrs(), RoomSubscriptions: true}
+		})
 	})
 	t.Run("Sharded", func(t *testing.T) {
 		suite(t, shardedMode, func(string) redisadapter.Connector {

@@ -279,24 +279,57 @@ type classicAnswer struct {
 }
 
 // classic is the protocol of Node's createAdapter: PUBLISH/PSUBSCRIBE for
-// broadcasts, PUBLISH/SUBSCRIBE for requests and answers.
-type classic struct{ key, uid string }
+// broadcasts, PUBLISH/SUBSCRIBE for requests and answers. With perRoom
+// (the connectors' RoomSubscriptions), a node SUBSCRIBEs the namespace's
+// channel and the channel of each room it holds local sockets in, socket-id
+// rooms included, instead of PSUBSCRIBE: Node publishes a broadcast to
+// exactly one room (a socket id too) on the room's channel and every other
+// one on the namespace's, so the node reads all that concerns it and
+// nothing else.
+type classic struct {
+	key, uid string
+	perRoom  bool
+}
 
 // classicNamespace is the classic protocol bound to one namespace.
 type classicNamespace struct {
 	ch       channels
 	uid, nsp string
 	own      string // this node's response channel
+	perRoom  bool
 }
 
 func (p classic) namespace(nsp string) nsProtocol {
 	ch := newChannels(p.key, nsp)
-	return &classicNamespace{ch: ch, uid: p.uid, nsp: nsp, own: ch.responseTo(p.uid)}
+	return &classicNamespace{ch: ch, uid: p.uid, nsp: nsp, own: ch.responseTo(p.uid), perRoom: p.perRoom}
 }
 
 func (classic) asksFor(requestType) bool { return true }
 
-func (classic) roomChannels() roomChannels { return nil }
+func (p classic) roomChannels() roomChannels {
+	if !p.perRoom {
+		return nil
+	}
+	return p
+}
+
+var _ roomChannels = classic{}
+
+// roomChannel: every room has one, a socket's own id room too (Node
+// publishes a broadcast to one socket id on it).
+func (p classic) roomChannel(nsp, room string, _ bool) (string, bool) {
+	return newChannels(p.key, nsp).room(room), true
+}
+
+// subscribeRoom is keyed by the channel's slot, which in a cluster spreads
+// the rooms over the masters (a PUBLISH reaches every node).
+func (classic) subscribeRoom(b rueidis.Builder, channel string) rueidis.Completed {
+	return b.Subscribe().Channel(channel).Build().SetSlot(channel)
+}
+
+func (classic) unsubscribeRoom(b rueidis.Builder, channel string) rueidis.Completed {
+	return b.Unsubscribe().Channel(channel).Build().SetSlot(channel)
+}
 
 func (classic) start(context.Context, *node) error { return nil }
 
@@ -310,11 +343,19 @@ func (p *classicNamespace) command(b rueidis.Builder, m message, _ seqNo) rueidi
 
 func (p *classicNamespace) subscriptions(c rueidis.Client) []subscription {
 	pattern, request := p.ch.pattern(), p.ch.request
+	broadcasts := subscription{
+		build:  func() rueidis.Completed { return c.B().Psubscribe().Pattern(pattern).Build() },
+		routes: map[string]queueKind{pattern: toBroadcasts},
+	}
+	if p.perRoom { // the rooms' channels come and go (rooms.go)
+		base := p.ch.broadcast
+		broadcasts = subscription{
+			build:  func() rueidis.Completed { return c.B().Subscribe().Channel(base).Build().SetSlot(base) },
+			routes: map[string]queueKind{base: toBroadcasts},
+		}
+	}
 	return []subscription{
-		{
-			build:  func() rueidis.Completed { return c.B().Psubscribe().Pattern(pattern).Build() },
-			routes: map[string]queueKind{pattern: toBroadcasts},
-		},
+		broadcasts,
 		{
 			// Servers are counted with PUBSUB NUMSUB of this channel, which
 			// node-redis sums over the masters only: keying the SUBSCRIBE

@@ -2,6 +2,7 @@ package redisadapter
 
 import (
 	"crypto/tls"
+	"fmt"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -29,18 +30,32 @@ type Cluster struct {
 	TLSConfig *tls.Config
 	// Sharded selects sharded pub/sub (SPUBLISH/SSUBSCRIBE, Redis 7). default: false (classic)
 	Sharded bool
+	// RoomSubscriptions makes the node SUBSCRIBE to the namespace's channel
+	// and to the channel of each room it holds local sockets in (socket-id
+	// rooms included), instead of PSUBSCRIBE to every channel of the
+	// namespace: it reads only the broadcasts that concern it. Node.js
+	// servers and other nodes of the fleet are unaffected (same wire). Use
+	// Adapter.Join rather than conn.Join when the first broadcasts to a
+	// room matter. See the README's "Which mode?". Sharded mode always subscribes
+	// per room: setting both is an error. default: false (PSUBSCRIBE)
+	RoomSubscriptions bool
 }
 
 func (c Cluster) protocol(key, uid string) protocol {
 	if c.Sharded {
 		return sharded{key, uid}
 	}
-	return classic{key, uid}
+	return classic{key: key, uid: uid, perRoom: c.RoomSubscriptions}
 }
 
 // Cluster has no defaults to fill: Addrs is required.
 
-func (c *Cluster) validate() error { return validAddrs("Cluster.Addrs", c.Addrs...) }
+func (c *Cluster) validate() error {
+	if c.Sharded && c.RoomSubscriptions {
+		return fmt.Errorf("%w: Cluster.RoomSubscriptions is for classic mode: sharded mode always subscribes per room", ErrConfig)
+	}
+	return validAddrs("Cluster.Addrs", c.Addrs...)
+}
 
 func (c Cluster) configured() (Connector, error) { return c, c.validate() }
 

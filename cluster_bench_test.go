@@ -117,10 +117,10 @@ func waitShard(b *testing.B, raw rueidis.Client, ch string, want int64) {
 // before the joins (goroutines-added), and the process's CPU time over a
 // 3 s idle window as a percentage of one core (idle-cpu-%; rooms=0 is the
 // baseline: the node, a plain cluster client and the socket's client).
-// Each op then joins one fresh room and waits until PUBSUB SHARDNUMSUB on
-// the room's master counts the subscription: ns/op and join-ms are that
-// latency. An op starts right after the previous subscription, so right
-// after a room sync: join-ms is close to the worst case.
+// Each op then joins one fresh room with conn.Join and waits until PUBSUB
+// SHARDNUMSUB on the room's master counts the subscription (join-ms: found
+// by the polling, which polls fast right after a change), then another
+// with Adapter.Join (join-api-ms: until the subscription is confirmed).
 //
 //	go test -run '^$' -bench ShardedRooms -benchtime 20x .
 func BenchmarkShardedRooms(b *testing.B) {
@@ -166,7 +166,7 @@ func BenchmarkShardedRooms(b *testing.B) {
 			goroutines := settledGoroutines() - base
 			idle := idleCPU(b, 3*time.Second)
 
-			var total time.Duration
+			var total, joinAPI time.Duration
 			b.ResetTimer()
 			for i := range b.N {
 				room := "fresh-" + strconv.Itoa(i)
@@ -184,11 +184,16 @@ func BenchmarkShardedRooms(b *testing.B) {
 					time.Sleep(time.Millisecond)
 				}
 				total += time.Since(start)
+				// Adapter.Join: returns once the channel is confirmed.
+				start = time.Now()
+				require.NoError(b, a.a.Join(context.Background(), conn, "joined-"+strconv.Itoa(i)))
+				joinAPI += time.Since(start)
 			}
 			// After the loop: ResetTimer drops metrics reported before it.
 			b.ReportMetric(float64(goroutines), "goroutines-added")
 			b.ReportMetric(idle, "idle-cpu-%")
 			b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "join-ms")
+			b.ReportMetric(float64(joinAPI.Microseconds())/1000/float64(b.N), "join-api-ms")
 		})
 	}
 }

@@ -68,6 +68,20 @@ func openTracked(c Connector, opts *Options, conns *connSet) (Connector, Options
 	return c, o, client, nil
 }
 
+// roomSubscriptions reports whether c is a classic connector with
+// RoomSubscriptions.
+func roomSubscriptions(c Connector) bool {
+	switch c := c.(type) {
+	case Standalone:
+		return c.RoomSubscriptions
+	case Sentinel:
+		return c.RoomSubscriptions
+	case Cluster:
+		return c.RoomSubscriptions
+	}
+	return false
+}
+
 // validAddrs is an error wrapping ErrConfig, naming field, unless addrs
 // holds at least one address and each is host:port.
 func validAddrs(field string, addrs ...string) error {

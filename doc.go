@@ -48,10 +48,16 @@
 // stream, which a node reads from where it stopped after a dropped
 // connection. FromEnv and ParseURL build one from REDIS_URL and friends
 // (REDIS_STREAMS=true for streams mode). Nothing else in the code changes
-// between them.
+// between them. In classic mode, RoomSubscriptions (on Standalone, Sentinel
+// or Cluster) makes a node SUBSCRIBE to the channels of the rooms it holds
+// instead of PSUBSCRIBE to all, on the same wire: it reads only the
+// broadcasts that concern it.
 //
 // Room membership stays where go-socket.io keeps it (conn.Join and
-// conn.Leave); the adapter reads it. go-socket.io has no adapter hook, so
+// conn.Leave); the adapter reads it. In the modes that subscribe per room
+// (sharded, RoomSubscriptions), Adapter.Join joins and returns once the
+// node receives the rooms' broadcasts; a room joined with conn.Join is
+// found by polling, within 50 to 200 ms. go-socket.io has no adapter hook, so
 // the adapter registers the OnConnect and OnDisconnect handlers of the
 // namespaces it serves: register yours with Namespace.OnConnect and
 // Namespace.OnDisconnect.

@@ -15,8 +15,9 @@ import (
 type features struct {
 	// RoomSubscriptions: a node subscribes to a room's channel only while a
 	// local socket is in the room, shortly after it joins (go-socket.io
-	// does not report joins), and misses the room's broadcasts before
-	// that (sharded pub/sub).
+	// does not report joins) or when Adapter.Join returns, and misses the
+	// room's broadcasts before that (sharded pub/sub; classic with the
+	// connectors' RoomSubscriptions).
 	RoomSubscriptions bool
 	// NodeChannels: requests go on the namespace's channel and answers on
 	// the requester's own "<key>#<nsp>#<uid>#" (the ClusterAdapter
@@ -35,6 +36,7 @@ type features struct {
 // The features of each mode the suite runs.
 var (
 	classicMode      = features{}
+	classicRoomsMode = features{RoomSubscriptions: true}
 	shardedMode      = features{RoomSubscriptions: true, NodeChannels: true, ShardedPubSub: true}
 	streamsMode      = features{NodeChannels: true, Streams: true}
 	streamsOnSharded = features{NodeChannels: true, Streams: true, ShardedPubSub: true}
@@ -126,9 +128,30 @@ func (e env) nodes(t *testing.T, opts *redisadapter.Options) (*node, *node) {
 // subscribe to the channel of room in "/". Other modes need no wait.
 func (e env) roomSubscribed(t *testing.T, room string, nodes int64) {
 	t.Helper()
-	if e.RoomSubscriptions {
+	switch {
+	case e.RoomSubscriptions && e.ShardedPubSub:
 		shardSubscribers(t, e.c, e.room("/", room), nodes)
+	case e.RoomSubscriptions:
+		channelSubscribers(t, e.c, e.room("/", room), nodes)
 	}
+}
+
+// channelSubscribers waits until PUBSUB NUMSUB of ch, summed over every Redis
+// node (a cluster's subscriptions sit on any node), says nodes.
+func channelSubscribers(t *testing.T, c redisadapter.Connector, ch string, nodes int64) {
+	t.Helper()
+	raw := rawClient(t, c)
+	eventually(t, "nodes subscribed to "+ch, func() bool {
+		var sum int64
+		for _, n := range raw.Nodes() {
+			m, err := n.Do(bg(t), n.B().PubsubNumsub().Channel(ch).Build()).AsIntMap()
+			if err != nil {
+				return false
+			}
+			sum += m[ch]
+		}
+		return sum == nodes
+	})
 }
 
 // shardSubscribers waits until PUBSUB SHARDNUMSUB of ch says nodes.

@@ -87,10 +87,22 @@ func TestNodeJSInterop(t *testing.T) {
 		srv := redistest.Start(t)
 		interop(t, func(string) redisadapter.Connector { return redisadapter.Standalone{Addr: srv.Addr()} }, "REDIS_URL="+srv.URL())
 	})
+	// Go nodes that SUBSCRIBE per room, Node.js nodes that PSUBSCRIBE.
+	t.Run("StandaloneRoomSubscriptions", func(t *testing.T) {
+		srv := redistest.Start(t)
+		interop(t, func(string) redisadapter.Connector {
+			return redisadapter.Standalone{Addr: srv.Addr(), RoomSubscriptions: true}
+		}, "REDIS_URL="+srv.URL())
+	})
 	set := sharedCluster(t)
 	cluster := "REDIS_CLUSTER=" + strings.Join(set.Addrs(), ",")
 	t.Run("ClusterClassic", func(t *testing.T) {
 		interop(t, func(string) redisadapter.Connector { return redisadapter.Cluster{Addrs: set.Addrs()} }, cluster)
+	})
+	t.Run("ClusterClassicRoomSubscriptions", func(t *testing.T) {
+		interop(t, func(string) redisadapter.Connector {
+			return redisadapter.Cluster{Addrs: set.Addrs(), RoomSubscriptions: true}
+		}, cluster)
 	})
 	t.Run("ClusterSharded", func(t *testing.T) {
 		interop(t, func(string) redisadapter.Connector { return redisadapter.Cluster{Addrs: set.Addrs(), Sharded: true} }, cluster, "SHARDED=1")
@@ -102,7 +114,8 @@ func TestNodeJSInterop(t *testing.T) {
 // test's own: on the shared cluster, the servers counted are these two.
 func interop(t *testing.T, connect func(name string) redisadapter.Connector, env ...string) {
 	key := uniqueKey(t)
-	g := startNode(t, connect(key), &redisadapter.Options{Key: key})
+	c := connect(key)
+	g := startNode(t, c, &redisadapter.Options{Key: key})
 	env = append(env, "KEY="+key)
 	js, jsURL, jsUID := startNodeServer(t, env...)
 	call := func(cmd map[string]any) nodetest.Msg { return js.Call(wait, cmd) }
@@ -111,11 +124,19 @@ func interop(t *testing.T, connect func(name string) redisadapter.Connector, env
 	// The sharded and streams adapters speak socket.io-adapter's ClusterAdapter messages.
 	clusterAdapter := sharded || streamsMode
 	clustered := slices.ContainsFunc(env, func(e string) bool { return strings.HasPrefix(e, "REDIS_CLUSTER=") })
+	perRoom := classicRoomSubscriptions(c)
 
 	gc := g.client(t, "post:1") // Go test client on the Go node
 	jc := dialNode(t, jsURL)    // socket.io-client 2.5.0 on the Node.js node
 	require.Len(t, jc.Call(t, "join", "post:1"), 1)
 	jc.Call(t, "join", "js-only")
+	if perRoom {
+		// The Go node reads a room's broadcasts once its channel is
+		// subscribed: its client's room, and its client's own id room.
+		names := names{key: key}
+		channelSubscribers(t, c, names.room("/", "post:1"), 1)
+		channelSubscribers(t, c, names.room("/", gc.ID()), 1)
+	}
 
 	t.Run("ServerCount", func(t *testing.T) {
 		n, err := g.a.Of("/").ServerCount(bg(t))
@@ -130,18 +151,21 @@ func interop(t *testing.T, connect func(name string) redisadapter.Connector, env
 		call(map[string]any{"op": "emit", "event": "everyone", "args": []any{1.5, nil, true}})
 		call(map[string]any{"op": "emit", "rooms": []string{"post:1"}, "except": []string{gc.ID()}, "event": "not-you"})
 		call(map[string]any{"op": "emit", "rooms": []string{"js-only"}, "event": "not-here"})
+		call(map[string]any{"op": "emit", "rooms": []string{gc.ID()}, "event": "to-you", "args": []any{"id"}})
 		call(map[string]any{"op": "emit", "event": "last"})
-		if !clustered {
+		if !clustered && !perRoom {
 			expect(t, gc, "one-room", `{"n":1}`)
 			expect(t, gc, "two-rooms", `"x"`)
 			expect(t, gc, "everyone", `1.5`, `null`, `true`)
+			expect(t, gc, "to-you", `"id"`)
 			expect(t, gc, "last")
 		} else {
 			// node-redis routes PUBLISH by no key, so each goes to a random
 			// cluster node, and the cluster bus does not keep one sender's
 			// order across nodes (sharded: room and namespace channels sit
-			// on different shards). Only the set is certain.
-			want := map[string]string{"one-room": `[{"n":1}]`, "two-rooms": `["x"]`, "everyone": `[1.5,null,true]`, "last": `[]`}
+			// on different shards). With per-room subscriptions a room's
+			// channel has a connection of its own. Only the set is certain.
+			want := map[string]string{"one-room": `[{"n":1}]`, "two-rooms": `["x"]`, "everyone": `[1.5,null,true]`, "to-you": `["id"]`, "last": `[]`}
 			for len(want) > 0 {
 				e, err := gc.NextAny(wait)
 				require.NoError(t, err, "still waiting for %v", want)
@@ -356,4 +380,18 @@ func interop(t *testing.T, connect func(name string) redisadapter.Connector, env
 	require.Zero(t, g.a.Stats().Malformed, "nothing Node sent was dropped")
 	require.NotEqual(t, jsUID, g.a.UID())
 	require.False(t, strings.Contains(jsUID, "#"))
+}
+
+// classicRoomSubscriptions reports whether c is a classic connector with
+// RoomSubscriptions.
+func classicRoomSubscriptions(c redisadapter.Connector) bool {
+	switch c := c.(type) {
+	case redisadapter.Standalone:
+		return c.RoomSubscriptions
+	case redisadapter.Sentinel:
+		return c.RoomSubscriptions
+	case redisadapter.Cluster:
+		return c.RoomSubscriptions
+	}
+	return false
 }

@@ -101,12 +101,14 @@ type seqNo struct {
 }
 
 // roomChannels is what a protocol that publishes one-room broadcasts on the
-// room's own channel (sharded) adds: a node subscribes to that channel while
-// it has local sockets in the room (rooms.go).
+// room's own channel (sharded, classic with RoomSubscriptions) adds: a node
+// subscribes to that channel while it has local sockets in the room
+// (rooms.go).
 type roomChannels interface {
 	// roomChannel is the channel of room in namespace nsp, false when the
-	// room has none (nothing is ever published on it).
-	roomChannel(nsp, room string) (string, bool)
+	// room has none (nothing this node must read is published on it).
+	// private: room is a local socket's own id room.
+	roomChannel(nsp, room string, private bool) (string, bool)
 	// subscribeRoom and unsubscribeRoom build the command for one channel,
 	// which also gives the channel's cluster slot.
 	subscribeRoom(b rueidis.Builder, channel string) rueidis.Completed

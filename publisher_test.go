@@ -43,7 +43,7 @@ func TestWaitReadySettlesAfterAnOutage(t *testing.T) {
 }
 
 // testNS is the protocol the test publishers publish with.
-var testNS = classic{"socket.io", "test"}.namespace("/")
+var testNS = classic{key: "socket.io", uid: "test"}.namespace("/")
 
 // testMessage is a pub/sub message on channel "ch".
 func testMessage(payload []byte) message { return message{channel: "ch", payload: payload} }

@@ -1,12 +1,17 @@
 package redisadapter
 
-// Room subscriptions: the channels "<key>#<nsp>#<room>#" of the sharded
-// protocol, which a node SSUBSCRIBEs while it has local sockets in a public
-// room.
+// Room subscriptions: the channels "<key>#<nsp>#<room>#", which a node
+// subscribes to while it has local sockets in the room: SSUBSCRIBE for the
+// sharded protocol (public rooms only), SUBSCRIBE for the classic one with
+// RoomSubscriptions (socket-id rooms too). Outside a cluster the one server
+// is the only shard; with Sentinel, the manager follows the shared client
+// to the new master (dedicated connections do not follow a failover).
 //
-// go-socket.io does not report joins, so a manager goroutine polls the rooms
-// every roomSyncInterval. An idle tick costs the slice server.Rooms returns
-// and a sum of the rooms' hashes: only when that fingerprint differs from
+// go-socket.io does not report joins, so a manager goroutine polls the
+// rooms: every roomSyncInterval while they change or sockets connect, less
+// often (up to maxRoomSyncInterval) while they do not. Adapter.Join asks the
+// manager directly and waits for the subscriptions' confirmation (join.go).
+// An idle tick costs the slice server.Rooms returns and a sum of the rooms' hashes: only when that fingerprint differs from
 // the last one are the rooms compared with those held (a map lookup each,
 // which at 10,000 rooms cost as much again as server.Rooms), and the held
 // rooms walked for leavers only when fewer were seen than are held. A
@@ -14,7 +19,7 @@ package redisadapter
 //
 // The channels are subscribed as centrifuge's Redis broker does, not with
 // one Receive (and one goroutine) per room: one dedicated pub/sub
-// connection per cluster master, a shard, on which SSUBSCRIBE commands are
+// connection per master, a shard, on which (S)SUBSCRIBE commands are
 // pipelined in batches with DoMulti, one channel per command because one
 // SSUBSCRIBE may not mix slots. rueidis resolves each command when its
 // confirmation push arrives, or with the master's error (MOVED). The
@@ -49,9 +54,19 @@ import (
 )
 
 // roomSyncInterval is how often the rooms are compared with the room
-// subscriptions: a room a socket just joined is subscribed within this
-// interval (Node subscribes asynchronously too).
-const roomSyncInterval = 50 * time.Millisecond
+// subscriptions while they change: a room a socket just joined with
+// conn.Join is subscribed within this interval (Node subscribes
+// asynchronously too). Each comparison that finds no change doubles the
+// interval, up to maxRoomSyncInterval; a change, or a socket connecting,
+// brings it back. (Adapter.Join needs no polling.)
+const (
+	roomSyncInterval    = 50 * time.Millisecond
+	maxRoomSyncInterval = 200 * time.Millisecond
+)
+
+// masterCheckInterval is how often, outside a cluster, the manager asks
+// the shared client which server is the master now (Sentinel failovers).
+const masterCheckInterval = time.Second
 
 const (
 	// subscribeBatch bounds the commands of one DoMulti, so a shard with
@@ -84,9 +99,12 @@ type roomSubs struct {
 	lastRead    time.Time
 	slotsFailed bool // the last read failed: the next success is logged
 
+	lastMasterCheck time.Time
+
 	mu     sync.Mutex
 	events []shardEvent  // from the shards
-	wake   chan struct{} // cap 1: events are waiting
+	joins  []roomJoin    // from Adapter.Join
+	wake   chan struct{} // cap 1: events or joins are waiting
 
 	down atomic.Int32 // shards whose connection is down now, for Ping
 }
@@ -107,14 +125,28 @@ type roomSub struct {
 	slot    uint16
 	shard   *shard // nil while its master is unknown
 	lost    bool   // it was subscribed before: its next subscription is a resubscribe
+	// waiters are closed once the channel is confirmed; the manager keeps
+	// them while shard is nil, the shard otherwise.
+	waiters []chan struct{}
 }
 
 // shardEvent is a shard handing channel back (MOVED, or dropped by Redis),
-// or, with channel "", reporting that its connection failed.
+// with the Joins waiting for it, or, with channel "", reporting that its
+// connection failed.
 type shardEvent struct {
 	shard   *shard
 	channel string
 	lost    bool // the channel had been subscribed
+	waiters []chan struct{}
+}
+
+// roomJoin asks the manager to hold rooms of ns now (the sockets joined
+// them already) and to close each of waits, if any, once the room's
+// channel is confirmed; rooms without a channel need no wait.
+type roomJoin struct {
+	ns    *namespace
+	rooms []string
+	waits []chan struct{} // one per room
 }
 
 func newRoomSubs(ctx context.Context, a *Adapter, rc roomChannels) *roomSubs {
@@ -137,26 +169,44 @@ func newRoomSubs(ctx context.Context, a *Adapter, rc roomChannels) *roomSubs {
 // ends; the shards it started end with it.
 func (r *roomSubs) run() {
 	ctx := r.ctx
-	tick := time.NewTicker(roomSyncInterval)
+	interval := roomSyncInterval
+	tick := time.NewTimer(interval)
 	defer tick.Stop()
-	for {
-		r.sync()
+	// Rooms are compared on ticks only: a wake (events, joins, a socket
+	// connecting) does not make a storm of connections poll harder.
+	for poll := true; ; {
+		if poll {
+			if r.sync() {
+				interval = roomSyncInterval
+			} else {
+				interval = min(2*interval, maxRoomSyncInterval)
+			}
+			tick.Reset(interval)
+		}
+		if r.handleJoins() && interval > roomSyncInterval {
+			interval = roomSyncInterval // sockets are joining: poll fast
+			tick.Reset(interval)
+		}
 		r.handleEvents()
+		r.checkMaster()
 		if r.needSlots && !time.Now().Before(r.nextRead) {
 			r.readSlots(ctx)
 		}
 		select {
 		case <-tick.C:
+			poll = true
 		case <-r.wake:
+			poll = false
 		case <-ctx.Done():
 			return
 		}
 	}
 }
 
-// sync subscribes the channels of new public rooms and unsubscribes those
-// of rooms without local sockets any more.
-func (r *roomSubs) sync() {
+// sync subscribes the channels of new rooms and unsubscribes those of
+// rooms without local sockets any more; it reports whether any namespace's
+// rooms changed.
+func (r *roomSubs) sync() (changed bool) {
 	for ns, h := range r.held {
 		rooms := r.a.server.Rooms(ns.name)
 		// A sum is blind to the order, which changes at every call. Two
@@ -169,6 +219,7 @@ func (r *roomSubs) sync() {
 		if seen == h.seen && len(rooms) == h.count {
 			continue
 		}
+		changed = true
 		h.seen, h.count = seen, len(rooms)
 		held, known := h.rooms, 0
 		ns.mu.RLock()
@@ -177,25 +228,99 @@ func (r *roomSubs) sync() {
 				known++
 				continue
 			}
-			if _, private := ns.sockets[room]; private {
-				continue
+			if r.hold(ns, held, room) != nil {
+				known++
 			}
-			ch, ok := r.rc.roomChannel(ns.name, room)
-			if !ok {
-				continue
-			}
-			cmd := r.rc.subscribeRoom(r.a.client.B(), ch)
-			rs := &roomSub{ns: ns, channel: ch, slot: cmd.Slot()}
-			held[room] = rs
-			known++
-			r.byChannel[ch] = rs
-			r.a.in.roomRoutes.Store(ch, ns)
-			r.assign(rs)
 		}
 		ns.mu.RUnlock()
 		// Every room seen is held: fewer seen than held means some left.
 		if known < len(held) {
 			r.sweep(held, rooms)
+		}
+	}
+	return changed
+}
+
+// hold subscribes room's channel, unless it has none (nil); the caller
+// holds ns.mu and checked that room is not held.
+func (r *roomSubs) hold(ns *namespace, held map[string]*roomSub, room string) *roomSub {
+	_, private := ns.sockets[room]
+	ch, ok := r.rc.roomChannel(ns.name, room, private)
+	if !ok {
+		return nil
+	}
+	cmd := r.rc.subscribeRoom(r.a.client.B(), ch)
+	// Outside a cluster a builder marks the slot as unset in its high
+	// bits; a plain SUBSCRIBE may have none: both map to a slot.
+	rs := &roomSub{ns: ns, channel: ch, slot: cmd.Slot() & (slotCount - 1)}
+	held[room] = rs
+	r.byChannel[ch] = rs
+	r.a.in.roomRoutes.Store(ch, ns)
+	r.assign(rs)
+	return rs
+}
+
+// join queues j for the manager; Adapter.Join calls it.
+func (r *roomSubs) join(j roomJoin) {
+	r.mu.Lock()
+	r.joins = append(r.joins, j)
+	r.mu.Unlock()
+	r.poke()
+}
+
+// poke wakes the manager, which then also compares the rooms at once.
+func (r *roomSubs) poke() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// handleJoins holds the rooms of each join (sync may not have seen them
+// yet) and hands the waits to their channels; it reports whether there
+// were any.
+func (r *roomSubs) handleJoins() bool {
+	r.mu.Lock()
+	joins := r.joins
+	r.joins = nil
+	r.mu.Unlock()
+	for _, j := range joins {
+		h := r.held[j.ns]
+		j.ns.mu.RLock()
+		for i, room := range j.rooms {
+			rs, ok := h.rooms[room]
+			if !ok {
+				rs = r.hold(j.ns, h.rooms, room)
+				// Compare at the next tick even if the rooms look the
+				// same: the socket may have left already.
+				h.count = -1
+			}
+			switch {
+			case j.waits == nil: // nobody waits
+			case rs == nil: // no channel: nothing to wait for
+				close(j.waits[i])
+			case rs.shard == nil:
+				rs.waiters = append(rs.waiters, j.waits[i])
+			default:
+				rs.shard.await(rs.channel, j.waits[i])
+			}
+		}
+		j.ns.mu.RUnlock()
+	}
+	return len(joins) > 0
+}
+
+// checkMaster, outside a cluster, notices that the shared client follows
+// another master (a Sentinel failover) and moves the channels to it: a
+// dedicated connection to the old master may stay up, demoted.
+func (r *roomSubs) checkMaster() {
+	if r.slots == nil || r.a.client.Mode() == rueidis.ClientModeCluster || time.Since(r.lastMasterCheck) < masterCheckInterval {
+		return
+	}
+	r.lastMasterCheck = time.Now()
+	for addr := range r.a.client.Nodes() {
+		if addr != r.slots[0] {
+			r.needSlots = true
 		}
 	}
 }
@@ -215,7 +340,11 @@ func (r *roomSubs) sweep(held map[string]*roomSub, rooms []string) {
 		r.a.in.roomRoutes.Delete(rs.channel)
 		if rs.shard != nil {
 			rs.shard.count--
-			rs.shard.remove(rs.channel)
+			rs.waiters = append(rs.waiters, rs.shard.remove(rs.channel)...)
+		}
+		// The sockets left: a Join waiting for the room returns.
+		for _, w := range rs.waiters {
+			close(w)
 		}
 	}
 }
@@ -238,8 +367,8 @@ func (r *roomSubs) assign(rs *roomSub) {
 	}
 	rs.shard = s
 	s.count++
-	s.add(rs.channel, rs.lost)
-	rs.lost = false
+	s.add(rs.channel, rs.lost, rs.waiters)
+	rs.lost, rs.waiters = false, nil
 }
 
 // report queues e for the manager; shards call it, never the Redis reader.
@@ -247,10 +376,7 @@ func (r *roomSubs) report(e shardEvent) {
 	r.mu.Lock()
 	r.events = append(r.events, e)
 	r.mu.Unlock()
-	select {
-	case r.wake <- struct{}{}:
-	default:
-	}
+	r.poke()
 }
 
 func (r *roomSubs) handleEvents() {
@@ -264,11 +390,26 @@ func (r *roomSubs) handleEvents() {
 			continue // a failed connection: its slots may have moved
 		}
 		rs, ok := r.byChannel[e.channel]
-		if !ok || rs.shard != e.shard {
-			continue // left, or moved already
+		switch {
+		case !ok: // left: a Join waiting for it returns
+			for _, w := range e.waiters {
+				close(w)
+			}
+			continue
+		case rs.shard != e.shard: // moved already
+			if rs.shard == nil {
+				rs.waiters = append(rs.waiters, e.waiters...)
+			}
+			for _, w := range e.waiters {
+				if rs.shard != nil {
+					rs.shard.await(rs.channel, w)
+				}
+			}
+			continue
 		}
 		rs.shard.count--
 		rs.shard, rs.lost = nil, e.lost
+		rs.waiters = append(rs.waiters, e.waiters...)
 	}
 }
 
@@ -301,7 +442,7 @@ func (r *roomSubs) readSlots(ctx context.Context) {
 				continue
 			}
 			rs.shard.count--
-			rs.shard.remove(rs.channel)
+			rs.waiters = append(rs.waiters, rs.shard.remove(rs.channel)...)
 			rs.shard, rs.lost = nil, true
 		}
 		r.assign(rs)

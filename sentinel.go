@@ -30,6 +30,14 @@ type Sentinel struct {
 	DB int
 	// TLSConfig, when set, is used for the data nodes and the sentinels. default: nil (no TLS)
 	TLSConfig *tls.Config
+	// RoomSubscriptions makes the node SUBSCRIBE to the namespace's channel
+	// and to the channel of each room it holds local sockets in (socket-id
+	// rooms included), instead of PSUBSCRIBE to every channel of the
+	// namespace: it reads only the broadcasts that concern it. Node.js
+	// servers and other nodes of the fleet are unaffected (same wire). Use
+	// Adapter.Join rather than conn.Join when the first broadcasts to a
+	// room matter. See the README's "Which mode?". default: false (PSUBSCRIBE)
+	RoomSubscriptions bool
 }
 
 // Sentinel has no defaults to fill: MasterName and Addrs are required.
@@ -46,7 +54,9 @@ func (s *Sentinel) validate() error {
 
 func (s Sentinel) configured() (Connector, error) { return s, s.validate() }
 
-func (Sentinel) protocol(key, uid string) protocol { return classic{key, uid} }
+func (s Sentinel) protocol(key, uid string) protocol {
+	return classic{key: key, uid: uid, perRoom: s.RoomSubscriptions}
+}
 
 func (s Sentinel) clientOption() rueidis.ClientOption {
 	return rueidis.ClientOption{

@@ -107,13 +107,14 @@ func (sharded) asksFor(t requestType) bool { return t != typeAllRooms && t != ty
 
 var _ roomChannels = sharded{}
 
-// hasRoomChannel: as in Node's "dynamic" mode, a room that looks like a
+// roomChannel: a socket's own id room has none (private). hasRoomChannel:
+// as in Node's "dynamic" mode, a room that looks like a
 // socket id (20 characters) has no channel; its broadcasts go to the
 // namespace's.
 func hasRoomChannel(room string) bool { return len(room) != 20 }
 
-func (p sharded) roomChannel(nsp, room string) (string, bool) {
-	return newChannels(p.key, nsp).room(room), hasRoomChannel(room)
+func (p sharded) roomChannel(nsp, room string, private bool) (string, bool) {
+	return newChannels(p.key, nsp).room(room), !private && hasRoomChannel(room)
 }
 
 func (sharded) subscribeRoom(b rueidis.Builder, channel string) rueidis.Completed {

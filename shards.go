@@ -1,7 +1,8 @@
 package redisadapter
 
-// A shard: one dedicated pub/sub connection to one cluster master, holding
-// the room channels (rooms.go) whose slots that master serves.
+// A shard: one dedicated pub/sub connection to one master (a cluster's, or
+// the one server outside a cluster), holding the room channels (rooms.go)
+// whose slots that master serves.
 
 import (
 	"context"
@@ -24,8 +25,9 @@ type shard struct {
 	mu      sync.Mutex
 	adds    map[string]bool // channel -> it was subscribed before
 	dels    map[string]struct{}
-	unsubs  []string      // channels Redis sunsubscribed
-	changed chan struct{} // cap 1: something above is waiting
+	unsubs  []string                   // channels Redis sunsubscribed
+	waits   map[string][]chan struct{} // Joins waiting for a channel's confirmation
+	changed chan struct{}              // cap 1: something above is waiting
 
 	held map[string]*heldChannel
 	todo []string // held channels to subscribe on the current connection
@@ -47,26 +49,74 @@ func newShard(r *roomSubs, addr string) *shard {
 	return s
 }
 
-func (s *shard) add(ch string, lost bool) {
+// add subscribes ch; waiters are closed once it is confirmed.
+func (s *shard) add(ch string, lost bool, waiters []chan struct{}) {
 	s.mu.Lock()
 	delete(s.dels, ch)
 	if s.adds == nil {
 		s.adds = make(map[string]bool)
 	}
 	s.adds[ch] = lost
+	s.addWaiters(ch, waiters...)
 	s.mu.Unlock()
 	s.signal()
 }
 
-func (s *shard) remove(ch string) {
+// await closes w once ch is confirmed (at once if it is).
+func (s *shard) await(ch string, w chan struct{}) {
+	s.mu.Lock()
+	s.addWaiters(ch, w)
+	s.mu.Unlock()
+	s.signal()
+}
+
+func (s *shard) addWaiters(ch string, waiters ...chan struct{}) {
+	if len(waiters) == 0 {
+		return
+	}
+	if s.waits == nil {
+		s.waits = make(map[string][]chan struct{})
+	}
+	s.waits[ch] = append(s.waits[ch], waiters...)
+}
+
+// remove unsubscribes ch, and returns the Joins still waiting for it.
+func (s *shard) remove(ch string) []chan struct{} {
 	s.mu.Lock()
 	delete(s.adds, ch)
 	if s.dels == nil {
 		s.dels = make(map[string]struct{})
 	}
 	s.dels[ch] = struct{}{}
+	waiters := s.waits[ch]
+	delete(s.waits, ch)
 	s.mu.Unlock()
 	s.signal()
+	return waiters
+}
+
+// handBack gives ch back to the manager (refused or dropped by Redis),
+// with the Joins waiting for it.
+func (s *shard) handBack(ch string, lost bool) {
+	s.mu.Lock()
+	waiters := s.waits[ch]
+	delete(s.waits, ch)
+	s.mu.Unlock()
+	s.r.report(shardEvent{shard: s, channel: ch, lost: lost, waiters: waiters})
+}
+
+// release closes the waits of the channels confirmed now.
+func (s *shard) release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for ch, waiters := range s.waits {
+		if h, ok := s.held[ch]; ok && h.on {
+			for _, w := range waiters {
+				close(w)
+			}
+			delete(s.waits, ch)
+		}
+	}
 }
 
 func (s *shard) signal() {
@@ -77,9 +127,9 @@ func (s *shard) signal() {
 }
 
 // onSubscription runs on the connection's reader goroutine: it only notes
-// sunsubscribe pushes, ours and the unrequested ones alike.
+// (s)unsubscribe pushes, ours and the unrequested ones alike.
 func (s *shard) onSubscription(p rueidis.PubSubSubscription) {
-	if p.Kind != "sunsubscribe" {
+	if p.Kind != "sunsubscribe" && p.Kind != "unsubscribe" {
 		return
 	}
 	s.mu.Lock()
@@ -94,7 +144,7 @@ func (s *shard) onSubscription(p rueidis.PubSubSubscription) {
 // the slot map again.
 func (s *shard) run(ctx context.Context) {
 	s.r.a.loops.run(ctx, loop{
-		what:  "room channels' connection to a cluster master",
+		what:  "room channels' connection to a Redis master",
 		attrs: []any{"master", s.addr},
 		attempt: func(ctx context.Context, up func()) error {
 			err := s.serve(ctx, up)
@@ -141,6 +191,7 @@ func (s *shard) serve(ctx context.Context, ready func()) error {
 		if err := s.apply(ctx, dc); err != nil {
 			return err
 		}
+		s.release()
 		ready()
 		select {
 		case <-s.changed:
@@ -189,7 +240,7 @@ func (s *shard) apply(ctx context.Context, dc rueidis.DedicatedClient) error {
 	for _, ch := range unsubs {
 		if h, ok := s.held[ch]; ok && h.on {
 			delete(s.held, ch)
-			s.r.report(shardEvent{shard: s, channel: ch, lost: true})
+			s.handBack(ch, true)
 		}
 	}
 
@@ -244,7 +295,7 @@ func (s *shard) do(ctx context.Context, dc rueidis.DedicatedClient, cmds []rueid
 		if err != nil {
 			s.r.a.log.Debug("room channels: ssubscribe refused", "master", s.addr, "channel", chans[i], "err", err)
 			delete(s.held, chans[i])
-			s.r.report(shardEvent{shard: s, channel: chans[i], lost: h.lost})
+			s.handBack(chans[i], h.lost)
 			continue
 		}
 		h.on = true

@@ -28,6 +28,14 @@ type Standalone struct {
 	DialTimeout time.Duration
 	// Protocol is the RESP version: 3 negotiates RESP3; 2 speaks RESP2 only, for servers and proxies that accept HELLO 3 but cannot mix pub/sub and commands on one RESP3 connection (miniredis, some proxies). default: 3
 	Protocol int
+	// RoomSubscriptions makes the node SUBSCRIBE to the namespace's channel
+	// and to the channel of each room it holds local sockets in (socket-id
+	// rooms included), instead of PSUBSCRIBE to every channel of the
+	// namespace: it reads only the broadcasts that concern it. Node.js
+	// servers and other nodes of the fleet are unaffected (same wire). Use
+	// Adapter.Join rather than conn.Join when the first broadcasts to a
+	// room matter. See the README's "Which mode?". default: false (PSUBSCRIBE)
+	RoomSubscriptions bool
 }
 
 func (s *Standalone) setDefaults() {
@@ -58,7 +66,9 @@ func (s Standalone) configured() (Connector, error) {
 	return s, s.validate()
 }
 
-func (Standalone) protocol(key, uid string) protocol { return classic{key, uid} }
+func (s Standalone) protocol(key, uid string) protocol {
+	return classic{key: key, uid: uid, perRoom: s.RoomSubscriptions}
+}
 
 func (s Standalone) clientOption() rueidis.ClientOption {
 	opt := rueidis.ClientOption{

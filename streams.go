@@ -94,6 +94,9 @@ func (s *Streams) validate() error {
 	if _, nested := s.Connector.(Streams); nested {
 		return fmt.Errorf("%w: Streams.Connector is a Streams", ErrConfig)
 	}
+	if roomSubscriptions(s.Connector) {
+		return fmt.Errorf("%w: Streams.Connector has RoomSubscriptions: streams mode has no room channels", ErrConfig)
+	}
 	if strings.ContainsRune(s.Name, 0) {
 		return fmt.Errorf("%w: Streams.Name %q contains a NUL byte", ErrConfig, s.Name)
 	}

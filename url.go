@@ -27,6 +27,7 @@ import (
 //	sentinel_password  Sentinel: the password on the sentinels
 //	cluster            Cluster when "true": the hosts are cluster nodes
 //	sharded            Cluster with sharded pub/sub (Redis 7) when "true"
+//	room_subscriptions classic mode with RoomSubscriptions when "true"
 //	streams            streams mode when "true": the shape above wrapped in Streams
 //	dial_timeout       Standalone.DialTimeout (time.ParseDuration)
 //	protocol           Standalone.Protocol: "2" or "3"
@@ -60,6 +61,7 @@ type redisURL struct {
 	sentinelPass       string
 	cluster            bool
 	sharded            bool
+	roomSubs           bool
 	streams            bool
 	clusterOff         bool // cluster=false said explicitly
 }
@@ -147,6 +149,10 @@ func parseURL(raw string) (redisURL, error) {
 			if r.sharded, err = strconv.ParseBool(v); err != nil {
 				return r, fmt.Errorf("%w: redis URL sharded=%q is not true or false", ErrConfig, v)
 			}
+		case "room_subscriptions":
+			if r.roomSubs, err = strconv.ParseBool(v); err != nil {
+				return r, fmt.Errorf("%w: redis URL room_subscriptions=%q is not true or false", ErrConfig, v)
+			}
 		default:
 			return r, fmt.Errorf("%w: redis URL query key %q is not supported", ErrConfig, key)
 		}
@@ -177,6 +183,8 @@ func (r redisURL) shape() (Connector, error) {
 	}
 	r.cluster = r.cluster || r.sharded
 	switch {
+	case r.roomSubs && (r.sharded || r.streams):
+		return nil, fmt.Errorf("%w: room_subscriptions is for classic pub/sub: sharded mode always subscribes per room, streams mode has no room channels", ErrConfig)
 	case r.masterName != "" && r.cluster:
 		return nil, fmt.Errorf("%w: a master name (Sentinel) and a cluster (cluster or sharded true) exclude each other", ErrConfig)
 	case r.masterName == "" && (r.sentinelUser != "" || r.sentinelPass != ""):
@@ -185,17 +193,19 @@ func (r redisURL) shape() (Connector, error) {
 		return nil, fmt.Errorf("%w: dial_timeout and protocol apply to a standalone server only", ErrConfig)
 	case r.masterName != "":
 		return Sentinel{MasterName: r.masterName, Addrs: r.addrs, Username: r.username, Password: r.password,
-			SentinelUsername: r.sentinelUser, SentinelPassword: r.sentinelPass, DB: r.db, TLSConfig: r.tlsConfig()}, nil
+			SentinelUsername: r.sentinelUser, SentinelPassword: r.sentinelPass, DB: r.db, TLSConfig: r.tlsConfig(),
+			RoomSubscriptions: r.roomSubs}, nil
 	case r.cluster:
 		if r.db != 0 {
 			return nil, fmt.Errorf("%w: a cluster has only database 0", ErrConfig)
 		}
-		return Cluster{Addrs: r.addrs, Username: r.username, Password: r.password, TLSConfig: r.tlsConfig(), Sharded: r.sharded}, nil
+		return Cluster{Addrs: r.addrs, Username: r.username, Password: r.password, TLSConfig: r.tlsConfig(), Sharded: r.sharded,
+			RoomSubscriptions: r.roomSubs}, nil
 	case len(r.addrs) > 1:
 		return nil, fmt.Errorf("%w: %d hosts in the redis URL: say what they are (master_name for Sentinel, cluster=true)", ErrConfig, len(r.addrs))
 	}
 	return Standalone{Addr: r.addrs[0], Username: r.username, Password: r.password, DB: r.db,
-		TLSConfig: r.tlsConfig(), DialTimeout: r.dialTimeout, Protocol: r.protocol}, nil
+		TLSConfig: r.tlsConfig(), DialTimeout: r.dialTimeout, Protocol: r.protocol, RoomSubscriptions: r.roomSubs}, nil
 }
 
 // FromEnv returns the Connector the environment describes, with the names of
@@ -207,6 +217,7 @@ func (r redisURL) shape() (Connector, error) {
 //	REDIS_MASTER_NAME  Sentinel: the URL's hosts are sentinels watching this master
 //	REDIS_CLUSTER      "true": the URL's hosts are Redis Cluster nodes
 //	REDIS_SHARDED      "true": a Redis Cluster with sharded pub/sub (SPUBLISH/SSUBSCRIBE, Redis 7)
+//	REDIS_ROOM_SUBSCRIPTIONS "true": classic pub/sub with RoomSubscriptions (any shape above)
 //	REDIS_STREAMS      "true": streams mode (Streams, Node's redis-streams-adapter) over any of the
 //	                   shapes above; with REDIS_SHARDED=true its requests and answers use sharded pub/sub
 //
@@ -234,6 +245,11 @@ func FromEnv() (Connector, error) {
 	if v := os.Getenv("REDIS_SHARDED"); v != "" {
 		if u.sharded, err = strconv.ParseBool(v); err != nil {
 			return nil, fmt.Errorf("%w: REDIS_SHARDED=%q is not true or false", ErrConfig, v)
+		}
+	}
+	if v := os.Getenv("REDIS_ROOM_SUBSCRIPTIONS"); v != "" {
+		if u.roomSubs, err = strconv.ParseBool(v); err != nil {
+			return nil, fmt.Errorf("%w: REDIS_ROOM_SUBSCRIPTIONS=%q is not true or false", ErrConfig, v)
 		}
 	}
 	if v := os.Getenv("REDIS_STREAMS"); v != "" {

@@ -139,7 +139,7 @@ func TestEncodeMatchesNode(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, byChannel["socket.io#/#"][0], string(got))
 
-	p := classic{"socket.io", "sTV2Gd"}.namespace("/")
+	p := classic{key: "socket.io", uid: "sTV2Gd"}.namespace("/")
 	channel, req, err := unpack(p.encodeRequest(request{uid: "sTV2Gd", id: "2DcG3Y", typ: typeRemoteFetch, sel: selector{Rooms: []string{"post:1"}}}))
 	require.NoError(t, err)
 	require.Equal(t, "socket.io-request#/#", channel)
@@ -157,7 +157,7 @@ func TestChannels(t *testing.T) {
 	require.Equal(t, "app-request#/chat#", ch.request)
 	require.Equal(t, "app-response#/chat#u#", ch.responseTo("u"))
 	require.Equal(t, "app#/chat#u#", ch.node("u"))
-	p := classic{"app", "u"}.namespace("/chat")
+	p := classic{key: "app", uid: "u"}.namespace("/chat")
 	for rooms, want := range map[string]string{"": "app#/chat#", "r": "app#/chat#r#", "r,s": "app#/chat#"} {
 		var sel selector
 		if rooms != "" {
@@ -301,7 +301,7 @@ func TestDecodeNodeShardedCapture(t *testing.T) {
 
 func TestFromNode(t *testing.T) {
 	for _, uid := range []string{"abc123", "emitter", strings.Repeat("u", 31), strings.Repeat("u", 40)} {
-		p := classic{"socket.io", uid}.namespace("/")
+		p := classic{key: "socket.io", uid: uid}.namespace("/")
 		_, frame, err := unpack(p.encodeBroadcast(selector{Rooms: []string{"r"}}, "m", []any{1}))
 		require.NoError(t, err)
 		f, _, err := p.decodeBroadcast(string(frame))
@@ -309,7 +309,7 @@ func TestFromNode(t *testing.T) {
 		require.Equal(t, uid, f.uid)
 		// Longer uids are not fixstrs: they are decoded instead.
 		require.Equal(t, len(uid) < 32, p.fromNode(string(frame)), uid)
-		require.False(t, classic{"socket.io", "abc124"}.namespace("/").fromNode(string(frame)), uid)
+		require.False(t, classic{key: "socket.io", uid: "abc124"}.namespace("/").fromNode(string(frame)), uid)
 		require.False(t, p.fromNode(string(frame[:len(uid)])), "truncated")
 	}
 }
@@ -364,7 +364,7 @@ func TestBroadcastWithAckRoundTrip(t *testing.T) {
 	out := request{uid: "reqUID", id: "r1", typ: typeBroadcast, ackTimeout: 2500 * time.Millisecond,
 		frame: broadcastFrame{nsp: "/chat", event: "question", args: []any{map[string]any{"q": 1}}, sel: sel}}
 	for _, protos := range [][2]protocol{
-		{classic{"socket.io", "reqUID"}, classic{"socket.io", "other"}},
+		{classic{key: "socket.io", uid: "reqUID"}, classic{key: "socket.io", uid: "other"}},
 		{sharded{"socket.io", "reqUID"}, sharded{"socket.io", "other"}},
 	} {
 		proto, other := protos[0], protos[1]

@@ -143,7 +143,14 @@ func (b *blog) join(s socketio.Conn, v any) any {
 	}
 	posts[id] = true
 	b.mu.Unlock()
-	s.Join(postRoom(id))
+	// a.Join, not s.Join: it returns once this node receives the room's
+	// broadcasts (in the modes that subscribe per room), so the reader
+	// misses no comment posted after its join is acknowledged.
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	if err := b.a.Join(ctx, s, postRoom(id)); err != nil {
+		b.log.Warn("joined, but the post's channel is not subscribed yet", "post", id, "err", err)
+	}
 	return b.pushReaders(id)
 }
 
@@ -152,8 +159,7 @@ func (b *blog) leave(s socketio.Conn, v any) any {
 	if e != "" {
 		return e
 	}
-	s.Leave(postRoom(id))
-	s.Leave(receiptsRoom(id))
+	_ = b.a.Leave(b.ctx, s, postRoom(id), receiptsRoom(id)) // fails only for a namespace not served
 	b.mu.Lock()
 	delete(b.posts[s.ID()], id)
 	b.mu.Unlock()
