@@ -21,6 +21,7 @@ type Adapter struct {
 	uid    string
 	log    *slog.Logger
 	client rueidis.Client
+	conns  *connCounter // conns.go: the client's connections, for Stats
 	proto  protocol
 
 	// The collaborators, each owning its state:
@@ -70,7 +71,7 @@ func New(ctx context.Context, server *socketio.Server, c Connector, opts *Option
 	if server == nil || c == nil {
 		return nil, fmt.Errorf("%w: server and connector are required", ErrConfig)
 	}
-	c, o, client, err := open(c, opts)
+	c, o, client, conns, err := open(c, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -82,6 +83,7 @@ func New(ctx context.Context, server *socketio.Server, c Connector, opts *Option
 		uid:        uid,
 		log:        log,
 		client:     client,
+		conns:      conns,
 		proto:      c.protocol(o.Key, uid),
 		namespaces: make(map[string]*namespace),
 		handlers:   serverSideHandlers{m: make(map[string]ServerSideHandler)},
