@@ -17,8 +17,9 @@ package redisadapter
 //
 // The kinds: a stream reader's XREAD dials with a context that says so;
 // a shard counts the connection it holds; a connection whose address is
-// not among the client's nodes is a sentinel's (Sentinel mode); the rest
-// are pipelined, idle pooled ones included.
+// not among the client's nodes is a sentinel's (Sentinel mode: during a
+// failover, one to the old master that is still closing counts there);
+// the rest are pipelined, idle pooled ones included.
 
 import (
 	"context"

@@ -9,8 +9,8 @@
 // graph.
 //
 // Every field of redisadapter.Stats is a metric, named by the table in
-// metrics.go: a counter for a uint64 field ("_total"), a gauge for an int or
-// a bool (1 or 0). The names are "redisadapter_<name>" (an Emitter's:
+// metrics.go: a counter for a uint64 field ("_total"), a gauge for an int,
+// an int64, a time.Duration (in seconds) or a bool (1 or 0). The names are "redisadapter_<name>" (an Emitter's:
 // "redisadapter_emitter_<name>"), with WithNamespace, WithSubsystem and
 // WithConstLabels to change them, as redisprometheus's namespace and
 // subsystem do. The connections and the subscriptions are one gauge each
@@ -21,6 +21,7 @@ package redisadapterprom
 
 import (
 	"reflect"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -105,17 +106,19 @@ func newCollector(stats func() reflect.Value, t reflect.Type, subsystem string, 
 	return c
 }
 
-// valueType is how a field of type t is exported: uint64 as a counter, int
-// and bool as gauges.
+// valueType is how a field of type t is exported: uint64 as a counter, int,
+// int64, bool and time.Duration (in seconds: name it "_seconds") as gauges.
 func valueType(t reflect.Type) (prometheus.ValueType, bool) {
 	switch t.Kind() {
 	case reflect.Uint64:
 		return prometheus.CounterValue, true
-	case reflect.Int, reflect.Bool:
+	case reflect.Int, reflect.Int64, reflect.Bool:
 		return prometheus.GaugeValue, true
 	}
 	return 0, false
 }
+
+var durationType = reflect.TypeFor[time.Duration]()
 
 // Describe sends the descriptor of each metric.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
@@ -132,8 +135,12 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		switch f := s.Field(m.field); f.Kind() {
 		case reflect.Uint64:
 			v = float64(f.Uint())
-		case reflect.Int:
-			v = float64(f.Int())
+		case reflect.Int, reflect.Int64:
+			if f.Type() == durationType {
+				v = time.Duration(f.Int()).Seconds()
+			} else {
+				v = float64(f.Int())
+			}
 		case reflect.Bool:
 			if f.Bool() {
 				v = 1
