@@ -88,9 +88,9 @@ type subscriptionTracker struct {
 	counts    *counters
 	mu        sync.Mutex
 	want      int
-	live      map[string]bool // channel or pattern -> confirmed and not lost since
-	kinds     map[string]subKind
-	everLive  map[string]bool // confirmed at least once
+	live      map[string]bool    // channel or pattern -> confirmed and not lost since
+	kinds     map[string]subKind // channel or pattern -> its kind, for Stats
+	everLive  map[string]bool    // confirmed at least once
 	liveCount int
 	allLive   chan struct{} // closed while every subscription is live
 	upOnce    bool          // every subscription was live at least once

@@ -81,8 +81,9 @@ func (s *shard) signal() {
 	}
 }
 
-// onSubscription runs on the connection's reader goroutine: it only notes
-// sunsubscribe pushes, ours and the unrequested ones alike.
+// onSubscription runs on the connection's reader goroutine: it notes the
+// connection's count of subscriptions, for Stats, and the sunsubscribe
+// pushes, ours and the unrequested ones alike.
 func (s *shard) onSubscription(p rueidis.PubSubSubscription) {
 	s.mu.Lock()
 	s.setConfirmed(kindOf(p.Kind), p.Count)
