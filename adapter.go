@@ -22,6 +22,7 @@ type Adapter struct {
 	uid    string
 	log    *slog.Logger
 	client rueidis.Client
+	conns  *connCounter // conns.go: the client's connections, counted for Stats and closed by a failed probe
 	proto  protocol
 
 	// The collaborators, each owning its state:
@@ -36,7 +37,6 @@ type Adapter struct {
 	ackTurns   connTurns             // deliver.go: acked emits, one at a time per connection
 	loops      supervisor            // supervise.go: keeps connections and subscriptions alive
 	probes     []*prober             // probe.go: each namespace's delivery probe
-	conns      *connSet              // probe.go: the client's connections, closed when a probe fails
 	stats      counters
 
 	// Lifecycle: see Close for the order in which these stop things.
@@ -73,8 +73,7 @@ func New(ctx context.Context, server *socketio.Server, c Connector, opts *Option
 	if server == nil || c == nil {
 		return nil, fmt.Errorf("%w: server and connector are required", ErrConfig)
 	}
-	conns := &connSet{}
-	c, o, client, err := openTracked(c, opts, conns)
+	c, o, client, conns, err := open(c, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -86,11 +85,11 @@ func New(ctx context.Context, server *socketio.Server, c Connector, opts *Option
 		uid:        uid,
 		log:        log,
 		client:     client,
+		conns:      conns,
 		proto:      c.protocol(o.Key, uid),
 		namespaces: make(map[string]*namespace),
 		handlers:   serverSideHandlers{m: make(map[string]ServerSideHandler)},
 		closing:    make(chan struct{}),
-		conns:      conns,
 	}
 	a.loops = supervisor{log: log, outages: &a.stats.outages}
 	a.local = &localSockets{server: server, uid: uid, namespaces: a.namespaces, log: log, collisions: &a.stats.collisions}

@@ -30,26 +30,20 @@ type Connector interface {
 
 // open applies the defaults of opts and c, checks them and opens the Redis
 // client c describes: what New and NewEmitter share. It returns c
-// configured, to make the protocol from.
-func open(c Connector, opts *Options) (Connector, Options, rueidis.Client, error) {
-	return openTracked(c, opts, nil)
-}
-
-// openTracked is open, adding every connection the client dials to conns
-// (when not nil) until it is closed: the delivery probe closes them when
-// the node stops receiving (probe.go).
-func openTracked(c Connector, opts *Options, conns *connSet) (Connector, Options, rueidis.Client, error) {
+// configured, to make the protocol from, and the counter of the client's
+// connections (conns.go).
+func open(c Connector, opts *Options) (Connector, Options, rueidis.Client, *connCounter, error) {
 	var o Options
 	if opts != nil {
 		o = *opts
 	}
 	o.setDefaults()
 	if err := o.validate(); err != nil {
-		return nil, o, nil, err
+		return nil, o, nil, nil, err
 	}
 	c, err := c.configured()
 	if err != nil {
-		return nil, o, nil, err
+		return nil, o, nil, nil, err
 	}
 	copt := c.clientOption()
 	copt.DisableCache = true // pub/sub only: no client-side caching, no tracking
@@ -58,14 +52,14 @@ func openTracked(c Connector, opts *Options, conns *connSet) (Connector, Options
 	// rueidis's back-off, up to a second after Redis does); a request fails
 	// at once rather than after retries that outlast the outage.
 	copt.DisableRetry = true
-	if conns != nil {
-		conns.track(&copt)
-	}
+	conns := &connCounter{sentinel: copt.Sentinel.MasterSet != ""}
+	copt.DialCtxFn = conns.dial
 	client, err := rueidis.NewClient(copt)
 	if err != nil {
-		return nil, o, nil, fmt.Errorf("redisadapter: connect to redis: %w", unreachable(err))
+		return nil, o, nil, nil, fmt.Errorf("redisadapter: connect to redis: %w", unreachable(err))
 	}
-	return c, o, client, nil
+	conns.client = client
+	return c, o, client, conns, nil
 }
 
 // roomSubscriptions reports whether c is a classic connector with

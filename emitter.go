@@ -59,7 +59,8 @@ type emitterCore struct {
 	proto   protocol      // broadcasts, joins, leaves and disconnects: uid "emitter"
 	req     *requester    // requests, under the Emitter's own uid
 	answers *answerSubs   // where their answers come, by namespace
-	stats   counters      // of the answer subscriptions; not exported
+	stats   counters      // of the answer subscriptions
+	conns   *connCounter  // the client's connections
 	timeout time.Duration // Options.RequestTimeout
 	closed  atomic.Bool   // the first Close took it: the others return at once
 	done    chan struct{} // closed by Close
@@ -81,7 +82,7 @@ func NewEmitter(ctx context.Context, c Connector, opts *Options) (Emitter, error
 	if c == nil {
 		return Emitter{}, fmt.Errorf("%w: connector is required", ErrConfig)
 	}
-	c, o, client, err := open(c, opts)
+	c, o, client, conns, err := open(c, opts)
 	if err != nil {
 		return Emitter{}, err
 	}
@@ -96,6 +97,7 @@ func NewEmitter(ctx context.Context, c Connector, opts *Options) (Emitter, error
 		pub:     newPublisher(client, o, emitterUID, log, nil),
 		proto:   proto,
 		timeout: o.RequestTimeout,
+		conns:   conns,
 		done:    make(chan struct{}),
 	}
 	core.req = newRequester(uid, client, core.pub, o.RequestTimeout, 0)

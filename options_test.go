@@ -204,7 +204,7 @@ func TestOptionsValidation(t *testing.T) {
 		})
 	}
 	// New and NewEmitter check the options before they connect.
-	_, _, _, err := open(Standalone{}, &Options{PublishQueue: -1})
+	_, _, _, _, err := open(Standalone{}, &Options{PublishQueue: -1})
 	require.ErrorIs(t, err, ErrConfig)
 }
 
@@ -300,7 +300,7 @@ func TestConnectorValidation(t *testing.T) {
 			_, err := tc.in.configured()
 			require.ErrorIs(t, err, ErrConfig)
 			require.ErrorContains(t, err, tc.err)
-			_, _, _, err = open(tc.in, nil)
+			_, _, _, _, err = open(tc.in, nil)
 			require.ErrorIs(t, err, ErrConfig)
 		})
 	}

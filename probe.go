@@ -29,8 +29,6 @@ package redisadapter
 
 import (
 	"context"
-	"crypto/tls"
-	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -237,89 +235,4 @@ func (a *Adapter) probeLag() (last, maxLag time.Duration) {
 		last, maxLag = max(last, l), max(maxLag, m)
 	}
 	return last, maxLag
-}
-
-// connSet holds every connection a client dialed and has not closed, so
-// that they can be closed from outside rueidis, which would keep a silent
-// connection open.
-type connSet struct {
-	mu    sync.Mutex
-	conns map[*trackedConn]struct{}
-}
-
-// track makes the client of copt add its connections to s. The plain
-// connection is tracked beneath TLS: closing it never waits for a peer
-// that does not read (tls.Conn.Close writes an alert first).
-func (s *connSet) track(copt *rueidis.ClientOption) {
-	custom := copt.DialCtxFn
-	if custom == nil && copt.DialFn != nil {
-		legacy := copt.DialFn
-		custom = func(_ context.Context, dst string, d *net.Dialer, cfg *tls.Config) (net.Conn, error) {
-			return legacy(dst, d, cfg)
-		}
-	}
-	copt.DialCtxFn = func(ctx context.Context, dst string, d *net.Dialer, cfg *tls.Config) (net.Conn, error) {
-		if custom != nil {
-			c, err := custom(ctx, dst, d, cfg)
-			if err != nil {
-				return nil, err
-			}
-			return s.add(c), nil
-		}
-		raw, err := d.DialContext(ctx, "tcp", dst)
-		if err != nil {
-			return nil, err
-		}
-		c := s.add(raw)
-		if cfg == nil {
-			return c, nil
-		}
-		if cfg.ServerName == "" { // as tls.Dialer does
-			cfg = cfg.Clone()
-			cfg.ServerName, _, _ = net.SplitHostPort(dst)
-		}
-		tc := tls.Client(c, cfg)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			_ = c.Close()
-			return nil, err
-		}
-		return tc, nil
-	}
-}
-
-func (s *connSet) add(c net.Conn) *trackedConn {
-	t := &trackedConn{Conn: c, set: s}
-	s.mu.Lock()
-	if s.conns == nil {
-		s.conns = make(map[*trackedConn]struct{})
-	}
-	s.conns[t] = struct{}{}
-	s.mu.Unlock()
-	return t
-}
-
-// closeAll closes every connection held and returns how many.
-func (s *connSet) closeAll() int {
-	s.mu.Lock()
-	conns := make([]*trackedConn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
-	s.mu.Unlock()
-	for _, c := range conns {
-		_ = c.Close()
-	}
-	return len(conns)
-}
-
-type trackedConn struct {
-	net.Conn
-	set *connSet
-}
-
-func (c *trackedConn) Close() error {
-	c.set.mu.Lock()
-	delete(c.set.conns, c)
-	c.set.mu.Unlock()
-	return c.Conn.Close()
 }

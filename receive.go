@@ -88,8 +88,9 @@ type subscriptionTracker struct {
 	counts    *counters
 	mu        sync.Mutex
 	want      int
-	live      map[string]bool // channel or pattern -> confirmed and not lost since
-	everLive  map[string]bool // confirmed at least once
+	live      map[string]bool    // channel or pattern -> confirmed and not lost since
+	kinds     map[string]subKind // channel or pattern -> its kind, for Stats
+	everLive  map[string]bool    // confirmed at least once
 	liveCount int
 	allLive   chan struct{} // closed while every subscription is live
 	upOnce    bool          // every subscription was live at least once
@@ -105,7 +106,7 @@ const settle = maxBackoff
 
 func newSubscriptionTracker(want int, c *counters) *subscriptionTracker {
 	return &subscriptionTracker{
-		counts: c, want: want, live: make(map[string]bool), everLive: make(map[string]bool),
+		counts: c, want: want, live: make(map[string]bool), everLive: make(map[string]bool), kinds: make(map[string]subKind),
 		allLive: make(chan struct{}),
 	}
 }
@@ -125,6 +126,7 @@ func (t *subscriptionTracker) hook(s rueidis.PubSubSubscription) {
 		return
 	}
 	t.live[s.Channel] = true
+	t.kinds[s.Channel] = kindOf(s.Kind)
 	t.liveCount++
 	if t.liveCount < t.want {
 		return
@@ -168,6 +170,38 @@ func (t *subscriptionTracker) liveAll(channels map[string]queueKind) bool {
 		}
 	}
 	return true
+}
+
+// subKind is a kind of subscription, as Stats counts them.
+type subKind uint8
+
+const (
+	subChannel      subKind = iota // SUBSCRIBE
+	subPattern                     // PSUBSCRIBE
+	subShardChannel                // SSUBSCRIBE
+	subKinds
+)
+
+// kindOf is the kind of a (un)subscription push.
+func kindOf(push string) subKind {
+	switch push {
+	case "psubscribe", "punsubscribe":
+		return subPattern
+	case "ssubscribe", "sunsubscribe":
+		return subShardChannel
+	}
+	return subChannel
+}
+
+// held counts the live subscriptions by kind, into n.
+func (t *subscriptionTracker) held(n *[subKinds]int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for ch, live := range t.live {
+		if live {
+			n[t.kinds[ch]]++
+		}
+	}
 }
 
 // isLive reports whether every subscription is live now.
@@ -327,6 +361,15 @@ func (s *answerSubs) work() {
 		case <-s.ctx.Done():
 			return
 		}
+	}
+}
+
+// held counts the answer subscriptions live now, by kind, into n.
+func (s *answerSubs) held(n *[subKinds]int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, a := range s.ns {
+		a.subs.held(n)
 	}
 }
 

@@ -31,6 +31,11 @@ type shard struct {
 
 	held map[string]*heldChannel
 	todo []string // held channels to subscribe on the current connection
+
+	// Under mu: the subscriptions Redis says the current connection holds
+	// (its last confirmation's count), and their kind, for Stats.
+	confirmed     int64
+	confirmedKind subKind
 }
 
 type heldChannel struct {
@@ -126,16 +131,28 @@ func (s *shard) signal() {
 	}
 }
 
-// onSubscription runs on the connection's reader goroutine: it only notes
-// (s)unsubscribe pushes, ours and the unrequested ones alike.
+// onSubscription runs on the connection's reader goroutine: it notes the
+// connection's count of subscriptions, for Stats, and the (s)unsubscribe
+// pushes, ours and the unrequested ones alike.
 func (s *shard) onSubscription(p rueidis.PubSubSubscription) {
+	s.mu.Lock()
+	s.setConfirmed(kindOf(p.Kind), p.Count)
 	if p.Kind != "sunsubscribe" && p.Kind != "unsubscribe" {
+		s.mu.Unlock()
 		return
 	}
-	s.mu.Lock()
 	s.unsubs = append(s.unsubs, p.Channel)
 	s.mu.Unlock()
 	s.signal()
+}
+
+// setConfirmed moves the adapter's count of room subscriptions (Stats) to
+// n held by this shard's connection; s.mu is held.
+func (s *shard) setConfirmed(k subKind, n int64) {
+	held := &s.r.a.stats.roomSubs
+	held[s.confirmedKind].Add(-s.confirmed)
+	held[k].Add(n)
+	s.confirmed, s.confirmedKind = n, k
 }
 
 // run keeps the shard's connection, through the adapter's supervisor,
@@ -178,6 +195,13 @@ func (s *shard) serve(ctx context.Context, ready func()) error {
 		return fmt.Errorf("%s: %w", s.addr, errNoSuchNode)
 	}
 	dc, _ := node.Dedicate()
+	s.r.a.conns.rooms.Add(1)
+	defer func() { // after Close: no push comes any more
+		s.r.a.conns.rooms.Add(-1)
+		s.mu.Lock()
+		s.setConfirmed(s.confirmedKind, 0)
+		s.mu.Unlock()
+	}()
 	defer dc.Close()
 	failed := dc.SetPubSubHooks(rueidis.PubSubHooks{OnMessage: s.r.a.in.onMessage, OnSubscription: s.onSubscription})
 	s.mu.Lock()

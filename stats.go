@@ -46,10 +46,39 @@ type Stats struct {
 	Sockets int
 	// Subscribed is whether every subscription of this node is live now, room channels' connections included.
 	Subscribed bool
+
+	// Connections to Redis and Sentinel open now, by kind, counted at the dialer (conns.go; the
+	// README's "Connections to Redis" has the numbers per mode). Their sum is what this node
+	// takes of the servers' maxclients.
+	//
+	// PipelinedConns are rueidis's pipelined connections: 1 to 4 per Redis node (1 per node in a
+	// cluster), each opened on first use; they carry the commands, the publishes and every
+	// subscription but the room channels'. A connection rueidis keeps idle in its pool after a
+	// room channels' connection or a stream reader gave it back counts here.
+	PipelinedConns int
+	// RoomConns are the dedicated connections holding room channels: one per cluster master with
+	// rooms of this node's sockets (sharded mode).
+	RoomConns int
+	// StreamReaderConns are the connections the stream readers' XREAD BLOCK holds: one per stream
+	// read (streams mode).
+	StreamReaderConns int
+	// SentinelConns are the connections to Sentinels (Sentinel connector): one.
+	SentinelConns int
+
+	// Subscriptions held now (confirmed by Redis): SubscribedChannels (SUBSCRIBE),
+	// SubscribedPatterns (PSUBSCRIBE) and SubscribedShardChannels (SSUBSCRIBE), room channels
+	// included, and StreamsRead, the streams this node reads (streams mode).
+	SubscribedChannels      int
+	SubscribedPatterns      int
+	SubscribedShardChannels int
+	StreamsRead             int
 }
 
 type counters struct {
 	received, malformed, queueFull, slowSocket, resubscribes, outages, collisions, streamGaps, streamDuplicates, probeFailures atomic.Uint64
+
+	streamReaders atomic.Int64           // running, for Stats.StreamsRead
+	roomSubs      [subKinds]atomic.Int64 // held by the room channels' connections
 }
 
 // Stats returns a snapshot of the counters. It is cheap and never blocks
@@ -57,7 +86,7 @@ type counters struct {
 func (a *Adapter) Stats() Stats {
 	c := &a.stats
 	lag, lagMax := a.probeLag()
-	return Stats{
+	s := Stats{
 		Published:        a.pub.published.Load(),
 		PublishFailures:  a.pub.failures.Load(),
 		Resent:           a.pub.resent.Load(),
@@ -77,5 +106,77 @@ func (a *Adapter) Stats() Stats {
 		QueueDepth:       a.in.depth(),
 		Sockets:          a.local.count(),
 		Subscribed:       a.subs.isLive() && a.roomShardsDown() == 0,
+	}
+	a.connStats(&s)
+	return s
+}
+
+// connStats fills the connection and subscription counts of s.
+func (a *Adapter) connStats(s *Stats) {
+	conns := a.conns.counts()
+	s.PipelinedConns, s.RoomConns, s.StreamReaderConns, s.SentinelConns = conns.pipelined, conns.rooms, conns.streamReaders, conns.sentinels
+	var subs [subKinds]int
+	a.subs.held(&subs)
+	for k := range subs {
+		subs[k] += int(a.stats.roomSubs[k].Load())
+	}
+	s.SubscribedChannels, s.SubscribedPatterns, s.SubscribedShardChannels = subs[subChannel], subs[subPattern], subs[subShardChannel]
+	s.StreamsRead = int(a.stats.streamReaders.Load())
+}
+
+// EmitterStats are an Emitter's counters since NewEmitter, shared by every
+// Emitter derived from it: the part of Stats that applies to a process
+// that publishes and asks but serves no socket. Read them with
+// Emitter.Stats.
+type EmitterStats struct {
+	// Published counts messages Redis took from the Emitter (broadcasts, requests).
+	Published uint64
+	// PublishFailures counts queued messages Redis did not take (unreachable, refused, timed out).
+	PublishFailures uint64
+	// Resent counts stream entries sent again because a try may not have reached Redis, in streams mode.
+	Resent uint64
+	// Received counts answers read from Redis.
+	Received uint64
+	// Malformed counts answers dropped as undecodable or oversized.
+	Malformed uint64
+	// QueueFull counts answers dropped because the answer queue (ReceiveQueue) was full.
+	QueueFull uint64
+	// RequestTimeouts counts requests that ended before every server answered.
+	RequestTimeouts uint64
+	// Resubscribes counts answer subscriptions renewed after a dropped connection.
+	Resubscribes uint64
+	// Outages counts the times an answer subscription was lost; each is logged.
+	Outages uint64
+	// PipelinedConns and SentinelConns are the connections open now, as in Stats.
+	PipelinedConns int
+	SentinelConns  int
+	// SubscribedChannels and SubscribedShardChannels are the answer subscriptions held now (one
+	// per namespace the Emitter asked something in).
+	SubscribedChannels      int
+	SubscribedShardChannels int
+}
+
+// Stats returns a snapshot of the Emitter's counters. It is cheap and
+// never blocks for long.
+func (e Emitter) Stats() EmitterStats {
+	core := e.all.core
+	c := &core.stats
+	conns := core.conns.counts()
+	var subs [subKinds]int
+	core.answers.held(&subs)
+	return EmitterStats{
+		Published:               core.pub.published.Load(),
+		PublishFailures:         core.pub.failures.Load(),
+		Resent:                  core.pub.resent.Load(),
+		Received:                c.received.Load(),
+		Malformed:               c.malformed.Load(),
+		QueueFull:               c.queueFull.Load(),
+		RequestTimeouts:         core.req.timeouts.Load(),
+		Resubscribes:            c.resubscribes.Load(),
+		Outages:                 c.outages.Load(),
+		PipelinedConns:          conns.pipelined,
+		SentinelConns:           conns.sentinels,
+		SubscribedChannels:      subs[subChannel],
+		SubscribedShardChannels: subs[subShardChannel],
 	}
 }

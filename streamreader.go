@@ -170,6 +170,8 @@ const blockTime = 5 * time.Second
 
 // run reads the stream until ctx ends, through the adapter's supervisor.
 func (r *streamReader) run(ctx context.Context) {
+	r.n.stats.streamReaders.Add(1)
+	defer r.n.stats.streamReaders.Add(-1)
 	r.n.loops.run(ctx, loop{what: "stream reader", attrs: []any{"stream", r.stream}, attempt: r.read})
 }
 
@@ -192,10 +194,11 @@ func (r *streamReader) read(ctx context.Context, up func()) error {
 		}
 		r.recheck = false
 	}
+	xctx := withConnKind(ctx, connStreamReader) // the connection XREAD BLOCK takes, for Stats
 	for {
 		cmd := n.client.B().Xread().Count(int64(r.p.readCount)).Block(blockTime.Milliseconds()).
 			Streams().Key(r.stream).Id(r.offset).Build()
-		res, err := n.client.Do(ctx, cmd).AsXRead()
+		res, err := n.client.Do(xctx, cmd).AsXRead()
 		if ctx.Err() != nil || errors.Is(err, rueidis.ErrClosing) {
 			return nil
 		}

@@ -5,6 +5,7 @@ go 1.25.0
 require (
 	github.com/alicebob/miniredis/v2 v2.40.0
 	github.com/blogstack/redisadapter v0.0.0-00010101000000-000000000000
+	github.com/blogstack/redisadapter/prometheus v0.0.0-00010101000000-000000000000
 	github.com/googollee/go-socket.io v1.7.0
 	github.com/prometheus/client_golang v1.24.1
 	github.com/stretchr/testify v1.12.1
@@ -75,6 +76,9 @@ require (
 	google.golang.org/protobuf v1.36.12 // indirect
 )
 
-// This checkout of the library, never a published copy. go.work says the same, but
-// go mod tidy reads no go.work.
-replace github.com/blogstack/redisadapter => ../
+// This checkout of the library and of its collector, never published copies. go.work says
+// the same, but go mod tidy reads no go.work.
+replace (
+	github.com/blogstack/redisadapter => ../
+	github.com/blogstack/redisadapter/prometheus => ../prometheus
+)

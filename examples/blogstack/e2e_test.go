@@ -198,7 +198,7 @@ func TestThreeNodesOneRedis(t *testing.T) {
 	require.NotEqual(t, "0", string(published[1]), "n1 published the comments")
 	for _, name := range []string{"received_total", "malformed_total", "queue_full_total", "slow_socket_drops_total",
 		"request_timeouts_total", "resubscribes_total", "id_collisions_total", "queue_depth", "sockets", "subscribed", "publish_failures_total",
-		"stream_gaps_total", "resent_total", "stream_duplicates_total"} {
+		"stream_gaps_total", "resent_total", "stream_duplicates_total", "outages_total", `connections{kind="pipelined"}`, `subscriptions{kind="channel"}`} {
 		require.Contains(t, string(body), "redisadapter_"+name+" ")
 	}
 

@@ -1,0 +1,152 @@
+package redisadapter
+
+// Counting the connections to Redis that an Adapter's or an Emitter's
+// client holds, for Stats: rueidis opens them itself, lazily, and says
+// nothing about them, so open hands it a dialer that counts each TCP
+// connection from its dial to its Close.
+//
+// What rueidis opens (v1.0.x, RESP3): per Redis node, up to
+// 2^PipelineMultiplex pipelined connections (standalone and Sentinel:
+// 1, 2 or 4 as GOMAXPROCS is 1, 2-3 or 4 and more; Cluster: 1), each
+// opened on first use, which carry the commands and every SUBSCRIBE,
+// PSUBSCRIBE and SSUBSCRIBE the adapter keeps (a subscription rides on a
+// pipelined connection, it takes none of its own); a blocking command
+// (a stream reader's XREAD BLOCK) or Dedicate (the room channels' shards)
+// takes a connection of its own from a pool, which keeps it open, idle,
+// when it is given back; with Sentinel, one connection to one sentinel.
+//
+// The kinds: a stream reader's XREAD dials with a context that says so;
+// a shard counts the connection it holds; a connection whose address is
+// not among the client's nodes is a sentinel's (Sentinel mode: during a
+// failover, one to the old master that is still closing counts there);
+// the rest are pipelined, idle pooled ones included.
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"sync"
+	"sync/atomic"
+
+	"github.com/redis/rueidis"
+)
+
+// connKind is what a connection is dialed for, when its dialer can tell.
+type connKind uint8
+
+const (
+	connOther        connKind = iota // pipelined, a shard's, a sentinel's: told apart in counts
+	connStreamReader                 // a stream reader's XREAD BLOCK
+)
+
+type connKindKey struct{}
+
+// withConnKind marks ctx: a connection dialed for a command run with it
+// is of kind k.
+func withConnKind(ctx context.Context, k connKind) context.Context {
+	return context.WithValue(ctx, connKindKey{}, k)
+}
+
+// connCounter counts the open connections of one client.
+type connCounter struct {
+	client   rueidis.Client // set once open returns; nil before
+	sentinel bool           // the client is a Sentinel client
+	rooms    atomic.Int64   // connections the room channels' shards hold
+
+	mu   sync.Mutex
+	open map[*countedConn]struct{}
+}
+
+// dial is the client's DialCtxFn: rueidis's own dial, counted. The plain
+// connection is counted beneath TLS, so that closeAll never waits for a
+// peer that does not read (tls.Conn.Close writes an alert first).
+func (c *connCounter) dial(ctx context.Context, dst string, d *net.Dialer, cfg *tls.Config) (net.Conn, error) {
+	raw, err := d.DialContext(ctx, "tcp", dst)
+	if err != nil {
+		return nil, err
+	}
+	k, _ := ctx.Value(connKindKey{}).(connKind)
+	cc := &countedConn{Conn: raw, c: c, dst: dst, kind: k}
+	c.mu.Lock()
+	if c.open == nil {
+		c.open = make(map[*countedConn]struct{})
+	}
+	c.open[cc] = struct{}{}
+	c.mu.Unlock()
+	if cfg == nil {
+		return cc, nil
+	}
+	if cfg.ServerName == "" { // as tls.Dialer does
+		cfg = cfg.Clone()
+		cfg.ServerName, _, _ = net.SplitHostPort(dst)
+	}
+	tc := tls.Client(cc, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		_ = cc.Close()
+		return nil, err
+	}
+	return tc, nil
+}
+
+// closeAll closes every connection open now and returns how many: the
+// delivery probe's way to make rueidis, which would keep a silent
+// connection open, dial afresh (probe.go).
+func (c *connCounter) closeAll() int {
+	c.mu.Lock()
+	open := make([]*countedConn, 0, len(c.open))
+	for cc := range c.open {
+		open = append(open, cc)
+	}
+	c.mu.Unlock()
+	for _, cc := range open {
+		_ = cc.Close()
+	}
+	return len(open)
+}
+
+// connCounts are the open connections by kind.
+type connCounts struct {
+	pipelined, rooms, streamReaders, sentinels int
+}
+
+func (c *connCounter) counts() connCounts {
+	var nodes map[string]rueidis.Client
+	if c.sentinel && c.client != nil {
+		nodes = c.client.Nodes()
+	}
+	var n connCounts
+	other := 0
+	c.mu.Lock()
+	for cc := range c.open {
+		switch {
+		case cc.kind == connStreamReader:
+			n.streamReaders++
+		case nodes != nil && nodes[cc.dst] == nil:
+			n.sentinels++
+		default:
+			other++
+		}
+	}
+	c.mu.Unlock()
+	n.rooms = int(c.rooms.Load())
+	n.pipelined = max(other-n.rooms, 0)
+	return n
+}
+
+// countedConn is a connection counted until its first Close.
+type countedConn struct {
+	net.Conn
+	c    *connCounter
+	dst  string
+	kind connKind
+	once sync.Once
+}
+
+func (cc *countedConn) Close() error {
+	cc.once.Do(func() {
+		cc.c.mu.Lock()
+		delete(cc.c.open, cc)
+		cc.c.mu.Unlock()
+	})
+	return cc.Conn.Close()
+}
