@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
+	"time"
 
 	engineioframe "github.com/googollee/go-socket.io/engineio/frame"
 	"github.com/googollee/go-socket.io/engineio/packet"
@@ -38,6 +41,11 @@ import (
 //     MaxMessageSize. As in Node, the limit is on the whole body, which may
 //     batch several messages.
 //
+// A client speaking Engine.IO 4 (socket.io-client 3.x or 4.x, which
+// go-socket.io v1.7.0 cannot serve: it accepts their handshake and then
+// fails) is refused at the handshake: an HTTP 400 whose body says to use
+// socket.io-client 2.x (or 1.x), and a warning on Logger.
+//
 // The zero value is the default configuration. A negative limit is a
 // programmer error: Transports panics on it.
 type ClientLimits struct {
@@ -47,6 +55,8 @@ type ClientLimits struct {
 	MaxAttachments int
 	// OnReject, if set, is called with the client's address and the reason (wrapping ErrClientLimit) when a client is disconnected, on the goroutine reading that client (a long-polling client's HTTP request); it may be called concurrently. default: nil
 	OnReject func(remote net.Addr, err error)
+	// Logger receives a warning for each client refused for speaking Engine.IO 4 (socket.io-client 3.x or 4.x). default: slog.Default()
+	Logger *slog.Logger
 }
 
 func (l *ClientLimits) setDefaults() {
@@ -55,6 +65,9 @@ func (l *ClientLimits) setDefaults() {
 	}
 	if l.MaxAttachments == 0 {
 		l.MaxAttachments = 10
+	}
+	if l.Logger == nil {
+		l.Logger = slog.Default()
 	}
 }
 
@@ -96,6 +109,11 @@ type limitedTransport struct {
 }
 
 func (t limitedTransport) Accept(w http.ResponseWriter, r *http.Request) (transport.Conn, error) {
+	if eio, err := strconv.Atoi(r.URL.Query().Get("EIO")); err == nil && eio >= 4 {
+		t.limits.Logger.Warn("client refused: it speaks Engine.IO 4 (socket.io-client 3.x or 4.x), which go-socket.io v1.7.0 cannot serve; it needs socket.io-client 2.x (or 1.x)",
+			"remote", r.RemoteAddr, "EIO", eio, "user_agent", r.UserAgent())
+		return refusedConn{err: fmt.Errorf("%w: %s", ErrClientVersion, clientVersionAdvice)}, nil
+	}
 	c, err := t.Transport.Accept(w, r)
 	if err != nil {
 		return nil, err
@@ -108,6 +126,23 @@ func (t limitedTransport) Accept(w http.ResponseWriter, r *http.Request) (transp
 	}
 	return lc, nil
 }
+
+// clientVersionAdvice is the body of the refusal an Engine.IO 4 client gets.
+const clientVersionAdvice = "socket.io-client 3.x and 4.x (Engine.IO 4) cannot connect to this server (go-socket.io v1.7.0 speaks Engine.IO 3): use socket.io-client 2.x (or 1.x)"
+
+// refusedConn is handed to engine.io for a refused handshake. Accept
+// cannot answer itself: engine.io answers a failed Accept with a 502 of
+// its own after it. Instead, engine.io's new session sets the conn's
+// deadlines first, and answers that failure with a 400 carrying the
+// error's text, without creating the session or writing anything else.
+type refusedConn struct {
+	transport.Conn // nil: every method engine.io may call is below
+	err            error
+}
+
+func (c refusedConn) SetReadDeadline(time.Time) error  { return c.err }
+func (c refusedConn) SetWriteDeadline(time.Time) error { return c.err }
+func (c refusedConn) Close() error                     { return nil }
 
 type pausableConn struct {
 	*limitedConn

@@ -50,6 +50,11 @@ var (
 	// or too many binary attachments.
 	ErrClientLimit = errors.New("redisadapter: client over its limit")
 
+	// ErrClientVersion is the reason ClientLimits gives a client it refuses
+	// at the handshake for speaking Engine.IO 4 (socket.io-client 3.x or
+	// 4.x): go-socket.io v1.7.0 serves socket.io-client 1.x and 2.x only.
+	ErrClientVersion = errors.New("redisadapter: client version not supported")
+
 	// ErrConfig is returned for an invalid connector, URL or option; the
 	// error wrapping it names the field. ClientLimits.Transports panics
 	// with it.
