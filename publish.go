@@ -375,12 +375,25 @@ func (p *publisher) do(cmds []rueidis.Completed) []rueidis.RedisResult {
 // logFailure logs a failed publish, once a second at most: the count is in
 // Stats.PublishFailures.
 func (p *publisher) logFailure(err error) {
+	if p.logNow() {
+		p.log.Warn("publish failed", "err", err, "failures", p.failures.Load())
+	}
+}
+
+// logResend logs that n stream entries are sent again, nothing lost so
+// far, once a second at most (sharing logFailure's second): the count is
+// in Stats.Resent.
+func (p *publisher) logResend(err error, n int) {
+	if p.logNow() {
+		p.log.Warn("stream entries not confirmed by Redis; sending them again (nothing lost so far)", "err", err, "entries", n, "resent", p.resent.Load())
+	}
+}
+
+// logNow reports whether a second passed since the last line it allowed.
+func (p *publisher) logNow() bool {
 	now := time.Now().UnixNano()
 	last := p.lastLog.Load()
-	if now-last < int64(time.Second) || !p.lastLog.CompareAndSwap(last, now) {
-		return
-	}
-	p.log.Warn("publish failed", "err", err, "failures", p.failures.Load())
+	return now-last >= int64(time.Second) && p.lastLog.CompareAndSwap(last, now)
 }
 
 // takeUnreported returns, and forgets, the first failure of a queued
