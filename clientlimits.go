@@ -3,7 +3,6 @@ package redisadapter
 import (
 	"bufio"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -112,7 +111,7 @@ func (t limitedTransport) Accept(w http.ResponseWriter, r *http.Request) (transp
 	if eio, err := strconv.Atoi(r.URL.Query().Get("EIO")); err == nil && eio >= 4 {
 		t.limits.Logger.Warn("client refused: it speaks Engine.IO 4 (socket.io-client 3.x or 4.x), which go-socket.io v1.7.0 cannot serve; it needs socket.io-client 2.x (or 1.x)",
 			"remote", r.RemoteAddr, "EIO", eio, "user_agent", r.UserAgent())
-		return refusedConn{err: fmt.Errorf("%w: %s", ErrClientVersion, clientVersionAdvice)}, nil
+		return refusedConn{err: errorf("%w: %s", ErrClientVersion, clientVersionAdvice)}, nil
 	}
 	c, err := t.Transport.Accept(w, r)
 	if err != nil {
@@ -199,7 +198,7 @@ func (c *limitedConn) checkAttachments(br *bufio.Reader) error {
 		switch {
 		case b >= '0' && b <= '9' && i < 20:
 			if n = n*10 + uint64(b-'0'); n > uint64(c.limits.MaxAttachments) {
-				return fmt.Errorf("%w: more than %d binary attachments", ErrClientLimit, c.limits.MaxAttachments)
+				return errorf("%w: more than %d binary attachments", ErrClientLimit, c.limits.MaxAttachments)
 			}
 		default:
 			return nil
@@ -221,7 +220,7 @@ func (c *limitedConn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	max := int64(c.limits.MaxMessageSize)
 	if r.ContentLength > max {
-		c.reject(fmt.Errorf("%w: request body of %d bytes, over %d", ErrClientLimit, r.ContentLength, max))
+		c.reject(errorf("%w: request body of %d bytes, over %d", ErrClientLimit, r.ContentLength, max))
 		w.Header().Set("Connection", "close")
 		http.Error(w, "message too large", http.StatusRequestEntityTooLarge)
 		return
@@ -232,7 +231,7 @@ func (c *limitedConn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Closed only now: go-socket.io's polling POST waits for its reader to
 	// finish and would hang if the session closed under it.
 	if body.over {
-		c.reject(fmt.Errorf("%w: request body over %d bytes", ErrClientLimit, max))
+		c.reject(errorf("%w: request body over %d bytes", ErrClientLimit, max))
 	}
 }
 
@@ -285,7 +284,7 @@ func (r countingReader) Read(p []byte) (int, error) {
 }
 
 func (r *limitedReader) tooLarge() error {
-	err := fmt.Errorf("%w: message over %d bytes", ErrClientLimit, r.conn.limits.MaxMessageSize)
+	err := errorf("%w: message over %d bytes", ErrClientLimit, r.conn.limits.MaxMessageSize)
 	r.conn.reject(err)
 	_ = r.Close()
 	return err

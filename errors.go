@@ -3,6 +3,7 @@ package redisadapter
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/redis/rueidis"
 )
@@ -68,5 +69,21 @@ func unreachable(err error) error {
 	if _, answered := rueidis.IsRedisErr(err); answered || err == nil || errors.Is(err, rueidis.ErrClosing) || errors.Is(err, ErrUnavailable) {
 		return err
 	}
-	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	return errorf("%w: %w", ErrUnavailable, err)
 }
+
+// errorf is fmt.Errorf for the errors the package returns: the message
+// says "redisadapter: " once, at its start, however many of the package's
+// errors it wraps (errors.Is and errors.As still find each of them).
+func errorf(format string, args ...any) error {
+	err := fmt.Errorf(format, args...)
+	return &prefixedError{msg: "redisadapter: " + strings.ReplaceAll(err.Error(), "redisadapter: ", ""), err: err}
+}
+
+type prefixedError struct {
+	msg string
+	err error
+}
+
+func (e *prefixedError) Error() string { return e.msg }
+func (e *prefixedError) Unwrap() error { return e.err }
