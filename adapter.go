@@ -71,7 +71,7 @@ type ServerSideHandler func(args []json.RawMessage) any
 // when it refuses the credentials.
 func New(ctx context.Context, server *socketio.Server, c Connector, opts *Options) (*Adapter, error) {
 	if server == nil || c == nil {
-		return nil, fmt.Errorf("%w: server and connector are required", ErrConfig)
+		return nil, errorf("%w: server and connector are required", ErrConfig)
 	}
 	c, o, client, conns, err := open(c, opts)
 	if err != nil {
@@ -105,7 +105,7 @@ func New(ctx context.Context, server *socketio.Server, c Connector, opts *Option
 	}
 	if err := a.start(ctx); err != nil {
 		a.shutdown()
-		return nil, err
+		return nil, errorf("starting on %s: %w", redisTarget(c.clientOption()), err)
 	}
 	return a, nil
 }
@@ -154,9 +154,9 @@ func (a *Adapter) start(ctx context.Context) error {
 	defer cancel()
 	if err := a.subs.waitReady(wait); err != nil {
 		if last := a.subs.lastError(); last != nil {
-			return fmt.Errorf("redisadapter: subscribe: %w", unreachable(last))
+			return errorf("subscribing: %w", unreachable(last))
 		}
-		return fmt.Errorf("%w: subscriptions not confirmed: %w", ErrUnavailable, err)
+		return errorf("%w: subscriptions not confirmed: %w", ErrUnavailable, err)
 	}
 	for _, p := range a.probes {
 		p.lastProof.Store(time.Now().UnixNano()) // confirmed just now
@@ -201,7 +201,7 @@ func (a *Adapter) UID() string { return a.uid }
 func (a *Adapter) namespace(nsp string) (*namespace, error) {
 	ns, ok := a.namespaces[normalizeNamespace(nsp)]
 	if !ok {
-		return nil, fmt.Errorf("%w: %q", ErrUnknownNamespace, nsp)
+		return nil, errorf("%w: %q", ErrUnknownNamespace, nsp)
 	}
 	return ns, nil
 }
@@ -228,7 +228,7 @@ func (a *Adapter) SetData(conn socketio.Conn, data any) error {
 	}
 	b, err := json.Marshal(data)
 	if err != nil {
-		return fmt.Errorf("redisadapter: socket data: %w", err)
+		return errorf("socket data: %w", err)
 	}
 	if s := a.local.socketFor(ns, conn); s != nil { // nil: conn has disconnected, its data is gone
 		s.mu.Lock()
@@ -279,7 +279,7 @@ func (a *Adapter) roomShardsDown() int {
 // (ErrPublish).
 func (a *Adapter) mayPublish() error {
 	if err := a.checkSubscribed(); err != nil {
-		return fmt.Errorf("%w: not published: %w", ErrPublish, err)
+		return errorf("%w: not published: %w", ErrPublish, err)
 	}
 	return nil
 }
@@ -288,7 +288,7 @@ func (a *Adapter) mayPublish() error {
 // and for a moment after they are back (see settle).
 func (a *Adapter) checkSubscribed() error {
 	if !a.subs.ready() {
-		return fmt.Errorf("%w: subscriptions are down", ErrUnavailable)
+		return errorf("%w: subscriptions are down", ErrUnavailable)
 	}
 	return nil
 }
@@ -317,7 +317,7 @@ func (a *Adapter) Close(ctx context.Context) error {
 	case <-a.pub.closeNow():
 	case <-ctx.Done():
 		go a.shutdown() // what is still queued fails once the client is closed
-		return fmt.Errorf("redisadapter: close: queued messages not all sent: %w", ctx.Err())
+		return errorf("close: queued messages not all sent: %w", ctx.Err())
 	}
 	unsent := a.pub.takeUnreported()
 	done := make(chan struct{})
@@ -328,10 +328,10 @@ func (a *Adapter) Close(ctx context.Context) error {
 	select {
 	case <-done:
 	case <-ctx.Done():
-		return fmt.Errorf("redisadapter: close: %w", ctx.Err())
+		return errorf("close: %w", ctx.Err())
 	}
 	if unsent != nil {
-		return fmt.Errorf("redisadapter: close: %w", unsent)
+		return errorf("close: %w", unsent)
 	}
 	return nil
 }

@@ -107,7 +107,8 @@ func TestServerOnConnectReplacesTheAdapters(t *testing.T) {
 		srv.OnConnect("/", func(socketio.Conn) error { return nil }) // the mistake
 	})
 	cl := n.client(t, "r")
-	require.Zero(t, n.a.Stats().Sockets, "the adapter did not see the connect")
+	// The adapter did not see the connect: the broadcast's room lookup
+	// tracks the socket (unless a sweep did it first).
 	require.NoError(t, n.a.To("r").Emit(bg(t), "hello"))
 	expect(t, cl, "hello")
 	require.Equal(t, 1, n.a.Stats().Sockets, "the broadcast's selection tracks it")
@@ -118,6 +119,36 @@ func TestServerOnConnectReplacesTheAdapters(t *testing.T) {
 		return strings.Contains(logs.String(), "sockets connected without the adapter seeing it")
 	})
 }
+
+// The same mistake in an app that never looks a room up (it only
+// broadcasts namespace-wide, or does nothing): the sweep finds the sockets
+// go-socket.io counts and the adapter does not, reports it within seconds
+// of the first connection, and namespace-wide broadcasts reach them.
+func TestServerOnConnectReportedWithoutRoomLookups(t *testing.T) {
+	srv := redistest.Start(t)
+	var logs syncBuffer
+	opts := &redisadapter.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+	n := startNodeWith(t, redisadapter.Standalone{Addr: srv.Addr()}, opts, func(srv *socketio.Server, _ *redisadapter.Adapter) {
+		srv.OnConnect("/", func(socketio.Conn) error { return nil }) // the mistake
+	})
+	cl := n.client(t)
+	connected := time.Now()
+	deadline := time.After(3*sweepEvery + time.Second)
+	for !strings.Contains(logs.String(), "sockets connected without the adapter seeing it") {
+		select {
+		case <-deadline:
+			t.Fatalf("not reported %v after the first connection; log:\n%s", time.Since(connected), logs.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	t.Logf("reported %v after the first connection", time.Since(connected).Round(time.Millisecond))
+	require.Equal(t, 1, n.a.Stats().Sockets, "the sweep tracks the socket")
+	require.NoError(t, n.a.Of("/").Emit(bg(t), "all", 1))
+	expect(t, cl, "all", "1")
+}
+
+// sweepEvery is the adapter's sweep interval (sweepInterval).
+const sweepEvery = time.Second
 
 // churnDuration is how long TestChurn churns: 5 s by default (CI), or
 // REDISADAPTER_CHURN (a Go duration) for a longer run on demand:

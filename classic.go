@@ -20,7 +20,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"strings"
 
 	"github.com/redis/rueidis"
@@ -44,7 +43,7 @@ func encodeClassicBroadcast(uid, nsp string, sel selector, event string, args []
 		encodeOpts(enc, sel, 0),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("redisadapter: encode %q: %w", event, err)
+		return nil, errorf("encode %q: %w", event, err)
 	}
 	return bytes.Clone(e.buf.Bytes()), nil
 }
@@ -65,7 +64,7 @@ func encodeBroadcastRequest(r request) ([]byte, error) {
 		enc.EncodeString("opts"), encodeOpts(enc, f.sel, r.ackTimeout.Milliseconds()),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("redisadapter: encode %q: %w", f.event, err)
+		return nil, errorf("encode %q: %w", f.event, err)
 	}
 	return buf.Bytes(), nil
 }

@@ -3,11 +3,13 @@ package redisadapter
 import (
 	"bufio"
 	"errors"
-	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
+	"time"
 
 	engineioframe "github.com/googollee/go-socket.io/engineio/frame"
 	"github.com/googollee/go-socket.io/engineio/packet"
@@ -38,6 +40,11 @@ import (
 //     MaxMessageSize. As in Node, the limit is on the whole body, which may
 //     batch several messages.
 //
+// A client speaking Engine.IO 4 (socket.io-client 3.x or 4.x, which
+// go-socket.io v1.7.0 cannot serve: it accepts their handshake and then
+// fails) is refused at the handshake: an HTTP 400 whose body says to use
+// socket.io-client 2.x (or 1.x), and a warning on Logger.
+//
 // The zero value is the default configuration. A negative limit is a
 // programmer error: Transports panics on it.
 type ClientLimits struct {
@@ -47,6 +54,8 @@ type ClientLimits struct {
 	MaxAttachments int
 	// OnReject, if set, is called with the client's address and the reason (wrapping ErrClientLimit) when a client is disconnected, on the goroutine reading that client (a long-polling client's HTTP request); it may be called concurrently. default: nil
 	OnReject func(remote net.Addr, err error)
+	// Logger receives a warning for each client refused for speaking Engine.IO 4 (socket.io-client 3.x or 4.x). default: slog.Default()
+	Logger *slog.Logger
 }
 
 func (l *ClientLimits) setDefaults() {
@@ -55,6 +64,9 @@ func (l *ClientLimits) setDefaults() {
 	}
 	if l.MaxAttachments == 0 {
 		l.MaxAttachments = 10
+	}
+	if l.Logger == nil {
+		l.Logger = slog.Default()
 	}
 }
 
@@ -96,6 +108,11 @@ type limitedTransport struct {
 }
 
 func (t limitedTransport) Accept(w http.ResponseWriter, r *http.Request) (transport.Conn, error) {
+	if eio, err := strconv.Atoi(r.URL.Query().Get("EIO")); err == nil && eio >= 4 {
+		t.limits.Logger.Warn("client refused: it speaks Engine.IO 4 (socket.io-client 3.x or 4.x), which go-socket.io v1.7.0 cannot serve; it needs socket.io-client 2.x (or 1.x)",
+			"remote", r.RemoteAddr, "EIO", eio, "user_agent", r.UserAgent())
+		return refusedConn{err: errorf("%w: %s", ErrClientVersion, clientVersionAdvice)}, nil
+	}
 	c, err := t.Transport.Accept(w, r)
 	if err != nil {
 		return nil, err
@@ -108,6 +125,23 @@ func (t limitedTransport) Accept(w http.ResponseWriter, r *http.Request) (transp
 	}
 	return lc, nil
 }
+
+// clientVersionAdvice is the body of the refusal an Engine.IO 4 client gets.
+const clientVersionAdvice = "socket.io-client 3.x and 4.x (Engine.IO 4) cannot connect to this server (go-socket.io v1.7.0 speaks Engine.IO 3): use socket.io-client 2.x (or 1.x)"
+
+// refusedConn is handed to engine.io for a refused handshake. Accept
+// cannot answer itself: engine.io answers a failed Accept with a 502 of
+// its own after it. Instead, engine.io's new session sets the conn's
+// deadlines first, and answers that failure with a 400 carrying the
+// error's text, without creating the session or writing anything else.
+type refusedConn struct {
+	transport.Conn // nil: every method engine.io may call is below
+	err            error
+}
+
+func (c refusedConn) SetReadDeadline(time.Time) error  { return c.err }
+func (c refusedConn) SetWriteDeadline(time.Time) error { return c.err }
+func (c refusedConn) Close() error                     { return nil }
 
 type pausableConn struct {
 	*limitedConn
@@ -164,7 +198,7 @@ func (c *limitedConn) checkAttachments(br *bufio.Reader) error {
 		switch {
 		case b >= '0' && b <= '9' && i < 20:
 			if n = n*10 + uint64(b-'0'); n > uint64(c.limits.MaxAttachments) {
-				return fmt.Errorf("%w: more than %d binary attachments", ErrClientLimit, c.limits.MaxAttachments)
+				return errorf("%w: more than %d binary attachments", ErrClientLimit, c.limits.MaxAttachments)
 			}
 		default:
 			return nil
@@ -186,7 +220,7 @@ func (c *limitedConn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	max := int64(c.limits.MaxMessageSize)
 	if r.ContentLength > max {
-		c.reject(fmt.Errorf("%w: request body of %d bytes, over %d", ErrClientLimit, r.ContentLength, max))
+		c.reject(errorf("%w: request body of %d bytes, over %d", ErrClientLimit, r.ContentLength, max))
 		w.Header().Set("Connection", "close")
 		http.Error(w, "message too large", http.StatusRequestEntityTooLarge)
 		return
@@ -197,7 +231,7 @@ func (c *limitedConn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Closed only now: go-socket.io's polling POST waits for its reader to
 	// finish and would hang if the session closed under it.
 	if body.over {
-		c.reject(fmt.Errorf("%w: request body over %d bytes", ErrClientLimit, max))
+		c.reject(errorf("%w: request body over %d bytes", ErrClientLimit, max))
 	}
 }
 
@@ -250,7 +284,7 @@ func (r countingReader) Read(p []byte) (int, error) {
 }
 
 func (r *limitedReader) tooLarge() error {
-	err := fmt.Errorf("%w: message over %d bytes", ErrClientLimit, r.conn.limits.MaxMessageSize)
+	err := errorf("%w: message over %d bytes", ErrClientLimit, r.conn.limits.MaxMessageSize)
 	r.conn.reject(err)
 	_ = r.Close()
 	return err

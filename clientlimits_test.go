@@ -1,8 +1,10 @@
 package redisadapter_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/blogstack/redisadapter"
+	"github.com/blogstack/redisadapter/internal/nodetest"
 	"github.com/blogstack/redisadapter/internal/siotest"
 )
 
@@ -184,4 +187,59 @@ func (b neverEnding) Read(p []byte) (int, error) {
 		p[i] = byte(b)
 	}
 	return len(p), nil
+}
+
+// A socket.io-client 3.x/4.x (Engine.IO 4) is refused at the handshake with
+// a 400 that says which client to use, and a warning; a 2.x client still
+// connects through the same transports.
+func TestClientLimitsRefuseEngineIO4(t *testing.T) {
+	var logs syncBuffer
+	srv := socketio.NewServer(&engineio.Options{
+		SessionIDGenerator: redisadapter.SessionIDGenerator{},
+		Transports:         redisadapter.ClientLimits{Logger: slog.New(slog.NewTextHandler(&logs, nil))}.Transports(),
+	})
+	connected := make(chan string, 8)
+	srv.OnConnect("/", func(c socketio.Conn) error { connected <- c.ID(); return nil })
+	srv.OnEvent("/", "echo", func(_ socketio.Conn, s string) string { return s })
+	go srv.Serve()
+	hs := httptest.NewServer(srv)
+	t.Cleanup(func() {
+		hs.CloseClientConnections()
+		hs.Close()
+		srv.Close()
+	})
+
+	for _, transport := range []string{"polling", "websocket"} {
+		resp, err := http.Get(hs.URL + "/socket.io/?EIO=4&transport=" + transport)
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.Equal(t, http.StatusBadRequest, resp.StatusCode, transport)
+		require.Contains(t, string(body), "use socket.io-client 2.x (or 1.x)", transport)
+	}
+	require.Equal(t, 2, strings.Count(logs.String(), "client refused: it speaks Engine.IO 4"), logs.String())
+
+	// The real clients, when node and the npm packages are here.
+	m := nodetest.DialV4(t, hs.URL, "polling")
+	require.Nil(t, m["connected"], "socket.io-client 4 connected over polling")
+	require.Equal(t, "400", string(m["description"]), "the refused poll's status")
+	m = nodetest.DialV4(t, hs.URL, "websocket")
+	require.Nil(t, m["connected"], "socket.io-client 4 connected over websocket")
+	select {
+	case id := <-connected:
+		t.Fatalf("a refused client reached the connect handler as %s", id)
+	default:
+	}
+
+	c2 := nodetest.Dial(t, hs.URL, "")
+	require.Equal(t, []string{`"hi"`}, rawStrings(c2.Call(t, "echo", "hi")))
+	require.Equal(t, c2.ID, <-connected)
+}
+
+func rawStrings(raw []json.RawMessage) []string {
+	out := make([]string, len(raw))
+	for i, r := range raw {
+		out[i] = string(r)
+	}
+	return out
 }

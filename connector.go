@@ -56,7 +56,7 @@ func open(c Connector, opts *Options) (Connector, Options, rueidis.Client, *conn
 	copt.DialCtxFn = conns.dial
 	client, err := rueidis.NewClient(copt)
 	if err != nil {
-		return nil, o, nil, nil, fmt.Errorf("redisadapter: connect to redis: %w", unreachable(err))
+		return nil, o, nil, nil, errorf("connecting to %s: %w", redisTarget(copt), unreachable(err))
 	}
 	conns.client = client
 	return c, o, client, conns, nil
@@ -76,15 +76,29 @@ func roomSubscriptions(c Connector) bool {
 	return false
 }
 
+// redisTarget names what opt connects to, for error messages: the address, the
+// Sentinel master's name, or the cluster's seed addresses.
+func redisTarget(opt rueidis.ClientOption) string {
+	addrs := strings.Join(opt.InitAddress, ", ")
+	switch {
+	case opt.Sentinel.MasterSet != "":
+		return fmt.Sprintf("Sentinel master %q (sentinels %s)", opt.Sentinel.MasterSet, addrs)
+	case opt.ForceSingleClient:
+		return "Redis at " + addrs
+	default:
+		return fmt.Sprintf("Redis Cluster (seeds %s)", addrs)
+	}
+}
+
 // validAddrs is an error wrapping ErrConfig, naming field, unless addrs
 // holds at least one address and each is host:port.
 func validAddrs(field string, addrs ...string) error {
 	if len(addrs) == 0 {
-		return fmt.Errorf("%w: %s is empty", ErrConfig, field)
+		return errorf("%w: %s is empty", ErrConfig, field)
 	}
 	for _, a := range addrs {
 		if _, _, err := net.SplitHostPort(a); err != nil || strings.Contains(a, "/") {
-			return fmt.Errorf("%w: %s %q is not host:port (for a redis:// URL, use ParseURL)", ErrConfig, field, a)
+			return errorf("%w: %s %q is not host:port (for a redis:// URL, use ParseURL)", ErrConfig, field, a)
 		}
 	}
 	return nil

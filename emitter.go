@@ -3,7 +3,6 @@ package redisadapter
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -80,7 +79,7 @@ type emitterCore struct {
 // error when it refuses the credentials.
 func NewEmitter(ctx context.Context, c Connector, opts *Options) (Emitter, error) {
 	if c == nil {
-		return Emitter{}, fmt.Errorf("%w: connector is required", ErrConfig)
+		return Emitter{}, errorf("%w: connector is required", ErrConfig)
 	}
 	c, o, client, conns, err := open(c, opts)
 	if err != nil {
@@ -88,7 +87,7 @@ func NewEmitter(ctx context.Context, c Connector, opts *Options) (Emitter, error
 	}
 	if err := client.Do(ctx, client.B().Ping().Build()).Error(); err != nil {
 		client.Close()
-		return Emitter{}, fmt.Errorf("redisadapter: ping redis: %w", unreachable(err))
+		return Emitter{}, errorf("pinging %s: %w", redisTarget(c.clientOption()), unreachable(err))
 	}
 	uid := randomID(6)
 	log := o.Logger.With("emitter", "redisadapter", "uid", uid)
@@ -423,10 +422,10 @@ func (e Emitter) Close(ctx context.Context) error {
 	select {
 	case <-core.pub.closeNow():
 		if unsent := core.pub.takeUnreported(); unsent != nil {
-			err = fmt.Errorf("redisadapter: close: %w", unsent)
+			err = errorf("close: %w", unsent)
 		}
 	case <-ctx.Done():
-		err = fmt.Errorf("redisadapter: close: queued messages not all sent: %w", ctx.Err())
+		err = errorf("close: queued messages not all sent: %w", ctx.Err())
 	}
 	core.answers.close()
 	core.pub.abort()

@@ -3,6 +3,7 @@ package redisadapter
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/redis/rueidis"
 )
@@ -50,6 +51,11 @@ var (
 	// or too many binary attachments.
 	ErrClientLimit = errors.New("redisadapter: client over its limit")
 
+	// ErrClientVersion is the reason ClientLimits gives a client it refuses
+	// at the handshake for speaking Engine.IO 4 (socket.io-client 3.x or
+	// 4.x): go-socket.io v1.7.0 serves socket.io-client 1.x and 2.x only.
+	ErrClientVersion = errors.New("redisadapter: client version not supported")
+
 	// ErrConfig is returned for an invalid connector, URL or option; the
 	// error wrapping it names the field. ClientLimits.Transports panics
 	// with it.
@@ -63,5 +69,21 @@ func unreachable(err error) error {
 	if _, answered := rueidis.IsRedisErr(err); answered || err == nil || errors.Is(err, rueidis.ErrClosing) || errors.Is(err, ErrUnavailable) {
 		return err
 	}
-	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	return errorf("%w: %w", ErrUnavailable, err)
 }
+
+// errorf is fmt.Errorf for the errors the package returns: the message
+// says "redisadapter: " once, at its start, however many of the package's
+// errors it wraps (errors.Is and errors.As still find each of them).
+func errorf(format string, args ...any) error {
+	err := fmt.Errorf(format, args...)
+	return &prefixedError{msg: "redisadapter: " + strings.ReplaceAll(err.Error(), "redisadapter: ", ""), err: err}
+}
+
+type prefixedError struct {
+	msg string
+	err error
+}
+
+func (e *prefixedError) Error() string { return e.msg }
+func (e *prefixedError) Unwrap() error { return e.err }

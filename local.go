@@ -160,7 +160,10 @@ func (l *localSockets) socketFor(ns *namespace, conn socketio.Conn) *localSocket
 // second sweep that finds it disconnected, so that the short window between
 // go-socket.io's LeaveAll and its disconnect handler is never mistaken for
 // it. Likewise a socket tracked by a selection whose connect handler has not
-// run by the next sweep means the server's OnConnect replaced the adapter's.
+// run by the next sweep means the server's OnConnect replaced the adapter's;
+// while go-socket.io counts more connections than the adapter tracks, the
+// sweep looks for such sockets itself (trackUntracked), so the mistake is
+// reported within two sweeps of the first connection.
 const sweepInterval = time.Second
 
 // count is how many sockets are tracked, over every namespace.
@@ -181,12 +184,48 @@ func (l *localSockets) sweep(ctx context.Context) {
 	for {
 		select {
 		case <-tick.C:
+			scan := l.server.Count() > l.count()
 			for _, ns := range l.namespaces {
+				if scan {
+					l.trackUntracked(ns)
+				}
 				l.sweepOnce(ns)
 			}
 		case <-ctx.Done():
 			return
 		}
+	}
+}
+
+// trackUntracked tracks, as a selection would (marked unseen), the
+// sockets of ns connected without the adapter seeing it: those in the
+// room named by their own id and not tracked. The sweep then reports the
+// connect handler that never ran even if no room lookup ever finds them
+// (an app that only broadcasts namespace-wide), and namespace-wide
+// broadcasts reach them. The sweep calls it only while go-socket.io counts
+// more connections than the adapter tracks.
+func (l *localSockets) trackUntracked(ns *namespace) {
+	rooms := l.server.Rooms(ns.name)
+	ns.mu.RLock()
+	candidates := rooms[:0]
+	for _, room := range rooms {
+		if _, tracked := ns.sockets[room]; !tracked {
+			candidates = append(candidates, room)
+		}
+	}
+	ns.mu.RUnlock()
+	var found []socketio.Conn
+	for _, room := range candidates {
+		// Collected first: tracking checks go-socket.io's rooms, which
+		// must not be done under ForEach's lock.
+		l.server.ForEach(ns.name, room, func(c socketio.Conn) {
+			if c.ID() == room {
+				found = append(found, c)
+			}
+		})
+	}
+	for _, c := range found {
+		l.socketFor(ns, c)
 	}
 }
 

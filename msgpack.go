@@ -8,7 +8,6 @@ package redisadapter
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"io"
 	"math"
 	"strings"
@@ -298,7 +297,7 @@ func jsonToMsgpack(doc []byte) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := newEncoder(&buf)
 	if err := transcode(dec, enc, 0); err != nil {
-		return nil, fmt.Errorf("redisadapter: msgpack: %w", err)
+		return nil, errorf("msgpack: %w", err)
 	}
 	return buf.Bytes(), nil
 }

@@ -2,7 +2,6 @@ package redisadapter
 
 import (
 	"errors"
-	"fmt"
 	"log/slog"
 	"strings"
 	"time"
@@ -83,10 +82,10 @@ func (o *Options) setDefaults() {
 
 func (o *Options) validate() error {
 	if strings.ContainsRune(o.Key, 0) {
-		return fmt.Errorf("%w: Options.Key %q contains a NUL byte", ErrConfig, o.Key)
+		return errorf("%w: Options.Key %q contains a NUL byte", ErrConfig, o.Key)
 	}
 	if strings.Contains(o.Key, "#") {
-		return fmt.Errorf("%w: Options.Key %q contains '#', the channel separator", ErrConfig, o.Key)
+		return errorf("%w: Options.Key %q contains '#', the channel separator", ErrConfig, o.Key)
 	}
 	for _, n := range o.Namespaces {
 		if err := validNamespace(n); err != nil {
@@ -108,7 +107,7 @@ func (o *Options) validate() error {
 // negative, else nil.
 func negative[T int | time.Duration](field string, v T) error {
 	if v < 0 {
-		return fmt.Errorf("%w: %s %v is negative", ErrConfig, field, v)
+		return errorf("%w: %s %v is negative", ErrConfig, field, v)
 	}
 	return nil
 }
@@ -116,7 +115,7 @@ func negative[T int | time.Duration](field string, v T) error {
 // validNamespace rejects a namespace that would break the channel names.
 func validNamespace(nsp string) error {
 	if !strings.HasPrefix(nsp, "/") || strings.ContainsAny(nsp, "#\x00") {
-		return fmt.Errorf("%w: namespace %q must start with '/' and contain neither '#' nor a NUL byte", ErrConfig, nsp)
+		return errorf("%w: namespace %q must start with '/' and contain neither '#' nor a NUL byte", ErrConfig, nsp)
 	}
 	return nil
 }

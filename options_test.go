@@ -2,6 +2,7 @@ package redisadapter
 
 import (
 	"crypto/tls"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -212,7 +213,7 @@ func TestClientLimitsDefaultsAndValidation(t *testing.T) {
 	var l ClientLimits
 	l.setDefaults()
 	require.NoError(t, l.validate())
-	require.Equal(t, ClientLimits{MaxMessageSize: 1e6, MaxAttachments: 10}, l)
+	require.Equal(t, ClientLimits{MaxMessageSize: 1e6, MaxAttachments: 10, Logger: slog.Default()}, l)
 
 	for _, tc := range []struct {
 		in  ClientLimits

@@ -8,7 +8,6 @@ package redisadapter
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -188,7 +187,7 @@ func jsonArgs(event string, args []any) ([]json.RawMessage, error) {
 	for i, a := range args {
 		b, err := json.Marshal(a)
 		if err != nil {
-			return nil, fmt.Errorf("redisadapter: serverSideEmit %q: %w", event, err)
+			return nil, errorf("serverSideEmit %q: %w", event, err)
 		}
 		out[i] = b
 	}

@@ -5,7 +5,6 @@ package redisadapter
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -127,7 +126,7 @@ func (p *publisher) isDown() bool {
 // last batch did not reach Redis: that is why nothing came.
 func (p *publisher) duringOutage(err error) error {
 	if p.isDown() {
-		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		return errorf("%w: %w", ErrUnavailable, err)
 	}
 	return err
 }
@@ -150,7 +149,7 @@ func (p *publisher) publishAnswer(ctx context.Context, ns nsProtocol, m message)
 // Options.MaxMessageSize, which receivers drop.
 func (p *publisher) checkSize(payload []byte) error {
 	if len(payload) > p.opts.MaxMessageSize {
-		return fmt.Errorf("%w: %d bytes, limit %d", ErrMessageTooLarge, len(payload), p.opts.MaxMessageSize)
+		return errorf("%w: %d bytes, limit %d", ErrMessageTooLarge, len(payload), p.opts.MaxMessageSize)
 	}
 	return nil
 }
@@ -183,15 +182,15 @@ func (p *publisher) queueMessage(ctx context.Context, ns nsProtocol, m message, 
 	select {
 	case err := <-o.done:
 		if err != nil {
-			return fmt.Errorf("%w: %s: %w", ErrPublish, channel, unreachable(err))
+			return errorf("%w: %s: %w", ErrPublish, channel, unreachable(err))
 		}
 		return nil
 	case <-ctx.Done():
 		if o.giveUp() {
-			return fmt.Errorf("%w: %s: no answer from Redis (sent only if it had left already): %w", ErrPublish, channel, p.duringOutage(ctx.Err()))
+			return errorf("%w: %s: no answer from Redis (sent only if it had left already): %w", ErrPublish, channel, p.duringOutage(ctx.Err()))
 		}
 		if err := <-o.done; err != nil {
-			return fmt.Errorf("%w: %s: %w", ErrPublish, channel, unreachable(err))
+			return errorf("%w: %s: %w", ErrPublish, channel, unreachable(err))
 		}
 		return nil
 	}
@@ -216,7 +215,7 @@ func (p *publisher) put(ctx context.Context, deadline time.Time, o *outgoing) er
 		select {
 		case <-space:
 		case <-ctx.Done():
-			return fmt.Errorf("%w: publish queue full (%d bytes): %w", ErrPublish, p.opts.PublishQueue, p.duringOutage(ctx.Err()))
+			return errorf("%w: publish queue full (%d bytes): %w", ErrPublish, p.opts.PublishQueue, p.duringOutage(ctx.Err()))
 		}
 		p.mu.Lock()
 	}
@@ -246,7 +245,7 @@ func (p *publisher) flush(ctx context.Context) error {
 		return err
 	case <-ctx.Done():
 		if o.giveUp() {
-			return fmt.Errorf("redisadapter: flush: %w", ctx.Err())
+			return errorf("flush: %w", ctx.Err())
 		}
 		return <-o.done
 	}
@@ -355,7 +354,7 @@ func (p *publisher) sendBatch(batch []*outgoing) {
 		if err != nil && !o.internal {
 			p.mu.Lock()
 			if p.unreported == nil {
-				p.unreported = fmt.Errorf("%w: %w", ErrPublish, unreachable(err))
+				p.unreported = errorf("%w: %w", ErrPublish, unreachable(err))
 			}
 			p.mu.Unlock()
 		}
@@ -375,12 +374,25 @@ func (p *publisher) do(cmds []rueidis.Completed) []rueidis.RedisResult {
 // logFailure logs a failed publish, once a second at most: the count is in
 // Stats.PublishFailures.
 func (p *publisher) logFailure(err error) {
+	if p.logNow() {
+		p.log.Warn("publish failed", "err", err, "failures", p.failures.Load())
+	}
+}
+
+// logResend logs that n stream entries are sent again, nothing lost so
+// far, once a second at most (sharing logFailure's second): the count is
+// in Stats.Resent.
+func (p *publisher) logResend(err error, n int) {
+	if p.logNow() {
+		p.log.Warn("stream entries not confirmed by Redis; sending them again (nothing lost so far)", "err", err, "entries", n, "resent", p.resent.Load())
+	}
+}
+
+// logNow reports whether a second passed since the last line it allowed.
+func (p *publisher) logNow() bool {
 	now := time.Now().UnixNano()
 	last := p.lastLog.Load()
-	if now-last < int64(time.Second) || !p.lastLog.CompareAndSwap(last, now) {
-		return
-	}
-	p.log.Warn("publish failed", "err", err, "failures", p.failures.Load())
+	return now-last >= int64(time.Second) && p.lastLog.CompareAndSwap(last, now)
 }
 
 // takeUnreported returns, and forgets, the first failure of a queued
@@ -415,7 +427,7 @@ func (p *publisher) closeNow() <-chan struct{} {
 func (p *publisher) encodeRequest(proto nsProtocol, req request) (message, error) {
 	m, err := proto.encodeRequest(req)
 	if err != nil {
-		return message{}, fmt.Errorf("redisadapter: encode %s: %w", req.typ, err)
+		return message{}, errorf("encode %s: %w", req.typ, err)
 	}
 	return m, p.checkSize(m.payload)
 }

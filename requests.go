@@ -204,11 +204,12 @@ func (rq *requester) serverCount(ctx context.Context, ns nsProtocol) (int, error
 	total, answered := 0, 0
 	var lastErr error
 	lastErr = errors.New("no Redis node known")
-	for _, node := range rq.client.Nodes() {
+	lastAddr := "none"
+	for addr, node := range rq.client.Nodes() {
 		cmd, channel := ns.countCommand(node)
 		counts, err := node.Do(ctx, cmd).AsIntMap()
 		if err != nil {
-			lastErr = err
+			lastErr, lastAddr = err, addr
 			continue
 		}
 		total += int(counts[channel])
@@ -218,7 +219,7 @@ func (rq *requester) serverCount(ctx context.Context, ns nsProtocol) (int, error
 		if errors.Is(lastErr, rueidis.ErrClosing) {
 			return 0, ErrClosed // Close ran meanwhile
 		}
-		return 0, fmt.Errorf("redisadapter: PUBSUB NUMSUB: %w", unreachable(lastErr))
+		return 0, errorf("counting the servers to wait for: no Redis node answered (last asked: %s): %w", lastAddr, unreachable(lastErr))
 	}
 	return total, nil
 }
@@ -323,12 +324,12 @@ func (rq *requester) askWithin(ctx context.Context, ns nsProtocol, answers *subs
 			servers = "servers"
 		}
 		if req.typ == typeBroadcast {
-			return p, fmt.Errorf("%w: %s: %d of %d known clients did not answer, and %d of %d %s did not report how many they reached, before %w",
+			return p, errorf("%w: %s: %d of %d known clients did not answer, and %d of %d %s did not report how many they reached, before %w",
 				ErrTimeout, req.typ, max(p.clients-len(p.acks), 0), p.clients, p.expected-p.answers, p.expected, servers, cause)
 		}
-		return p, fmt.Errorf("%w: %s: %d of %d %s answered before %w", ErrTimeout, req.typ, p.answers, p.expected, servers, cause)
+		return p, errorf("%w: %s: %d of %d %s answered before %w", ErrTimeout, req.typ, p.answers, p.expected, servers, cause)
 	default:
-		return p, fmt.Errorf("redisadapter: %s: %w", req.typ, ctx.Err())
+		return p, errorf("%s: %w", req.typ, ctx.Err())
 	}
 }
 
@@ -339,9 +340,9 @@ func (rq *requester) askWithin(ctx context.Context, ns nsProtocol, answers *subs
 func (rq *requester) reach(ctx context.Context, ns nsProtocol, answers *subscriptionTracker, req request) (int, error) {
 	if err := answers.waitReady(ctx); err != nil {
 		if last := answers.lastError(); last != nil && !answers.wasLive() {
-			return 0, fmt.Errorf("%w: %s: subscriptions are down: %w (last error: %v)", ErrUnavailable, req.typ, context.Cause(ctx), last)
+			return 0, errorf("%w: %s: subscriptions are down: %w (last error: %v)", ErrUnavailable, req.typ, context.Cause(ctx), last)
 		}
-		return 0, fmt.Errorf("%w: %s: subscriptions are down: %w", ErrUnavailable, req.typ, context.Cause(ctx))
+		return 0, errorf("%w: %s: subscriptions are down: %w", ErrUnavailable, req.typ, context.Cause(ctx))
 	}
 	return rq.serverCount(ctx, ns)
 }
@@ -358,7 +359,7 @@ func notReached(req request, p *pendingRequest, cause, waited error) error {
 	if !errors.Is(cause, ErrUnavailable) {
 		cause = fmt.Errorf("%w: %w", ErrUnavailable, cause)
 	}
-	return fmt.Errorf("redisadapter: %s: the other nodes were not reached, only this node's clients (%s): %w", req.typ, clients, cause)
+	return errorf("%s: the other nodes were not reached, only this node's clients (%s): %w", req.typ, clients, cause)
 }
 
 // finish ends p with err (nil: every answer arrived) unless it already

@@ -40,7 +40,7 @@ func (p *publisher) resend(sent []*outgoing, results []rueidis.RedisResult) {
 		p.mu.Lock()
 		p.down = true
 		p.mu.Unlock()
-		p.logFailure(results[idx[0]].Error())
+		p.logResend(results[idx[0]].Error(), len(cmds))
 		if !b.wait(p.ctx) {
 			return
 		}

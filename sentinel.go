@@ -3,7 +3,6 @@ package redisadapter
 import (
 	"crypto/tls"
 	"errors"
-	"fmt"
 
 	"github.com/redis/rueidis"
 )
@@ -44,7 +43,7 @@ type Sentinel struct {
 
 func (s *Sentinel) validate() error {
 	if s.MasterName == "" {
-		return fmt.Errorf("%w: Sentinel.MasterName is empty", ErrConfig)
+		return errorf("%w: Sentinel.MasterName is empty", ErrConfig)
 	}
 	return errors.Join(
 		validAddrs("Sentinel.Addrs", s.Addrs...),

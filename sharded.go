@@ -17,7 +17,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"strings"
 
 	"github.com/redis/rueidis"
@@ -177,7 +176,7 @@ func (p *shardedNamespace) encodeBroadcast(sel selector, event string, args []an
 func shardedBroadcastData(sel selector, event string, args []any) (shardedData, error) {
 	data, err := json.Marshal(append([]any{event}, args...))
 	if err != nil {
-		return shardedData{}, fmt.Errorf("redisadapter: encode %q: %w", event, err)
+		return shardedData{}, errorf("encode %q: %w", event, err)
 	}
 	packet, _ := json.Marshal(struct {
 		Type int             `json:"type"`
@@ -227,7 +226,7 @@ func shardedRequest(r request) (int, shardedData, error) {
 		typ, d.Packet, d.Opts = shardedBroadcast, b.Packet, b.Opts
 		d.Opts.Flags["timeout"] = r.ackTimeout.Milliseconds()
 	default:
-		return 0, d, fmt.Errorf("redisadapter: %s has no ClusterAdapter form", r.typ)
+		return 0, d, errorf("%s has no ClusterAdapter form", r.typ)
 	}
 	return typ, d, nil
 }
@@ -250,7 +249,7 @@ func (p *shardedNamespace) encodeAnswer(to request, a answer) (message, error) {
 	case to.typ == typeBroadcast:
 		typ, d.Packet = shardedBroadcastAck, a.ack
 	default:
-		return message{}, fmt.Errorf("redisadapter: %s has no sharded answer", to.typ)
+		return message{}, errorf("%s has no sharded answer", to.typ)
 	}
 	if d.Packet == nil && (typ == shardedServerSideEmitResp || typ == shardedBroadcastAck) {
 		d.Packet = json.RawMessage("null")

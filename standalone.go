@@ -3,7 +3,6 @@ package redisadapter
 import (
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -52,7 +51,7 @@ func (s *Standalone) setDefaults() {
 
 func (s *Standalone) validate() error {
 	if s.Protocol != 2 && s.Protocol != 3 {
-		return fmt.Errorf("%w: Standalone.Protocol %d is not 2 or 3", ErrConfig, s.Protocol)
+		return errorf("%w: Standalone.Protocol %d is not 2 or 3", ErrConfig, s.Protocol)
 	}
 	return errors.Join(
 		validAddrs("Standalone.Addr", s.Addr),

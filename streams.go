@@ -89,16 +89,16 @@ func (s *Streams) setDefaults() {
 
 func (s *Streams) validate() error {
 	if s.Connector == nil {
-		return fmt.Errorf("%w: Streams.Connector is nil", ErrConfig)
+		return errorf("%w: Streams.Connector is nil", ErrConfig)
 	}
 	if _, nested := s.Connector.(Streams); nested {
-		return fmt.Errorf("%w: Streams.Connector is a Streams", ErrConfig)
+		return errorf("%w: Streams.Connector is a Streams", ErrConfig)
 	}
 	if roomSubscriptions(s.Connector) {
 		return fmt.Errorf("%w: Streams.Connector has RoomSubscriptions: streams mode has no room channels", ErrConfig)
 	}
 	if strings.ContainsRune(s.Name, 0) {
-		return fmt.Errorf("%w: Streams.Name %q contains a NUL byte", ErrConfig, s.Name)
+		return errorf("%w: Streams.Name %q contains a NUL byte", ErrConfig, s.Name)
 	}
 	return errors.Join(
 		negative("Streams.Count", s.Count),
@@ -165,7 +165,7 @@ func (p streams) start(ctx context.Context, n *node) error {
 		seen[stream] = true
 		info, err := streamInfo(ctx, n.client, stream)
 		if err != nil {
-			return fmt.Errorf("redisadapter: read stream %q: %w", stream, unreachable(err))
+			return errorf("reading stream %q: %w", stream, unreachable(err))
 		}
 		r := &streamReader{n: n, p: p, stream: stream, offset: info.last}
 		n.spawn(r.run)
@@ -264,7 +264,7 @@ func binaryBroadcastData(sel selector, event string, args []any) ([]byte, error)
 		enc.EncodeString("flags"), enc.EncodeMapLen(0),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("redisadapter: encode %q: %w", event, err)
+		return nil, errorf("encode %q: %w", event, err)
 	}
 	return base64.StdEncoding.AppendEncode(nil, buf.Bytes()), nil
 }

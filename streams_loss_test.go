@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -200,7 +201,8 @@ func TestStreamsNothingLostAcrossClientKill(t *testing.T) {
 func TestStreamsPublisherKilledInFlight(t *testing.T) {
 	srv := redistest.Start(t)
 	cut, publisher, admin := newCutOff(t, srv, "publisher")
-	a := startNode(t, redisadapter.Streams{Connector: publisher}, nil)
+	var logs syncBuffer
+	a := startNode(t, redisadapter.Streams{Connector: publisher}, &redisadapter.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	b := startNode(t, redisadapter.Streams{Connector: admin}, nil)
 	got := collectSeqs(t, b.client(t, "r"))
 
@@ -219,6 +221,8 @@ func TestStreamsPublisherKilledInFlight(t *testing.T) {
 	st := a.a.Stats()
 	require.Zero(t, st.PublishFailures)
 	require.Positive(t, st.Resent, "a kill found XADDs in flight")
+	require.Contains(t, logs.String(), "sending them again (nothing lost so far)")
+	require.NotContains(t, logs.String(), "failed", "nothing was lost")
 	t.Logf("publisher %+v; reader dropped %d second copies", st, b.a.Stats().StreamDuplicates)
 }
 

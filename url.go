@@ -71,11 +71,11 @@ func parseURL(raw string) (redisURL, error) {
 	scheme, rest, ok := strings.Cut(raw, "://")
 	switch {
 	case !ok:
-		return r, fmt.Errorf("%w: redis URL %q: want redis://host[:port]", ErrConfig, raw)
+		return r, errorf("%w: redis URL %q: want redis://host[:port]", ErrConfig, raw)
 	case scheme == "rediss":
 		r.tls = true
 	case scheme != "redis":
-		return r, fmt.Errorf("%w: redis URL scheme %q: want redis or rediss", ErrConfig, scheme)
+		return r, errorf("%w: redis URL scheme %q: want redis or rediss", ErrConfig, scheme)
 	}
 	// url.Parse rejects several hosts, so split them off first and parse the
 	// rest with the first host in their place.
@@ -91,12 +91,12 @@ func parseURL(raw string) (redisURL, error) {
 	hosts := strings.Split(authority, ",")
 	u, err := url.Parse(scheme + "://" + userinfo + hosts[0] + tail)
 	if err != nil {
-		return r, fmt.Errorf("%w: redis URL: %w", ErrConfig, err)
+		return r, errorf("%w: redis URL: %w", ErrConfig, err)
 	}
 	for _, h := range hosts {
 		hu, err := url.Parse("redis://" + h)
 		if err != nil || hu.Hostname() == "" {
-			return r, fmt.Errorf("%w: redis URL host %q is not host[:port]", ErrConfig, h)
+			return r, errorf("%w: redis URL host %q is not host[:port]", ErrConfig, h)
 		}
 		port := hu.Port()
 		if port == "" {
@@ -112,7 +112,7 @@ func parseURL(raw string) (redisURL, error) {
 	if db := strings.Trim(u.Path, "/"); db != "" {
 		n, err := strconv.Atoi(db)
 		if err != nil || n < 0 {
-			return r, fmt.Errorf("%w: redis URL database %q is not a number", ErrConfig, db)
+			return r, errorf("%w: redis URL database %q is not a number", ErrConfig, db)
 		}
 		r.db = n
 	}
@@ -122,12 +122,12 @@ func parseURL(raw string) (redisURL, error) {
 		case "dial_timeout":
 			d, err := time.ParseDuration(v)
 			if err != nil || d <= 0 {
-				return r, fmt.Errorf("%w: redis URL dial_timeout %q", ErrConfig, v)
+				return r, errorf("%w: redis URL dial_timeout %q", ErrConfig, v)
 			}
 			r.dialTimeout = d
 		case "protocol":
 			if v != "2" && v != "3" {
-				return r, fmt.Errorf("%w: redis URL protocol=%q is not 2 or 3", ErrConfig, v)
+				return r, errorf("%w: redis URL protocol=%q is not 2 or 3", ErrConfig, v)
 			}
 			r.protocol, _ = strconv.Atoi(v)
 		case "master_name":
@@ -138,23 +138,23 @@ func parseURL(raw string) (redisURL, error) {
 			r.sentinelPass = v
 		case "cluster":
 			if r.cluster, err = strconv.ParseBool(v); err != nil {
-				return r, fmt.Errorf("%w: redis URL cluster=%q is not true or false", ErrConfig, v)
+				return r, errorf("%w: redis URL cluster=%q is not true or false", ErrConfig, v)
 			}
 			r.clusterOff = !r.cluster
 		case "streams":
 			if r.streams, err = strconv.ParseBool(v); err != nil {
-				return r, fmt.Errorf("%w: redis URL streams=%q is not true or false", ErrConfig, v)
+				return r, errorf("%w: redis URL streams=%q is not true or false", ErrConfig, v)
 			}
 		case "sharded":
 			if r.sharded, err = strconv.ParseBool(v); err != nil {
-				return r, fmt.Errorf("%w: redis URL sharded=%q is not true or false", ErrConfig, v)
+				return r, errorf("%w: redis URL sharded=%q is not true or false", ErrConfig, v)
 			}
 		case "room_subscriptions":
 			if r.roomSubs, err = strconv.ParseBool(v); err != nil {
 				return r, fmt.Errorf("%w: redis URL room_subscriptions=%q is not true or false", ErrConfig, v)
 			}
 		default:
-			return r, fmt.Errorf("%w: redis URL query key %q is not supported", ErrConfig, key)
+			return r, errorf("%w: redis URL query key %q is not supported", ErrConfig, key)
 		}
 	}
 	return r, nil
@@ -179,30 +179,30 @@ func (r redisURL) connector() (Connector, error) {
 // shape is the Standalone, Sentinel or Cluster connector r describes.
 func (r redisURL) shape() (Connector, error) {
 	if r.sharded && r.clusterOff {
-		return nil, fmt.Errorf("%w: sharded pub/sub needs a cluster, and cluster is false", ErrConfig)
+		return nil, errorf("%w: sharded pub/sub needs a cluster, and cluster is false", ErrConfig)
 	}
 	r.cluster = r.cluster || r.sharded
 	switch {
 	case r.roomSubs && (r.sharded || r.streams):
 		return nil, fmt.Errorf("%w: room_subscriptions is for classic pub/sub: sharded mode always subscribes per room, streams mode has no room channels", ErrConfig)
 	case r.masterName != "" && r.cluster:
-		return nil, fmt.Errorf("%w: a master name (Sentinel) and a cluster (cluster or sharded true) exclude each other", ErrConfig)
+		return nil, errorf("%w: a master name (Sentinel) and a cluster (cluster or sharded true) exclude each other", ErrConfig)
 	case r.masterName == "" && (r.sentinelUser != "" || r.sentinelPass != ""):
-		return nil, fmt.Errorf("%w: sentinel credentials without a master name", ErrConfig)
+		return nil, errorf("%w: sentinel credentials without a master name", ErrConfig)
 	case (r.dialTimeout != 0 || r.protocol != 0) && (r.masterName != "" || r.cluster):
-		return nil, fmt.Errorf("%w: dial_timeout and protocol apply to a standalone server only", ErrConfig)
+		return nil, errorf("%w: dial_timeout and protocol apply to a standalone server only", ErrConfig)
 	case r.masterName != "":
 		return Sentinel{MasterName: r.masterName, Addrs: r.addrs, Username: r.username, Password: r.password,
 			SentinelUsername: r.sentinelUser, SentinelPassword: r.sentinelPass, DB: r.db, TLSConfig: r.tlsConfig(),
 			RoomSubscriptions: r.roomSubs}, nil
 	case r.cluster:
 		if r.db != 0 {
-			return nil, fmt.Errorf("%w: a cluster has only database 0", ErrConfig)
+			return nil, errorf("%w: a cluster has only database 0", ErrConfig)
 		}
 		return Cluster{Addrs: r.addrs, Username: r.username, Password: r.password, TLSConfig: r.tlsConfig(), Sharded: r.sharded,
 			RoomSubscriptions: r.roomSubs}, nil
 	case len(r.addrs) > 1:
-		return nil, fmt.Errorf("%w: %d hosts in the redis URL: say what they are (master_name for Sentinel, cluster=true)", ErrConfig, len(r.addrs))
+		return nil, errorf("%w: %d hosts in the redis URL: say what they are (master_name for Sentinel, cluster=true)", ErrConfig, len(r.addrs))
 	}
 	return Standalone{Addr: r.addrs[0], Username: r.username, Password: r.password, DB: r.db,
 		TLSConfig: r.tlsConfig(), DialTimeout: r.dialTimeout, Protocol: r.protocol, RoomSubscriptions: r.roomSubs}, nil
@@ -231,20 +231,20 @@ func FromEnv() (Connector, error) {
 	}
 	u, err := parseURL(raw)
 	if err != nil {
-		return nil, fmt.Errorf("REDIS_URL: %w", err)
+		return nil, errorf("REDIS_URL: %w", err)
 	}
 	if name := os.Getenv("REDIS_MASTER_NAME"); name != "" {
 		u.masterName = name
 	}
 	if v := os.Getenv("REDIS_CLUSTER"); v != "" {
 		if u.cluster, err = strconv.ParseBool(v); err != nil {
-			return nil, fmt.Errorf("%w: REDIS_CLUSTER=%q is not true or false", ErrConfig, v)
+			return nil, errorf("%w: REDIS_CLUSTER=%q is not true or false", ErrConfig, v)
 		}
 		u.clusterOff = !u.cluster
 	}
 	if v := os.Getenv("REDIS_SHARDED"); v != "" {
 		if u.sharded, err = strconv.ParseBool(v); err != nil {
-			return nil, fmt.Errorf("%w: REDIS_SHARDED=%q is not true or false", ErrConfig, v)
+			return nil, errorf("%w: REDIS_SHARDED=%q is not true or false", ErrConfig, v)
 		}
 	}
 	if v := os.Getenv("REDIS_ROOM_SUBSCRIPTIONS"); v != "" {
@@ -254,7 +254,7 @@ func FromEnv() (Connector, error) {
 	}
 	if v := os.Getenv("REDIS_STREAMS"); v != "" {
 		if u.streams, err = strconv.ParseBool(v); err != nil {
-			return nil, fmt.Errorf("%w: REDIS_STREAMS=%q is not true or false", ErrConfig, v)
+			return nil, errorf("%w: REDIS_STREAMS=%q is not true or false", ErrConfig, v)
 		}
 	}
 	if pw := os.Getenv("REDIS_PASSWORD"); pw != "" {
@@ -262,7 +262,7 @@ func FromEnv() (Connector, error) {
 	}
 	c, err := u.connector()
 	if err != nil {
-		return nil, fmt.Errorf("REDIS_URL and REDIS_*: %w", err)
+		return nil, errorf("REDIS_URL and REDIS_*: %w", err)
 	}
 	return c, nil
 }

@@ -47,6 +47,16 @@ func dial(t testing.TB, url, localAddress string, env []string) *Client {
 	return &Client{P: p, ID: m.Str("connected")}
 }
 
+// DialV4 tries to connect a socket.io-client 4.8.1 client (Engine.IO 4),
+// using only transport (websocket or polling), and returns what it
+// reported first: {"connected": id} or {"error": ..., "description": the
+// HTTP status of a refused poll}.
+func DialV4(t testing.TB, url, transport string) Msg {
+	t.Helper()
+	p := Start(t, "client.js", []string{"SIO_CLIENT=socket.io-client-4", "SIO_TRANSPORTS=" + transport}, url)
+	return p.Wait(10*time.Second, "connect", func(m Msg) bool { return m["connected"] != nil || m["error"] != nil })
+}
+
 // Call emits event with an ack callback and returns the ack's arguments.
 func (c *Client) Call(t testing.TB, event string, args ...any) []json.RawMessage {
 	t.Helper()

@@ -1,4 +1,4 @@
-// A socket.io-client 2.5.0 client, driven by the Go
+// A socket.io-client 2.5.0 client (SIO_CLIENT=socket.io-client-4: 4.8.1), driven by the Go
 // tests over stdin/stdout, one JSON object per line.
 //   out: {"connected": id}; {"event": name, "args": [...]} per event received;
 //        {"id": n, "ack": [...]} per answered call; {"disconnected": reason}
@@ -8,7 +8,7 @@
 //        {"id": n, "event": "...", "args": [...], "pad": bytes}  (the same, with one more
 //        argument: a string of that many bytes, built here rather than sent over stdin)
 //        {"raw": "..."}  (one engine.io message as it is, for malformed packets)
-const io = require("socket.io-client");
+const io = require(process.env.SIO_CLIENT || "socket.io-client");
 const readline = require("readline");
 
 const out = (o) => process.stdout.write(JSON.stringify(o) + "\n");
@@ -22,7 +22,8 @@ if (process.argv[3]) opts.localAddress = process.argv[3];
 const socket = io(process.argv[2], opts);
 socket.on("connect", () => out({ connected: socket.id }));
 socket.on("disconnect", (reason) => out({ disconnected: reason }));
-socket.on("connect_error", (err) => out({ error: String(err) }));
+// description: engine.io-client 6 (socket.io-client 4) gives a failed poll's HTTP status there.
+socket.on("connect_error", (err) => out({ error: String(err), description: typeof err.description === "number" ? err.description : undefined }));
 let autoAck = false;
 const onevent = socket.onevent;
 socket.onevent = function (packet) {

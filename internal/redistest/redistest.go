@@ -2,8 +2,11 @@
 // through testcontainers-go when a Docker engine answers (host networking,
 // loopback ports, the locally built image of .ci/redis-image.sh), else a
 // redis-server binary from PATH; REDISADAPTER_BACKEND=process picks the
-// binary even when Docker answers. Without either, tests skip, unless
-// REDISADAPTER_REQUIRE_INTEGRATION is set (CI sets it): then they fail.
+// binary even when Docker answers. REDISADAPTER_REDIS_SERVER names another
+// server binary (a valkey-server, a newer redis-server) and implies the
+// process backend: the same tests then run against that server. Without
+// either, tests skip, unless REDISADAPTER_REQUIRE_INTEGRATION is set (CI
+// sets it): then they fail.
 package redistest
 
 import (
@@ -36,6 +39,10 @@ var Image = envOr("REDISADAPTER_REDIS_IMAGE", "local/redisadapter-redis:7")
 // Label marks every container started here, so a crashed run's leftovers can
 // be removed by label (.ci/run does).
 const Label = "redisadapter.test"
+
+// ServerBinary is the server the process backend runs (as a sentinel too,
+// with --sentinel): REDISADAPTER_REDIS_SERVER, else redis-server from PATH.
+var ServerBinary = envOr("REDISADAPTER_REDIS_SERVER", "redis-server")
 
 func envOr(k, def string) string {
 	if v := os.Getenv(k); v != "" {
@@ -88,12 +95,12 @@ var (
 func Backend(t testing.TB) string {
 	t.Helper()
 	backendOnce.Do(func() {
-		if os.Getenv("REDISADAPTER_BACKEND") != "process" && dockerHealthy() {
+		if os.Getenv("REDISADAPTER_BACKEND") != "process" && os.Getenv("REDISADAPTER_REDIS_SERVER") == "" && dockerHealthy() {
 			useDocker = true
 			return
 		}
-		if _, err := exec.LookPath("redis-server"); err != nil {
-			backendErr = fmt.Errorf("no Docker engine and no redis-server on PATH")
+		if _, err := exec.LookPath(ServerBinary); err != nil {
+			backendErr = fmt.Errorf("no Docker engine and no %s: %v", ServerBinary, err)
 		}
 	})
 	if backendErr != nil {
@@ -306,7 +313,7 @@ func (s *Server) start() error {
 	if s.sentinelConf == "" {
 		args = append(args, "--dir", s.dir)
 	}
-	cmd := exec.Command("redis-server", args...)
+	cmd := exec.Command(ServerBinary, args...)
 	cmd.Dir = s.dir
 	if err := cmd.Start(); err != nil {
 		return err
