@@ -90,8 +90,12 @@ func TestEmitOrderUnderLoad(t *testing.T) {
 func TestPublishQueueFull(t *testing.T) {
 	srv := redistest.Start(t)
 	c := redisadapter.Standalone{Addr: srv.Addr()}
-	a := startNode(t, c, &redisadapter.Options{PublishQueue: 4 << 10})
-	b := startNode(t, c, nil)
+	// A write pause longer than ProbeTimeout is a hung Redis to the
+	// delivery probe, which renews the connections (failing the batch in
+	// flight): this test is about the queue, so the probe waits longer.
+	probe := 5 * time.Second
+	a := startNode(t, c, &redisadapter.Options{PublishQueue: 4 << 10, ProbeTimeout: probe})
+	b := startNode(t, c, &redisadapter.Options{ProbeTimeout: probe})
 	bc := b.client(t, "r")
 	pauseWrites(t, c, 1500*time.Millisecond)
 	pad := make([]byte, 512)
