@@ -134,9 +134,9 @@ func (p *prober) run(ctx context.Context) {
 		closed := p.a.conns.closeAll()
 		lastClose = time.Now()
 		if !p.dead.Swap(true) {
-			p.a.log.Warn("delivery probe failed: renewing the connections to Redis", "namespace", p.ns.name, "err", err, "closed", closed)
+			p.a.log.Warn("delivery probe did not come back: renewing the connections to Redis", "namespace", p.ns.name, "err", err, "closed", closed)
 		} else {
-			p.a.log.Debug("delivery probe failed again", "namespace", p.ns.name, "err", err, "closed", closed)
+			p.a.log.Debug("delivery probe missed again", "namespace", p.ns.name, "err", err, "closed", closed)
 		}
 		// Let the subscriptions see their connections close before the
 		// next probe.
