@@ -162,7 +162,10 @@
 // wraps its engine.io transports so that a client sending more than
 // MaxMessageSize bytes in one message (1 MB by default, as Node's
 // maxHttpBufferSize) is disconnected before more is read; it needs no
-// Adapter and suits any go-socket.io v1.7.0 server.
+// Adapter and suits any go-socket.io v1.7.0 server. It also refuses, at
+// the handshake, the clients go-socket.io cannot serve: socket.io-client
+// 3.x and 4.x (Engine.IO 4) get a 400 saying to use socket.io-client 2.x
+// (or 1.x).
 //
 // # Concurrency
 //

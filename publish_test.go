@@ -3,6 +3,7 @@ package redisadapter_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -23,7 +24,13 @@ func pauseWrites(t *testing.T, c redisadapter.Connector, d time.Duration) (resum
 	t.Helper()
 	var paused []rueidis.Client
 	eachRedis(t, c, func(addr string, n rueidis.Client) {
-		require.NoError(t, n.Do(bg(t), n.B().ClientPause().Timeout(d.Milliseconds()).Write().Build()).Error(), addr)
+		err := n.Do(bg(t), n.B().ClientPause().Timeout(d.Milliseconds()).Write().Build()).Error()
+		if err != nil && strings.Contains(err.Error(), "wrong number of arguments for 'PAUSE'") {
+			// A server older than Redis 6.2 (REDISADAPTER_REDIS_SERVER): the
+			// test's tool is missing, not the adapter's feature.
+			t.Skipf("CLIENT PAUSE WRITE needs Redis 6.2: %v", err)
+		}
+		require.NoError(t, err, addr)
 		paused = append(paused, n)
 	})
 	resume = sync.OnceFunc(func() {

@@ -100,6 +100,7 @@ func (l *readerLimits) join(joined int) string {
 func (l *readerLimits) clientLimits(maxMessage int, log *slog.Logger) redisadapter.ClientLimits {
 	return redisadapter.ClientLimits{
 		MaxMessageSize: maxMessage,
+		Logger:         log, // socket.io-client 3/4 refused at the handshake
 		OnReject: func(remote net.Addr, err error) {
 			l.rejected.Add(1)
 			log.Warn("client disconnected", "remote", remote.String(), "err", err)

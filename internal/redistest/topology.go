@@ -47,7 +47,6 @@ func StartSentinel(t testing.TB) *SentinelSet {
 		set.Sentinels = append(set.Sentinels, &Server{Port: port, sentinelConf: fmt.Sprintf(`port %d
 bind 127.0.0.1
 protected-mode no
-sentinel resolve-hostnames no
 sentinel monitor %s 127.0.0.1 %d 2
 sentinel down-after-milliseconds %s 1000
 sentinel failover-timeout %s 3000
