@@ -90,7 +90,10 @@ func TestEmitOrderUnderLoad(t *testing.T) {
 func TestPublishQueueFull(t *testing.T) {
 	srv := redistest.Start(t)
 	c := redisadapter.Standalone{Addr: srv.Addr()}
-	a := startNode(t, c, &redisadapter.Options{PublishQueue: 4 << 10})
+	// ProbeTimeout: a write pause longer than the probe's bound is a fault
+	// to the probe, which would close the connection holding the batch;
+	// here the queue is tested, not the probe.
+	a := startNode(t, c, &redisadapter.Options{PublishQueue: 4 << 10, ProbeTimeout: time.Minute})
 	b := startNode(t, c, nil)
 	bc := b.client(t, "r")
 	pauseWrites(t, c, 1500*time.Millisecond)
@@ -171,7 +174,9 @@ func TestCloseSendsQueued(t *testing.T) {
 func TestPublishFailuresReachTheCaller(t *testing.T) {
 	srv := redistest.Start(t)
 	c := redisadapter.Standalone{Addr: srv.Addr()}
-	a := startNode(t, c, &redisadapter.Options{RequestTimeout: 200 * time.Millisecond})
+	// ProbeTimeout: the probe would declare the 2 s pause a fault (see
+	// TestPublishQueueFull).
+	a := startNode(t, c, &redisadapter.Options{RequestTimeout: 200 * time.Millisecond, ProbeTimeout: time.Minute})
 	pauseWrites(t, c, 2*time.Second)
 	require.NoError(t, a.a.To("r").Emit(context.Background(), "n", 0, 0), "queued: nothing knew yet")
 	require.ErrorIs(t, a.a.Flush(bg(t)), redisadapter.ErrPublish)
