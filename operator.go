@@ -90,9 +90,9 @@ func (o BroadcastOperator) Emit(ctx context.Context, event string, args ...any) 
 // are asked.
 //
 // Other errors: ctx's error, with what arrived, when ctx is canceled;
-// ErrUnavailable when the other nodes cannot be reached (Ping fails, or
-// the subscriptions and the server count are not back within
-// Options.ProbeTimeout): this node's clients get the event all the same,
+// ErrUnavailable when the other nodes cannot be reached (the delivery
+// probe failed, or the subscriptions and the server count are not back
+// within Options.ProbeTimeout): this node's clients get the event all the same,
 // and their acknowledgements are returned with the error, which says the
 // other nodes were not reached (with no local client to ask, nothing is
 // sent); ErrPublish when the request did not reach Redis (only

@@ -14,7 +14,11 @@ package redisadapter
 // on the node's subscription. Only this node reads that channel: Node.js
 // servers read their own, and the probe, JSON without a requestId, is
 // dropped by any of them that would. Any message read on the channel
-// proves delivery as well as a probe. A probe that does not come back
+// proves delivery as well as a probe. While the namespace's subscriptions
+// keep reading other messages, a late probe is waited for longer (up to
+// busyProbeWait ProbeTimeouts): a connection busy with a burst is not a
+// silent one, and closing it would lose the burst. A probe that does not
+// come back
 // declares the node's connections dead: Ping fails, Stats.ProbeFailures
 // counts it, and every connection the client holds is closed, so that
 // rueidis dials fresh ones and the supervised subscriptions (receive.go)
@@ -41,6 +45,10 @@ import (
 // probePrefix starts every probe's payload: `{"probe":<n>}`.
 const probePrefix = `{"probe":`
 
+// busyProbeWait bounds, in ProbeTimeouts, how long a probe is waited for
+// while the subscriptions keep reading other messages.
+const busyProbeWait = 5
+
 // probeLags is how many round trips Stats.ProbeLagMax looks back over.
 const probeLags = 64
 
@@ -51,6 +59,7 @@ type prober struct {
 	channel string
 
 	lastProof atomic.Int64  // unix nanoseconds of the last message read on channel
+	reads     atomic.Uint64 // messages read on any of the namespace's subscriptions
 	waiting   atomic.Uint64 // the number of the probe in flight; 0: none
 	back      chan uint64   // cap 1: the probe read back
 	dead      atomic.Bool   // the last probe failed
@@ -165,9 +174,15 @@ func (p *prober) probe(ctx context.Context) (time.Duration, error) {
 	}
 	p.waiting.Store(n)
 	defer p.waiting.Store(0)
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	// A probe late behind a burst is not a silent connection: while the
+	// namespace's subscriptions keep reading, it may take up to
+	// busyProbeWait ProbeTimeouts.
+	ctx, cancel := context.WithTimeout(ctx, busyProbeWait*timeout)
 	defer cancel()
 	start := time.Now()
+	tick := time.NewTicker(timeout)
+	defer tick.Stop()
+	reads := p.reads.Load()
 	m := message{channel: p.channel, payload: []byte(probePrefix + strconv.FormatUint(n, 10) + "}")}
 	// The PUBLISH runs on its own goroutine: rueidis may hold a command
 	// past its context while it dials a connection another caller
@@ -185,8 +200,14 @@ func (p *prober) probe(ctx context.Context) (time.Duration, error) {
 			if got == n {
 				return time.Since(start), nil
 			}
+		case <-tick.C:
+			if now := p.reads.Load(); now != reads {
+				reads = now // busy: wait one more ProbeTimeout
+				continue
+			}
+			return 0, errProbeLost{time.Since(start).Round(time.Millisecond)}
 		case <-ctx.Done():
-			return 0, errProbeLost{timeout}
+			return 0, errProbeLost{time.Since(start).Round(time.Millisecond)}
 		}
 	}
 }
@@ -210,11 +231,11 @@ func (p *prober) lag() (last, maxLag time.Duration) {
 }
 
 // healthy reports whether the namespace's subscription delivered lately:
-// the last probe did not fail, and the last proof is recent (the probe
-// loop itself could be stuck).
+// the last probe did not fail, and the last proof is not older than the
+// longest a probe may take (the probe loop itself could be stuck).
 func (p *prober) healthy() bool {
 	o := p.a.opts
-	return !p.dead.Load() && time.Since(time.Unix(0, p.lastProof.Load())) <= o.ProbeInterval+2*o.ProbeTimeout
+	return !p.dead.Load() && time.Since(time.Unix(0, p.lastProof.Load())) <= o.ProbeInterval+(busyProbeWait+1)*o.ProbeTimeout
 }
 
 // probesHealthy reports whether every namespace's probe is healthy.

@@ -79,6 +79,8 @@ func TestProbeDetectsBlackhole(t *testing.T) {
 			t.Logf("the other node's broadcasts reach the victim's client again %v after the fault ended", got.Round(time.Millisecond))
 			eventually(t, "the victim is healthy again", func() bool { return victim.a.Ping(bg(t)) == nil })
 			t.Logf("Ping healthy again %v after the fault ended", time.Since(healed).Round(time.Millisecond))
+			eventually(t, "the victim keeps none of the silent connections: its subscriptions are on new ones",
+				func() bool { return px.Silent() == 0 })
 			s := victim.a.Stats()
 			require.True(t, s.Subscribed)
 			require.Positive(t, s.Outages)

@@ -182,7 +182,9 @@ func TestCloseSendsQueued(t *testing.T) {
 func TestPublishFailuresReachTheCaller(t *testing.T) {
 	srv := redistest.Start(t)
 	c := redisadapter.Standalone{Addr: srv.Addr()}
-	a := startNode(t, c, &redisadapter.Options{RequestTimeout: 200 * time.Millisecond})
+	// ProbeTimeout: the probe would declare the 2 s pause a fault (see
+	// TestPublishQueueFull).
+	a := startNode(t, c, &redisadapter.Options{RequestTimeout: 200 * time.Millisecond, ProbeTimeout: time.Minute})
 	pauseWrites(t, c, 2*time.Second)
 	require.NoError(t, a.a.To("r").Emit(context.Background(), "n", 0, 0), "queued: nothing knew yet")
 	require.ErrorIs(t, a.a.Flush(bg(t)), redisadapter.ErrPublish)

@@ -385,18 +385,17 @@ func (a *Adapter) askWithin(ctx context.Context, ns *namespace, req request, lim
 		return nil, ErrClosed
 	}
 	if remote && deliver != nil && clients > 0 {
-		// Known not to reach the fleet now: this node's clients get the
-		// broadcast at once, and the caller their acknowledgements.
-		if cause := a.Ping(ctx); cause != nil && !errors.Is(cause, ErrClosed) {
+		// Known not to reach the fleet now (the probe failed): this node's
+		// clients get the broadcast at once, and the caller their
+		// acknowledgements. Subscriptions being renewed are waited for,
+		// within the requester's reachWithin.
+		if !a.probesHealthy() {
+			cause := fmt.Errorf("%w: the delivery probe did not come back", ErrUnavailable)
 			p, err := a.req.askWithin(ctx, ns.proto, a.subs, req, limit, false, clients, deliver)
 			if p == nil {
 				return nil, err
 			}
-			var waited error
-			if err != nil {
-				waited = err
-			}
-			return p, notReached(req, p, cause, waited)
+			return p, notReached(req, p, cause, err)
 		}
 	}
 	return a.req.askWithin(ctx, ns.proto, a.subs, req, limit, remote, clients, deliver)

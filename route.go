@@ -94,11 +94,17 @@ func (in *inbox) onMessage(m rueidis.PubSubMessage) {
 		return
 	}
 	r, ok := in.routeOf(m)
-	if !ok || r.queue == toBroadcasts && r.ns.proto.fromNode(m.Message) {
+	if !ok {
 		return
 	}
-	if r.queue == toResponses && r.ns.probe != nil && r.ns.probe.read(m) {
-		return // a delivery probe (probe.go)
+	if p := r.ns.probe; p != nil {
+		p.reads.Add(1) // the connection is not silent (probe.go)
+		if r.queue == toResponses && p.read(m) {
+			return // a delivery probe
+		}
+	}
+	if r.queue == toBroadcasts && r.ns.proto.fromNode(m.Message) {
+		return
 	}
 	in.route(r.queue, inbound{PubSubMessage: m, ns: r.ns})
 }

@@ -93,6 +93,21 @@ func (p *Proxy) Conns() int {
 	return len(p.links)
 }
 
+// Silent is how many of the open connections were caught in a blackhole
+// and still forward nothing: a client that renews its dead connections
+// leaves none.
+func (p *Proxy) Silent() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for l := range p.links {
+		if l.dead.Load() {
+			n++
+		}
+	}
+	return n
+}
+
 // Close stops listening, closes every connection and waits for its
 // goroutines.
 func (p *Proxy) Close() {

@@ -89,6 +89,9 @@ func TestBlackholeAndHeal(t *testing.T) {
 	if n := p.Conns(); n != 2 {
 		t.Fatalf("%d connections open through the proxy, want 2: a blackhole closes nothing", n)
 	}
+	if n := p.Silent(); n != 2 {
+		t.Fatalf("%d silent connections, want 2", n)
+	}
 
 	p.Heal()
 	fresh, freshR := dial(t, p.Addr())
@@ -97,6 +100,15 @@ func TestBlackholeAndHeal(t *testing.T) {
 	}
 	if roundTrip(t, old, oldR, 200*time.Millisecond) {
 		t.Fatal("a connection blackholed forwards again after Heal")
+	}
+	old.Close()
+	during.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for p.Silent() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d silent connections left after their clients closed them", p.Silent())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
