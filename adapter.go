@@ -134,7 +134,7 @@ func (a *Adapter) start(ctx context.Context) error {
 			subs = append(subs, sub)
 		}
 	}
-	a.subs = newSubscriptionTracker(len(a.in.routes), &a.stats)
+	a.subs = newSubscriptionTracker(len(a.in.routes), &a.stats, a.closing)
 	a.subs.restoredF = func() { a.spawn(func() { a.refreshConnections(loopCtx) }) }
 	for _, sub := range subs {
 		a.spawn(func() { a.receiveLoop(loopCtx, sub) })

@@ -18,7 +18,7 @@ import (
 // delay before waiting and return as soon as they were live.
 func TestWaitReadySettlesAfterAnOutage(t *testing.T) {
 	var c counters
-	tr := newSubscriptionTracker(1, &c)
+	tr := newSubscriptionTracker(1, &c, nil)
 	tr.hook(rueidis.PubSubSubscription{Kind: "subscribe", Channel: "ch"})
 	require.True(t, tr.ready(), "the first subscription needs no settling")
 	tr.down(map[string]queueKind{"ch": toBroadcasts}, nil)

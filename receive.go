@@ -86,6 +86,7 @@ var errUnsubscribed = errors.New("redis ended the subscription")
 type subscriptionTracker struct {
 	restoredF func() // called (on rueidis's reader goroutine: it must not block) when an outage ends
 	counts    *counters
+	closed    <-chan struct{} // closed when the owner closes: waits end with ErrClosed
 	mu        sync.Mutex
 	want      int
 	live      map[string]bool    // channel or pattern -> confirmed and not lost since
@@ -104,9 +105,12 @@ type subscriptionTracker struct {
 // them.
 const settle = maxBackoff
 
-func newSubscriptionTracker(want int, c *counters) *subscriptionTracker {
+// newSubscriptionTracker tracks want channels; closed, when it is closed,
+// ends every wait with ErrClosed (the owner is closing: the subscriptions
+// will not come back).
+func newSubscriptionTracker(want int, c *counters, closed <-chan struct{}) *subscriptionTracker {
 	return &subscriptionTracker{
-		counts: c, want: want, live: make(map[string]bool), everLive: make(map[string]bool), kinds: make(map[string]subKind),
+		counts: c, closed: closed, want: want, live: make(map[string]bool), everLive: make(map[string]bool), kinds: make(map[string]subKind),
 		allLive: make(chan struct{}),
 	}
 }
@@ -237,6 +241,8 @@ func (t *subscriptionTracker) waitReady(ctx context.Context) error {
 		select {
 		case <-allLive:
 		case <-wake:
+		case <-t.closed:
+			return ErrClosed
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -317,7 +323,7 @@ func (s *answerSubs) of(nsp string) (*answerSub, error) {
 	}
 	p := s.proto.namespace(nsp)
 	sub := p.answers(s.client)
-	a := &answerSub{proto: p, subs: newSubscriptionTracker(len(sub.routes), s.stats)}
+	a := &answerSub{proto: p, subs: newSubscriptionTracker(len(sub.routes), s.stats, s.ctx.Done())}
 	if len(s.ns) == 0 {
 		s.wg.Add(1)
 		go func() {

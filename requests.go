@@ -263,7 +263,7 @@ func (rq *requester) askWithin(ctx context.Context, ns nsProtocol, answers *subs
 		}
 		var err error
 		if n, err = rq.reach(rctx, ns, answers, req); err != nil {
-			if !localWaits || ctx.Err() != nil {
+			if !localWaits || ctx.Err() != nil || errors.Is(err, ErrClosed) {
 				return nil, err
 			}
 			unreached, n = err, rq.counted
@@ -339,6 +339,9 @@ func (rq *requester) askWithin(ctx context.Context, ns nsProtocol, answers *subs
 // server count: a partial view passed off as whole.
 func (rq *requester) reach(ctx context.Context, ns nsProtocol, answers *subscriptionTracker, req request) (int, error) {
 	if err := answers.waitReady(ctx); err != nil {
+		if errors.Is(err, ErrClosed) {
+			return 0, err
+		}
 		if last := answers.lastError(); last != nil && !answers.wasLive() {
 			return 0, errorf("%w: %s: subscriptions are down: %w (last error: %v)", ErrUnavailable, req.typ, context.Cause(ctx), last)
 		}
