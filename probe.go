@@ -33,6 +33,7 @@ package redisadapter
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -220,14 +221,23 @@ func (p *prober) record(lag time.Duration) {
 	p.next = (p.next + 1) % probeLags
 }
 
-// lag returns the last round trip and the largest of the last probeLags.
-func (p *prober) lag() (last, maxLag time.Duration) {
+// lag returns the last round trip, and the median and the largest of the
+// last probeLags.
+func (p *prober) lag() (last, median, maxLag time.Duration) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	lags := make([]time.Duration, 0, probeLags)
 	for _, l := range p.lags {
-		maxLag = max(maxLag, l)
+		if l > 0 { // 0: not probed yet
+			lags = append(lags, l)
+		}
 	}
-	return p.last, maxLag
+	last = p.last
+	p.mu.Unlock()
+	if len(lags) == 0 {
+		return last, 0, 0
+	}
+	slices.Sort(lags)
+	return last, lags[len(lags)/2], lags[len(lags)-1]
 }
 
 // healthy reports whether the namespace's subscription delivered lately:
@@ -250,10 +260,10 @@ func (a *Adapter) probesHealthy() bool {
 
 // probeLag is the largest last round trip over the namespaces, and the
 // largest over their recent probes.
-func (a *Adapter) probeLag() (last, maxLag time.Duration) {
+func (a *Adapter) probeLag() (last, median, maxLag time.Duration) {
 	for _, p := range a.probes {
-		l, m := p.lag()
-		last, maxLag = max(last, l), max(maxLag, m)
+		l, med, m := p.lag()
+		last, median, maxLag = max(last, l), max(median, med), max(maxLag, m)
 	}
-	return last, maxLag
+	return last, median, maxLag
 }

@@ -85,6 +85,8 @@ func TestProbeDetectsBlackhole(t *testing.T) {
 			require.True(t, s.Subscribed)
 			require.Positive(t, s.Outages)
 			require.Positive(t, s.ProbeLagMax)
+			require.Positive(t, s.ProbeLagMedian)
+			require.LessOrEqual(t, s.ProbeLagMedian, s.ProbeLagMax)
 		})
 	}
 }

@@ -36,6 +36,8 @@ type Stats struct {
 	ProbeFailures uint64
 	// ProbeLag is the round trip of the last delivery probe (publish to read back), the largest over the namespaces.
 	ProbeLag time.Duration
+	// ProbeLagMedian is the median probe round trip of the last 64 probes of each namespace (the largest over the namespaces).
+	ProbeLagMedian time.Duration
 	// ProbeLagMax is the largest probe round trip of the last 64 probes of each namespace (about 25 s of an idle node with the defaults).
 	ProbeLagMax time.Duration
 	// IDCollisions counts socket ids seen on two nodes at once, or not made by SessionIDGenerator.
@@ -85,7 +87,7 @@ type counters struct {
 // for long.
 func (a *Adapter) Stats() Stats {
 	c := &a.stats
-	lag, lagMax := a.probeLag()
+	lag, lagMedian, lagMax := a.probeLag()
 	s := Stats{
 		Published:        a.pub.published.Load(),
 		PublishFailures:  a.pub.failures.Load(),
@@ -99,6 +101,7 @@ func (a *Adapter) Stats() Stats {
 		Outages:          c.outages.Load(),
 		ProbeFailures:    c.probeFailures.Load(),
 		ProbeLag:         lag,
+		ProbeLagMedian:   lagMedian,
 		ProbeLagMax:      lagMax,
 		IDCollisions:     c.collisions.Load(),
 		StreamGaps:       c.streamGaps.Load(),

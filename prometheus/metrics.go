@@ -29,6 +29,7 @@ var table = []metric{
 	{"Outages", "outages_total", "", "Times a connection or subscription the adapter keeps was lost (each is logged). Alert when it rises: network, failovers, restarts."},
 	{"ProbeFailures", "probe_failures_total", "", "Delivery probes that did not come back within Options.ProbeTimeout; each closed the node's connections to Redis so that its subscriptions were renewed on new ones. Alert when it rises: a Redis that hangs, a connection dropped silently, a subscriber cut off."},
 	{"ProbeLag", "probe_lag_seconds", "", "Round trip of the last delivery probe (published, then read back), the largest over the namespaces: the broadcast lag through Redis. Alert when it stays near Options.ProbeTimeout."},
+	{"ProbeLagMedian", "probe_lag_median_seconds", "", "Median probe round trip of the last 64 probes of each namespace: the usual broadcast lag through Redis. Alert when it doubles from its usual level: Redis or the network is slowing down."},
 	{"ProbeLagMax", "probe_lag_max_seconds", "", "Largest probe round trip of the last 64 probes of each namespace. Alert when it nears Options.ProbeTimeout: probes are about to fail."},
 	{"StreamGaps", "stream_gaps_total", "", "Times this node found stream entries trimmed before it read them (streams mode): broadcasts lost. Alert above zero (raise MaxLen)."},
 	{"StreamDuplicates", "stream_duplicates_total", "", "Second copies of stream entries a resend left, dropped (streams mode). Informational: it follows resent_total."},
