@@ -36,7 +36,7 @@ type Cluster struct {
 	// namespace: it reads only the broadcasts that concern it. Node.js
 	// servers and other nodes of the fleet are unaffected (same wire). Use
 	// Adapter.Join rather than conn.Join when the first broadcasts to a
-	// room matter. See the README's "Which mode?". Sharded mode always subscribes
+	// room matter. See "Which mode?" in docs/modes.md. Sharded mode always subscribes
 	// per room: setting both is an error. default: false (PSUBSCRIBE)
 	RoomSubscriptions bool
 }

@@ -22,8 +22,8 @@ import (
 // TestConnectionsMatchClientList counts the connections one node opens in
 // each mode and topology as the servers see them (CLIENT LIST on every
 // Redis server and sentinel, on servers of the test's own), and holds
-// Stats to the same numbers. Its log is the README's table of
-// connections ("Connections to Redis"): go test -run
+// Stats to the same numbers. Its log is the table of
+// connections in docs/operations.md ("Connections to Redis"): go test -run
 // TestConnectionsMatchClientList -v .
 func TestConnectionsMatchClientList(t *testing.T) {
 	standalone := redistest.Start(t)

@@ -58,7 +58,7 @@ func expectOpen(t *testing.T, n *node, c interface{ ID() string }) {
 	require.Equal(t, 1, count, "socket %s still connected", c.ID())
 }
 
-// aclLine is the README's ACL for the adapter: its channels only, the
+// aclLine is the ACL for the adapter in docs/operations.md: its channels only, the
 // pub/sub commands it sends, nothing on keys.
 const aclLine = "adapter on >s3cret resetchannels &socket.io* &socket.io#/#* resetkeys -@all +@connection " +
 	"+publish +subscribe +psubscribe +unsubscribe +punsubscribe +pubsub|numsub " +

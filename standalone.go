@@ -33,7 +33,7 @@ type Standalone struct {
 	// namespace: it reads only the broadcasts that concern it. Node.js
 	// servers and other nodes of the fleet are unaffected (same wire). Use
 	// Adapter.Join rather than conn.Join when the first broadcasts to a
-	// room matter. See the README's "Which mode?". default: false (PSUBSCRIBE)
+	// room matter. See "Which mode?" in docs/modes.md. default: false (PSUBSCRIBE)
 	RoomSubscriptions bool
 }
 

@@ -50,7 +50,7 @@ type Stats struct {
 	Subscribed bool
 
 	// Connections to Redis and Sentinel open now, by kind, counted at the dialer (conns.go; the
-	// README's "Connections to Redis" has the numbers per mode). Their sum is what this node
+	// "Connections to Redis" in docs/operations.md has the numbers per mode). Their sum is what this node
 	// takes of the servers' maxclients.
 	//
 	// PipelinedConns are rueidis's pipelined connections: 1 to 4 per Redis node (1 per node in a

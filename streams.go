@@ -51,7 +51,7 @@ var _ Connector = Streams{}
 // is back, in order, once. Failed writes are sent again (Stats.Resent) and
 // Go readers drop the second copy (Stats.StreamDuplicates). Requests and
 // answers go through pub/sub, as in Node. What can still be lost, and how
-// you learn of it, is in the README ("Pub/sub or streams?") and the
+// you learn of it, is in docs/modes.md ("Pub/sub or streams?") and the
 // package doc (Delivery). Each stream lives on one Redis node; Count
 // spreads namespaces over several.
 type Streams struct {

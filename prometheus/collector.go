@@ -16,7 +16,7 @@
 // subsystem do. The connections and the subscriptions are one gauge each
 // with a kind label: redisadapter_connections{kind="pipelined"}. The
 // help text of each metric says what it means and when to alert; the
-// README's metrics table says the same.
+// metrics table in docs/operations.md says the same.
 package redisadapterprom
 
 import (
