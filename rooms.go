@@ -290,10 +290,11 @@ func (r *roomSubs) handleJoins() bool {
 		for i, room := range j.rooms {
 			rs, ok := h.rooms[room]
 			if !ok {
-				rs = r.hold(j.ns, h.rooms, room)
-				// Compare at the next tick even if the rooms look the
-				// same: the socket may have left already.
-				h.count = -1
+				if rs = r.hold(j.ns, h.rooms, room); rs != nil {
+					// Compare at the next tick even if the rooms look
+					// the same: the socket may have left already.
+					h.count = -1
+				}
 			}
 			switch {
 			case j.waits == nil: // nobody waits
