@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -98,16 +99,35 @@ func TestRoomSubscriptionsManyRooms(t *testing.T) {
 	// times slower than alone.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	raw := rawClient(t, c)
+	redisMem := func() int64 {
+		info, err := raw.Do(bg(t), raw.B().Info().Section("memory").Build()).ToString()
+		require.NoError(t, err)
+		for _, line := range strings.Split(info, "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "used_memory:"); ok {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				return n
+			}
+		}
+		return 0
+	}
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	mem0, heap0 := redisMem(), ms.HeapAlloc
 	start := time.Now()
 	require.NoError(t, b.a.Join(ctx, conn, rooms...))
-	t.Logf("Join of %d rooms confirmed in %v", n, time.Since(start))
+	took := time.Since(start)
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	t.Logf("Join of %d rooms confirmed in %v; Redis memory +%d B per room channel; Go heap (go-socket.io's rooms too) +%d B per room",
+		n, took, (redisMem()-mem0)/int64(n), (int64(ms.HeapAlloc)-int64(heap0))/int64(n))
 	for _, i := range []int{0, n / 2, n - 1} {
 		require.NoError(t, a.a.To(rooms[i]).Emit(bg(t), "r", i))
 		expect(t, cl, "r", strconv.Itoa(i))
 	}
 
 	// Redis drops the pub/sub connections: every room comes back.
-	raw := rawClient(t, c)
 	require.NoError(t, raw.Do(bg(t), raw.B().ClientKill().TypePubsub().Build()).Error())
 	start = time.Now()
 	await.True(t, time.Minute, 10*time.Millisecond, "every room channel subscribed again", func() bool {
