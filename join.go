@@ -9,6 +9,7 @@ package redisadapter
 import (
 	"context"
 	"fmt"
+	"time"
 
 	socketio "github.com/googollee/go-socket.io"
 )
@@ -75,14 +76,33 @@ func (a *Adapter) Leave(ctx context.Context, conn socketio.Conn, rooms ...string
 }
 
 // connected is the OnConnect handler New installs on each namespace: it
-// registers the socket, then asks the manager, without waiting, to
-// subscribe its own id room at once rather than at the next poll (classic
-// with RoomSubscriptions: a broadcast to one socket id goes on that room's
-// channel).
+// registers the socket, then has the manager subscribe its own id room
+// (classic with RoomSubscriptions: a broadcast to one socket id goes on
+// that room's channel) and waits for the confirmation, so that the
+// socket's first event is handled once a broadcast to its id reaches it.
+// go-socket.io has sent the client its connect packet already; the wait
+// holds only this connection's first event, for a round trip, and is
+// skipped while the room channels' connection is down (then bounded by
+// RequestTimeout).
 func (a *Adapter) connected(ns *namespace, conn socketio.Conn) error {
 	err := a.local.onConnect(ns, conn)
-	if a.rooms != nil {
-		a.rooms.join(roomJoin{ns: ns, rooms: []string{conn.ID()}})
+	if a.rooms == nil {
+		return err
+	}
+	if _, ok := a.rooms.rc.roomChannel(ns.name, conn.ID(), true); !ok {
+		return err // sharded: an id room has no channel
+	}
+	w := make(chan struct{})
+	a.rooms.join(roomJoin{ns: ns, rooms: []string{conn.ID()}, waits: []chan struct{}{w}})
+	if a.rooms.down.Load() > 0 {
+		return err
+	}
+	t := time.NewTimer(a.opts.RequestTimeout)
+	defer t.Stop()
+	select {
+	case <-w:
+	case <-t.C:
+	case <-a.closing:
 	}
 	return err
 }
