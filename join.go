@@ -1,9 +1,9 @@
 package redisadapter
 
 // Join and Leave: go-socket.io does not report joins, so the room manager
-// (rooms.go) finds a room joined with conn.Join by polling, within
-// roomSyncInterval, and a broadcast in that window misses the socket in the
-// modes that subscribe per room. Join tells the manager at once and waits
+// (rooms.go) finds a room joined with conn.Join by polling, within 50 to
+// 200 ms, and a broadcast in that window misses the socket in the modes
+// that subscribe per room. Join tells the manager at once and waits
 // for Redis to confirm the subscription.
 
 import (
@@ -19,8 +19,8 @@ import (
 // per room (Cluster{Sharded: true}, and classic with RoomSubscriptions),
 // once Redis confirmed the rooms' channels; in the others at once. Use it
 // instead of conn.Join when the first broadcasts to a room matter: a room
-// joined with conn.Join is subscribed within 50 ms, and a broadcast in that
-// window does not reach the socket.
+// joined with conn.Join is subscribed within 50 ms (200 ms after a quiet
+// while), and a broadcast in that window does not reach the socket.
 //
 // The socket has joined when Join returns, whatever the error: it fails
 // with ErrUnknownNamespace when conn's namespace is not served, with
@@ -61,7 +61,7 @@ func (a *Adapter) Join(ctx context.Context, conn socketio.Conn, rooms ...string)
 
 // Leave makes conn, a socket of this node, leave rooms; the node
 // unsubscribes from a room's channel (in the modes that subscribe per room)
-// once no local socket is left in it, within 50 ms (ctx is not used:
+// once no local socket is left in it, within 200 ms (ctx is not used:
 // nothing is waited for; a broadcast read meanwhile is skipped). It
 // fails with ErrUnknownNamespace when conn's namespace is not served. Safe
 // for concurrent use.
@@ -86,8 +86,8 @@ func (a *Adapter) Leave(ctx context.Context, conn socketio.Conn, rooms ...string
 // RequestTimeout).
 func (a *Adapter) connected(ns *namespace, conn socketio.Conn) error {
 	err := a.local.onConnect(ns, conn)
-	if a.rooms == nil {
-		return err
+	if a.rooms == nil || err != nil {
+		return err // err: go-socket.io drops the connection
 	}
 	if _, ok := a.rooms.rc.roomChannel(ns.name, conn.ID(), true); !ok {
 		return err // sharded: an id room has no channel

@@ -11,7 +11,8 @@ package redisadapter
 // rooms: every roomSyncInterval while they change or sockets connect, less
 // often (up to maxRoomSyncInterval) while they do not. Adapter.Join asks the
 // manager directly and waits for the subscriptions' confirmation (join.go).
-// An idle tick costs the slice server.Rooms returns and a sum of the rooms' hashes: only when that fingerprint differs from
+// An idle tick costs the slice server.Rooms returns and a sum of the rooms'
+// hashes: only when that fingerprint differs from
 // the last one are the rooms compared with those held (a map lookup each,
 // which at 10,000 rooms cost as much again as server.Rooms), and the held
 // rooms walked for leavers only when fewer were seen than are held. A
