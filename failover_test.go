@@ -70,7 +70,19 @@ func resumed(t *testing.T, sender *node, clients []*siotest.Client, since time.T
 
 func TestSentinelFailover(t *testing.T) {
 	set := redistest.StartSentinel(t)
-	c := redisadapter.Sentinel{MasterName: redistest.MasterName, Addrs: set.Addrs()}
+	sentinelFailover(t, set, redisadapter.Sentinel{MasterName: redistest.MasterName, Addrs: set.Addrs()})
+}
+
+// With RoomSubscriptions the room channels' own connection follows the
+// master too.
+func TestSentinelFailoverRoomSubscriptions(t *testing.T) {
+	set := redistest.StartSentinel(t)
+	sentinelFailover(t, set, redisadapter.Sentinel{MasterName: redistest.MasterName, Addrs: set.Addrs(), RoomSubscriptions: true})
+}
+
+// sentinelFailover kills the master of set under two nodes of c and checks
+// that requests fail meanwhile and broadcasts flow again after the election.
+func sentinelFailover(t *testing.T, set *redistest.SentinelSet, c redisadapter.Sentinel) {
 	opts := &redisadapter.Options{RequestTimeout: time.Second}
 	a, b := startNodes(t, c, opts)
 	clients := []*siotest.Client{a.client(t, "r"), b.client(t, "r")}
