@@ -104,6 +104,12 @@ func suite(t *testing.T, f features, connect func(name string) redisadapter.Conn
 		require.NoError(t, a.a.To("fresh-0").Emit(bg(t), "gone", 1))
 		require.NoError(t, a.a.Of("/").Emit(bg(t), "all", 2))
 		expect(t, bc, "all", "2")
+		// A new socket's id reaches it from another node once its first
+		// event ("join") is answered: with per-room subscriptions its id
+		// room's channel is subscribed before that event is handled.
+		fresh := b.client(t, "any")
+		require.NoError(t, a.a.To(fresh.ID()).Emit(bg(t), "to-you", 1))
+		expect(t, fresh, "to-you", "1")
 		// A conn of a namespace not served is an error, not a silent join.
 		require.ErrorIs(t, b.a.Join(bg(t), otherNamespaceConn{conn}, "x"), redisadapter.ErrUnknownNamespace)
 	})

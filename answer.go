@@ -90,7 +90,13 @@ func (a *Adapter) handleRequest(in inbound) {
 // Join and Leave are called outside go-socket.io's ForEach: inside it they
 // deadlock.
 func (a *Adapter) applyLocal(ns *namespace, typ requestType, sel selector, rooms []string, closeConn bool) {
-	for _, s := range a.local.selectConnected(ns, sel) {
+	sockets := a.local.selectConnected(ns, sel)
+	if typ == typeRemoteJoin && len(sockets) > 0 && a.rooms != nil {
+		// Once the sockets joined (the manager reads the rooms later):
+		// their channels are subscribed now rather than at the next poll.
+		defer a.rooms.join(roomJoin{ns: ns, rooms: rooms})
+	}
+	for _, s := range sockets {
 		switch typ {
 		case typeRemoteJoin:
 			for _, room := range rooms {

@@ -64,6 +64,26 @@ func ExampleBroadcastOperator_CountSockets() {
 	fmt.Println(readers)
 }
 
+// Classic pub/sub with one SUBSCRIBE per room a node holds, and a join
+// that returns once the node receives the room's broadcasts: a comment
+// posted after the client's "join" is acknowledged reaches it.
+func ExampleAdapter_Join() {
+	server := socketio.NewServer(&engineio.Options{SessionIDGenerator: redisadapter.SessionIDGenerator{}})
+	ctx := context.Background()
+	a, err := redisadapter.New(ctx, server, redisadapter.Standalone{Addr: "127.0.0.1:6379", RoomSubscriptions: true}, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	server.OnEvent("/", "join", func(s socketio.Conn, post string) string {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := a.Join(ctx, s, "post:"+post); err != nil {
+			log.Print(err) // joined; the room's channel is subscribed once Redis is back
+		}
+		return "ok"
+	})
+}
+
 // A server-to-server event with acknowledgements, to the servers of a
 // namespace. It is a Namespace's: a selection of sockets (a.To, Except,
 // Local) has no ServerSideEmit, since servers are not in rooms.

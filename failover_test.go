@@ -70,7 +70,19 @@ func resumed(t *testing.T, sender *node, clients []*siotest.Client, since time.T
 
 func TestSentinelFailover(t *testing.T) {
 	set := redistest.StartSentinel(t)
-	c := redisadapter.Sentinel{MasterName: redistest.MasterName, Addrs: set.Addrs()}
+	sentinelFailover(t, set, redisadapter.Sentinel{MasterName: redistest.MasterName, Addrs: set.Addrs()})
+}
+
+// With RoomSubscriptions the room channels' own connection follows the
+// master too.
+func TestSentinelFailoverRoomSubscriptions(t *testing.T) {
+	set := redistest.StartSentinel(t)
+	sentinelFailover(t, set, redisadapter.Sentinel{MasterName: redistest.MasterName, Addrs: set.Addrs(), RoomSubscriptions: true})
+}
+
+// sentinelFailover kills the master of set under two nodes of c and checks
+// that requests fail meanwhile and broadcasts flow again after the election.
+func sentinelFailover(t *testing.T, set *redistest.SentinelSet, c redisadapter.Sentinel) {
 	opts := &redisadapter.Options{RequestTimeout: time.Second}
 	a, b := startNodes(t, c, opts)
 	clients := []*siotest.Client{a.client(t, "r"), b.client(t, "r")}
@@ -115,16 +127,21 @@ func TestSentinelFailover(t *testing.T) {
 }
 
 func TestClusterFailover(t *testing.T) {
-	for _, sharded := range []bool{false, true} {
-		t.Run(map[bool]string{false: "Classic", true: "Sharded"}[sharded], func(t *testing.T) {
-			clusterFailover(t, sharded)
+	for _, mode := range []struct {
+		name              string
+		sharded, roomSubs bool
+	}{{"Classic", false, false}, {"ClassicRoomSubscriptions", false, true}, {"Sharded", true, false}} {
+		t.Run(mode.name, func(t *testing.T) {
+			clusterFailover(t, mode.sharded, mode.roomSubs)
 		})
 	}
 }
 
-func clusterFailover(t *testing.T, sharded bool) {
+// clusterFailover kills a master holding subscriptions; with roomSubs
+// (classic with RoomSubscriptions) the master holding the room's channel.
+func clusterFailover(t *testing.T, sharded, roomSubs bool) {
 	set := redistest.StartCluster(t)
-	c := redisadapter.Cluster{Addrs: set.Addrs(), Sharded: sharded}
+	c := redisadapter.Cluster{Addrs: set.Addrs(), Sharded: sharded, RoomSubscriptions: roomSubs}
 	opts := &redisadapter.Options{RequestTimeout: time.Second}
 
 	var masters []*redistest.Server
@@ -147,6 +164,17 @@ func clusterFailover(t *testing.T, sharded bool) {
 		nodes = append(nodes, n)
 		clients = append(clients, n.client(t, "r"))
 		for _, m := range masters {
+			if roomSubs {
+				// Every node's channel of "r" sits on its slot's master.
+				channelSubscribers(t, c, defaultNames.room("/", "r"), int64(len(nodes)))
+				out, err := m.Exec(bg(t), "redis-cli", "-p", fmt.Sprint(m.Port), "PUBSUB", "NUMSUB", defaultNames.room("/", "r"))
+				require.NoError(t, err, out)
+				if !strings.HasSuffix(strings.TrimSpace(out), "\n0") {
+					victim = m
+					break
+				}
+				continue
+			}
 			if subscribers(t, m, sharded) > 0 {
 				victim = m
 				break

@@ -1,14 +1,15 @@
 package redisadapter
 
 // Join and Leave: go-socket.io does not report joins, so the room manager
-// (rooms.go) finds a room joined with conn.Join by polling, within
-// roomSyncInterval, and a broadcast in that window misses the socket in the
-// modes that subscribe per room. Join tells the manager at once and waits
+// (rooms.go) finds a room joined with conn.Join by polling, within 50 to
+// 200 ms, and a broadcast in that window misses the socket in the modes
+// that subscribe per room. Join tells the manager at once and waits
 // for Redis to confirm the subscription.
 
 import (
 	"context"
 	"fmt"
+	"time"
 
 	socketio "github.com/googollee/go-socket.io"
 )
@@ -18,8 +19,8 @@ import (
 // per room (Cluster{Sharded: true}, and classic with RoomSubscriptions),
 // once Redis confirmed the rooms' channels; in the others at once. Use it
 // instead of conn.Join when the first broadcasts to a room matter: a room
-// joined with conn.Join is subscribed within 50 ms, and a broadcast in that
-// window does not reach the socket.
+// joined with conn.Join is subscribed within 50 ms (200 ms after a quiet
+// while), and a broadcast in that window does not reach the socket.
 //
 // The socket has joined when Join returns, whatever the error: it fails
 // with ErrUnknownNamespace when conn's namespace is not served, with
@@ -60,7 +61,7 @@ func (a *Adapter) Join(ctx context.Context, conn socketio.Conn, rooms ...string)
 
 // Leave makes conn, a socket of this node, leave rooms; the node
 // unsubscribes from a room's channel (in the modes that subscribe per room)
-// once no local socket is left in it, within 50 ms (ctx is not used:
+// once no local socket is left in it, within 200 ms (ctx is not used:
 // nothing is waited for; a broadcast read meanwhile is skipped). It
 // fails with ErrUnknownNamespace when conn's namespace is not served. Safe
 // for concurrent use.
@@ -75,14 +76,33 @@ func (a *Adapter) Leave(ctx context.Context, conn socketio.Conn, rooms ...string
 }
 
 // connected is the OnConnect handler New installs on each namespace: it
-// registers the socket, then asks the manager, without waiting, to
-// subscribe its own id room at once rather than at the next poll (classic
-// with RoomSubscriptions: a broadcast to one socket id goes on that room's
-// channel).
+// registers the socket, then has the manager subscribe its own id room
+// (classic with RoomSubscriptions: a broadcast to one socket id goes on
+// that room's channel) and waits for the confirmation, so that the
+// socket's first event is handled once a broadcast to its id reaches it.
+// go-socket.io has sent the client its connect packet already; the wait
+// holds only this connection's first event, for a round trip, and is
+// skipped while the room channels' connection is down (then bounded by
+// RequestTimeout).
 func (a *Adapter) connected(ns *namespace, conn socketio.Conn) error {
 	err := a.local.onConnect(ns, conn)
-	if a.rooms != nil {
-		a.rooms.join(roomJoin{ns: ns, rooms: []string{conn.ID()}})
+	if a.rooms == nil || err != nil {
+		return err // err: go-socket.io drops the connection
+	}
+	if _, ok := a.rooms.rc.roomChannel(ns.name, conn.ID(), true); !ok {
+		return err // sharded: an id room has no channel
+	}
+	w := make(chan struct{})
+	a.rooms.join(roomJoin{ns: ns, rooms: []string{conn.ID()}, waits: []chan struct{}{w}})
+	if a.rooms.down.Load() > 0 {
+		return err
+	}
+	t := time.NewTimer(a.opts.RequestTimeout)
+	defer t.Stop()
+	select {
+	case <-w:
+	case <-t.C:
+	case <-a.closing:
 	}
 	return err
 }

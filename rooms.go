@@ -11,7 +11,8 @@ package redisadapter
 // rooms: every roomSyncInterval while they change or sockets connect, less
 // often (up to maxRoomSyncInterval) while they do not. Adapter.Join asks the
 // manager directly and waits for the subscriptions' confirmation (join.go).
-// An idle tick costs the slice server.Rooms returns and a sum of the rooms' hashes: only when that fingerprint differs from
+// An idle tick costs the slice server.Rooms returns and a sum of the rooms'
+// hashes: only when that fingerprint differs from
 // the last one are the rooms compared with those held (a map lookup each,
 // which at 10,000 rooms cost as much again as server.Rooms), and the held
 // rooms walked for leavers only when fewer were seen than are held. A
@@ -290,10 +291,11 @@ func (r *roomSubs) handleJoins() bool {
 		for i, room := range j.rooms {
 			rs, ok := h.rooms[room]
 			if !ok {
-				rs = r.hold(j.ns, h.rooms, room)
-				// Compare at the next tick even if the rooms look the
-				// same: the socket may have left already.
-				h.count = -1
+				if rs = r.hold(j.ns, h.rooms, room); rs != nil {
+					// Compare at the next tick even if the rooms look
+					// the same: the socket may have left already.
+					h.count = -1
+				}
 			}
 			switch {
 			case j.waits == nil: // nobody waits
