@@ -44,6 +44,7 @@ type Adapter struct {
 	closing chan struct{}      // closed once, when the adapter closes
 	stop    context.CancelFunc // ends the loops (set by start)
 	wg      sync.WaitGroup     // every goroutine the adapter starts
+	late    sync.WaitGroup     // the goroutines that end when the client is closed (spawnUntilClientCloses)
 }
 
 // ServerSideHandler handles an event sent by ServerSideEmit on another node
@@ -255,7 +256,7 @@ func (a *Adapter) Ping(ctx context.Context) error {
 		return err
 	}
 	if n := a.roomShardsDown(); n > 0 {
-		return fmt.Errorf("%w: room channels' connection down to %d cluster masters", ErrUnavailable, n)
+		return fmt.Errorf("%w: room channels' connection down to %d Redis masters", ErrUnavailable, n)
 	}
 	for _, p := range a.probes {
 		if !p.healthy() {
@@ -265,8 +266,8 @@ func (a *Adapter) Ping(ctx context.Context) error {
 	return nil
 }
 
-// roomShardsDown is how many cluster masters the room channels cannot be
-// subscribed on now.
+// roomShardsDown is how many Redis masters (the one server outside a
+// cluster) the room channels cannot be subscribed on now.
 func (a *Adapter) roomShardsDown() int {
 	if a.rooms == nil {
 		return 0
@@ -347,6 +348,7 @@ func (a *Adapter) shutdown() {
 	a.wg.Wait()
 	a.pub.abort()
 	a.client.Close()
+	a.late.Wait()
 	<-a.pub.closeNow()
 }
 
@@ -380,6 +382,24 @@ func (a *Adapter) spawn(f func()) bool {
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// spawnUntilClientCloses runs f, which may outlive the loops' context (a
+// command rueidis holds while it dials) but returns once the client is
+// closed, on a goroutine shutdown waits for after closing the client;
+// false once the adapter is closing.
+func (a *Adapter) spawnUntilClientCloses(f func()) bool {
+	a.liveMu.RLock()
+	defer a.liveMu.RUnlock()
+	if a.isClosed() {
+		return false
+	}
+	a.late.Add(1)
+	go func() {
+		defer a.late.Done()
 		f()
 	}()
 	return true

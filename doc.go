@@ -99,8 +99,9 @@
 // probe that does not come back fails Ping, is counted in
 // Stats.ProbeFailures, and closes the node's connections, whose
 // subscriptions are renewed on new ones: with the defaults a silent
-// connection is found within 1.2 s, for about 2.5 PUBLISHes per second
-// and namespace on an idle node. Ping reads that state and answers at
+// connection is found within 1.2 s (while it still reads other messages,
+// the probe is waited for up to four ProbeTimeouts more), for about 2.5
+// PUBLISHes per second and namespace on an idle node. Ping reads that state and answers at
 // once. Meanwhile the operations on local sockets still reach them:
 // EmitWithAck returns the local clients' acknowledgements with an
 // ErrUnavailable saying the other nodes were not reached.

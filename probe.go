@@ -26,10 +26,12 @@ package redisadapter
 // subscriptions and the commands: none of them can be closed alone, and a
 // connection that stopped delivering is not trusted with publishes either).
 //
-// In standalone and Sentinel deployments every subscription of a node shares
-// one connection, the one the probe proves. In a cluster the probe proves
-// the node's own channel's connection only; the room channels' connections
-// of sharded mode and the stream readers are not probed.
+// In standalone and Sentinel deployments every subscription of a node but
+// the room channels' (classic RoomSubscriptions) shares one connection, the
+// one the probe proves. In a cluster the probe proves the node's own
+// channel's connection only. The room channels' connections (sharded mode,
+// classic RoomSubscriptions) and the stream readers are not probed; they
+// are closed with the rest when a probe fails.
 
 import (
 	"context"
@@ -189,7 +191,11 @@ func (p *prober) probe(ctx context.Context) (time.Duration, error) {
 	// past its context while it dials a connection another caller
 	// started, and the bound must hold whatever it does.
 	published := make(chan error, 1)
-	go func() { published <- p.a.client.Do(ctx, p.ns.proto.command(p.a.client.B(), m, seqNo{})).Error() }()
+	if !p.a.spawnUntilClientCloses(func() {
+		published <- p.a.client.Do(ctx, p.ns.proto.command(p.a.client.B(), m, seqNo{})).Error()
+	}) {
+		return 0, ErrClosed
+	}
 	for {
 		select {
 		case err := <-published:
@@ -246,16 +252,6 @@ func (p *prober) lag() (last, median, maxLag time.Duration) {
 func (p *prober) healthy() bool {
 	o := p.a.opts
 	return !p.dead.Load() && time.Since(time.Unix(0, p.lastProof.Load())) <= o.ProbeInterval+(busyProbeWait+1)*o.ProbeTimeout
-}
-
-// probesHealthy reports whether every namespace's probe is healthy.
-func (a *Adapter) probesHealthy() bool {
-	for _, p := range a.probes {
-		if !p.healthy() {
-			return false
-		}
-	}
-	return true
 }
 
 // probeLag is the largest last round trip over the namespaces, and the

@@ -392,7 +392,7 @@ func (a *Adapter) askWithin(ctx context.Context, ns *namespace, req request, lim
 		// clients get the broadcast at once, and the caller their
 		// acknowledgements. Subscriptions being renewed are waited for,
 		// within the requester's reachWithin.
-		if !a.probesHealthy() {
+		if p := ns.probe; p != nil && !p.healthy() {
 			cause := fmt.Errorf("%w: the delivery probe did not come back", ErrUnavailable)
 			p, err := a.req.askWithin(ctx, ns.proto, a.subs, req, limit, false, clients, deliver)
 			if p == nil {

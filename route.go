@@ -32,6 +32,7 @@ const (
 type route struct {
 	ns    *namespace
 	queue queueKind
+	room  bool // a room channel's: it comes on a connection of its own (rooms.go)
 }
 
 // inbound is a message on its queue, with the namespace its route named:
@@ -78,7 +79,7 @@ func (in *inbox) routeOf(m rueidis.PubSubMessage) (route, bool) {
 		return r, true
 	}
 	if ns, ok := in.roomRoutes.Load(m.Channel); ok {
-		return route{ns: ns.(*namespace), queue: toBroadcasts}, true
+		return route{ns: ns.(*namespace), queue: toBroadcasts, room: true}, true
 	}
 	return route{}, false
 }
@@ -97,8 +98,10 @@ func (in *inbox) onMessage(m rueidis.PubSubMessage) {
 	if !ok {
 		return
 	}
-	if p := r.ns.probe; p != nil {
-		p.reads.Add(1) // the connection is not silent (probe.go)
+	if p := r.ns.probe; p != nil && !r.room {
+		// The probed connection is not silent (probe.go); a room channel's
+		// message came on another connection and proves nothing of it.
+		p.reads.Add(1)
 		if r.queue == toResponses && p.read(m) {
 			return // a delivery probe
 		}

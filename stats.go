@@ -56,10 +56,11 @@ type Stats struct {
 	// PipelinedConns are rueidis's pipelined connections: 1 to 4 per Redis node (1 per node in a
 	// cluster), each opened on first use; they carry the commands, the publishes and every
 	// subscription but the room channels'. A connection rueidis keeps idle in its pool after a
-	// room channels' connection or a stream reader gave it back counts here.
+	// stream reader gave it back counts here (a room channels' connection is closed instead).
 	PipelinedConns int
-	// RoomConns are the dedicated connections holding room channels: one per cluster master with
-	// rooms of this node's sockets (sharded mode).
+	// RoomConns are the dedicated connections holding room channels: one per Redis master with
+	// rooms of this node's sockets (sharded mode, and classic mode with RoomSubscriptions, where
+	// outside a cluster it is the one server).
 	RoomConns int
 	// StreamReaderConns are the connections the stream readers' XREAD BLOCK holds: one per stream
 	// read (streams mode).

@@ -12,7 +12,7 @@ type metric struct {
 }
 
 const (
-	connectionsHelp   = "Connections to Redis and Sentinel open now, by kind (pipelined: commands and subscriptions, 1 to 4 per Redis node; room_channels: one per cluster master, sharded mode; stream_reader: one per stream read; sentinel). Their sum over the fleet counts against maxclients: alert when it nears it."
+	connectionsHelp   = "Connections to Redis and Sentinel open now, by kind (pipelined: commands and subscriptions, 1 to 4 per Redis node; room_channels: one per Redis master with rooms of this node, sharded mode and classic RoomSubscriptions; stream_reader: one per stream read; sentinel). Their sum over the fleet counts against maxclients: alert when it nears it."
 	subscriptionsHelp = "Subscriptions held now, by kind (channel, pattern, shard_channel, stream). Alert when one falls to 0 while redisadapter_subscribed is 1 for long (nothing to hear), or grows without bound (room channels of rooms never left)."
 )
 
