@@ -78,7 +78,11 @@ func lifecycleSuite(t *testing.T, f features, connect func(name string) redisada
 	// machine's pace: when Close begins, a batch is in flight and the
 	// queue behind it full, emitters waiting for room. The queue holds a
 	// few batches (maxBatch: 1,024 messages) of small messages.
-	small := &redisadapter.Options{PublishQueue: 256 << 10}
+	// The delivery probe would take a pause past ProbeTimeout for a hung
+	// Redis and renew the connections, failing the batch in flight: these
+	// cases are about Close, so the probe waits longer than any pause.
+	small := &redisadapter.Options{PublishQueue: 256 << 10, ProbeTimeout: time.Minute}
+	held := &redisadapter.Options{ProbeTimeout: time.Minute}
 
 	t.Run("LifecycleCloseWhilePublishing", func(t *testing.T) {
 		e := newEnv(t, f, connect)
@@ -97,7 +101,7 @@ func lifecycleSuite(t *testing.T, f features, connect func(name string) redisada
 
 	t.Run("LifecycleEmitterCloseWhileEmitting", func(t *testing.T) {
 		e := newEnv(t, f, connect)
-		b := e.node(t, nil)
+		b := e.node(t, held)
 		em := newEmitter(t, e.c, e.options(small))
 		accepted := closeWhilePublishing(t, e.c, func(ctx context.Context, i int) error {
 			return em.Emit(ctx, "m", i)
@@ -114,7 +118,7 @@ func lifecycleSuite(t *testing.T, f features, connect func(name string) redisada
 	t.Run("LifecycleConcurrentClose", func(t *testing.T) {
 		e := newEnv(t, f, connect)
 		noGoroutinesLeft(t)
-		a := e.node(t, nil)
+		a := e.node(t, held)
 		resume := pauseWrites(t, e.c, 2*wait)
 		for i := range queued {
 			require.NoError(t, a.a.Of("/").Emit(bg(t), "m", i))
@@ -129,7 +133,7 @@ func lifecycleSuite(t *testing.T, f features, connect func(name string) redisada
 	t.Run("LifecycleEmitterConcurrentClose", func(t *testing.T) {
 		e := newEnv(t, f, connect)
 		noGoroutinesLeft(t)
-		b := e.node(t, nil)
+		b := e.node(t, held)
 		em := newEmitter(t, e.c, e.options(nil))
 		resume := pauseWrites(t, e.c, 2*wait)
 		for i := range queued {

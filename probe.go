@@ -35,6 +35,7 @@ package redisadapter
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strconv"
 	"strings"
@@ -132,8 +133,8 @@ func (p *prober) run(ctx context.Context) {
 			continue
 		}
 		lag, err := p.probe(ctx)
-		if ctx.Err() != nil {
-			return
+		if ctx.Err() != nil || errors.Is(err, ErrClosed) {
+			return // closing: the connections still send what is queued
 		}
 		if err == nil {
 			p.record(lag)

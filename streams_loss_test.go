@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/blogstack/redisadapter"
+	"github.com/blogstack/redisadapter/internal/await"
 	"github.com/blogstack/redisadapter/internal/redistest"
 	"github.com/blogstack/redisadapter/internal/siotest"
 )
@@ -116,13 +117,11 @@ func newCutOff(t *testing.T, srv *redistest.Server, user string) (c *cutOff, asU
 
 func (c *cutOff) acl(state string) {
 	c.t.Helper()
-	var err error
-	for range 3 { // after a Redis restart the first try meets the closed connection
-		if err = c.raw.Do(bg(c.t), c.raw.B().Arbitrary("ACL", "SETUSER", c.user, "reset", state, ">pw", "~*", "&*", "+@all").Build()).Error(); err == nil {
-			return
-		}
-	}
-	require.NoError(c.t, err)
+	// After a Redis restart the first tries meet the closed connection, or
+	// a server not listening yet (a container restarting).
+	await.Check(c.t, wait, 10*time.Millisecond, "ACL SETUSER "+c.user+" "+state, func(ctx context.Context) error {
+		return c.raw.Do(ctx, c.raw.B().Arbitrary("ACL", "SETUSER", c.user, "reset", state, ">pw", "~*", "&*", "+@all").Build()).Error()
+	})
 }
 
 // away keeps n, connected as the user, from Redis: the user disabled,
