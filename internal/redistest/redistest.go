@@ -253,7 +253,12 @@ func (s *Server) start() error {
 	defer cancel()
 	if useDocker {
 		if s.ctr != nil { // restart the stopped container on the same port
-			return s.ctr.Start(ctx)
+			if err := s.ctr.Start(ctx); err != nil {
+				return err
+			}
+			// The wait strategy reads the container's whole log, whose line
+			// from the first start matches at once: wait for the server.
+			return waitPing(ctx, s.Addr())
 		}
 		ready := "Ready to accept connections"
 		var files []testcontainers.ContainerFile
