@@ -103,19 +103,7 @@ func sentinelFailover(t *testing.T, set *redistest.SentinelSet, c redisadapter.S
 	require.Less(t, time.Since(start), wait)
 	t.Logf("request during the outage: %v", err)
 
-	// Generous: a sentinel whose process stalled for 2 s on a loaded
-	// machine enters TILT mode and elects nobody for 30 s.
-	var elected time.Time
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		if m, err := set.CurrentMaster(bg(t)); err == nil && m != old {
-			elected = time.Now()
-			require.Equal(t, set.Replica.Addr(), m)
-			break
-		}
-		require.True(t, time.Now().Before(deadline), "no new master elected:\n%s", set.Describe(bg(t)))
-		time.Sleep(20 * time.Millisecond)
-	}
+	elected := newMaster(t, set, old)
 	// The bound only catches a node that does not recover; BenchmarkRecovery
 	// (sentinel) measures how soon.
 	d := resumed(t, a, clients, elected, 2*wait)
@@ -440,4 +428,21 @@ func moveSlot(t *testing.T, set *redistest.ClusterSet, key string) (int, *redist
 	clusterCLI(t, target, "CLUSTER", "SETSLOT", s, "NODE", ids[target])
 	clusterCLI(t, source, "CLUSTER", "SETSLOT", s, "NODE", ids[target])
 	return slot, target
+}
+
+// newMaster waits until the set's sentinels name a master other than old
+// (the replica) and returns when they first did. Generous: a sentinel whose
+// process stalled for 2 s on a loaded machine enters TILT mode and elects
+// nobody for 30 s.
+func newMaster(t *testing.T, set *redistest.SentinelSet, old string) time.Time {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		if m, err := set.CurrentMaster(bg(t)); err == nil && m != old {
+			require.Equal(t, set.Replica.Addr(), m)
+			return time.Now()
+		}
+		require.True(t, time.Now().Before(deadline), "no new master elected:\n%s", set.Describe(bg(t)))
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/blogstack/redisadapter"
 	"github.com/blogstack/redisadapter/internal/redistest"
+	"github.com/blogstack/redisadapter/internal/siotest"
 )
 
 // BenchmarkFanout: node A broadcasts b.N events to a room; fanoutClients
@@ -71,21 +72,7 @@ func fanout(b *testing.B, url string, send func(n int)) {
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	for range fanoutClients {
-		cl := dialRooms(b, url, "room")
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case e := <-cl.Events:
-					if e.Name == "m" {
-						delivered.Add(1)
-					}
-				case <-stop:
-					return
-				}
-			}
-		}()
+		countEvents(&wg, dialRooms(b, url, "room"), &delivered, stop)
 	}
 	defer func() { close(stop); wg.Wait() }()
 	cpu0 := machineCPU(b)
@@ -145,4 +132,21 @@ func startBuiltin(b *testing.B, addr string) (*socketio.Server, string) {
 	hs := httptest.NewServer(srv)
 	b.Cleanup(func() { hs.CloseClientConnections(); hs.Close(); srv.Close() })
 	return srv, hs.URL
+}
+
+// countEvents counts the "m" events cl receives into delivered, on a
+// goroutine of wg's, until stop is closed.
+func countEvents(wg *sync.WaitGroup, cl *siotest.Client, delivered *atomic.Int64, stop <-chan struct{}) {
+	wg.Go(func() {
+		for {
+			select {
+			case e := <-cl.Events:
+				if e.Name == "m" {
+					delivered.Add(1)
+				}
+			case <-stop:
+				return
+			}
+		}
+	})
 }

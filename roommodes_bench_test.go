@@ -65,20 +65,7 @@ func BenchmarkRoomModes(b *testing.B) {
 				start := time.Now()
 				require.NoError(b, n.a.Join(ctx, conn, mine...))
 				joins += time.Since(start)
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for {
-						select {
-						case e := <-cl.Events:
-							if e.Name == "m" {
-								delivered.Add(1)
-							}
-						case <-stop:
-							return
-						}
-					}
-				}()
+				countEvents(&wg, cl, &delivered, stop)
 			}
 			defer func() { close(stop); wg.Wait() }()
 			em, err := redisadapter.NewEmitter(ctx, m.c, opts)

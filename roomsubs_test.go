@@ -156,17 +156,7 @@ func TestRoomSubscriptionsSentinelFailover(t *testing.T) {
 	sn := set.Sentinels[0]
 	out, err := sn.Exec(bg(t), "redis-cli", "-p", fmt.Sprint(sn.Port), "SENTINEL", "FAILOVER", redistest.MasterName)
 	require.NoError(t, err, out)
-	var elected time.Time
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		if m, err := set.CurrentMaster(bg(t)); err == nil && m != old {
-			elected = time.Now()
-			require.Equal(t, set.Replica.Addr(), m)
-			break
-		}
-		require.True(t, time.Now().Before(deadline), "no new master:\n%s", set.Describe(bg(t)))
-		time.Sleep(20 * time.Millisecond)
-	}
+	elected := newMaster(t, set, old)
 	d := resumed(t, a, clients, elected, 2*wait)
 	t.Logf("broadcasts resumed %v after the failover", d.Round(time.Millisecond))
 	// Both nodes hold "r" on the new master, not on the demoted one.
