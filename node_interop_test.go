@@ -137,6 +137,13 @@ func interop(t *testing.T, connect func(name string) redisadapter.Connector, env
 		channelSubscribers(t, c, names.room("/", "post:1"), 1)
 		channelSubscribers(t, c, names.room("/", gc.ID()), 1)
 	}
+	if sharded {
+		// Both nodes SSUBSCRIBE a room's channel a moment after a local
+		// socket joined it (the Go node within its room sync's interval,
+		// Node's adapter in its "dynamic" mode): a one-room broadcast
+		// before that misses them.
+		shardSubscribers(t, c, names{key: key}.room("/", "post:1"), 2)
+	}
 
 	t.Run("ServerCount", func(t *testing.T) {
 		n, err := g.a.Of("/").ServerCount(bg(t))
