@@ -78,7 +78,10 @@ func (l *ClientLimits) validate() error {
 }
 
 // Transports returns ts, or go-socket.io's defaults (polling, then
-// websocket) when none is given, each wrapped to enforce the limits. Pass
+// websocket) when none is given, each wrapped to enforce the limits; a
+// go-socket.io websocket transport's connections are served by a leaner
+// wrapper of this package (the same frames; none of go-socket.io's
+// goroutine and timer per frame). Pass
 // the result as engineio.Options.Transports; the order is kept, since
 // engine.io upgrades from a transport to those after it.
 //
@@ -97,6 +100,9 @@ func (l ClientLimits) Transports(ts ...transport.Transport) []transport.Transpor
 	}
 	out := make([]transport.Transport, len(ts))
 	for i, t := range ts {
+		if ws, ok := t.(*websocket.Transport); ok {
+			t = wsTransport{ws}
+		}
 		out[i] = limitedTransport{Transport: t, limits: l}
 	}
 	return out
