@@ -112,3 +112,45 @@ func (c *Client) Disconnected(t testing.TB, timeout time.Duration) string {
 	t.Helper()
 	return c.P.Wait(timeout, "disconnect", func(m Msg) bool { return m["disconnected"] != nil }).Str("disconnected")
 }
+
+// Count makes the client count, without printing them, the events named
+// event whose first argument's text starts with prefix, until n came or
+// idle passed without one; the function it returns waits up to timeout
+// for that and returns how many came.
+func (c *Client) Count(t testing.TB, event, prefix string, n int, idle time.Duration) func(timeout time.Duration) int {
+	t.Helper()
+	wait := c.P.Go(map[string]any{"count": map[string]any{"event": event, "prefix": prefix, "n": n, "idleMs": idle.Milliseconds()}})
+	return func(timeout time.Duration) int {
+		t.Helper()
+		var got int
+		if err := json.Unmarshal(wait(timeout)["got"], &got); err != nil {
+			t.Fatalf("count of %q: %v", event, err)
+		}
+		return got
+	}
+}
+
+// Flooded is what a flood's acknowledgements said: how many came, how many
+// were not "ok", and the first of those.
+type Flooded struct {
+	Acked, Errors int
+	FirstError    json.RawMessage
+}
+
+// Flood makes the client emit n events {post, text: prefix + i}, each with
+// an ack callback, at most window unacknowledged at a time; the function
+// it returns waits up to timeout for every ack.
+func (c *Client) Flood(t testing.TB, event string, n, window int, post any, prefix string) func(timeout time.Duration) Flooded {
+	t.Helper()
+	wait := c.P.Go(map[string]any{"flood": map[string]any{"event": event, "n": n, "window": window, "post": post, "prefix": prefix}})
+	return func(timeout time.Duration) Flooded {
+		t.Helper()
+		m := wait(timeout)
+		var f Flooded
+		if json.Unmarshal(m["acked"], &f.Acked) != nil || json.Unmarshal(m["errors"], &f.Errors) != nil {
+			t.Fatalf("flood of %q: answer %v", event, m)
+		}
+		f.FirstError = m["firstError"]
+		return f
+	}
+}
