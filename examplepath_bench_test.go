@@ -29,8 +29,9 @@ import (
 // running the same handler (internal/nodetest/server.js: to the post's
 // room, acked "ok"). It reports comments delivered per second on B, the
 // share lost, acks other than "ok", the CPU time (user and system) of the
-// two server processes per 1,000 comments delivered, and the machine's
-// (servers, clients and Redis together).
+// two server processes per 1,000 comments delivered (and of each: the
+// sender's node, the receiver's), and the machine's (servers, clients and
+// Redis together).
 //
 //	go test -run '^$' -bench ExamplePath -benchtime 20000x .
 func BenchmarkExamplePath(b *testing.B) {
@@ -111,12 +112,12 @@ func examplePath(b *testing.B, send, recv server, join string) {
 	})
 	const idle = time.Second
 	delivered := reader.Count(b, "comment", "comment ", b.N, idle)
-	cpu0, servers0 := machineCPU(b), procCPU(b, send.pid)+procCPU(b, recv.pid)
+	cpu0, send0, recv0 := machineCPU(b), procCPU(b, send.pid), procCPU(b, recv.pid)
 	b.ResetTimer()
 	acked := sender.Flood(b, "comment", b.N, examplePathWindow, 1, "comment ")
 	got := delivered(time.Duration(b.N)*time.Millisecond + time.Minute)
 	b.StopTimer()
-	cpu, servers := machineCPU(b)-cpu0, procCPU(b, send.pid)+procCPU(b, recv.pid)-servers0
+	cpu, sendCPU, recvCPU := machineCPU(b)-cpu0, procCPU(b, send.pid)-send0, procCPU(b, recv.pid)-recv0
 	f := acked(time.Minute)
 	if got == 0 {
 		b.Fatalf("no comment delivered; acks: %+v", f)
@@ -129,7 +130,9 @@ func examplePath(b *testing.B, send, recv server, join string) {
 	b.ReportMetric(float64(got)/elapsed.Seconds(), "comments/s")
 	b.ReportMetric(100*float64(b.N-got)/float64(b.N), "%lost")
 	b.ReportMetric(float64(f.Errors), "ack-errors")
-	b.ReportMetric(perK(servers), "servers-cpu-ms/1k")
+	b.ReportMetric(perK(sendCPU+recvCPU), "servers-cpu-ms/1k")
+	b.ReportMetric(perK(sendCPU), "sender-cpu-ms/1k")
+	b.ReportMetric(perK(recvCPU), "receiver-cpu-ms/1k")
 	b.ReportMetric(perK(cpu), "cpu-ms/1k")
 }
 
