@@ -12,9 +12,9 @@
 //        events {post: p, text: prefix + i}, each with an ack callback, at most W unacknowledged at a
 //        time; answers {id, acked, errors, firstError} once every ack is in: errors counts the acks
 //        other than "ok")
-//        {"id": n, "count": {"event": "...", "prefix": "...", "n": N, "idleMs": ms}}  (counts the events
-//        of that name whose first argument's text starts with prefix, without printing them; answers
-//        {id, got} at the N-th, or once idleMs pass without one)
+//        {"id": n, "count": {"event": "...", "prefix": "...", "n": N, "firstMs": ms, "idleMs": ms}}  (counts
+//        the events of that name whose first argument's text starts with prefix, without printing them;
+//        answers {id, got} at the N-th, or once firstMs pass before the first or idleMs after one)
 const io = require(process.env.SIO_CLIENT || "socket.io-client");
 const readline = require("readline");
 
@@ -63,7 +63,9 @@ readline.createInterface({ input: process.stdin }).on("line", (line) => {
   if (cmd.raw !== undefined) return socket.io.engine.write(cmd.raw);
   if (cmd.count) {
     counting = { id: cmd.id, ...cmd.count, got: 0, last: Date.now() };
-    counting.timer = setInterval(() => { if (Date.now() - counting.last >= counting.idleMs) countDone(); }, 20);
+    counting.timer = setInterval(() => {
+      if (Date.now() - counting.last >= (counting.got ? counting.idleMs : counting.firstMs)) countDone();
+    }, 20);
     return;
   }
   if (cmd.flood) return flood(cmd.id, cmd.flood);
