@@ -37,8 +37,9 @@ func examplePathTable(get func(string, string) (float64, bool)) string {
 		"connection send 50 events per second by default; this client floods); a socket.io-client 2.5.0 client\n" +
 		"(Node.js) on node A sends comments with at most 64 unacknowledged, one on node B joined to the post receives.\n" +
 		"Node's row: two socket.io 4 + @socket.io/redis-adapter 8 servers running the same handler. *Servers' CPU*:\n" +
-		"user and system time of the two server processes per 1,000 comments delivered, the comparison that counts\n" +
-		"(the rate is bound by the Node.js clients on two cores); *machine CPU*: every process on the machine.\n\n" +
+		"user and system time of the two server processes per 1,000 comments delivered, the comparison that counts:\n" +
+		"the rate is bound by the machine's two cores, which the servers share with the Node.js clients and Redis\n" +
+		"(and on a shared machine with its other work); *machine CPU*: every process on the machine.\n\n" +
 		"| system | comments/s | lost | servers' cpu-ms / 1k comments | machine cpu-ms / 1k comments |\n|---|---|---|---|---|\n" +
 		b.String()
 }
