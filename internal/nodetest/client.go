@@ -115,12 +115,16 @@ func (c *Client) Disconnected(t testing.TB, timeout time.Duration) string {
 
 // Count makes the client count, without printing them, the events named
 // event whose first argument's text starts with prefix, until n came, or
-// first passed before the first of them, or idle after one; the function
-// it returns waits up to timeout for that and returns how many came.
+// first passed before the first of them, or idle after one. It returns once
+// the client counts (an event it received earlier is not counted, however
+// late this process learns of it); the function it returns waits up to
+// timeout for the end and returns how many came.
 func (c *Client) Count(t testing.TB, event, prefix string, n int, first, idle time.Duration) func(timeout time.Duration) int {
 	t.Helper()
-	wait := c.P.Go(map[string]any{"count": map[string]any{"event": event, "prefix": prefix, "n": n,
-		"firstMs": first.Milliseconds(), "idleMs": idle.Milliseconds()}})
+	cmd := map[string]any{"count": map[string]any{"event": event, "prefix": prefix, "n": n,
+		"firstMs": first.Milliseconds(), "idleMs": idle.Milliseconds()}}
+	wait := c.P.answers(c.P.send(cmd), cmd)
+	wait(10 * time.Second) // {"counting": true}
 	return func(timeout time.Duration) int {
 		t.Helper()
 		var got int

@@ -14,7 +14,8 @@
 //        other than "ok")
 //        {"id": n, "count": {"event": "...", "prefix": "...", "n": N, "firstMs": ms, "idleMs": ms}}  (counts
 //        the events of that name whose first argument's text starts with prefix, without printing them;
-//        answers {id, got} at the N-th, or once firstMs pass before the first or idleMs after one)
+//        answers {id, counting: true} at once, then {id, got} at the N-th, or once firstMs pass before
+//        the first or idleMs after one)
 const io = require(process.env.SIO_CLIENT || "socket.io-client");
 const readline = require("readline");
 
@@ -66,7 +67,7 @@ readline.createInterface({ input: process.stdin }).on("line", (line) => {
     counting.timer = setInterval(() => {
       if (Date.now() - counting.last >= (counting.got ? counting.idleMs : counting.firstMs)) countDone();
     }, 20);
-    return;
+    return out({ id: cmd.id, counting: true });
   }
   if (cmd.flood) return flood(cmd.id, cmd.flood);
   const args = cmd.args || [];
