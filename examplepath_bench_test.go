@@ -45,10 +45,10 @@ func BenchmarkExamplePath(b *testing.B) {
 	})
 	b.Run("node-redis-adapter", func(b *testing.B) {
 		srv := redistest.Start(b)
-		var nodes [2]server
+		var nodes [2]serverProcess
 		for i := range nodes {
 			p, url, _ := startNodeServer(b, "REDIS_URL="+srv.URL())
-			nodes[i] = server{url: url, pid: p.PID()}
+			nodes[i] = serverProcess{url: url, pid: p.PID()}
 		}
 		examplePath(b, nodes[0], nodes[1], "post:1") // server.js joins the room it is given
 	})
@@ -60,8 +60,8 @@ func BenchmarkExamplePath(b *testing.B) {
 // queue grows without bound.
 const examplePathWindow = 64
 
-// server is one server process of a benchmark: its URL and process id.
-type server struct {
+// serverProcess is one server process of a benchmark: its URL and process id.
+type serverProcess struct {
 	url string
 	pid int
 }
@@ -69,7 +69,7 @@ type server struct {
 // startBlogstack starts the example's binary as node name on redisURL,
 // without the per-connection event rate limit, and waits for its health
 // check. Its log is shown if the benchmark fails.
-func startBlogstack(b *testing.B, bin, redisURL, name string) server {
+func startBlogstack(b *testing.B, bin, redisURL, name string) serverProcess {
 	b.Helper()
 	port := redistest.FreePort(b)
 	url := fmt.Sprintf("http://127.0.0.1:%d", port)
@@ -94,12 +94,12 @@ func startBlogstack(b *testing.B, bin, redisURL, name string) server {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
-	return server{url: url, pid: cmd.Process.Pid}
+	return serverProcess{url: url, pid: cmd.Process.Pid}
 }
 
 // examplePath sends b.N comments from a client of send and counts those a
 // client of recv, joined to the post with join's argument, receives.
-func examplePath(b *testing.B, send, recv server, join string) {
+func examplePath(b *testing.B, send, recv serverProcess, join string) {
 	sender, reader := nodetest.Dial(b, send.url, ""), nodetest.Dial(b, recv.url, "")
 	reader.Call(b, "join", join)
 	// The path must be live before the clock starts: a comment goes
