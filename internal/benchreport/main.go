@@ -151,6 +151,8 @@ func report(results []result, get func(string, string) (float64, bool), env map[
 		}
 	}
 
+	p("%s", examplePathTable(get))
+
 	p("\n## Latency at 2,000 events/s\n\nOne clock, side by side: the raw rueidis path (PUBLISH to a SUBSCRIBE callback, no adapter, no websocket),\nand `Emit` on node A to receipt by a websocket client of node B.\n\n")
 	p("| path | p50 | p99 | max |\n|---|---|---|---|\n")
 	for _, l := range []struct{ key, label string }{
@@ -300,6 +302,7 @@ func report(results []result, get func(string, string) (float64, bool), env map[
 		builtin, _ := get("SameApp/gosocketio-builtin", "deliveries/s")
 		p("| the example's path ≥ 2× Node's adapter | %.2f× (%.2f× go-socket.io built-in) | %s |\n", ratio(ours, node), ratio(ours, builtin), yes(ours >= 2*node))
 	}
+	p("%s", examplePathTarget(get))
 	if streams, ok := get("StreamsFanout/streams", "deliveries/s"); ok {
 		pubsub, _ := get("StreamsFanout/pubsub", "deliveries/s")
 		r := ratio(streams, pubsub)

@@ -112,3 +112,50 @@ func (c *Client) Disconnected(t testing.TB, timeout time.Duration) string {
 	t.Helper()
 	return c.P.Wait(timeout, "disconnect", func(m Msg) bool { return m["disconnected"] != nil }).Str("disconnected")
 }
+
+// Count makes the client count, without printing them, the events named
+// event whose first argument's text starts with prefix, until n came, or
+// first passed before the first of them, or idle after one. It returns once
+// the client counts (an event it received earlier is not counted, however
+// late this process learns of it); the function it returns waits up to
+// timeout for the end and returns how many came.
+func (c *Client) Count(t testing.TB, event, prefix string, n int, first, idle time.Duration) func(timeout time.Duration) int {
+	t.Helper()
+	cmd := map[string]any{"count": map[string]any{"event": event, "prefix": prefix, "n": n,
+		"firstMs": first.Milliseconds(), "idleMs": idle.Milliseconds()}}
+	wait := c.P.answers(c.P.send(cmd), cmd)
+	wait(10 * time.Second) // {"counting": true}
+	return func(timeout time.Duration) int {
+		t.Helper()
+		var got int
+		if err := json.Unmarshal(wait(timeout)["got"], &got); err != nil {
+			t.Fatalf("count of %q: %v", event, err)
+		}
+		return got
+	}
+}
+
+// Flooded is what a flood's acknowledgements said: how many came, how many
+// were not "ok", and the first of those.
+type Flooded struct {
+	Acked, Errors int
+	FirstError    json.RawMessage
+}
+
+// Flood makes the client emit n events {post, text: prefix + i}, each with
+// an ack callback, at most window unacknowledged at a time; the function
+// it returns waits up to timeout for every ack.
+func (c *Client) Flood(t testing.TB, event string, n, window int, post any, prefix string) func(timeout time.Duration) Flooded {
+	t.Helper()
+	wait := c.P.Go(map[string]any{"flood": map[string]any{"event": event, "n": n, "window": window, "post": post, "prefix": prefix}})
+	return func(timeout time.Duration) Flooded {
+		t.Helper()
+		m := wait(timeout)
+		var f Flooded
+		if json.Unmarshal(m["acked"], &f.Acked) != nil || json.Unmarshal(m["errors"], &f.Errors) != nil {
+			t.Fatalf("flood of %q: answer %v", event, m)
+		}
+		f.FirstError = m["firstError"]
+		return f
+	}
+}

@@ -141,18 +141,40 @@ func (p *Proc) Wait(timeout time.Duration, what string, match func(Msg) bool) Ms
 // Call sends cmd with a fresh "id" and returns the answer carrying it.
 func (p *Proc) Call(timeout time.Duration, cmd map[string]any) Msg {
 	p.t.Helper()
+	return p.Go(cmd)(timeout)
+}
+
+// Go sends cmd with a fresh "id" and returns a function that waits up to
+// timeout for the answer carrying it: for commands answered later, while
+// others run.
+func (p *Proc) Go(cmd map[string]any) func(timeout time.Duration) Msg {
+	p.t.Helper()
+	return p.answers(p.send(cmd), cmd)
+}
+
+// send sends cmd with a fresh "id" and returns that id.
+func (p *Proc) send(cmd map[string]any) string {
+	p.t.Helper()
 	p.mu.Lock()
 	p.nextID++
 	id := p.nextID
 	p.mu.Unlock()
 	cmd["id"] = id
 	p.Send(cmd)
-	want := fmt.Sprint(id)
-	m := p.Wait(timeout, fmt.Sprintf("answer to %v", cmd), func(m Msg) bool { return string(m["id"]) == want })
-	if e := m.Str("error"); e != "" {
-		p.t.Fatalf("node: %v failed: %s", cmd, e)
+	return fmt.Sprint(id)
+}
+
+// answers returns a function that waits up to timeout for the next answer
+// to cmd, sent with id: a command may answer more than once.
+func (p *Proc) answers(id string, cmd map[string]any) func(timeout time.Duration) Msg {
+	return func(timeout time.Duration) Msg {
+		p.t.Helper()
+		m := p.Wait(timeout, fmt.Sprintf("answer to %v", cmd), func(m Msg) bool { return string(m["id"]) == id })
+		if e := m.Str("error"); e != "" {
+			p.t.Fatalf("node: %v failed: %s", cmd, e)
+		}
+		return m
 	}
-	return m
 }
 
 type testWriter struct {
