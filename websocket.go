@@ -57,7 +57,6 @@ type wsConn struct {
 	// SetWriteDeadline takes it too.
 	writeMu sync.Mutex
 	writer  wsWriter // the open writer, reused: writeMu makes it unique
-	head    [1]byte  // the packet type the open writer starts with
 
 	closed    chan struct{} // closed by Close; ServeHTTP waits for it
 	closeOnce sync.Once
@@ -106,26 +105,32 @@ func (c *wsConn) NextWriter(ft engineioframe.Type, pt packet.Type) (io.WriteClos
 	}
 	c.writeMu.Lock()
 	w, err := c.ws.NextWriter(typ)
-	if err == nil {
-		c.head[0] = b
-		_, err = w.Write(c.head[:])
-		if err != nil {
-			_ = w.Close()
-		}
-	}
 	if err != nil {
 		c.writeMu.Unlock()
 		return nil, err
 	}
 	c.writer = wsWriter{w: w, c: c}
+	if err := c.writer.WriteByte(b); err != nil {
+		_ = c.writer.Close()
+		return nil, err
+	}
 	return &c.writer, nil
 }
 
 // wsWriter is the frame being written; Close sends it and lets the next
-// frame be written. A second Close does nothing.
+// frame be written. A second Close does nothing. It has WriteByte because
+// go-socket.io's packet encoder otherwise wraps each writer in a 4 KiB
+// bufio.Writer of its own: gorilla/websocket buffers the frame already.
 type wsWriter struct {
-	w io.WriteCloser // nil once closed
-	c *wsConn
+	w   io.WriteCloser // nil once closed
+	c   *wsConn
+	one [1]byte
+}
+
+func (w *wsWriter) WriteByte(b byte) error {
+	w.one[0] = b
+	_, err := w.Write(w.one[:])
+	return err
 }
 
 func (w *wsWriter) Write(p []byte) (int, error) {
