@@ -177,8 +177,10 @@ func (c *limitedConn) NextReader() (engineioframe.Type, packet.Type, io.ReadClos
 	}
 	lr := &limitedReader{rc: r, left: int64(c.limits.MaxMessageSize), conn: c}
 	// The parser reads byte by byte from a ReadByte-capable reader, else
-	// wraps it in a bufio.Reader of its own: one buffer either way.
-	lr.br = bufio.NewReader(lr.counted())
+	// wraps it in a bufio.Reader of its own: one buffer either way, taken
+	// from a pool and given back when the message is closed.
+	lr.br = readBuffers.Get().(*bufio.Reader)
+	lr.br.Reset(lr.counted())
 	if pt == packet.MESSAGE && ft == engineioframe.String {
 		if err := c.checkAttachments(lr.br); err != nil {
 			c.reject(err)
@@ -266,6 +268,7 @@ type limitedReader struct {
 	br        *bufio.Reader
 	left      int64
 	conn      *limitedConn
+	keep      bool // br is not given back: the message was closed while br read it
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -292,14 +295,48 @@ func (r countingReader) Read(p []byte) (int, error) {
 func (r *limitedReader) tooLarge() error {
 	err := errorf("%w: message over %d bytes", ErrClientLimit, r.conn.limits.MaxMessageSize)
 	r.conn.reject(err)
+	r.keep = true // Close runs inside a Read of br: it is still in use
 	_ = r.Close()
 	return err
 }
 
-func (r *limitedReader) Read(p []byte) (int, error) { return r.br.Read(p) }
-func (r *limitedReader) ReadByte() (byte, error)    { return r.br.ReadByte() }
-func (r *limitedReader) UnreadByte() error          { return r.br.UnreadByte() }
+// readBuffers holds the bufio.Readers of messages being read: one per
+// message read at a time, not one allocated per message.
+var readBuffers = sync.Pool{New: func() any { return bufio.NewReader(nil) }}
+
+// Read, ReadByte and UnreadByte read the message; a closed one is at its end.
+func (r *limitedReader) Read(p []byte) (int, error) {
+	if r.br == nil {
+		return 0, io.EOF
+	}
+	return r.br.Read(p)
+}
+
+func (r *limitedReader) ReadByte() (byte, error) {
+	if r.br == nil {
+		return 0, io.EOF
+	}
+	return r.br.ReadByte()
+}
+
+func (r *limitedReader) UnreadByte() error {
+	if r.br == nil {
+		return bufio.ErrInvalidUnreadByte
+	}
+	return r.br.UnreadByte()
+}
+
+// Close closes the message and gives its buffer back. go-socket.io reads
+// nothing of a message after closing it: its decoder closes a packet's
+// frame before it reads the attachments, each from a frame of its own.
 func (r *limitedReader) Close() error {
-	r.closeOnce.Do(func() { r.closeErr = r.rc.Close() })
+	r.closeOnce.Do(func() {
+		r.closeErr = r.rc.Close()
+		if !r.keep {
+			r.br.Reset(nil)
+			readBuffers.Put(r.br)
+			r.br = nil
+		}
+	})
 	return r.closeErr
 }
