@@ -307,30 +307,41 @@ func (p *shardedNamespace) decodeBroadcast(msg string) (broadcastFrame, *request
 	return f, nil, err
 }
 
-// decodeJSONPacket reads {type: 2, data: [event, ...args]}; numbers keep
-// their JSON text (json.Number) so large integers survive.
-func decodeJSONPacket(raw json.RawMessage) (string, []any, error) {
-	var p struct {
-		Type int             `json:"type"`
-		Data json.RawMessage `json:"data"`
-	}
-	if err := json.Unmarshal(raw, &p); err != nil {
-		return "", nil, malformed("packet: %v", err)
+// jsonPacket is a broadcast's packet as JSON: {type: 2, data: [event, ...args]}.
+type jsonPacket struct {
+	Type int   `json:"type"`
+	Data []any `json:"data"`
+}
+
+// event checks a decoded packet (nil: none) and returns its event and
+// arguments.
+func (p *jsonPacket) event() (string, []any, error) {
+	if p == nil {
+		return "", nil, malformed("broadcast without packet")
 	}
 	if p.Type != packetEvent && p.Type != packetBinaryEvent {
 		return "", nil, malformed("packet type %d", p.Type)
 	}
-	dec := json.NewDecoder(bytes.NewReader(p.Data))
-	dec.UseNumber()
-	var data []any
-	if err := dec.Decode(&data); err != nil || len(data) == 0 {
+	if len(p.Data) == 0 {
 		return "", nil, malformed("packet data is not a non-empty array")
 	}
-	event, ok := data[0].(string)
+	event, ok := p.Data[0].(string)
 	if !ok {
 		return "", nil, malformed("event name is not a string")
 	}
-	return event, data[1:], nil
+	return event, p.Data[1:], nil
+}
+
+// decodeJSONPacket reads {type: 2, data: [event, ...args]}; numbers keep
+// their JSON text (json.Number) so large integers survive.
+func decodeJSONPacket(raw json.RawMessage) (string, []any, error) {
+	var p *jsonPacket
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&p); err != nil {
+		return "", nil, malformed("packet: %v", err)
+	}
+	return p.event()
 }
 
 func (p *shardedNamespace) decodeRequest(msg string) (request, error) {
