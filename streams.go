@@ -181,8 +181,8 @@ func (p *streamsNamespace) command(b rueidis.Builder, m message, seq seqNo) ruei
 	case m.durable:
 		return b.Xadd().Key(p.stream).Maxlen().Almost().Threshold(p.maxLen).Id("*").
 			FieldValue().FieldValue("uid", p.uid).FieldValue("nsp", p.nsp).FieldValue("type", strconv.Itoa(m.kind)).
-			FieldValue("data", string(m.payload)).
-			FieldValue("seq", seq.producer+":"+strconv.FormatUint(seq.n, 10)).Build()
+			FieldValue("data", rueidis.BinaryString(m.payload)).
+			FieldValue("seq", seq.field()).Build()
 	case p.shardedPubSub:
 		return b.Spublish().Channel(m.channel).Message(rueidis.BinaryString(m.payload)).Build()
 	default:
@@ -232,10 +232,7 @@ func (p *streamsNamespace) encodeBroadcast(sel selector, event string, args []an
 	if hasBinary(args, 0) {
 		data, err = binaryBroadcastData(sel, event, args)
 	} else {
-		var d shardedData
-		if d, err = shardedBroadcastData(sel, event, args); err == nil {
-			data, err = json.Marshal(d)
-		}
+		data, err = broadcastDataJSON(sel, event, args)
 	}
 	if err != nil {
 		return message{}, err
