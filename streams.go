@@ -447,9 +447,9 @@ func (p *streamsNamespace) decodeBroadcast(msg string) (broadcastFrame, *request
 // {packet: {type, data: [event, ...args]}, opts: {rooms, except, flags},
 // requestId}; the flags change nothing for it.
 type entryData struct {
-	Packet    *jsonPacket `json:"packet"`
-	Opts      *selector   `json:"opts"` // rooms and except, by their names
-	RequestID string      `json:"requestId"`
+	Packet    jsonPacket `json:"packet"` // none: type 0, which event refuses
+	Opts      selector   `json:"opts"`   // rooms and except, by their names
+	RequestID string     `json:"requestId"`
 }
 
 // decodeJSONBroadcastData reads a broadcast's JSON data into f in one
@@ -465,10 +465,8 @@ func decodeJSONBroadcastData(data string, f *broadcastFrame) (string, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return "", malformed("trailing bytes after broadcast entry data")
 	}
-	if d.Opts != nil {
-		f.sel = *d.Opts
-	}
 	var err error
+	f.sel = d.Opts
 	f.event, f.args, err = d.Packet.event()
 	return d.RequestID, err
 }
