@@ -97,7 +97,7 @@ func newDecoder(s string) *decoder {
 }
 
 // release returns d to the pool. Nothing d decoded refers to it: values are
-// copies, and str's substrings point into the message.
+// copies or substrings of the message (str).
 func (d *decoder) release() {
 	d.s = ""
 	d.r.Reset("")
@@ -139,7 +139,9 @@ func (d *decoder) str() (string, error) {
 }
 
 // value decodes any value: numbers as int64, uint64 or float64, maps as
-// map[string]any, arrays as []any.
+// map[string]any, arrays as []any, strings (and map keys) as substrings of
+// the message, as str reads them: what value decodes is handed on and
+// dropped with the message (re-encoded for the sockets, or as an ack).
 func (d *decoder) value(depth int) (any, error) {
 	if depth > maxDepth {
 		return nil, malformed("nested deeper than %d", maxDepth)
@@ -174,12 +176,13 @@ func (d *decoder) value(depth int) (any, error) {
 			if err != nil {
 				return nil, malformed("map key: %v", err)
 			}
-			// A copy: the map outlives the message.
-			if out[strings.Clone(k)], err = d.value(depth + 1); err != nil {
+			if out[k], err = d.value(depth + 1); err != nil {
 				return nil, err
 			}
 		}
 		return out, nil
+	case msgpcode.IsFixedString(c) || c == msgpcode.Str8 || c == msgpcode.Str16 || c == msgpcode.Str32:
+		return d.str()
 	default:
 		// skip checks a string's, binary's or extension's length against
 		// the bytes left; the library would first grow its buffer, which a

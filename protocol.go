@@ -12,6 +12,7 @@ package redisadapter
 
 import (
 	"context"
+	"strconv"
 
 	"github.com/redis/rueidis"
 )
@@ -98,6 +99,13 @@ type message struct {
 type seqNo struct {
 	producer string
 	n        uint64
+}
+
+// field is the number as a stream entry's seq field holds it: "<producer>:<n>".
+func (s seqNo) field() string {
+	b := make([]byte, 0, len(s.producer)+1+20)
+	b = append(append(b, s.producer...), ':')
+	return rueidis.BinaryString(strconv.AppendUint(b, s.n, 10))
 }
 
 // roomChannels is what a protocol that publishes one-room broadcasts on the

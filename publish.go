@@ -38,37 +38,48 @@ type publisher struct {
 	abort context.CancelFunc
 
 	mu         sync.Mutex
-	queue      []*outgoing
+	queue      []outgoing
+	array      []outgoing    // the queue's own array, which it starts from again whenever it empties
 	bytes      int           // encoded bytes queued or in flight
 	wake       chan struct{} // one token: the queue has work
-	space      chan struct{} // closed, and replaced, when a batch frees room
+	space      chan struct{} // made by a caller waiting for room, closed (and forgotten) when a batch frees some
 	closed     bool          // Close has begun: nothing more is queued
 	down       bool          // the last batch did not reach Redis: a pub/sub publish waits for its answer
 	unreported error         // the first failure no caller has heard of, for Flush and Close
 	stopped    chan struct{} // closed when the sender has sent what was queued and stopped
 	producer   string        // names this publisher in the numbers of its durable messages
 	seq        uint64        // the number of the last durable message built; the sender's alone
+	sent       []*outgoing   // the sender's, reused from batch to batch
 }
 
-// outgoing is one queued message, or (cmd unset) a Flush marker.
+// outgoing is one queued message, or a Flush marker, held in the queue by
+// value: a message nobody waits for costs the queue no allocation. Its
+// command is built by the sender: rueidis recycles a sent command into a
+// pool, so built and recycled on one goroutine, a batch's commands come
+// from the pool instead of being allocated. A durable message is
+// numbered in sending order, and sent again after a failure that may have
+// left it out of Redis, until Redis has it (resend.go).
 type outgoing struct {
-	cmd  rueidis.Completed
-	size int
-	// A durable message is built by the sender, which numbers it in
-	// sending order, and is sent again after a failure that may have left
-	// it out of Redis, until Redis has it (resend.go).
-	durable  bool
-	ns       nsProtocol // a durable message's protocol, which builds its command
-	msg      message    // a durable message
+	ns       nsProtocol // the protocol, which builds the command
+	msg      message
+	cmd      rueidis.Completed
+	size     int
 	flush    bool
-	internal bool       // an answer to another node: its failure is logged, not reported to Flush
-	done     chan error // nil: nobody waits for the answer
-	// state, when someone waits: queued, then taken by the sender and
-	// answered, unless the waiter's deadline comes first (abandoned). A
-	// message abandoned while queued is not sent; an abandoned Flush
-	// marker leaves its failure for the next Flush.
+	internal bool    // an answer to another node: its failure is logged, not reported to Flush
+	w        *waiter // nil: nobody waits for the answer
+}
+
+// waiter is the caller waiting for a message's answer (or a Flush's).
+type waiter struct {
+	done chan error
+	// state: queued, then taken by the sender and answered, unless the
+	// waiter's deadline comes first (abandoned). A message abandoned while
+	// queued is not sent; an abandoned Flush marker leaves its failure for
+	// the next Flush.
 	state atomic.Int32
 }
+
+func newWaiter() *waiter { return &waiter{done: make(chan error, 1)} }
 
 const (
 	queued int32 = iota
@@ -80,8 +91,15 @@ const (
 // giveUp is a waiter's deadline: it reports whether the sender had not
 // answered yet (the answer is then never read); if it had, the answer is in
 // done.
-func (o *outgoing) giveUp() bool {
-	return o.state.CompareAndSwap(queued, abandoned) || o.state.CompareAndSwap(taken, abandoned)
+func (w *waiter) giveUp() bool {
+	return w.state.CompareAndSwap(queued, abandoned) || w.state.CompareAndSwap(taken, abandoned)
+}
+
+// answer gives err to the waiter unless it gave up.
+func (w *waiter) answer(err error) {
+	if w.state.CompareAndSwap(taken, answered) {
+		w.done <- err
+	}
 }
 
 // maxBatch bounds the commands of one pipeline, and so the wait of the
@@ -92,8 +110,9 @@ const maxBatch = 1024
 func newPublisher(client rueidis.Client, o Options, uid string, log *slog.Logger, gate func() error) *publisher {
 	p := &publisher{
 		client: client, gate: gate, opts: o, uid: uid, log: log, producer: randomID(12),
-		wake: make(chan struct{}, 1), space: make(chan struct{}), stopped: make(chan struct{}),
+		wake: make(chan struct{}, 1), stopped: make(chan struct{}), array: make([]outgoing, 0, 64),
 	}
+	p.queue = p.array
 	p.ctx, p.abort = context.WithCancel(context.Background())
 	go p.send()
 	return p
@@ -161,16 +180,11 @@ func (p *publisher) queueMessage(ctx context.Context, ns nsProtocol, m message, 
 	// The deadline is armed only if the message has to wait: a timer per
 	// Emit would cost the queued path about half its time.
 	deadline := time.Now().Add(p.opts.RequestTimeout)
-	o := &outgoing{size: len(m.payload), internal: internal}
-	if m.durable {
-		o.durable, o.ns, o.msg = true, ns, m
-	} else {
-		o.cmd = ns.command(p.client.B(), m, seqNo{})
+	o := outgoing{ns: ns, msg: m, size: len(m.payload), internal: internal}
+	if wait {
+		o.w = newWaiter()
 	}
 	channel := m.channel
-	if wait {
-		o.done = make(chan error, 1)
-	}
 	if err := p.put(ctx, deadline, o); err != nil {
 		return err
 	}
@@ -180,16 +194,16 @@ func (p *publisher) queueMessage(ctx context.Context, ns nsProtocol, m message, 
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	select {
-	case err := <-o.done:
+	case err := <-o.w.done:
 		if err != nil {
 			return errorf("%w: %s: %w", ErrPublish, channel, unreachable(err))
 		}
 		return nil
 	case <-ctx.Done():
-		if o.giveUp() {
+		if o.w.giveUp() {
 			return errorf("%w: %s: no answer from Redis (sent only if it had left already): %w", ErrPublish, channel, p.duringOutage(ctx.Err()))
 		}
-		if err := <-o.done; err != nil {
+		if err := <-o.w.done; err != nil {
 			return errorf("%w: %s: %w", ErrPublish, channel, unreachable(err))
 		}
 		return nil
@@ -200,10 +214,13 @@ func (p *publisher) queueMessage(ctx context.Context, ns nsProtocol, m message, 
 // while it is full: the queued and in-flight bytes are bounded by
 // PublishQueue, or one message when that is larger. Flush markers take no
 // room and never wait (their deadline is zero).
-func (p *publisher) put(ctx context.Context, deadline time.Time, o *outgoing) error {
+func (p *publisher) put(ctx context.Context, deadline time.Time, o outgoing) error {
 	armed := deadline.IsZero()
 	p.mu.Lock()
 	for !p.closed && o.size > 0 && p.bytes > 0 && p.bytes+o.size > p.opts.PublishQueue {
+		if p.space == nil {
+			p.space = make(chan struct{})
+		}
 		space := p.space
 		p.mu.Unlock()
 		if !armed {
@@ -236,18 +253,18 @@ func (p *publisher) put(ctx context.Context, deadline time.Time, o *outgoing) er
 // flush waits until Redis has answered every message queued before the
 // call; see Adapter.Flush.
 func (p *publisher) flush(ctx context.Context) error {
-	o := &outgoing{flush: true, done: make(chan error, 1)}
-	if err := p.put(ctx, time.Time{}, o); err != nil {
+	w := newWaiter()
+	if err := p.put(ctx, time.Time{}, outgoing{flush: true, w: w}); err != nil {
 		return err
 	}
 	select {
-	case err := <-o.done:
+	case err := <-w.done:
 		return err
 	case <-ctx.Done():
-		if o.giveUp() {
+		if w.giveUp() {
 			return errorf("flush: %w", ctx.Err())
 		}
-		return <-o.done
+		return <-w.done
 	}
 }
 
@@ -262,7 +279,7 @@ func (p *publisher) send() {
 		}
 		if len(batch) == 0 {
 			closed := p.closed
-			p.queue = p.queue[:0]
+			p.queue = p.array[:0] // its batches are sent: a lone publish costs no allocation
 			p.mu.Unlock()
 			if closed {
 				return
@@ -277,26 +294,45 @@ func (p *publisher) send() {
 		for _, o := range batch {
 			p.bytes -= o.size
 		}
-		close(p.space)
-		p.space = make(chan struct{})
+		p.freeSpace()
 		p.mu.Unlock()
+		clear(batch) // the queue's array: it would hold the payloads until overwritten
+	}
+}
+
+// freeSpace wakes the callers waiting for room; p.mu is held.
+func (p *publisher) freeSpace() {
+	if p.space != nil {
+		close(p.space)
+		p.space = nil
 	}
 }
 
 // sendBatch sends the messages of batch as one pipeline, in order, and
 // hands each answer to whoever waits for it; a Flush marker gets the first
 // failure no caller has heard of.
-func (p *publisher) sendBatch(batch []*outgoing) {
+func (p *publisher) sendBatch(batch []outgoing) {
+	// A new slice each time: rueidis may still read it after DoMulti
+	// returned at its deadline.
 	cmds := make([]rueidis.Completed, 0, len(batch))
-	sent := make([]*outgoing, 0, len(batch))
-	for _, o := range batch {
-		if o.done != nil && !o.state.CompareAndSwap(queued, taken) {
+	sent := p.sent[:0]
+	defer func() {
+		clear(sent)
+		p.sent = sent[:0]
+	}()
+	for i := range batch {
+		o := &batch[i]
+		if o.w != nil && !o.w.state.CompareAndSwap(queued, taken) {
 			continue // its waiter gave up: not sent, not answered
 		}
-		if o.durable {
+		switch {
+		case o.flush:
+		case o.msg.durable:
 			p.seq++
 			// Pinned: rueidis recycles a command once sent, and a resend needs it.
 			o.cmd = o.ns.command(p.client.B(), o.msg, seqNo{p.producer, p.seq}).Pin()
+		default:
+			o.cmd = o.ns.command(p.client.B(), o.msg, seqNo{})
 		}
 		if !o.flush {
 			cmds = append(cmds, o.cmd)
@@ -327,8 +363,8 @@ func (p *publisher) sendBatch(batch []*outgoing) {
 	for _, o := range sent {
 		if o.flush {
 			p.mu.Lock()
-			if o.state.CompareAndSwap(taken, answered) {
-				o.done <- p.unreported
+			if o.w.state.CompareAndSwap(taken, answered) {
+				o.w.done <- p.unreported
 				p.unreported = nil
 			}
 			p.mu.Unlock()
@@ -344,11 +380,8 @@ func (p *publisher) sendBatch(batch []*outgoing) {
 				failed = err
 			}
 		}
-		if o.done != nil {
-			// Its waiter gets the answer, or gave up with an error of its own.
-			if o.state.CompareAndSwap(taken, answered) {
-				o.done <- err
-			}
+		if o.w != nil {
+			o.w.answer(err) // unless it gave up with an error of its own
 			continue
 		}
 		if err != nil && !o.internal {
@@ -411,8 +444,7 @@ func (p *publisher) closeNow() <-chan struct{} {
 	p.mu.Lock()
 	if !p.closed {
 		p.closed = true
-		close(p.space) // wakes callers waiting for room: they get ErrClosed
-		p.space = make(chan struct{})
+		p.freeSpace() // wakes callers waiting for room: they get ErrClosed
 	}
 	p.mu.Unlock()
 	select {

@@ -28,7 +28,7 @@ func (p *publisher) resend(sent []*outgoing, results []rueidis.RedisResult) {
 			if o.flush {
 				continue
 			}
-			if o.durable && mayResend(results[i].Error()) && (o.done == nil || o.state.Load() == taken) {
+			if o.msg.durable && mayResend(results[i].Error()) && (o.w == nil || o.w.state.Load() == taken) {
 				idx = append(idx, i)
 				cmds = append(cmds, o.cmd)
 			}

@@ -40,7 +40,7 @@ type route struct {
 type inbound struct {
 	rueidis.PubSubMessage
 	ns  *namespace
-	req *request // a request the broadcast worker decoded already
+	req *request // a request decoded already (by the broadcast worker, or a stream reader)
 }
 
 // inbox routes received messages to the workers' queues. Its routes are

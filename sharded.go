@@ -17,6 +17,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"strconv"
 	"strings"
 
 	"github.com/redis/rueidis"
@@ -153,15 +154,20 @@ func (p *shardedNamespace) message(typ int, d shardedData) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	return p.envelope(typ, data)
+}
+
+// envelope is the envelope of a message of type typ with data, JSON.
+func (p *shardedNamespace) envelope(typ int, data []byte) ([]byte, error) {
 	return json.Marshal(shardedMessage{Type: typ, Data: data, UID: p.uid, Nsp: p.nsp})
 }
 
 func (p *shardedNamespace) encodeBroadcast(sel selector, event string, args []any) (message, error) {
-	d, err := shardedBroadcastData(sel, event, args)
+	data, err := broadcastDataJSON(sel, event, args)
 	if err != nil {
 		return message{}, err
 	}
-	payload, err := p.message(shardedBroadcast, d)
+	payload, err := p.envelope(shardedBroadcast, data)
 	channel := p.ch.broadcast
 	// As Node's "dynamic" mode: a one-room broadcast goes to the room's
 	// channel, unless the room looks like a socket id (those have none).
@@ -174,15 +180,39 @@ func (p *shardedNamespace) encodeBroadcast(sel selector, event string, args []an
 // shardedBroadcastData is the data of a BROADCAST message:
 // {packet: {type: 2, data: [event, ...args]}, opts}, with the packet as JSON.
 func shardedBroadcastData(sel selector, event string, args []any) (shardedData, error) {
+	packet, err := packetJSON(event, args)
+	return shardedData{Packet: packet, Opts: toShardedOpts(sel)}, err
+}
+
+// packetJSON is a broadcast's packet {"type":2,"data":[event,...args]},
+// as json.Marshal writes it.
+func packetJSON(event string, args []any) (json.RawMessage, error) {
 	data, err := json.Marshal(append([]any{event}, args...))
 	if err != nil {
-		return shardedData{}, errorf("encode %q: %w", event, err)
+		return nil, errorf("encode %q: %w", event, err)
 	}
-	packet, _ := json.Marshal(struct {
-		Type int             `json:"type"`
-		Data json.RawMessage `json:"data"`
-	}{packetEvent, data})
-	return shardedData{Packet: packet, Opts: toShardedOpts(sel)}, nil
+	b := make([]byte, 0, len(data)+20)
+	b = strconv.AppendInt(append(b, `{"type":`...), packetEvent, 10)
+	return append(append(append(b, `,"data":`...), data...), '}'), nil
+}
+
+// broadcastDataJSON is the data of a BROADCAST message without a
+// requestId, byte for byte what json.Marshal writes for
+// shardedBroadcastData's, without its reflection and its copies:
+// {"packet":{...},"opts":{"rooms":[...],"except":[...],"flags":{}}}.
+func broadcastDataJSON(sel selector, event string, args []any) ([]byte, error) {
+	packet, err := packetJSON(event, args)
+	if err != nil {
+		return nil, err
+	}
+	sel = sel.wire()
+	rooms, _ := json.Marshal(sel.Rooms) // strings always encode
+	except, _ := json.Marshal(sel.Except)
+	b := make([]byte, 0, len(packet)+len(rooms)+len(except)+48)
+	b = append(append(b, `{"packet":`...), packet...)
+	b = append(append(b, `,"opts":{"rooms":`...), rooms...)
+	b = append(append(b, `,"except":`...), except...)
+	return append(b, `,"flags":{}}}`...), nil
 }
 
 func (p *shardedNamespace) encodeRequest(r request) (message, error) {
@@ -307,30 +337,41 @@ func (p *shardedNamespace) decodeBroadcast(msg string) (broadcastFrame, *request
 	return f, nil, err
 }
 
-// decodeJSONPacket reads {type: 2, data: [event, ...args]}; numbers keep
-// their JSON text (json.Number) so large integers survive.
-func decodeJSONPacket(raw json.RawMessage) (string, []any, error) {
-	var p struct {
-		Type int             `json:"type"`
-		Data json.RawMessage `json:"data"`
-	}
-	if err := json.Unmarshal(raw, &p); err != nil {
-		return "", nil, malformed("packet: %v", err)
+// jsonPacket is a broadcast's packet as JSON: {type: 2, data: [event, ...args]}.
+type jsonPacket struct {
+	Type int   `json:"type"`
+	Data []any `json:"data"`
+}
+
+// event checks a decoded packet (nil: none) and returns its event and
+// arguments.
+func (p *jsonPacket) event() (string, []any, error) {
+	if p == nil {
+		return "", nil, malformed("broadcast without packet")
 	}
 	if p.Type != packetEvent && p.Type != packetBinaryEvent {
 		return "", nil, malformed("packet type %d", p.Type)
 	}
-	dec := json.NewDecoder(bytes.NewReader(p.Data))
-	dec.UseNumber()
-	var data []any
-	if err := dec.Decode(&data); err != nil || len(data) == 0 {
+	if len(p.Data) == 0 {
 		return "", nil, malformed("packet data is not a non-empty array")
 	}
-	event, ok := data[0].(string)
+	event, ok := p.Data[0].(string)
 	if !ok {
 		return "", nil, malformed("event name is not a string")
 	}
-	return event, data[1:], nil
+	return event, p.Data[1:], nil
+}
+
+// decodeJSONPacket reads {type: 2, data: [event, ...args]}; numbers keep
+// their JSON text (json.Number) so large integers survive.
+func decodeJSONPacket(raw json.RawMessage) (string, []any, error) {
+	var p *jsonPacket
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&p); err != nil {
+		return "", nil, malformed("packet: %v", err)
+	}
+	return p.event()
 }
 
 func (p *shardedNamespace) decodeRequest(msg string) (request, error) {

@@ -321,5 +321,5 @@ func (r *streamReader) handle(e rueidis.XRangeEntry) bool {
 	m.Message = entry.msg
 	// Waits for room: the stream keeps what is not read yet, so a full
 	// queue slows the reader instead of dropping.
-	return n.in.put(entry.queue, inbound{PubSubMessage: m, ns: ns})
+	return n.in.put(entry.queue, inbound{PubSubMessage: m, ns: ns, req: entry.req})
 }

@@ -36,6 +36,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 
@@ -180,8 +181,8 @@ func (p *streamsNamespace) command(b rueidis.Builder, m message, seq seqNo) ruei
 	case m.durable:
 		return b.Xadd().Key(p.stream).Maxlen().Almost().Threshold(p.maxLen).Id("*").
 			FieldValue().FieldValue("uid", p.uid).FieldValue("nsp", p.nsp).FieldValue("type", strconv.Itoa(m.kind)).
-			FieldValue("data", string(m.payload)).
-			FieldValue("seq", seq.producer+":"+strconv.FormatUint(seq.n, 10)).Build()
+			FieldValue("data", rueidis.BinaryString(m.payload)).
+			FieldValue("seq", seq.field()).Build()
 	case p.shardedPubSub:
 		return b.Spublish().Channel(m.channel).Message(rueidis.BinaryString(m.payload)).Build()
 	default:
@@ -231,10 +232,7 @@ func (p *streamsNamespace) encodeBroadcast(sel selector, event string, args []an
 	if hasBinary(args, 0) {
 		data, err = binaryBroadcastData(sel, event, args)
 	} else {
-		var d shardedData
-		if d, err = shardedBroadcastData(sel, event, args); err == nil {
-			data, err = json.Marshal(d)
-		}
+		data, err = broadcastDataJSON(sel, event, args)
 	}
 	if err != nil {
 		return message{}, err
@@ -319,13 +317,8 @@ func (p *streamsNamespace) encodeAnswer(to request, a answer) (message, error) {
 	return m, err
 }
 
-// Every message reaches the decoders as ClusterAdapter JSON (or msgpack,
-// from pub/sub), the sharded protocol's: the stream reader rebuilds it from
-// the entry's fields (decodeStreamEntry).
-func (p *streamsNamespace) decodeBroadcast(msg string) (broadcastFrame, *request, error) {
-	return p.sh.decodeBroadcast(msg)
-}
-
+// Requests come from pub/sub as msgpack (the sharded protocol's decoders
+// read it), or from the stream decoded by the reader (decodeStreamEntry).
 func (p *streamsNamespace) decodeRequest(msg string) (request, error) { return p.sh.decodeRequest(msg) }
 
 func (p *streamsNamespace) decodeAnswer(msg string) (answer, error) { return p.sh.decodeAnswer(msg) }
@@ -345,24 +338,33 @@ func (p *streamsNamespace) countCommand(c rueidis.Client) (rueidis.Completed, st
 	return c.B().PubsubNumsub().Channel(ch).Build(), ch
 }
 
-// streamEntry is a decoded stream entry.
+// streamEntry is a stream entry, read.
 type streamEntry struct {
-	typ      int
-	uid, nsp string
-	msg      string    // the ClusterAdapter message as JSON, for the sharded decoders
-	queue    queueKind // the worker that handles it
-	skip     bool      // a message Node's streams adapter has no use for (heartbeats, adapter close)
+	typ   int
+	queue queueKind // the worker that handles it
+	skip  bool      // a message Node's streams adapter has no use for (heartbeats, adapter close)
+	// msg is a broadcast in the form the namespace's decodeBroadcast reads
+	// (entryMessage); req is a join, leave or disconnect, decoded.
+	msg string
+	req *request
 }
 
-// decodeStreamEntry reads the fields of a stream entry (uid, nsp, type and
-// an optional data: JSON when it starts with '{', else base64 msgpack) into
-// the ClusterAdapter message they stand for, as JSON: JSON data is put in
-// as it is, and a bad one fails in the decoders that read the message. Any
-// other field it cannot use is an error; it never panics, and the msgpack
-// is read with the bounded decoder.
+// maxEntryUID bounds the uid of a broadcast entry (entryMessage gives its
+// length one byte): Node's are 16 characters, ours 6.
+const maxEntryUID = 255
+
+// decodeStreamEntry reads the fields of a stream entry: uid, nsp, type and
+// an optional data, JSON when it starts with '{', else base64 msgpack
+// (Node's choice when a broadcast holds binary). A join, leave or
+// disconnect is decoded here, its data straight into the request; a
+// broadcast is only checked and paired with its uid (entryMessage): the
+// broadcast worker decodes it (streamsNamespace.decodeBroadcast), so the
+// reader goes back to Redis sooner. Any field it cannot use is an error;
+// it never panics.
 func decodeStreamEntry(fields map[string]string) (streamEntry, error) {
-	e := streamEntry{uid: fields["uid"], nsp: fields["nsp"]}
-	if e.nsp == "" {
+	var e streamEntry
+	uid, nsp, data := fields["uid"], fields["nsp"], fields["data"]
+	if nsp == "" {
 		return e, malformed("stream entry without nsp")
 	}
 	typ, err := strconv.Atoi(fields["type"])
@@ -372,45 +374,148 @@ func decodeStreamEntry(fields map[string]string) (streamEntry, error) {
 	e.typ = typ
 	switch typ {
 	case shardedBroadcast:
-		e.queue = toBroadcasts
+		if len(uid) > maxEntryUID {
+			return e, malformed("stream entry uid of %d bytes", len(uid))
+		}
+		e.queue, e.msg = toBroadcasts, entryMessage(uid, data)
 	case shardedSocketsJoin, shardedSocketsLeave, shardedDisconnectSockets:
-		e.queue = toRequests
+		r, err := entryRequest(typ, uid, nsp, data)
+		if err != nil {
+			return e, err
+		}
+		e.queue, e.req = toRequests, &r
 	case shardedInitialHeartbeat, shardedHeartbeat, shardedAdapterClose:
 		e.skip = true
-		return e, nil
 	default:
 		return e, malformed("stream entry of type %d", typ)
 	}
-	data := "null"
-	switch d := fields["data"]; {
-	case d == "":
-	case d[0] == '{':
-		// Not validated here: the decoders parse it, and fail on bad JSON.
-		data = d
-	default:
-		b, err := base64.StdEncoding.DecodeString(d)
-		if err != nil {
-			return e, malformed("stream entry data: %v", err)
-		}
-		dec := newDecoder(string(b))
-		v, err := dec.value(0)
-		_, peekErr := dec.PeekCode()
-		dec.release()
-		if err != nil {
-			return e, malformed("stream entry data: %v", err)
-		}
-		if peekErr == nil { // a byte is left
-			return e, malformed("trailing bytes after stream entry data")
-		}
-		b, err = json.Marshal(v)
-		if err != nil {
-			return e, malformed("stream entry data: %v", err)
-		}
-		data = string(b)
-	}
-	// Built by hand: json.Marshal would scan and copy the data once more.
-	uid, _ := json.Marshal(e.uid)
-	nsp, _ := json.Marshal(e.nsp)
-	e.msg = `{"type":` + strconv.Itoa(typ) + `,"uid":` + string(uid) + `,"nsp":` + string(nsp) + `,"data":` + data + `}`
 	return e, nil
+}
+
+// entryRequest decodes the data of a join, leave or disconnect entry:
+// JSON, as Node and this adapter write it for these (they hold no binary).
+func entryRequest(typ int, uid, nsp, data string) (request, error) {
+	var d shardedData
+	if data != "" {
+		if data[0] != '{' {
+			return request{}, malformed("stream entry of type %d with binary data", typ)
+		}
+		if err := json.Unmarshal([]byte(data), &d); err != nil {
+			return request{}, malformed("stream entry data: %v", err)
+		}
+	}
+	return shardedRequestOf(shardedMessage{Type: typ, UID: uid, Nsp: nsp}, d)
+}
+
+// entryMessage is a broadcast entry as it waits in the broadcast queue:
+// the length of its uid in one byte, the uid, then its data as the entry
+// holds it.
+func entryMessage(uid, data string) string {
+	return string([]byte{byte(len(uid))}) + uid + data
+}
+
+// decodeBroadcast decodes a broadcast entry (entryMessage) straight into
+// the frame: the data's JSON in one pass, or its msgpack with the bounded
+// decoder, the arguments left raw until a local socket is to get them. A
+// broadcast that wants acknowledgements (a requestId) is a request, as in
+// the sharded protocol.
+func (p *streamsNamespace) decodeBroadcast(msg string) (broadcastFrame, *request, error) {
+	var f broadcastFrame
+	if msg == "" || len(msg) < 1+int(msg[0]) {
+		return f, nil, malformed("broadcast entry of %d bytes", len(msg))
+	}
+	n := 1 + int(msg[0])
+	data := msg[n:]
+	f.uid, f.nsp = msg[1:n], p.nsp
+	var id string
+	var err error
+	switch {
+	case data == "":
+		err = malformed("broadcast entry without data")
+	case data[0] == '{':
+		id, err = decodeJSONBroadcastData(data, &f)
+	default:
+		id, err = decodeBinaryBroadcastData(data, &f)
+	}
+	if err != nil || id == "" {
+		return f, nil, err
+	}
+	return f, &request{uid: f.uid, id: id, nsp: f.nsp, typ: typeBroadcast, frame: f}, nil
+}
+
+// entryData is what a receiver reads of a broadcast entry's JSON data
+// {packet: {type, data: [event, ...args]}, opts: {rooms, except, flags},
+// requestId}; the flags change nothing for it.
+type entryData struct {
+	Packet    jsonPacket `json:"packet"` // none: type 0, which event refuses
+	Opts      selector   `json:"opts"`   // rooms and except, by their names
+	RequestID string     `json:"requestId"`
+}
+
+// decodeJSONBroadcastData reads a broadcast's JSON data into f in one
+// pass, numbers kept as their JSON text (json.Number), and returns its
+// requestId. The data must be one JSON value.
+func decodeJSONBroadcastData(data string, f *broadcastFrame) (string, error) {
+	var d entryData
+	dec := json.NewDecoder(strings.NewReader(data))
+	dec.UseNumber()
+	if err := dec.Decode(&d); err != nil {
+		return "", malformed("broadcast entry data: %v", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return "", malformed("trailing bytes after broadcast entry data")
+	}
+	var err error
+	f.sel = d.Opts
+	f.event, f.args, err = d.Packet.event()
+	return d.RequestID, err
+}
+
+// decodeBinaryBroadcastData reads a broadcast's base64 msgpack data into
+// f, and returns its requestId.
+func decodeBinaryBroadcastData(data string, f *broadcastFrame) (string, error) {
+	b, err := base64.StdEncoding.DecodeString(data)
+	if err != nil {
+		return "", malformed("broadcast entry data: %v", err)
+	}
+	nsp := f.nsp
+	dec := newDecoder(string(b))
+	defer dec.release()
+	n, err := dec.DecodeMapLen()
+	if err != nil || n < 0 {
+		return "", malformed("broadcast entry data is not a map")
+	}
+	var id string
+	havePacket := false
+	for range n {
+		key, err := dec.str()
+		if err != nil {
+			return "", malformed("broadcast entry data key: %v", err)
+		}
+		switch key {
+		case "packet":
+			var typ int
+			if typ, err = decodePacket(dec, f); err == nil && typ != packetEvent && typ != packetBinaryEvent {
+				err = malformed("packet type %d", typ)
+			}
+			havePacket = true
+		case "opts":
+			f.sel, err = decodeSelector(dec)
+		case "requestId":
+			id, err = dec.str()
+		default:
+			err = dec.skip(0)
+		}
+		if err != nil {
+			return "", malformed("broadcast entry data %q: %v", key, err)
+		}
+	}
+	if _, err := dec.PeekCode(); err == nil {
+		return "", malformed("trailing bytes after broadcast entry data")
+	}
+	if !havePacket {
+		return "", malformed("broadcast entry without packet")
+	}
+	f.nsp = nsp // the entry's, not the packet's
+	return id, nil
 }

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/redis/rueidis"
 	"github.com/stretchr/testify/require"
@@ -53,16 +54,19 @@ func TestStreamsCaptureDecodes(t *testing.T) {
 		e, err := decodeStreamEntry(x.fields)
 		require.NoError(t, err, "%v", x.fields)
 		if e.typ == shardedBroadcast {
-			f, _, err := p.decodeBroadcast(e.msg)
+			f, req, err := p.decodeBroadcast(e.msg)
 			require.NoError(t, err, e.msg)
+			require.Nil(t, req)
 			require.Equal(t, "273da6c12108cf63", f.uid)
 			require.Equal(t, []string{"comment", "multi", "all", "bin"}[broadcasts], f.event)
+			_, err = f.arguments()
+			require.NoError(t, err)
 			broadcasts++
 			continue
 		}
-		r, err := p.decodeRequest(e.msg)
-		require.NoError(t, err, e.msg)
-		require.Contains(t, []requestType{typeRemoteJoin, typeRemoteLeave, typeRemoteDisconnect}, r.typ)
+		require.NotNil(t, e.req)
+		require.Equal(t, "273da6c12108cf63", e.req.uid)
+		require.Contains(t, []requestType{typeRemoteJoin, typeRemoteLeave, typeRemoteDisconnect}, e.req.typ)
 		requests++
 	}
 	require.Equal(t, 4, broadcasts) // the last one holds a Buffer: base64 msgpack
@@ -172,21 +176,125 @@ func FuzzDecodeStreamEntry(f *testing.F) {
 		f.Add(x.fields["uid"], x.fields["nsp"], x.fields["type"], x.fields["data"])
 	}
 	f.Add("u", "/", "3", base64.StdEncoding.EncodeToString([]byte{0x93}))
+	f.Add("u", "/", "3", `{"packet":{"type":2,"data":["e",1,{"b":[2.5,null],"a":"x"}]},"opts":{"rooms":["r"],"except":[],"flags":{}},"requestId":"q"}`)
+	f.Add("u", "/", "3", `{"packet":{"type":2,"data":["e"]}} {}`)
+	f.Add("u", "/", "4", `{"opts":{"rooms":["r"],"except":["x"]},"rooms":["a"]}`)
 	f.Fuzz(func(t *testing.T, uid, nsp, typ, data string) {
-		e, err := decodeStreamEntry(map[string]string{"uid": uid, "nsp": nsp, "type": typ, "data": data})
+		fields := map[string]string{"uid": uid, "nsp": nsp, "type": typ, "data": data}
+		e, err := decodeStreamEntry(fields)
 		if err != nil || e.skip {
 			return // a skipped entry (a heartbeat, an adapter close) carries no message
 		}
-		// What decodes is a ClusterAdapter message (JSON unless its data
-		// was not) for the decoders, which must not panic on it either.
-		if json.Valid([]byte(data)) && !json.Valid([]byte(e.msg)) {
-			t.Fatalf("not JSON: %q", e.msg)
+		p := streams{key: "socket.io", uid: "u"}.namespace(nsp)
+		f, req, err := p.decodeBroadcast(e.msg)
+		if err == nil {
+			_, _ = f.arguments()
 		}
-		p := streams{key: "socket.io", uid: "u"}.namespace("/")
-		_, _, _ = p.decodeBroadcast(e.msg)
-		_, _ = p.decodeRequest(e.msg)
-		_, _ = p.decodeAnswer(e.msg)
+		// What the ClusterAdapter message rebuilt as JSON decodes to (how
+		// entries were read before), the new decoding must give too, when
+		// the data is one JSON value or base64 (JSON text cannot hold a
+		// uid or nsp that is not UTF-8: it came out changed).
+		envelope, ok := entryAsJSON(fields)
+		if !ok || !utf8.ValidString(uid) || !utf8.ValidString(nsp) || len(uid) > maxEntryUID {
+			return
+		}
+		sh := newShardedNamespace("socket.io", "u", nsp)
+		if e.typ != shardedBroadcast {
+			want, wantErr := sh.decodeRequest(envelope)
+			if wantErr == nil && (data == "" || data[0] == '{') {
+				require.NotNil(t, e.req)
+				require.Equal(t, want, *e.req)
+			}
+			return
+		}
+		wantF, wantReq, wantErr := sh.decodeBroadcast(envelope)
+		if wantErr != nil {
+			return // the new decoding may take what JSON could not hold (NaN), or nest deeper
+		}
+		if wantReq != nil {
+			wantF = wantReq.frame
+		}
+		require.NoError(t, err, "%q", data)
+		require.Equal(t, wantReq != nil, req != nil)
+		if req != nil {
+			require.Equal(t, wantReq.id, req.id)
+			require.Equal(t, wantReq.uid, req.uid)
+			f = req.frame
+		}
+		require.Equal(t, wantF.uid, f.uid)
+		require.Equal(t, wantF.nsp, f.nsp)
+		// As JSON, which is how a client gets them: JSON text held invalid
+		// UTF-8 in names as U+FFFD, the new decoding keeps the bytes.
+		asJSON := func(v any) (out any) {
+			b, _ := json.Marshal(v)
+			_ = json.Unmarshal(b, &out)
+			return out
+		}
+		require.Equal(t, asJSON(wantF.event), asJSON(f.event))
+		require.Equal(t, asJSON(wantF.sel.wire()), asJSON(f.sel.wire()))
+		wantArgs, _ := json.Marshal(wantF.args)
+		args, err := f.arguments()
+		require.NoError(t, err)
+		gotArgs, err := json.Marshal(args)
+		require.NoError(t, err)
+		require.Equal(t, asJSON(json.RawMessage(wantArgs)), asJSON(json.RawMessage(gotArgs)))
 	})
+}
+
+// foldedKey reports whether a map of the data (v), of its packet or of its
+// opts has a key that matches a field's name only as encoding/json matches
+// them, ignoring case: read from msgpack, as Node reads it, it is not that
+// field.
+func foldedKey(v any, depth int) bool {
+	m, ok := v.(map[string]any)
+	if !ok || depth > 1 {
+		return false
+	}
+	for k, e := range m {
+		for _, name := range []string{"packet", "opts", "requestId", "type", "data", "rooms", "except"} {
+			if k != name && strings.EqualFold(k, name) {
+				return true
+			}
+		}
+		if foldedKey(e, depth+1) {
+			return true
+		}
+	}
+	return false
+}
+
+// entryAsJSON is the ClusterAdapter message a stream entry stands for, as
+// JSON, built as the reader built it before it decoded entries directly;
+// false when the data is neither one JSON value nor base64 msgpack.
+func entryAsJSON(fields map[string]string) (string, bool) {
+	data := "null"
+	switch d := fields["data"]; {
+	case d == "":
+	case d[0] == '{':
+		if !json.Valid([]byte(d)) {
+			return "", false
+		}
+		data = d
+	default:
+		b, err := base64.StdEncoding.DecodeString(d)
+		if err != nil {
+			return "", false
+		}
+		dec := newDecoder(string(b))
+		v, err := dec.value(0)
+		_, peekErr := dec.PeekCode()
+		dec.release()
+		if err != nil || peekErr == nil || foldedKey(v, 0) {
+			return "", false
+		}
+		if b, err = json.Marshal(v); err != nil {
+			return "", false
+		}
+		data = string(b)
+	}
+	uid, _ := json.Marshal(fields["uid"])
+	nsp, _ := json.Marshal(fields["nsp"])
+	return `{"type":` + fields["type"] + `,"uid":` + string(uid) + `,"nsp":` + string(nsp) + `,"data":` + data + `}`, true
 }
 
 // A reader drops exactly the second copies of a producer's entries: a

@@ -58,3 +58,28 @@ func BenchmarkShardedEncodeDecode(b *testing.B) {
 		}
 	}
 }
+
+// A streams broadcast entry, from its fields as XREAD returns them to the
+// frame and its arguments, as a node with a target reads it.
+func BenchmarkDecodeStreamEntry(b *testing.B) {
+	c := benchComment{Post: "42", Text: strings.Repeat("x", 100), Node: "n1"}
+	p := streams{key: "socket.io", uid: "abcdef"}.namespace("/")
+	m, err := p.encodeBroadcast(selector{Rooms: []string{"post:42"}}, "comment", []any{c})
+	if err != nil {
+		b.Fatal(err)
+	}
+	fields := map[string]string{"uid": "ghijkl", "nsp": "/", "type": "3", "data": string(m.payload)}
+	b.ReportAllocs()
+	for b.Loop() {
+		e, err := decodeStreamEntry(fields)
+		if err == nil {
+			var f broadcastFrame
+			if f, _, err = p.decodeBroadcast(e.msg); err == nil {
+				_, err = f.arguments()
+			}
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}

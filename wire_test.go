@@ -299,6 +299,40 @@ func TestDecodeNodeShardedCapture(t *testing.T) {
 	require.Positive(t, responses)
 }
 
+// broadcastDataJSON (and packetJSON) write by hand what json.Marshal
+// writes for a broadcast's data, byte for byte: what Node's peers and the
+// captures checked before.
+func TestBroadcastDataJSONIsMarshals(t *testing.T) {
+	type comment struct {
+		Text string `json:"text"`
+		N    int    `json:"n"`
+	}
+	for _, c := range []struct {
+		sel  selector
+		args []any
+	}{
+		{selector{}, nil},
+		{selector{Rooms: []string{"post:1"}}, []any{comment{"<b>&é\u2028\"", 1}}},
+		{selector{Rooms: []string{"a", "b"}, Except: []string{"<c>"}}, []any{42, nil, map[string]any{"z": 1, "a": []int{2}}, json.RawMessage(` { "k" : 1 } `)}},
+		{selector{Rooms: []string{}, Except: nil}, []any{"x", 1.5, true}},
+	} {
+		data, err := json.Marshal(append([]any{"ev<>"}, c.args...))
+		require.NoError(t, err)
+		packet, err := json.Marshal(struct {
+			Type int             `json:"type"`
+			Data json.RawMessage `json:"data"`
+		}{packetEvent, data})
+		require.NoError(t, err)
+		want, err := json.Marshal(shardedData{Packet: packet, Opts: toShardedOpts(c.sel)})
+		require.NoError(t, err)
+		got, err := broadcastDataJSON(c.sel, "ev<>", c.args)
+		require.NoError(t, err)
+		require.Equal(t, string(want), string(got))
+	}
+	_, err := broadcastDataJSON(selector{}, "e", []any{make(chan int)})
+	require.Error(t, err)
+}
+
 func TestFromNode(t *testing.T) {
 	for _, uid := range []string{"abc123", "emitter", strings.Repeat("u", 31), strings.Repeat("u", 40)} {
 		p := classic{key: "socket.io", uid: uid}.namespace("/")
