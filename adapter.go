@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -154,6 +155,14 @@ func (a *Adapter) start(ctx context.Context) error {
 	wait, cancel := context.WithTimeout(ctx, a.opts.RequestTimeout)
 	defer cancel()
 	if err := a.subs.waitReady(wait); err != nil {
+		var refused errRefused
+		switch {
+		case errors.As(err, &refused) && refused.cmd == "PSUBSCRIBE" && refused.command():
+			return errorf("%w: %w; classic mode PSUBSCRIBEs to read broadcasts: set RoomSubscriptions on the connector "+
+				"(SUBSCRIBE per room) or use sharded mode (Cluster{Sharded: true})", ErrConfig, refused)
+		case errors.As(err, &refused):
+			return errorf("subscribing: %w", refused)
+		}
 		if last := a.subs.lastError(); last != nil {
 			return errorf("subscribing: %w", unreachable(last))
 		}
