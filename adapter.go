@@ -23,8 +23,12 @@ type Adapter struct {
 	uid    string
 	log    *slog.Logger
 	client rueidis.Client
-	conns  *connCounter // conns.go: the client's connections, counted for Stats and closed by a failed probe
-	proto  protocol
+	// reroute.go: in a cluster with room channels, the client (as client),
+	// which sends a failed master's slots to the promoted replica before
+	// rueidis knows of it; nil otherwise
+	reroute *rerouter
+	conns   *connCounter // conns.go: the client's connections, counted for Stats and closed by a failed probe
+	proto   protocol
 
 	// The collaborators, each owning its state:
 	namespaces map[string]*namespace // by name; fixed at New
@@ -81,14 +85,21 @@ func New(ctx context.Context, server *socketio.Server, c Connector, opts *Option
 	}
 	uid := randomID(6)
 	log := o.Logger.With("adapter", "redisadapter", "uid", uid)
+	proto := c.protocol(o.Key, uid)
+	var reroute *rerouter
+	if client.Mode() == rueidis.ClientModeCluster && proto.roomChannels() != nil {
+		reroute = newRerouter(client) // its room manager reads the slot map
+		client = reroute
+	}
 	a := &Adapter{
 		server:     server,
 		opts:       o,
 		uid:        uid,
 		log:        log,
 		client:     client,
+		reroute:    reroute,
 		conns:      conns,
-		proto:      c.protocol(o.Key, uid),
+		proto:      proto,
 		namespaces: make(map[string]*namespace),
 		handlers:   serverSideHandlers{m: make(map[string]ServerSideHandler)},
 		closing:    make(chan struct{}),
