@@ -377,6 +377,7 @@ func (r *roomSubs) assign(rs *roomSub) {
 	s, ok := r.shards[addr]
 	if !ok {
 		s = newShard(r, addr)
+		r.setProbe(s)
 		r.shards[addr] = s
 	}
 	rs.shard = s
@@ -472,7 +473,29 @@ func (r *roomSubs) readSlots(ctx context.Context) {
 		if s.count == 0 && !masters[addr] {
 			s.stop()
 			delete(r.shards, addr)
+			continue
 		}
+		if masters[addr] {
+			r.setProbe(s) // its slot may have moved: the next connection takes the new one
+		}
+	}
+}
+
+// setProbe gives s the channel of its delivery probe: the first of the
+// node's probe channels whose slot s's master serves ("" if none is found
+// in a bounded search: a master with a handful of slots).
+func (r *roomSubs) setProbe(s *shard) {
+	ch := ""
+	for n := range slotCount * 4 {
+		c := shardProbeChannel(r.a.opts.Key, r.a.uid, n)
+		cmd := r.rc.subscribeRoom(r.a.client.B(), c)
+		if r.slots[cmd.Slot()&(slotCount-1)] == s.addr {
+			ch = c
+			break
+		}
+	}
+	if old := s.probe.Load(); old == nil || *old != ch {
+		s.probe.Store(&ch)
 	}
 }
 
