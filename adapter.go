@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -22,8 +23,12 @@ type Adapter struct {
 	uid    string
 	log    *slog.Logger
 	client rueidis.Client
-	conns  *connCounter // conns.go: the client's connections, counted for Stats and closed by a failed probe
-	proto  protocol
+	// reroute.go: in a cluster with room channels, the client (as client),
+	// which sends a failed master's slots to the promoted replica before
+	// rueidis knows of it; nil otherwise
+	reroute *rerouter
+	conns   *connCounter // conns.go: the client's connections, counted for Stats and closed by a failed probe
+	proto   protocol
 
 	// The collaborators, each owning its state:
 	namespaces map[string]*namespace // by name; fixed at New
@@ -80,14 +85,21 @@ func New(ctx context.Context, server *socketio.Server, c Connector, opts *Option
 	}
 	uid := randomID(6)
 	log := o.Logger.With("adapter", "redisadapter", "uid", uid)
+	proto := c.protocol(o.Key, uid)
+	var reroute *rerouter
+	if client.Mode() == rueidis.ClientModeCluster && proto.roomChannels() != nil {
+		reroute = newRerouter(client) // its room manager reads the slot map
+		client = reroute
+	}
 	a := &Adapter{
 		server:     server,
 		opts:       o,
 		uid:        uid,
 		log:        log,
 		client:     client,
+		reroute:    reroute,
 		conns:      conns,
-		proto:      c.protocol(o.Key, uid),
+		proto:      proto,
 		namespaces: make(map[string]*namespace),
 		handlers:   serverSideHandlers{m: make(map[string]ServerSideHandler)},
 		closing:    make(chan struct{}),
@@ -154,6 +166,14 @@ func (a *Adapter) start(ctx context.Context) error {
 	wait, cancel := context.WithTimeout(ctx, a.opts.RequestTimeout)
 	defer cancel()
 	if err := a.subs.waitReady(wait); err != nil {
+		var refused errRefused
+		switch {
+		case errors.As(err, &refused) && refused.cmd == "PSUBSCRIBE" && refused.command():
+			return errorf("%w: %w; classic mode PSUBSCRIBEs to read broadcasts: set RoomSubscriptions on the connector "+
+				"(SUBSCRIBE per room) or use sharded mode (Cluster{Sharded: true})", ErrConfig, refused)
+		case errors.As(err, &refused):
+			return errorf("subscribing: %w", refused)
+		}
 		if last := a.subs.lastError(); last != nil {
 			return errorf("subscribing: %w", unreachable(last))
 		}

@@ -11,6 +11,9 @@ package redisadapter
 //	          to one node    "<key>#<nsp>#<uid>#"
 //	streams   as sharded (without rooms), and the stream Streams.Name, or
 //	          "<Name>-<hashCode(nsp) % Count>" with Count > 1
+//	probes of the room channels' connection to a master (sharded, classic
+//	          with RoomSubscriptions): "<key>-probe#<uid>#<n>#", n picked
+//	          so that the master serves the channel's slot
 //
 // A protocol builds its namespace's names once, when it is bound to the
 // namespace (protocol.namespace).
@@ -87,4 +90,10 @@ func hashCode(s string) int32 {
 		h = h*31 + r
 	}
 	return h
+}
+
+// shardProbeChannel is the n-th candidate for the probe channel of node
+// uid's connection to one master.
+func shardProbeChannel(key, uid string, n int) string {
+	return key + "-probe#" + uid + "#" + strconv.Itoa(n) + "#"
 }

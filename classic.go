@@ -330,6 +330,12 @@ func (classic) unsubscribeRoom(b rueidis.Builder, channel string) rueidis.Comple
 	return b.Unsubscribe().Channel(channel).Build().SetSlot(channel)
 }
 
+// publishRoom is keyed by the channel's slot: in a cluster it goes to the
+// master whose connection subscribes to it.
+func (classic) publishRoom(b rueidis.Builder, channel, payload string) rueidis.Completed {
+	return b.Publish().Channel(channel).Message(payload).Build().SetSlot(channel)
+}
+
 func (classic) start(context.Context, *node) error { return nil }
 
 // command sends every PUBLISH of a namespace through the node owning the

@@ -57,8 +57,10 @@ var (
 	ErrClientVersion = errors.New("redisadapter: client version not supported")
 
 	// ErrConfig is returned for an invalid connector, URL or option; the
-	// error wrapping it names the field. ClientLimits.Transports panics
-	// with it.
+	// error wrapping it names the field. New returns it too when Redis
+	// refuses a command the chosen mode needs: classic mode's PSUBSCRIBE
+	// (ElastiCache Serverless, an ACL without it), where RoomSubscriptions
+	// or sharded mode do without. ClientLimits.Transports panics with it.
 	ErrConfig = errors.New("redisadapter: invalid configuration")
 )
 
@@ -70,6 +72,18 @@ func unreachable(err error) error {
 		return err
 	}
 	return errorf("%w: %w", ErrUnavailable, err)
+}
+
+// refusal reports whether err is Redis refusing a command for good: the
+// user lacks the permission (NOPERM) or the server does not have the
+// command. Retrying it is pointless; a LOADING or CLUSTERDOWN is not one.
+func refusal(err error) bool {
+	re, ok := rueidis.IsRedisErr(err)
+	if !ok {
+		return false
+	}
+	msg := re.Error()
+	return strings.HasPrefix(msg, "NOPERM") || strings.HasPrefix(msg, "ERR unknown command")
 }
 
 // errorf is fmt.Errorf for the errors the package returns: the message

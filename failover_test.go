@@ -216,6 +216,43 @@ func clusterFailover(t *testing.T, sharded, roomSubs bool) {
 	}
 }
 
+// A fleet whose nodes each hold rooms of their own on every master (the
+// shape of BenchmarkRecovery/cluster-sharded-own-rooms) delivers to every
+// room again soon after a master fails over. Before the rerouter
+// (reroute.go) each node waited for rueidis's own refresh of the slot map,
+// up to a second after the promotion; the bound is generous, the benchmark
+// measures.
+func TestShardedFailoverOwnRooms(t *testing.T) {
+	set, c, fault := clusterFailoverFault(t, true)
+	opts := &redisadapter.Options{RequestTimeout: time.Second}
+	fleet := []*node{startNode(t, c, opts), startNode(t, c, opts), startNode(t, c, opts)}
+	const roomsPerNode = 16
+	p := newProbe(t, fleet, roomsPerNode)
+	p.awaitSubscribed(t, c)
+	// Every node holds room channels on each of the three masters.
+	held := map[[2]int]bool{} // {node, port}
+	for _, n := range set.Nodes {
+		channels := strings.Fields(clusterCLI(t, n, "PUBSUB", "SHARDCHANNELS"))
+		for post := range p.posts {
+			if slices.Contains(channels, defaultNames.room("/", fmt.Sprintf("post:%d", post))) {
+				held[[2]int{post / roomsPerNode, n.Port}] = true
+			}
+		}
+	}
+	require.Len(t, held, len(fleet)*3, "nodes and masters holding rooms: %v", held)
+
+	p.start()
+	started := time.Now()
+	waitFor(t, "broadcasts on every post flow", func() bool { return p.flowing(started) })
+	promoted := fault()
+	waitFor(t, "broadcasts on every post flow again", func() bool { return p.flowing(promoted) })
+	p.stop()
+	flows, _ := p.flows(promoted)
+	t.Logf("first delivery after the promotion, over %d rooms: min %v, median %v, max %v", len(flows),
+		slices.Min(flows).Round(time.Millisecond), median(flows).Round(time.Millisecond), slices.Max(flows).Round(time.Millisecond))
+	require.Less(t, slices.Max(flows), 1500*time.Millisecond, "a room received again too late after the promotion")
+}
+
 // subscribers is how many adapters subscribe on one node: to the root
 // namespace's request channel (classic), or its channel (sharded).
 func subscribers(t *testing.T, n *redistest.Server, sharded bool) int {

@@ -30,8 +30,13 @@ package redisadapter
 // the room channels' (classic RoomSubscriptions) shares one connection, the
 // one the probe proves. In a cluster the probe proves the node's own
 // channel's connection only. The room channels' connections (sharded mode,
-// classic RoomSubscriptions) and the stream readers are not probed; they
-// are closed with the rest when a probe fails.
+// classic RoomSubscriptions: one per master, shards.go) are probed each on
+// its own, the same way: a probe on a channel of the node's own
+// ("<key>-probe#<uid>#<n>#") whose slot that master serves, subscribed on
+// that connection only; a probe that does not come back renews that
+// connection alone (and counts in Stats.ProbeFailures; Ping fails until it
+// serves again). The stream readers are not probed; they are closed with
+// the rest when a namespace's probe fails.
 
 import (
 	"context"
@@ -92,14 +97,25 @@ func (p *prober) read(m rueidis.PubSubMessage) bool {
 	if !strings.HasPrefix(m.Message, probePrefix) {
 		return false
 	}
-	n, err := strconv.ParseUint(strings.TrimSuffix(m.Message[len(probePrefix):], "}"), 10, 64)
-	if err == nil && n == p.waiting.Load() {
+	if n, ok := probeNumber(m.Message); ok && n == p.waiting.Load() {
 		select {
 		case p.back <- n:
 		default:
 		}
 	}
 	return true
+}
+
+// probePayload is probe n's message.
+func probePayload(n uint64) string { return probePrefix + strconv.FormatUint(n, 10) + "}" }
+
+// probeNumber is the number of the probe whose message is payload.
+func probeNumber(payload string) (uint64, bool) {
+	if !strings.HasPrefix(payload, probePrefix) {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(strings.TrimSuffix(payload[len(probePrefix):], "}"), 10, 64)
+	return n, err == nil
 }
 
 // run probes until ctx ends.
@@ -169,7 +185,6 @@ func (e errProbeLost) Error() string {
 // probe publishes one probe and waits for it: its round trip, or why it
 // failed.
 func (p *prober) probe(ctx context.Context) (time.Duration, error) {
-	timeout := p.a.opts.ProbeTimeout
 	p.n++
 	n := p.n
 	select { // an earlier probe read back late
@@ -178,23 +193,31 @@ func (p *prober) probe(ctx context.Context) (time.Duration, error) {
 	}
 	p.waiting.Store(n)
 	defer p.waiting.Store(0)
-	// A probe late behind a burst is not a silent connection: while the
-	// namespace's subscriptions keep reading, it may take up to
-	// busyProbeWait ProbeTimeouts.
+	m := message{channel: p.channel, payload: []byte(probePayload(n))}
+	return p.a.probeRoundTrip(ctx, func(b rueidis.Builder) rueidis.Completed { return p.ns.proto.command(b, m, seqNo{}) },
+		n, p.back, p.reads.Load)
+}
+
+// probeRoundTrip publishes probe n with the command build makes and waits,
+// up to ProbeTimeout, for back to give n: the round trip, or why it failed
+// (errProbeLost: published, not read back). While reads keeps changing
+// (the subscriptions read other messages) a late probe is waited for up to
+// busyProbeWait ProbeTimeouts: a connection busy with a burst is not a
+// silent one, and closing it would lose the burst.
+func (a *Adapter) probeRoundTrip(ctx context.Context, build func(rueidis.Builder) rueidis.Completed, n uint64, back <-chan uint64, reads func() uint64) (time.Duration, error) {
+	timeout := a.opts.ProbeTimeout
 	ctx, cancel := context.WithTimeout(ctx, busyProbeWait*timeout)
 	defer cancel()
 	start := time.Now()
 	tick := time.NewTicker(timeout)
 	defer tick.Stop()
-	reads := p.reads.Load()
-	m := message{channel: p.channel, payload: []byte(probePrefix + strconv.FormatUint(n, 10) + "}")}
+	last := reads()
+	cmd := build(a.client.B())
 	// The PUBLISH runs on its own goroutine: rueidis may hold a command
 	// past its context while it dials a connection another caller
 	// started, and the bound must hold whatever it does.
 	published := make(chan error, 1)
-	if !p.a.spawnUntilClientCloses(func() {
-		published <- p.a.client.Do(ctx, p.ns.proto.command(p.a.client.B(), m, seqNo{})).Error()
-	}) {
+	if !a.spawnUntilClientCloses(func() { published <- a.client.Do(ctx, cmd).Error() }) {
 		return 0, ErrClosed
 	}
 	for {
@@ -204,13 +227,13 @@ func (p *prober) probe(ctx context.Context) (time.Duration, error) {
 				return 0, err
 			}
 			published = nil // the answer to the PUBLISH may come after the probe
-		case got := <-p.back:
+		case got := <-back:
 			if got == n {
 				return time.Since(start), nil
 			}
 		case <-tick.C:
-			if now := p.reads.Load(); now != reads {
-				reads = now // busy: wait one more ProbeTimeout
+			if now := reads(); now != last {
+				last = now // busy: wait one more ProbeTimeout
 				continue
 			}
 			return 0, errProbeLost{time.Since(start).Round(time.Millisecond)}

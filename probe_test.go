@@ -2,6 +2,7 @@ package redisadapter_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -213,4 +214,47 @@ func TestProbeEveryMode(t *testing.T) {
 			require.NoError(t, n.a.Ping(bg(t)))
 		})
 	}
+}
+
+// A room channels' connection to one master that stops delivering (the
+// master frozen, every connection to it kept open) is declared dead by its
+// own probe within the bound, though the node's other subscriptions sit on
+// masters that still answer, and is renewed alone: once the master
+// answers again (thawed, or its replica promoted), the room receives.
+func TestShardProbeRenewsSilentRoomConnection(t *testing.T) {
+	set := redistest.StartCluster(t)
+	c := redisadapter.Cluster{Addrs: set.Addrs(), Sharded: true}
+	a, sender := startNode(t, c, nil), startNode(t, c, nil)
+	// The victim serves none of a's own subscriptions: the namespace's
+	// channel and a's own.
+	mine := map[*redistest.Server]bool{
+		slotOwner(t, set, defaultNames.namespace("/")):               true,
+		slotOwner(t, set, defaultNames.namespace("/")+a.a.UID()+"#"): true,
+	}
+	var victim *redistest.Server
+	for _, n := range set.Nodes {
+		if role, err := n.Role(bg(t)); err == nil && role == "master" && !mine[n] {
+			victim = n
+			break
+		}
+	}
+	require.NotNil(t, victim)
+	// A room whose channel the victim serves.
+	var room string
+	for i := 0; room == ""; i++ {
+		if r := fmt.Sprintf("room-%d", i); slotOwner(t, set, defaultNames.room("/", r)) == victim {
+			room = r
+		}
+	}
+	ac := a.client(t, room)
+	shardSubscribers(t, c, defaultNames.room("/", room), 1)
+	everyRoomReceives(t, sender, ac, []string{room}, "before")
+
+	victim.Freeze(t)
+	frozen := time.Now()
+	pingFailsWithin(t, a.a, frozen)
+	require.Positive(t, a.a.Stats().ProbeFailures)
+	victim.Thaw(t)
+	eventually(t, "a healthy again", func() bool { return a.a.Ping(bg(t)) == nil })
+	everyRoomReceives(t, sender, ac, []string{room}, "after")
 }

@@ -121,6 +121,10 @@ type roomChannels interface {
 	// which also gives the channel's cluster slot.
 	subscribeRoom(b rueidis.Builder, channel string) rueidis.Completed
 	unsubscribeRoom(b rueidis.Builder, channel string) rueidis.Completed
+	// publishRoom builds the command that publishes payload on channel,
+	// read by the subscriptions subscribeRoom makes (the delivery probe of
+	// a room channels' connection).
+	publishRoom(b rueidis.Builder, channel, payload string) rueidis.Completed
 }
 
 // subscription is one Receive: its command, and what each channel or

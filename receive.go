@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -62,9 +63,13 @@ func receive(ctx context.Context, loops supervisor, client rueidis.Client, subs 
 					up()
 				}
 			})
-			err := client.Receive(hctx, sub.build(), onMessage)
+			cmd := sub.build()
+			err := client.Receive(hctx, cmd, onMessage)
 			if errors.Is(err, rueidis.ErrClosing) {
 				return nil
+			}
+			if refusal(err) {
+				subs.refuse(cmd.Commands()[0], err)
 			}
 			subs.down(sub.routes, err)
 			if err == nil {
@@ -97,7 +102,23 @@ type subscriptionTracker struct {
 	upOnce    bool          // every subscription was live at least once
 	restored  time.Time     // when every subscription was live again after an outage
 	lastErr   error
+	refused   chan struct{} // closed when Redis refused a subscription before all were live once
+	refusal   errRefused
 }
+
+// errRefused: Redis refused a subscription command for good (an ACL, a
+// server without the command); waiting for it is pointless.
+type errRefused struct {
+	cmd string // PSUBSCRIBE, SUBSCRIBE, SSUBSCRIBE
+	err error
+}
+
+// command reports whether the command itself was refused (an ACL without
+// it, a server without it), not the user's access to its channels.
+func (e errRefused) command() bool { return strings.Contains(e.err.Error(), "command") }
+
+func (e errRefused) Error() string { return "Redis refused " + e.cmd + ": " + e.err.Error() }
+func (e errRefused) Unwrap() error { return e.err }
 
 // settle is how long after its subscriptions are back a node waits before
 // it publishes again: the other nodes renew theirs within maxBackoff of
@@ -111,7 +132,7 @@ const settle = maxBackoff
 func newSubscriptionTracker(want int, c *counters, closed <-chan struct{}) *subscriptionTracker {
 	return &subscriptionTracker{
 		counts: c, closed: closed, want: want, live: make(map[string]bool), everLive: make(map[string]bool), kinds: make(map[string]subKind),
-		allLive: make(chan struct{}),
+		allLive: make(chan struct{}), refused: make(chan struct{}),
 	}
 }
 
@@ -162,6 +183,18 @@ func (t *subscriptionTracker) down(channels map[string]queueKind, err error) {
 		t.live[ch] = false
 		t.liveCount--
 	}
+}
+
+// refuse notes that Redis refused cmd: before every subscription was live
+// once, it ends waitReady with the refusal.
+func (t *subscriptionTracker) refuse(cmd string, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.upOnce || t.refusal.err != nil {
+		return
+	}
+	t.refusal = errRefused{cmd: cmd, err: err}
+	close(t.refused)
 }
 
 // liveAll reports whether every one of channels is live.
@@ -227,7 +260,8 @@ func (t *subscriptionTracker) state() (allLive <-chan struct{}, settling time.Du
 	return t.allLive, settle - time.Since(t.restored), t.liveCount == t.want
 }
 
-// waitReady waits until ready, or ctx ends.
+// waitReady waits until ready, or ctx ends; it returns an errRefused when
+// Redis refused a subscription before every one was live once.
 func (t *subscriptionTracker) waitReady(ctx context.Context) error {
 	for {
 		allLive, settling, live := t.state()
@@ -241,6 +275,10 @@ func (t *subscriptionTracker) waitReady(ctx context.Context) error {
 		select {
 		case <-allLive:
 		case <-wake:
+		case <-t.refused:
+			t.mu.Lock()
+			defer t.mu.Unlock()
+			return t.refusal
 		case <-t.closed:
 			return ErrClosed
 		case <-ctx.Done():

@@ -31,10 +31,17 @@ import (
 // the cluster (node-timeout 1000 ms) lose the master that takes the
 // namespace's publishes.
 //
+// cluster-sharded-own-rooms is the fleet of an application whose nodes each
+// hold rooms of their own: 16 rooms per node, each with the node's one
+// client only, spread over the three masters (so every node holds room
+// channels on every shard, a third of them on the master that fails), and
+// each node in turn broadcasts to every room; flow is per room, until the
+// room's node receives.
+//
 //	go test -run '^$' -bench Recovery -benchtime 1x .
 func BenchmarkRecovery(b *testing.B) {
 	b.Run("standalone", func(b *testing.B) {
-		recovery(b, func(b *testing.B) (redisadapter.Connector, func() time.Time) {
+		recovery(b, 0, func(b *testing.B) (redisadapter.Connector, func() time.Time) {
 			srv := redistest.Start(b)
 			return redisadapter.Standalone{Addr: srv.Addr()}, func() time.Time {
 				srv.Stop(b)
@@ -45,7 +52,7 @@ func BenchmarkRecovery(b *testing.B) {
 		})
 	})
 	b.Run("sentinel", func(b *testing.B) {
-		recovery(b, func(b *testing.B) (redisadapter.Connector, func() time.Time) {
+		recovery(b, 0, func(b *testing.B) (redisadapter.Connector, func() time.Time) {
 			set := redistest.StartSentinel(b)
 			return redisadapter.Sentinel{MasterName: redistest.MasterName, Addrs: set.Addrs()}, func() time.Time {
 				set.Master.Stop(b)
@@ -56,55 +63,51 @@ func BenchmarkRecovery(b *testing.B) {
 			}
 		})
 	})
-	for _, sharded := range []bool{false, true} {
-		b.Run(map[bool]string{false: "cluster-classic", true: "cluster-sharded"}[sharded], func(b *testing.B) {
-			recovery(b, func(b *testing.B) (redisadapter.Connector, func() time.Time) {
-				set := redistest.StartCluster(b)
-				// The namespace's publishes go to the owner of one slot: "/"
-				// (classic) or the namespace's channel (sharded).
-				key := "/"
-				if sharded {
-					key = defaultNames.namespace("/")
-				}
-				victim := slotOwner(b, set, key)
-				return redisadapter.Cluster{Addrs: set.Addrs(), Sharded: sharded}, func() time.Time {
-					victim.Stop(b)
-					return waitFor(b, "a replica promoted", func() bool { return slotOwner(b, set, key) != nil })
-				}
+	for _, cl := range []struct {
+		name         string
+		sharded      bool
+		roomsPerNode int
+	}{{"cluster-classic", false, 0}, {"cluster-sharded", true, 0}, {"cluster-sharded-own-rooms", true, 16}} {
+		b.Run(cl.name, func(b *testing.B) {
+			recovery(b, cl.roomsPerNode, func(b *testing.B) (redisadapter.Connector, func() time.Time) {
+				_, c, fault := clusterFailoverFault(b, cl.sharded)
+				return c, fault
 			})
 		})
 	}
 }
 
+// clusterFailoverFault starts a cluster, and returns it, a connector to it
+// and a fault that stops the master taking the namespace's publishes and
+// returns once a replica took its slots over.
+func clusterFailoverFault(b testing.TB, sharded bool) (*redistest.ClusterSet, redisadapter.Connector, func() time.Time) {
+	set := redistest.StartCluster(b)
+	// The namespace's publishes go to the owner of one slot: "/"
+	// (classic) or the namespace's channel (sharded).
+	key := "/"
+	if sharded {
+		key = defaultNames.namespace("/")
+	}
+	victim := slotOwner(b, set, key)
+	return set, redisadapter.Cluster{Addrs: set.Addrs(), Sharded: sharded}, func() time.Time {
+		victim.Stop(b)
+		return waitFor(b, "a replica promoted", func() bool { return slotOwner(b, set, key) != nil })
+	}
+}
+
 // recovery runs the probe around the fault that setup returns: fault
-// injects it and returns when Redis serves again.
-func recovery(b *testing.B, setup func(*testing.B) (redisadapter.Connector, func() time.Time)) {
+// injects it and returns when Redis serves again. With roomsPerNode 0,
+// each node's client is in each of 12 posts; otherwise each node's client
+// is alone in roomsPerNode posts of its own.
+func recovery(b *testing.B, roomsPerNode int, setup func(*testing.B) (redisadapter.Connector, func() time.Time)) {
 	var recovered, flowMin, flowMed, flowMax, lost, refused []float64
 	for range b.N {
 		b.StopTimer()
 		c, fault := setup(b)
 		opts := &redisadapter.Options{Key: "socket.io", RequestTimeout: time.Second}
 		fleet := []*node{startNode(b, c, opts), startNode(b, c, opts), startNode(b, c, opts)}
-		const posts = 12
-		var rooms []string
-		for p := range posts {
-			rooms = append(rooms, fmt.Sprintf("post:%d", p))
-		}
-		clients := make([]*siotest.Client, len(fleet))
-		for i, n := range fleet {
-			clients[i] = n.client(b, rooms...)
-		}
-		if cl, ok := c.(redisadapter.Cluster); ok && cl.Sharded {
-			raw := rawClient(b, c)
-			for _, room := range rooms {
-				ch := defaultNames.room("/", room)
-				waitFor(b, "every node subscribed to "+ch, func() bool {
-					n, err := raw.Do(context.Background(), raw.B().PubsubShardnumsub().Channel(ch).Build()).AsIntMap()
-					return err == nil && n[ch] == int64(len(fleet))
-				})
-			}
-		}
-		p := newProbe(fleet, clients, posts)
+		p := newProbe(b, fleet, roomsPerNode)
+		p.awaitSubscribed(b, c)
 		p.start()
 		time.Sleep(time.Second) // steady traffic before the fault
 		b.StartTimer()
@@ -142,8 +145,9 @@ func median[T float64 | time.Duration](v []T) T {
 // received it.
 type probe struct {
 	fleet   []*node
-	clients []*siotest.Client
+	clients []*siotest.Client // by node
 	posts   int
+	members [][]int       // by post: the clients in it
 	quiet   chan struct{} // closed to stop broadcasting
 	stopped chan struct{} // closed to stop reading
 	sender  sync.WaitGroup
@@ -160,8 +164,48 @@ type sent struct {
 	accepted []bool // by post: Emit returned nil
 }
 
-func newProbe(fleet []*node, clients []*siotest.Client, posts int) *probe {
-	return &probe{fleet: fleet, clients: clients, posts: posts, quiet: make(chan struct{}), stopped: make(chan struct{}), got: map[[3]int]time.Time{}}
+// newProbe connects one client to each node of fleet: with roomsPerNode
+// 0, into each of 12 posts; otherwise into roomsPerNode posts of its own.
+func newProbe(b testing.TB, fleet []*node, roomsPerNode int) *probe {
+	p := &probe{fleet: fleet, quiet: make(chan struct{}), stopped: make(chan struct{}), got: map[[3]int]time.Time{}}
+	rooms := make([][]string, len(fleet))
+	if roomsPerNode == 0 {
+		p.posts = 12
+		for post := range p.posts {
+			p.members = append(p.members, nil)
+			for ci := range fleet {
+				rooms[ci] = append(rooms[ci], fmt.Sprintf("post:%d", post))
+				p.members[post] = append(p.members[post], ci)
+			}
+		}
+	} else {
+		p.posts = roomsPerNode * len(fleet)
+		for post := range p.posts {
+			ci := post / roomsPerNode
+			rooms[ci] = append(rooms[ci], fmt.Sprintf("post:%d", post))
+			p.members = append(p.members, []int{ci})
+		}
+	}
+	for ci, n := range fleet {
+		p.clients = append(p.clients, n.client(b, rooms[ci]...))
+	}
+	return p
+}
+
+// awaitSubscribed waits, with sharded pub/sub, until the nodes of each
+// post's clients subscribe to its channel.
+func (p *probe) awaitSubscribed(b testing.TB, c redisadapter.Connector) {
+	if cl, ok := c.(redisadapter.Cluster); !ok || !cl.Sharded {
+		return
+	}
+	raw := rawClient(b, c)
+	for post, members := range p.members {
+		ch := defaultNames.room("/", fmt.Sprintf("post:%d", post))
+		waitFor(b, "every member node subscribed to "+ch, func() bool {
+			n, err := raw.Do(context.Background(), raw.B().PubsubShardnumsub().Channel(ch).Build()).AsIntMap()
+			return err == nil && n[ch] == int64(len(members))
+		})
+	}
 }
 
 func (p *probe) start() {
@@ -240,11 +284,12 @@ func (p *probe) flows(since time.Time) ([]time.Duration, bool) {
 				continue
 			}
 			var last time.Time
-			everyone := true
-			for ci := range p.clients {
+			everyone, remote := true, false
+			for _, ci := range p.members[post] {
 				if ci == s.from {
 					continue
 				}
+				remote = true
 				at, ok := p.got[[3]int{tick, post, ci}]
 				if !ok {
 					everyone = false
@@ -254,7 +299,7 @@ func (p *probe) flows(since time.Time) ([]time.Duration, bool) {
 					last = at
 				}
 			}
-			if everyone {
+			if everyone && remote {
 				out[post] = last.Sub(since)
 				break
 			}
@@ -283,7 +328,7 @@ func (p *probe) losses() (lost, refused int) {
 				refused++
 				continue
 			}
-			for ci := range p.clients {
+			for _, ci := range p.members[post] {
 				if _, got := p.got[[3]int{tick, post, ci}]; ci != s.from && !got {
 					lost++
 					break

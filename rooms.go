@@ -35,9 +35,13 @@ package redisadapter
 // re-subscribes all its channels (each counts in Stats.Resubscribes) and
 // tells the manager, which re-reads the slot map (CLUSTER SLOTS, with
 // back-off too) and moves the channels whose slot has another master now
-// (a failover). A MOVED answer or an unrequested sunsubscribe (the slot
-// migrated, the master was demoted) hands a channel back to the manager
-// the same way. Each shard logs one warning per outage.
+// (a failover); the node's subscriptions being down makes it read the map
+// too. A failed master's slots are then sent to the promoted replica by the
+// rerouter (reroute.go), until rueidis's own map, which it refreshes only
+// after a random delay of up to a second, has it. A MOVED answer or an
+// unrequested sunsubscribe (the slot migrated, the master was demoted)
+// hands a channel back to the manager the same way. Each shard logs one
+// warning per outage.
 
 import (
 	"context"
@@ -74,8 +78,9 @@ const (
 	// many channels re-subscribes in round trips of bounded size.
 	subscribeBatch = 512
 	// Back-off of slot map reads (a shard reconnects as every loop does,
-	// through the supervisor).
-	minSlotsBackoff, maxSlotsBackoff = roomSyncInterval, 200 * time.Millisecond
+	// through the supervisor): while a master is away the map is read
+	// every 20 to 50 ms, so that its failover is followed that soon.
+	minSlotsBackoff, maxSlotsBackoff = 20 * time.Millisecond, 50 * time.Millisecond
 	slotCount                        = 16384
 )
 
@@ -101,6 +106,7 @@ type roomSubs struct {
 	slotsFailed bool // the last read failed: the next success is logged
 
 	lastMasterCheck time.Time
+	rerouting       bool // a.reroute sends some slots to a new master
 
 	mu     sync.Mutex
 	events []shardEvent  // from the shards
@@ -177,12 +183,15 @@ func (r *roomSubs) run() {
 	// connecting) does not make a storm of connections poll harder.
 	for poll := true; ; {
 		if poll {
-			if r.sync() {
+			if r.sync() || r.rerouting {
 				interval = roomSyncInterval
 			} else {
 				interval = min(2*interval, maxRoomSyncInterval)
 			}
 			tick.Reset(interval)
+			if r.rerouting {
+				r.rerouting = r.a.reroute.check(ctx, r.a.opts.Key)
+			}
 		}
 		if r.handleJoins() && interval > roomSyncInterval {
 			interval = roomSyncInterval // sockets are joining: poll fast
@@ -190,6 +199,9 @@ func (r *roomSubs) run() {
 		}
 		r.handleEvents()
 		r.checkMaster()
+		if !r.a.subs.isLive() {
+			r.needSlots = true // a master may be away: follow its failover
+		}
 		if r.needSlots && !time.Now().Before(r.nextRead) {
 			r.readSlots(ctx)
 		}
@@ -365,6 +377,7 @@ func (r *roomSubs) assign(rs *roomSub) {
 	s, ok := r.shards[addr]
 	if !ok {
 		s = newShard(r, addr)
+		r.setProbe(s)
 		r.shards[addr] = s
 	}
 	rs.shard = s
@@ -437,6 +450,9 @@ func (r *roomSubs) readSlots(ctx context.Context) {
 		r.slotsFailed = false
 		r.a.log.Debug("room channels: slot map read again")
 	}
+	if r.a.reroute != nil && r.a.reroute.moved(r.slots, slots) {
+		r.rerouting = true
+	}
 	r.slots, r.needSlots = slots, false
 	for _, rs := range r.byChannel {
 		if rs.shard != nil {
@@ -457,14 +473,36 @@ func (r *roomSubs) readSlots(ctx context.Context) {
 		if s.count == 0 && !masters[addr] {
 			s.stop()
 			delete(r.shards, addr)
+			continue
+		}
+		if masters[addr] {
+			r.setProbe(s) // its slot may have moved: the next connection takes the new one
 		}
 	}
 }
 
-// clusterSlots asks one node, picked at random, which master serves each
-// slot (CLUSTER SLOTS). A client that is not a cluster client (a Cluster
-// connector given a standalone Redis 7, where SSUBSCRIBE works too) has one
-// node, which serves every slot.
+// setProbe gives s the channel of its delivery probe: the first of the
+// node's probe channels whose slot s's master serves ("" if none is found
+// in a bounded search: a master with a handful of slots).
+func (r *roomSubs) setProbe(s *shard) {
+	ch := ""
+	for n := range slotCount * 4 {
+		c := shardProbeChannel(r.a.opts.Key, r.a.uid, n)
+		cmd := r.rc.subscribeRoom(r.a.client.B(), c)
+		if r.slots[cmd.Slot()&(slotCount-1)] == s.addr {
+			ch = c
+			break
+		}
+	}
+	if old := s.probe.Load(); old == nil || *old != ch {
+		s.probe.Store(&ch)
+	}
+}
+
+// clusterSlots asks the nodes, in random order until one answers, which
+// master serves each slot (CLUSTER SLOTS). A client that is not a cluster
+// client (a Cluster connector given a standalone Redis 7, where SSUBSCRIBE
+// works too) has one node, which serves every slot.
 func (r *roomSubs) clusterSlots(ctx context.Context) ([]string, error) {
 	nodes := r.a.client.Nodes()
 	if len(nodes) == 0 {
@@ -474,18 +512,29 @@ func (r *roomSubs) clusterSlots(ctx context.Context) ([]string, error) {
 	for addr := range nodes {
 		addrs = append(addrs, addr)
 	}
-	addr := addrs[rand.IntN(len(addrs))]
 	slots := make([]string, slotCount)
 	if r.a.client.Mode() != rueidis.ClientModeCluster {
 		for i := range slots {
-			slots[i] = addr
+			slots[i] = addrs[0]
 		}
 		return slots, nil
 	}
-	n := nodes[addr]
+	// The nodes in random order, until one answers: one of them may be
+	// the master that failed.
+	rand.Shuffle(len(addrs), func(i, j int) { addrs[i], addrs[j] = addrs[j], addrs[i] })
 	ctx, cancel := context.WithTimeout(ctx, r.a.opts.RequestTimeout)
 	defer cancel()
-	ranges, err := n.Do(ctx, n.B().ClusterSlots().Build()).ToArray()
+	var (
+		ranges []rueidis.RedisMessage
+		addr   string
+		err    error
+	)
+	for _, addr = range addrs {
+		n := nodes[addr]
+		if ranges, err = n.Do(ctx, n.B().ClusterSlots().Build()).ToArray(); err == nil || ctx.Err() != nil {
+			break
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("CLUSTER SLOTS on %s: %w", addr, err)
 	}

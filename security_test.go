@@ -93,6 +93,30 @@ func TestACLUserLimitedToItsChannels(t *testing.T) {
 	require.ErrorContains(t, err, "WRONGPASS")
 }
 
+// A server that refuses PSUBSCRIBE (ElastiCache Serverless, an ACL without
+// it): classic mode fails at New with ErrConfig, at once, naming the command
+// and the modes that do without it; RoomSubscriptions does.
+func TestClassicWithoutPSubscribe(t *testing.T) {
+	srv := redistest.Start(t, "--user", "nopattern", "on", ">pw", "~*", "&*", "+@all", "-psubscribe")
+	c := redisadapter.Standalone{Addr: srv.Addr(), Username: "nopattern", Password: "pw"}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	start := time.Now()
+	_, err := redisadapter.New(ctx, socketio.NewServer(nil), c, &redisadapter.Options{RequestTimeout: wait})
+	require.ErrorIs(t, err, redisadapter.ErrConfig)
+	for _, says := range []string{"refused PSUBSCRIBE", "NOPERM", "RoomSubscriptions", "Sharded"} {
+		require.ErrorContains(t, err, says)
+	}
+	require.Less(t, time.Since(start), wait/2, "New waited for a subscription Redis refused")
+
+	c.RoomSubscriptions = true
+	a, b := startNodes(t, c, nil)
+	bc := b.client(t, "r")
+	channelSubscribers(t, c, defaultNames.room("/", "r"), 1)
+	require.NoError(t, a.a.To("r").Emit(bg(t), "delivered"))
+	expect(t, bc, "delivered")
+}
+
 // TLS with a custom CA and client certificates (tls-auth-clients yes).
 func TestTLS(t *testing.T) {
 	ca := testpki.NewCA(t)

@@ -125,6 +125,10 @@ func (sharded) unsubscribeRoom(b rueidis.Builder, channel string) rueidis.Comple
 	return b.Sunsubscribe().Channel(channel).Build()
 }
 
+func (sharded) publishRoom(b rueidis.Builder, channel, payload string) rueidis.Completed {
+	return b.Spublish().Channel(channel).Message(payload).Build()
+}
+
 func (p *shardedNamespace) subscriptions(c rueidis.Client) []subscription {
 	base := p.ch.broadcast
 	// One SSUBSCRIBE may not mix slots: one subscription per channel.

@@ -2,13 +2,17 @@ package redisadapter
 
 // A shard: one dedicated pub/sub connection to one master (a cluster's, or
 // the one server outside a cluster), holding the room channels (rooms.go)
-// whose slots that master serves.
+// whose slots that master serves. Each connection proves it delivers with a
+// delivery probe of its own (probe.go), and is renewed alone when a probe
+// does not come back.
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/redis/rueidis"
 )
@@ -36,6 +40,13 @@ type shard struct {
 	// (its last confirmation's count), and their kind, for Stats.
 	confirmed     int64
 	confirmedKind subKind
+
+	// probe is the channel of the connection's delivery probe, set by the
+	// manager: one whose slot the master serves, read by this connection
+	// alone; "" when none was found. probing: the current connection
+	// subscribes to it (not a room: Stats does not count it).
+	probe   atomic.Pointer[string]
+	probing atomic.Bool
 }
 
 type heldChannel struct {
@@ -135,8 +146,12 @@ func (s *shard) signal() {
 // connection's count of subscriptions, for Stats, and the (s)unsubscribe
 // pushes, ours and the unrequested ones alike.
 func (s *shard) onSubscription(p rueidis.PubSubSubscription) {
+	n := p.Count
+	if s.probing.Load() {
+		n-- // the probe's channel, subscribed first
+	}
 	s.mu.Lock()
-	s.setConfirmed(kindOf(p.Kind), p.Count)
+	s.setConfirmed(kindOf(p.Kind), max(n, 0))
 	if p.Kind != "sunsubscribe" && p.Kind != "unsubscribe" {
 		s.mu.Unlock()
 		return
@@ -203,16 +218,57 @@ func (s *shard) serve(ctx context.Context, ready func()) error {
 		s.mu.Unlock()
 	}()
 	defer dc.Close()
-	failed := dc.SetPubSubHooks(rueidis.PubSubHooks{OnMessage: s.r.a.in.onMessage, OnSubscription: s.onSubscription})
+	var probe string
+	if p := s.probe.Load(); p != nil {
+		probe = *p
+	}
+	var lastRead atomic.Int64 // unix nanoseconds of the last message read
+	lastRead.Store(time.Now().UnixNano())
+	back := make(chan uint64, 1) // the probes read back
+	onMessage := func(m rueidis.PubSubMessage) {
+		lastRead.Store(time.Now().UnixNano())
+		if m.Channel != probe || probe == "" {
+			s.r.a.in.onMessage(m)
+			return
+		}
+		if n, ok := probeNumber(m.Message); ok {
+			select {
+			case back <- n:
+			default:
+			}
+		}
+	}
+	failed := dc.SetPubSubHooks(rueidis.PubSubHooks{OnMessage: onMessage, OnSubscription: s.onSubscription})
 	s.mu.Lock()
 	s.unsubs = nil // of an earlier connection
 	s.mu.Unlock()
+	// The probe did not come back: the connection is closed at once, which
+	// ends a command waiting on it, and serve returns why.
+	dead := make(chan error, 1)
+	kill := func(err error) {
+		dead <- err
+		dc.Close()
+	}
+	if probe != "" {
+		if err := s.subscribeProbe(ctx, dc, probe); err != nil {
+			return err
+		}
+		if s.probing.Load() {
+			pctx, stop := context.WithCancel(ctx)
+			defer stop()
+			s.r.a.spawn(func() { s.probeLoop(pctx, probe, &lastRead, back, kill) })
+		}
+	}
 	s.todo = s.todo[:0]
 	for ch := range s.held {
 		s.todo = append(s.todo, ch)
 	}
 	for {
 		if err := s.apply(ctx, dc); err != nil {
+			select {
+			case err = <-dead:
+			default:
+			}
 			return err
 		}
 		s.release()
@@ -224,8 +280,70 @@ func (s *shard) serve(ctx context.Context, ready func()) error {
 				err = errors.New("connection closed")
 			}
 			return err
+		case err := <-dead:
+			return err
 		case <-ctx.Done():
 			return ctx.Err()
+		}
+	}
+}
+
+// subscribeProbe subscribes the connection to its probe's channel, first,
+// and notes whether it is (probing). A refusal (the slot moved since the
+// manager picked the channel) leaves the connection without a probe; any
+// other error means the connection failed.
+func (s *shard) subscribeProbe(ctx context.Context, dc rueidis.DedicatedClient, channel string) error {
+	ctx, cancel := context.WithTimeout(ctx, s.r.a.opts.RequestTimeout)
+	defer cancel()
+	s.probing.Store(true)
+	err := dc.Do(ctx, s.r.rc.subscribeRoom(dc.B(), channel)).Error()
+	if err == nil {
+		return nil
+	}
+	s.probing.Store(false)
+	if _, isRedis := rueidis.IsRedisErr(err); isRedis {
+		s.r.a.log.Debug("room channels: the probe's channel refused; this connection goes unprobed", "master", s.addr, "err", err)
+		return nil
+	}
+	return err
+}
+
+// probeLoop proves, until ctx ends, that the connection delivers: once it
+// has read nothing for ProbeInterval it publishes a probe on channel and
+// waits for back to read it. A probe that does not come back counts in
+// Stats.ProbeFailures and goes to kill, which ends the connection. A
+// publish that fails proves nothing either way (Redis is away: the
+// connection notices by itself), and is tried again after ProbeInterval.
+func (s *shard) probeLoop(ctx context.Context, channel string, lastRead *atomic.Int64, back chan uint64, kill func(error)) {
+	o := s.r.a.opts
+	reads := func() uint64 { return uint64(lastRead.Load()) }
+	for n := uint64(1); ; {
+		if quiet := time.Since(time.Unix(0, lastRead.Load())); quiet < o.ProbeInterval {
+			if !sleepCtx(ctx, o.ProbeInterval-quiet) {
+				return
+			}
+			continue
+		}
+		n++
+		select { // an earlier probe read back late
+		case <-back:
+		default:
+		}
+		_, err := s.r.a.probeRoundTrip(ctx, func(b rueidis.Builder) rueidis.Completed {
+			return s.r.rc.publishRoom(b, channel, probePayload(n))
+		}, n, back, reads)
+		var lost errProbeLost
+		switch {
+		case ctx.Err() != nil || errors.Is(err, ErrClosed):
+			return
+		case errors.As(err, &lost):
+			s.r.a.stats.probeFailures.Add(1)
+			kill(fmt.Errorf("delivery probe: %w", err))
+			return
+		case err != nil:
+			if !sleepCtx(ctx, o.ProbeInterval) {
+				return
+			}
 		}
 	}
 }
