@@ -82,7 +82,12 @@ func startNode(t testing.TB, c redisadapter.Connector, opts *redisadapter.Option
 // before the server serves (go-socket.io stores handlers without a lock).
 func startNodeWith(t testing.TB, c redisadapter.Connector, opts *redisadapter.Options, setup func(*socketio.Server, *redisadapter.Adapter)) *node {
 	t.Helper()
-	srv := socketio.NewServer(&engineio.Options{SessionIDGenerator: redisadapter.SessionIDGenerator{}})
+	// The transports the README recommends: every test and benchmark
+	// serves clients the way users are told to.
+	srv := socketio.NewServer(&engineio.Options{
+		SessionIDGenerator: redisadapter.SessionIDGenerator{},
+		Transports:         redisadapter.ClientLimits{}.Transports(),
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	a, err := redisadapter.New(ctx, srv, c, opts)
