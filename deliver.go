@@ -13,6 +13,11 @@ package redisadapter
 // written as a frame straight to each socket's engine.io connection,
 // instead of going through go-socket.io's Emit, which encodes the packet
 // again for every socket and hands it to the connection's writer goroutine.
+//
+// A drain writes the events it took from the queue as one run: on a
+// websocket connection of ClientLimits.Transports, the first frame corks
+// the connection (corkconn.go) and the run's frames, with whatever
+// go-socket.io wrote meanwhile, leave in one write when the run ends.
 
 import (
 	"encoding/json"
@@ -137,15 +142,43 @@ type frameWriter interface {
 	NextWriter(session.FrameType) (io.WriteCloser, error)
 }
 
-// writeFrame writes packet to fw as one text frame. An error means the
-// connection is closing; the frame is dropped, as Emit drops it.
-func writeFrame(fw frameWriter, packet []byte) {
+// writeFrame writes packet to fw as one text frame, part of run (nil: a
+// frame alone). An error means the connection is closing; the frame is
+// dropped, as Emit drops it.
+func writeFrame(fw frameWriter, packet []byte, run *frameRun) {
 	w, err := fw.NextWriter(session.TEXT)
 	if err != nil {
 		return
 	}
+	run.add(w)
 	_, _ = w.Write(packet)
 	_ = w.Close()
+}
+
+// frameRun is a run of frames written to one socket's connection: its
+// first frame corks the connection, if it is a corkConn, until end.
+type frameRun struct{ corked *corkConn }
+
+// add corks the connection of w, the writer of a frame of r, unless r
+// corked it already. It runs while w holds the connection's write lock,
+// before anything of w's frame is written.
+func (r *frameRun) add(w io.Writer) {
+	if r == nil || r.corked != nil {
+		return
+	}
+	if cw, ok := w.(corkableWriter); ok {
+		r.corked = cw.conn
+		r.corked.cork()
+	}
+}
+
+// end writes what the run held back. A failed write closed the
+// connection, as go-socket.io's own failed writes leave it closing.
+func (r *frameRun) end() {
+	if r != nil && r.corked != nil {
+		_ = r.corked.uncork()
+		r.corked = nil
+	}
 }
 
 // encodedArg is an argument already encoded as JSON. go-socket.io encodes
@@ -221,25 +254,30 @@ func (a *Adapter) drain(s *localSocket) {
 		s.queue = nil
 		s.mu.Unlock()
 		written = 0
+		var run *frameRun
+		if len(batch) > 1 {
+			run = &frameRun{}
+		}
 		for _, ev := range batch {
-			a.emit(s, ev)
+			a.emit(s, ev, run)
 			written += ev.size()
 		}
+		run.end()
 	}
 }
 
-// emit writes ev's packet to the socket's connection, or calls Emit, which
-// blocks until the client's writer takes the packet and returns when the
-// connection closes. A panic inside go-socket.io must not take the node down
-// with it.
-func (a *Adapter) emit(s *localSocket, ev outEvent) {
+// emit writes ev's packet to the socket's connection as a frame of run, or
+// calls Emit, which blocks until the client's writer takes the packet and
+// returns when the connection closes. A panic inside go-socket.io must not
+// take the node down with it.
+func (a *Adapter) emit(s *localSocket, ev outEvent, run *frameRun) {
 	defer func() {
 		if r := recover(); r != nil {
 			a.log.Error("go-socket.io panicked emitting an event", "event", ev.event, "id", s.conn.ID(), "panic", fmt.Sprint(r))
 		}
 	}()
 	if fw, ok := s.conn.(frameWriter); ok && ev.packet != nil && ev.ack == nil {
-		writeFrame(fw, ev.packet)
+		writeFrame(fw, ev.packet, run)
 		return
 	}
 	if ev.ack == nil {

@@ -74,7 +74,7 @@ func TestConnsAreFrameWriters(t *testing.T) {
 	case c := <-conns:
 		fw, ok := c.(frameWriter)
 		require.True(t, ok, "%T does not expose NextWriter", c)
-		writeFrame(fw, eventPacket("/", "direct", emittable([]any{"a", 1})))
+		writeFrame(fw, eventPacket("/", "direct", emittable([]any{"a", 1})), nil)
 		e, err := cl.Next("direct", 5*time.Second)
 		require.NoError(t, err)
 		require.Equal(t, `"a" 1`, string(bytes.Join([][]byte{e.Args[0], e.Args[1]}, []byte(" "))))
