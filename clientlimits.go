@@ -40,6 +40,14 @@ import (
 //     MaxMessageSize. As in Node, the limit is on the whole body, which may
 //     batch several messages.
 //
+// The websocket transport also batches writes: when several frames wait
+// for one client (events an Adapter queued for its sockets, with whatever
+// go-socket.io writes meanwhile: acks, pongs, its own Emit), they leave
+// in one write to the connection instead of one each. The frames and their
+// order on the wire are unchanged; a failed write closes the connection,
+// so go-socket.io disconnects the client at once. Long-polling already
+// sends what waits in one response.
+//
 // A client speaking Engine.IO 4 (socket.io-client 3.x or 4.x, which
 // go-socket.io v1.7.0 cannot serve: it accepts their handshake and then
 // fails) is refused at the handshake: an HTTP 400 whose body says to use
@@ -78,7 +86,9 @@ func (l *ClientLimits) validate() error {
 }
 
 // Transports returns ts, or go-socket.io's defaults (polling, then
-// websocket) when none is given, each wrapped to enforce the limits. Pass
+// websocket) when none is given, each wrapped to enforce the limits (and a
+// transport named "websocket" that hijacks its HTTP connection, as
+// go-socket.io's does, to batch writes). Pass
 // the result as engineio.Options.Transports; the order is kept, since
 // engine.io upgrades from a transport to those after it.
 //
