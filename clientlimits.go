@@ -126,6 +126,7 @@ func (t limitedTransport) Accept(w http.ResponseWriter, r *http.Request) (transp
 	var cw *corkingResponse
 	if h, ok := w.(http.Hijacker); ok && t.Name() == "websocket" {
 		cw = &corkingResponse{ResponseWriter: w, hijacker: h}
+		cw.transport, _ = t.Transport.(*websocket.Transport)
 		w = cw
 	}
 	c, err := t.Transport.Accept(w, r)

@@ -1,11 +1,13 @@
 package redisadapter_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,6 +18,7 @@ import (
 	"github.com/blogstack/redisadapter"
 	"github.com/blogstack/redisadapter/internal/nodetest"
 	"github.com/blogstack/redisadapter/internal/redistest"
+	"github.com/blogstack/redisadapter/internal/siotest"
 )
 
 // tapListener hands the server connections that count their writes and
@@ -49,12 +52,14 @@ type tapConn struct {
 	mu      sync.Mutex
 	gate    chan struct{} // nil: writes go through; else they wait for it to close
 	fail    error         // not nil: writes fail with it
+	written []byte        // what was written since take
 }
 
 func (c *tapConn) Write(p []byte) (int, error) {
 	c.writes.Add(1)
 	c.mu.Lock()
 	gate, fail := c.gate, c.fail
+	c.written = append(c.written, p...)
 	c.mu.Unlock()
 	if fail != nil {
 		return 0, fail
@@ -79,6 +84,15 @@ func (c *tapConn) hold() (release func()) {
 		c.mu.Unlock()
 		close(gate)
 	}
+}
+
+// take returns what was written since the last take.
+func (c *tapConn) take() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b := c.written
+	c.written = nil
+	return b
 }
 
 // echoNode is a node on a tapped listener with an "echo" event acked with
@@ -184,4 +198,91 @@ func TestPollingClientWithClientLimits(t *testing.T) {
 	require.NoError(t, n.a.Of("/").DisconnectSockets(bg(t), true))
 	ev, _ := cl.Next(t)
 	require.Equal(t, "disconnected", ev)
+}
+
+// The frames a run writes itself are byte for byte those gorilla/websocket
+// writes for the same events, on both sides of each length encoding and
+// of the size past which gorilla/websocket splits a message (4082 bytes
+// here: net/http's 4096-byte buffer less the frame header).
+func TestRunFramesAreGorillaFrames(t *testing.T) {
+	n, ln := echoNode(t)
+	cl := n.client(t, "room")
+	conn := <-ln.accepted
+	const overhead = len(`4` + `42["m",""]`)
+	for _, size := range []int{1, 124 - overhead, 125 - overhead, 126 - overhead, 4082 - overhead, 4083 - overhead, 70000} {
+		arg := strings.Repeat("x", size)
+		receive := func(count int) {
+			for range count {
+				e, err := cl.Next("m", wait)
+				require.NoError(t, err)
+				require.Equal(t, []json.RawMessage{json.RawMessage(strconv.Quote(arg))}, e.Args)
+			}
+		}
+		conn.take()
+		require.NoError(t, n.a.Of("/").Local().Emit(bg(t), "m", arg))
+		receive(1)
+		alone := conn.take()
+
+		// One held, then a run of three: two framed by the run, the last
+		// by gorilla/websocket.
+		release := conn.hold()
+		for range 4 {
+			require.NoError(t, n.a.Of("/").Local().Emit(bg(t), "m", arg))
+		}
+		release()
+		receive(4)
+		require.Equal(t, bytes.Repeat(alone, 4), conn.take(), "argument of %d bytes", size)
+	}
+}
+
+// Two namespaces on one connection drain their queues at once, each run
+// holding the connection's write lock in turn, with acked emits (written
+// by go-socket.io's writer, which waits for that lock) among the events:
+// every event arrives, in order within its namespace (an acked emit is
+// answered before the next event is emitted), and every ack.
+func TestRunsOfTwoNamespacesOnOneConnection(t *testing.T) {
+	srv := redistest.Start(t)
+	n := startNode(t, redisadapter.Standalone{Addr: srv.Addr()}, &redisadapter.Options{Namespaces: []string{"/", "/chat"}})
+	cl := n.client(t)
+	require.NoError(t, cl.Join("/chat"))
+	cl.AckWith(func(e siotest.Event) []any { return []any{e.Args[0]} })
+	eventually(t, "client in /chat", func() bool { return n.srv.RoomLen("/chat", cl.ID()) == 1 })
+
+	const events = 300
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	for _, nsp := range []string{"/", "/chat"} {
+		wg.Go(func() {
+			op := n.a.Of(nsp).To(cl.ID()).Local()
+			for i := range events {
+				if i%50 == 49 {
+					acks, err := op.Timeout(wait).EmitWithAck(bg(t), "echo", i)
+					if err == nil && (len(acks) != 1 || string(acks[0]) != strconv.Itoa(i)) {
+						err = fmt.Errorf("%s: ack %d: %s", nsp, i, acks)
+					}
+					if err != nil {
+						errs <- err
+						return
+					}
+					continue
+				}
+				if err := op.Emit(bg(t), "m", i); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	next := map[string]int{"": 0, "/chat": 0}
+	for range 2 * events {
+		e, err := cl.NextAny(wait)
+		require.NoError(t, err, "received so far: %v", next)
+		i, err := strconv.Atoi(string(e.Args[0]))
+		require.NoError(t, err)
+		require.Equal(t, next[e.Namespace], i, "namespace %q", e.Namespace)
+		next[e.Namespace]++
+	}
+	wg.Wait()
+	close(errs)
+	require.NoError(t, <-errs)
 }
