@@ -4,9 +4,11 @@ package redisadapter
 // write.
 //
 // A websocket connection of go-socket.io writes each frame with one Write
-// to its net.Conn (gorilla/websocket: one Write of header and payload
-// under the connection's write lock, two for a frame over 8 KiB), so each
-// frame costs a write syscall however many wait. ClientLimits.Transports
+// to its net.Conn (gorilla/websocket v1.4.2 writes header and payload at
+// once, under the connection's write lock; it splits a message longer than
+// its write buffer into frames, and writes a frame carrying more than twice
+// that buffer in two), so each frame costs a write syscall however many
+// wait. ClientLimits.Transports
 // owns that net.Conn: the websocket transport hijacks the HTTP connection
 // through a ResponseWriter that hands it a corkConn. While a socket's queue
 // drain writes a run of frames the corkConn is corked: every write to it,
@@ -197,10 +199,11 @@ func (w *corkingResponse) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 
 // messageLimit is the largest message gorilla/websocket v1.4.2 writes as
 // one frame for go-socket.io's websocket transport: what its write buffer
-// holds after the frame header (14 bytes). Its Upgrader takes the
-// hijacked connection's buffer of hijacked bytes when WriteBufferSize is 0
-// and it holds at least 270, else allocates WriteBufferSize (default
-// 4096) plus the header.
+// holds after room for the frame header (14 bytes). Its Upgrader reuses
+// the hijacked connection's write buffer (hijacked bytes; net/http's is
+// 4096) when WriteBufferSize is 0 and that buffer holds at least 270
+// bytes, and allocates WriteBufferSize (default 4096) plus the header
+// otherwise.
 func messageLimit(writeBufferSize, hijacked int) int {
 	const header = 14
 	switch {
@@ -214,9 +217,10 @@ func messageLimit(writeBufferSize, hijacked int) int {
 }
 
 // corkableWriter is a frame writer of a corkConn. The connection is
-// corked from NextWriter to Close, so that a frame leaves in one Write
-// even where gorilla/websocket writes it in two (over 8 KiB: header and
-// buffered head, then the rest), unless a run of frames holds it longer.
+// corked from NextWriter to Close, so that a message leaves in one Write
+// even where gorilla/websocket writes it in several (a long message's
+// frames, or a frame's head and then the rest), unless a run of frames
+// holds it longer.
 type corkableWriter struct {
 	io.WriteCloser
 	conn *corkConn
