@@ -40,6 +40,14 @@ import (
 //     MaxMessageSize. As in Node, the limit is on the whole body, which may
 //     batch several messages.
 //
+// The websocket transport also batches writes: when several frames wait
+// for one client (events an Adapter queued for its sockets, with whatever
+// go-socket.io writes meanwhile: acks, pongs, its own Emit), they leave
+// in one write to the connection instead of one each. The frames and their
+// order on the wire are unchanged; a failed write closes the connection,
+// so go-socket.io disconnects the client at once. Long-polling already
+// sends what waits in one response.
+//
 // A client speaking Engine.IO 4 (socket.io-client 3.x or 4.x, which
 // go-socket.io v1.7.0 cannot serve: it accepts their handshake and then
 // fails) is refused at the handshake: an HTTP 400 whose body says to use
@@ -81,7 +89,7 @@ func (l *ClientLimits) validate() error {
 // websocket) when none is given, each wrapped to enforce the limits; a
 // go-socket.io websocket transport's connections are served by a leaner
 // wrapper of this package (the same frames; none of go-socket.io's
-// goroutine and timer per frame). Pass
+// goroutine and timer per frame), whose writes are batched. Pass
 // the result as engineio.Options.Transports; the order is kept, since
 // engine.io upgrades from a transport to those after it.
 //
@@ -119,11 +127,20 @@ func (t limitedTransport) Accept(w http.ResponseWriter, r *http.Request) (transp
 			"remote", r.RemoteAddr, "EIO", eio, "user_agent", r.UserAgent())
 		return refusedConn{err: errorf("%w: %s", ErrClientVersion, clientVersionAdvice)}, nil
 	}
+	var cw *corkingResponse
+	if h, ok := w.(http.Hijacker); ok && t.Name() == "websocket" {
+		cw = &corkingResponse{ResponseWriter: w, hijacker: h}
+		cw.transport, _ = t.Transport.(*websocket.Transport)
+		w = cw
+	}
 	c, err := t.Transport.Accept(w, r)
 	if err != nil {
 		return nil, err
 	}
 	lc := &limitedConn{Conn: c, limits: t.limits}
+	if cw != nil {
+		lc.cork = cw.conn // nil if the transport did not hijack
+	}
 	// engine.io upgrades only from a conn it can pause (polling): keep
 	// that visible, and hide it where the wrapped conn has none.
 	if p, ok := c.(session.Pauser); ok {
@@ -158,6 +175,20 @@ type limitedConn struct {
 	transport.Conn
 	limits ClientLimits
 	once   sync.Once
+	cork   *corkConn // the websocket's connection; nil for long-polling
+}
+
+// NextWriter corks the websocket's connection until the frame is closed.
+func (c *limitedConn) NextWriter(ft engineioframe.Type, pt packet.Type) (io.WriteCloser, error) {
+	if c.cork == nil {
+		return c.Conn.NextWriter(ft, pt)
+	}
+	w, err := c.Conn.NextWriter(ft, pt)
+	if err != nil {
+		return nil, err
+	}
+	c.cork.cork()
+	return corkableWriter{WriteCloser: w, conn: c.cork}, nil
 }
 
 // reject closes the connection, once, and reports why.

@@ -13,6 +13,13 @@ package redisadapter
 // written as a frame straight to each socket's engine.io connection,
 // instead of going through go-socket.io's Emit, which encodes the packet
 // again for every socket and hands it to the connection's writer goroutine.
+//
+// A drain writes the events it took from the queue as one run: on a
+// websocket connection of ClientLimits.Transports, the first frame corks
+// the connection (corkconn.go) and the run's frames, with whatever
+// go-socket.io wrote meanwhile, leave in one write when the run ends. The
+// run keeps the writer of its latest frame open, holding the connection's
+// write lock, and frames the ones before it into the buffer itself.
 
 import (
 	"encoding/json"
@@ -137,15 +144,68 @@ type frameWriter interface {
 	NextWriter(session.FrameType) (io.WriteCloser, error)
 }
 
-// writeFrame writes packet to fw as one text frame. An error means the
-// connection is closing; the frame is dropped, as Emit drops it.
-func writeFrame(fw frameWriter, packet []byte) {
+// writeFrame writes packet to fw as one text frame, part of run (nil: a
+// frame alone). An error means the connection is closing; the frame is
+// dropped, as Emit drops it.
+func writeFrame(fw frameWriter, packet []byte, run *frameRun) {
+	if run != nil && run.open != nil {
+		if run.corked.appendMessage(run.last) {
+			run.last = packet
+			return
+		}
+		run.release()
+	}
 	w, err := fw.NextWriter(session.TEXT)
 	if err != nil {
 		return
 	}
+	if cw, ok := w.(corkableWriter); ok && run != nil {
+		if run.corked == nil {
+			run.corked = cw.conn
+			run.corked.cork()
+		}
+		run.open, run.last = w, packet
+		return
+	}
 	_, _ = w.Write(packet)
 	_ = w.Close()
+}
+
+// frameRun is a run of frames written to one socket's connection. On a
+// corkConn, its first frame corks the connection until end, and the
+// writer of its latest frame stays open (holding the connection's write
+// lock) while later frames come: each one's arrival appends the one
+// before to the connection's buffer.
+type frameRun struct {
+	corked *corkConn
+	open   io.WriteCloser // the latest frame's writer, not yet written to
+	last   []byte         // the latest frame's packet
+}
+
+// release writes the latest frame through its writer and closes it, which
+// frees the connection's write lock: before anything else is written to
+// the socket (go-socket.io's Emit waits for its own writer, which waits
+// for the lock).
+func (r *frameRun) release() {
+	if r == nil || r.open == nil {
+		return
+	}
+	_, _ = r.open.Write(r.last)
+	_ = r.open.Close()
+	r.open, r.last = nil, nil
+}
+
+// end writes what the run held back. A failed write closed the
+// connection, as go-socket.io's own failed writes leave it closing.
+func (r *frameRun) end() {
+	if r == nil {
+		return
+	}
+	r.release()
+	if r.corked != nil {
+		_ = r.corked.uncork()
+		r.corked = nil
+	}
 }
 
 // encodedArg is an argument already encoded as JSON. go-socket.io encodes
@@ -221,27 +281,33 @@ func (a *Adapter) drain(s *localSocket) {
 		s.queue = nil
 		s.mu.Unlock()
 		written = 0
+		var run *frameRun
+		if len(batch) > 1 {
+			run = &frameRun{}
+		}
 		for _, ev := range batch {
-			a.emit(s, ev)
+			a.emit(s, ev, run)
 			written += ev.size()
 		}
+		run.end()
 	}
 }
 
-// emit writes ev's packet to the socket's connection, or calls Emit, which
-// blocks until the client's writer takes the packet and returns when the
-// connection closes. A panic inside go-socket.io must not take the node down
-// with it.
-func (a *Adapter) emit(s *localSocket, ev outEvent) {
+// emit writes ev's packet to the socket's connection as a frame of run, or
+// calls Emit, which blocks until the client's writer takes the packet and
+// returns when the connection closes. A panic inside go-socket.io must not
+// take the node down with it.
+func (a *Adapter) emit(s *localSocket, ev outEvent, run *frameRun) {
 	defer func() {
 		if r := recover(); r != nil {
 			a.log.Error("go-socket.io panicked emitting an event", "event", ev.event, "id", s.conn.ID(), "panic", fmt.Sprint(r))
 		}
 	}()
 	if fw, ok := s.conn.(frameWriter); ok && ev.packet != nil && ev.ack == nil {
-		writeFrame(fw, ev.packet)
+		writeFrame(fw, ev.packet, run)
 		return
 	}
+	run.release()
 	if ev.ack == nil {
 		s.conn.Emit(ev.event, ev.args...)
 		return

@@ -166,7 +166,8 @@
 // Adapter and suits any go-socket.io v1.7.0 server. It also refuses, at
 // the handshake, the clients go-socket.io cannot serve: socket.io-client
 // 3.x and 4.x (Engine.IO 4) get a 400 saying to use socket.io-client 2.x
-// (or 1.x).
+// (or 1.x). Its websocket connections write the frames that wait for one
+// client, the adapter's and go-socket.io's own, in one write syscall.
 //
 // # Concurrency
 //

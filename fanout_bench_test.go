@@ -25,8 +25,12 @@ import (
 // clients are not the bottleneck) receive them. Side by side: this
 // adapter, go-socket.io v1.7.0's built-in Redis adapter, and Node's
 // socket.io 4 with @socket.io/redis-adapter 8. It reports deliveries per
-// second, the share lost, and the machine's CPU time per 1,000 deliveries
-// (servers, clients and Redis together: they share its two cores).
+// second, the share lost, the machine's CPU time per 1,000 deliveries
+// (servers, clients and Redis together: they share its two cores), and the
+// benchmark process's CPU time per 1,000 deliveries and write syscalls
+// per delivery (servers, their Redis clients and the test clients; not
+// Redis, nor Node.js servers): the machine's figure counts its neighbours
+// too, the process's does not.
 //
 //	go test -run '^$' -bench Fanout -benchtime 20000x .
 const fanoutClients = 10
@@ -75,11 +79,30 @@ func fanout(b *testing.B, url string, send func(n int)) {
 		countEvents(&wg, dialRooms(b, url, "room"), &delivered, stop)
 	}
 	defer func() { close(stop); wg.Wait() }()
-	cpu0 := machineCPU(b)
+	cpu0, proc0, writes0 := machineCPU(b), processCPU(b), processWrites(b)
 	b.ResetTimer()
 	send(b.N)
 	reportDeliveries(b, &delivered, int64(b.N*fanoutClients), time.Second)
 	b.ReportMetric(float64(machineCPU(b)-cpu0)/float64(delivered.Load())*1000/float64(time.Millisecond), "cpu-ms/1k")
+	b.ReportMetric(float64(processCPU(b)-proc0)/float64(delivered.Load())*1000/float64(time.Millisecond), "proc-cpu-ms/1k")
+	b.ReportMetric(float64(processWrites(b)-writes0)/float64(delivered.Load()), "writes/delivery")
+}
+
+// processWrites is how many write syscalls (write, writev, sendmsg...) the
+// process has made: syscw of /proc/self/io.
+func processWrites(b *testing.B) int64 {
+	data, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		b.Skip("no /proc/self/io")
+	}
+	for line := range strings.Lines(string(data)) {
+		if v, ok := strings.CutPrefix(line, "syscw: "); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			return n
+		}
+	}
+	b.Skip("no syscw in /proc/self/io")
+	return 0
 }
 
 // reportDeliveries waits until want deliveries arrived, or none arrived for

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http/httptest"
 	"sync"
 	"testing"
@@ -82,7 +83,15 @@ func startNode(t testing.TB, c redisadapter.Connector, opts *redisadapter.Option
 // before the server serves (go-socket.io stores handlers without a lock).
 func startNodeWith(t testing.TB, c redisadapter.Connector, opts *redisadapter.Options, setup func(*socketio.Server, *redisadapter.Adapter)) *node {
 	t.Helper()
-	// As the README's quick start: the transports of ClientLimits.
+	return startNodeOn(t, c, opts, setup, nil)
+}
+
+// startNodeOn is startNodeWith serving on what wrap makes of the loopback
+// listener (nil: the listener itself).
+func startNodeOn(t testing.TB, c redisadapter.Connector, opts *redisadapter.Options, setup func(*socketio.Server, *redisadapter.Adapter), wrap func(net.Listener) net.Listener) *node {
+	t.Helper()
+	// The transports the README recommends: every test and benchmark
+	// serves clients the way users are told to.
 	srv := socketio.NewServer(&engineio.Options{
 		SessionIDGenerator: redisadapter.SessionIDGenerator{},
 		Transports:         redisadapter.ClientLimits{}.Transports(),
@@ -103,7 +112,11 @@ func startNodeWith(t testing.TB, c redisadapter.Connector, opts *redisadapter.Op
 		srv.OnEvent(nsp, "leave", func(s socketio.Conn, room string) string { s.Leave(room); return "ok" })
 	}
 	go srv.Serve()
-	hs := httptest.NewServer(srv)
+	hs := httptest.NewUnstartedServer(srv)
+	if wrap != nil {
+		hs.Listener = wrap(hs.Listener)
+	}
+	hs.Start()
 	stop := sync.OnceFunc(func() {
 		hs.CloseClientConnections()
 		hs.Close()
