@@ -127,20 +127,11 @@ func (t limitedTransport) Accept(w http.ResponseWriter, r *http.Request) (transp
 			"remote", r.RemoteAddr, "EIO", eio, "user_agent", r.UserAgent())
 		return refusedConn{err: errorf("%w: %s", ErrClientVersion, clientVersionAdvice)}, nil
 	}
-	var cw *corkingResponse
-	if h, ok := w.(http.Hijacker); ok && t.Name() == "websocket" {
-		cw = &corkingResponse{ResponseWriter: w, hijacker: h}
-		cw.transport, _ = t.Transport.(*websocket.Transport)
-		w = cw
-	}
 	c, err := t.Transport.Accept(w, r)
 	if err != nil {
 		return nil, err
 	}
 	lc := &limitedConn{Conn: c, limits: t.limits}
-	if cw != nil {
-		lc.cork = cw.conn // nil if the transport did not hijack
-	}
 	// engine.io upgrades only from a conn it can pause (polling): keep
 	// that visible, and hide it where the wrapped conn has none.
 	if p, ok := c.(session.Pauser); ok {
@@ -175,20 +166,6 @@ type limitedConn struct {
 	transport.Conn
 	limits ClientLimits
 	once   sync.Once
-	cork   *corkConn // the websocket's connection; nil for long-polling
-}
-
-// NextWriter corks the websocket's connection until the frame is closed.
-func (c *limitedConn) NextWriter(ft engineioframe.Type, pt packet.Type) (io.WriteCloser, error) {
-	if c.cork == nil {
-		return c.Conn.NextWriter(ft, pt)
-	}
-	w, err := c.Conn.NextWriter(ft, pt)
-	if err != nil {
-		return nil, err
-	}
-	c.cork.cork()
-	return corkableWriter{WriteCloser: w, conn: c.cork}, nil
 }
 
 // reject closes the connection, once, and reports why.

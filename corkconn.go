@@ -9,30 +9,22 @@ package redisadapter
 // its write buffer into frames, and writes a frame carrying more than twice
 // that buffer in two), so each frame costs a write syscall however many
 // wait. ClientLimits.Transports
-// owns that net.Conn: the websocket transport hijacks the HTTP connection
-// through a ResponseWriter that hands it a corkConn. While a socket's queue
+// owns that net.Conn: its websocket transport (websocket.go) hijacks the
+// HTTP connection through a ResponseWriter that hands it a corkConn. While a socket's queue
 // drain writes a run of frames the corkConn is corked: every write to it,
 // go-socket.io's own from other goroutines included (acks, pongs, its Emit
 // path), is appended to a buffer in the order it came, and uncorking
 // writes the buffer with one Write. The bytes on the wire are those of the
-// frames in the order gorilla/websocket wrote them.
-//
-// Inside a run the drain also skips go-socket.io's per-frame writer (a
-// goroutine and a timer for each frame, most of the write path's CPU): it
-// keeps the writer of one frame open, which holds the connection's write
-// lock, and appends the frames before it to the buffer itself, framed as
-// gorilla/websocket frames them (appendMessage), so the bytes are the same.
+// frames in the order gorilla/websocket wrote them. Each frame is corked
+// from NextWriter to Close too, so that a frame gorilla/websocket writes in
+// several Writes leaves in one.
 
 import (
 	"bufio"
-	"encoding/binary"
-	"io"
 	"net"
 	"net/http"
 	"sync"
 	"time"
-
-	"github.com/googollee/go-socket.io/engineio/transport/websocket"
 )
 
 // corkConn is the net.Conn under a websocket connection of
@@ -46,10 +38,6 @@ type corkConn struct {
 	corks int     // the runs of frames being written; buffered while > 0
 	buf   *[]byte // what the corks hold back, from corkBuffers
 	err   error   // a failed flush: every later write fails with it
-	// messageLimit is the largest message gorilla/websocket writes as one
-	// frame on this connection; 0: appendMessage never frames one itself.
-	messageLimit int
-	closeSent    bool // gorilla/websocket wrote a close frame: no data may follow
 }
 
 // corkFlushSize is how much a corked connection holds before it writes
@@ -69,12 +57,6 @@ func (c *corkConn) Write(p []byte) (int, error) {
 	if c.err != nil {
 		return 0, c.err
 	}
-	// A close frame from gorilla/websocket is one Write of at most 127
-	// bytes starting 0x88; a data frame's Writes start with another header
-	// byte, or are payload over 512 bytes.
-	if len(p) <= 127 && len(p) > 0 && p[0] == 0x88 {
-		c.closeSent = true
-	}
 	if c.corks == 0 {
 		return c.Conn.Write(p)
 	}
@@ -88,43 +70,6 @@ func (c *corkConn) Write(p []byte) (int, error) {
 		}
 	}
 	return len(p), nil
-}
-
-// appendMessage appends an engine.io MESSAGE packet of packet, as one
-// unmasked text frame, to what the corks hold back, and reports whether it
-// did. The caller holds the connection's write lock (an open frame
-// writer), so the frame cannot split one of gorilla/websocket's; it
-// declines when the connection is not corked, when gorilla/websocket would
-// split the message into several frames, and after a close frame.
-func (c *corkConn) appendMessage(packet []byte) bool {
-	n := 1 + len(packet) // the engine.io packet type, '4'
-	if n > c.messageLimit {
-		return false
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.corks == 0 || c.closeSent || c.err != nil {
-		return false
-	}
-	if c.buf == nil {
-		c.buf = corkBuffers.Get().(*[]byte)
-	}
-	b := append(*c.buf, 0x81) // FIN, text
-	switch {
-	case n <= 125:
-		b = append(b, byte(n))
-	case n <= 0xffff:
-		b = append(b, 126, byte(n>>8), byte(n))
-	default:
-		b = append(b, 127)
-		b = binary.BigEndian.AppendUint64(b, uint64(n))
-	}
-	b = append(b, '4')
-	*c.buf = append(b, packet...)
-	if len(*c.buf) >= corkFlushSize {
-		_ = c.flush() // a failure closed the connection, and fails later writes
-	}
-	return true
 }
 
 func (c *corkConn) SetWriteDeadline(t time.Time) error {
@@ -179,10 +124,7 @@ func (c *corkConn) flush() error {
 type corkingResponse struct {
 	http.ResponseWriter
 	hijacker http.Hijacker
-	// transport is go-socket.io's websocket transport accepting, or nil
-	// for another: then appendMessage is not used.
-	transport *websocket.Transport
-	conn      *corkConn // set by Hijack
+	conn     *corkConn // set by Hijack
 }
 
 func (w *corkingResponse) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -191,45 +133,5 @@ func (w *corkingResponse) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	w.conn = &corkConn{Conn: nc}
-	if w.transport != nil {
-		w.conn.messageLimit = messageLimit(w.transport.WriteBufferSize, rw.Writer.Size())
-	}
 	return w.conn, rw, nil
-}
-
-// messageLimit is the largest message gorilla/websocket v1.4.2 writes as
-// one frame for go-socket.io's websocket transport: what its write buffer
-// holds after room for the frame header (14 bytes). Its Upgrader reuses
-// the hijacked connection's write buffer (hijacked bytes; net/http's is
-// 4096) when WriteBufferSize is 0 and that buffer holds at least 270
-// bytes, and allocates WriteBufferSize (default 4096) plus the header
-// otherwise.
-func messageLimit(writeBufferSize, hijacked int) int {
-	const header = 14
-	switch {
-	case writeBufferSize > 0:
-		return writeBufferSize
-	case hijacked >= header+256:
-		return hijacked - header
-	default:
-		return 4096
-	}
-}
-
-// corkableWriter is a frame writer of a corkConn. The connection is
-// corked from NextWriter to Close, so that a message leaves in one Write
-// even where gorilla/websocket writes it in several (a long message's
-// frames, or a frame's head and then the rest), unless a run of frames
-// holds it longer.
-type corkableWriter struct {
-	io.WriteCloser
-	conn *corkConn
-}
-
-func (w corkableWriter) Close() error {
-	err := w.WriteCloser.Close()
-	if uerr := w.conn.uncork(); err == nil {
-		err = uerr
-	}
-	return err
 }

@@ -200,10 +200,10 @@ func TestPollingClientWithClientLimits(t *testing.T) {
 	require.Equal(t, "disconnected", ev)
 }
 
-// The frames a run writes itself are byte for byte those gorilla/websocket
-// writes for the same events, on both sides of each length encoding and
-// of the size past which gorilla/websocket splits a message (4082 bytes
-// here: net/http's 4096-byte buffer less the frame header).
+// The bytes a run writes at once are those of its frames written one by
+// one, on both sides of each length encoding and of the size past which
+// gorilla/websocket splits a message (4082 bytes here: net/http's
+// 4096-byte buffer less the frame header).
 func TestRunFramesAreGorillaFrames(t *testing.T) {
 	n, ln := echoNode(t)
 	cl := n.client(t, "room")
@@ -223,8 +223,7 @@ func TestRunFramesAreGorillaFrames(t *testing.T) {
 		receive(1)
 		alone := conn.take()
 
-		// One held, then a run of three: two framed by the run, the last
-		// by gorilla/websocket.
+		// One held, then a run of three.
 		release := conn.hold()
 		for range 4 {
 			require.NoError(t, n.a.Of("/").Local().Emit(bg(t), "m", arg))

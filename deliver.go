@@ -17,9 +17,7 @@ package redisadapter
 // A drain writes the events it took from the queue as one run: on a
 // websocket connection of ClientLimits.Transports, the first frame corks
 // the connection (corkconn.go) and the run's frames, with whatever
-// go-socket.io wrote meanwhile, leave in one write when the run ends. The
-// run keeps the writer of its latest frame open, holding the connection's
-// write lock, and frames the ones before it into the buffer itself.
+// go-socket.io wrote meanwhile, leave in one write when the run ends.
 
 import (
 	"encoding/json"
@@ -148,61 +146,37 @@ type frameWriter interface {
 // frame alone). An error means the connection is closing; the frame is
 // dropped, as Emit drops it.
 func writeFrame(fw frameWriter, packet []byte, run *frameRun) {
-	if run != nil && run.open != nil {
-		if run.corked.appendMessage(run.last) {
-			run.last = packet
-			return
-		}
-		run.release()
-	}
 	w, err := fw.NextWriter(session.TEXT)
 	if err != nil {
 		return
 	}
-	if cw, ok := w.(corkableWriter); ok && run != nil {
-		if run.corked == nil {
-			run.corked = cw.conn
-			run.corked.cork()
-		}
-		run.open, run.last = w, packet
-		return
-	}
+	run.add(w)
 	_, _ = w.Write(packet)
 	_ = w.Close()
 }
 
-// frameRun is a run of frames written to one socket's connection. On a
-// corkConn, its first frame corks the connection until end, and the
-// writer of its latest frame stays open (holding the connection's write
-// lock) while later frames come: each one's arrival appends the one
-// before to the connection's buffer.
-type frameRun struct {
-	corked *corkConn
-	open   io.WriteCloser // the latest frame's writer, not yet written to
-	last   []byte         // the latest frame's packet
-}
+// frameRun is a run of frames written to one socket's connection: its
+// first frame corks the connection, if it is one of ClientLimits's
+// websockets, until end.
+type frameRun struct{ corked *corkConn }
 
-// release writes the latest frame through its writer and closes it, which
-// frees the connection's write lock: before anything else is written to
-// the socket (go-socket.io's Emit waits for its own writer, which waits
-// for the lock).
-func (r *frameRun) release() {
-	if r == nil || r.open == nil {
+// add corks the connection of w, the writer of a frame of r, unless r
+// corked it already. It runs while w holds the connection's write lock,
+// before anything of w's frame is written.
+func (r *frameRun) add(w io.Writer) {
+	if r == nil || r.corked != nil {
 		return
 	}
-	_, _ = r.open.Write(r.last)
-	_ = r.open.Close()
-	r.open, r.last = nil, nil
+	if ww, ok := w.(*wsWriter); ok {
+		r.corked = ww.c.cork
+		r.corked.cork()
+	}
 }
 
 // end writes what the run held back. A failed write closed the
 // connection, as go-socket.io's own failed writes leave it closing.
 func (r *frameRun) end() {
-	if r == nil {
-		return
-	}
-	r.release()
-	if r.corked != nil {
+	if r != nil && r.corked != nil {
 		_ = r.corked.uncork()
 		r.corked = nil
 	}
@@ -307,7 +281,6 @@ func (a *Adapter) emit(s *localSocket, ev outEvent, run *frameRun) {
 		writeFrame(fw, ev.packet, run)
 		return
 	}
-	run.release()
 	if ev.ack == nil {
 		s.conn.Emit(ev.event, ev.args...)
 		return

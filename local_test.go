@@ -3,7 +3,6 @@ package redisadapter
 import (
 	"bytes"
 	"io"
-	"net"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -131,30 +130,4 @@ func (g *gatedFrames) NextWriter(ft session.FrameType) (io.WriteCloser, error) {
 		<-g.gate
 	}
 	return g.frames.NextWriter(ft)
-}
-
-// appendMessage frames what gorilla/websocket would write as one frame,
-// and nothing after a close frame: the data would follow it on the wire.
-func TestAppendMessageDeclines(t *testing.T) {
-	server, client := net.Pipe()
-	received := make(chan []byte)
-	go func() {
-		b, _ := io.ReadAll(client)
-		received <- b
-	}()
-	c := &corkConn{Conn: server, messageLimit: messageLimit(0, 4096)}
-	require.Equal(t, 4082, c.messageLimit)
-	require.False(t, c.appendMessage([]byte("a")), "not corked")
-	c.cork()
-	require.False(t, c.appendMessage(make([]byte, 4082)), "gorilla/websocket splits it")
-	require.True(t, c.appendMessage(bytes.Repeat([]byte("x"), 4081)))
-	closeFrame := []byte{0x88, 0x02, 0x03, 0xe8} // what gorilla/websocket writes for close 1000
-	_, err := c.Write(closeFrame)
-	require.NoError(t, err)
-	require.False(t, c.appendMessage([]byte("b")), "after a close frame")
-	require.NoError(t, c.uncork())
-	require.NoError(t, server.Close())
-
-	want := append([]byte{0x81, 126, 0x0f, 0xf2, '4'}, bytes.Repeat([]byte("x"), 4081)...)
-	require.Equal(t, append(want, closeFrame...), <-received)
 }

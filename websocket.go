@@ -5,7 +5,8 @@ package redisadapter
 // that starts a goroutine and a 30 s timer, only to print a warning if the
 // frame is never closed: in a fan-out profile that bookkeeping cost as
 // much as the write syscall itself. The upgrade and the frames are
-// go-socket.io's, byte for byte; only the wrapper is ours.
+// go-socket.io's, byte for byte; only the wrapper is ours, and the
+// net.Conn under it (corkconn.go), which batches writes.
 
 import (
 	"io"
@@ -36,17 +37,23 @@ func (t wsTransport) Accept(w http.ResponseWriter, r *http.Request) (transport.C
 		WriteBufferSize: t.WriteBufferSize,
 		CheckOrigin:     t.CheckOrigin,
 	}
-	ws, err := up.Upgrade(w, r, w.Header())
+	h, ok := w.(http.Hijacker)
+	if !ok {
+		return nil, errorf("websocket upgrade: %T cannot be hijacked", w)
+	}
+	cw := &corkingResponse{ResponseWriter: w, hijacker: h}
+	ws, err := up.Upgrade(cw, r, w.Header())
 	if err != nil {
 		return nil, err
 	}
-	return &wsConn{ws: ws, url: *r.URL, header: r.Header, closed: make(chan struct{})}, nil
+	return &wsConn{ws: ws, cork: cw.conn, url: *r.URL, header: r.Header, closed: make(chan struct{})}, nil
 }
 
 // wsConn is one client's websocket as an engine.io transport.Conn. A
 // frame's first byte is its engine.io packet type, as in go-socket.io.
 type wsConn struct {
 	ws     *gorilla.Conn
+	cork   *corkConn // the connection ws writes to
 	url    url.URL
 	header http.Header
 
@@ -109,6 +116,7 @@ func (c *wsConn) NextWriter(ft engineioframe.Type, pt packet.Type) (io.WriteClos
 		c.writeMu.Unlock()
 		return nil, err
 	}
+	c.cork.cork()
 	c.writer = wsWriter{w: w, c: c}
 	if err := c.writer.WriteByte(b); err != nil {
 		_ = c.writer.Close()
@@ -117,8 +125,9 @@ func (c *wsConn) NextWriter(ft engineioframe.Type, pt packet.Type) (io.WriteClos
 	return &c.writer, nil
 }
 
-// wsWriter is the frame being written; Close sends it and lets the next
-// frame be written. A second Close does nothing. It has WriteByte because
+// wsWriter is the frame being written; Close sends it (or leaves it to the
+// run of frames that corked the connection) and lets the next frame be
+// written. A second Close does nothing. It has WriteByte because
 // go-socket.io's packet encoder otherwise wraps each writer in a 4 KiB
 // bufio.Writer of its own: gorilla/websocket buffers the frame already.
 type wsWriter struct {
@@ -145,6 +154,9 @@ func (w *wsWriter) Close() error {
 		return nil
 	}
 	err := w.w.Close()
+	if uerr := w.c.cork.uncork(); err == nil {
+		err = uerr
+	}
 	w.w = nil
 	w.c.writeMu.Unlock()
 	return err
