@@ -287,12 +287,13 @@ func (a *Adapter) Ping(ctx context.Context) error {
 }
 
 // roomShardsDown is how many Redis masters (the one server outside a
-// cluster) the room channels cannot be subscribed on now.
+// cluster) the room channels cannot be subscribed on now, or have a
+// connection a delivery probe declared dead (at least one when any).
 func (a *Adapter) roomShardsDown() int {
 	if a.rooms == nil {
 		return 0
 	}
-	return int(a.rooms.down.Load())
+	return int(max(a.rooms.down.Load(), a.rooms.deadProbes.Load()))
 }
 
 // mayPublish is checkSubscribed for what a node publishes to the fleet

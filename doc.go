@@ -101,8 +101,11 @@
 // subscriptions are renewed on new ones: with the defaults a silent
 // connection is found within 1.2 s (while it still reads other messages,
 // the probe is waited for up to four ProbeTimeouts more), for about 2.5
-// PUBLISHes per second and namespace on an idle node. Ping reads that state and answers at
-// once. Meanwhile the operations on local sockets still reach them:
+// PUBLISHes per second and namespace on an idle node. The room channels'
+// connections (sharded mode, classic with RoomSubscriptions: one per Redis
+// master) are probed each on its own, on a channel of the node's whose slot
+// that master serves, and renewed alone (2.5 more per second and master
+// holding the node's rooms). Ping reads that state and answers at once. Meanwhile the operations on local sockets still reach them:
 // EmitWithAck returns the local clients' acknowledgements with an
 // ErrUnavailable saying the other nodes were not reached.
 //

@@ -113,7 +113,8 @@ type roomSubs struct {
 	joins  []roomJoin    // from Adapter.Join
 	wake   chan struct{} // cap 1: events or joins are waiting
 
-	down atomic.Int32 // shards whose connection is down now, for Ping
+	down       atomic.Int32 // shards whose connection is down now, for Ping
+	deadProbes atomic.Int32 // shards whose connection a probe declared dead, not yet down
 }
 
 // heldRooms are the rooms of a namespace with a channel subscription.
@@ -376,8 +377,7 @@ func (r *roomSubs) assign(rs *roomSub) {
 	}
 	s, ok := r.shards[addr]
 	if !ok {
-		s = newShard(r, addr)
-		r.setProbe(s)
+		s = newShard(r, addr, r.probeChannel(addr))
 		r.shards[addr] = s
 	}
 	rs.shard = s
@@ -475,28 +475,26 @@ func (r *roomSubs) readSlots(ctx context.Context) {
 			delete(r.shards, addr)
 			continue
 		}
-		if masters[addr] {
-			r.setProbe(s) // its slot may have moved: the next connection takes the new one
+		if masters[addr] { // its slot may have moved: the next connection takes the new one
+			if ch := r.probeChannel(addr); *s.probe.Load() != ch {
+				s.probe.Store(&ch)
+			}
 		}
 	}
 }
 
-// setProbe gives s the channel of its delivery probe: the first of the
-// node's probe channels whose slot s's master serves ("" if none is found
-// in a bounded search: a master with a handful of slots).
-func (r *roomSubs) setProbe(s *shard) {
-	ch := ""
+// probeChannel is the channel of the delivery probe of the shard of addr:
+// the first of the node's probe channels whose slot addr serves ("" if none
+// is found in a bounded search: a master with a handful of slots).
+func (r *roomSubs) probeChannel(addr string) string {
 	for n := range slotCount * 4 {
-		c := shardProbeChannel(r.a.opts.Key, r.a.uid, n)
-		cmd := r.rc.subscribeRoom(r.a.client.B(), c)
-		if r.slots[cmd.Slot()&(slotCount-1)] == s.addr {
-			ch = c
-			break
+		ch := shardProbeChannel(r.a.opts.Key, r.a.uid, n)
+		cmd := r.rc.subscribeRoom(r.a.client.B(), ch)
+		if r.slots[cmd.Slot()&(slotCount-1)] == addr {
+			return ch
 		}
 	}
-	if old := s.probe.Load(); old == nil || *old != ch {
-		s.probe.Store(&ch)
-	}
+	return ""
 }
 
 // clusterSlots asks the nodes, in random order until one answers, which

@@ -42,11 +42,16 @@ type shard struct {
 	confirmedKind subKind
 
 	// probe is the channel of the connection's delivery probe, set by the
-	// manager: one whose slot the master serves, read by this connection
-	// alone; "" when none was found. probing: the current connection
+	// manager (never nil): one whose slot the master serves, read by this
+	// connection alone; "" when none was found. probing: the current connection
 	// subscribes to it (not a room: Stats does not count it).
 	probe   atomic.Pointer[string]
 	probing atomic.Bool
+	// probeDead: a probe declared the connection dead, and it has not
+	// served since (counted in the manager's deadProbes, for Ping: the
+	// outage begins only once the connection is closed, which waits up to
+	// a second for a silent peer).
+	probeDead atomic.Bool
 }
 
 type heldChannel struct {
@@ -54,11 +59,13 @@ type heldChannel struct {
 	lost bool // subscribed before: subscribing counts as a resubscribe
 }
 
-// newShard starts the shard of addr on a goroutine the adapter owns, ended
-// by the manager (stop) or with the manager's context (Close).
-func newShard(r *roomSubs, addr string) *shard {
+// newShard starts the shard of addr, probed on probe, on a goroutine the
+// adapter owns, ended by the manager (stop) or with the manager's context
+// (Close).
+func newShard(r *roomSubs, addr, probe string) *shard {
 	ctx, stop := context.WithCancel(r.ctx)
 	s := &shard{r: r, addr: addr, stop: stop, changed: make(chan struct{}, 1), held: make(map[string]*heldChannel)}
+	s.probe.Store(&probe)
 	if !r.a.spawn(func() { s.run(ctx) }) {
 		stop()
 	}
@@ -199,6 +206,7 @@ func (s *shard) run(ctx context.Context) {
 			}
 		},
 	})
+	s.setProbeDead(false) // stopped: no longer a master of the node's
 }
 
 // serve holds one connection until it fails or ctx ends: it subscribes
@@ -218,10 +226,7 @@ func (s *shard) serve(ctx context.Context, ready func()) error {
 		s.mu.Unlock()
 	}()
 	defer dc.Close()
-	var probe string
-	if p := s.probe.Load(); p != nil {
-		probe = *p
-	}
+	probe := *s.probe.Load()
 	var lastRead atomic.Int64 // unix nanoseconds of the last message read
 	lastRead.Store(time.Now().UnixNano())
 	back := make(chan uint64, 1) // the probes read back
@@ -246,6 +251,7 @@ func (s *shard) serve(ctx context.Context, ready func()) error {
 	// ends a command waiting on it, and serve returns why.
 	dead := make(chan error, 1)
 	kill := func(err error) {
+		s.setProbeDead(true)
 		dead <- err
 		dc.Close()
 	}
@@ -273,6 +279,7 @@ func (s *shard) serve(ctx context.Context, ready func()) error {
 		}
 		s.release()
 		ready()
+		s.setProbeDead(false)
 		select {
 		case <-s.changed:
 		case err := <-failed:
@@ -284,6 +291,17 @@ func (s *shard) serve(ctx context.Context, ready func()) error {
 			return err
 		case <-ctx.Done():
 			return ctx.Err()
+		}
+	}
+}
+
+// setProbeDead notes whether a probe declared the connection dead, for Ping.
+func (s *shard) setProbeDead(dead bool) {
+	if s.probeDead.CompareAndSwap(!dead, dead) {
+		if dead {
+			s.r.deadProbes.Add(1)
+		} else {
+			s.r.deadProbes.Add(-1)
 		}
 	}
 }

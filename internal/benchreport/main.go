@@ -193,11 +193,13 @@ func report(results []result, get func(string, string) (float64, bool), env map[
 	p("*Served again* is when the restarted server answers, the new master is elected, or the replica is promoted;\n")
 	p("*flowing again* is when broadcasts to a post next reach both other nodes' clients (min / median / max over\n")
 	p("the posts). *Accepted, lost*: broadcasts `Emit` returned nil for that did not reach both other nodes;\n")
-	p("*refused*: broadcasts `Emit` failed (ErrPublish), which the caller knows about.\n\n")
+	p("*refused*: broadcasts `Emit` failed (ErrPublish), which the caller knows about. In the own-rooms case each node's\n")
+	p("client is alone in 16 posts of its own, and a post flows again when its node's client receives.\n\n")
 	p("| fault | served again after the fault | flowing again after that | accepted, lost | refused |\n|---|---|---|---|---|\n")
 	recoveryModes := []struct{ key, label string }{
 		{"standalone", "standalone Redis down 2 s"}, {"sentinel", "Sentinel master killed"},
 		{"cluster-classic", "Cluster master killed (classic)"}, {"cluster-sharded", "Cluster master killed (sharded)"},
+		{"cluster-sharded-own-rooms", "Cluster master killed (sharded; 16 rooms of its own per node, on every master)"},
 	}
 	for _, f := range recoveryModes {
 		name := "Recovery/" + f.key
@@ -328,7 +330,7 @@ func report(results []result, get func(string, string) (float64, bool), env map[
 	for _, t := range []struct {
 		key   string
 		limit float64
-	}{{"standalone", 100}, {"sentinel", 200}, {"cluster-classic", 400}, {"cluster-sharded", 400}} {
+	}{{"standalone", 100}, {"sentinel", 200}, {"cluster-classic", 400}, {"cluster-sharded", 400}, {"cluster-sharded-own-rooms", 400}} {
 		name := "Recovery/" + t.key
 		if mx, ok := get(name, "flow-max-ms"); ok {
 			lo, hi := spread(results, name, "flow-max-ms")
