@@ -290,28 +290,55 @@ func (l *localSockets) selectLocal(ns *namespace, sel selector) []*localSocket {
 		ns.mu.RUnlock()
 		return l.except(ns, out, sel.Except)
 	}
-	var conns []socketio.Conn
+	list := connLists.Get().(*connList)
+	defer list.release()
 	switch {
 	case len(sel.Rooms) == 1:
-		l.server.ForEach(ns.name, sel.Rooms[0], func(c socketio.Conn) { conns = append(conns, c) })
+		l.server.ForEach(ns.name, sel.Rooms[0], list.add)
 	default:
 		seen := make(map[string]struct{})
 		for _, room := range sel.Rooms {
 			l.server.ForEach(ns.name, room, func(c socketio.Conn) {
 				if _, dup := seen[c.ID()]; !dup {
 					seen[c.ID()] = struct{}{}
-					conns = append(conns, c)
+					list.add(c)
 				}
 			})
 		}
 	}
-	out := make([]*localSocket, 0, len(conns))
-	for _, c := range conns {
+	out := make([]*localSocket, 0, len(list.conns))
+	for _, c := range list.conns {
 		if s := l.socketFor(ns, c); s != nil {
 			out = append(out, s)
 		}
 	}
 	return l.except(ns, out, sel.Except)
+}
+
+// connList collects the conns of a room (go-socket.io's ForEach), reused
+// (connLists): a broadcast to a room would otherwise grow a slice, and
+// make a closure, each time.
+type connList struct {
+	conns []socketio.Conn
+	add   func(socketio.Conn) // appends to conns; made once, with the list
+}
+
+var connLists = sync.Pool{New: func() any {
+	l := new(connList)
+	l.add = func(c socketio.Conn) { l.conns = append(l.conns, c) }
+	return l
+}}
+
+// maxPooledConns keeps one huge room from pinning its slice in the pool.
+const maxPooledConns = 4096
+
+// release empties l and puts it back in the pool.
+func (l *connList) release() {
+	clear(l.conns)
+	l.conns = l.conns[:0]
+	if cap(l.conns) <= maxPooledConns {
+		connLists.Put(l)
+	}
 }
 
 // selectConnected is selectLocal without the sockets that are no longer

@@ -41,6 +41,7 @@ import (
 	"strings"
 
 	"github.com/redis/rueidis"
+	"github.com/vmihailenco/msgpack/v5/msgpcode"
 )
 
 var _ Connector = Streams{}
@@ -500,7 +501,11 @@ func decodeBinaryBroadcastData(data string, f *broadcastFrame) (string, error) {
 			}
 			havePacket = true
 		case "opts":
-			f.sel, err = decodeSelector(dec)
+			if c, _ := dec.PeekCode(); c == msgpcode.Nil { // none: every socket, as JSON null reads
+				err = dec.skip(0)
+			} else {
+				f.sel, err = decodeSelector(dec)
+			}
 		case "requestId":
 			id, err = dec.str()
 		default:
