@@ -148,6 +148,8 @@ type probe struct {
 	stopped chan struct{} // closed to stop reading
 	sender  sync.WaitGroup
 	readers sync.WaitGroup
+	drain   time.Duration // how long stop waits for the last broadcasts
+	once    sync.Once
 
 	mu   sync.Mutex
 	sent []sent               // by tick
@@ -161,7 +163,8 @@ type sent struct {
 }
 
 func newProbe(fleet []*node, clients []*siotest.Client, posts int) *probe {
-	return &probe{fleet: fleet, clients: clients, posts: posts, quiet: make(chan struct{}), stopped: make(chan struct{}), got: map[[3]int]time.Time{}}
+	return &probe{fleet: fleet, clients: clients, posts: posts, quiet: make(chan struct{}), stopped: make(chan struct{}), got: map[[3]int]time.Time{},
+		drain: time.Second}
 }
 
 func (p *probe) start() {
@@ -212,17 +215,19 @@ func (p *probe) start() {
 	})
 }
 
-// stop stops broadcasting, gives the last broadcasts a second to arrive,
-// and stops reading.
+// stop stops broadcasting, gives the last broadcasts p.drain to arrive,
+// and stops reading; it does so once, however often it is called.
 func (p *probe) stop() {
-	close(p.quiet)
-	p.sender.Wait()
-	deadline := time.Now().Add(time.Second)
-	for l, _ := p.losses(); l > 0 && time.Now().Before(deadline); l, _ = p.losses() {
-		time.Sleep(time.Millisecond)
-	}
-	close(p.stopped)
-	p.readers.Wait()
+	p.once.Do(func() {
+		close(p.quiet)
+		p.sender.Wait()
+		deadline := time.Now().Add(p.drain)
+		for l, _ := p.losses(); l > 0 && time.Now().Before(deadline); l, _ = p.losses() {
+			time.Sleep(time.Millisecond)
+		}
+		close(p.stopped)
+		p.readers.Wait()
+	})
 }
 
 // flows returns, for each post, how long after since broadcasts emitted
