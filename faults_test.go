@@ -189,7 +189,8 @@ var faultCases = []faultCase{
 	// is demoted to a replica: a node still on it would be connected to
 	// the wrong place.
 	{name: "sentinel-failover", modes: []faultMode{faultClassic, faultStreams}, sentinel: true,
-		broken: "after the old master is thawed and demoted, a node's publishes keep failing and broadcasts do not flow both ways within 30 s (issue 22)",
+		broken: "the thawed old master says it is master for about 8 s before the sentinels demote it; nodes that reconnect to it meanwhile stay there: " +
+			"in some runs broadcasts do not flow both ways within 30 s, and accepted broadcasts are lost unreported (streams entries too) (issue 22)",
 		inject: func(t testing.TB, e *faultEnv) time.Time {
 			old := e.set.Master.Addr()
 			e.set.Master.Freeze(t)
