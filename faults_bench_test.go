@@ -4,21 +4,18 @@ import "testing"
 
 // BenchmarkFaults runs each case of the fault matrix (faults_test.go) once
 // per iteration and reports what it measured:
-//
 //   - detect-ms: from the fault's start until the victim node said so (Ping
 //     failing, or Stats.Outages or ProbeFailures rising); -1: never;
-//
 //   - recover-ms: from the fault's end (with Sentinel, the election) until
 //     broadcasts from each node reach the other's client again; -1: not
 //     within 30 s;
-//
 //   - accepted, refused: broadcasts Emit returned nil / an error for;
-//
 //   - lost: accepted and never received by the other node's client;
-//
 //   - reported: Stats.PublishFailures added on both nodes.
 //
-//     go test -run '^$' -bench Faults -benchtime 1x .
+// Run it alone with
+//
+//	go test -run '^$' -bench Faults -benchtime 1x .
 func BenchmarkFaults(b *testing.B) {
 	for _, fc := range faultCases {
 		for _, mode := range fc.modes {

@@ -14,21 +14,10 @@ import (
 // echo serves lines back until the test ends.
 func echo(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	t.Cleanup(func() { ln.Close(); <-done })
+	addr, conns := server(t)
 	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
+		for c := range conns {
 			go func() {
-				defer c.Close()
 				r := bufio.NewReader(c)
 				for {
 					line, err := r.ReadString('\n')
@@ -42,7 +31,7 @@ func echo(t *testing.T) string {
 			}()
 		}
 	}()
-	return ln.Addr().String()
+	return addr
 }
 
 func dial(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
@@ -145,6 +134,7 @@ func server(t *testing.T) (string, <-chan net.Conn) {
 	t.Cleanup(func() { ln.Close(); <-done })
 	go func() {
 		defer close(done)
+		defer close(conns)
 		for {
 			c, err := ln.Accept()
 			if err != nil {
