@@ -37,31 +37,41 @@ const faultHold = 3 * time.Second
 // faultEnv is one case's fleet and what the faults act on.
 type faultEnv struct {
 	srv           *redistest.Server      // standalone Redis
+	cluster       *redistest.ClusterSet  // cluster cases (the shared cluster)
 	set           *redistest.SentinelSet // Sentinel cases
 	px            *faultproxy.Proxy      // between the victim and Redis (standalone)
 	victim, other *node
 }
 
 // faultMode is a mode the adapter runs in, given the address of a
-// standalone Redis or the sentinel set.
+// standalone Redis, the sentinel set or the cluster: a mode lacks the
+// topologies it does not run on.
 type faultMode struct {
-	name string
-	conn func(addr string) redisadapter.Connector
-	sent func(set *redistest.SentinelSet) redisadapter.Connector
+	name    string
+	conn    func(addr string) redisadapter.Connector
+	sent    func(set *redistest.SentinelSet) redisadapter.Connector
+	cluster func(set *redistest.ClusterSet) redisadapter.Connector
 }
 
 var (
-	faultClassic = faultMode{"classic",
-		func(addr string) redisadapter.Connector { return redisadapter.Standalone{Addr: addr} },
-		func(set *redistest.SentinelSet) redisadapter.Connector {
+	faultClassic = faultMode{name: "classic",
+		conn: func(addr string) redisadapter.Connector { return redisadapter.Standalone{Addr: addr} },
+		sent: func(set *redistest.SentinelSet) redisadapter.Connector {
 			return redisadapter.Sentinel{MasterName: redistest.MasterName, Addrs: set.Addrs()}
 		}}
-	faultStreams = faultMode{"streams",
-		func(addr string) redisadapter.Connector {
+	faultStreams = faultMode{name: "streams",
+		conn: func(addr string) redisadapter.Connector {
 			return redisadapter.Streams{Connector: redisadapter.Standalone{Addr: addr}}
 		},
-		func(set *redistest.SentinelSet) redisadapter.Connector {
+		sent: func(set *redistest.SentinelSet) redisadapter.Connector {
 			return redisadapter.Streams{Connector: redisadapter.Sentinel{MasterName: redistest.MasterName, Addrs: set.Addrs()}}
+		}}
+	// Sharded pub/sub runs on a cluster only, where a proxy cannot stand
+	// in front of the nodes (the cluster gives its nodes' own addresses):
+	// the faults on Redis apply.
+	faultSharded = faultMode{name: "sharded",
+		cluster: func(set *redistest.ClusterSet) redisadapter.Connector {
+			return redisadapter.Cluster{Addrs: set.Addrs(), Sharded: true}
 		}}
 )
 
@@ -132,9 +142,15 @@ var faultCases = []faultCase{
 		defer e.srv.Thaw(t)
 		return hold(15 * time.Second)
 	}},
-	{name: "client-kill-pubsub", modes: []faultMode{faultClassic, faultStreams}, inject: func(t testing.TB, e *faultEnv) time.Time {
-		raw := rawClient(t, redisadapter.Standalone{Addr: e.srv.Addr()})
-		require.NoError(t, raw.Do(context.Background(), raw.B().ClientKill().TypePubsub().Build()).Error())
+	{name: "client-kill-pubsub", modes: []faultMode{faultClassic, faultStreams, faultSharded}, inject: func(t testing.TB, e *faultEnv) time.Time {
+		servers := []*redistest.Server{e.srv}
+		if e.cluster != nil {
+			servers = e.cluster.Nodes
+		}
+		for _, srv := range servers {
+			raw := rawClient(t, redisadapter.Standalone{Addr: srv.Addr()})
+			require.NoError(t, raw.Do(context.Background(), raw.B().ClientKill().TypePubsub().Build()).Error())
+		}
 		return time.Now()
 	}},
 	// Redis cuts off a subscriber whose output buffer passes the limit:
@@ -234,11 +250,16 @@ func (r faultResult) String() string {
 func runFault(t testing.TB, fc faultCase, mode faultMode) faultResult {
 	t.Helper()
 	e := &faultEnv{}
-	if fc.sentinel {
+	switch {
+	case mode.cluster != nil:
+		e.cluster = sharedCluster(t)
+		e.victim = startNode(t, mode.cluster(e.cluster), nil)
+		e.other = startNode(t, mode.cluster(e.cluster), nil)
+	case fc.sentinel:
 		e.set = redistest.StartSentinel(t)
 		e.victim = startNode(t, mode.sent(e.set), nil)
 		e.other = startNode(t, mode.sent(e.set), nil)
-	} else {
+	default:
 		e.srv = redistest.Start(t)
 		e.px = faultproxy.Start(t, e.srv.Addr())
 		e.victim = startNode(t, mode.conn(e.px.Addr()), nil)
@@ -255,6 +276,9 @@ func runFault(t testing.TB, fc faultCase, mode faultMode) faultResult {
 	started := time.Now()
 	waitFor(t, "broadcasts flow both ways", func() bool { _, ok := p.flowingBoth(started); return ok })
 	waitFor(t, "a probe came back", func() bool { return e.victim.a.Stats().ProbeLag > 0 })
+	// Counted from here: before, a room's channel may not be subscribed
+	// yet (sharded mode subscribes after the join).
+	steady := time.Now()
 	before := []redisadapter.Stats{e.victim.a.Stats(), e.other.a.Stats()}
 
 	// The watcher records when the victim first said something was wrong,
@@ -302,7 +326,6 @@ func runFault(t testing.TB, fc faultCase, mode faultMode) faultResult {
 	if at := first.Load(); at != 0 {
 		r.detected = time.Unix(0, at).Sub(faultAt)
 	}
-	r.lost, r.refused = p.losses()
 	quietAgain := ended.Add(max(recovered, 0))
 	if at := time.Unix(0, last.Load()); at.After(quietAgain) {
 		quietAgain = at
@@ -310,8 +333,7 @@ func runFault(t testing.TB, fc faultCase, mode faultMode) faultResult {
 	// A broadcast in flight when the fault began or a renewal happened
 	// (a few 20 ms ticks) counts as lost in the fault.
 	const inFlight = 100 * time.Millisecond
-	r.lostOutside = p.lostOutside(faultAt.Add(-inFlight), quietAgain.Add(inFlight))
-	r.accepted = len(p.sent)*p.posts - r.refused
+	r.accepted, r.refused, r.lost, r.lostOutside = p.tally(steady, faultAt.Add(-inFlight), quietAgain.Add(inFlight))
 	after := []redisadapter.Stats{e.victim.a.Stats(), e.other.a.Stats()}
 	for i := range after {
 		r.reported += int(after[i].PublishFailures - before[i].PublishFailures)
@@ -350,24 +372,29 @@ func (p *probe) flowingBoth(since time.Time) (time.Duration, bool) {
 	return latest, true
 }
 
-// lostOutside counts the broadcasts accepted and not received by the
-// other node's client that were emitted before from or after to.
-func (p *probe) lostOutside(from, to time.Time) int {
+// tally counts the broadcasts emitted since steady: accepted, refused,
+// lost (accepted, not received by the other node's client), and of those
+// lost, the ones emitted outside [from, to].
+func (p *probe) tally(steady, from, to time.Time) (accepted, refused, lost, outside int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	n := 0
 	for tick, s := range p.sent {
-		if !s.accepted[0] || (!s.at.Before(from) && !s.at.After(to)) {
+		switch {
+		case s.at.Before(steady):
+			continue
+		case !s.accepted[0]:
+			refused++
 			continue
 		}
-		for ci := range p.clients {
-			if _, got := p.got[[3]int{tick, 0, ci}]; ci != s.from && !got {
-				n++
-				break
+		accepted++
+		if _, got := p.got[[3]int{tick, 0, 1 - s.from}]; !got {
+			lost++
+			if s.at.Before(from) || s.at.After(to) {
+				outside++
 			}
 		}
 	}
-	return n
+	return accepted, refused, lost, outside
 }
 
 // TestFaults runs the fault matrix. The bounds are generous, for a loaded
