@@ -4,7 +4,7 @@ import "testing"
 
 // BenchmarkFaults runs each case of the fault matrix (faults_test.go) once
 // per iteration and reports what it measured:
-//   - detect-ms: from the fault's start until the victim node said so (Ping
+//   - detect-ms: from the fault's start until a node said so (Ping
 //     failing, or Stats.Outages or ProbeFailures rising); -1: never;
 //   - recover-ms: from the fault's end (with Sentinel, the election) until
 //     broadcasts from each node reach the other's client again; -1: not

@@ -196,7 +196,9 @@ var faultCases = []faultCase{
 			for range 100 {
 				_ = e.other.a.To("burst").Emit(ctx, "burst", burst)
 			}
-			require.NoError(t, e.other.a.Flush(ctx))
+			// Paces the bursts. The other node may be cut off too (Valkey
+			// did): its failures are counted as reported.
+			_ = e.other.a.Flush(ctx)
 		}
 		return time.Now()
 	}},
@@ -221,7 +223,7 @@ var faultCases = []faultCase{
 
 // faultResult is what one run of a case measured.
 type faultResult struct {
-	detected  time.Duration // from the fault's start until the victim said so; -1: never
+	detected  time.Duration // from the fault's start until a node said so; -1: never
 	recovered time.Duration // from the fault's end until broadcasts flow again both ways; -1: not within 30 s
 	accepted  int           // broadcasts Emit returned nil for
 	refused   int           // broadcasts Emit returned an error for
@@ -281,9 +283,11 @@ func runFault(t testing.TB, fc faultCase, mode faultMode) faultResult {
 	steady := time.Now()
 	before := []redisadapter.Stats{e.victim.a.Stats(), e.other.a.Stats()}
 
-	// The watcher records when the victim first said something was wrong,
-	// and when either node last did (Ping failing, an outage or a missed
-	// probe counted): a broadcast lost after that is lost silently.
+	// The watcher records when a node first said something was wrong (the
+	// victim, but a fault on Redis may hit the other node first: Valkey
+	// cut the other node off in the output-buffer case), and when one last
+	// did (Ping failing, an outage or a missed probe counted): a broadcast
+	// lost after that is lost silently.
 	var first, last atomic.Int64 // unix nanoseconds
 	stop := make(chan struct{})
 	var watch sync.WaitGroup
@@ -295,9 +299,7 @@ func runFault(t testing.TB, fc faultCase, mode faultMode) faultResult {
 				if n.a.Ping(context.Background()) != nil || s.Outages != seen[i].Outages || s.ProbeFailures != seen[i].ProbeFailures {
 					now := time.Now().UnixNano()
 					last.Store(now)
-					if i == 0 {
-						first.CompareAndSwap(0, now)
-					}
+					first.CompareAndSwap(0, now)
 				}
 				seen[i] = s
 			}
@@ -419,7 +421,7 @@ func TestFaults(t *testing.T) {
 					require.Zero(t, r.lost, "nothing lost")
 					require.Zero(t, r.refused, "nothing refused")
 				} else {
-					require.GreaterOrEqual(t, r.detected, time.Duration(0), "the victim never said the fault happened")
+					require.GreaterOrEqual(t, r.detected, time.Duration(0), "no node said the fault happened")
 					require.Less(t, r.detected, cmp.Or(fc.detectWithin, detectWithin))
 				}
 				require.GreaterOrEqual(t, r.recovered, time.Duration(0), "broadcasts flow again")

@@ -211,7 +211,7 @@ func report(results []result, get func(string, string) (float64, bool), env map[
 		p("20 ms to a room where each has a websocket client; the victim reaches Redis through a fault proxy. Network\n")
 		p("faults hit the victim alone, faults on Redis both nodes; each is held 3 s unless its name says otherwise (a reset,\n")
 		p("a kill and the output-buffer cut are instants; the Sentinel master is frozen until the election). *Detection*: from the\n")
-		p("fault's start until the victim says so (`Ping` fails, or `Outages` or `ProbeFailures` rises; \"never\" for a\n")
+		p("fault's start until a node says so (`Ping` fails, or `Outages` or `ProbeFailures` rises; \"never\" for a\n")
 		p("fault it must ride out). *Recovery*: from the fault's end (Sentinel: the election) until each node's broadcasts\n")
 		p("reach the other's client again. *Lost*: broadcasts `Emit` accepted that the other node's client never got;\n")
 		p("*reported*: `Stats.PublishFailures` added on both nodes; *refused*: broadcasts `Emit` returned an error for.\n\n")
