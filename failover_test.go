@@ -227,7 +227,7 @@ func TestShardedFailoverOwnRooms(t *testing.T) {
 	opts := &redisadapter.Options{RequestTimeout: time.Second}
 	fleet := []*node{startNode(t, c, opts), startNode(t, c, opts), startNode(t, c, opts)}
 	const roomsPerNode = 16
-	p := newProbe(t, fleet, roomsPerNode)
+	p := newProbe(t, fleet, 12, roomsPerNode)
 	p.awaitSubscribed(t, c)
 	// Every node holds room channels on each of the three masters.
 	held := map[[2]int]bool{} // {node, port}

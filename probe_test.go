@@ -69,7 +69,7 @@ func TestProbeDetectsBlackhole(t *testing.T) {
 			eventually(t, "a probe came back", func() bool { return victim.a.Stats().ProbeLag > 0 })
 			require.NoError(t, victim.a.Ping(bg(t)))
 
-			px.Blackhole()
+			px.Blackhole(faultproxy.Both)
 			pingFailsWithin(t, victim.a, time.Now())
 			require.Positive(t, victim.a.Stats().ProbeFailures)
 			require.NoError(t, other.a.Ping(bg(t)), "the node outside the fault is healthy")

@@ -106,7 +106,7 @@ func recovery(b *testing.B, roomsPerNode int, setup func(*testing.B) (redisadapt
 		c, fault := setup(b)
 		opts := &redisadapter.Options{Key: "socket.io", RequestTimeout: time.Second}
 		fleet := []*node{startNode(b, c, opts), startNode(b, c, opts), startNode(b, c, opts)}
-		p := newProbe(b, fleet, roomsPerNode)
+		p := newProbe(b, fleet, 12, roomsPerNode)
 		p.awaitSubscribed(b, c)
 		p.start()
 		time.Sleep(time.Second) // steady traffic before the fault
@@ -152,6 +152,8 @@ type probe struct {
 	stopped chan struct{} // closed to stop reading
 	sender  sync.WaitGroup
 	readers sync.WaitGroup
+	drain   time.Duration // how long stop waits for the last broadcasts
+	once    sync.Once
 
 	mu   sync.Mutex
 	sent []sent               // by tick
@@ -165,12 +167,13 @@ type sent struct {
 }
 
 // newProbe connects one client to each node of fleet: with roomsPerNode
-// 0, into each of 12 posts; otherwise into roomsPerNode posts of its own.
-func newProbe(b testing.TB, fleet []*node, roomsPerNode int) *probe {
-	p := &probe{fleet: fleet, quiet: make(chan struct{}), stopped: make(chan struct{}), got: map[[3]int]time.Time{}}
+// 0, into each of shared posts; otherwise into roomsPerNode posts of its own.
+func newProbe(b testing.TB, fleet []*node, shared, roomsPerNode int) *probe {
+	p := &probe{fleet: fleet, quiet: make(chan struct{}), stopped: make(chan struct{}), got: map[[3]int]time.Time{},
+		drain: time.Second}
 	rooms := make([][]string, len(fleet))
 	if roomsPerNode == 0 {
-		p.posts = 12
+		p.posts = shared
 		for post := range p.posts {
 			p.members = append(p.members, nil)
 			for ci := range fleet {
@@ -256,17 +259,19 @@ func (p *probe) start() {
 	})
 }
 
-// stop stops broadcasting, gives the last broadcasts a second to arrive,
-// and stops reading.
+// stop stops broadcasting, gives the last broadcasts p.drain to arrive,
+// and stops reading; it does so once, however often it is called.
 func (p *probe) stop() {
-	close(p.quiet)
-	p.sender.Wait()
-	deadline := time.Now().Add(time.Second)
-	for l, _ := p.losses(); l > 0 && time.Now().Before(deadline); l, _ = p.losses() {
-		time.Sleep(time.Millisecond)
-	}
-	close(p.stopped)
-	p.readers.Wait()
+	p.once.Do(func() {
+		close(p.quiet)
+		p.sender.Wait()
+		deadline := time.Now().Add(p.drain)
+		for l, _ := p.losses(); l > 0 && time.Now().Before(deadline); l, _ = p.losses() {
+			time.Sleep(time.Millisecond)
+		}
+		close(p.stopped)
+		p.readers.Wait()
+	})
 }
 
 // flows returns, for each post, how long after since broadcasts emitted

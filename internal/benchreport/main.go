@@ -209,6 +209,35 @@ func report(results []result, get func(string, string) (float64, bool), env map[
 		}
 	}
 
+	if faults := names(results, "Faults/"); len(faults) > 0 {
+		p("\n## Faults\n\n")
+		p("The fault matrix of `faults_test.go`: two nodes on one Redis take turns broadcasting a numbered comment every\n")
+		p("20 ms to a room where each has a websocket client; the victim reaches Redis through a fault proxy. Network\n")
+		p("faults hit the victim alone, faults on Redis both nodes; each is held 3 s unless its name says otherwise (a reset,\n")
+		p("a kill and the output-buffer cut are instants; the Sentinel master is frozen until the election). *Detection*: from the\n")
+		p("fault's start until a node says so (`Ping` fails, or `Outages` or `ProbeFailures` rises; \"never\" for a\n")
+		p("fault it must ride out). *Recovery*: from the fault's end (Sentinel: the election) until each node's broadcasts\n")
+		p("reach the other's client again. *Lost*: broadcasts `Emit` accepted that the other node's client never got;\n")
+		p("*reported*: `Stats.PublishFailures` added on both nodes; *refused*: broadcasts `Emit` returned an error for.\n\n")
+		p("| fault | mode | detection | recovery | accepted | lost | reported | refused |\n|---|---|---|---|---|---|---|---|\n")
+		for _, name := range faults {
+			fault, mode, _ := strings.Cut(strings.TrimPrefix(name, "Faults/"), "/")
+			if _, ok := get(name, "detect-ms"); !ok {
+				continue // skipped under -short
+			}
+			detect := "never"
+			if d := m(name, "detect-ms"); d >= 0 {
+				detect = fmt.Sprintf("%.0f ms", d)
+			}
+			recovery := "not within 30 s"
+			if r := m(name, "recover-ms"); r >= 0 {
+				recovery = fmt.Sprintf("%.0f ms", r)
+			}
+			p("| %s | %s | %s | %s | %.0f | %.0f | %.0f | %.0f |\n", fault, mode, detect, recovery,
+				m(name, "accepted"), m(name, "lost"), m(name, "reported"), m(name, "refused"))
+		}
+	}
+
 	p("\n## Pub/sub or streams\n\n")
 	p("Fan-out: the fan-out case above (100 B, 10 clients on node B), pub/sub and streams mode side by side on one\n")
 	p("Redis (streams with a MaxLen above the burst: this measures throughput).\n\n")

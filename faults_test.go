@@ -1,0 +1,434 @@
+package redisadapter_test
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/blogstack/redisadapter"
+	"github.com/blogstack/redisadapter/internal/faultproxy"
+	"github.com/blogstack/redisadapter/internal/redistest"
+)
+
+// The fault matrix: each fault of issue 22, in each mode where it applies,
+// measured on one clock by one harness (runFault) that TestFaults bounds
+// and BenchmarkFaults reports.
+//
+// Two nodes: the victim reaches Redis through a fault proxy, the other
+// directly (with Sentinel, both through the sentinels). The nodes take
+// turns broadcasting a numbered comment every 20 ms to a room where each
+// has one websocket client. The proxy's faults hit the victim alone; the
+// faults on Redis hit both.
+
+// faultHold is how long a fault that is not instantaneous lasts, unless
+// the case says otherwise: longer than detection takes (about 1.2 s with
+// the default probe), so that the node has to notice.
+const faultHold = 3 * time.Second
+
+// faultEnv is one case's fleet and what the faults act on.
+type faultEnv struct {
+	srv           *redistest.Server      // standalone Redis
+	cluster       *redistest.ClusterSet  // cluster cases (the shared cluster)
+	set           *redistest.SentinelSet // Sentinel cases
+	px            *faultproxy.Proxy      // between the victim and Redis (standalone)
+	victim, other *node
+}
+
+// faultMode is a mode the adapter runs in, given the address of a
+// standalone Redis, the sentinel set or the cluster: a mode lacks the
+// topologies it does not run on.
+type faultMode struct {
+	name    string
+	conn    func(addr string) redisadapter.Connector
+	sent    func(set *redistest.SentinelSet) redisadapter.Connector
+	cluster func(set *redistest.ClusterSet) redisadapter.Connector
+}
+
+var (
+	faultClassic = faultMode{name: "classic",
+		conn: func(addr string) redisadapter.Connector { return redisadapter.Standalone{Addr: addr} },
+		sent: func(set *redistest.SentinelSet) redisadapter.Connector {
+			return redisadapter.Sentinel{MasterName: redistest.MasterName, Addrs: set.Addrs()}
+		}}
+	faultStreams = faultMode{name: "streams",
+		conn: func(addr string) redisadapter.Connector {
+			return redisadapter.Streams{Connector: redisadapter.Standalone{Addr: addr}}
+		},
+		sent: func(set *redistest.SentinelSet) redisadapter.Connector {
+			return redisadapter.Streams{Connector: redisadapter.Sentinel{MasterName: redistest.MasterName, Addrs: set.Addrs()}}
+		}}
+	// Sharded pub/sub runs on a cluster only, where a proxy cannot stand
+	// in front of the nodes (the cluster gives its nodes' own addresses):
+	// the faults on Redis apply.
+	faultSharded = faultMode{name: "sharded",
+		cluster: func(set *redistest.ClusterSet) redisadapter.Connector {
+			return redisadapter.Cluster{Addrs: set.Addrs(), Sharded: true}
+		}}
+)
+
+// faultCase is one fault: inject starts it, holds it and ends it, and
+// returns when it ended (with Sentinel, when the new master was elected).
+type faultCase struct {
+	name     string
+	modes    []faultMode
+	sentinel bool
+	long     bool // skipped under -short (CI runs the suite without it)
+	// quiet: the fault must not be taken for a dead connection (Ping never
+	// fails, nothing is lost or refused).
+	quiet bool
+	// broken, when set, says why the node does not recover from the fault
+	// yet: TestFaults skips the case, BenchmarkFaults reports it.
+	broken string
+	// detectWithin, when set, replaces the default bound on detection.
+	detectWithin time.Duration
+	inject       func(t testing.TB, e *faultEnv) time.Time
+}
+
+// hold lets a fault last d: the fault's length is what is measured, not a
+// condition to wait for.
+func hold(d time.Duration) time.Time {
+	time.Sleep(d)
+	return time.Now()
+}
+
+var faultCases = []faultCase{
+	// The victim still reads the other node's broadcasts: its probe is
+	// waited for as behind a burst (busyProbeWait ProbeTimeouts), so
+	// detection takes up to ProbeInterval + 5 x ProbeTimeout = 4.4 s, not
+	// 1.5 s, while its own broadcasts queue behind a PUBLISH that never
+	// answers (probe.go). Bounded here as it is; reported on issue 22.
+	{name: "blackhole-to-redis", modes: []faultMode{faultClassic, faultStreams}, detectWithin: 7 * time.Second, inject: func(t testing.TB, e *faultEnv) time.Time {
+		e.px.Blackhole(faultproxy.ToServer)
+		defer e.px.Heal()
+		return hold(faultHold)
+	}},
+	{name: "blackhole-from-redis", modes: []faultMode{faultClassic, faultStreams}, inject: func(t testing.TB, e *faultEnv) time.Time {
+		e.px.Blackhole(faultproxy.ToClient)
+		defer e.px.Heal()
+		return hold(faultHold)
+	}},
+	{name: "latency-200ms", modes: []faultMode{faultClassic, faultStreams}, quiet: true, inject: func(t testing.TB, e *faultEnv) time.Time {
+		e.px.Latency(200 * time.Millisecond)
+		defer e.px.Latency(0)
+		return hold(faultHold)
+	}},
+	{name: "reset", modes: []faultMode{faultClassic, faultStreams}, inject: func(t testing.TB, e *faultEnv) time.Time {
+		e.px.Reset()
+		return time.Now()
+	}},
+	// The victim keeps reading, slowly: its probe is waited for as behind
+	// a burst, and it rides the fault out with late deliveries.
+	{name: "slow-reader", modes: []faultMode{faultClassic, faultStreams}, quiet: true, inject: func(t testing.TB, e *faultEnv) time.Time {
+		e.px.SlowRead(1 << 10)
+		defer e.px.SlowRead(0)
+		return hold(faultHold)
+	}},
+	{name: "sigstop-3s", modes: []faultMode{faultClassic, faultStreams}, inject: func(t testing.TB, e *faultEnv) time.Time {
+		e.srv.Freeze(t)
+		defer e.srv.Thaw(t)
+		return hold(3 * time.Second)
+	}},
+	{name: "sigstop-15s", modes: []faultMode{faultClassic, faultStreams}, long: true, inject: func(t testing.TB, e *faultEnv) time.Time {
+		e.srv.Freeze(t)
+		defer e.srv.Thaw(t)
+		return hold(15 * time.Second)
+	}},
+	{name: "client-kill-pubsub", modes: []faultMode{faultClassic, faultStreams, faultSharded}, inject: func(t testing.TB, e *faultEnv) time.Time {
+		servers := []*redistest.Server{e.srv}
+		if e.cluster != nil {
+			servers = e.cluster.Nodes
+		}
+		for _, srv := range servers {
+			raw := rawClient(t, redisadapter.Standalone{Addr: srv.Addr()})
+			require.NoError(t, raw.Do(context.Background(), raw.B().ClientKill().TypePubsub().Build()).Error())
+		}
+		return time.Now()
+	}},
+	// Redis cuts off a subscriber whose output buffer passes the limit:
+	// the victim reads slowly (the proxy) while the other node bursts.
+	// Streams mode reads its broadcasts with XREAD, outside the pub/sub
+	// limit.
+	{name: "pubsub-output-limit", modes: []faultMode{faultClassic}, inject: func(t testing.TB, e *faultEnv) time.Time {
+		raw := rawClient(t, redisadapter.Standalone{Addr: e.srv.Addr()})
+		ctx := context.Background()
+		require.NoError(t, raw.Do(ctx, raw.B().ConfigSet().ParameterValue().
+			ParameterValue("client-output-buffer-limit", "pubsub 256kb 0 0").Build()).Error())
+		// Redis 7.0 has no INFO field counting the cuts: a subscriber
+		// connection gone from CLIENT LIST is one (nothing else closes it
+		// here). The victim hears of it only once the proxy has read what
+		// was queued before, or from its probe.
+		subscribers := func() map[string]bool {
+			list, err := raw.Do(ctx, raw.B().ClientList().Build()).ToString()
+			require.NoError(t, err)
+			ids := map[string]bool{}
+			for _, line := range strings.Split(list, "\n") {
+				if strings.Contains(line, " psub=1 ") {
+					ids[strings.Fields(strings.TrimPrefix(line, "txt:"))[0]] = true
+				}
+			}
+			return ids
+		}
+		before := subscribers()
+		require.NotEmpty(t, before)
+		cut := func() bool {
+			now := subscribers()
+			for id := range before {
+				if !now[id] {
+					return true
+				}
+			}
+			return false
+		}
+		e.px.SlowRead(1 << 10)
+		defer e.px.SlowRead(0)
+		burst := strings.Repeat("x", 1<<10)
+		for i := 0; !cut(); i++ {
+			require.Less(t, i, 100, "Redis never cut the slow subscriber off")
+			for range 100 {
+				_ = e.other.a.To("burst").Emit(ctx, "burst", burst)
+			}
+			// Paces the bursts. The other node may be cut off too (Valkey
+			// did): its failures are counted as reported.
+			_ = e.other.a.Flush(ctx)
+		}
+		return time.Now()
+	}},
+	// The master stops answering (SIGSTOP) long enough for the sentinels
+	// to elect its replica, then comes back with its connections open and
+	// is demoted to a replica: a node still on it would be connected to
+	// the wrong place.
+	{name: "sentinel-failover", modes: []faultMode{faultClassic, faultStreams}, sentinel: true,
+		broken: "the thawed old master says it is master for about 8 s before the sentinels demote it; nodes that reconnect to it meanwhile stay there: " +
+			"in some runs broadcasts do not flow both ways within 30 s, and accepted broadcasts are lost unreported (streams entries too) (issue 22)",
+		inject: func(t testing.TB, e *faultEnv) time.Time {
+			old := e.set.Master.Addr()
+			e.set.Master.Freeze(t)
+			elected := waitFor(t, "a new master elected", func() bool {
+				m, err := e.set.CurrentMaster(context.Background())
+				return err == nil && m != old
+			})
+			e.set.Master.Thaw(t)
+			return elected
+		}},
+}
+
+// faultResult is what one run of a case measured.
+type faultResult struct {
+	detected  time.Duration // from the fault's start until a node said so; -1: never
+	recovered time.Duration // from the fault's end until broadcasts flow again both ways; -1: not within 30 s
+	accepted  int           // broadcasts Emit returned nil for
+	refused   int           // broadcasts Emit returned an error for
+	lost      int           // accepted, never received by the other node's client
+	reported  int           // PublishFailures added on both nodes
+	probes    int           // ProbeFailures added on the victim
+	// lostOutside is how many of lost were emitted before the fault began
+	// or after it ended, broadcasts flowed again and neither node said
+	// anything was wrong any more: none should be.
+	lostOutside int
+}
+
+func (r faultResult) String() string {
+	never := func(d time.Duration) string {
+		if d < 0 {
+			return "never"
+		}
+		return d.Round(time.Millisecond).String()
+	}
+	return fmt.Sprintf("detected %s, recovered %s, accepted %d, refused %d, lost %d, reported failed %d, probes missed %d, lost outside the fault %d",
+		never(r.detected), never(r.recovered), r.accepted, r.refused, r.lost, r.reported, r.probes, r.lostOutside)
+}
+
+// runFault starts the case's fleet in mode, lets broadcasts flow, injects
+// the fault and measures it.
+func runFault(t testing.TB, fc faultCase, mode faultMode) faultResult {
+	t.Helper()
+	e := &faultEnv{}
+	switch {
+	case mode.cluster != nil:
+		e.cluster = sharedCluster(t)
+		e.victim = startNode(t, mode.cluster(e.cluster), nil)
+		e.other = startNode(t, mode.cluster(e.cluster), nil)
+	case fc.sentinel:
+		e.set = redistest.StartSentinel(t)
+		e.victim = startNode(t, mode.sent(e.set), nil)
+		e.other = startNode(t, mode.sent(e.set), nil)
+	default:
+		e.srv = redistest.Start(t)
+		e.px = faultproxy.Start(t, e.srv.Addr())
+		e.victim = startNode(t, mode.conn(e.px.Addr()), nil)
+		e.other = startNode(t, mode.conn(e.srv.Addr()), nil)
+	}
+	fleet := []*node{e.victim, e.other}
+	p := newProbe(t, fleet, 1, 0)
+	if mode.name == "streams" {
+		p.drain = 5 * time.Second // entries resent after the fault come late
+	}
+	p.start()
+	defer p.stop() // a failed run stops broadcasting too
+	started := time.Now()
+	waitFor(t, "broadcasts flow both ways", func() bool { _, ok := p.flowingBoth(started); return ok })
+	waitFor(t, "a probe came back", func() bool { return e.victim.a.Stats().ProbeLag > 0 })
+	// Counted from here: before, a room's channel may not be subscribed
+	// yet (sharded mode subscribes after the join).
+	steady := time.Now()
+	before := []redisadapter.Stats{e.victim.a.Stats(), e.other.a.Stats()}
+
+	// The watcher records when a node first said something was wrong (the
+	// victim, but a fault on Redis may hit the other node first: Valkey
+	// cut the other node off in the output-buffer case), and when one last
+	// did (Ping failing, an outage or a missed probe counted): a broadcast
+	// lost after that is lost silently.
+	var first, last atomic.Int64 // unix nanoseconds
+	stop := make(chan struct{})
+	var watch sync.WaitGroup
+	watch.Go(func() {
+		seen := slices.Clone(before)
+		for {
+			for i, n := range []*node{e.victim, e.other} {
+				s := n.a.Stats()
+				if n.a.Ping(context.Background()) != nil || s.Outages != seen[i].Outages || s.ProbeFailures != seen[i].ProbeFailures {
+					now := time.Now().UnixNano()
+					last.Store(now)
+					first.CompareAndSwap(0, now)
+				}
+				seen[i] = s
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	})
+	faultAt := time.Now()
+	ended := fc.inject(t, e)
+	recovered, ok := p.flowingBoth(ended)
+	for deadline := time.Now().Add(30 * time.Second); !ok && time.Now().Before(deadline); recovered, ok = p.flowingBoth(ended) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !ok {
+		recovered = -1 // never: reported, and failed by TestFaults
+	}
+	time.Sleep(time.Second) // steady traffic after the recovery
+	p.stop()
+	close(stop)
+	watch.Wait()
+
+	r := faultResult{detected: -1, recovered: recovered}
+	if at := first.Load(); at != 0 {
+		r.detected = time.Unix(0, at).Sub(faultAt)
+	}
+	quietAgain := ended.Add(max(recovered, 0))
+	if at := time.Unix(0, last.Load()); at.After(quietAgain) {
+		quietAgain = at
+	}
+	// A broadcast in flight when the fault began or a renewal happened
+	// (a few 20 ms ticks) counts as lost in the fault.
+	const inFlight = 100 * time.Millisecond
+	r.accepted, r.refused, r.lost, r.lostOutside = p.tally(steady, faultAt.Add(-inFlight), quietAgain.Add(inFlight))
+	after := []redisadapter.Stats{e.victim.a.Stats(), e.other.a.Stats()}
+	for i := range after {
+		r.reported += int(after[i].PublishFailures - before[i].PublishFailures)
+	}
+	r.probes = int(after[0].ProbeFailures - before[0].ProbeFailures)
+	return r
+}
+
+// flowingBoth returns how long after since a broadcast each node emitted
+// after since first reached the other node's client (the later of the
+// two), and whether both have.
+func (p *probe) flowingBoth(since time.Time) (time.Duration, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var latest time.Duration
+	for from := range p.fleet {
+		var first time.Duration = -1
+		for tick, s := range p.sent {
+			if s.from != from || s.at.Before(since) {
+				continue
+			}
+			for ci := range p.clients {
+				if at, ok := p.got[[3]int{tick, 0, ci}]; ci != from && ok {
+					first = at.Sub(since)
+				}
+			}
+			if first >= 0 {
+				break
+			}
+		}
+		if first < 0 {
+			return 0, false
+		}
+		latest = max(latest, first)
+	}
+	return latest, true
+}
+
+// tally counts the broadcasts emitted since steady: accepted, refused,
+// lost (accepted, not received by the other node's client), and of those
+// lost, the ones emitted outside [from, to].
+func (p *probe) tally(steady, from, to time.Time) (accepted, refused, lost, outside int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for tick, s := range p.sent {
+		switch {
+		case s.at.Before(steady):
+			continue
+		case !s.accepted[0]:
+			refused++
+			continue
+		}
+		accepted++
+		if _, got := p.got[[3]int{tick, 0, 1 - s.from}]; !got {
+			lost++
+			if s.at.Before(from) || s.at.After(to) {
+				outside++
+			}
+		}
+	}
+	return accepted, refused, lost, outside
+}
+
+// TestFaults runs the fault matrix. The bounds are generous, for a loaded
+// machine; BenchmarkFaults reports the figures.
+func TestFaults(t *testing.T) {
+	for _, fc := range faultCases {
+		for _, mode := range fc.modes {
+			t.Run(fc.name+"/"+mode.name, func(t *testing.T) {
+				if fc.long && testing.Short() {
+					t.Skip("a 15 s fault: runs without -short (CI does)")
+				}
+				// Each case has its own Redis, proxy and nodes; -parallel
+				// (GOMAXPROCS by default) bounds how many run at once.
+				t.Parallel()
+				if fc.broken != "" {
+					t.Skip("not recovered yet: " + fc.broken)
+				}
+				r := runFault(t, fc, mode)
+				t.Logf("%s", r)
+				if fc.quiet {
+					require.Equal(t, time.Duration(-1), r.detected, "a slow but working connection is not taken for a dead one")
+					require.Zero(t, r.lost, "nothing lost")
+					require.Zero(t, r.refused, "nothing refused")
+				} else {
+					require.GreaterOrEqual(t, r.detected, time.Duration(0), "no node said the fault happened")
+					require.Less(t, r.detected, cmp.Or(fc.detectWithin, detectWithin))
+				}
+				require.GreaterOrEqual(t, r.recovered, time.Duration(0), "broadcasts flow again")
+				require.Less(t, r.recovered, 2*wait, "broadcasts flow again")
+				require.Zero(t, r.lostOutside, "broadcasts lost outside the fault")
+				if mode.name == "streams" {
+					require.Zero(t, r.lost, "streams mode loses nothing it accepted")
+				}
+			})
+		}
+	}
+}
