@@ -296,12 +296,20 @@ func (a *Adapter) roomShardsDown() int {
 	return int(max(a.rooms.down.Load(), a.rooms.deadProbes.Load()))
 }
 
-// mayPublish is checkSubscribed for what a node publishes to the fleet
-// (the publisher's gate): the error also says it was not published
-// (ErrPublish).
+// mayPublish is the publisher's gate for what a node publishes to the
+// fleet: it refuses while a subscription is down, and while a delivery
+// probe is failing, until one comes back: the node's connections may be
+// on the wrong server (a demoted master that still answers), where a
+// publish would be accepted and reach nobody. The error also says it was
+// not published (ErrPublish).
 func (a *Adapter) mayPublish() error {
 	if err := a.checkSubscribed(); err != nil {
 		return errorf("%w: not published: %w", ErrPublish, err)
+	}
+	for _, p := range a.probes {
+		if p.dead.Load() {
+			return errorf("%w: not published: %w: namespace %q: the delivery probe did not come back: renewing the connections to Redis", ErrPublish, ErrUnavailable, p.ns.name)
+		}
 	}
 	return nil
 }

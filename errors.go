@@ -32,8 +32,8 @@ var (
 
 	// ErrPublish is returned when a message did not reach Redis, or will
 	// not: Redis was unreachable or refused it, the context ended first, the
-	// publish queue stayed full, or this node's subscriptions are down (then
-	// ErrUnavailable is wrapped too). Flush and Close return it for queued
+	// publish queue stayed full, or this node's subscriptions are down or
+	// its delivery probe is failing (then ErrUnavailable is wrapped too). Flush and Close return it for queued
 	// messages that failed. The cause is wrapped.
 	ErrPublish = errors.New("redisadapter: publish failed")
 

@@ -68,8 +68,8 @@ func (o BroadcastOperator) check() error {
 //
 // Errors: ErrPublish when the other nodes will not get the event (the
 // queue stayed full; the last batch failed, and then so did this one; or,
-// with ErrUnavailable, this node's subscriptions are down, except in
-// streams mode); ErrMessageTooLarge past Options.MaxMessageSize;
+// with ErrUnavailable, this node's subscriptions are down or its delivery
+// probe is failing, except in streams mode); ErrMessageTooLarge past Options.MaxMessageSize;
 // ErrClosed after Close; ErrUnknownNamespace.
 func (o BroadcastOperator) Emit(ctx context.Context, event string, args ...any) error {
 	if err := o.check(); err != nil {
