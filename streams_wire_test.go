@@ -179,7 +179,9 @@ func FuzzDecodeStreamEntry(f *testing.F) {
 	f.Add("u", "/", "3", `{"packet":{"type":2,"data":["e",1,{"b":[2.5,null],"a":"x"}]},"opts":{"rooms":["r"],"except":[],"flags":{}},"requestId":"q"}`)
 	f.Add("u", "/", "3", `{"packet":{"type":2,"data":["e"]}} {}`)
 	f.Add("u", "/", "4", `{"opts":{"rooms":["r"],"except":["x"]},"rooms":["a"]}`)
-	f.Add("u", "/", "3", "gqZwYWNrZXSCpHR5cGUCpGRhdGGSoWXEAQGkb3B0c8A=") // msgpack, opts nil
+	f.Add("u", "/", "3", "gqZwYWNrZXSCpHR5cGUCpGRhdGGSoWXEAQGkb3B0c8A=")     // msgpack, opts nil
+	f.Add("u", "/", "3", "gaZwYWNrZXSDpHR5cGUCo25zcAWkZGF0YZKhZcQBAQ==")     // msgpack, the packet's nsp a number
+	f.Add("u", "/", "3", "gaZwYWNrZXSCpHR5cGXLQAAAAAAAAACkZGF0YZKhZcQBAQ==") // msgpack, the packet's type 2.0
 	f.Fuzz(func(t *testing.T, uid, nsp, typ, data string) {
 		fields := map[string]string{"uid": uid, "nsp": nsp, "type": typ, "data": data}
 		e, err := decodeStreamEntry(fields)
