@@ -81,7 +81,7 @@ func decodeClassicBroadcast(msg string) (broadcastFrame, error) {
 	if f.uid, err = dec.str(); err != nil {
 		return f, malformed("broadcast uid: %v", err)
 	}
-	typ, err := decodePacket(dec, &f)
+	typ, err := decodePacket(dec, &f, true)
 	if err != nil {
 		return f, err
 	}
@@ -150,7 +150,7 @@ func decodeMsgpackRequest(msg string) (request, error) {
 			t, err = dec.DecodeInt()
 			r.typ = requestType(t)
 		case "packet":
-			_, err = decodePacket(dec, &r.frame)
+			_, err = decodePacket(dec, &r.frame, true)
 		case "opts":
 			r.frame.sel, err = decodeSelector(dec)
 		default:

@@ -138,6 +138,19 @@ func (d *decoder) str() (string, error) {
 	return d.s[start : start+n], err
 }
 
+// integer reads an integer, or a float that holds one: to JavaScript, and
+// so to Node's adapters, 2.0 is 2.
+func (d *decoder) integer() (int, error) {
+	if c, err := d.PeekCode(); err != nil || c != msgpcode.Float && c != msgpcode.Double {
+		return d.DecodeInt()
+	}
+	f, err := d.DecodeFloat64()
+	if err != nil || f != math.Trunc(f) || math.Abs(f) > math.MaxInt32 {
+		return 0, malformed("%v is not an integer", f)
+	}
+	return int(f), nil
+}
+
 // value decodes any value: numbers as int64, uint64 or float64, maps as
 // map[string]any, arrays as []any, strings (and map keys) as substrings of
 // the message, as str reads them: what value decodes is handed on and

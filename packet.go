@@ -41,14 +41,18 @@ func encodeOpts(enc *msgpack.Encoder, sel selector, timeoutMS int64) error {
 }
 
 // decodePacket reads a socket.io packet map {type, data, nsp} into f and
-// returns its type.
-func decodePacket(dec *decoder, f *broadcastFrame) (int, error) {
+// returns its type. With withNsp the packet's nsp ("/" when missing) is
+// the frame's; without, it is skipped, whatever it holds (a stream entry
+// names its namespace itself).
+func decodePacket(dec *decoder, f *broadcastFrame, withNsp bool) (int, error) {
 	n, err := dec.DecodeMapLen()
 	if err != nil || n < 0 {
 		return 0, malformed("packet is not a map")
 	}
 	typ, haveData := -1, false
-	f.nsp = "/"
+	if withNsp {
+		f.nsp = "/"
+	}
 	for range n {
 		key, err := dec.str()
 		if err != nil {
@@ -56,11 +60,16 @@ func decodePacket(dec *decoder, f *broadcastFrame) (int, error) {
 		}
 		switch key {
 		case "type":
-			if typ, err = dec.DecodeInt(); err != nil {
+			if typ, err = dec.integer(); err != nil {
 				return 0, malformed("packet type: %v", err)
 			}
 		case "nsp":
-			if f.nsp, err = dec.str(); err != nil {
+			if !withNsp {
+				err = dec.skip(0)
+			} else {
+				f.nsp, err = dec.str()
+			}
+			if err != nil {
 				return 0, malformed("packet nsp: %v", err)
 			}
 		case "data":

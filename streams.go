@@ -479,7 +479,6 @@ func decodeBinaryBroadcastData(data string, f *broadcastFrame) (string, error) {
 	if err != nil {
 		return "", malformed("broadcast entry data: %v", err)
 	}
-	nsp := f.nsp
 	dec := newDecoder(string(b))
 	defer dec.release()
 	n, err := dec.DecodeMapLen()
@@ -496,7 +495,7 @@ func decodeBinaryBroadcastData(data string, f *broadcastFrame) (string, error) {
 		switch key {
 		case "packet":
 			var typ int
-			if typ, err = decodePacket(dec, f); err == nil && typ != packetEvent && typ != packetBinaryEvent {
+			if typ, err = decodePacket(dec, f, false); err == nil && typ != packetEvent && typ != packetBinaryEvent {
 				err = malformed("packet type %d", typ)
 			}
 			havePacket = true
@@ -521,6 +520,5 @@ func decodeBinaryBroadcastData(data string, f *broadcastFrame) (string, error) {
 	if !havePacket {
 		return "", malformed("broadcast entry without packet")
 	}
-	f.nsp = nsp // the entry's, not the packet's
 	return id, nil
 }

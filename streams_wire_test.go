@@ -179,7 +179,9 @@ func FuzzDecodeStreamEntry(f *testing.F) {
 	f.Add("u", "/", "3", `{"packet":{"type":2,"data":["e",1,{"b":[2.5,null],"a":"x"}]},"opts":{"rooms":["r"],"except":[],"flags":{}},"requestId":"q"}`)
 	f.Add("u", "/", "3", `{"packet":{"type":2,"data":["e"]}} {}`)
 	f.Add("u", "/", "4", `{"opts":{"rooms":["r"],"except":["x"]},"rooms":["a"]}`)
-	f.Add("u", "/", "3", "gqZwYWNrZXSCpHR5cGUCpGRhdGGSoWXEAQGkb3B0c8A=") // msgpack, opts nil
+	f.Add("u", "/", "3", "gqZwYWNrZXSCpHR5cGUCpGRhdGGSoWXEAQGkb3B0c8A=")     // msgpack, opts nil
+	f.Add("u", "/", "3", "gaZwYWNrZXSDpHR5cGUCo25zcAWkZGF0YZKhZcQBAQ==")     // msgpack, the packet's nsp a number
+	f.Add("u", "/", "3", "gaZwYWNrZXSCpHR5cGXLQAAAAAAAAACkZGF0YZKhZcQBAQ==") // msgpack, the packet's type 2.0
 	f.Fuzz(func(t *testing.T, uid, nsp, typ, data string) {
 		fields := map[string]string{"uid": uid, "nsp": nsp, "type": typ, "data": data}
 		e, err := decodeStreamEntry(fields)
@@ -242,11 +244,12 @@ func FuzzDecodeStreamEntry(f *testing.F) {
 	})
 }
 
-// foldedKey reports whether a map of the data (v), of its packet or of its
-// opts has a key that matches a field's name only as encoding/json matches
-// them, ignoring case: read from msgpack, as Node reads it, it is not that
-// field.
-func foldedKey(v any, depth int) bool {
+// unlikeJSON reports whether msgpack data (v, decoded) holds what its
+// JSON rebuild read otherwise than Node reads the msgpack: a key of the
+// data, its packet or its opts that matches a field's name only as
+// encoding/json matches them, ignoring case; or binary (base64 text in
+// JSON) where Node expects a string: the requestId, a room, the event.
+func unlikeJSON(v any, depth int) bool {
 	m, ok := v.(map[string]any)
 	if !ok || depth > 1 {
 		return false
@@ -257,7 +260,24 @@ func foldedKey(v any, depth int) bool {
 				return true
 			}
 		}
-		if foldedKey(e, depth+1) {
+		var strs []any
+		switch x := e.(type) {
+		case []any:
+			strs = x
+			if k == "data" && len(x) > 0 {
+				strs = x[:1] // the event
+			}
+		default:
+			strs = []any{x}
+		}
+		if k == "requestId" || k == "rooms" || k == "except" || k == "data" {
+			for _, s := range strs {
+				if _, bin := s.([]byte); bin {
+					return true
+				}
+			}
+		}
+		if unlikeJSON(e, depth+1) {
 			return true
 		}
 	}
@@ -285,7 +305,7 @@ func entryAsJSON(fields map[string]string) (string, bool) {
 		v, err := dec.value(0)
 		_, peekErr := dec.PeekCode()
 		dec.release()
-		if err != nil || peekErr == nil || foldedKey(v, 0) {
+		if err != nil || peekErr == nil || unlikeJSON(v, 0) {
 			return "", false
 		}
 		if b, err = json.Marshal(v); err != nil {
