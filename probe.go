@@ -122,6 +122,7 @@ func probeNumber(payload string) (uint64, bool) {
 func (p *prober) run(ctx context.Context) {
 	o := p.a.opts
 	var lastClose time.Time // when the connections were last closed
+	var lastRole time.Time  // when the server's role was last checked (Sentinel)
 	for {
 		quiet := time.Since(time.Unix(0, p.lastProof.Load()))
 		if quiet < o.ProbeInterval {
@@ -149,6 +150,10 @@ func (p *prober) run(ctx context.Context) {
 			continue
 		}
 		lag, err := p.probe(ctx)
+		if err == nil && p.a.conns.sentinel && time.Since(lastRole) >= roleCheckInterval {
+			lastRole = time.Now()
+			err = p.checkRole(ctx)
+		}
 		if ctx.Err() != nil || errors.Is(err, ErrClosed) {
 			return // closing: the connections still send what is queued
 		}
@@ -163,7 +168,7 @@ func (p *prober) run(ctx context.Context) {
 		closed := p.a.conns.closeAll()
 		lastClose = time.Now()
 		if !p.dead.Swap(true) {
-			p.a.log.Warn("delivery probe did not come back: renewing the connections to Redis", "namespace", p.ns.name, "err", err, "closed", closed)
+			p.a.log.Warn("delivery not proven: renewing the connections to Redis", "namespace", p.ns.name, "err", err, "closed", closed)
 		} else {
 			p.a.log.Debug("delivery probe missed again", "namespace", p.ns.name, "err", err, "closed", closed)
 		}
@@ -173,6 +178,41 @@ func (p *prober) run(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// roleCheckInterval is how often a node of a Sentinel deployment asks the
+// server it publishes to for its role.
+const roleCheckInterval = time.Second
+
+// errNotMaster: the server a Sentinel client sends to is not the master.
+type errNotMaster struct{ role string }
+
+func (e errNotMaster) Error() string {
+	return "the server this node publishes to is a " + e.role + ", not the master"
+}
+
+// checkRole fails when the server the client sends to is not a master. A
+// probe cannot tell: after a failover, a node whose connections went back
+// to the old master while it still called itself master (it answers ROLE
+// "master" for seconds after it thaws or rejoins) stays there once it is
+// demoted, and a replica delivers what is published on it to its own
+// subscribers, the probe included, and to nobody else. rueidis moves to
+// the new master when its sentinel connection tells it, and that
+// connection is closed with the others when this check fails.
+func (p *prober) checkRole(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, p.a.opts.ProbeTimeout)
+	defer cancel()
+	role, err := p.a.client.Do(ctx, p.a.client.B().Role().Build()).ToArray()
+	if err != nil {
+		return err
+	}
+	if len(role) == 0 {
+		return errNotMaster{role: "server without a role"}
+	}
+	if r, _ := role[0].ToString(); r != "master" {
+		return errNotMaster{role: r}
+	}
+	return nil
 }
 
 // errProbeLost: the probe was published but did not come back in time.
