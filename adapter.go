@@ -154,6 +154,7 @@ func (a *Adapter) start(ctx context.Context) error {
 	}
 	a.spawn(func() { a.local.sweep(loopCtx) })
 	n := &node{uid: a.uid, client: a.client, in: a.in, loops: a.loops, log: a.log, stats: &a.stats,
+		probeInterval: a.opts.ProbeInterval, probeTimeout: a.opts.ProbeTimeout,
 		spawn: func(f func(context.Context)) bool { return a.spawn(func() { f(loopCtx) }) }}
 	if err := a.proto.start(ctx, n); err != nil {
 		return err
@@ -196,6 +197,9 @@ type node struct {
 	loops  supervisor
 	log    *slog.Logger
 	stats  *counters
+	// probeInterval and probeTimeout are Options': a loop of the mode's
+	// own proves its connection delivers on their clock.
+	probeInterval, probeTimeout time.Duration
 	// spawn runs f on a goroutine the adapter owns, with a context that
 	// ends when the adapter closes; false once it is closing.
 	spawn func(f func(ctx context.Context)) bool

@@ -27,9 +27,9 @@ type Options struct {
 	PublishQueue int
 	// Logger receives what the adapter drops and why. default: slog.Default()
 	Logger *slog.Logger
-	// ProbeInterval is how long a node's own channel (and each room channels' connection) may stay quiet before the node publishes a delivery probe on it (see Ping). default: 400ms
+	// ProbeInterval is how long a node's own channel (and each room channels' connection) may stay quiet before the node publishes a delivery probe on it (see Ping), and how long a stream reader's XREAD blocks. default: 400ms
 	ProbeInterval time.Duration
-	// ProbeTimeout is how long a probe may take to come back before the subscription connection is declared dead and renewed. default: 800ms
+	// ProbeTimeout is how long a probe (or a stream reader's XREAD, past its block time) may take to come back before the connection is declared dead and renewed. default: 800ms
 	ProbeTimeout time.Duration
 }
 

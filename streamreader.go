@@ -165,8 +165,13 @@ func (r *streamReader) forgetOldestProducer() {
 	delete(r.produced, oldest)
 }
 
-// blockTime is how long one XREAD waits for an entry (Node's blockTimeInMs).
-const blockTime = 5 * time.Second
+// errSilentReader: an XREAD BLOCK got no answer, not even the empty one
+// its block time ends with.
+type errSilentReader struct{ waited time.Duration }
+
+func (e errSilentReader) Error() string {
+	return "XREAD BLOCK got no answer within " + e.waited.String() + ": the connection is silent"
+}
 
 // run reads the stream until ctx ends, through the adapter's supervisor.
 func (r *streamReader) run(ctx context.Context) {
@@ -195,12 +200,32 @@ func (r *streamReader) read(ctx context.Context, up func()) error {
 		r.recheck = false
 	}
 	xctx := withConnKind(ctx, connStreamReader) // the connection XREAD BLOCK takes, for Stats
+	// The block time is the probe's interval, and an XREAD that has not
+	// answered long after it is on a silent connection (a dropped flow):
+	// each XREAD is this reader's delivery probe. As long as a busy
+	// namespace probe is waited for (busyProbeWait ProbeTimeouts): a reply
+	// that comes slowly (a slow link, a large batch) is not a silent one.
+	// A frozen Redis or a node cut off is found sooner by the namespace's
+	// probe, which closes this connection too. Node blocks for 5 s; only
+	// the idle cost differs (an empty XREAD each ProbeInterval), entries
+	// come as soon as they are added.
+	block := n.probeInterval
 	for {
-		cmd := n.client.B().Xread().Count(int64(r.p.readCount)).Block(blockTime.Milliseconds()).
+		cmd := n.client.B().Xread().Count(int64(r.p.readCount)).Block(block.Milliseconds()).
 			Streams().Key(r.stream).Id(r.offset).Build()
-		res, err := n.client.Do(xctx, cmd).AsXRead()
+		rctx, cancel := context.WithTimeout(xctx, block+busyProbeWait*n.probeTimeout)
+		res, err := n.client.Do(rctx, cmd).AsXRead()
+		silent := err != nil && rctx.Err() != nil
+		cancel()
 		if ctx.Err() != nil || errors.Is(err, rueidis.ErrClosing) {
 			return nil
+		}
+		if silent {
+			// rueidis closes a blocking command's connection when its
+			// context ends: the next attempt dials a fresh one.
+			n.stats.probeFailures.Add(1)
+			r.recheck = true
+			return errSilentReader{block + busyProbeWait*n.probeTimeout}
 		}
 		if err != nil && !rueidis.IsRedisNil(err) { // nil: the block time passed with nothing new
 			r.recheck = true
