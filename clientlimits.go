@@ -192,7 +192,7 @@ func (c *limitedConn) NextReader() (engineioframe.Type, packet.Type, io.ReadClos
 	if pt == packet.MESSAGE && ft == engineioframe.String {
 		if err := c.checkAttachments(lr.br); err != nil {
 			c.reject(err)
-			_ = r.Close()
+			_ = lr.Close() // the message, and its buffer back to the pool
 			return ft, pt, nil, err
 		}
 	}

@@ -8,9 +8,9 @@ package redisadapter
 // once, under the connection's write lock; it splits a message longer than
 // its write buffer into frames, and writes a frame carrying more than twice
 // that buffer in two), so each frame costs a write syscall however many
-// wait. ClientLimits.Transports
-// owns that net.Conn: its websocket transport (websocket.go) hijacks the
-// HTTP connection through a ResponseWriter that hands it a corkConn. While a socket's queue
+// wait. ClientLimits.Transports owns that net.Conn: its websocket
+// transport (websocket.go) hijacks the HTTP connection through a
+// ResponseWriter that hands it a corkConn. While a socket's queue
 // drain writes a run of frames the corkConn is corked: every write to it,
 // go-socket.io's own from other goroutines included (acks, pongs, its Emit
 // path), is appended to a buffer in the order it came, and uncorking

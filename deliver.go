@@ -150,9 +150,9 @@ func writeFrame(fw frameWriter, packet []byte, run *frameRun) {
 	if err != nil {
 		return
 	}
+	defer w.Close() // even if Write panics: the writer holds the connection's write lock
 	run.add(w)
 	_, _ = w.Write(packet)
-	_ = w.Close()
 }
 
 // frameRun is a run of frames written to one socket's connection: its

@@ -75,15 +75,15 @@ func unreachable(err error) error {
 }
 
 // refusal reports whether err is Redis refusing a command for good: the
-// user lacks the permission (NOPERM) or the server does not have the
-// command. Retrying it is pointless; a LOADING or CLUSTERDOWN is not one.
+// user lacks the permission (NOPERM) or the server (or a proxy) does not
+// have the command. Retrying it is pointless; a LOADING or CLUSTERDOWN is not one.
 func refusal(err error) bool {
 	re, ok := rueidis.IsRedisErr(err)
 	if !ok {
 		return false
 	}
 	msg := re.Error()
-	return strings.HasPrefix(msg, "NOPERM") || strings.HasPrefix(msg, "ERR unknown command")
+	return strings.HasPrefix(msg, "NOPERM") || strings.Contains(msg, "unknown command") || strings.Contains(msg, "unknown subcommand")
 }
 
 // errorf is fmt.Errorf for the errors the package returns: the message

@@ -35,12 +35,15 @@ package redisadapter
 // ("<key>-probe#<uid>#<n>#") whose slot that master serves, subscribed on
 // that connection only; a probe that does not come back renews that
 // connection alone (and counts in Stats.ProbeFailures; Ping fails until it
-// serves again). The stream readers are not probed; they are closed with
-// the rest when a namespace's probe fails.
+// serves again). A stream reader's XREAD is its probe, bounded in time
+// (streamreader.go); the readers are closed with the rest when a
+// namespace's probe fails. In a Sentinel deployment the prober also asks
+// for the server's role (checkRole).
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -122,7 +125,8 @@ func probeNumber(payload string) (uint64, bool) {
 func (p *prober) run(ctx context.Context) {
 	o := p.a.opts
 	var lastClose time.Time // when the connections were last closed
-	var lastRole time.Time  // when the server's role was last checked (Sentinel)
+	var lastRole time.Time  // when the server's role was last checked
+	checkRoles := p.a.conns.sentinel
 	for {
 		quiet := time.Since(time.Unix(0, p.lastProof.Load()))
 		if quiet < o.ProbeInterval {
@@ -150,9 +154,15 @@ func (p *prober) run(ctx context.Context) {
 			continue
 		}
 		lag, err := p.probe(ctx)
-		if err == nil && p.a.conns.sentinel && time.Since(lastRole) >= roleCheckInterval {
+		// After a failure the role is checked before the gate reopens: the
+		// renewed connections may have gone back to the same old master.
+		if err == nil && checkRoles && (p.dead.Load() || time.Since(lastRole) >= roleCheckInterval) {
 			lastRole = time.Now()
-			err = p.checkRole(ctx)
+			if err = p.checkRole(ctx); refusal(err) {
+				checkRoles = false // an ACL without ROLE: the probe alone, as before
+				p.a.log.Warn("the server refused ROLE: a node left on a demoted Sentinel master is not detected (allow +role to this user)", "err", err)
+				err = nil
+			}
 		}
 		if ctx.Err() != nil || errors.Is(err, ErrClosed) {
 			return // closing: the connections still send what is queued
@@ -188,7 +198,7 @@ const roleCheckInterval = time.Second
 type errNotMaster struct{ role string }
 
 func (e errNotMaster) Error() string {
-	return "the server this node publishes to is a " + e.role + ", not the master"
+	return "the server this node publishes to has the role " + e.role + ", not master"
 }
 
 // checkRole fails when the server the client sends to is not a master. A
@@ -209,8 +219,8 @@ func (p *prober) checkRole(ctx context.Context) error {
 	if len(role) == 0 {
 		return errNotMaster{role: "server without a role"}
 	}
-	if r, _ := role[0].ToString(); r != "master" {
-		return errNotMaster{role: r}
+	if r, err := role[0].ToString(); err != nil || r != "master" {
+		return errNotMaster{role: fmt.Sprintf("%q", r)}
 	}
 	return nil
 }

@@ -260,9 +260,14 @@ func (s *shard) serve(ctx context.Context, ready func()) error {
 			return err
 		}
 		if s.probing.Load() {
+			// serve waits for the prober: a kill after serve returned would
+			// mark a shard dead that nothing revives.
 			pctx, stop := context.WithCancel(ctx)
-			defer stop()
-			s.r.a.spawn(func() { s.probeLoop(pctx, probe, &lastRead, back, kill) })
+			done := make(chan struct{})
+			defer func() { stop(); <-done }()
+			if !s.r.a.spawn(func() { defer close(done); s.probeLoop(pctx, probe, &lastRead, back, kill) }) {
+				close(done)
+			}
 		}
 	}
 	s.todo = s.todo[:0]
@@ -356,7 +361,7 @@ func (s *shard) probeLoop(ctx context.Context, channel string, lastRead *atomic.
 			return
 		case errors.As(err, &lost):
 			s.r.a.stats.probeFailures.Add(1)
-			kill(fmt.Errorf("delivery probe: %w", err))
+			kill(errorf("delivery probe: %w", err))
 			return
 		case err != nil:
 			if !sleepCtx(ctx, o.ProbeInterval) {

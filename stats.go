@@ -32,7 +32,7 @@ type Stats struct {
 	StreamGaps uint64
 	// StreamDuplicates counts stream entries dropped as a second copy a publisher's resend left, in streams mode.
 	StreamDuplicates uint64
-	// ProbeFailures counts delivery probes that did not come back within Options.ProbeTimeout; each closed the node's connections to Redis, and its subscriptions were renewed on new ones (see Ping).
+	// ProbeFailures counts delivery checks that failed: a namespace's probe that did not come back within Options.ProbeTimeout (or, with Sentinel, a server that is not the master), which closed the node's connections to Redis so that its subscriptions were renewed on new ones (see Ping); a room channels' connection's probe, or a stream reader's XREAD that went unanswered, which renewed that connection alone.
 	ProbeFailures uint64
 	// ProbeLag is the round trip of the last delivery probe (publish to read back), the largest over the namespaces.
 	ProbeLag time.Duration

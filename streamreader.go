@@ -192,7 +192,7 @@ func (r *streamReader) read(ctx context.Context, up func()) error {
 	if r.recheck {
 		switch err := r.checkGap(ctx); {
 		case err == nil:
-		case commandRefused(err):
+		case refusal(err):
 			n.log.Warn("stream read again without checking it for a gap", "stream", r.stream, "err", err)
 		default:
 			return err
@@ -209,7 +209,7 @@ func (r *streamReader) read(ctx context.Context, up func()) error {
 	// probe, which closes this connection too. Node blocks for 5 s; only
 	// the idle cost differs (an empty XREAD each ProbeInterval), entries
 	// come as soon as they are added.
-	block := n.probeInterval
+	block := max(n.probeInterval, time.Millisecond) // BLOCK 0 would block for ever
 	for {
 		cmd := n.client.B().Xread().Count(int64(r.p.readCount)).Block(block.Milliseconds()).
 			Streams().Key(r.stream).Id(r.offset).Build()
@@ -277,17 +277,6 @@ func (r *streamReader) checkGap(ctx context.Context) error {
 			"stream", r.stream, "last_read", r.offset, "first_held", info.first)
 	}
 	return nil
-}
-
-// commandRefused reports whether Redis refused a command as such: not
-// allowed to this user, or unknown to it (a proxy).
-func commandRefused(err error) bool {
-	re, ok := rueidis.IsRedisErr(err)
-	if !ok {
-		return false
-	}
-	msg := re.Error()
-	return strings.HasPrefix(msg, "NOPERM") || strings.Contains(msg, "unknown command") || strings.Contains(msg, "unknown subcommand")
 }
 
 // idLess compares two stream ids "<ms>-<seq>"; an id that does not parse

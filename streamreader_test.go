@@ -25,14 +25,14 @@ func TestCommandRefused(t *testing.T) {
 	defer reader.Close()
 
 	noperm := reader.Do(ctx, reader.B().XinfoStream().Key("s").Build()).Error()
-	require.True(t, commandRefused(noperm), "%v", noperm)
+	require.True(t, refusal(noperm), "%v", noperm)
 	unknown := admin.Do(ctx, admin.B().Arbitrary("NOSUCHCOMMAND").Build()).Error()
-	require.True(t, commandRefused(unknown), "%v", unknown)
+	require.True(t, refusal(unknown), "%v", unknown)
 
 	// Not refusals of the command: the stream is checked once Redis lets it.
 	_, err = rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr()}, Username: "reader", Password: "wrong", DisableCache: true})
 	require.Error(t, err)
-	require.False(t, commandRefused(err), "%v", err)
-	require.False(t, commandRefused(context.DeadlineExceeded))
-	require.False(t, commandRefused(nil))
+	require.False(t, refusal(err), "%v", err)
+	require.False(t, refusal(context.DeadlineExceeded))
+	require.False(t, refusal(nil))
 }

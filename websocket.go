@@ -57,7 +57,7 @@ type wsConn struct {
 	url    url.URL
 	header http.Header
 
-	readMu sync.Mutex // gorilla allows one reader at a time
+	readMu sync.Mutex // gorilla allows one NextReader call at a time
 
 	// writeMu is held from NextWriter until its writer is closed, so that
 	// frames never interleave; gorilla allows one writer at a time, and
@@ -127,7 +127,8 @@ func (c *wsConn) NextWriter(ft engineioframe.Type, pt packet.Type) (io.WriteClos
 
 // wsWriter is the frame being written; Close sends it (or leaves it to the
 // run of frames that corked the connection) and lets the next frame be
-// written. A second Close does nothing. It has WriteByte because
+// written. It is closed exactly once and not used after: the next
+// NextWriter reuses it. It has WriteByte because
 // go-socket.io's packet encoder otherwise wraps each writer in a 4 KiB
 // bufio.Writer of its own: gorilla/websocket buffers the frame already.
 type wsWriter struct {
