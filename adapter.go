@@ -284,7 +284,7 @@ func (a *Adapter) Ping(ctx context.Context) error {
 	}
 	for _, p := range a.probes {
 		if !p.healthy() {
-			return fmt.Errorf("%w: namespace %q: the delivery probe did not come back within %v: renewing the connections to Redis", ErrUnavailable, p.ns.name, a.opts.ProbeTimeout)
+			return p.unproven()
 		}
 	}
 	return nil
@@ -312,7 +312,7 @@ func (a *Adapter) mayPublish() error {
 	}
 	for _, p := range a.probes {
 		if p.dead.Load() {
-			return errorf("%w: not published: %w: namespace %q: the delivery probe did not come back: renewing the connections to Redis", ErrPublish, ErrUnavailable, p.ns.name)
+			return errorf("%w: not published: %w", ErrPublish, p.unproven())
 		}
 	}
 	return nil

@@ -320,6 +320,14 @@ func (p *prober) lag() (last, median, maxLag time.Duration) {
 	return last, lags[len(lags)/2], lags[len(lags)-1]
 }
 
+// unproven is the error of an operation refused because the namespace's
+// delivery is not proven: what Ping, the publisher's gate and a broadcast
+// with acknowledgements say.
+func (p *prober) unproven() error {
+	return fmt.Errorf("%w: namespace %q: delivery not proven (no probe back within %v, or a Sentinel server that is not the master): renewing the connections to Redis",
+		ErrUnavailable, p.ns.name, p.a.opts.ProbeTimeout)
+}
+
 // healthy reports whether the namespace's subscription delivered lately:
 // the last probe did not fail, and the last proof is not older than the
 // longest a probe may take (the probe loop itself could be stuck).

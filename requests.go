@@ -393,7 +393,7 @@ func (a *Adapter) askWithin(ctx context.Context, ns *namespace, req request, lim
 		// acknowledgements. Subscriptions being renewed are waited for,
 		// within the requester's reachWithin.
 		if p := ns.probe; p != nil && !p.healthy() {
-			cause := fmt.Errorf("%w: the delivery probe did not come back", ErrUnavailable)
+			cause := p.unproven()
 			p, err := a.req.askWithin(ctx, ns.proto, a.subs, req, limit, false, clients, deliver)
 			if p == nil {
 				return nil, err
