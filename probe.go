@@ -16,11 +16,13 @@ package redisadapter
 // dropped by any of them that would. Any message read on the channel
 // proves delivery as well as a probe. While the namespace's subscriptions
 // keep reading other messages, a late probe is waited for longer (up to
-// busyProbeWait ProbeTimeouts): a connection busy with a burst is not a
-// silent one, and closing it would lose the burst. A probe that does not
-// come back
-// declares the node's connections dead: Ping fails, Stats.ProbeFailures
-// counts it, and every connection the client holds is closed, so that
+// busyProbeWait ProbeTimeouts) as long as Redis answers a PING on another
+// connection: a connection busy with a burst is not a silent one, and
+// closing it would lose the burst; one that still reads while nothing the
+// node sends reaches Redis (a blackhole one way) is. A probe that does not
+// come back declares the node's connections dead: Ping fails,
+// Stats.ProbeFailures counts it, and every connection the client holds is
+// closed, so that
 // rueidis dials fresh ones and the supervised subscriptions (receive.go)
 // are renewed on them (rueidis shares its connections between the
 // subscriptions and the commands: none of them can be closed alone, and a
@@ -141,8 +143,10 @@ func (p *prober) run(ctx context.Context) {
 			// probe, a renewal that does not complete is stuck on a
 			// connection dialed into the same fault (a handshake nobody
 			// answers, which rueidis gives up only after its dial
-			// timeout): those are closed too, each ProbeTimeout.
-			if p.dead.Load() && time.Since(lastClose) >= o.ProbeTimeout {
+			// timeout, and which a flow dropped by a NAT never answers
+			// even once the network is back): those are closed too,
+			// each renewalWait.
+			if p.dead.Load() && time.Since(lastClose) >= p.renewalWait() {
 				lastClose = time.Now()
 				if n := p.a.conns.closeAll(); n > 0 {
 					p.a.log.Debug("delivery probe: renewal stuck; closed the connections again", "namespace", p.ns.name, "closed", n)
@@ -190,6 +194,26 @@ func (p *prober) run(ctx context.Context) {
 	}
 }
 
+// renewalFloor is the least a renewal is given, after a failed probe,
+// before its connections are closed again (prober.renewalWait).
+const renewalFloor = 100 * time.Millisecond
+
+// renewalWait is how long a renewal after a failed probe may take before
+// it is taken for stuck: renewalRoundTrips of the probe's usual round trip
+// (a renewal is a dial, a handshake and the subscriptions' replies), at
+// least renewalFloor and at most ProbeTimeout. On a fast network a stuck
+// renewal is given up within about renewalFloor, so that a node follows a
+// healed network that quickly; over a slow one (the round trip's median
+// is hundreds of milliseconds) a renewal has the time it needs. While the
+// fault lasts this redials about once per renewalWait and minBackoff.
+func (p *prober) renewalWait() time.Duration {
+	_, median, _ := p.lag()
+	return min(max(renewalRoundTrips*median, renewalFloor), p.a.opts.ProbeTimeout)
+}
+
+// renewalRoundTrips is how many probe round trips a renewal may take.
+const renewalRoundTrips = 4
+
 // roleCheckInterval is how often a node of a Sentinel deployment asks the
 // server it publishes to for its role.
 const roleCheckInterval = time.Second
@@ -226,9 +250,17 @@ func (p *prober) checkRole(ctx context.Context) error {
 }
 
 // errProbeLost: the probe was published but did not come back in time.
-type errProbeLost struct{ timeout time.Duration }
+type errProbeLost struct {
+	timeout time.Duration
+	// unreached: the subscriptions kept reading, but Redis did not answer
+	// a PING on another connection either.
+	unreached bool
+}
 
 func (e errProbeLost) Error() string {
+	if e.unreached {
+		return "the probe did not come back within " + e.timeout.String() + ", and Redis did not answer a PING on another connection"
+	}
 	return "the probe did not come back within " + e.timeout.String()
 }
 
@@ -244,8 +276,25 @@ func (p *prober) probe(ctx context.Context) (time.Duration, error) {
 	p.waiting.Store(n)
 	defer p.waiting.Store(0)
 	m := message{channel: p.channel, payload: []byte(probePayload(n))}
+	var aside func(context.Context) error
+	if p.a.client.Mode() != rueidis.ClientModeCluster {
+		aside = p.a.pingAside
+	}
 	return p.a.probeRoundTrip(ctx, func(b rueidis.Builder) rueidis.Completed { return p.ns.proto.command(b, m, seqNo{}) },
-		n, p.back, p.reads.Load)
+		n, p.back, p.reads.Load, aside)
+}
+
+// pingAside sends a PING on a connection of the client's pool, not on the
+// pipelined one the probe and the subscriptions share: an error only when
+// Redis did not answer (an error reply is an answer).
+func (a *Adapter) pingAside(ctx context.Context) error {
+	dc, release := a.client.Dedicate() // may dial, bounded by rueidis's dial timeout
+	defer release()
+	err := dc.Do(ctx, dc.B().Ping().Build()).Error()
+	if _, answered := rueidis.IsRedisErr(err); answered {
+		return nil
+	}
+	return err
 }
 
 // probeRoundTrip publishes probe n with the command build makes and waits,
@@ -253,9 +302,15 @@ func (p *prober) probe(ctx context.Context) (time.Duration, error) {
 // (errProbeLost: published, not read back). While reads keeps changing
 // (the subscriptions read other messages) a late probe is waited for up to
 // busyProbeWait ProbeTimeouts: a connection busy with a burst is not a
-// silent one, and closing it would lose the burst.
-func (a *Adapter) probeRoundTrip(ctx context.Context, build func(rueidis.Builder) rueidis.Completed, n uint64, back <-chan uint64, reads func() uint64) (time.Duration, error) {
+// silent one, and closing it would lose the burst. But reads alone cannot
+// tell a reply queued behind a backlog from a PUBLISH that never reached
+// Redis (a connection blackholed one way still reads what others
+// publish): so, when aside is set, a probe late by ProbeTimeout/4 starts
+// aside (a PING on another connection), and each further ProbeTimeout is
+// waited for only if aside answered within the last one.
+func (a *Adapter) probeRoundTrip(ctx context.Context, build func(rueidis.Builder) rueidis.Completed, n uint64, back <-chan uint64, reads func() uint64, aside func(context.Context) error) (time.Duration, error) {
 	timeout := a.opts.ProbeTimeout
+	loopCtx := ctx
 	ctx, cancel := context.WithTimeout(ctx, busyProbeWait*timeout)
 	defer cancel()
 	start := time.Now()
@@ -270,6 +325,29 @@ func (a *Adapter) probeRoundTrip(ctx context.Context, build func(rueidis.Builder
 	if !a.spawnUntilClientCloses(func() { published <- a.client.Do(ctx, cmd).Error() }) {
 		return 0, ErrClosed
 	}
+	// The PING aside outlives the probe (bounded by ProbeTimeout): a
+	// connection it dials is kept for the next one rather than dropped
+	// half open when the probe comes back.
+	var asideAt <-chan time.Time
+	if aside != nil {
+		t := time.NewTimer(timeout / 4)
+		defer t.Stop()
+		asideAt = t.C
+	}
+	var answered <-chan error // the PING aside in flight
+	reached := false          // the last PING aside answered
+	ping := func() bool {
+		ch := make(chan error, 1)
+		answered, reached = ch, false
+		return a.spawnUntilClientCloses(func() {
+			pctx, cancel := context.WithTimeout(loopCtx, timeout)
+			defer cancel()
+			ch <- aside(pctx)
+		})
+	}
+	lost := func(unreached bool) error {
+		return errProbeLost{timeout: time.Since(start).Round(time.Millisecond), unreached: unreached}
+	}
 	for {
 		select {
 		case err := <-published:
@@ -281,14 +359,30 @@ func (a *Adapter) probeRoundTrip(ctx context.Context, build func(rueidis.Builder
 			if got == n {
 				return time.Since(start), nil
 			}
-		case <-tick.C:
-			if now := reads(); now != last {
-				last = now // busy: wait one more ProbeTimeout
-				continue
+		case <-asideAt:
+			asideAt = nil
+			if !ping() {
+				return 0, ErrClosed
 			}
-			return 0, errProbeLost{time.Since(start).Round(time.Millisecond)}
+		case err := <-answered:
+			answered, reached = nil, err == nil
+		case <-tick.C:
+			now := reads()
+			busy := now != last
+			last = now
+			switch {
+			case !busy:
+				return 0, lost(false)
+			case aside == nil:
+				continue // busy: wait one more ProbeTimeout
+			case !reached:
+				return 0, lost(true)
+			}
+			if !ping() { // busy, and Redis answers: once more
+				return 0, ErrClosed
+			}
 		case <-ctx.Done():
-			return 0, errProbeLost{time.Since(start).Round(time.Millisecond)}
+			return 0, lost(false)
 		}
 	}
 }

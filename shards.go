@@ -354,7 +354,7 @@ func (s *shard) probeLoop(ctx context.Context, channel string, lastRead *atomic.
 		}
 		_, err := s.r.a.probeRoundTrip(ctx, func(b rueidis.Builder) rueidis.Completed {
 			return s.r.rc.publishRoom(b, channel, probePayload(n))
-		}, n, back, reads)
+		}, n, back, reads, nil)
 		var lost errProbeLost
 		switch {
 		case ctx.Err() != nil || errors.Is(err, ErrClosed):
