@@ -11,9 +11,9 @@ package redisadapter
 // opened on first use, which carry the commands and every SUBSCRIBE,
 // PSUBSCRIBE and SSUBSCRIBE the adapter keeps (a subscription rides on a
 // pipelined connection, it takes none of its own); a blocking command
-// (a stream reader's XREAD BLOCK) or Dedicate (the room channels' shards)
-// takes a connection of its own from a pool, which keeps it open, idle,
-// when it is given back; with Sentinel, one connection to one sentinel.
+// (a stream reader's XREAD BLOCK) or Dedicate (the room channels' shards,
+// the PING a late delivery probe sends aside) takes a connection of its
+// own from a pool, which keeps it open, idle, when it is given back; with Sentinel, one connection to one sentinel.
 //
 // The kinds: a stream reader's XREAD dials with a context that says so;
 // a shard counts the connection it holds; a connection whose address is
