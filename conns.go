@@ -53,15 +53,16 @@ type connCounter struct {
 	sentinel bool           // the client is a Sentinel client
 	rooms    atomic.Int64   // connections the room channels' shards hold
 
-	mu   sync.Mutex
-	open map[*countedConn]struct{}
+	mu      sync.Mutex
+	open    map[*countedConn]struct{}
+	dialing map[*context.CancelFunc]struct{} // the dials not connected yet
 }
 
 // dial is the client's DialCtxFn: rueidis's own dial, counted. The plain
 // connection is counted beneath TLS, so that closeAll never waits for a
 // peer that does not read (tls.Conn.Close writes an alert first).
 func (c *connCounter) dial(ctx context.Context, dst string, d *net.Dialer, cfg *tls.Config) (net.Conn, error) {
-	raw, err := d.DialContext(ctx, "tcp", dst)
+	raw, err := c.connect(ctx, dst, d)
 	if err != nil {
 		return nil, err
 	}
@@ -88,20 +89,48 @@ func (c *connCounter) dial(ctx context.Context, dst string, d *net.Dialer, cfg *
 	return tc, nil
 }
 
-// closeAll closes every connection open now and returns how many: the
-// delivery probe's way to make rueidis, which would keep a silent
-// connection open, dial afresh (probe.go).
+// connect dials dst; closeAll abandons it until it connects.
+func (c *connCounter) connect(ctx context.Context, dst string, d *net.Dialer) (net.Conn, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	c.mu.Lock()
+	if c.dialing == nil {
+		c.dialing = make(map[*context.CancelFunc]struct{})
+	}
+	c.dialing[&cancel] = struct{}{}
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.dialing, &cancel)
+		c.mu.Unlock()
+	}()
+	return d.DialContext(ctx, "tcp", dst)
+}
+
+// closeAll closes every connection open now, and abandons every dial not
+// connected yet, and returns how many: the delivery probe's way to make
+// rueidis, which would keep a silent connection open, dial afresh
+// (probe.go). A dial abandoned is sent again: in a network that drops
+// everything, a dial waits for its SYN, resent one, three, seven seconds
+// later, and a fresh one finds the network back sooner.
 func (c *connCounter) closeAll() int {
 	c.mu.Lock()
 	open := make([]*countedConn, 0, len(c.open))
 	for cc := range c.open {
 		open = append(open, cc)
 	}
+	dialing := make([]context.CancelFunc, 0, len(c.dialing))
+	for cancel := range c.dialing {
+		dialing = append(dialing, *cancel)
+	}
 	c.mu.Unlock()
+	for _, cancel := range dialing {
+		cancel()
+	}
 	for _, cc := range open {
 		_ = cc.Close()
 	}
-	return len(open)
+	return len(open) + len(dialing)
 }
 
 // connCounts are the open connections by kind.

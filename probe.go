@@ -22,11 +22,11 @@ package redisadapter
 // node sends reaches Redis (a blackhole one way) is. A probe that does not
 // come back declares the node's connections dead: Ping fails,
 // Stats.ProbeFailures counts it, and every connection the client holds is
-// closed, so that
-// rueidis dials fresh ones and the supervised subscriptions (receive.go)
-// are renewed on them (rueidis shares its connections between the
-// subscriptions and the commands: none of them can be closed alone, and a
-// connection that stopped delivering is not trusted with publishes either).
+// closed, so that rueidis dials fresh ones and the supervised
+// subscriptions (receive.go) are renewed on them (rueidis shares its
+// connections between the subscriptions and the commands: none of them
+// can be closed alone, and a connection that stopped delivering is not
+// trusted with publishes either).
 //
 // In standalone and Sentinel deployments every subscription of a node but
 // the room channels' (classic RoomSubscriptions) shares one connection, the
@@ -205,7 +205,8 @@ const renewalFloor = 100 * time.Millisecond
 // renewal is given up within about renewalFloor, so that a node follows a
 // healed network that quickly; over a slow one (the round trip's median
 // is hundreds of milliseconds) a renewal has the time it needs. While the
-// fault lasts this redials about once per renewalWait and minBackoff.
+// fault lasts, the node dials about once per renewalWait plus the
+// renewal's back-off.
 func (p *prober) renewalWait() time.Duration {
 	_, median, _ := p.lag()
 	return min(max(renewalRoundTrips*median, renewalFloor), p.a.opts.ProbeTimeout)
