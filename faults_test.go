@@ -11,9 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/rueidis"
 	"github.com/stretchr/testify/require"
 
 	"github.com/blogstack/redisadapter"
+	"github.com/blogstack/redisadapter/internal/await"
 	"github.com/blogstack/redisadapter/internal/faultproxy"
 	"github.com/blogstack/redisadapter/internal/redistest"
 )
@@ -152,6 +154,37 @@ var faultCases = []faultCase{
 		}
 		return time.Now()
 	}},
+	// The victim's stream reader's connection alone goes silent, in both
+	// directions: the namespace's probe, on the pub/sub connection, keeps
+	// coming back, so only the reader's own bound on its XREAD BLOCK
+	// (ProbeInterval + busyProbeWait ProbeTimeouts, 4.4 s) finds it. The
+	// fault lasts until the reader gave the connection up (rueidis closes
+	// it) and blocks on another: it reads from its last entry, so nothing
+	// the other node published meanwhile is lost.
+	{name: "blackhole-stream-reader", modes: []faultMode{faultStreams}, detectWithin: 10 * time.Second, inject: func(t testing.TB, e *faultEnv) time.Time {
+		raw := rawClient(t, redisadapter.Standalone{Addr: e.srv.Addr()})
+		before := e.victim.a.Stats().ProbeFailures
+		var silenced string
+		await.True(t, wait, 10*time.Millisecond, "the victim's stream reader blocked in XREAD, silenced", func() bool {
+			for _, addr := range blockedInXread(t, raw) {
+				if e.px.BlackholeConn(addr, faultproxy.Both) { // the other node's reader is not the proxy's
+					silenced = addr
+					return true
+				}
+			}
+			return false
+		})
+		start := time.Now()
+		await.True(t, 4*wait, 10*time.Millisecond, "the silent reader connection given up", func() bool {
+			return e.victim.a.Stats().ProbeFailures > before && e.px.Silent() == 0
+		})
+		renewed := time.Now()
+		t.Logf("the victim's reader gave its silent connection up %v after it went silent", renewed.Sub(start).Round(time.Millisecond))
+		await.True(t, wait, 10*time.Millisecond, "the victim's reader blocked in XREAD on another connection", func() bool {
+			return len(blockedInXread(t, raw)) == 2 && !slices.Contains(blockedInXread(t, raw), silenced)
+		})
+		return renewed
+	}},
 	// Redis cuts off a subscriber whose output buffer passes the limit:
 	// the victim reads slowly (the proxy) while the other node bursts.
 	// Streams mode reads its broadcasts with XREAD, outside the pub/sub
@@ -219,6 +252,26 @@ var faultCases = []faultCase{
 			e.set.Master.Thaw(t)
 			return elected
 		}},
+}
+
+// blockedInXread returns the addresses of the clients blocked in XREAD,
+// as CLIENT LIST gives them: the stream readers' connections.
+func blockedInXread(t testing.TB, raw rueidis.Client) []string {
+	list, err := raw.Do(context.Background(), raw.B().ClientList().Build()).ToString()
+	require.NoError(t, err)
+	var addrs []string
+	for _, line := range strings.Split(strings.TrimPrefix(list, "txt:"), "\n") {
+		fields := map[string]string{}
+		for _, f := range strings.Fields(line) {
+			if k, v, ok := strings.Cut(f, "="); ok {
+				fields[k] = v
+			}
+		}
+		if fields["cmd"] == "xread" && strings.Contains(fields["flags"], "b") {
+			addrs = append(addrs, fields["addr"])
+		}
+	}
+	return addrs
 }
 
 // faultResult is what one run of a case measured.
