@@ -89,6 +89,10 @@ type faultCase struct {
 	// broken, when set, says why the node does not recover from the fault
 	// yet: TestFaults skips the case, BenchmarkFaults reports it.
 	broken string
+	// ownCluster: the fault changes the cluster (a node frozen, its
+	// configuration), so the case has a cluster of its own, not the one
+	// the package's tests share.
+	ownCluster bool
 	// detectWithin, when set, replaces the default bound on detection.
 	detectWithin time.Duration
 	inject       func(t testing.TB, e *faultEnv) time.Time
@@ -234,6 +238,76 @@ var faultCases = []faultCase{
 		}
 		return time.Now()
 	}},
+	// Sharded pub/sub: the master serving the room's channel freezes for
+	// 500 ms, below the cluster's node timeout (1 s) and the probe's wait
+	// (800 ms): no failover, and the nodes ride it out with late
+	// deliveries.
+	{name: "sigstop-500ms-room-master", modes: []faultMode{faultSharded}, ownCluster: true, quiet: true, inject: func(t testing.TB, e *faultEnv) time.Time {
+		master := slotOwner(t, e.cluster, defaultNames.room("/", "post:0"))
+		require.NotNil(t, master)
+		master.Freeze(t)
+		defer master.Thaw(t)
+		return hold(500 * time.Millisecond)
+	}},
+	// Sharded pub/sub: the master serving the room's channel freezes for
+	// 3 s, longer than the cluster's node timeout (1 s), so its replica is
+	// promoted meanwhile; thawed, it learns it was replaced and serves as
+	// a replica. The nodes' room connections to it go silent: each node's
+	// probe on that connection finds it, and renews it on the new master.
+	{name: "sigstop-3s-room-master", modes: []faultMode{faultSharded}, ownCluster: true, inject: func(t testing.TB, e *faultEnv) time.Time {
+		master := slotOwner(t, e.cluster, defaultNames.room("/", "post:0"))
+		require.NotNil(t, master)
+		master.Freeze(t)
+		defer master.Thaw(t)
+		return hold(3 * time.Second)
+	}},
+	// Sharded pub/sub: Redis cuts off a shard channel's subscribers whose
+	// output buffer passes the pubsub class's limit (SSUBSCRIBE makes a
+	// client a pub/sub one, as SUBSCRIBE does). No proxy can slow a
+	// cluster's subscriber down, so a message larger than the limit does
+	// it: Redis queues it to every subscriber of the room's channel (both
+	// nodes) before writing, and closes them all.
+	{name: "pubsub-output-limit", modes: []faultMode{faultSharded}, ownCluster: true, inject: func(t testing.TB, e *faultEnv) time.Time {
+		ctx := context.Background()
+		channel := defaultNames.room("/", "post:0")
+		master := slotOwner(t, e.cluster, channel)
+		require.NotNil(t, master)
+		for _, srv := range e.cluster.Nodes {
+			raw := rawClient(t, redisadapter.Standalone{Addr: srv.Addr()})
+			require.NoError(t, raw.Do(ctx, raw.B().ConfigSet().ParameterValue().
+				ParameterValue("client-output-buffer-limit", "pubsub 64kb 0 0").Build()).Error())
+		}
+		raw := rawClient(t, redisadapter.Standalone{Addr: master.Addr()})
+		shardSubscribers := func() map[string]bool {
+			list, err := raw.Do(ctx, raw.B().ClientList().Build()).ToString()
+			require.NoError(t, err)
+			ids := map[string]bool{}
+			for _, line := range strings.Split(list, "\n") {
+				if strings.Contains(line, " ssub=") && !strings.Contains(line, " ssub=0 ") {
+					ids[strings.Fields(strings.TrimPrefix(line, "txt:"))[0]] = true
+				}
+			}
+			return ids
+		}
+		// The nodes' other shard channels on this master (the namespace's,
+		// a node's own) are on connections of their own, and not cut.
+		before := shardSubscribers()
+		n, err := raw.Do(ctx, raw.B().PubsubShardnumsub().Channel(channel).Build()).AsIntMap()
+		require.NoError(t, err)
+		require.EqualValues(t, 2, n[channel], "both nodes subscribe to the room's channel")
+		require.NoError(t, raw.Do(ctx, raw.B().Spublish().Channel(channel).Message(strings.Repeat("x", 256<<10)).Build()).Error())
+		at := time.Now()
+		await.True(t, wait, 10*time.Millisecond, "Redis cut the room's subscribers off", func() bool {
+			now, gone := shardSubscribers(), 0
+			for id := range before {
+				if !now[id] {
+					gone++
+				}
+			}
+			return gone >= 2
+		})
+		return at
+	}},
 	// The master stops answering (SIGSTOP) long enough for the sentinels
 	// to elect its replica, then comes back with its connections open and
 	// is demoted to a replica: a node still on it would be connected to
@@ -306,6 +380,10 @@ func runFault(t testing.TB, fc faultCase, mode faultMode) faultResult {
 	t.Helper()
 	e := &faultEnv{}
 	switch {
+	case mode.cluster != nil && fc.ownCluster:
+		e.cluster = redistest.StartCluster(t)
+		e.victim = startNode(t, mode.cluster(e.cluster), nil)
+		e.other = startNode(t, mode.cluster(e.cluster), nil)
 	case mode.cluster != nil:
 		e.cluster = sharedCluster(t)
 		e.victim = startNode(t, mode.cluster(e.cluster), nil)
