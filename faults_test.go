@@ -242,25 +242,13 @@ var faultCases = []faultCase{
 	// 500 ms, below the cluster's node timeout (1 s) and the probe's wait
 	// (800 ms): no failover, and the nodes ride it out with late
 	// deliveries.
-	{name: "sigstop-500ms-room-master", modes: []faultMode{faultSharded}, ownCluster: true, quiet: true, inject: func(t testing.TB, e *faultEnv) time.Time {
-		master := slotOwner(t, e.cluster, defaultNames.room("/", "post:0"))
-		require.NotNil(t, master)
-		master.Freeze(t)
-		defer master.Thaw(t)
-		return hold(500 * time.Millisecond)
-	}},
+	{name: "sigstop-500ms-room-master", modes: []faultMode{faultSharded}, ownCluster: true, quiet: true, inject: freezeRoomMaster(500 * time.Millisecond)},
 	// Sharded pub/sub: the master serving the room's channel freezes for
 	// 3 s, longer than the cluster's node timeout (1 s), so its replica is
 	// promoted meanwhile; thawed, it learns it was replaced and serves as
 	// a replica. The nodes' room connections to it go silent: each node's
 	// probe on that connection finds it, and renews it on the new master.
-	{name: "sigstop-3s-room-master", modes: []faultMode{faultSharded}, ownCluster: true, inject: func(t testing.TB, e *faultEnv) time.Time {
-		master := slotOwner(t, e.cluster, defaultNames.room("/", "post:0"))
-		require.NotNil(t, master)
-		master.Freeze(t)
-		defer master.Thaw(t)
-		return hold(3 * time.Second)
-	}},
+	{name: "sigstop-3s-room-master", modes: []faultMode{faultSharded}, ownCluster: true, inject: freezeRoomMaster(3 * time.Second)},
 	// Sharded pub/sub: Redis cuts off a shard channel's subscribers whose
 	// output buffer passes the pubsub class's limit (SSUBSCRIBE makes a
 	// client a pub/sub one, as SUBSCRIBE does). No proxy can slow a
@@ -346,6 +334,18 @@ func blockedInXread(t testing.TB, raw rueidis.Client) []string {
 		}
 	}
 	return addrs
+}
+
+// freezeRoomMaster is a fault that freezes the master serving the
+// channel of the probe's room (sharded) for d.
+func freezeRoomMaster(d time.Duration) func(testing.TB, *faultEnv) time.Time {
+	return func(t testing.TB, e *faultEnv) time.Time {
+		master := slotOwner(t, e.cluster, defaultNames.room("/", "post:0"))
+		require.NotNil(t, master)
+		master.Freeze(t)
+		defer master.Thaw(t)
+		return hold(d)
+	}
 }
 
 // faultResult is what one run of a case measured.
