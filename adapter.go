@@ -23,9 +23,9 @@ type Adapter struct {
 	uid    string
 	log    *slog.Logger
 	client rueidis.Client
-	// reroute.go: in a cluster with room channels, the client (as client),
-	// which sends a failed master's slots to the promoted replica before
-	// rueidis knows of it; nil otherwise
+	// reroute.go: in a cluster, the client (as client), which sends a
+	// failed master's slots to the promoted replica before rueidis knows
+	// of it; nil otherwise
 	reroute *rerouter
 	conns   *connCounter // conns.go: the client's connections, counted for Stats and closed by a failed probe
 	proto   protocol
@@ -87,8 +87,9 @@ func New(ctx context.Context, server *socketio.Server, c Connector, opts *Option
 	log := o.Logger.With("adapter", "redisadapter", "uid", uid)
 	proto := c.protocol(o.Key, uid)
 	var reroute *rerouter
-	if client.Mode() == rueidis.ClientModeCluster && proto.roomChannels() != nil {
-		reroute = newRerouter(client) // its room manager reads the slot map
+	if client.Mode() == rueidis.ClientModeCluster {
+		// The room manager reads the slot map for it, or followFailovers.
+		reroute = newRerouter(client)
 		client = reroute
 	}
 	a := &Adapter{
@@ -162,6 +163,8 @@ func (a *Adapter) start(ctx context.Context) error {
 	if rc := a.proto.roomChannels(); rc != nil {
 		a.rooms = newRoomSubs(loopCtx, a, rc)
 		a.spawn(a.rooms.run)
+	} else if a.reroute != nil {
+		a.spawn(func() { a.followFailovers(loopCtx) })
 	}
 
 	wait, cancel := context.WithTimeout(ctx, a.opts.RequestTimeout)

@@ -16,6 +16,10 @@ import "testing"
 // Run it alone with
 //
 //	go test -run '^$' -bench Faults -benchtime 1x .
+//
+// A case's name is "<fault>/<mode>": -bench 'Faults/.*/sharded' runs one
+// mode's cases (a pattern is matched level by level, so 'Faults/.*sharded'
+// matches none).
 func BenchmarkFaults(b *testing.B) {
 	for _, fc := range faultCases {
 		for _, mode := range fc.modes {

@@ -1,6 +1,7 @@
 package redisadapter_test
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -10,9 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/rueidis"
 	"github.com/stretchr/testify/require"
 
 	"github.com/blogstack/redisadapter"
+	"github.com/blogstack/redisadapter/internal/await"
 	"github.com/blogstack/redisadapter/internal/faultproxy"
 	"github.com/blogstack/redisadapter/internal/redistest"
 )
@@ -86,7 +89,13 @@ type faultCase struct {
 	// broken, when set, says why the node does not recover from the fault
 	// yet: TestFaults skips the case, BenchmarkFaults reports it.
 	broken string
-	inject func(t testing.TB, e *faultEnv) time.Time
+	// ownCluster: the fault changes the cluster (a node frozen, its
+	// configuration), so the case has a cluster of its own, not the one
+	// the package's tests share.
+	ownCluster bool
+	// detectWithin, when set, replaces the default bound on detection.
+	detectWithin time.Duration
+	inject       func(t testing.TB, e *faultEnv) time.Time
 }
 
 // hold lets a fault last d: the fault's length is what is measured, not a
@@ -147,6 +156,37 @@ var faultCases = []faultCase{
 		}
 		return time.Now()
 	}},
+	// The victim's stream reader's connection alone goes silent, in both
+	// directions: the namespace's probe, on the pub/sub connection, keeps
+	// coming back, so only the reader's own bound on its XREAD BLOCK
+	// (ProbeInterval + busyProbeWait ProbeTimeouts, 4.4 s) finds it. The
+	// fault lasts until the reader gave the connection up (rueidis closes
+	// it) and blocks on another: it reads from its last entry, so nothing
+	// the other node published meanwhile is lost.
+	{name: "blackhole-stream-reader", modes: []faultMode{faultStreams}, detectWithin: 10 * time.Second, inject: func(t testing.TB, e *faultEnv) time.Time {
+		raw := rawClient(t, redisadapter.Standalone{Addr: e.srv.Addr()})
+		before := e.victim.a.Stats().ProbeFailures
+		var silenced string
+		await.True(t, wait, 10*time.Millisecond, "the victim's stream reader blocked in XREAD, silenced", func() bool {
+			for _, addr := range blockedInXread(t, raw) {
+				if e.px.BlackholeConn(addr, faultproxy.Both) { // the other node's reader is not the proxy's
+					silenced = addr
+					return true
+				}
+			}
+			return false
+		})
+		start := time.Now()
+		await.True(t, 4*wait, 10*time.Millisecond, "the silent reader connection given up", func() bool {
+			return e.victim.a.Stats().ProbeFailures > before && e.px.Silent() == 0
+		})
+		renewed := time.Now()
+		t.Logf("the victim's reader gave its silent connection up %v after it went silent", renewed.Sub(start).Round(time.Millisecond))
+		await.True(t, wait, 10*time.Millisecond, "the victim's reader blocked in XREAD on another connection", func() bool {
+			return len(blockedInXread(t, raw)) == 2 && !slices.Contains(blockedInXread(t, raw), silenced)
+		})
+		return renewed
+	}},
 	// Redis cuts off a subscriber whose output buffer passes the limit:
 	// the victim reads slowly (the proxy) while the other node bursts.
 	// Streams mode reads its broadcasts with XREAD, outside the pub/sub
@@ -196,6 +236,64 @@ var faultCases = []faultCase{
 		}
 		return time.Now()
 	}},
+	// Sharded pub/sub: the master serving the room's channel freezes for
+	// 500 ms, below the cluster's node timeout (1 s) and the probe's wait
+	// (800 ms): no failover, and the nodes ride it out with late
+	// deliveries.
+	{name: "sigstop-500ms-room-master", modes: []faultMode{faultSharded}, ownCluster: true, quiet: true, inject: freezeRoomMaster(500 * time.Millisecond)},
+	// Sharded pub/sub: the master serving the room's channel freezes for
+	// 3 s, longer than the cluster's node timeout (1 s), so its replica is
+	// promoted meanwhile; thawed, it learns it was replaced and serves as
+	// a replica. The nodes' room connections to it go silent: each node's
+	// probe on that connection finds it, and renews it on the new master.
+	{name: "sigstop-3s-room-master", modes: []faultMode{faultSharded}, ownCluster: true, inject: freezeRoomMaster(3 * time.Second)},
+	// Sharded pub/sub: Redis cuts off a shard channel's subscribers whose
+	// output buffer passes the pubsub class's limit (SSUBSCRIBE makes a
+	// client a pub/sub one, as SUBSCRIBE does). No proxy can slow a
+	// cluster's subscriber down, so a message larger than the limit does
+	// it: Redis queues it to every subscriber of the room's channel (both
+	// nodes) before writing, and closes them all.
+	{name: "pubsub-output-limit", modes: []faultMode{faultSharded}, ownCluster: true, inject: func(t testing.TB, e *faultEnv) time.Time {
+		ctx := context.Background()
+		channel := defaultNames.room("/", "post:0")
+		master := slotOwner(t, e.cluster, channel)
+		require.NotNil(t, master)
+		for _, srv := range e.cluster.Nodes {
+			raw := rawClient(t, redisadapter.Standalone{Addr: srv.Addr()})
+			require.NoError(t, raw.Do(ctx, raw.B().ConfigSet().ParameterValue().
+				ParameterValue("client-output-buffer-limit", "pubsub 64kb 0 0").Build()).Error())
+		}
+		raw := rawClient(t, redisadapter.Standalone{Addr: master.Addr()})
+		shardSubscribers := func() map[string]bool {
+			list, err := raw.Do(ctx, raw.B().ClientList().Build()).ToString()
+			require.NoError(t, err)
+			ids := map[string]bool{}
+			for _, line := range strings.Split(list, "\n") {
+				if strings.Contains(line, " ssub=") && !strings.Contains(line, " ssub=0 ") {
+					ids[strings.Fields(strings.TrimPrefix(line, "txt:"))[0]] = true
+				}
+			}
+			return ids
+		}
+		// The nodes' other shard channels on this master (the namespace's,
+		// a node's own) are on connections of their own, and not cut.
+		before := shardSubscribers()
+		n, err := raw.Do(ctx, raw.B().PubsubShardnumsub().Channel(channel).Build()).AsIntMap()
+		require.NoError(t, err)
+		require.EqualValues(t, 2, n[channel], "both nodes subscribe to the room's channel")
+		require.NoError(t, raw.Do(ctx, raw.B().Spublish().Channel(channel).Message(strings.Repeat("x", 256<<10)).Build()).Error())
+		at := time.Now()
+		await.True(t, wait, 10*time.Millisecond, "Redis cut the room's subscribers off", func() bool {
+			now, gone := shardSubscribers(), 0
+			for id := range before {
+				if !now[id] {
+					gone++
+				}
+			}
+			return gone >= 2
+		})
+		return at
+	}},
 	// The master stops answering (SIGSTOP) long enough for the sentinels
 	// to elect its replica, then comes back with its connections open and
 	// is demoted to a replica: a node still on it would be connected to
@@ -214,6 +312,38 @@ var faultCases = []faultCase{
 			e.set.Master.Thaw(t)
 			return elected
 		}},
+}
+
+// blockedInXread returns the addresses of the clients blocked in XREAD,
+// as CLIENT LIST gives them: the stream readers' connections.
+func blockedInXread(t testing.TB, raw rueidis.Client) []string {
+	list, err := raw.Do(context.Background(), raw.B().ClientList().Build()).ToString()
+	require.NoError(t, err)
+	var addrs []string
+	for _, line := range strings.Split(strings.TrimPrefix(list, "txt:"), "\n") {
+		fields := map[string]string{}
+		for _, f := range strings.Fields(line) {
+			if k, v, ok := strings.Cut(f, "="); ok {
+				fields[k] = v
+			}
+		}
+		if fields["cmd"] == "xread" && strings.Contains(fields["flags"], "b") {
+			addrs = append(addrs, fields["addr"])
+		}
+	}
+	return addrs
+}
+
+// freezeRoomMaster is a fault that freezes the master serving the
+// channel of the probe's room (sharded) for d.
+func freezeRoomMaster(d time.Duration) func(testing.TB, *faultEnv) time.Time {
+	return func(t testing.TB, e *faultEnv) time.Time {
+		master := slotOwner(t, e.cluster, defaultNames.room("/", "post:0"))
+		require.NotNil(t, master)
+		master.Freeze(t)
+		defer master.Thaw(t)
+		return hold(d)
+	}
 }
 
 // faultResult is what one run of a case measured.
@@ -248,6 +378,10 @@ func runFault(t testing.TB, fc faultCase, mode faultMode) faultResult {
 	t.Helper()
 	e := &faultEnv{}
 	switch {
+	case mode.cluster != nil && fc.ownCluster:
+		e.cluster = redistest.StartCluster(t)
+		e.victim = startNode(t, mode.cluster(e.cluster), nil)
+		e.other = startNode(t, mode.cluster(e.cluster), nil)
 	case mode.cluster != nil:
 		e.cluster = sharedCluster(t)
 		e.victim = startNode(t, mode.cluster(e.cluster), nil)
@@ -416,7 +550,7 @@ func TestFaults(t *testing.T) {
 					require.Zero(t, r.refused, "nothing refused")
 				} else {
 					require.GreaterOrEqual(t, r.detected, time.Duration(0), "no node said the fault happened")
-					require.Less(t, r.detected, detectWithin)
+					require.Less(t, r.detected, cmp.Or(fc.detectWithin, detectWithin))
 				}
 				require.GreaterOrEqual(t, r.recovered, time.Duration(0), "broadcasts flow again")
 				require.Less(t, r.recovered, 2*wait, "broadcasts flow again")

@@ -14,7 +14,10 @@ package redisadapter
 // another master than the read before, the rerouter sends the commands of
 // those slots to the new master's node client (rueidis's own connection
 // to it) until rueidis routes them there too, which the manager checks
-// with a harmless command keyed by one such slot.
+// with a harmless command keyed by one such slot. A node without a room
+// manager (classic mode without RoomSubscriptions) runs followFailovers
+// instead, which reads the map the same way while its publishes or
+// subscriptions are down.
 
 import (
 	"context"
@@ -195,4 +198,47 @@ func (r *rerouter) check(ctx context.Context, key string) bool {
 		r.mu.Unlock()
 	}
 	return len(r.routes) > 0
+}
+
+// followInterval is how often followFailovers looks at the node's state:
+// what it reads is in memory, until a publish or a subscription fails.
+const followInterval = 10 * time.Millisecond
+
+// followFailovers does for a node without a room manager what the manager
+// does for the rerouter: it reads the slot map once, then again, with the
+// manager's back-off, while the last batch of publishes reached no master
+// or a subscription is down (a master may be away), and reroutes the
+// slots a read shows with a new master; while some are rerouted, it checks
+// rueidis's route every roomSyncInterval. It runs until ctx ends.
+func (a *Adapter) followFailovers(ctx context.Context) {
+	tick := time.NewTicker(followInterval)
+	defer tick.Stop()
+	var slots []string
+	var next, lastRead, lastCheck time.Time
+	wait := backoff{min: minSlotsBackoff, max: maxSlotsBackoff}
+	rerouting := false
+	for {
+		now := time.Now()
+		if rerouting && now.Sub(lastCheck) >= roomSyncInterval {
+			lastCheck = now
+			rerouting = a.reroute.check(ctx, a.opts.Key)
+		}
+		if (slots == nil || a.pub.isDown() || !a.subs.isLive()) && !now.Before(next) {
+			if now.Sub(lastRead) > maxSlotsBackoff {
+				wait.reset()
+			}
+			lastRead, next = now, now.Add(wait.next())
+			if read, err := a.clusterSlots(ctx); err == nil {
+				if a.reroute.moved(slots, read) {
+					rerouting = true
+				}
+				slots = read
+			}
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return
+		}
+	}
 }

@@ -438,7 +438,7 @@ func (r *roomSubs) readSlots(ctx context.Context) {
 		r.slotsWait.reset()
 	}
 	r.lastRead, r.nextRead = now, now.Add(r.slotsWait.next())
-	slots, err := r.clusterSlots(ctx)
+	slots, err := r.a.clusterSlots(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
 			r.slotsFailed = true
@@ -501,8 +501,8 @@ func (r *roomSubs) probeChannel(addr string) string {
 // master serves each slot (CLUSTER SLOTS). A client that is not a cluster
 // client (a Cluster connector given a standalone Redis 7, where SSUBSCRIBE
 // works too) has one node, which serves every slot.
-func (r *roomSubs) clusterSlots(ctx context.Context) ([]string, error) {
-	nodes := r.a.client.Nodes()
+func (a *Adapter) clusterSlots(ctx context.Context) ([]string, error) {
+	nodes := a.client.Nodes()
 	if len(nodes) == 0 {
 		return nil, errNoSuchNode
 	}
@@ -511,7 +511,7 @@ func (r *roomSubs) clusterSlots(ctx context.Context) ([]string, error) {
 		addrs = append(addrs, addr)
 	}
 	slots := make([]string, slotCount)
-	if r.a.client.Mode() != rueidis.ClientModeCluster {
+	if a.client.Mode() != rueidis.ClientModeCluster {
 		for i := range slots {
 			slots[i] = addrs[0]
 		}
@@ -520,7 +520,7 @@ func (r *roomSubs) clusterSlots(ctx context.Context) ([]string, error) {
 	// The nodes in random order, until one answers: one of them may be
 	// the master that failed.
 	rand.Shuffle(len(addrs), func(i, j int) { addrs[i], addrs[j] = addrs[j], addrs[i] })
-	ctx, cancel := context.WithTimeout(ctx, r.a.opts.RequestTimeout)
+	ctx, cancel := context.WithTimeout(ctx, a.opts.RequestTimeout)
 	defer cancel()
 	var (
 		ranges []rueidis.RedisMessage

@@ -215,7 +215,9 @@ func (r *streamReader) read(ctx context.Context, up func()) error {
 			Streams().Key(r.stream).Id(r.offset).Build()
 		rctx, cancel := context.WithTimeout(xctx, block+busyProbeWait*n.probeTimeout)
 		res, err := n.client.Do(rctx, cmd).AsXRead()
-		silent := err != nil && rctx.Err() != nil
+		// rueidis sets the connection's deadline to the context's: the
+		// read can time out a moment before the context's timer ends it.
+		silent := err != nil && (rctx.Err() != nil || errors.Is(err, context.DeadlineExceeded))
 		cancel()
 		if ctx.Err() != nil || errors.Is(err, rueidis.ErrClosing) {
 			return nil

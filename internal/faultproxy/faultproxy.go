@@ -2,9 +2,9 @@
 // between a client and a server: a blackhole in either direction or both,
 // where every connection stays open and nothing is forwarded that way (a
 // NAT or firewall that dropped the flow without a reset, a peer that
-// hangs); latency on every chunk; a reset of every open connection; a
-// slow reader of the server's output. It does less than Toxiproxy, and
-// needs nothing outside the test binary.
+// hangs), on every connection or on one; latency on every chunk; a reset
+// of every open connection; a slow reader of the server's output. It does
+// less than Toxiproxy, and needs nothing outside the test binary.
 package faultproxy
 
 import (
@@ -102,6 +102,23 @@ func (p *Proxy) Blackhole(d Direction) {
 	for l := range p.links {
 		l.dropped.Or(uint32(d))
 	}
+}
+
+// BlackholeConn stops forwarding in direction d on the one open connection
+// the server sees coming from addr (the proxy's end of it: what Redis
+// shows as the client's addr in CLIENT LIST), and closes nothing. It
+// reports whether such a connection is open: a client's other connections
+// go on as before, so one of them can be cut off alone.
+func (p *Proxy) BlackholeConn(addr string, d Direction) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for l := range p.links {
+		if l.server.LocalAddr().String() == addr {
+			l.dropped.Or(uint32(d))
+			return true
+		}
+	}
+	return false
 }
 
 // Heal forwards the connections opened from now on again. Those open

@@ -294,3 +294,32 @@ func TestSlowRead(t *testing.T) {
 		t.Fatalf("the rest did not come at full speed once the cap was lifted: %v", err)
 	}
 }
+
+// BlackholeConn silences the one connection the server sees coming from
+// the address given, and no other; an address that is not one of the
+// proxy's connections silences nothing.
+func TestBlackholeConn(t *testing.T) {
+	addr, conns := server(t)
+	p := Start(t, addr)
+	victim, victimSrv := pair(t, p, conns)
+	other, otherSrv := pair(t, p, conns)
+	if p.BlackholeConn(victim.LocalAddr().String(), Both) {
+		t.Fatal("the client's own address named a connection: the server's view of it is the proxy's end")
+	}
+	if !p.BlackholeConn(victimSrv.RemoteAddr().String(), Both) {
+		t.Fatal("the connection the server sees was not found")
+	}
+	if passes(t, victim, victimSrv, 300*time.Millisecond) || passes(t, victimSrv, victim, 300*time.Millisecond) {
+		t.Fatal("the blackholed connection forwards")
+	}
+	if !passes(t, other, otherSrv, 5*time.Second) || !passes(t, otherSrv, other, 5*time.Second) {
+		t.Fatal("another connection stopped forwarding")
+	}
+	fresh, freshSrv := pair(t, p, conns)
+	if !passes(t, fresh, freshSrv, 5*time.Second) || !passes(t, freshSrv, fresh, 5*time.Second) {
+		t.Fatal("a new connection is not forwarded")
+	}
+	if n := p.Silent(); n != 1 {
+		t.Fatalf("%d silent connections, want 1", n)
+	}
+}
