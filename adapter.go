@@ -108,7 +108,7 @@ func New(ctx context.Context, server *socketio.Server, c Connector, opts *Option
 	a.loops = supervisor{log: log, outages: &a.stats.outages}
 	a.local = &localSockets{server: server, uid: uid, namespaces: a.namespaces, log: log, collisions: &a.stats.collisions}
 	a.in = newInbox(a.namespaces, o, a.closing, &a.stats, log)
-	a.pub = newPublisher(client, o, uid, log, a.mayPublish)
+	a.pub = newPublisher(client, o, uid, log, a.mayPublish, a.heldSince)
 	a.req = newRequester(uid, client, a.pub, o.RequestTimeout, 1)
 	a.req.reachWithin = o.ProbeTimeout
 	for _, name := range o.Namespaces {
@@ -301,6 +301,12 @@ func (a *Adapter) roomShardsDown() int {
 		return 0
 	}
 	return int(max(a.rooms.down.Load(), a.rooms.deadProbes.Load()))
+}
+
+// heldSince reports whether this node has held a subscription to the shard
+// channel ch since before at, renewed if it was lost (publisher.heldSince).
+func (a *Adapter) heldSince(ch string, at time.Time) bool {
+	return a.subs.heldSince(ch, at) || (a.rooms != nil && a.rooms.heldSince(ch, at))
 }
 
 // mayPublish is the publisher's gate for what a node publishes to the

@@ -93,7 +93,7 @@ func NewEmitter(ctx context.Context, c Connector, opts *Options) (Emitter, error
 	log := o.Logger.With("emitter", "redisadapter", "uid", uid)
 	proto := c.protocol(o.Key, emitterUID)
 	core := &emitterCore{
-		pub:     newPublisher(client, o, emitterUID, log, nil),
+		pub:     newPublisher(client, o, emitterUID, log, nil, nil),
 		proto:   proto,
 		timeout: o.RequestTimeout,
 		conns:   conns,

@@ -86,6 +86,11 @@ type faultCase struct {
 	// quiet: the fault must not be taken for a dead connection (Ping never
 	// fails, nothing is lost or refused).
 	quiet bool
+	// reportsLoss: in pub/sub modes, what the fault loses is reported
+	// (PublishFailures), but for the few broadcasts published while the
+	// two nodes' renewed subscriptions come back one after the other
+	// (unreportedLoss).
+	reportsLoss bool
 	// broken, when set, says why the node does not recover from the fault
 	// yet: TestFaults skips the case, BenchmarkFaults reports it.
 	broken string
@@ -135,12 +140,12 @@ var faultCases = []faultCase{
 		defer e.px.SlowRead(0)
 		return hold(faultHold)
 	}},
-	{name: "sigstop-3s", modes: []faultMode{faultClassic, faultStreams}, inject: func(t testing.TB, e *faultEnv) time.Time {
+	{name: "sigstop-3s", modes: []faultMode{faultClassic, faultStreams}, reportsLoss: true, inject: func(t testing.TB, e *faultEnv) time.Time {
 		e.srv.Freeze(t)
 		defer e.srv.Thaw(t)
 		return hold(3 * time.Second)
 	}},
-	{name: "sigstop-15s", modes: []faultMode{faultClassic, faultStreams}, long: true, inject: func(t testing.TB, e *faultEnv) time.Time {
+	{name: "sigstop-15s", modes: []faultMode{faultClassic, faultStreams}, long: true, reportsLoss: true, inject: func(t testing.TB, e *faultEnv) time.Time {
 		e.srv.Freeze(t)
 		defer e.srv.Thaw(t)
 		return hold(15 * time.Second)
@@ -246,6 +251,13 @@ var faultCases = []faultCase{
 	// promoted meanwhile; thawed, it learns it was replaced and serves as
 	// a replica. The nodes' room connections to it go silent: each node's
 	// probe on that connection finds it, and renews it on the new master.
+	// The thawed master executes the SPUBLISHes it had received before it
+	// hears of the failover, and answers that they reached none of its
+	// subscribers: they are counted failed (some reach the promoted
+	// replica's subscribers through the cluster bus all the same). Not
+	// reportsLoss: a broadcast the promoted master delivers to its
+	// publisher's renewed subscription alone, before the other node's is
+	// back, is answered as delivered (up to 57 in a run).
 	{name: "sigstop-3s-room-master", modes: []faultMode{faultSharded}, ownCluster: true, inject: freezeRoomMaster(3 * time.Second)},
 	// Sharded pub/sub: Redis cuts off a shard channel's subscribers whose
 	// output buffer passes the pubsub class's limit (SSUBSCRIBE makes a
@@ -527,6 +539,11 @@ func (p *probe) tally(steady, from, to time.Time) (accepted, refused, lost, outs
 	return accepted, refused, lost, outside
 }
 
+// unreportedLoss bounds the broadcasts a fault whose losses are reported
+// (faultCase.reportsLoss) may lose unreported: published once the
+// publisher's subscription was back, before the other node's was.
+const unreportedLoss = 5
+
 // TestFaults runs the fault matrix. The bounds are generous, for a loaded
 // machine; BenchmarkFaults reports the figures.
 func TestFaults(t *testing.T) {
@@ -557,6 +574,8 @@ func TestFaults(t *testing.T) {
 				require.Zero(t, r.lostOutside, "broadcasts lost outside the fault")
 				if mode.name == "streams" {
 					require.Zero(t, r.lost, "streams mode loses nothing it accepted")
+				} else if fc.reportsLoss {
+					require.LessOrEqual(t, r.lost, r.reported+unreportedLoss, "broadcasts lost unreported")
 				}
 			})
 		}

@@ -5,6 +5,7 @@ package redisadapter
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -24,7 +25,12 @@ type publisher struct {
 	// gate, when set, may refuse a publish to the fleet before it is
 	// queued: the Adapter's does while its subscriptions are down. A
 	// durable message is not asked: it waits in Redis for every reader.
-	gate      func() error
+	gate func() error
+	// heldSince, when set, reports whether this node has held a
+	// subscription to a shard channel since before a time: a SPUBLISH on it
+	// sent after then that the server answers no subscriber of its own
+	// received, not even this node's, is counted failed (errReachedNobody).
+	heldSince func(channel string, at time.Time) bool
 	opts      Options
 	uid       string
 	log       *slog.Logger
@@ -107,9 +113,9 @@ func (w *waiter) answer(err error) {
 const maxBatch = 1024
 
 // newPublisher starts the sender; closeNow stops it once the queue is sent.
-func newPublisher(client rueidis.Client, o Options, uid string, log *slog.Logger, gate func() error) *publisher {
+func newPublisher(client rueidis.Client, o Options, uid string, log *slog.Logger, gate func() error, heldSince func(string, time.Time) bool) *publisher {
 	p := &publisher{
-		client: client, gate: gate, opts: o, uid: uid, log: log, producer: randomID(12),
+		client: client, gate: gate, heldSince: heldSince, opts: o, uid: uid, log: log, producer: randomID(12),
 		wake: make(chan struct{}, 1), stopped: make(chan struct{}), array: make([]outgoing, 0, 64),
 	}
 	p.queue = p.array
@@ -340,6 +346,7 @@ func (p *publisher) sendBatch(batch []outgoing) {
 		sent = append(sent, o)
 	}
 	var results []rueidis.RedisResult
+	sentAt := time.Now()
 	if len(cmds) > 0 {
 		results = p.do(cmds)
 		p.resend(sent, results)
@@ -371,6 +378,9 @@ func (p *publisher) sendBatch(batch []outgoing) {
 			continue
 		}
 		err := results[i].Error()
+		if err == nil && p.heldSince != nil && !o.msg.durable && reachedNobody(results[i]) && p.heldSince(o.msg.channel, sentAt) {
+			err = errReachedNobody
+		}
 		i++
 		if err == nil {
 			p.published.Add(1)
@@ -395,6 +405,23 @@ func (p *publisher) sendBatch(batch []outgoing) {
 	if failed != nil {
 		p.logFailure(failed)
 	}
+}
+
+// errReachedNobody: the server that took a SPUBLISH delivered it to none of
+// its subscribers, though this node subscribed to the channel before it was
+// sent. The subscriptions were being renewed, or the server is not the
+// channel's master any more: a master demoted while it was frozen executes,
+// once it thaws, what it had received, before it hears of the failover.
+// Most such broadcasts reach nobody; some reach the subscribers of the
+// promoted replica through the cluster bus, which the answer does not
+// count: a failure counted so may have been delivered.
+var errReachedNobody = errors.New("no subscriber on the server that took it received it, not even this node's own (subscriptions being renewed, or a server that is no longer the channel's master)")
+
+// reachedNobody reports whether r is a publish's answer that no subscriber
+// received it.
+func reachedNobody(r rueidis.RedisResult) bool {
+	n, err := r.AsInt64()
+	return err == nil && n == 0
 }
 
 // do sends cmds as one pipeline, within RequestTimeout.

@@ -55,12 +55,65 @@ func newTestPublisher(t *testing.T, o Options) (*publisher, *redistest.Server) {
 	o.setDefaults()
 	client, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr()}, DisableCache: true, DisableRetry: true})
 	require.NoError(t, err)
-	p := newPublisher(client, o, "test", slog.Default(), nil)
+	p := newPublisher(client, o, "test", slog.Default(), nil, nil)
 	t.Cleanup(func() {
 		<-p.closeNow()
 		client.Close()
 	})
 	return p, srv
+}
+
+// A SPUBLISH that the server says reached none of its subscribers, on a
+// channel this node subscribed to before it was sent, is counted failed:
+// a master demoted while frozen answers so for what it executes once it
+// thaws. On a channel the node does not hold, no subscriber is no loss.
+func TestPublishThatReachedNobodyIsAFailure(t *testing.T) {
+	srv := redistest.Start(t)
+	var o Options
+	o.setDefaults()
+	client, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr()}, DisableCache: true, DisableRetry: true})
+	require.NoError(t, err)
+	t.Cleanup(client.Close)
+	heldFrom := time.Now()
+	held := func(ch string, at time.Time) bool { return ch == "held" && heldFrom.Before(at) }
+	p := newPublisher(client, o, "test", slog.Default(), nil, held)
+	t.Cleanup(func() { <-p.closeNow() })
+	ns := newShardedNamespace("socket.io", "test", "/")
+	ctx := context.Background()
+
+	require.NoError(t, p.publish(ctx, ns, message{channel: "not-held", payload: []byte("x")}))
+	require.NoError(t, p.flush(ctx), "nobody subscribes a channel the node does not hold: nothing lost")
+
+	err = p.publishWait(ctx, ns, message{channel: "held", payload: []byte("x")})
+	require.ErrorIs(t, err, ErrPublish)
+	require.ErrorContains(t, err, "no subscriber")
+	require.EqualValues(t, 1, p.failures.Load())
+
+	// Once a subscriber reads the channel, the same publish is delivered.
+	sub, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr()}, DisableCache: true})
+	require.NoError(t, err)
+	t.Cleanup(sub.Close)
+	dc, release := sub.Dedicate()
+	t.Cleanup(release)
+	require.NoError(t, dc.Do(ctx, dc.B().Ssubscribe().Channel("held").Build()).Error())
+	require.NoError(t, p.publishWait(ctx, ns, message{channel: "held", payload: []byte("x")}))
+	require.EqualValues(t, 1, p.failures.Load())
+}
+
+// A shard channel counts as held from its first confirmation, through an
+// outage and its renewal: what was published meanwhile was wanted.
+func TestShardChannelHeldThroughARenewal(t *testing.T) {
+	var c counters
+	tr := newSubscriptionTracker(2, &c, nil)
+	before := time.Now()
+	tr.hook(rueidis.PubSubSubscription{Kind: "ssubscribe", Channel: "shard"})
+	tr.hook(rueidis.PubSubSubscription{Kind: "subscribe", Channel: "plain"})
+	require.False(t, tr.heldSince("shard", before), "not held before its confirmation")
+	after := time.Now().Add(time.Millisecond)
+	require.True(t, tr.heldSince("shard", after))
+	require.False(t, tr.heldSince("plain", after), "a PUBLISH's count is not a SPUBLISH's")
+	tr.down(map[string]queueKind{"shard": toBroadcasts}, nil)
+	require.True(t, tr.heldSince("shard", after), "a lost subscription is renewed")
 }
 
 // A failure is reported to a Flush even when an earlier Flush gave up

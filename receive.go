@@ -97,13 +97,16 @@ type subscriptionTracker struct {
 	live      map[string]bool    // channel or pattern -> confirmed and not lost since
 	kinds     map[string]subKind // channel or pattern -> its kind, for Stats
 	everLive  map[string]bool    // confirmed at least once
-	liveCount int
-	allLive   chan struct{} // closed while every subscription is live
-	upOnce    bool          // every subscription was live at least once
-	restored  time.Time     // when every subscription was live again after an outage
-	lastErr   error
-	refused   chan struct{} // closed when Redis refused a subscription before all were live once
-	refusal   errRefused
+	// shardSince: the shard channels (SSUBSCRIBE), and when each was
+	// first confirmed (heldSince).
+	shardSince map[string]time.Time
+	liveCount  int
+	allLive    chan struct{} // closed while every subscription is live
+	upOnce     bool          // every subscription was live at least once
+	restored   time.Time     // when every subscription was live again after an outage
+	lastErr    error
+	refused    chan struct{} // closed when Redis refused a subscription before all were live once
+	refusal    errRefused
 }
 
 // errRefused: Redis refused a subscription command for good (an ACL, a
@@ -132,7 +135,8 @@ const settle = maxBackoff
 func newSubscriptionTracker(want int, c *counters, closed <-chan struct{}) *subscriptionTracker {
 	return &subscriptionTracker{
 		counts: c, closed: closed, want: want, live: make(map[string]bool), everLive: make(map[string]bool), kinds: make(map[string]subKind),
-		allLive: make(chan struct{}), refused: make(chan struct{}),
+		shardSince: make(map[string]time.Time),
+		allLive:    make(chan struct{}), refused: make(chan struct{}),
 	}
 }
 
@@ -152,6 +156,9 @@ func (t *subscriptionTracker) hook(s rueidis.PubSubSubscription) {
 	}
 	t.live[s.Channel] = true
 	t.kinds[s.Channel] = kindOf(s.Kind)
+	if _, ok := t.shardSince[s.Channel]; !ok && s.Kind == "ssubscribe" {
+		t.shardSince[s.Channel] = time.Now()
+	}
 	t.liveCount++
 	if t.liveCount < t.want {
 		return
@@ -207,6 +214,15 @@ func (t *subscriptionTracker) liveAll(channels map[string]queueKind) bool {
 		}
 	}
 	return true
+}
+
+// heldSince reports whether ch is a shard channel of these subscriptions
+// first confirmed before at (they are renewed when lost, never dropped).
+func (t *subscriptionTracker) heldSince(ch string, at time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	since, ok := t.shardSince[ch]
+	return ok && since.Before(at)
 }
 
 // subKind is a kind of subscription, as Stats counts them.

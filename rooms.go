@@ -113,8 +113,43 @@ type roomSubs struct {
 	joins  []roomJoin    // from Adapter.Join
 	wake   chan struct{} // cap 1: events or joins are waiting
 
+	confirmedMu sync.Mutex
+	confirmed   map[string]time.Time // held channel -> its first confirmation (zero: none yet), for heldSince
+
 	down       atomic.Int32 // shards whose connection is down now, for Ping
 	deadProbes atomic.Int32 // shards whose connection a probe declared dead, not yet down
+}
+
+// holding notes that the manager holds ch from now on (held), or no
+// longer does.
+func (r *roomSubs) holding(ch string, held bool) {
+	r.confirmedMu.Lock()
+	defer r.confirmedMu.Unlock()
+	if !held {
+		delete(r.confirmed, ch)
+	} else if _, ok := r.confirmed[ch]; !ok {
+		r.confirmed[ch] = time.Time{}
+	}
+}
+
+// confirm notes that a shard's connection confirmed ch: the first time
+// since the manager holds it, ch is held from now on (heldSince).
+func (r *roomSubs) confirm(ch string) {
+	r.confirmedMu.Lock()
+	defer r.confirmedMu.Unlock()
+	if since, ok := r.confirmed[ch]; ok && since.IsZero() {
+		r.confirmed[ch] = time.Now()
+	}
+}
+
+// heldSince reports whether the manager has held the room channel ch since
+// before at, confirmed by Redis then (and renewed since if a connection
+// was lost).
+func (r *roomSubs) heldSince(ch string, at time.Time) bool {
+	r.confirmedMu.Lock()
+	defer r.confirmedMu.Unlock()
+	since, ok := r.confirmed[ch]
+	return ok && !since.IsZero() && since.Before(at)
 }
 
 // heldRooms are the rooms of a namespace with a channel subscription.
@@ -166,6 +201,7 @@ func newRoomSubs(ctx context.Context, a *Adapter, rc roomChannels) *roomSubs {
 		shards:    make(map[string]*shard),
 		slotsWait: backoff{min: minSlotsBackoff, max: maxSlotsBackoff},
 		wake:      make(chan struct{}, 1),
+		confirmed: make(map[string]time.Time),
 	}
 	for _, ns := range a.namespaces {
 		r.held[ns] = &heldRooms{rooms: make(map[string]*roomSub)}
@@ -269,6 +305,7 @@ func (r *roomSubs) hold(ns *namespace, held map[string]*roomSub, room string) *r
 	rs := &roomSub{ns: ns, channel: ch, slot: cmd.Slot() & (slotCount - 1)}
 	held[room] = rs
 	r.byChannel[ch] = rs
+	r.holding(ch, true)
 	r.a.in.roomRoutes.Store(ch, ns)
 	r.assign(rs)
 	return rs
@@ -352,6 +389,7 @@ func (r *roomSubs) sweep(held map[string]*roomSub, rooms []string) {
 		}
 		delete(held, room)
 		delete(r.byChannel, rs.channel)
+		r.holding(rs.channel, false)
 		r.a.in.roomRoutes.Delete(rs.channel)
 		if rs.shard != nil {
 			rs.shard.count--

@@ -150,9 +150,13 @@ func (s *shard) signal() {
 }
 
 // onSubscription runs on the connection's reader goroutine: it notes the
-// connection's count of subscriptions, for Stats, and the (s)unsubscribe
+// connection's count of subscriptions, for Stats, the shard channels it
+// holds, for the publisher (roomSubs.heldSince), and the (s)unsubscribe
 // pushes, ours and the unrequested ones alike.
 func (s *shard) onSubscription(p rueidis.PubSubSubscription) {
+	if p.Kind == "ssubscribe" {
+		s.r.confirm(p.Channel)
+	}
 	n := p.Count
 	if s.probing.Load() {
 		n-- // the probe's channel, subscribed first

@@ -9,7 +9,11 @@ import (
 type Stats struct {
 	// Published counts messages Redis took from this node (broadcasts, requests, responses).
 	Published uint64
-	// PublishFailures counts queued messages Redis did not take (unreachable, refused, timed out).
+	// PublishFailures counts queued messages Redis did not take
+	// (unreachable, refused, timed out), and, in sharded mode, broadcasts
+	// the server that took them delivered to no subscriber of its own, not
+	// even this node's (a master demoted while it was frozen; a few of those
+	// reach the promoted replica's subscribers through the cluster bus).
 	PublishFailures uint64
 	// Resent counts stream entries sent again because a try may not have reached Redis, in streams mode.
 	Resent uint64
