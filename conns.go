@@ -49,9 +49,9 @@ func withConnKind(ctx context.Context, k connKind) context.Context {
 
 // connCounter counts the open connections of one client.
 type connCounter struct {
-	client   rueidis.Client // set once open returns; nil before
-	sentinel bool           // the client is a Sentinel client
-	rooms    atomic.Int64   // connections the room channels' shards hold
+	client   rueidis.Client        // set once open returns; nil before
+	sentinel *rueidis.ClientOption // the client's option if it is a Sentinel client; nil otherwise
+	rooms    atomic.Int64          // connections the room channels' shards hold
 
 	mu   sync.Mutex
 	open map[*countedConn]struct{}
@@ -111,7 +111,7 @@ type connCounts struct {
 
 func (c *connCounter) counts() connCounts {
 	var nodes map[string]rueidis.Client
-	if c.sentinel && c.client != nil {
+	if c.sentinel != nil && c.client != nil {
 		nodes = c.client.Nodes()
 	}
 	var n connCounts

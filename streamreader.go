@@ -6,7 +6,6 @@ package redisadapter
 
 import (
 	"context"
-	"errors"
 	"strconv"
 	"strings"
 	"time"
@@ -217,8 +216,8 @@ func (r *streamReader) read(ctx context.Context, up func()) error {
 		res, err := n.client.Do(rctx, cmd).AsXRead()
 		silent := err != nil && rctx.Err() != nil
 		cancel()
-		if ctx.Err() != nil || errors.Is(err, rueidis.ErrClosing) {
-			return nil
+		if ctx.Err() != nil {
+			return nil // ErrClosing with ctx alive: a Sentinel client moved to a new master (receive)
 		}
 		if silent {
 			// rueidis closes a blocking command's connection when its
