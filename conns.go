@@ -25,6 +25,7 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -88,14 +89,37 @@ func (c *connCounter) dial(ctx context.Context, dst string, d *net.Dialer, cfg *
 	return tc, nil
 }
 
-// closeAll closes every connection open now and returns how many: the
-// delivery probe's way to make rueidis, which would keep a silent
-// connection open, dial afresh (probe.go).
+// closeAll closes every connection open now but the sentinels' and
+// returns how many: the delivery probe's way to make rueidis, which would
+// keep a silent connection open, dial afresh (probe.go). A sentinel's
+// connection carries no broadcast, and rueidis refreshes the master
+// through it: closed while a refresh waits on a frozen master, it would
+// leave rueidis watching no sentinel once that refresh ends.
 func (c *connCounter) closeAll() int {
+	return c.close(func(cc *countedConn) bool { return !c.isSentinel(cc.dst) })
+}
+
+// closeSentinels closes the connections to the sentinels: rueidis then
+// asks a sentinel for the master again (a node that finds itself on the
+// wrong server: probe.go's checkRole).
+func (c *connCounter) closeSentinels() int {
+	return c.close(func(cc *countedConn) bool { return c.isSentinel(cc.dst) })
+}
+
+// isSentinel reports whether addr is one of the sentinels the client was
+// given (rueidis may learn of others, which count as data nodes here).
+func (c *connCounter) isSentinel(addr string) bool {
+	return c.sentinel != nil && slices.Contains(c.sentinel.InitAddress, addr)
+}
+
+// close closes the open connections which and returns how many.
+func (c *connCounter) close(which func(*countedConn) bool) int {
 	c.mu.Lock()
-	open := make([]*countedConn, 0, len(c.open))
+	var open []*countedConn
 	for cc := range c.open {
-		open = append(open, cc)
+		if which(cc) {
+			open = append(open, cc)
+		}
 	}
 	c.mu.Unlock()
 	for _, cc := range open {

@@ -222,8 +222,9 @@ func (e errStaleMaster) Error() string {
 // when it resyncs). Sentinels that cannot be asked do not fail the check:
 // ROLE is then the only one. rueidis moves to the new master when its
 // sentinel connection tells it, or at its next periodic refresh
-// (sentinelRefreshInterval); the sentinel connection is closed with the
-// others when this check fails.
+// (sentinelRefreshInterval); when this check fails, the sentinel
+// connection is closed, which makes rueidis ask a sentinel again at once,
+// and the others with the failed probe.
 func (p *prober) checkRole(ctx context.Context, askSentinels bool) error {
 	ctx, cancel := context.WithTimeout(ctx, p.a.opts.ProbeTimeout)
 	defer cancel()
@@ -235,6 +236,7 @@ func (p *prober) checkRole(ctx context.Context, askSentinels bool) error {
 		return errNotMaster{role: "server without a role"}
 	}
 	if r, err := role[0].ToString(); err != nil || r != "master" {
+		p.a.conns.closeSentinels()
 		return errNotMaster{role: fmt.Sprintf("%q", r)}
 	}
 	if !askSentinels {
@@ -247,6 +249,7 @@ func (p *prober) checkRole(ctx context.Context, askSentinels bool) error {
 	}
 	for at := range p.a.client.Nodes() { // a Sentinel client's one: the master it sends to
 		if at != master {
+			p.a.conns.closeSentinels()
 			return errStaleMaster{at: at, master: master}
 		}
 	}
