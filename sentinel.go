@@ -69,10 +69,15 @@ func (s Sentinel) clientOption() rueidis.ClientOption {
 		SelectDB:    s.DB,
 		TLSConfig:   s.TLSConfig,
 		Sentinel: rueidis.SentinelOption{
-			MasterSet:               s.MasterName,
-			Username:                s.SentinelUsername,
-			Password:                s.SentinelPassword,
-			TLSConfig:               s.TLSConfig,
+			MasterSet: s.MasterName,
+			Username:  s.SentinelUsername,
+			Password:  s.SentinelPassword,
+			TLSConfig: s.TLSConfig,
+			// rueidis follows the master on the sentinels' +switch-master,
+			// on one sentinel connection: an event missed (that connection
+			// broken; or closed while a refresh waits on a frozen master,
+			// after which rueidis watches no sentinel) would leave it on the
+			// old master for good. Asking periodically brings it back.
 			TopologyRefreshInterval: sentinelRefreshInterval,
 		},
 	}
