@@ -38,7 +38,8 @@ package redisadapter
 // serves again). A stream reader's XREAD is its probe, bounded in time
 // (streamreader.go); the readers are closed with the rest when a
 // namespace's probe fails. In a Sentinel deployment the prober also asks
-// for the server's role (checkRole).
+// for the server's role, and after a failed probe the sentinels for the
+// master (checkRole).
 
 import (
 	"context"
