@@ -91,10 +91,15 @@ const sentinelRefreshInterval = 5 * time.Second
 // sentinelMaster asks the sentinels of the Sentinel client option opt, in
 // turn, for the address of the master: the authority on which server is
 // the master (a demoted master says it is one for seconds after it comes
-// back). Each is asked on a connection of its own, closed after.
+// back). Each is asked on a connection of its own, closed after, until
+// ctx ends.
 func sentinelMaster(ctx context.Context, opt *rueidis.ClientOption, timeout time.Duration) (string, error) {
 	var errs []error
 	for _, addr := range opt.InitAddress {
+		if ctx.Err() != nil {
+			errs = append(errs, ctx.Err())
+			break
+		}
 		c, err := rueidis.NewClient(rueidis.ClientOption{
 			InitAddress: []string{addr}, ForceSingleClient: true, DisableCache: true, DisableRetry: true,
 			Username: opt.Sentinel.Username, Password: opt.Sentinel.Password, TLSConfig: opt.Sentinel.TLSConfig,
