@@ -52,8 +52,11 @@ func open(c Connector, opts *Options) (Connector, Options, rueidis.Client, *conn
 	// rueidis's back-off, up to a second after Redis does); a request fails
 	// at once rather than after retries that outlast the outage.
 	copt.DisableRetry = true
-	conns := &connCounter{sentinel: copt.Sentinel.MasterSet != ""}
+	conns := &connCounter{}
 	copt.DialCtxFn = conns.dial
+	if copt.Sentinel.MasterSet != "" {
+		conns.sentinel = &copt
+	}
 	client, err := rueidis.NewClient(copt)
 	if err != nil {
 		return nil, o, nil, nil, errorf("connecting to %s: %w", redisTarget(copt), unreachable(err))

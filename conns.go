@@ -25,6 +25,7 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -49,13 +50,13 @@ func withConnKind(ctx context.Context, k connKind) context.Context {
 
 // connCounter counts the open connections of one client.
 type connCounter struct {
-	client   rueidis.Client // set once open returns; nil before
-	sentinel bool           // the client is a Sentinel client
-	rooms    atomic.Int64   // connections the room channels' shards hold
+	client   rueidis.Client        // set once open returns; nil before
+	sentinel *rueidis.ClientOption // the client's option if it is a Sentinel client; nil otherwise
+	rooms    atomic.Int64          // connections the room channels' shards hold
 
 	mu      sync.Mutex
 	open    map[*countedConn]struct{}
-	dialing map[*context.CancelFunc]struct{} // the dials not connected yet
+	dialing map[*context.CancelFunc]string // the dials not connected yet, to their address
 }
 
 // dial is the client's DialCtxFn: rueidis's own dial, counted. The plain
@@ -95,9 +96,9 @@ func (c *connCounter) connect(ctx context.Context, dst string, d *net.Dialer) (n
 	defer cancel()
 	c.mu.Lock()
 	if c.dialing == nil {
-		c.dialing = make(map[*context.CancelFunc]struct{})
+		c.dialing = make(map[*context.CancelFunc]string)
 	}
-	c.dialing[&cancel] = struct{}{}
+	c.dialing[&cancel] = dst
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
@@ -107,21 +108,48 @@ func (c *connCounter) connect(ctx context.Context, dst string, d *net.Dialer) (n
 	return d.DialContext(ctx, "tcp", dst)
 }
 
-// closeAll closes every connection open now, and abandons every dial not
-// connected yet, and returns how many: the delivery probe's way to make
-// rueidis, which would keep a silent connection open, dial afresh
-// (probe.go). A dial abandoned is sent again: in a network that drops
-// everything, a dial waits for its SYN, resent one, three, seven seconds
-// later, and a fresh one finds the network back sooner.
+// closeAll closes every connection open now but the sentinels', and
+// abandons every dial not connected yet but to a sentinel, and returns how
+// many: the delivery probe's way to make rueidis, which would keep a silent
+// connection open, dial afresh (probe.go). A dial abandoned is sent again:
+// in a network that drops everything, a dial waits for its SYN, resent one,
+// three, seven seconds later, and a fresh one finds the network back
+// sooner. A sentinel's connection carries no broadcast, and rueidis
+// refreshes the master through it: closed while a refresh waits on a
+// frozen master, it would leave rueidis watching no sentinel once that
+// refresh ends.
 func (c *connCounter) closeAll() int {
+	return c.close(func(dst string) bool { return !c.isSentinel(dst) })
+}
+
+// closeSentinels closes the connections to the sentinels: rueidis then
+// asks a sentinel for the master again (a node that finds itself on the
+// wrong server: probe.go's checkRole).
+func (c *connCounter) closeSentinels() int {
+	return c.close(c.isSentinel)
+}
+
+// isSentinel reports whether addr is one of the sentinels the client was
+// given (rueidis may learn of others, which count as data nodes here).
+func (c *connCounter) isSentinel(addr string) bool {
+	return c.sentinel != nil && slices.Contains(c.sentinel.InitAddress, addr)
+}
+
+// close closes the open connections to the addresses which picks, and
+// abandons the dials to them, and returns how many.
+func (c *connCounter) close(which func(dst string) bool) int {
 	c.mu.Lock()
-	open := make([]*countedConn, 0, len(c.open))
+	var open []*countedConn
 	for cc := range c.open {
-		open = append(open, cc)
+		if which(cc.dst) {
+			open = append(open, cc)
+		}
 	}
-	dialing := make([]context.CancelFunc, 0, len(c.dialing))
-	for cancel := range c.dialing {
-		dialing = append(dialing, *cancel)
+	var dialing []context.CancelFunc
+	for cancel, dst := range c.dialing {
+		if which(dst) {
+			dialing = append(dialing, *cancel)
+		}
 	}
 	c.mu.Unlock()
 	for _, cancel := range dialing {
@@ -140,7 +168,7 @@ type connCounts struct {
 
 func (c *connCounter) counts() connCounts {
 	var nodes map[string]rueidis.Client
-	if c.sentinel && c.client != nil {
+	if c.sentinel != nil && c.client != nil {
 		nodes = c.client.Nodes()
 	}
 	var n connCounts

@@ -40,7 +40,8 @@ package redisadapter
 // serves again). A stream reader's XREAD is its probe, bounded in time
 // (streamreader.go); the readers are closed with the rest when a
 // namespace's probe fails. In a Sentinel deployment the prober also asks
-// for the server's role (checkRole).
+// for the server's role, and after a failed probe the sentinels for the
+// master (checkRole).
 
 import (
 	"context"
@@ -128,7 +129,7 @@ func (p *prober) run(ctx context.Context) {
 	o := p.a.opts
 	var lastClose time.Time // when the connections were last closed
 	var lastRole time.Time  // when the server's role was last checked
-	checkRoles := p.a.conns.sentinel
+	checkRoles := p.a.conns.sentinel != nil
 	for {
 		quiet := time.Since(time.Unix(0, p.lastProof.Load()))
 		if quiet < o.ProbeInterval {
@@ -158,11 +159,12 @@ func (p *prober) run(ctx context.Context) {
 			continue
 		}
 		lag, err := p.probe(ctx)
-		// After a failure the role is checked before the gate reopens: the
-		// renewed connections may have gone back to the same old master.
+		// After a failure the role is checked, and the sentinels asked,
+		// before the gate reopens: the renewed connections may have gone
+		// back to the old master.
 		if err == nil && checkRoles && (p.dead.Load() || time.Since(lastRole) >= roleCheckInterval) {
 			lastRole = time.Now()
-			if err = p.checkRole(ctx); refusal(err) {
+			if err = p.checkRole(ctx, p.dead.Load()); refusal(err) {
 				checkRoles = false // an ACL without ROLE: the probe alone, as before
 				p.a.log.Warn("the server refused ROLE: a node left on a demoted Sentinel master is not detected (allow +role to this user)", "err", err)
 				err = nil
@@ -226,15 +228,30 @@ func (e errNotMaster) Error() string {
 	return "the server this node publishes to has the role " + e.role + ", not master"
 }
 
-// checkRole fails when the server the client sends to is not a master. A
-// probe cannot tell: after a failover, a node whose connections went back
-// to the old master while it still called itself master (it answers ROLE
-// "master" for seconds after it thaws or rejoins) stays there once it is
-// demoted, and a replica delivers what is published on it to its own
-// subscribers, the probe included, and to nobody else. rueidis moves to
-// the new master when its sentinel connection tells it, and that
-// connection is closed with the others when this check fails.
-func (p *prober) checkRole(ctx context.Context) error {
+// errStaleMaster: the sentinels name another master than the server a
+// Sentinel client sends to.
+type errStaleMaster struct{ at, master string }
+
+func (e errStaleMaster) Error() string {
+	return "this node publishes to " + e.at + ", the sentinels name " + e.master + " as the master"
+}
+
+// checkRole fails when the server the client sends to is not a master, and,
+// with askSentinels (after a failed probe), when the sentinels name another
+// server as the master. A probe cannot tell: after a failover, a node whose
+// connections went back to the old master stays there, and a server
+// delivers what is published on it to its own subscribers, the probe
+// included, and to nobody else. ROLE alone does not tell either while the
+// old master still calls itself master (for seconds after it thaws or
+// rejoins, until the sentinels demote it): what the node publishes there
+// meanwhile is lost, stream entries included (the old master drops them
+// when it resyncs). Sentinels that cannot be asked do not fail the check:
+// ROLE is then the only one. rueidis moves to the new master when its
+// sentinel connection tells it, or at its next periodic refresh
+// (sentinelRefreshInterval); when this check fails, the sentinel
+// connection is closed, which makes rueidis ask a sentinel again at once,
+// and the others with the failed probe.
+func (p *prober) checkRole(ctx context.Context, askSentinels bool) error {
 	ctx, cancel := context.WithTimeout(ctx, p.a.opts.ProbeTimeout)
 	defer cancel()
 	role, err := p.a.client.Do(ctx, p.a.client.B().Role().Build()).ToArray()
@@ -245,7 +262,22 @@ func (p *prober) checkRole(ctx context.Context) error {
 		return errNotMaster{role: "server without a role"}
 	}
 	if r, err := role[0].ToString(); err != nil || r != "master" {
+		p.a.conns.closeSentinels()
 		return errNotMaster{role: fmt.Sprintf("%q", r)}
+	}
+	if !askSentinels {
+		return nil
+	}
+	master, err := sentinelMaster(ctx, p.a.conns.sentinel, p.a.opts.ProbeTimeout)
+	if err != nil {
+		p.a.log.Debug("the sentinels could not be asked for the master; ROLE says master", "err", err)
+		return nil
+	}
+	for at := range p.a.client.Nodes() { // a Sentinel client's one: the master it sends to
+		if at != master {
+			p.a.conns.closeSentinels()
+			return errStaleMaster{at: at, master: master}
+		}
 	}
 	return nil
 }

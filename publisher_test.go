@@ -187,7 +187,7 @@ func TestMayResend(t *testing.T) {
 		want bool
 	}{
 		{"success", nil, false},
-		{"client closed", rueidis.ErrClosing, false},
+		{"connection closed (a Sentinel client moved to the new master)", rueidis.ErrClosing, true},
 		{"connection dropped", io.EOF, true},
 		{"timed out", context.DeadlineExceeded, true},
 		{"too few replicas (NOREPLICAS)", xadd([]string{"--min-replicas-to-write", "1"}, false), true},

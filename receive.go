@@ -64,8 +64,12 @@ func receive(ctx context.Context, loops supervisor, client rueidis.Client, subs 
 				}
 			})
 			cmd := sub.build()
+			// ErrClosing ends the loop only with ctx (the owner closes the
+			// client after ending the loops): a Sentinel client closes the
+			// old master's connections with it when it moves to the new
+			// one, and the subscription must follow.
 			err := client.Receive(hctx, cmd, onMessage)
-			if errors.Is(err, rueidis.ErrClosing) {
+			if ctx.Err() != nil {
 				return nil
 			}
 			if refusal(err) {

@@ -216,8 +216,11 @@ func (rq *requester) serverCount(ctx context.Context, ns nsProtocol) (int, error
 		answered++
 	}
 	if answered == 0 {
-		if errors.Is(lastErr, rueidis.ErrClosing) {
-			return 0, ErrClosed // Close ran meanwhile
+		// ErrClosing: Close ran meanwhile (it aborts the publisher before
+		// it closes the client), or a Sentinel client closed the old
+		// master's connections as it moved to the new one.
+		if errors.Is(lastErr, rueidis.ErrClosing) && rq.pub.ctx.Err() != nil {
+			return 0, ErrClosed
 		}
 		return 0, errorf("counting the servers to wait for: no Redis node answered (last asked: %s): %w", lastAddr, unreachable(lastErr))
 	}

@@ -6,7 +6,6 @@ package redisadapter
 // readers drop a second copy (streamReader.duplicate).
 
 import (
-	"errors"
 	"strings"
 
 	"github.com/redis/rueidis"
@@ -34,8 +33,8 @@ func (p *publisher) resend(sent []*outgoing, results []rueidis.RedisResult) {
 			}
 			i++
 		}
-		if len(idx) == 0 {
-			return
+		if len(idx) == 0 || p.ctx.Err() != nil {
+			return // nothing to resend, or aborted: the client is closing
 		}
 		p.mu.Lock()
 		p.down = true
@@ -55,10 +54,14 @@ func (p *publisher) resend(sent []*outgoing, results []rueidis.RedisResult) {
 // and may succeed if sent again: the connection broke or timed out, or
 // Redis was briefly unable to take a write (loading its data, a replica
 // until the failover, a cluster reconfiguring, a script running, too few
-// replicas for min-replicas-to-write). A stream entry is a single write: an
-// error reply means Redis did not add it.
+// replicas for min-replicas-to-write), or the connection was closed before
+// the command went out (ErrClosing: a Sentinel client closes the old
+// master's connections when it moves to the new one; when the adapter
+// closes the client, the publisher is aborted first and resends nothing).
+// A stream entry is a single write: an error reply means Redis did not add
+// it.
 func mayResend(err error) bool {
-	if err == nil || errors.Is(err, rueidis.ErrClosing) {
+	if err == nil {
 		return false
 	}
 	re, answered := rueidis.IsRedisErr(err)

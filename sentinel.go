@@ -1,8 +1,12 @@
 package redisadapter
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
+	"net"
+	"time"
 
 	"github.com/redis/rueidis"
 )
@@ -69,6 +73,52 @@ func (s Sentinel) clientOption() rueidis.ClientOption {
 			Username:  s.SentinelUsername,
 			Password:  s.SentinelPassword,
 			TLSConfig: s.TLSConfig,
+			// rueidis follows the master on the sentinels' +switch-master,
+			// on one sentinel connection: an event missed (that connection
+			// broken; or closed while a refresh waits on a frozen master,
+			// after which rueidis watches no sentinel) would leave it on the
+			// old master for good. Asking periodically brings it back.
+			TopologyRefreshInterval: sentinelRefreshInterval,
 		},
 	}
+}
+
+// sentinelRefreshInterval is how often rueidis asks a sentinel for the
+// master even without an event: four commands on one sentinel (and a ROLE
+// on the master) per node and interval.
+const sentinelRefreshInterval = 5 * time.Second
+
+// sentinelMaster asks the sentinels of the Sentinel client option opt, in
+// turn, for the address of the master: the authority on which server is
+// the master (a demoted master says it is one for seconds after it comes
+// back). Each is asked on a connection of its own, closed after, until
+// ctx ends.
+func sentinelMaster(ctx context.Context, opt *rueidis.ClientOption, timeout time.Duration) (string, error) {
+	var errs []error
+	for _, addr := range opt.InitAddress {
+		if ctx.Err() != nil {
+			errs = append(errs, ctx.Err())
+			break
+		}
+		c, err := rueidis.NewClient(rueidis.ClientOption{
+			InitAddress: []string{addr}, ForceSingleClient: true, DisableCache: true, DisableRetry: true,
+			Username: opt.Sentinel.Username, Password: opt.Sentinel.Password, TLSConfig: opt.Sentinel.TLSConfig,
+			Dialer: net.Dialer{Timeout: timeout}, ConnWriteTimeout: timeout,
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("sentinel %s: %w", addr, err))
+			continue
+		}
+		m, err := c.Do(ctx, c.B().SentinelGetMasterAddrByName().Master(opt.Sentinel.MasterSet).Build()).AsStrSlice()
+		c.Close()
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("sentinel %s: %w", addr, err))
+		case len(m) != 2:
+			errs = append(errs, fmt.Errorf("sentinel %s: no master named %q", addr, opt.Sentinel.MasterSet))
+		default:
+			return net.JoinHostPort(m[0], m[1]), nil
+		}
+	}
+	return "", errors.Join(errs...)
 }

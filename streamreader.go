@@ -219,8 +219,8 @@ func (r *streamReader) read(ctx context.Context, up func()) error {
 		// read can time out a moment before the context's timer ends it.
 		silent := err != nil && (rctx.Err() != nil || errors.Is(err, context.DeadlineExceeded))
 		cancel()
-		if ctx.Err() != nil || errors.Is(err, rueidis.ErrClosing) {
-			return nil
+		if ctx.Err() != nil {
+			return nil // ErrClosing with ctx alive: a Sentinel client moved to a new master (receive)
 		}
 		if silent {
 			// rueidis closes a blocking command's connection when its

@@ -1,0 +1,53 @@
+package redisadapter
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	socketio "github.com/googollee/go-socket.io"
+	"github.com/stretchr/testify/require"
+
+	"github.com/blogstack/redisadapter/internal/await"
+	"github.com/blogstack/redisadapter/internal/redistest"
+)
+
+// A node of a Sentinel deployment keeps its sentinel connection when a
+// failed probe closes the others (closed while rueidis's refresh waits on
+// a frozen master, it would leave rueidis watching no sentinel); the
+// sentinels, asked past one that does not answer, name the master the node
+// publishes to, so the role check with them passes; closing the sentinel
+// connection on purpose makes rueidis dial another.
+func TestSentinelConnectionAndMaster(t *testing.T) {
+	set := redistest.StartSentinel(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	a, err := New(ctx, socketio.NewServer(nil), Sentinel{MasterName: redistest.MasterName, Addrs: set.Addrs()}, nil)
+	require.NoError(t, err)
+	defer func() { require.NoError(t, a.Close(context.Background())) }()
+
+	require.Equal(t, 1, a.conns.counts().sentinels)
+	require.Positive(t, a.conns.closeAll())
+	require.Equal(t, 1, a.conns.counts().sentinels, "closeAll spares the sentinel connection")
+
+	opt := *a.conns.sentinel
+	opt.InitAddress = append([]string{fmt.Sprintf("127.0.0.1:%d", redistest.FreePort(t))}, opt.InitAddress...)
+	master, err := sentinelMaster(ctx, &opt, time.Second)
+	require.NoError(t, err, "a sentinel down: the next one is asked")
+	require.Equal(t, set.Master.Addr(), master)
+	require.Contains(t, a.client.Nodes(), master)
+	// The role check, the sentinels asked too: the connections closed
+	// above come back first.
+	await.Check(t, 10*time.Second, 50*time.Millisecond, "the role check passes", func(ctx context.Context) error {
+		return a.probes[0].checkRole(ctx, true)
+	})
+
+	require.Equal(t, 1, a.conns.closeSentinels())
+	await.Check(t, 10*time.Second, 50*time.Millisecond, "rueidis dials a sentinel again", func(context.Context) error {
+		if n := a.conns.counts().sentinels; n != 1 {
+			return fmt.Errorf("%d sentinel connections", n)
+		}
+		return nil
+	})
+}
