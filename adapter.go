@@ -135,6 +135,9 @@ func (a *Adapter) start(ctx context.Context) error {
 		ns.probe = newProber(a, ns)
 		a.probes = append(a.probes, ns.probe)
 	}
+	if rc := a.proto.roomChannels(); rc != nil { // before anything is published (heldSince)
+		a.rooms = newRoomSubs(loopCtx, a, rc)
+	}
 	a.goWorker(toBroadcasts, a.handleBroadcast)
 	a.goWorker(toRequests, a.handleRequest)
 	a.goWorker(toResponses, a.handleResponse)
@@ -160,8 +163,7 @@ func (a *Adapter) start(ctx context.Context) error {
 	if err := a.proto.start(ctx, n); err != nil {
 		return err
 	}
-	if rc := a.proto.roomChannels(); rc != nil {
-		a.rooms = newRoomSubs(loopCtx, a, rc)
+	if a.rooms != nil {
 		a.spawn(a.rooms.run)
 	} else if a.reroute != nil {
 		a.spawn(func() { a.followFailovers(loopCtx) })

@@ -13,24 +13,33 @@ package redisadapter
 // pipelined connection, it takes none of its own); a blocking command
 // (a stream reader's XREAD BLOCK) or Dedicate (the room channels' shards,
 // the PING a late delivery probe sends aside) takes a connection of its
-// own from a pool, which keeps it open, idle, when it is given back; with Sentinel, one connection to one sentinel.
+// own from a pool, which keeps it open, idle, when it is given back; with
+// Sentinel, one connection to one sentinel.
 //
 // The kinds: a stream reader's XREAD dials with a context that says so;
-// a shard counts the connection it holds; a connection whose address is
-// not among the client's nodes is a sentinel's (Sentinel mode: during a
-// failover, one to the old master that is still closing counts there);
-// the rest are pipelined, idle pooled ones included.
+// a shard counts the connection it holds; rueidis dials a sentinel with
+// the option's Sentinel.Dialer, which sentinelDialer marks, whatever
+// address it learned the sentinel at; the rest are pipelined, idle pooled
+// ones included.
 
 import (
 	"context"
 	"crypto/tls"
 	"net"
-	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/redis/rueidis"
 )
+
+// sentinelResolver marks the dialer rueidis dials sentinels with
+// (sentinelDialer): it resolves as the default resolver does.
+var sentinelResolver = &net.Resolver{}
+
+// sentinelDialer is the Sentinel.Dialer of a Sentinel client: a dial made
+// with it is to a sentinel.
+func sentinelDialer() net.Dialer { return net.Dialer{Resolver: sentinelResolver} }
 
 // connKind is what a connection is dialed for, when its dialer can tell.
 type connKind uint8
@@ -56,7 +65,14 @@ type connCounter struct {
 
 	mu      sync.Mutex
 	open    map[*countedConn]struct{}
-	dialing map[*context.CancelFunc]string // the dials not connected yet, to their address
+	dialing map[*dialing]struct{} // the dials not connected yet
+}
+
+// dialing is a dial not connected yet.
+type dialing struct {
+	cancel   context.CancelFunc
+	sentinel bool
+	started  time.Time
 }
 
 // dial is the client's DialCtxFn: rueidis's own dial, counted. The plain
@@ -68,7 +84,7 @@ func (c *connCounter) dial(ctx context.Context, dst string, d *net.Dialer, cfg *
 		return nil, err
 	}
 	k, _ := ctx.Value(connKindKey{}).(connKind)
-	cc := &countedConn{Conn: raw, c: c, dst: dst, kind: k}
+	cc := &countedConn{Conn: raw, c: c, dst: dst, kind: k, sentinel: d.Resolver == sentinelResolver, opened: time.Now()}
 	c.mu.Lock()
 	if c.open == nil {
 		c.open = make(map[*countedConn]struct{})
@@ -94,15 +110,16 @@ func (c *connCounter) dial(ctx context.Context, dst string, d *net.Dialer, cfg *
 func (c *connCounter) connect(ctx context.Context, dst string, d *net.Dialer) (net.Conn, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	dl := &dialing{cancel: cancel, sentinel: d.Resolver == sentinelResolver, started: time.Now()}
 	c.mu.Lock()
 	if c.dialing == nil {
-		c.dialing = make(map[*context.CancelFunc]string)
+		c.dialing = make(map[*dialing]struct{})
 	}
-	c.dialing[&cancel] = dst
+	c.dialing[dl] = struct{}{}
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
-		delete(c.dialing, &cancel)
+		delete(c.dialing, dl)
 		c.mu.Unlock()
 	}()
 	return d.DialContext(ctx, "tcp", dst)
@@ -119,46 +136,47 @@ func (c *connCounter) connect(ctx context.Context, dst string, d *net.Dialer) (n
 // frozen master, it would leave rueidis watching no sentinel once that
 // refresh ends.
 func (c *connCounter) closeAll() int {
-	return c.close(func(dst string) bool { return !c.isSentinel(dst) })
+	return c.close(func(sentinel bool, _ time.Time) bool { return !sentinel })
+}
+
+// closeOlder is closeAll for the connections opened and the dials started
+// before t: a renewal still under way is left to finish.
+func (c *connCounter) closeOlder(t time.Time) int {
+	return c.close(func(sentinel bool, started time.Time) bool { return !sentinel && started.Before(t) })
 }
 
 // closeSentinels closes the connections to the sentinels: rueidis then
 // asks a sentinel for the master again (a node that finds itself on the
 // wrong server: probe.go's checkRole).
 func (c *connCounter) closeSentinels() int {
-	return c.close(c.isSentinel)
+	return c.close(func(sentinel bool, _ time.Time) bool { return sentinel })
 }
 
-// isSentinel reports whether addr is one of the sentinels the client was
-// given (rueidis may learn of others, which count as data nodes here).
-func (c *connCounter) isSentinel(addr string) bool {
-	return c.sentinel != nil && slices.Contains(c.sentinel.InitAddress, addr)
-}
-
-// close closes the open connections to the addresses which picks, and
-// abandons the dials to them, and returns how many.
-func (c *connCounter) close(which func(dst string) bool) int {
+// close closes the open connections and abandons the dials which picks,
+// by whether they are a sentinel's and when they were started, and
+// returns how many.
+func (c *connCounter) close(which func(sentinel bool, started time.Time) bool) int {
 	c.mu.Lock()
 	var open []*countedConn
 	for cc := range c.open {
-		if which(cc.dst) {
+		if which(cc.sentinel, cc.opened) {
 			open = append(open, cc)
 		}
 	}
-	var dialing []context.CancelFunc
-	for cancel, dst := range c.dialing {
-		if which(dst) {
-			dialing = append(dialing, *cancel)
+	var dials []context.CancelFunc
+	for dl := range c.dialing {
+		if which(dl.sentinel, dl.started) {
+			dials = append(dials, dl.cancel)
 		}
 	}
 	c.mu.Unlock()
-	for _, cancel := range dialing {
+	for _, cancel := range dials {
 		cancel()
 	}
 	for _, cc := range open {
 		_ = cc.Close()
 	}
-	return len(open) + len(dialing)
+	return len(open) + len(dials)
 }
 
 // connCounts are the open connections by kind.
@@ -167,10 +185,6 @@ type connCounts struct {
 }
 
 func (c *connCounter) counts() connCounts {
-	var nodes map[string]rueidis.Client
-	if c.sentinel != nil && c.client != nil {
-		nodes = c.client.Nodes()
-	}
 	var n connCounts
 	other := 0
 	c.mu.Lock()
@@ -178,7 +192,7 @@ func (c *connCounter) counts() connCounts {
 		switch {
 		case cc.kind == connStreamReader:
 			n.streamReaders++
-		case nodes != nil && nodes[cc.dst] == nil:
+		case cc.sentinel:
 			n.sentinels++
 		default:
 			other++
@@ -193,10 +207,12 @@ func (c *connCounter) counts() connCounts {
 // countedConn is a connection counted until its first Close.
 type countedConn struct {
 	net.Conn
-	c    *connCounter
-	dst  string
-	kind connKind
-	once sync.Once
+	c        *connCounter
+	dst      string
+	kind     connKind
+	sentinel bool      // dialed with sentinelDialer
+	opened   time.Time // when it connected
+	once     sync.Once
 }
 
 func (cc *countedConn) Close() error {

@@ -66,9 +66,9 @@ var (
 
 // unreachable wraps err, a failed exchange with Redis, with ErrUnavailable
 // too, unless Redis answered it (a refusal: a wrong password, an unknown
-// command) or the client was closed.
+// command; a publish that reached no subscriber) or the client was closed.
 func unreachable(err error) error {
-	if _, answered := rueidis.IsRedisErr(err); answered || err == nil || errors.Is(err, rueidis.ErrClosing) || errors.Is(err, ErrUnavailable) {
+	if _, answered := rueidis.IsRedisErr(err); answered || err == nil || errors.Is(err, rueidis.ErrClosing) || errors.Is(err, ErrUnavailable) || errors.Is(err, errReachedNobody) {
 		return err
 	}
 	return errorf("%w: %w", ErrUnavailable, err)

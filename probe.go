@@ -127,8 +127,7 @@ func probeNumber(payload string) (uint64, bool) {
 // run probes until ctx ends.
 func (p *prober) run(ctx context.Context) {
 	o := p.a.opts
-	var lastClose time.Time // when the connections were last closed
-	var lastRole time.Time  // when the server's role was last checked
+	var lastRole time.Time // when the server's role was last checked
 	checkRoles := p.a.conns.sentinel != nil
 	for {
 		quiet := time.Since(time.Unix(0, p.lastProof.Load()))
@@ -145,11 +144,11 @@ func (p *prober) run(ctx context.Context) {
 			// connection dialed into the same fault (a handshake nobody
 			// answers, which rueidis gives up only after its dial
 			// timeout, and which a flow dropped by a NAT never answers
-			// even once the network is back): those are closed too,
-			// each renewalWait.
-			if p.dead.Load() && time.Since(lastClose) >= p.renewalWait() {
-				lastClose = time.Now()
-				if n := p.a.conns.closeAll(); n > 0 {
+			// even once the network is back): the connections and dials
+			// older than renewalWait are closed too, the younger ones
+			// left to finish.
+			if p.dead.Load() {
+				if n := p.a.conns.closeOlder(time.Now().Add(-p.renewalWait())); n > 0 {
 					p.a.log.Debug("delivery probe: renewal stuck; closed the connections again", "namespace", p.ns.name, "closed", n)
 				}
 			}
@@ -182,7 +181,6 @@ func (p *prober) run(ctx context.Context) {
 		}
 		p.a.stats.probeFailures.Add(1)
 		closed := p.a.conns.closeAll()
-		lastClose = time.Now()
 		if !p.dead.Swap(true) {
 			p.a.log.Warn("delivery not proven: renewing the connections to Redis", "namespace", p.ns.name, "err", err, "closed", closed)
 		} else {
@@ -200,10 +198,11 @@ func (p *prober) run(ctx context.Context) {
 // before its connections are closed again (prober.renewalWait).
 const renewalFloor = 100 * time.Millisecond
 
-// renewalWait is how long a renewal after a failed probe may take before
-// it is taken for stuck: renewalRoundTrips of the probe's usual round trip
-// (a renewal is a dial, a handshake and the subscriptions' replies), at
-// least renewalFloor and at most ProbeTimeout. On a fast network a stuck
+// renewalWait is how long a connection (or a dial) of a renewal after a
+// failed probe may take before it is taken for stuck: renewalRoundTrips of
+// the probe's usual round trip (a renewal is a dial, a TLS handshake, a
+// HELLO and the subscriptions' replies: 4 or 5 round trips), at least
+// renewalFloor and at most ProbeTimeout. On a fast network a stuck
 // renewal is given up within about renewalFloor, so that a node follows a
 // healed network that quickly; over a slow one (the round trip's median
 // is hundreds of milliseconds) a renewal has the time it needs. While the
@@ -215,7 +214,7 @@ func (p *prober) renewalWait() time.Duration {
 }
 
 // renewalRoundTrips is how many probe round trips a renewal may take.
-const renewalRoundTrips = 4
+const renewalRoundTrips = 8
 
 // roleCheckInterval is how often a node of a Sentinel deployment asks the
 // server it publishes to for its role.
@@ -259,6 +258,7 @@ func (p *prober) checkRole(ctx context.Context, askSentinels bool) error {
 		return err
 	}
 	if len(role) == 0 {
+		p.a.conns.closeSentinels()
 		return errNotMaster{role: "server without a role"}
 	}
 	if r, err := role[0].ToString(); err != nil || r != "master" {
@@ -310,6 +310,9 @@ func (p *prober) probe(ctx context.Context) (time.Duration, error) {
 	defer p.waiting.Store(0)
 	m := message{channel: p.channel, payload: []byte(probePayload(n))}
 	var aside func(context.Context) error
+	// A cluster client's PING goes to any node, which says nothing of the
+	// master serving the probe's channel: there a late probe on a busy
+	// connection is waited for as behind a burst.
 	if p.a.client.Mode() != rueidis.ClientModeCluster {
 		aside = p.a.pingAside
 	}
@@ -320,12 +323,22 @@ func (p *prober) probe(ctx context.Context) (time.Duration, error) {
 // pingAside sends a PING on a connection of the client's pool, not on the
 // pipelined one the probe and the subscriptions share: an error only when
 // Redis did not answer (an error reply is an answer).
+//
+// It is tried twice: closeAll closes the pooled connection under rueidis,
+// which hands it out once more and drops it when the PING fails on it at
+// once; the second try dials afresh.
 func (a *Adapter) pingAside(ctx context.Context) error {
-	dc, release := a.client.Dedicate() // may dial, bounded by rueidis's dial timeout
-	defer release()
-	err := dc.Do(ctx, dc.B().Ping().Build()).Error()
-	if _, answered := rueidis.IsRedisErr(err); answered {
-		return nil
+	var err error
+	for range 2 {
+		dc, release := a.client.Dedicate() // may dial, bounded by rueidis's dial timeout
+		err = dc.Do(ctx, dc.B().Ping().Build()).Error()
+		release()
+		if _, answered := rueidis.IsRedisErr(err); answered || err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			break
+		}
 	}
 	return err
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -79,6 +80,7 @@ func (s Sentinel) clientOption() rueidis.ClientOption {
 			// after which rueidis watches no sentinel) would leave it on the
 			// old master for good. Asking periodically brings it back.
 			TopologyRefreshInterval: sentinelRefreshInterval,
+			Dialer:                  sentinelDialer(),
 		},
 	}
 }
@@ -88,37 +90,66 @@ func (s Sentinel) clientOption() rueidis.ClientOption {
 // on the master) per node and interval.
 const sentinelRefreshInterval = 5 * time.Second
 
-// sentinelMaster asks the sentinels of the Sentinel client option opt, in
-// turn, for the address of the master: the authority on which server is
-// the master (a demoted master says it is one for seconds after it comes
-// back). Each is asked on a connection of its own, closed after, until
-// ctx ends.
+// sentinelMaster asks the sentinels of the Sentinel client option opt,
+// all at once, for the address of the master, and returns the one most of
+// those that answer name (the first sentinel's among equals): the
+// sentinels are the authority on which server is the master (a demoted
+// master says it is one for seconds after it comes back), but one cut off
+// from the others may name an old one. Each is asked on a connection of
+// its own, closed after, within timeout and ctx.
 func sentinelMaster(ctx context.Context, opt *rueidis.ClientOption, timeout time.Duration) (string, error) {
-	var errs []error
-	for _, addr := range opt.InitAddress {
-		if ctx.Err() != nil {
-			errs = append(errs, ctx.Err())
-			break
-		}
-		c, err := rueidis.NewClient(rueidis.ClientOption{
-			InitAddress: []string{addr}, ForceSingleClient: true, DisableCache: true, DisableRetry: true,
-			Username: opt.Sentinel.Username, Password: opt.Sentinel.Password, TLSConfig: opt.Sentinel.TLSConfig,
-			Dialer: net.Dialer{Timeout: timeout}, ConnWriteTimeout: timeout,
+	if d, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(d))
+	}
+	type answer struct {
+		master string
+		err    error
+	}
+	answers := make([]answer, len(opt.InitAddress))
+	var wg sync.WaitGroup
+	for i, addr := range opt.InitAddress {
+		wg.Go(func() {
+			m, err := askSentinel(ctx, opt, addr, timeout)
+			answers[i] = answer{m, err}
 		})
-		if err != nil {
-			errs = append(errs, fmt.Errorf("sentinel %s: %w", addr, err))
+	}
+	wg.Wait()
+	votes := make(map[string]int)
+	var best string
+	var errs []error
+	for _, a := range answers {
+		if a.err != nil {
+			errs = append(errs, a.err)
 			continue
 		}
-		m, err := c.Do(ctx, c.B().SentinelGetMasterAddrByName().Master(opt.Sentinel.MasterSet).Build()).AsStrSlice()
-		c.Close()
-		switch {
-		case err != nil:
-			errs = append(errs, fmt.Errorf("sentinel %s: %w", addr, err))
-		case len(m) != 2:
-			errs = append(errs, fmt.Errorf("sentinel %s: no master named %q", addr, opt.Sentinel.MasterSet))
-		default:
-			return net.JoinHostPort(m[0], m[1]), nil
+		votes[a.master]++
+		if votes[a.master] > votes[best] {
+			best = a.master
 		}
 	}
-	return "", errors.Join(errs...)
+	if best == "" {
+		return "", errors.Join(errs...)
+	}
+	return best, nil
+}
+
+// askSentinel asks the sentinel at addr for the master's address.
+func askSentinel(ctx context.Context, opt *rueidis.ClientOption, addr string, timeout time.Duration) (string, error) {
+	c, err := rueidis.NewClient(rueidis.ClientOption{
+		InitAddress: []string{addr}, ForceSingleClient: true, DisableCache: true, DisableRetry: true,
+		Username: opt.Sentinel.Username, Password: opt.Sentinel.Password, TLSConfig: opt.Sentinel.TLSConfig,
+		Dialer: net.Dialer{Timeout: timeout}, ConnWriteTimeout: timeout,
+	})
+	if err != nil {
+		return "", fmt.Errorf("sentinel %s: %w", addr, err)
+	}
+	defer c.Close()
+	m, err := c.Do(ctx, c.B().SentinelGetMasterAddrByName().Master(opt.Sentinel.MasterSet).Build()).AsStrSlice()
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("sentinel %s: %w", addr, err)
+	case len(m) != 2:
+		return "", fmt.Errorf("sentinel %s: no master named %q", addr, opt.Sentinel.MasterSet)
+	}
+	return net.JoinHostPort(m[0], m[1]), nil
 }
