@@ -71,6 +71,7 @@ type connCounter struct {
 // dialing is a dial not connected yet.
 type dialing struct {
 	cancel   context.CancelFunc
+	dst      string
 	sentinel bool
 	started  time.Time
 }
@@ -110,7 +111,7 @@ func (c *connCounter) dial(ctx context.Context, dst string, d *net.Dialer, cfg *
 func (c *connCounter) connect(ctx context.Context, dst string, d *net.Dialer) (net.Conn, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	dl := &dialing{cancel: cancel, sentinel: d.Resolver == sentinelResolver, started: time.Now()}
+	dl := &dialing{cancel: cancel, dst: dst, sentinel: d.Resolver == sentinelResolver, started: time.Now()}
 	c.mu.Lock()
 	if c.dialing == nil {
 		c.dialing = make(map[*dialing]struct{})
@@ -136,36 +137,61 @@ func (c *connCounter) connect(ctx context.Context, dst string, d *net.Dialer) (n
 // frozen master, it would leave rueidis watching no sentinel once that
 // refresh ends.
 func (c *connCounter) closeAll() int {
-	return c.close(func(sentinel bool, _ time.Time) bool { return !sentinel })
+	return c.close(func(sentinel bool, _ string, _ time.Time) bool { return !sentinel })
 }
 
 // closeOlder is closeAll for the connections opened and the dials started
 // before t: a renewal still under way is left to finish.
 func (c *connCounter) closeOlder(t time.Time) int {
-	return c.close(func(sentinel bool, started time.Time) bool { return !sentinel && started.Before(t) })
+	return c.close(func(sentinel bool, _ string, started time.Time) bool { return !sentinel && started.Before(t) })
 }
 
 // closeSentinels closes the connections to the sentinels: rueidis then
 // asks a sentinel for the master again (a node that finds itself on the
 // wrong server: probe.go's checkRole).
 func (c *connCounter) closeSentinels() int {
-	return c.close(func(sentinel bool, _ time.Time) bool { return sentinel })
+	return c.close(func(sentinel bool, _ string, _ time.Time) bool { return sentinel })
+}
+
+// elsewhere reports whether a connection is open, or a dial under way,
+// to another server than addr, a sentinel's aside.
+func (c *connCounter) elsewhere(addr string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for cc := range c.open {
+		if !cc.sentinel && cc.dst != addr {
+			return true
+		}
+	}
+	for dl := range c.dialing {
+		if !dl.sentinel && dl.dst != addr {
+			return true
+		}
+	}
+	return false
+}
+
+// closeElsewhere is closeAll for the connections and dials to another
+// server than addr: a Sentinel client's to an old master (probe.go's
+// leaveOldMaster).
+func (c *connCounter) closeElsewhere(addr string) int {
+	return c.close(func(sentinel bool, dst string, _ time.Time) bool { return !sentinel && dst != addr })
 }
 
 // close closes the open connections and abandons the dials which picks,
-// by whether they are a sentinel's and when they were started, and
-// returns how many.
-func (c *connCounter) close(which func(sentinel bool, started time.Time) bool) int {
+// by whether they are a sentinel's, where they go and when they were
+// started, and returns how many.
+func (c *connCounter) close(which func(sentinel bool, dst string, started time.Time) bool) int {
 	c.mu.Lock()
 	var open []*countedConn
 	for cc := range c.open {
-		if which(cc.sentinel, cc.opened) {
+		if which(cc.sentinel, cc.dst, cc.opened) {
 			open = append(open, cc)
 		}
 	}
 	var dials []context.CancelFunc
 	for dl := range c.dialing {
-		if which(dl.sentinel, dl.started) {
+		if which(dl.sentinel, dl.dst, dl.started) {
 			dials = append(dials, dl.cancel)
 		}
 	}

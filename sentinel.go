@@ -98,6 +98,25 @@ const sentinelRefreshInterval = 5 * time.Second
 // from the others may name an old one. Each is asked on a connection of
 // its own, closed after, within timeout and ctx.
 func sentinelMaster(ctx context.Context, opt *rueidis.ClientOption, timeout time.Duration) (string, error) {
+	masters, err := sentinelMasters(ctx, opt, timeout)
+	if err != nil {
+		return "", err
+	}
+	votes := make(map[string]int)
+	var best string
+	for _, m := range masters {
+		votes[m]++
+		if votes[m] > votes[best] {
+			best = m
+		}
+	}
+	return best, nil
+}
+
+// sentinelMasters asks the sentinels as sentinelMaster does and returns
+// the masters those that answer name, in the order of opt.InitAddress: an
+// error only when none answers.
+func sentinelMasters(ctx context.Context, opt *rueidis.ClientOption, timeout time.Duration) ([]string, error) {
 	if d, ok := ctx.Deadline(); ok {
 		timeout = min(timeout, time.Until(d))
 	}
@@ -114,23 +133,19 @@ func sentinelMaster(ctx context.Context, opt *rueidis.ClientOption, timeout time
 		})
 	}
 	wg.Wait()
-	votes := make(map[string]int)
-	var best string
+	var masters []string
 	var errs []error
 	for _, a := range answers {
 		if a.err != nil {
 			errs = append(errs, a.err)
 			continue
 		}
-		votes[a.master]++
-		if votes[a.master] > votes[best] {
-			best = a.master
-		}
+		masters = append(masters, a.master)
 	}
-	if best == "" {
-		return "", errors.Join(errs...)
+	if len(masters) == 0 {
+		return nil, errors.Join(errs...)
 	}
-	return best, nil
+	return masters, nil
 }
 
 // askSentinel asks the sentinel at addr for the master's address.

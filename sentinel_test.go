@@ -3,6 +3,7 @@ package redisadapter
 import (
 	"context"
 	"fmt"
+	"net"
 	"testing"
 	"time"
 
@@ -50,4 +51,31 @@ func TestSentinelConnectionAndMaster(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A connection the client holds to another server than the master (one
+// rueidis was dialing to the old master when it moved) is closed by
+// leaveOldMaster once the sentinels name the master the client sends to;
+// the master's connections and the sentinel's are kept.
+func TestLeaveOldMaster(t *testing.T) {
+	set := redistest.StartSentinel(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// The prober is kept asleep: the test calls leaveOldMaster itself.
+	a, err := New(ctx, socketio.NewServer(nil), Sentinel{MasterName: redistest.MasterName, Addrs: set.Addrs()}, &Options{ProbeInterval: time.Hour})
+	require.NoError(t, err)
+	defer func() { require.NoError(t, a.Close(context.Background())) }()
+	p := a.probes[0]
+	require.Zero(t, p.leaveOldMaster(ctx), "every connection is to the master")
+	before := a.conns.counts()
+
+	stale, err := a.conns.dial(ctx, set.Replica.Addr(), &net.Dialer{}, nil)
+	require.NoError(t, err)
+	defer stale.Close()
+	require.True(t, a.conns.elsewhere(set.Master.Addr()))
+	require.Equal(t, 1, p.leaveOldMaster(ctx))
+	require.False(t, a.conns.elsewhere(set.Master.Addr()))
+	require.Equal(t, before, a.conns.counts(), "the master's and the sentinel's connections are kept")
+	_, err = stale.Write([]byte("PING\r\n"))
+	require.ErrorIs(t, err, net.ErrClosed)
 }
