@@ -178,6 +178,17 @@ func (c *connCounter) closeElsewhere(addr string) int {
 	return c.close(func(sentinel bool, dst string, _ time.Time) bool { return !sentinel && dst != addr })
 }
 
+// closeTo is closeAll for the connections and dials to the data node at
+// addr: a cluster master whose room connection's probe did not come back
+// (shards.go). The client's connection to it carries the node's publishes
+// on its slots: left open, they would wait there, and a master frozen past
+// its failover executes them once it thaws, delivering them to no one
+// (or to subscriptions closed meanwhile) while answering them as sent.
+// Closed, they fail, and are counted.
+func (c *connCounter) closeTo(addr string) int {
+	return c.close(func(sentinel bool, dst string, _ time.Time) bool { return !sentinel && dst == addr })
+}
+
 // close closes the open connections and abandons the dials which picks,
 // by whether they are a sentinel's, where they go and when they were
 // started, and returns how many.

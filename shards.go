@@ -258,6 +258,7 @@ func (s *shard) serve(ctx context.Context, ready func()) error {
 		s.setProbeDead(true)
 		dead <- err
 		dc.Close()
+		s.r.a.conns.closeTo(s.addr) // the publishes waiting on the client's connection to it fail, counted
 	}
 	if probe != "" {
 		if err := s.subscribeProbe(ctx, dc, probe); err != nil {
