@@ -158,13 +158,14 @@ func (c *connCounter) closeSentinels() int {
 func (c *connCounter) elsewhere(addr string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	which := otherThan(addr)
 	for cc := range c.open {
-		if !cc.sentinel && cc.dst != addr {
+		if which(cc.sentinel, cc.dst, cc.opened) {
 			return true
 		}
 	}
 	for dl := range c.dialing {
-		if !dl.sentinel && dl.dst != addr {
+		if which(dl.sentinel, dl.dst, dl.started) {
 			return true
 		}
 	}
@@ -174,8 +175,12 @@ func (c *connCounter) elsewhere(addr string) bool {
 // closeElsewhere is closeAll for the connections and dials to another
 // server than addr: a Sentinel client's to an old master (probe.go's
 // leaveOldMaster).
-func (c *connCounter) closeElsewhere(addr string) int {
-	return c.close(func(sentinel bool, dst string, _ time.Time) bool { return !sentinel && dst != addr })
+func (c *connCounter) closeElsewhere(addr string) int { return c.close(otherThan(addr)) }
+
+// otherThan picks the connections and dials to another server than addr,
+// a sentinel's aside (close's which).
+func otherThan(addr string) func(sentinel bool, dst string, _ time.Time) bool {
+	return func(sentinel bool, dst string, _ time.Time) bool { return !sentinel && dst != addr }
 }
 
 // closeTo is closeAll for the connections and dials to the data node at

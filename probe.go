@@ -283,13 +283,20 @@ func (p *prober) checkRole(ctx context.Context, askSentinels bool) error {
 		p.a.log.Debug("the sentinels could not be asked for the master; ROLE says master", "err", err)
 		return nil
 	}
-	for at := range p.a.client.Nodes() { // a Sentinel client's one: the master it sends to
-		if at != master {
-			p.a.conns.closeSentinels()
-			return errStaleMaster{at: at, master: master}
-		}
+	if at := p.a.sentinelTarget(); at != "" && at != master {
+		p.a.conns.closeSentinels()
+		return errStaleMaster{at: at, master: master}
 	}
 	return nil
+}
+
+// sentinelTarget is the address of the master a Sentinel client sends to
+// (its one node), or "" while it has none.
+func (a *Adapter) sentinelTarget() string {
+	for addr := range a.client.Nodes() {
+		return addr
+	}
+	return ""
 }
 
 // leaveOldMaster closes the connections the client holds, and abandons
@@ -304,10 +311,7 @@ func (p *prober) checkRole(ctx context.Context, askSentinels bool) error {
 // server (rueidis may be moving) leaves them all be: the probe and
 // checkRole decide then.
 func (p *prober) leaveOldMaster(ctx context.Context) int {
-	var at string
-	for addr := range p.a.client.Nodes() { // a Sentinel client's one: the master it sends to
-		at = addr
-	}
+	at := p.a.sentinelTarget()
 	if at == "" || !p.a.conns.elsewhere(at) {
 		return 0
 	}
