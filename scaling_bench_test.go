@@ -22,7 +22,8 @@ import (
 
 // BenchmarkScaling spreads 1,000, 3,000 or 10,000 sockets over 1, 2, 4
 // and 8 in-process nodes and broadcasts to the whole namespace from the
-// first: deliveries per second, and the servers' heap per socket. The
+// first: deliveries per second, the machine's CPU time per 1,000, and the
+// servers' heap per socket. The
 // clients live in a second process (this test binary, run as
 // clientsProcess): a socket costs a file descriptor on each side, and
 // 10,000 of each would pass the machine's limit of 20,000 per process.
@@ -54,6 +55,7 @@ func BenchmarkScaling(b *testing.B) {
 				runtime.GC()
 				var after runtime.MemStats
 				runtime.ReadMemStats(&after)
+				cpu0 := machineCPU(b)
 				b.ResetTimer()
 				for i := range b.N {
 					if err := fleet[0].a.Of("/").Emit(context.Background(), "m", i); err != nil {
@@ -63,6 +65,7 @@ func BenchmarkScaling(b *testing.B) {
 				// A stall of a second or more (10,000 sockets on 2 shared
 				// cores) shows as a slow rate, not as a loss.
 				reportDeliveries(b, delivered, int64(b.N*sockets), 5*time.Second)
+				reportMachineCPU(b, cpu0, delivered.Load())
 				// What a loss would come from: a node that did not read
 				// every broadcast (its subscription was down), or events
 				// dropped on the way to sockets.

@@ -141,13 +141,15 @@ func report(results []result, get func(string, string) (float64, bool), env map[
 	p("\n## The example's path: comments from one client\n\n")
 	p("One client sends comments (`{post, text}`) to node A as fast as it can; A's handler broadcasts each to the\n")
 	p("post's room and acks it, as `examples/blogstack` does; one client on node B receives. go-socket.io runs one\n")
-	p("connection's handlers one after another. Node's row runs the same handler on socket.io 4.\n\n")
-	p("| system | comments delivered/s | lost |\n|---|---|---|\n")
+	p("connection's handlers one after another. Node's row runs the same handler on socket.io 4. `cpu-ms/1k` is the\n")
+	p("machine's CPU time (servers, clients and Redis together) per 1,000 comments delivered.\n\n")
+	p("| system | comments delivered/s | cpu-ms / 1k comments | lost |\n|---|---|---|---|\n")
 	for _, sys := range systems {
 		name := "SameApp/" + sys.key
 		if v, ok := get(name, "deliveries/s"); ok {
 			lost, _ := get(name, "%lost")
-			p("| %s | %.0f | %.2f%% |\n", sys.label, v, lost)
+			cpu, _ := get(name, "cpu-ms/1k")
+			p("| %s | %.0f | %.1f | %.2f%% |\n", sys.label, v, cpu, lost)
 		}
 	}
 
@@ -175,15 +177,15 @@ func report(results []result, get func(string, string) (float64, bool), env map[
 		p("| %s | %s | %.0f µs | %.0f µs |\n", parts[1], strings.TrimSuffix(parts[2], "nodes"), m(name, "p50-µs"), m(name, "p99-µs"))
 	}
 
-	p("\n## Scaling\n\nNamespace-wide broadcasts from the first of N in-process nodes to every socket. The clients run in a second\nprocess (socket.io 2.x Go clients); heap per socket is the servers' heap (N nodes, go-socket.io and the adapter).\n*Worst of the rounds*: the highest of each over the rounds: share lost, events dropped on the servers, receiving\nnodes that missed a broadcast, subscriptions renewed (what a loss would come from).\n\n| sockets | nodes | deliveries/s | lost | heap per socket | worst of the rounds: lost, drops, nodes short, resubscribes |\n|---|---|---|---|---|---|\n")
+	p("\n## Scaling\n\nNamespace-wide broadcasts from the first of N in-process nodes to every socket. The clients run in a second\nprocess (socket.io 2.x Go clients); heap per socket is the servers' heap (N nodes, go-socket.io and the adapter).\n*Worst of the rounds*: the highest of each over the rounds: share lost, events dropped on the servers, receiving\nnodes that missed a broadcast, subscriptions renewed (what a loss would come from). `cpu-ms/1k` is the machine's CPU time (servers, clients and\nRedis together) per 1,000 deliveries.\n\n| sockets | nodes | deliveries/s | cpu-ms / 1k deliveries | lost | heap per socket | worst of the rounds: lost, drops, nodes short, resubscribes |\n|---|---|---|---|---|---|---|\n")
 	for _, name := range names(results, "Scaling/") {
 		parts := strings.Split(name, "/")
 		_, lostMax := spread(results, name, "%lost")
 		_, dropsMax := spread(results, name, "drops")
 		_, shortMax := spread(results, name, "nodes-short")
 		_, resubMax := spread(results, name, "resubscribes")
-		p("| %s | %s | %.0f | %.2f%% | %.1f KiB | %.2f%%, %.0f, %.0f, %.0f |\n", strings.TrimSuffix(parts[1], "sockets"), strings.TrimSuffix(parts[2], "nodes"),
-			m(name, "deliveries/s"), m(name, "%lost"), m(name, "heap-KiB/socket"), lostMax, dropsMax, shortMax, resubMax)
+		p("| %s | %s | %.0f | %.1f | %.2f%% | %.1f KiB | %.2f%%, %.0f, %.0f, %.0f |\n", strings.TrimSuffix(parts[1], "sockets"), strings.TrimSuffix(parts[2], "nodes"),
+			m(name, "deliveries/s"), m(name, "cpu-ms/1k"), m(name, "%lost"), m(name, "heap-KiB/socket"), lostMax, dropsMax, shortMax, resubMax)
 	}
 
 	p("\n## Recovery after faults\n\n")
