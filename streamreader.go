@@ -199,35 +199,56 @@ func (r *streamReader) read(ctx context.Context, up func()) error {
 		}
 		r.recheck = false
 	}
-	xctx := withConnKind(ctx, connStreamReader) // the connection XREAD BLOCK takes, for Stats
+	xctx := withConnKind(ctx, connStreamReader) // the connection XREAD BLOCK takes, for Stats and closeSilent
 	// The block time is the probe's interval, and an XREAD that has not
-	// answered long after it is on a silent connection (a dropped flow):
-	// each XREAD is this reader's delivery probe. As long as a busy
-	// namespace probe is waited for (busyProbeWait ProbeTimeouts): a reply
-	// that comes slowly (a slow link, a large batch) is not a silent one.
-	// A frozen Redis or a node cut off is found sooner by the namespace's
-	// probe, which closes this connection too. Node blocks for 5 s; only
-	// the idle cost differs (an empty XREAD each ProbeInterval), entries
-	// come as soon as they are added.
+	// answered ProbeTimeout after it is on a silent connection (a dropped
+	// flow) if that connection has read nothing since it wrote the XREAD:
+	// one answered slowly (a slow link, a large batch) keeps reading
+	// bytes. So a late XREAD has the stream readers' connections that are
+	// silent that long closed (closeSilent: rueidis does not say which one
+	// it took), its own among them if it is silent, and checks again each
+	// ProbeTimeout/8 while it waits; each XREAD is this reader's delivery
+	// probe. A reply that never ends (a connection dropped halfway through
+	// it) is bounded by the time a busy namespace probe is waited for
+	// (busyProbeWait ProbeTimeouts). A frozen Redis or a node cut off is
+	// found sooner by the namespace's probe, which closes this connection
+	// too. Node blocks for 5 s; only the idle cost differs (an empty XREAD
+	// each ProbeInterval), entries come as soon as they are added.
 	block := max(n.probeInterval, time.Millisecond) // BLOCK 0 would block for ever
+	late := block + n.probeTimeout
 	for {
 		cmd := n.client.B().Xread().Count(int64(r.p.readCount)).Block(block.Milliseconds()).
 			Streams().Key(r.stream).Id(r.offset).Build()
+		start := time.Now()
 		rctx, cancel := context.WithTimeout(xctx, block+busyProbeWait*n.probeTimeout)
+		watch := time.AfterFunc(late, func() {
+			tick := time.NewTicker(max(n.probeTimeout/8, time.Millisecond))
+			defer tick.Stop()
+			for {
+				n.conns.closeSilent(late)
+				select {
+				case <-rctx.Done():
+					return
+				case <-tick.C:
+				}
+			}
+		})
 		res, err := n.client.Do(rctx, cmd).AsXRead()
+		watch.Stop()
 		// rueidis sets the connection's deadline to the context's: the
 		// read can time out a moment before the context's timer ends it.
-		silent := err != nil && (rctx.Err() != nil || errors.Is(err, context.DeadlineExceeded))
+		silent := errors.Is(err, errSilentConn) ||
+			err != nil && (rctx.Err() != nil || errors.Is(err, context.DeadlineExceeded))
 		cancel()
 		if ctx.Err() != nil {
 			return nil // ErrClosing with ctx alive: a Sentinel client moved to a new master (receive)
 		}
 		if silent {
-			// rueidis closes a blocking command's connection when its
-			// context ends: the next attempt dials a fresh one.
+			// rueidis closes a blocking command's connection when it
+			// fails: the next attempt takes another one, or dials.
 			n.stats.probeFailures.Add(1)
 			r.recheck = true
-			return errSilentReader{block + busyProbeWait*n.probeTimeout}
+			return errSilentReader{time.Since(start).Round(time.Millisecond)}
 		}
 		if err != nil && !rueidis.IsRedisNil(err) { // nil: the block time passed with nothing new
 			r.recheck = true
