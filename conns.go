@@ -22,6 +22,8 @@ package redisadapter
 // address it learned the sentinel at; the rest are pipelined, idle pooled
 // ones included. A stream reader's connection also notes when it last
 // wrote and last read bytes (closeSilent); the others pay nothing for it.
+// The pool is shared: a connection Dedicate dialed (the PING aside) may
+// carry an XREAD later, unnoted (bounded by the XREAD's context only).
 
 import (
 	"context"
