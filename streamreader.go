@@ -200,20 +200,19 @@ func (r *streamReader) read(ctx context.Context, up func()) error {
 		r.recheck = false
 	}
 	xctx := withConnKind(ctx, connStreamReader) // the connection XREAD BLOCK takes, for Stats and closeSilent
-	// The block time is the probe's interval, and an XREAD that has not
-	// answered ProbeTimeout after it is on a silent connection (a dropped
-	// flow) if that connection has read nothing since it wrote the XREAD:
-	// one answered slowly (a slow link, a large batch) keeps reading
-	// bytes. So a late XREAD has the stream readers' connections that are
-	// silent that long closed (closeSilent: rueidis does not say which one
-	// it took), its own among them if it is silent, and checks again each
-	// ProbeTimeout/8 while it waits; each XREAD is this reader's delivery
-	// probe. A reply that never ends (a connection dropped halfway through
-	// it) is bounded by the time a busy namespace probe is waited for
-	// (busyProbeWait ProbeTimeouts). A frozen Redis or a node cut off is
-	// found sooner by the namespace's probe, which closes this connection
-	// too. Node blocks for 5 s; only the idle cost differs (an empty XREAD
-	// each ProbeInterval), entries come as soon as they are added.
+	// The block time is the probe's interval: each XREAD is this reader's
+	// delivery probe. One unanswered ProbeTimeout past its block time is
+	// on a silent connection (a dropped flow) if that connection has read
+	// no byte since it sent it; one answered slowly (a slow link, a large
+	// batch) keeps reading bytes. rueidis does not say which connection an
+	// XREAD took: a late one has every reader's connection silent that
+	// long closed (closeSilent), its own among them if it is. An answer
+	// that stops halfway is bounded by the time a busy namespace probe is
+	// waited for (busyProbeWait ProbeTimeouts). A frozen Redis or a node
+	// cut off is found sooner by the namespace's probe, which closes this
+	// connection too. Node blocks for 5 s; only the idle cost differs (an
+	// empty XREAD each ProbeInterval), entries come as soon as they are
+	// added.
 	block := max(n.probeInterval, time.Millisecond) // BLOCK 0 would block for ever
 	late := block + n.probeTimeout
 	for {
@@ -221,18 +220,7 @@ func (r *streamReader) read(ctx context.Context, up func()) error {
 			Streams().Key(r.stream).Id(r.offset).Build()
 		start := time.Now()
 		rctx, cancel := context.WithTimeout(xctx, block+busyProbeWait*n.probeTimeout)
-		watch := time.AfterFunc(late, func() {
-			tick := time.NewTicker(max(n.probeTimeout/8, time.Millisecond))
-			defer tick.Stop()
-			for {
-				n.conns.closeSilent(late)
-				select {
-				case <-rctx.Done():
-					return
-				case <-tick.C:
-				}
-			}
-		})
+		watch := closeSilentWhileLate(rctx, n.conns, late, max(n.probeTimeout/8, time.Millisecond))
 		res, err := n.client.Do(rctx, cmd).AsXRead()
 		watch.Stop()
 		// rueidis sets the connection's deadline to the context's: the
@@ -266,6 +254,25 @@ func (r *streamReader) read(ctx context.Context, up func()) error {
 			r.offset = e.ID
 		}
 	}
+}
+
+// closeSilentWhileLate closes the stream readers' connections silent for
+// longer than late (closeSilent), late from now and again every period
+// until ctx ends: a reader's XREAD goes out a moment after the call, or
+// later when it dials. Stopping the timer it returns ends it sooner.
+func closeSilentWhileLate(ctx context.Context, conns *connCounter, late, period time.Duration) *time.Timer {
+	return time.AfterFunc(late, func() {
+		tick := time.NewTicker(period)
+		defer tick.Stop()
+		for {
+			conns.closeSilent(late)
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	})
 }
 
 // checkGap counts and logs entries trimmed (or deleted) after the last
