@@ -157,7 +157,7 @@ func (a *Adapter) start(ctx context.Context) error {
 		a.spawn(func() { a.receiveLoop(loopCtx, sub) })
 	}
 	a.spawn(func() { a.local.sweep(loopCtx) })
-	n := &node{uid: a.uid, client: a.client, in: a.in, loops: a.loops, log: a.log, stats: &a.stats,
+	n := &node{uid: a.uid, client: a.client, in: a.in, loops: a.loops, log: a.log, stats: &a.stats, conns: a.conns,
 		probeInterval: a.opts.ProbeInterval, probeTimeout: a.opts.ProbeTimeout,
 		spawn: func(f func(context.Context)) bool { return a.spawn(func() { f(loopCtx) }) }}
 	if err := a.proto.start(ctx, n); err != nil {
@@ -202,6 +202,7 @@ type node struct {
 	loops  supervisor
 	log    *slog.Logger
 	stats  *counters
+	conns  *connCounter // closeSilent: a stream reader's silent connection
 	// probeInterval and probeTimeout are Options': a loop of the mode's
 	// own proves its connection delivers on their clock.
 	probeInterval, probeTimeout time.Duration

@@ -20,11 +20,16 @@ package redisadapter
 // a shard counts the connection it holds; rueidis dials a sentinel with
 // the option's Sentinel.Dialer, which sentinelDialer marks, whatever
 // address it learned the sentinel at; the rest are pipelined, idle pooled
-// ones included.
+// ones included. A stream reader's connection also notes when it last
+// wrote and last read bytes (closeSilent); the others pay nothing for it.
+// The pool is shared: a connection Dedicate dialed (the PING aside) may
+// carry an XREAD later, unnoted (bounded by the XREAD's context only).
 
 import (
 	"context"
 	"crypto/tls"
+	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -221,6 +226,34 @@ func (c *connCounter) close(which func(sentinel bool, dst string, started time.T
 	return len(open) + len(dials)
 }
 
+// errSilentConn wraps what a Read on a connection closeSilent closed
+// fails with.
+var errSilentConn = errors.New("closed: nothing read since the last write")
+
+// closeSilent closes the stream readers' connections that wrote and have
+// read nothing since, for longer than after, and returns how many: the
+// connections a dropped flow left open. Each XREAD BLOCK's answer comes
+// within its block time, and on a slow link, or when it is a large batch,
+// it comes slowly but byte by byte: time alone would take it for a
+// silent one. An idle connection (given back to the pool) has read the
+// answer to its last write. A Read on a connection closed here fails
+// with errSilentConn.
+func (c *connCounter) closeSilent(after time.Duration) int {
+	c.mu.Lock()
+	var silent []*countedConn
+	for cc := range c.open {
+		if cc.kind == connStreamReader && cc.silentFor(after) {
+			silent = append(silent, cc)
+		}
+	}
+	c.mu.Unlock()
+	for _, cc := range silent {
+		cc.silenced.Store(true)
+		_ = cc.Close()
+	}
+	return len(silent)
+}
+
 // connCounts are the open connections by kind.
 type connCounts struct {
 	pipelined, rooms, streamReaders, sentinels int
@@ -255,6 +288,43 @@ type countedConn struct {
 	sentinel bool      // dialed with sentinelDialer
 	opened   time.Time // when it connected
 	once     sync.Once
+	// A stream reader's connection only: when it last started a Write and
+	// last read bytes, since opened (monotonic; 0: never), and whether
+	// closeSilent closed it.
+	wrote, read atomic.Int64
+	silenced    atomic.Bool
+}
+
+// Read notes, on a stream reader's connection, when it read bytes.
+func (cc *countedConn) Read(b []byte) (int, error) {
+	n, err := cc.Conn.Read(b)
+	if cc.kind == connStreamReader {
+		if n > 0 {
+			cc.read.Store(int64(time.Since(cc.opened)))
+		}
+		if err != nil && cc.silenced.Load() {
+			err = fmt.Errorf("%w: %w", errSilentConn, err)
+		}
+	}
+	return n, err
+}
+
+// Write notes, on a stream reader's connection, when it started writing:
+// before the write, so that the answer's first Read comes after.
+func (cc *countedConn) Write(b []byte) (int, error) {
+	if cc.kind == connStreamReader {
+		cc.wrote.Store(int64(time.Since(cc.opened)))
+	}
+	return cc.Conn.Write(b)
+}
+
+// silentFor reports whether cc wrote and has read nothing since, for
+// longer than d. The write is loaded first: a Read between the loads
+// makes it answered.
+func (cc *countedConn) silentFor(d time.Duration) bool {
+	w := cc.wrote.Load()
+	r := cc.read.Load()
+	return w > r && time.Since(cc.opened)-time.Duration(w) > d
 }
 
 func (cc *countedConn) Close() error {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/blogstack/redisadapter"
 	"github.com/blogstack/redisadapter/internal/await"
+	"github.com/blogstack/redisadapter/internal/faultproxy"
 	"github.com/blogstack/redisadapter/internal/redistest"
 )
 
@@ -197,4 +199,37 @@ func clientList(ctx context.Context, addr string) (string, error) {
 	body := make([]byte, size)
 	_, err = io.ReadFull(r, body)
 	return string(body), err
+}
+
+// A node reading two streams, one of whose readers' connection goes
+// silent (a dropped flow): that reader gives it up within the bound and
+// blocks on another, and the other reader's connection, which answers,
+// is left open (a late reader closes only the connections that read
+// nothing since they wrote: rueidis does not say which one it took).
+func TestSilentReaderConnectionAlone(t *testing.T) {
+	srv := redistest.Start(t)
+	px := faultproxy.Start(t, srv.Addr())
+	// "/" and "/chat" are read from socket.io-2 and socket.io-1.
+	c := redisadapter.Streams{Connector: redisadapter.Standalone{Addr: px.Addr()}, Count: 3}
+	n := startNode(t, c, &redisadapter.Options{Namespaces: []string{"/", "/chat"}})
+	raw := rawClient(t, redisadapter.Standalone{Addr: srv.Addr()})
+	var readers []string
+	eventually(t, "the node's two readers blocked in XREAD", func() bool {
+		readers = blockedInXread(t, raw)
+		return len(readers) == 2
+	})
+	before := n.a.Stats().ProbeFailures
+	require.True(t, px.BlackholeConn(readers[0], faultproxy.Both))
+	silenced := time.Now()
+	await.True(t, wait, 10*time.Millisecond, "the silent connection given up", func() bool {
+		return n.a.Stats().ProbeFailures > before && px.Silent() == 0
+	})
+	took := time.Since(silenced)
+	t.Logf("the silent reader connection given up %v after it went silent", took.Round(time.Millisecond))
+	require.Less(t, took, 3*time.Second)
+	eventually(t, "both readers blocked in XREAD, the other one on its own connection still", func() bool {
+		blocked := blockedInXread(t, raw)
+		return len(blocked) == 2 && slices.Contains(blocked, readers[1]) && !slices.Contains(blocked, readers[0])
+	})
+	require.Equal(t, before+1, n.a.Stats().ProbeFailures, "one probe missed: the silent reader's")
 }

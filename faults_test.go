@@ -163,12 +163,14 @@ var faultCases = []faultCase{
 	}},
 	// The victim's stream reader's connection alone goes silent, in both
 	// directions: the namespace's probe, on the pub/sub connection, keeps
-	// coming back, so only the reader's own bound on its XREAD BLOCK
-	// (ProbeInterval + busyProbeWait ProbeTimeouts, 4.4 s) finds it. The
-	// fault lasts until the reader gave the connection up (rueidis closes
-	// it) and blocks on another: it reads from its last entry, so nothing
-	// the other node published meanwhile is lost.
-	{name: "blackhole-stream-reader", modes: []faultMode{faultStreams}, detectWithin: 10 * time.Second, inject: func(t testing.TB, e *faultEnv) time.Time {
+	// coming back, so only the reader's own check finds it: an XREAD
+	// BLOCK unanswered ProbeInterval + ProbeTimeout (1.2 s) after it was
+	// sent, on a connection that has read nothing since (closeSilent), is
+	// given up (slow-reader: a slow link is not). The fault lasts until
+	// the reader gave the connection up and blocks on another: it reads
+	// from its last entry, so nothing the other node published meanwhile
+	// is lost.
+	{name: "blackhole-stream-reader", modes: []faultMode{faultStreams}, detectWithin: 3 * time.Second, inject: func(t testing.TB, e *faultEnv) time.Time {
 		raw := rawClient(t, redisadapter.Standalone{Addr: e.srv.Addr()})
 		before := e.victim.a.Stats().ProbeFailures
 		var silenced string

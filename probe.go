@@ -37,9 +37,10 @@ package redisadapter
 // ("<key>-probe#<uid>#<n>#") whose slot that master serves, subscribed on
 // that connection only; a probe that does not come back renews that
 // connection alone (and counts in Stats.ProbeFailures; Ping fails until it
-// serves again). A stream reader's XREAD is its probe, bounded in time
-// (streamreader.go); the readers are closed with the rest when a
-// namespace's probe fails. In a Sentinel deployment the prober also asks
+// serves again). A stream reader's XREAD is its probe: one unanswered
+// ProbeInterval + ProbeTimeout after it was sent, on a connection that has
+// read nothing since, is given up (streamreader.go); the readers are
+// closed with the rest when a namespace's probe fails. In a Sentinel deployment the prober also asks
 // for the server's role, and after a failed probe the sentinels for the
 // master (checkRole), and closes the connections left to an old master
 // (leaveOldMaster).

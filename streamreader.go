@@ -199,35 +199,44 @@ func (r *streamReader) read(ctx context.Context, up func()) error {
 		}
 		r.recheck = false
 	}
-	xctx := withConnKind(ctx, connStreamReader) // the connection XREAD BLOCK takes, for Stats
-	// The block time is the probe's interval, and an XREAD that has not
-	// answered long after it is on a silent connection (a dropped flow):
-	// each XREAD is this reader's delivery probe. As long as a busy
-	// namespace probe is waited for (busyProbeWait ProbeTimeouts): a reply
-	// that comes slowly (a slow link, a large batch) is not a silent one.
-	// A frozen Redis or a node cut off is found sooner by the namespace's
-	// probe, which closes this connection too. Node blocks for 5 s; only
-	// the idle cost differs (an empty XREAD each ProbeInterval), entries
-	// come as soon as they are added.
+	xctx := withConnKind(ctx, connStreamReader) // the connection XREAD BLOCK takes, for Stats and closeSilent
+	// The block time is the probe's interval: each XREAD is this reader's
+	// delivery probe. One unanswered ProbeTimeout past its block time is
+	// on a silent connection (a dropped flow) if that connection has read
+	// no byte since it sent it; one answered slowly (a slow link, a large
+	// batch) keeps reading bytes. rueidis does not say which connection an
+	// XREAD took: a late one has every reader's connection silent that
+	// long closed (closeSilent), its own among them if it is. An answer
+	// that stops halfway is bounded by the time a busy namespace probe is
+	// waited for (busyProbeWait ProbeTimeouts). A frozen Redis or a node
+	// cut off is found sooner by the namespace's probe, which closes this
+	// connection too. Node blocks for 5 s; only the idle cost differs (an
+	// empty XREAD each ProbeInterval), entries come as soon as they are
+	// added.
 	block := max(n.probeInterval, time.Millisecond) // BLOCK 0 would block for ever
+	late := block + n.probeTimeout
 	for {
 		cmd := n.client.B().Xread().Count(int64(r.p.readCount)).Block(block.Milliseconds()).
 			Streams().Key(r.stream).Id(r.offset).Build()
+		start := time.Now()
 		rctx, cancel := context.WithTimeout(xctx, block+busyProbeWait*n.probeTimeout)
+		watch := closeSilentWhileLate(rctx, n.conns, late, max(n.probeTimeout/8, time.Millisecond))
 		res, err := n.client.Do(rctx, cmd).AsXRead()
+		watch.Stop()
 		// rueidis sets the connection's deadline to the context's: the
 		// read can time out a moment before the context's timer ends it.
-		silent := err != nil && (rctx.Err() != nil || errors.Is(err, context.DeadlineExceeded))
+		silent := errors.Is(err, errSilentConn) ||
+			err != nil && (rctx.Err() != nil || errors.Is(err, context.DeadlineExceeded))
 		cancel()
 		if ctx.Err() != nil {
 			return nil // ErrClosing with ctx alive: a Sentinel client moved to a new master (receive)
 		}
 		if silent {
-			// rueidis closes a blocking command's connection when its
-			// context ends: the next attempt dials a fresh one.
+			// rueidis closes a blocking command's connection when it
+			// fails: the next attempt takes another one, or dials.
 			n.stats.probeFailures.Add(1)
 			r.recheck = true
-			return errSilentReader{block + busyProbeWait*n.probeTimeout}
+			return errSilentReader{time.Since(start).Round(time.Millisecond)}
 		}
 		if err != nil && !rueidis.IsRedisNil(err) { // nil: the block time passed with nothing new
 			r.recheck = true
@@ -245,6 +254,25 @@ func (r *streamReader) read(ctx context.Context, up func()) error {
 			r.offset = e.ID
 		}
 	}
+}
+
+// closeSilentWhileLate closes the stream readers' connections silent for
+// longer than late (closeSilent), late from now and again every period
+// until ctx ends: a reader's XREAD goes out a moment after the call, or
+// later when it dials. Stopping the timer it returns ends it sooner.
+func closeSilentWhileLate(ctx context.Context, conns *connCounter, late, period time.Duration) *time.Timer {
+	return time.AfterFunc(late, func() {
+		tick := time.NewTicker(period)
+		defer tick.Stop()
+		for {
+			conns.closeSilent(late)
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	})
 }
 
 // checkGap counts and logs entries trimmed (or deleted) after the last
