@@ -112,8 +112,8 @@ func hold(d time.Duration) time.Time {
 
 var faultCases = []faultCase{
 	// The victim still reads the other node's broadcasts, so its late
-	// probe looks like one behind a burst: a PING on another connection,
-	// unanswered, tells it apart (probe.go).
+	// probe looks like one behind a burst: a probe published aside, on
+	// another connection, unanswered, tells it apart (probe.go).
 	{name: "blackhole-to-redis", modes: []faultMode{faultClassic, faultStreams}, inject: func(t testing.TB, e *faultEnv) time.Time {
 		e.px.Blackhole(faultproxy.ToServer)
 		defer e.px.Heal()
