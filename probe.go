@@ -38,11 +38,11 @@ package redisadapter
 // the first of rueidis's pipelined ones: the probe proves it inbound, and
 // outbound the connection it goes out on, that one every other time, any
 // of them (as the node's publishes go) otherwise. In a cluster the probe
-// proves the node's own channel's connection only. The room channels' connections (sharded mode,
-// classic RoomSubscriptions: one per master, shards.go) are probed each on
-// its own, the same way: a probe on a channel of the node's own
-// ("<key>-probe#<uid>#<n>#") whose slot that master serves, subscribed on
-// that connection only; a probe that does not come back renews that
+// proves the node's own channel's connection only. The room channels'
+// connections (sharded mode, classic RoomSubscriptions: one per master,
+// shards.go) are probed each on its own, the same way: a probe on a
+// channel of the node's own ("<key>-probe#<uid>#<n>#") whose slot that
+// master serves, subscribed on that connection only; a probe that does not come back renews that
 // connection alone (and counts in Stats.ProbeFailures; Ping fails until it
 // serves again). A stream reader's XREAD is its probe, bounded in time
 // (streamreader.go); the readers are closed with the rest when a
@@ -426,10 +426,15 @@ func (p *prober) probe(ctx context.Context) (time.Duration, error) {
 		// on two cores, four on four and more), but sends a command
 		// without a slot on the first, which the subscriptions ride: every
 		// other probe goes there, so that a fault of that connection alone
-		// is found by the next probe but one.
+		// is found by the next probe but one. (An SPUBLISH, sharded
+		// pub/sub, has its channel's slot, and goes as the others do.)
 		if n%2 == 0 {
 			build = func(b rueidis.Builder) rueidis.Completed {
-				return b.Publish().Channel(m.channel).Message(string(m.payload)).Build()
+				cmd := p.ns.proto.command(b, m, seqNo{})
+				if args := cmd.Commands(); args[0] == "PUBLISH" {
+					return b.Publish().Channel(args[1]).Message(args[2]).Build()
+				}
+				return cmd
 			}
 		}
 	}
