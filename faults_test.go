@@ -112,8 +112,8 @@ func hold(d time.Duration) time.Time {
 
 var faultCases = []faultCase{
 	// The victim still reads the other node's broadcasts, so its late
-	// probe looks like one behind a burst: a PING on another connection,
-	// unanswered, tells it apart (probe.go).
+	// probe looks like one behind a burst: a probe published aside, on
+	// another connection, unanswered, tells it apart (probe.go).
 	{name: "blackhole-to-redis", modes: []faultMode{faultClassic, faultStreams}, inject: func(t testing.TB, e *faultEnv) time.Time {
 		e.px.Blackhole(faultproxy.ToServer)
 		defer e.px.Heal()
@@ -193,6 +193,36 @@ var faultCases = []faultCase{
 			return len(blockedInXread(t, raw)) == 2 && !slices.Contains(blockedInXread(t, raw), silenced)
 		})
 		return renewed
+	}},
+	// The victim's subscriptions' connection alone stops carrying what the
+	// victim sends (a middlebox dropping one flow one way), while new
+	// connections pass: the victim still reads the other node's
+	// broadcasts there, so its late probe looks like one behind a burst,
+	// and Redis answers on other connections. A probe published aside, on
+	// another connection, comes back first (probe.go). rueidis spreads the
+	// commands over its pipelined connections (two on two cores; the
+	// subscriptions ride the first), and every other probe goes out on the
+	// silent one. The fault lasts until the victim closed it. Detected
+	// within 1.5 s (at worst two ProbeIntervals, the first probe going out
+	// on the other connection, and ProbeTimeout/2: 1.2 s), where waiting
+	// for the busy connection took up to 4.4 s.
+	{name: "blackhole-subscriber-to-redis", modes: []faultMode{faultClassic, faultStreams}, reportsLoss: true, detectWithin: 1500 * time.Millisecond, inject: func(t testing.TB, e *faultEnv) time.Time {
+		raw := rawClient(t, redisadapter.Standalone{Addr: e.srv.Addr()})
+		before := e.victim.a.Stats().ProbeFailures
+		await.True(t, wait, 10*time.Millisecond, "the victim's subscriptions' connection silenced one way", func() bool {
+			for _, c := range clientFields(t, raw) {
+				if c["sub"] != "0" || c["psub"] != "0" {
+					if e.px.BlackholeConn(c["addr"], faultproxy.ToServer) { // the other node's are not the proxy's
+						return true
+					}
+				}
+			}
+			return false
+		})
+		await.True(t, 4*wait, 10*time.Millisecond, "the silenced connection given up", func() bool {
+			return e.victim.a.Stats().ProbeFailures > before && e.px.Silent() == 0
+		})
+		return time.Now()
 	}},
 	// Redis cuts off a subscriber whose output buffer passes the limit:
 	// the victim reads slowly (the proxy) while the other node bursts.
@@ -337,9 +367,20 @@ var faultCases = []faultCase{
 // blockedInXread returns the addresses of the clients blocked in XREAD,
 // as CLIENT LIST gives them: the stream readers' connections.
 func blockedInXread(t testing.TB, raw rueidis.Client) []string {
+	var addrs []string
+	for _, c := range clientFields(t, raw) {
+		if c["cmd"] == "xread" && strings.Contains(c["flags"], "b") {
+			addrs = append(addrs, c["addr"])
+		}
+	}
+	return addrs
+}
+
+// clientFields returns the fields of each client CLIENT LIST shows.
+func clientFields(t testing.TB, raw rueidis.Client) []map[string]string {
 	list, err := raw.Do(context.Background(), raw.B().ClientList().Build()).ToString()
 	require.NoError(t, err)
-	var addrs []string
+	var clients []map[string]string
 	for _, line := range strings.Split(strings.TrimPrefix(list, "txt:"), "\n") {
 		fields := map[string]string{}
 		for _, f := range strings.Fields(line) {
@@ -347,11 +388,11 @@ func blockedInXread(t testing.TB, raw rueidis.Client) []string {
 				fields[k] = v
 			}
 		}
-		if fields["cmd"] == "xread" && strings.Contains(fields["flags"], "b") {
-			addrs = append(addrs, fields["addr"])
+		if len(fields) > 0 {
+			clients = append(clients, fields)
 		}
 	}
-	return addrs
+	return clients
 }
 
 // freezeRoomMaster is a fault that freezes the master serving the

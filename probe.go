@@ -16,11 +16,16 @@ package redisadapter
 // dropped by any of them that would. Any message read on the channel
 // proves delivery as well as a probe. While the namespace's subscriptions
 // keep reading other messages, a late probe is waited for longer (up to
-// busyProbeWait ProbeTimeouts) as long as Redis answers a PING on another
-// connection: a connection busy with a burst is not a silent one, and
-// closing it would lose the burst; one that still reads while nothing the
-// node sends reaches Redis (a blackhole one way) is. A probe that does not
-// come back declares the node's connections dead: Ping fails,
+// busyProbeWait ProbeTimeouts): a connection busy with a burst is not a
+// silent one, and closing it would lose the burst. But one that still
+// reads while nothing the node sends on it reaches Redis (a middlebox
+// dropping that flow one way) is silent too: in standalone and Sentinel
+// deployments a late probe is followed by a second one, published aside on
+// a connection of the client's pool. Redis answering it proves that Redis
+// is reachable; Redis delivering it before the first proves that the first
+// had not reached Redis (a subscriber reads in the order Redis executes
+// the publishes), and the first is not waited for longer. A probe that
+// does not come back declares the node's connections dead: Ping fails,
 // Stats.ProbeFailures counts it, and every connection the client holds is
 // closed, so that rueidis dials fresh ones and the supervised
 // subscriptions (receive.go) are renewed on them (rueidis shares its
@@ -29,13 +34,15 @@ package redisadapter
 // trusted with publishes either).
 //
 // In standalone and Sentinel deployments every subscription of a node but
-// the room channels' (classic RoomSubscriptions) shares one connection, the
-// one the probe proves. In a cluster the probe proves the node's own
-// channel's connection only. The room channels' connections (sharded mode,
-// classic RoomSubscriptions: one per master, shards.go) are probed each on
-// its own, the same way: a probe on a channel of the node's own
-// ("<key>-probe#<uid>#<n>#") whose slot that master serves, subscribed on
-// that connection only; a probe that does not come back renews that
+// the room channels' (classic RoomSubscriptions) shares one connection,
+// the first of rueidis's pipelined ones: the probe proves it inbound, and
+// outbound the connection it goes out on, that one every other time, any
+// of them (as the node's publishes go) otherwise. In a cluster the probe
+// proves the node's own channel's connection only. The room channels'
+// connections (sharded mode, classic RoomSubscriptions: one per master,
+// shards.go) are probed each on its own, the same way: a probe on a
+// channel of the node's own ("<key>-probe#<uid>#<n>#") whose slot that
+// master serves, subscribed on that connection only; a probe that does not come back renews that
 // connection alone (and counts in Stats.ProbeFailures; Ping fails until it
 // serves again). A stream reader's XREAD is its probe: one unanswered
 // ProbeInterval + ProbeTimeout after it was sent, on a connection that has
@@ -59,8 +66,12 @@ import (
 	"github.com/redis/rueidis"
 )
 
-// probePrefix starts every probe's payload: `{"probe":<n>}`.
+// probePrefix starts every probe's payload: `{"probe":<n>}`, and
+// `{"probe":<n>,"aside":true}` for the one published aside (prober.probe).
 const probePrefix = `{"probe":`
+
+// asideSuffix ends the payload of a probe published aside.
+const asideSuffix = `,"aside":true}`
 
 // busyProbeWait bounds, in ProbeTimeouts, how long a probe is waited for
 // while the subscriptions keep reading other messages.
@@ -79,6 +90,7 @@ type prober struct {
 	reads     atomic.Uint64 // messages read on any of the namespace's subscriptions
 	waiting   atomic.Uint64 // the number of the probe in flight; 0: none
 	back      chan uint64   // cap 1: the probe read back
+	asideBack chan uint64   // cap 1: the probe published aside read back
 	dead      atomic.Bool   // the last probe failed
 	n         uint64        // the last probe's number; the loop's alone
 
@@ -89,33 +101,66 @@ type prober struct {
 }
 
 func newProber(a *Adapter, ns *namespace) *prober {
-	p := &prober{a: a, ns: ns, channel: ns.proto.probeChannel(), back: make(chan uint64, 1)}
+	p := &prober{a: a, ns: ns, channel: ns.proto.probeChannel(), back: make(chan uint64, 1), asideBack: make(chan uint64, 1)}
 	p.lastProof.Store(time.Now().UnixNano())
 	return p
 }
 
 // read sees a message routed to the namespace's responses, on rueidis's
-// reader goroutine: on the probe channel it proves delivery; it reports
-// whether m is a probe, which goes no further.
+// reader goroutine: on the probe channel it proves delivery, and hands the
+// probe waited for to back, the one published aside to asideBack; it
+// reports whether m is a probe, which goes no further. The probe published
+// aside proves nothing by itself: it is read back to be compared with the
+// probe, and leaves a probe that fails after it to be followed at once by
+// the next (run waits for ProbeInterval of quiet).
 func (p *prober) read(m rueidis.PubSubMessage) bool {
 	if m.Channel != p.channel {
 		return false
+	}
+	if n, ok := asideNumber(m.Message); ok {
+		offer(p.asideBack, n, p.waiting.Load())
+		return true
 	}
 	p.lastProof.Store(time.Now().UnixNano())
 	if !strings.HasPrefix(m.Message, probePrefix) {
 		return false
 	}
-	if n, ok := probeNumber(m.Message); ok && n == p.waiting.Load() {
-		select {
-		case p.back <- n:
-		default:
-		}
+	if n, ok := probeNumber(m.Message); ok {
+		offer(p.back, n, p.waiting.Load())
 	}
 	return true
 }
 
+// offer gives n to back, if it is the number waited for and back has room.
+func offer(back chan<- uint64, n, waiting uint64) {
+	if n != waiting {
+		return
+	}
+	select {
+	case back <- n:
+	default:
+	}
+}
+
 // probePayload is probe n's message.
 func probePayload(n uint64) string { return probePrefix + strconv.FormatUint(n, 10) + "}" }
+
+// asidePayload is the message of probe n published aside.
+func asidePayload(n uint64) string {
+	return probePrefix + strconv.FormatUint(n, 10) + asideSuffix
+}
+
+// asideNumber is the number of the probe published aside whose message is
+// payload.
+func asideNumber(payload string) (uint64, bool) {
+	rest, probe := strings.CutPrefix(payload, probePrefix)
+	digits, aside := strings.CutSuffix(rest, asideSuffix)
+	if !probe || !aside {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(digits, 10, 64)
+	return n, err == nil
+}
 
 // probeNumber is the number of the probe whose message is payload.
 func probeNumber(payload string) (uint64, bool) {
@@ -332,13 +377,18 @@ func (p *prober) leaveOldMaster(ctx context.Context) int {
 type errProbeLost struct {
 	timeout time.Duration
 	// unreached: the subscriptions kept reading, but Redis did not answer
-	// a PING on another connection either.
+	// the probe published aside, on another connection, either.
 	unreached bool
+	// overtaken: the probe published aside came back, this one did not.
+	overtaken bool
 }
 
 func (e errProbeLost) Error() string {
-	if e.unreached {
-		return "the probe did not come back within " + e.timeout.String() + ", and Redis did not answer a PING on another connection"
+	switch {
+	case e.overtaken:
+		return "the probe did not come back within " + e.timeout.String() + ", but the one published after it on another connection did: what this node sends on the connection the probe went out on does not reach Redis"
+	case e.unreached:
+		return "the probe did not come back within " + e.timeout.String() + ", and Redis did not answer the one published aside on another connection either"
 	}
 	return "the probe did not come back within " + e.timeout.String()
 }
@@ -348,36 +398,73 @@ func (e errProbeLost) Error() string {
 func (p *prober) probe(ctx context.Context) (time.Duration, error) {
 	p.n++
 	n := p.n
-	select { // an earlier probe read back late
-	case <-p.back:
-	default:
+	for _, back := range []chan uint64{p.back, p.asideBack} { // an earlier probe read back late
+		select {
+		case <-back:
+		default:
+		}
 	}
 	p.waiting.Store(n)
 	defer p.waiting.Store(0)
 	m := message{channel: p.channel, payload: []byte(probePayload(n))}
-	var aside func(context.Context) error
-	// A cluster client's PING goes to any node, which says nothing of the
-	// master serving the probe's channel: there a late probe on a busy
-	// connection is waited for as behind a burst.
+	build := func(b rueidis.Builder) rueidis.Completed { return p.ns.proto.command(b, m, seqNo{}) }
+	var aside *probeAside
+	// In a cluster a node's subscriptions and its PUBLISHes may be served
+	// by different nodes, a PUBLISH reaching the others over the cluster
+	// bus in no order with one published elsewhere: the order in which the
+	// two probes come back would prove nothing. There a late probe on a
+	// busy connection is waited for as behind a burst.
 	if p.a.client.Mode() != rueidis.ClientModeCluster {
-		aside = p.a.pingAside
+		am := message{channel: p.channel, payload: []byte(asidePayload(n))}
+		aside = &probeAside{
+			publish: func(ctx context.Context) error {
+				return p.a.publishAside(ctx, func(b rueidis.Builder) rueidis.Completed { return p.ns.proto.command(b, am, seqNo{}) })
+			},
+			back: p.asideBack,
+		}
+		// The probe proves the connection it goes out on. rueidis (v1.0)
+		// spreads the node's commands over its pipelined connections (two
+		// on two cores, four on four and more), but sends a command
+		// without a slot on the first, which the subscriptions ride: every
+		// other probe goes there, so that a fault of that connection alone
+		// is found by the next probe but one. (An SPUBLISH, sharded
+		// pub/sub, has its channel's slot, and goes as the others do.)
+		if n%2 == 0 {
+			build = func(b rueidis.Builder) rueidis.Completed {
+				cmd := p.ns.proto.command(b, m, seqNo{})
+				if args := cmd.Commands(); args[0] == "PUBLISH" {
+					return b.Publish().Channel(args[1]).Message(args[2]).Build()
+				}
+				return cmd
+			}
+		}
 	}
-	return p.a.probeRoundTrip(ctx, func(b rueidis.Builder) rueidis.Completed { return p.ns.proto.command(b, m, seqNo{}) },
-		n, p.back, p.reads.Load, aside)
+	return p.a.probeRoundTrip(ctx, build, n, p.back, p.reads.Load, aside)
 }
 
-// pingAside sends a PING on a connection of the client's pool, not on the
-// pipelined one the probe and the subscriptions share: an error only when
-// Redis did not answer (an error reply is an answer).
+// probeAside is how probeRoundTrip tells a late probe that never reached
+// Redis from one queued behind a burst: a second probe, published aside.
+type probeAside struct {
+	// publish publishes the probe aside, on another connection than the
+	// probe's: an error only when Redis did not answer.
+	publish func(context.Context) error
+	// back gives the number of the probe published aside once read back.
+	back <-chan uint64
+}
+
+// publishAside publishes the command build makes on a connection of the
+// client's pool, not on the pipelined ones the probe and the subscriptions
+// ride: an error only when Redis did not answer (an error reply is an
+// answer).
 //
 // It is tried twice: closeAll closes the pooled connection under rueidis,
-// which hands it out once more and drops it when the PING fails on it at
-// once; the second try dials afresh.
-func (a *Adapter) pingAside(ctx context.Context) error {
+// which hands it out once more and drops it when the command fails on it
+// at once; the second try dials afresh.
+func (a *Adapter) publishAside(ctx context.Context, build func(rueidis.Builder) rueidis.Completed) error {
 	var err error
 	for range 2 {
 		dc, release := a.client.Dedicate() // may dial, bounded by rueidis's dial timeout
-		err = dc.Do(ctx, dc.B().Ping().Build()).Error()
+		err = dc.Do(ctx, build(dc.B())).Error()
 		release()
 		if _, answered := rueidis.IsRedisErr(err); answered || err == nil {
 			return nil
@@ -394,13 +481,31 @@ func (a *Adapter) pingAside(ctx context.Context) error {
 // (errProbeLost: published, not read back). While reads keeps changing
 // (the subscriptions read other messages) a late probe is waited for up to
 // busyProbeWait ProbeTimeouts: a connection busy with a burst is not a
-// silent one, and closing it would lose the burst. But reads alone cannot
-// tell a reply queued behind a backlog from a PUBLISH that never reached
-// Redis (a connection blackholed one way still reads what others
-// publish): so, when aside is set, a probe late by ProbeTimeout/4 starts
-// aside (a PING on another connection), and each further ProbeTimeout is
-// waited for only if aside answered within the last one.
-func (a *Adapter) probeRoundTrip(ctx context.Context, build func(rueidis.Builder) rueidis.Completed, n uint64, back <-chan uint64, reads func() uint64, aside func(context.Context) error) (time.Duration, error) {
+// silent one, and closing it would lose the burst.
+//
+// But reads alone cannot tell a reply queued behind a backlog from a
+// PUBLISH that never reached Redis (a connection dropped one way still
+// reads what others publish). So, when aside is set, a probe late by
+// ProbeTimeout/4 is followed by a second one published aside, on another
+// connection, and again at each further ProbeTimeout:
+//   - each further ProbeTimeout is waited for only if Redis answered the
+//     last one published aside;
+//   - Redis delivers to a subscriber in the order it executes the
+//     publishes, so the one aside read back before the probe proves that
+//     the probe had not reached Redis when that one was executed (an
+//     inbound burst delays both, in order). The probe is given a grace of
+//     ProbeTimeout/4 more, and fails if it is still missing.
+//
+// The grace is for the node's own outbound backlog, what it sent on the
+// probe's connection just before the probe: at most one batch of the
+// publisher's (it sends one at a time, and the batch counts in
+// PublishQueue, 4 MiB by default) and a few commands of other callers.
+// The probe has had ProbeTimeout/4, the round trip of the one aside and
+// the grace, at least ProbeTimeout/2 in all, to get through it: enough for
+// a full default queue over a link of 100 Mbit/s with the default
+// ProbeTimeout. Over a slower link, or with a larger queue, ProbeTimeout
+// has to be longer.
+func (a *Adapter) probeRoundTrip(ctx context.Context, build func(rueidis.Builder) rueidis.Completed, n uint64, back <-chan uint64, reads func() uint64, aside *probeAside) (time.Duration, error) {
 	timeout := a.opts.ProbeTimeout
 	loopCtx := ctx
 	ctx, cancel := context.WithTimeout(ctx, busyProbeWait*timeout)
@@ -417,28 +522,29 @@ func (a *Adapter) probeRoundTrip(ctx context.Context, build func(rueidis.Builder
 	if !a.spawnUntilClientCloses(func() { published <- a.client.Do(ctx, cmd).Error() }) {
 		return 0, ErrClosed
 	}
-	// The PING aside outlives the probe (bounded by ProbeTimeout): a
-	// connection it dials is kept for the next one rather than dropped
-	// half open when the probe comes back.
-	var asideAt <-chan time.Time
+	// The probe published aside outlives this one (bounded by
+	// ProbeTimeout): a connection it dials is kept for the next one rather
+	// than dropped half open when the probe comes back.
+	var asideAt, graceOver <-chan time.Time
+	var asideRead <-chan uint64
 	if aside != nil {
 		t := time.NewTimer(timeout / 4)
 		defer t.Stop()
-		asideAt = t.C
+		asideAt, asideRead = t.C, aside.back
 	}
-	var answered <-chan error // the PING aside in flight
-	reached := false          // the last PING aside answered
-	ping := func() bool {
+	var asideErr <-chan error // the probe published aside, in flight
+	reached := false          // Redis answered the last one
+	publishAside := func() bool {
 		ch := make(chan error, 1)
-		answered, reached = ch, false
+		asideErr, reached = ch, false
 		return a.spawnUntilClientCloses(func() {
 			pctx, cancel := context.WithTimeout(loopCtx, timeout)
 			defer cancel()
-			ch <- aside(pctx)
+			ch <- aside.publish(pctx)
 		})
 	}
-	lost := func(unreached bool) error {
-		return errProbeLost{timeout: time.Since(start).Round(time.Millisecond), unreached: unreached}
+	lost := func(unreached, overtaken bool) error {
+		return errProbeLost{timeout: time.Since(start).Round(time.Millisecond), unreached: unreached, overtaken: overtaken}
 	}
 	for {
 		select {
@@ -453,28 +559,34 @@ func (a *Adapter) probeRoundTrip(ctx context.Context, build func(rueidis.Builder
 			}
 		case <-asideAt:
 			asideAt = nil
-			if !ping() {
+			if !publishAside() {
 				return 0, ErrClosed
 			}
-		case err := <-answered:
-			answered, reached = nil, err == nil
+		case err := <-asideErr:
+			asideErr, reached = nil, err == nil
+		case got := <-asideRead:
+			if got == n && graceOver == nil {
+				graceOver = time.After(timeout / 4)
+			}
+		case <-graceOver:
+			return 0, lost(false, true)
 		case <-tick.C:
 			now := reads()
 			busy := now != last
 			last = now
 			switch {
 			case !busy:
-				return 0, lost(false)
+				return 0, lost(false, false)
 			case aside == nil:
 				continue // busy: wait one more ProbeTimeout
 			case !reached:
-				return 0, lost(true)
+				return 0, lost(true, false)
 			}
-			if !ping() { // busy, and Redis answers: once more
+			if !publishAside() { // busy, and Redis answers: once more
 				return 0, ErrClosed
 			}
 		case <-ctx.Done():
-			return 0, lost(false)
+			return 0, lost(false, false)
 		}
 	}
 }

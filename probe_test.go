@@ -192,13 +192,18 @@ func expectEventOnly(t *testing.T, c *siotest.Client, name string) {
 
 // The probe comes back in every mode and deployment: a node's own channel
 // is read in each (SUBSCRIBE in classic and streams, SSUBSCRIBE in sharded
-// mode), and no probe is counted as malformed.
+// mode), and no probe is counted as malformed. Outside a cluster every
+// other probe is sent without a slot (probe.go), as a PUBLISH, or as the
+// SPUBLISH sharded pub/sub reads.
 func TestProbeEveryMode(t *testing.T) {
 	cluster := sharedCluster(t)
+	srv := redistest.Start(t)
 	for _, tc := range []struct {
 		name string
 		conn redisadapter.Connector
 	}{
+		{"StandaloneClassic", redisadapter.Standalone{Addr: srv.Addr()}},
+		{"StandaloneStreamsSharded", redisadapter.Streams{Connector: redisadapter.Standalone{Addr: srv.Addr()}, ShardedPubSub: true}},
 		{"ClusterClassic", redisadapter.Cluster{Addrs: cluster.Addrs()}},
 		{"ClusterSharded", redisadapter.Cluster{Addrs: cluster.Addrs(), Sharded: true}},
 		{"ClusterStreamsSharded", redisadapter.Streams{Connector: redisadapter.Cluster{Addrs: cluster.Addrs(), Sharded: true}}},
