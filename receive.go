@@ -108,9 +108,14 @@ type subscriptionTracker struct {
 	allLive    chan struct{} // closed while every subscription is live
 	upOnce     bool          // every subscription was live at least once
 	restored   time.Time     // when every subscription was live again after an outage
-	lastErr    error
-	refused    chan struct{} // closed when Redis refused a subscription before all were live once
-	refusal    errRefused
+	// ownFault: a failed probe found this node's own way to Redis
+	// blackholed (noteProbeFailure); otherFault: one may have found Redis
+	// silent for everyone. Both are cleared when the subscriptions are
+	// back.
+	ownFault, otherFault bool
+	lastErr              error
+	refused              chan struct{} // closed when Redis refused a subscription before all were live once
+	refusal              errRefused
 }
 
 // errRefused: Redis refused a subscription command for good (an ACL, a
@@ -130,7 +135,9 @@ func (e errRefused) Unwrap() error { return e.err }
 // settle is how long after its subscriptions are back a node waits before
 // it publishes again: the other nodes renew theirs within maxBackoff of
 // Redis answering, and a broadcast published before they have is lost to
-// them.
+// them. It is not waited when the outage followed a failed probe that
+// found the fault on this node's own way to Redis
+// (subscriptionTracker.noteProbeFailure): the others did not lose theirs.
 const settle = maxBackoff
 
 // newSubscriptionTracker tracks want channels; closed, when it is closed,
@@ -169,6 +176,10 @@ func (t *subscriptionTracker) hook(s rueidis.PubSubSubscription) {
 	}
 	if t.upOnce {
 		t.restored = time.Now() // after an outage: let the others catch up
+		if t.ownFault && !t.otherFault {
+			t.restored = t.restored.Add(-settle) // the others kept theirs
+		}
+		t.ownFault, t.otherFault = false, false
 		if t.restoredF != nil {
 			t.restoredF()
 		}
@@ -194,6 +205,35 @@ func (t *subscriptionTracker) down(channels map[string]queueKind, err error) {
 		t.live[ch] = false
 		t.liveCount--
 	}
+}
+
+// noteProbeFailure notes why a delivery probe failed before the
+// subscriptions are renewed: own when Redis kept delivering to this node
+// what the others published while nothing this node sent reached it (a
+// probe lost while the subscriptions kept reading, and a PING on another
+// connection unanswered: a blackhole on this node's way to Redis). Redis
+// served the others meanwhile, and their subscriptions were not renewed:
+// the settle delay, which waits for them, is not needed when this
+// outage's subscriptions come back. Any other failure in the same outage
+// (a Redis silent for everyone, frozen or cut off, which the others'
+// probes find too) keeps it. A probe back forgets them (forgetProbeFailures):
+// a later outage is waited out as any.
+func (t *subscriptionTracker) noteProbeFailure(own bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if own {
+		t.ownFault = true
+	} else {
+		t.otherFault = true
+	}
+}
+
+// forgetProbeFailures forgets what noteProbeFailure noted: a probe came
+// back.
+func (t *subscriptionTracker) forgetProbeFailures() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.ownFault, t.otherFault = false, false
 }
 
 // refuse notes that Redis refused cmd: before every subscription was live
