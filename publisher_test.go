@@ -56,11 +56,18 @@ func TestSettleSkippedAfterOwnBlackhole(t *testing.T) {
 			tr.noteProbeFailure(own)
 		}
 		tr.down(map[string]queueKind{"ch": toBroadcasts}, nil)
+		tr.attempting(map[string]queueKind{"ch": toBroadcasts})
 		tr.hook(sub)
 		return tr.ready()
 	}
 	require.True(t, outage(true), "own blackhole: no settling")
+	_, ok := tr.takeRenewal()
+	require.True(t, ok, "after a failed probe, the connections dialed before the renewal are closed")
+	_, ok = tr.takeRenewal()
+	require.False(t, ok, "once")
 	require.False(t, outage(), "an outage without a probe's verdict settles")
+	_, ok = tr.takeRenewal()
+	require.False(t, ok, "an outage without a failed probe closes nothing")
 	require.False(t, outage(true, false), "a probe that may have found Redis silent for everyone keeps the settling")
 	require.False(t, outage(false, true))
 	tr.noteProbeFailure(true)

@@ -30,7 +30,24 @@ import (
 // container). A PING that fails so is harmless, and rueidis replaces the
 // connection; the PINGs pick the client's connections at random, so a
 // handful reach every one.
+//
+// After an outage that followed a failed probe it first closes the
+// connections opened, and abandons the dials started, before the attempts
+// that renewed the subscriptions began: they were dialed into the fault,
+// and one dialed into a blackhole stays silent after it heals (a flow a
+// NAT dropped stays dropped), holding whatever is sent on it (rueidis
+// spreads the commands with a key, stream entries among them, over its
+// pipelined connections). The prober closes such connections only while
+// the subscriptions are down, and one dialed within renewalWait of the
+// heal was left to finish: the publishes sent on it then waited for the
+// next probe that took it, up to a second later. The renewal proves the
+// network is back; one of those that was not silent costs a dial.
 func (a *Adapter) refreshConnections(ctx context.Context) {
+	if since, ok := a.subs.takeRenewal(); ok {
+		if n := a.conns.closeOlder(since); n > 0 {
+			a.log.Debug("subscriptions renewed: closed the connections dialed into the fault", "closed", n)
+		}
+	}
 	const pings = 16
 	for range pings {
 		for _, name := range a.opts.Namespaces {
@@ -57,6 +74,7 @@ func receive(ctx context.Context, loops supervisor, client rueidis.Client, subs 
 		what:  "subscription",
 		attrs: []any{"channels", len(sub.routes)},
 		attempt: func(ctx context.Context, up func()) error {
+			subs.attempting(sub.routes)
 			hctx := rueidis.WithOnSubscriptionHook(ctx, func(s rueidis.PubSubSubscription) {
 				subs.hook(s)
 				if subs.liveAll(sub.routes) {
@@ -113,9 +131,14 @@ type subscriptionTracker struct {
 	// silent for everyone. Both are cleared when the subscriptions are
 	// back.
 	ownFault, otherFault bool
-	lastErr              error
-	refused              chan struct{} // closed when Redis refused a subscription before all were live once
-	refusal              errRefused
+	tried                map[string]time.Time // channel or pattern -> when its subscription was last tried
+	// renewedAfterProbe: when the subscriptions came back from an outage
+	// that followed a failed probe, the earliest start of the attempts
+	// that renewed them (takeRenewal); zero: none to take.
+	renewedAfterProbe time.Time
+	lastErr           error
+	refused           chan struct{} // closed when Redis refused a subscription before all were live once
+	refusal           errRefused
 }
 
 // errRefused: Redis refused a subscription command for good (an ACL, a
@@ -146,8 +169,8 @@ const settle = maxBackoff
 func newSubscriptionTracker(want int, c *counters, closed <-chan struct{}) *subscriptionTracker {
 	return &subscriptionTracker{
 		counts: c, closed: closed, want: want, live: make(map[string]bool), everLive: make(map[string]bool), kinds: make(map[string]subKind),
-		shardSince: make(map[string]time.Time),
-		allLive:    make(chan struct{}), refused: make(chan struct{}),
+		shardSince: make(map[string]time.Time), tried: make(map[string]time.Time),
+		allLive: make(chan struct{}), refused: make(chan struct{}),
 	}
 }
 
@@ -178,6 +201,14 @@ func (t *subscriptionTracker) hook(s rueidis.PubSubSubscription) {
 		t.restored = time.Now() // after an outage: let the others catch up
 		if t.ownFault && !t.otherFault {
 			t.restored = t.restored.Add(-settle) // the others kept theirs
+		}
+		if t.ownFault || t.otherFault {
+			t.renewedAfterProbe = time.Now()
+			for _, at := range t.tried {
+				if at.Before(t.renewedAfterProbe) {
+					t.renewedAfterProbe = at
+				}
+			}
 		}
 		t.ownFault, t.otherFault = false, false
 		if t.restoredF != nil {
@@ -226,6 +257,26 @@ func (t *subscriptionTracker) noteProbeFailure(own bool) {
 	} else {
 		t.otherFault = true
 	}
+}
+
+// attempting notes that the subscription to channels is tried now.
+func (t *subscriptionTracker) attempting(channels map[string]queueKind) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := time.Now()
+	for ch := range channels {
+		t.tried[ch] = now
+	}
+}
+
+// takeRenewal returns, once, the earliest start of the attempts that
+// renewed the subscriptions after an outage that followed a failed probe
+// (ok false: none since the last call).
+func (t *subscriptionTracker) takeRenewal() (since time.Time, ok bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	since, t.renewedAfterProbe = t.renewedAfterProbe, time.Time{}
+	return since, !since.IsZero()
 }
 
 // forgetProbeFailures forgets what noteProbeFailure noted: a probe came
