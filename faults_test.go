@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -104,12 +105,20 @@ type faultCase struct {
 	inject       func(t testing.TB, e *faultEnv) time.Time
 }
 
-// hold lets a fault last d: the fault's length is what is measured, not a
-// condition to wait for.
+// hold lets a fault last d, and up to holdJitter more: the fault's length
+// is what is measured, not a condition to wait for. The jitter keeps the
+// fault's end from falling at the same point of the node's cycles in
+// every run (the probe's, the renewal's: with d alone, a blackhole healed
+// about 15 ms after the victim dialed again, run after run, and the
+// figures hid the wait for the next dial).
 func hold(d time.Duration) time.Time {
-	time.Sleep(d)
+	time.Sleep(d + rand.N(holdJitter))
 	return time.Now()
 }
+
+// holdJitter is longer than a renewal's cycle after a failed probe
+// (renewalWait: 100 ms at least).
+const holdJitter = 150 * time.Millisecond
 
 var faultCases = []faultCase{
 	// The victim still reads the other node's broadcasts, so its late
