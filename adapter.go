@@ -105,7 +105,7 @@ func New(ctx context.Context, server *socketio.Server, c Connector, opts *Option
 		handlers:   serverSideHandlers{m: make(map[string]ServerSideHandler)},
 		closing:    make(chan struct{}),
 	}
-	a.loops = supervisor{log: log, outages: &a.stats.outages}
+	a.loops = supervisor{log: log, outages: &a.stats.outages, closes: &conns.closes}
 	a.local = &localSockets{server: server, uid: uid, namespaces: a.namespaces, log: log, collisions: &a.stats.collisions}
 	a.in = newInbox(a.namespaces, o, a.closing, &a.stats, log)
 	a.pub = newPublisher(client, o, uid, log, a.mayPublish, a.heldSince)

@@ -67,6 +67,7 @@ type connCounter struct {
 	client   rueidis.Client        // set once open returns; nil before
 	sentinel *rueidis.ClientOption // the client's option if it is a Sentinel client; nil otherwise
 	rooms    atomic.Int64          // connections the room channels' shards hold
+	closes   atomic.Uint64         // rises with each close that closes or abandons something (supervisor.closes)
 
 	mu      sync.Mutex
 	open    map[*countedConn]struct{}
@@ -217,6 +218,9 @@ func (c *connCounter) close(which func(sentinel bool, dst string, started time.T
 		}
 	}
 	c.mu.Unlock()
+	if len(open)+len(dials) > 0 {
+		c.closes.Add(1) // before: a loop that sees its connection fail sees it risen
+	}
 	for _, cancel := range dials {
 		cancel()
 	}

@@ -3,7 +3,9 @@ package redisadapter_test
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -103,12 +105,20 @@ type faultCase struct {
 	inject       func(t testing.TB, e *faultEnv) time.Time
 }
 
-// hold lets a fault last d: the fault's length is what is measured, not a
-// condition to wait for.
+// hold lets a fault last d, and up to holdJitter more: the fault's length
+// is what is measured, not a condition to wait for. The jitter keeps the
+// fault's end from falling at the same point of the node's cycles in
+// every run (the probe's, the renewal's: with d alone, a blackhole healed
+// about 15 ms after the victim dialed again, run after run, and the
+// figures hid the wait for the next dial).
 func hold(d time.Duration) time.Time {
-	time.Sleep(d)
+	time.Sleep(d + rand.N(holdJitter))
 	return time.Now()
 }
+
+// holdJitter is longer than a renewal's cycle after a failed probe
+// (renewalWait: 100 ms at least).
+const holdJitter = 150 * time.Millisecond
 
 var faultCases = []faultCase{
 	// The victim still reads the other node's broadcasts, so its late
@@ -459,6 +469,7 @@ func runFault(t testing.TB, fc faultCase, mode faultMode) faultResult {
 	}
 	fleet := []*node{e.victim, e.other}
 	p := newProbe(t, fleet, 1, 0)
+	marks := newMarkClock(t, fleet)
 	if mode.name == "streams" {
 		p.drain = 5 * time.Second // entries resent after the fault come late
 	}
@@ -467,6 +478,8 @@ func runFault(t testing.TB, fc faultCase, mode faultMode) faultResult {
 	started := time.Now()
 	waitFor(t, "broadcasts flow both ways", func() bool { _, ok := p.flowingBoth(started); return ok })
 	waitFor(t, "a probe came back", func() bool { return e.victim.a.Stats().ProbeLag > 0 })
+	_, ok := marks.flowAgain(time.Now(), wait)
+	require.True(t, ok, "marks flow both ways")
 	// Counted from here: before, a room's channel may not be subscribed
 	// yet (sharded mode subscribes after the join).
 	steady := time.Now()
@@ -501,10 +514,7 @@ func runFault(t testing.TB, fc faultCase, mode faultMode) faultResult {
 	})
 	faultAt := time.Now()
 	ended := fc.inject(t, e)
-	recovered, ok := p.flowingBoth(ended)
-	for deadline := time.Now().Add(30 * time.Second); !ok && time.Now().Before(deadline); recovered, ok = p.flowingBoth(ended) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	recovered, ok := marks.flowAgain(ended, 30*time.Second)
 	if !ok {
 		recovered = -1 // never: reported, and failed by TestFaults
 	}
@@ -561,6 +571,100 @@ func (p *probe) flowingBoth(since time.Time) (time.Duration, bool) {
 		latest = max(latest, first)
 	}
 	return latest, true
+}
+
+// markEvery is how often each node emits a mark while a markClock waits
+// for broadcasts to flow again.
+const markEvery = 2 * time.Millisecond
+
+// markClock measures when broadcasts flow again after a fault on a finer
+// clock than the probe's broadcasts, which each node emits every 40 ms
+// (the nodes take turns every 20 ms) and which would add up to 40 ms to
+// the figure: each node has a client of its own in a room of marks, and
+// during a measure each node emits a mark there every markEvery, each
+// from a goroutine of its own (an Emit that waits does not hold the next
+// ones back), until the other node's client has received one.
+type markClock struct {
+	fleet []*node
+	round atomic.Int64 // the measure under way; marks of earlier ones are late and ignored
+
+	mu    sync.Mutex
+	first map[[2]int64]time.Time // {round, from} -> the first arrival at the other node's client
+}
+
+// markRoom is the room of the marks' clients.
+const markRoom = "marks"
+
+// newMarkClock connects a client to each node of a two-node fleet, into
+// markRoom, and reads the marks they receive until the test ends.
+func newMarkClock(t testing.TB, fleet []*node) *markClock {
+	m := &markClock{fleet: fleet, first: map[[2]int64]time.Time{}}
+	done := make(chan struct{})
+	var readers sync.WaitGroup
+	t.Cleanup(func() {
+		close(done)
+		readers.Wait()
+	})
+	for ci, n := range fleet {
+		c := n.client(t, markRoom)
+		readers.Go(func() {
+			for {
+				select {
+				case e := <-c.Events:
+					var round, from int64
+					if e.Name != "mark" || len(e.Args) != 2 || json.Unmarshal(e.Args[0], &round) != nil || json.Unmarshal(e.Args[1], &from) != nil || from == int64(ci) {
+						continue
+					}
+					m.mu.Lock()
+					if _, seen := m.first[[2]int64{round, from}]; !seen {
+						m.first[[2]int64{round, from}] = time.Now()
+					}
+					m.mu.Unlock()
+				case <-done:
+					return
+				}
+			}
+		})
+	}
+	return m
+}
+
+// flowAgain emits marks from each node from now on until each node's
+// marks reached the other node's client, or until since+within: it
+// returns how long after since the later of the two first arrived, and
+// whether both did.
+func (m *markClock) flowAgain(since time.Time, within time.Duration) (time.Duration, bool) {
+	round := m.round.Add(1)
+	arrived := func() (time.Duration, bool) {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		var latest time.Duration
+		for from := range m.fleet {
+			at, ok := m.first[[2]int64{round, int64(from)}]
+			if !ok {
+				return 0, false
+			}
+			latest = max(latest, at.Sub(since))
+		}
+		return latest, true
+	}
+	var emits sync.WaitGroup
+	defer emits.Wait()
+	tick := time.NewTicker(markEvery)
+	defer tick.Stop()
+	for deadline := since.Add(within); time.Now().Before(deadline); <-tick.C {
+		if d, ok := arrived(); ok {
+			return d, true
+		}
+		for from, n := range m.fleet {
+			emits.Go(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+				defer cancel()
+				_ = n.a.To(markRoom).Emit(ctx, "mark", round, from)
+			})
+		}
+	}
+	return arrived()
 }
 
 // tally counts the broadcasts emitted since steady: accepted, refused,

@@ -42,6 +42,39 @@ func TestWaitReadySettlesAfterAnOutage(t *testing.T) {
 	require.EqualValues(t, 1, c.resubscribes.Load())
 }
 
+// The settle delay is skipped when the outage followed a probe that found
+// the fault on the node's own way to Redis, and only then: not when
+// another probe of the same outage may have found Redis silent for
+// everyone, nor in a later outage once a probe came back.
+func TestSettleSkippedAfterOwnBlackhole(t *testing.T) {
+	var c counters
+	tr := newSubscriptionTracker(1, &c, nil)
+	sub := rueidis.PubSubSubscription{Kind: "subscribe", Channel: "ch"}
+	tr.hook(sub)
+	outage := func(notes ...bool) bool {
+		for _, own := range notes {
+			tr.noteProbeFailure(own)
+		}
+		tr.down(map[string]queueKind{"ch": toBroadcasts}, nil)
+		tr.attempting(map[string]queueKind{"ch": toBroadcasts})
+		tr.hook(sub)
+		return tr.ready()
+	}
+	require.True(t, outage(true), "own blackhole: no settling")
+	_, ok := tr.takeRenewal()
+	require.True(t, ok, "after a failed probe, the connections dialed before the renewal are closed")
+	_, ok = tr.takeRenewal()
+	require.False(t, ok, "once")
+	require.False(t, outage(), "an outage without a probe's verdict settles")
+	_, ok = tr.takeRenewal()
+	require.False(t, ok, "an outage without a failed probe closes nothing")
+	require.False(t, outage(true, false), "a probe that may have found Redis silent for everyone keeps the settling")
+	require.False(t, outage(false, true))
+	tr.noteProbeFailure(true)
+	tr.forgetProbeFailures()
+	require.False(t, outage(), "a probe back forgets the verdict")
+}
+
 // testNS is the protocol the test publishers publish with.
 var testNS = classic{key: "socket.io", uid: "test"}.namespace("/")
 

@@ -30,7 +30,24 @@ import (
 // container). A PING that fails so is harmless, and rueidis replaces the
 // connection; the PINGs pick the client's connections at random, so a
 // handful reach every one.
+//
+// After an outage that followed a failed probe it first closes the
+// connections opened, and abandons the dials started, before the attempts
+// that renewed the subscriptions began: they were dialed into the fault,
+// and one dialed into a blackhole stays silent after it heals (a flow a
+// NAT dropped stays dropped), holding whatever is sent on it (rueidis
+// spreads the commands with a key, stream entries among them, over its
+// pipelined connections). The prober closes such connections only while
+// the subscriptions are down, and one dialed within renewalWait of the
+// heal was left to finish: the publishes sent on it then waited for the
+// next probe that took it, up to a second later. The renewal proves the
+// network is back; one of those that was not silent costs a dial.
 func (a *Adapter) refreshConnections(ctx context.Context) {
+	if since, ok := a.subs.takeRenewal(); ok {
+		if n := a.conns.closeOlder(since); n > 0 {
+			a.log.Debug("subscriptions renewed: closed the connections dialed into the fault", "closed", n)
+		}
+	}
 	const pings = 16
 	for range pings {
 		for _, name := range a.opts.Namespaces {
@@ -57,6 +74,7 @@ func receive(ctx context.Context, loops supervisor, client rueidis.Client, subs 
 		what:  "subscription",
 		attrs: []any{"channels", len(sub.routes)},
 		attempt: func(ctx context.Context, up func()) error {
+			subs.attempting(sub.routes)
 			hctx := rueidis.WithOnSubscriptionHook(ctx, func(s rueidis.PubSubSubscription) {
 				subs.hook(s)
 				if subs.liveAll(sub.routes) {
@@ -108,9 +126,19 @@ type subscriptionTracker struct {
 	allLive    chan struct{} // closed while every subscription is live
 	upOnce     bool          // every subscription was live at least once
 	restored   time.Time     // when every subscription was live again after an outage
-	lastErr    error
-	refused    chan struct{} // closed when Redis refused a subscription before all were live once
-	refusal    errRefused
+	// ownFault: a failed probe found this node's own way to Redis
+	// blackholed (noteProbeFailure); otherFault: one may have found Redis
+	// silent for everyone. Both are cleared when the subscriptions are
+	// back.
+	ownFault, otherFault bool
+	tried                map[string]time.Time // channel or pattern -> when its subscription was last tried
+	// renewedAfterProbe: when the subscriptions came back from an outage
+	// that followed a failed probe, the earliest start of the attempts
+	// that renewed them (takeRenewal); zero: none to take.
+	renewedAfterProbe time.Time
+	lastErr           error
+	refused           chan struct{} // closed when Redis refused a subscription before all were live once
+	refusal           errRefused
 }
 
 // errRefused: Redis refused a subscription command for good (an ACL, a
@@ -130,7 +158,9 @@ func (e errRefused) Unwrap() error { return e.err }
 // settle is how long after its subscriptions are back a node waits before
 // it publishes again: the other nodes renew theirs within maxBackoff of
 // Redis answering, and a broadcast published before they have is lost to
-// them.
+// them. It is not waited when the outage followed a failed probe that
+// found the fault on this node's own way to Redis
+// (subscriptionTracker.noteProbeFailure): the others did not lose theirs.
 const settle = maxBackoff
 
 // newSubscriptionTracker tracks want channels; closed, when it is closed,
@@ -139,8 +169,8 @@ const settle = maxBackoff
 func newSubscriptionTracker(want int, c *counters, closed <-chan struct{}) *subscriptionTracker {
 	return &subscriptionTracker{
 		counts: c, closed: closed, want: want, live: make(map[string]bool), everLive: make(map[string]bool), kinds: make(map[string]subKind),
-		shardSince: make(map[string]time.Time),
-		allLive:    make(chan struct{}), refused: make(chan struct{}),
+		shardSince: make(map[string]time.Time), tried: make(map[string]time.Time),
+		allLive: make(chan struct{}), refused: make(chan struct{}),
 	}
 }
 
@@ -169,6 +199,18 @@ func (t *subscriptionTracker) hook(s rueidis.PubSubSubscription) {
 	}
 	if t.upOnce {
 		t.restored = time.Now() // after an outage: let the others catch up
+		if t.ownFault && !t.otherFault {
+			t.restored = t.restored.Add(-settle) // the others kept theirs
+		}
+		if t.ownFault || t.otherFault {
+			t.renewedAfterProbe = time.Now()
+			for _, at := range t.tried {
+				if at.Before(t.renewedAfterProbe) {
+					t.renewedAfterProbe = at
+				}
+			}
+		}
+		t.ownFault, t.otherFault = false, false
 		if t.restoredF != nil {
 			t.restoredF()
 		}
@@ -194,6 +236,55 @@ func (t *subscriptionTracker) down(channels map[string]queueKind, err error) {
 		t.live[ch] = false
 		t.liveCount--
 	}
+}
+
+// noteProbeFailure notes why a delivery probe failed before the
+// subscriptions are renewed: own when Redis kept delivering to this node
+// what the others published while nothing this node sent reached it (a
+// probe lost while the subscriptions kept reading, and a PING on another
+// connection unanswered: a blackhole on this node's way to Redis). Redis
+// served the others meanwhile, and their subscriptions were not renewed:
+// the settle delay, which waits for them, is not needed when this
+// outage's subscriptions come back. Any other failure in the same outage
+// (a Redis silent for everyone, frozen or cut off, which the others'
+// probes find too) keeps it. A probe back forgets them (forgetProbeFailures):
+// a later outage is waited out as any.
+func (t *subscriptionTracker) noteProbeFailure(own bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if own {
+		t.ownFault = true
+	} else {
+		t.otherFault = true
+	}
+}
+
+// attempting notes that the subscription to channels is tried now.
+func (t *subscriptionTracker) attempting(channels map[string]queueKind) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := time.Now()
+	for ch := range channels {
+		t.tried[ch] = now
+	}
+}
+
+// takeRenewal returns, once, the earliest start of the attempts that
+// renewed the subscriptions after an outage that followed a failed probe
+// (ok false: none since the last call).
+func (t *subscriptionTracker) takeRenewal() (since time.Time, ok bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	since, t.renewedAfterProbe = t.renewedAfterProbe, time.Time{}
+	return since, !since.IsZero()
+}
+
+// forgetProbeFailures forgets what noteProbeFailure noted: a probe came
+// back.
+func (t *subscriptionTracker) forgetProbeFailures() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.ownFault, t.otherFault = false, false
 }
 
 // refuse notes that Redis refused cmd: before every subscription was live

@@ -58,6 +58,14 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 type supervisor struct {
 	log     *slog.Logger
 	outages *atomic.Uint64 // Stats.Outages
+	// closes, when set, rises each time the adapter closes connections
+	// of its own accord (connCounter.closes: a failed delivery probe, a
+	// renewal stuck in a blackhole): an attempt that failed while it rose
+	// is tried again at once. The back-off spares a Redis that refuses or
+	// drops connections; these were closed here, and the prober paces
+	// its closes itself (renewalWait): waiting would only add up to
+	// maxBackoff to the time a node takes to find a healed network.
+	closes *atomic.Uint64
 }
 
 // loop is a connection or subscription kept alive by a supervisor.
@@ -78,7 +86,8 @@ type loop struct {
 }
 
 // run runs l.attempt until it returns nil or ctx ends, waiting a back-off
-// after each failure. The first failure after the connection served begins
+// after each failure but one during which the adapter closed connections
+// (s.closes). The first failure after the connection served begins
 // an outage: logged as a warning and counted in Stats.Outages; the next up
 // ends it, logged with how long it lasted. Failures within an outage are
 // logged at debug level.
@@ -106,6 +115,10 @@ func (s supervisor) run(ctx context.Context, l loop) {
 	}()
 	for {
 		served.Store(false)
+		var closes uint64
+		if s.closes != nil {
+			closes = s.closes.Load()
+		}
 		err := l.attempt(ctx, up)
 		if err == nil || ctx.Err() != nil {
 			return
@@ -121,6 +134,9 @@ func (s supervisor) run(ctx context.Context, l loop) {
 			}
 		} else {
 			s.log.Debug(l.what+": trying again", append(l.attrs, "err", err)...)
+		}
+		if s.closes != nil && s.closes.Load() != closes {
+			continue
 		}
 		if !b.wait(ctx) {
 			return

@@ -98,6 +98,32 @@ func TestSupervisorStopsWithItsContext(t *testing.T) {
 	}
 }
 
+// An attempt that failed while the adapter closed its connections of its
+// own accord (supervisor.closes rose) is tried again without a back-off;
+// one that failed otherwise waits one.
+func TestSupervisorRetriesAtOnceAfterOwnClose(t *testing.T) {
+	var outages, closes atomic.Uint64
+	s := supervisor{log: slog.New(slog.DiscardHandler), outages: &outages, closes: &closes}
+	run := func(n int, closed bool) time.Duration {
+		attempts := 0
+		start := time.Now()
+		s.run(context.Background(), loop{what: "test loop", attempt: func(ctx context.Context, up func()) error {
+			if attempts++; attempts > n {
+				return nil
+			}
+			if closed {
+				closes.Add(1)
+			}
+			return errors.New("closed")
+		}})
+		return time.Since(start)
+	}
+	// 50 back-offs would take more than a second (at least 5, 10, 20 ms,
+	// then 25 ms each).
+	require.Less(t, run(50, true), 250*time.Millisecond)
+	require.GreaterOrEqual(t, run(4, false), (5+10+20+25)*time.Millisecond)
+}
+
 // The delays double from min to max, with jitter in [d/2, d].
 func TestBackoffBounds(t *testing.T) {
 	b := backoff{min: 10 * time.Millisecond, max: 50 * time.Millisecond}
