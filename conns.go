@@ -12,9 +12,9 @@ package redisadapter
 // PSUBSCRIBE and SSUBSCRIBE the adapter keeps (a subscription rides on a
 // pipelined connection, it takes none of its own); a blocking command
 // (a stream reader's XREAD BLOCK) or Dedicate (the room channels' shards,
-// the PING a late delivery probe sends aside) takes a connection of its
-// own from a pool, which keeps it open, idle, when it is given back; with
-// Sentinel, one connection to one sentinel.
+// the probe a late delivery probe publishes aside) takes a connection of
+// its own from a pool, which keeps it open, idle, when it is given back;
+// with Sentinel, one connection to one sentinel.
 //
 // The kinds: a stream reader's XREAD dials with a context that says so;
 // a shard counts the connection it holds; rueidis dials a sentinel with
@@ -22,8 +22,9 @@ package redisadapter
 // address it learned the sentinel at; the rest are pipelined, idle pooled
 // ones included. A stream reader's connection also notes when it last
 // wrote and last read bytes (closeSilent); the others pay nothing for it.
-// The pool is shared: a connection Dedicate dialed (the PING aside) may
-// carry an XREAD later, unnoted (bounded by the XREAD's context only).
+// The pool is shared: a connection Dedicate dialed (a probe published
+// aside) may carry an XREAD later, unnoted (bounded by the XREAD's
+// context only).
 
 import (
 	"context"

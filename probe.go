@@ -238,7 +238,7 @@ func (p *prober) run(ctx context.Context) {
 		}
 		p.a.stats.probeFailures.Add(1)
 		var lost errProbeLost
-		p.a.subs.noteProbeFailure(errors.As(err, &lost) && lost.unreached)
+		p.a.subs.noteProbeFailure(errors.As(err, &lost) && lost.ownWay())
 		closed := p.a.conns.closeAll()
 		if !p.dead.Swap(true) {
 			p.a.log.Warn("delivery not proven: renewing the connections to Redis", "namespace", p.ns.name, "err", err, "closed", closed)
@@ -391,6 +391,11 @@ type errProbeLost struct {
 	// overtaken: the probe published aside came back, this one did not.
 	overtaken bool
 }
+
+// ownWay reports whether the probe was lost on this node's own way to
+// Redis: the subscriptions kept reading what the others publish, so Redis
+// served them.
+func (e errProbeLost) ownWay() bool { return e.unreached || e.overtaken }
 
 func (e errProbeLost) Error() string {
 	switch {

@@ -241,8 +241,9 @@ func (t *subscriptionTracker) down(channels map[string]queueKind, err error) {
 // noteProbeFailure notes why a delivery probe failed before the
 // subscriptions are renewed: own when Redis kept delivering to this node
 // what the others published while nothing this node sent reached it (a
-// probe lost while the subscriptions kept reading, and a PING on another
-// connection unanswered: a blackhole on this node's way to Redis). Redis
+// probe lost while the subscriptions kept reading, and the one published
+// aside, on another connection, unanswered or read back first:
+// errProbeLost.ownWay, a blackhole on this node's way to Redis). Redis
 // served the others meanwhile, and their subscriptions were not renewed:
 // the settle delay, which waits for them, is not needed when this
 // outage's subscriptions come back. Any other failure in the same outage
