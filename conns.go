@@ -20,11 +20,9 @@ package redisadapter
 // a shard counts the connection it holds; rueidis dials a sentinel with
 // the option's Sentinel.Dialer, which sentinelDialer marks, whatever
 // address it learned the sentinel at; the rest are pipelined, idle pooled
-// ones included. A stream reader's connection also notes when it last
-// wrote and last read bytes (closeSilent); the others pay nothing for it.
-// The pool is shared: a connection Dedicate dialed (a probe published
-// aside) may carry an XREAD later, unnoted (bounded by the XREAD's
-// context only).
+// ones included. Each connection also notes when it last wrote and last
+// read bytes (closeSilent, closeStale): an atomic store per read and per
+// write, beside the system call.
 
 import (
 	"context"
@@ -205,10 +203,27 @@ func (c *connCounter) closeTo(addr string) int {
 // by whether they are a sentinel's, where they go and when they were
 // started, and returns how many.
 func (c *connCounter) close(which func(sentinel bool, dst string, started time.Time) bool) int {
+	return c.closeSparing(which, nil)
+}
+
+// closeStale is closeOlder for the connections opened and the dials
+// started before t, but spares a connection that read bytes since t: one
+// a renewal since then took (the renewed subscriptions' connection, when
+// rueidis had it open already) is serving, where one dialed into a
+// blackhole that stays silent after it heals has read nothing since
+// (receive.go's refreshConnections).
+func (c *connCounter) closeStale(t time.Time) int {
+	return c.closeSparing(func(sentinel bool, _ string, started time.Time) bool { return !sentinel && started.Before(t) },
+		func(cc *countedConn) bool { return cc.readSince(t) })
+}
+
+// closeSparing is close, but for the open connections spare picks (nil:
+// none).
+func (c *connCounter) closeSparing(which func(sentinel bool, dst string, started time.Time) bool, spare func(*countedConn) bool) int {
 	c.mu.Lock()
 	var open []*countedConn
 	for cc := range c.open {
-		if which(cc.sentinel, cc.dst, cc.opened) {
+		if which(cc.sentinel, cc.dst, cc.opened) && (spare == nil || !spare(cc)) {
 			open = append(open, cc)
 		}
 	}
@@ -235,28 +250,39 @@ func (c *connCounter) close(which func(sentinel bool, dst string, started time.T
 // fails with.
 var errSilentConn = errors.New("closed: nothing read since the last write")
 
-// closeSilent closes the stream readers' connections that wrote and have
-// read nothing since, for longer than after, and returns how many: the
-// connections a dropped flow left open. Each XREAD BLOCK's answer comes
-// within its block time, and on a slow link, or when it is a large batch,
-// it comes slowly but byte by byte: time alone would take it for a
-// silent one. An idle connection (given back to the pool) has read the
-// answer to its last write. A Read on a connection closed here fails
-// with errSilentConn.
+// closeSilent closes the connections (a sentinel's aside) that wrote and
+// have read nothing since, for longer than after, and returns how many:
+// the connections a dropped flow left open (streamreader.go: after a
+// late XREAD BLOCK). Every command is answered, and a blocking one within
+// its block time (a stream reader's XREAD BLOCK, ProbeInterval); over a
+// slow link, or when it is a large batch, the answer comes slowly but
+// byte by byte: time alone would take it for a silent one. An idle
+// connection (pipelined with nothing waiting, or given back to the pool)
+// has read the answer to its last write. A Read on a connection closed
+// here fails with errSilentConn. The check is made again just before the
+// close: the answer may have come meanwhile.
 func (c *connCounter) closeSilent(after time.Duration) int {
 	c.mu.Lock()
 	var silent []*countedConn
 	for cc := range c.open {
-		if cc.kind == connStreamReader && cc.silentFor(after) {
+		if !cc.sentinel && cc.silentFor(after) {
 			silent = append(silent, cc)
 		}
 	}
 	c.mu.Unlock()
+	closed := 0
 	for _, cc := range silent {
+		if !cc.silentFor(after) {
+			continue
+		}
+		if closed == 0 {
+			c.closes.Add(1) // as close does: the loop that sees its connection fail tries again at once
+		}
 		cc.silenced.Store(true)
 		_ = cc.Close()
+		closed++
 	}
-	return len(silent)
+	return closed
 }
 
 // connCounts are the open connections by kind.
@@ -293,34 +319,35 @@ type countedConn struct {
 	sentinel bool      // dialed with sentinelDialer
 	opened   time.Time // when it connected
 	once     sync.Once
-	// A stream reader's connection only: when it last started a Write and
-	// last read bytes, since opened (monotonic; 0: never), and whether
-	// closeSilent closed it.
+	// When it last started a Write and last read bytes, since opened
+	// (monotonic; 0: never), and whether closeSilent closed it.
 	wrote, read atomic.Int64
 	silenced    atomic.Bool
 }
 
-// Read notes, on a stream reader's connection, when it read bytes.
+// Read notes when it read bytes.
 func (cc *countedConn) Read(b []byte) (int, error) {
 	n, err := cc.Conn.Read(b)
-	if cc.kind == connStreamReader {
-		if n > 0 {
-			cc.read.Store(int64(time.Since(cc.opened)))
-		}
-		if err != nil && cc.silenced.Load() {
-			err = fmt.Errorf("%w: %w", errSilentConn, err)
-		}
+	if n > 0 {
+		cc.read.Store(int64(time.Since(cc.opened)))
+	}
+	if err != nil && cc.silenced.Load() {
+		err = fmt.Errorf("%w: %w", errSilentConn, err)
 	}
 	return n, err
 }
 
-// Write notes, on a stream reader's connection, when it started writing:
-// before the write, so that the answer's first Read comes after.
+// Write notes when it started writing: before the write, so that the
+// answer's first Read comes after.
 func (cc *countedConn) Write(b []byte) (int, error) {
-	if cc.kind == connStreamReader {
-		cc.wrote.Store(int64(time.Since(cc.opened)))
-	}
+	cc.wrote.Store(int64(time.Since(cc.opened)))
 	return cc.Conn.Write(b)
+}
+
+// readSince reports whether cc read bytes after t.
+func (cc *countedConn) readSince(t time.Time) bool {
+	r := cc.read.Load()
+	return r > 0 && cc.opened.Add(time.Duration(r)).After(t)
 }
 
 // silentFor reports whether cc wrote and has read nothing since, for

@@ -105,16 +105,19 @@ type faultCase struct {
 	inject       func(t testing.TB, e *faultEnv) time.Time
 }
 
-// hold lets a fault last d, and up to holdJitter more: the fault's length
-// is what is measured, not a condition to wait for. The jitter keeps the
-// fault's end from falling at the same point of the node's cycles in
-// every run (the probe's, the renewal's: with d alone, a blackhole healed
-// about 15 ms after the victim dialed again, run after run, and the
-// figures hid the wait for the next dial).
+// hold lets a fault last d: the fault's length is what is measured, not a
+// condition to wait for.
 func hold(d time.Duration) time.Time {
-	time.Sleep(d + rand.N(holdJitter))
+	time.Sleep(d)
 	return time.Now()
 }
+
+// holdJittered lets a blackhole last d, and up to holdJitter more: the
+// jitter keeps its end from falling at the same point of the victim's
+// renewal cycle in every run (with d alone, it healed about 15 ms after
+// the victim dialed again, run after run, and the figures hid the wait for
+// the next dial).
+func holdJittered(d time.Duration) time.Time { return hold(d + rand.N(holdJitter)) }
 
 // holdJitter is longer than a renewal's cycle after a failed probe
 // (renewalWait: 100 ms at least).
@@ -127,12 +130,12 @@ var faultCases = []faultCase{
 	{name: "blackhole-to-redis", modes: []faultMode{faultClassic, faultStreams}, inject: func(t testing.TB, e *faultEnv) time.Time {
 		e.px.Blackhole(faultproxy.ToServer)
 		defer e.px.Heal()
-		return hold(faultHold)
+		return holdJittered(faultHold)
 	}},
 	{name: "blackhole-from-redis", modes: []faultMode{faultClassic, faultStreams}, inject: func(t testing.TB, e *faultEnv) time.Time {
 		e.px.Blackhole(faultproxy.ToClient)
 		defer e.px.Heal()
-		return hold(faultHold)
+		return holdJittered(faultHold)
 	}},
 	{name: "latency-200ms", modes: []faultMode{faultClassic, faultStreams}, quiet: true, inject: func(t testing.TB, e *faultEnv) time.Time {
 		e.px.Latency(200 * time.Millisecond)

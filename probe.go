@@ -213,6 +213,7 @@ func (p *prober) run(ctx context.Context) {
 				continue
 			}
 		}
+		started, closes := time.Now(), p.a.conns.closes.Load()
 		lag, err := p.probe(ctx)
 		// After a failure the role is checked, and the sentinels asked,
 		// before the gate reopens: the renewed connections may have gone
@@ -230,15 +231,25 @@ func (p *prober) run(ctx context.Context) {
 		}
 		if err == nil {
 			p.record(lag)
-			p.a.subs.forgetProbeFailures()
+			p.a.subs.forgetProbeFailures(started)
 			if p.dead.Swap(false) {
 				p.a.log.Info("delivery probe back", "namespace", p.ns.name, "lag", lag.Round(time.Microsecond))
 			}
 			continue
 		}
-		p.a.stats.probeFailures.Add(1)
 		var lost errProbeLost
-		p.a.subs.noteProbeFailure(errors.As(err, &lost) && lost.ownWay())
+		isLost := errors.As(err, &lost)
+		if !isLost && p.a.conns.closes.Load() != closes {
+			// The PUBLISH failed on a connection the adapter closed
+			// meanwhile (another namespace's failed probe, a stuck
+			// renewal): no evidence of its own; the next probe tells.
+			if !sleepCtx(ctx, minBackoff) {
+				return
+			}
+			continue
+		}
+		p.a.stats.probeFailures.Add(1)
+		p.a.subs.noteProbeFailure(isLost && lost.ownWay())
 		closed := p.a.conns.closeAll()
 		if !p.dead.Swap(true) {
 			p.a.log.Warn("delivery not proven: renewing the connections to Redis", "namespace", p.ns.name, "err", err, "closed", closed)
@@ -386,21 +397,25 @@ func (p *prober) leaveOldMaster(ctx context.Context) int {
 type errProbeLost struct {
 	timeout time.Duration
 	// unreached: the subscriptions kept reading, but Redis did not answer
-	// the probe published aside, on another connection, either.
-	unreached bool
+	// the probe published aside, on another connection, either; heard:
+	// they read after that one went out.
+	unreached, heard bool
 	// overtaken: the probe published aside came back, this one did not.
 	overtaken bool
 }
 
 // ownWay reports whether the probe was lost on this node's own way to
-// Redis: the subscriptions kept reading what the others publish, so Redis
-// served them.
-func (e errProbeLost) ownWay() bool { return e.unreached || e.overtaken }
+// Redis, which served the others meanwhile: Redis delivered the probe
+// published aside first, or the subscriptions kept reading what the
+// others publish after that one went out unanswered (a Redis frozen for
+// everyone sends nothing new; what it had sent before it froze is read
+// within moments).
+func (e errProbeLost) ownWay() bool { return e.overtaken || e.unreached && e.heard }
 
 func (e errProbeLost) Error() string {
 	switch {
 	case e.overtaken:
-		return "the probe did not come back within " + e.timeout.String() + ", but the one published after it on another connection did: what this node sends on the connection the probe went out on does not reach Redis"
+		return "the probe did not come back within " + e.timeout.String() + ", but the one published after it on another connection did: what this node sends on the connection the probe went out on does not reach Redis (or waits there behind more than ProbeTimeout/2 of its own sends)"
 	case e.unreached:
 		return "the probe did not come back within " + e.timeout.String() + ", and Redis did not answer the one published aside on another connection either"
 	}
@@ -434,7 +449,8 @@ func (p *prober) probe(ctx context.Context) (time.Duration, error) {
 			publish: func(ctx context.Context) error {
 				return p.a.publishAside(ctx, func(b rueidis.Builder) rueidis.Completed { return p.ns.proto.command(b, am, seqNo{}) })
 			},
-			back: p.asideBack,
+			back:   p.asideBack,
+			behind: p.a.pub.inFlight.Load,
 		}
 		// The probe proves the connection it goes out on. rueidis (v1.0)
 		// spreads the node's commands over its pipelined connections (two
@@ -446,7 +462,7 @@ func (p *prober) probe(ctx context.Context) (time.Duration, error) {
 		if n%2 == 0 {
 			build = func(b rueidis.Builder) rueidis.Completed {
 				cmd := p.ns.proto.command(b, m, seqNo{})
-				if args := cmd.Commands(); args[0] == "PUBLISH" {
+				if args := cmd.Commands(); len(args) == 3 && args[0] == "PUBLISH" {
 					return b.Publish().Channel(args[1]).Message(args[2]).Build()
 				}
 				return cmd
@@ -464,7 +480,18 @@ type probeAside struct {
 	publish func(context.Context) error
 	// back gives the number of the probe published aside once read back.
 	back <-chan uint64
+	// behind is the size of the node's own publishes in flight (the
+	// publisher's batch), which the probe may follow on its connection.
+	behind func() int64
 }
+
+// probeBehindLimit is the most of the node's own publishes in flight
+// before the probe that still lets the probe published aside, read back
+// first, prove the probe lost. Redis executes a pipeline a read (16 KiB)
+// at a time and serves its other clients in between: behind a large
+// batch the probe is executed after the one aside even when nothing is
+// wrong, for as long as that batch takes to execute.
+const probeBehindLimit = 64 << 10
 
 // publishAside publishes the command build makes on a connection of the
 // client's pool, not on the pipelined ones the probe and the subscriptions
@@ -510,15 +537,15 @@ func (a *Adapter) publishAside(ctx context.Context, build func(rueidis.Builder) 
 //     inbound burst delays both, in order). The probe is given a grace of
 //     ProbeTimeout/4 more, and fails if it is still missing.
 //
-// The grace is for the node's own outbound backlog, what it sent on the
-// probe's connection just before the probe: at most one batch of the
-// publisher's (it sends one at a time, and the batch counts in
-// PublishQueue, 4 MiB by default) and a few commands of other callers.
-// The probe has had ProbeTimeout/4, the round trip of the one aside and
-// the grace, at least ProbeTimeout/2 in all, to get through it: enough for
-// a full default queue over a link of 100 Mbit/s with the default
-// ProbeTimeout. Over a slower link, or with a larger queue, ProbeTimeout
-// has to be longer.
+// The grace is for what the node sent on the probe's connection just
+// before the probe: a few commands of other callers, and at most one
+// batch of the publisher's (it sends one at a time). Redis executes a
+// pipeline a read at a time, serving its other clients in between, so
+// a probe behind a batch of more than probeBehindLimit is executed after
+// the one aside for as long as the batch takes: then the order proves
+// nothing, and the probe is waited for as one behind a burst. Behind less,
+// the probe has had ProbeTimeout/4, the round trip of the one aside and
+// the grace, at least ProbeTimeout/2 in all, to get through.
 func (a *Adapter) probeRoundTrip(ctx context.Context, build func(rueidis.Builder) rueidis.Completed, n uint64, back <-chan uint64, reads func() uint64, aside *probeAside) (time.Duration, error) {
 	timeout := a.opts.ProbeTimeout
 	loopCtx := ctx
@@ -532,13 +559,15 @@ func (a *Adapter) probeRoundTrip(ctx context.Context, build func(rueidis.Builder
 	// The PUBLISH runs on its own goroutine: rueidis may hold a command
 	// past its context while it dials a connection another caller
 	// started, and the bound must hold whatever it does.
+	behindBatch := aside != nil && aside.behind() > probeBehindLimit
 	published := make(chan error, 1)
 	if !a.spawnUntilClientCloses(func() { published <- a.client.Do(ctx, cmd).Error() }) {
 		return 0, ErrClosed
 	}
 	// The probe published aside outlives this one (bounded by
-	// ProbeTimeout): a connection it dials is kept for the next one rather
-	// than dropped half open when the probe comes back.
+	// ProbeTimeout, and a dial by rueidis's dial timeout): a connection it
+	// dials is kept for the next one rather than dropped half open when the
+	// probe comes back.
 	var asideAt, graceOver <-chan time.Time
 	var asideRead <-chan uint64
 	if aside != nil {
@@ -548,17 +577,19 @@ func (a *Adapter) probeRoundTrip(ctx context.Context, build func(rueidis.Builder
 	}
 	var asideErr <-chan error // the probe published aside, in flight
 	reached := false          // Redis answered the last one
+	var readsAside uint64     // reads when the last one went out
 	publishAside := func() bool {
 		ch := make(chan error, 1)
-		asideErr, reached = ch, false
+		asideErr, reached, readsAside = ch, false, reads()
 		return a.spawnUntilClientCloses(func() {
 			pctx, cancel := context.WithTimeout(loopCtx, timeout)
 			defer cancel()
 			ch <- aside.publish(pctx)
 		})
 	}
-	lost := func(unreached, overtaken bool) error {
-		return errProbeLost{timeout: time.Since(start).Round(time.Millisecond), unreached: unreached, overtaken: overtaken}
+	lost := func(e errProbeLost) error {
+		e.timeout = time.Since(start).Round(time.Millisecond)
+		return e
 	}
 	for {
 		select {
@@ -579,28 +610,28 @@ func (a *Adapter) probeRoundTrip(ctx context.Context, build func(rueidis.Builder
 		case err := <-asideErr:
 			asideErr, reached = nil, err == nil
 		case got := <-asideRead:
-			if got == n && graceOver == nil {
+			if got == n && graceOver == nil && !behindBatch {
 				graceOver = time.After(timeout / 4)
 			}
 		case <-graceOver:
-			return 0, lost(false, true)
+			return 0, lost(errProbeLost{overtaken: true})
 		case <-tick.C:
 			now := reads()
 			busy := now != last
 			last = now
 			switch {
 			case !busy:
-				return 0, lost(false, false)
+				return 0, lost(errProbeLost{})
 			case aside == nil:
 				continue // busy: wait one more ProbeTimeout
 			case !reached:
-				return 0, lost(true, false)
+				return 0, lost(errProbeLost{unreached: true, heard: now != readsAside})
 			}
 			if !publishAside() { // busy, and Redis answers: once more
 				return 0, ErrClosed
 			}
 		case <-ctx.Done():
-			return 0, lost(false, false)
+			return 0, lost(errProbeLost{})
 		}
 	}
 }

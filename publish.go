@@ -34,6 +34,9 @@ type publisher struct {
 	opts      Options
 	uid       string
 	log       *slog.Logger
+	// inFlight is the encoded size of the batch being sent (0: none), for
+	// the delivery probe (probeAside.behind).
+	inFlight  atomic.Int64
 	published atomic.Uint64
 	failures  atomic.Uint64
 	resent    atomic.Uint64
@@ -348,7 +351,13 @@ func (p *publisher) sendBatch(batch []outgoing) {
 	var results []rueidis.RedisResult
 	sentAt := time.Now()
 	if len(cmds) > 0 {
+		size := 0
+		for _, o := range sent {
+			size += o.size
+		}
+		p.inFlight.Store(int64(size))
 		results = p.do(cmds)
+		p.inFlight.Store(0)
 		p.resend(sent, results)
 		// The outage state is recorded before any waiter hears its answer: a
 		// Flush that reports this batch's failure must find the next Emit

@@ -70,8 +70,12 @@ func TestSettleSkippedAfterOwnBlackhole(t *testing.T) {
 	require.False(t, ok, "an outage without a failed probe closes nothing")
 	require.False(t, outage(true, false), "a probe that may have found Redis silent for everyone keeps the settling")
 	require.False(t, outage(false, true))
+	sent := time.Now()
 	tr.noteProbeFailure(true)
-	tr.forgetProbeFailures()
+	tr.forgetProbeFailures(sent)
+	require.True(t, outage(), "a probe sent before the failure (another namespace's) does not forget it")
+	tr.noteProbeFailure(true)
+	tr.forgetProbeFailures(time.Now())
 	require.False(t, outage(), "a probe back forgets the verdict")
 }
 

@@ -40,11 +40,14 @@ import (
 // pipelined connections). The prober closes such connections only while
 // the subscriptions are down, and one dialed within renewalWait of the
 // heal was left to finish: the publishes sent on it then waited for the
-// next probe that took it, up to a second later. The renewal proves the
-// network is back; one of those that was not silent costs a dial.
+// next probe that took it, up to a second later. One that read since the
+// attempts began is spared: it serves (the renewed subscriptions may ride
+// a connection rueidis had opened before). The renewal proves the network
+// is back; one of those that was silent only for lack of traffic costs a
+// dial.
 func (a *Adapter) refreshConnections(ctx context.Context) {
 	if since, ok := a.subs.takeRenewal(); ok {
-		if n := a.conns.closeOlder(since); n > 0 {
+		if n := a.conns.closeStale(since); n > 0 {
 			a.log.Debug("subscriptions renewed: closed the connections dialed into the fault", "closed", n)
 		}
 	}
@@ -131,6 +134,7 @@ type subscriptionTracker struct {
 	// silent for everyone. Both are cleared when the subscriptions are
 	// back.
 	ownFault, otherFault bool
+	faultNoted           time.Time            // when the last of them was noted
 	tried                map[string]time.Time // channel or pattern -> when its subscription was last tried
 	// renewedAfterProbe: when the subscriptions came back from an outage
 	// that followed a failed probe, the earliest start of the attempts
@@ -253,6 +257,7 @@ func (t *subscriptionTracker) down(channels map[string]queueKind, err error) {
 func (t *subscriptionTracker) noteProbeFailure(own bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.faultNoted = time.Now()
 	if own {
 		t.ownFault = true
 	} else {
@@ -280,12 +285,16 @@ func (t *subscriptionTracker) takeRenewal() (since time.Time, ok bool) {
 	return since, !since.IsZero()
 }
 
-// forgetProbeFailures forgets what noteProbeFailure noted: a probe came
-// back.
-func (t *subscriptionTracker) forgetProbeFailures() {
+// forgetProbeFailures forgets what noteProbeFailure noted before since,
+// when a probe sent then came back: each namespace has its prober, and
+// one whose probe was under way when another's failed must not forget
+// that failure.
+func (t *subscriptionTracker) forgetProbeFailures(since time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.ownFault, t.otherFault = false, false
+	if t.faultNoted.Before(since) {
+		t.ownFault, t.otherFault = false, false
+	}
 }
 
 // refuse notes that Redis refused cmd: before every subscription was live

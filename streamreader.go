@@ -199,20 +199,19 @@ func (r *streamReader) read(ctx context.Context, up func()) error {
 		}
 		r.recheck = false
 	}
-	xctx := withConnKind(ctx, connStreamReader) // the connection XREAD BLOCK takes, for Stats and closeSilent
+	xctx := withConnKind(ctx, connStreamReader) // the connection XREAD BLOCK takes, for Stats
 	// The block time is the probe's interval: each XREAD is this reader's
 	// delivery probe. One unanswered ProbeTimeout past its block time is
 	// on a silent connection (a dropped flow) if that connection has read
 	// no byte since it sent it; one answered slowly (a slow link, a large
 	// batch) keeps reading bytes. rueidis does not say which connection an
-	// XREAD took: a late one has every reader's connection silent that
-	// long closed (closeSilent), its own among them if it is. An answer
-	// that stops halfway is bounded by the time a busy namespace probe is
-	// waited for (busyProbeWait ProbeTimeouts). A frozen Redis or a node
-	// cut off is found sooner by the namespace's probe, which closes this
-	// connection too. Node blocks for 5 s; only the idle cost differs (an
-	// empty XREAD each ProbeInterval), entries come as soon as they are
-	// added.
+	// XREAD took: a late one has every connection silent that long closed
+	// (closeSilent), its own among them if it is. An answer that stops
+	// halfway is bounded by the time a busy namespace probe is waited for
+	// (busyProbeWait ProbeTimeouts). A frozen Redis or a node cut off is
+	// found sooner by the namespace's probe, which closes this connection
+	// too. Node blocks for 5 s; only the idle cost differs (an empty XREAD
+	// each ProbeInterval), entries come as soon as they are added.
 	block := max(n.probeInterval, time.Millisecond) // BLOCK 0 would block for ever
 	late := block + n.probeTimeout
 	for {
@@ -256,10 +255,10 @@ func (r *streamReader) read(ctx context.Context, up func()) error {
 	}
 }
 
-// closeSilentWhileLate closes the stream readers' connections silent for
-// longer than late (closeSilent), late from now and again every period
-// until ctx ends: a reader's XREAD goes out a moment after the call, or
-// later when it dials. Stopping the timer it returns ends it sooner.
+// closeSilentWhileLate closes the connections silent for longer than
+// late (closeSilent), late from now and again every period until ctx ends:
+// a reader's XREAD goes out a moment after the call, or later when it
+// dials. Stopping the timer it returns ends it sooner.
 func closeSilentWhileLate(ctx context.Context, conns *connCounter, late, period time.Duration) *time.Timer {
 	return time.AfterFunc(late, func() {
 		tick := time.NewTicker(period)
