@@ -556,10 +556,11 @@ func (a *Adapter) probeRoundTrip(ctx context.Context, build func(rueidis.Builder
 	defer tick.Stop()
 	last := reads()
 	cmd := build(a.client.B())
+	// Read before the probe goes out: what it may be queued behind.
+	behindBatch := aside != nil && aside.behind() > probeBehindLimit
 	// The PUBLISH runs on its own goroutine: rueidis may hold a command
 	// past its context while it dials a connection another caller
 	// started, and the bound must hold whatever it does.
-	behindBatch := aside != nil && aside.behind() > probeBehindLimit
 	published := make(chan error, 1)
 	if !a.spawnUntilClientCloses(func() { published <- a.client.Do(ctx, cmd).Error() }) {
 		return 0, ErrClosed

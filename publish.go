@@ -329,6 +329,7 @@ func (p *publisher) sendBatch(batch []outgoing) {
 		clear(sent)
 		p.sent = sent[:0]
 	}()
+	size := 0 // the encoded bytes sent (inFlight)
 	for i := range batch {
 		o := &batch[i]
 		if o.w != nil && !o.w.state.CompareAndSwap(queued, taken) {
@@ -345,16 +346,13 @@ func (p *publisher) sendBatch(batch []outgoing) {
 		}
 		if !o.flush {
 			cmds = append(cmds, o.cmd)
+			size += o.size
 		}
 		sent = append(sent, o)
 	}
 	var results []rueidis.RedisResult
 	sentAt := time.Now()
 	if len(cmds) > 0 {
-		size := 0
-		for _, o := range sent {
-			size += o.size
-		}
 		p.inFlight.Store(int64(size))
 		results = p.do(cmds)
 		p.inFlight.Store(0)
