@@ -152,7 +152,10 @@ func (a *Adapter) start(ctx context.Context) error {
 		}
 	}
 	a.subs = newSubscriptionTracker(len(a.in.routes), &a.stats, a.closing)
-	a.subs.restoredF = func() { a.spawn(func() { a.refreshConnections(loopCtx) }) }
+	a.subs.restoredF = func() {
+		a.pub.outageEnded(time.Now())
+		a.spawn(func() { a.refreshConnections(loopCtx) })
+	}
 	for _, sub := range subs {
 		a.spawn(func() { a.receiveLoop(loopCtx, sub) })
 	}

@@ -296,11 +296,17 @@ type classicNamespace struct {
 	uid, nsp string
 	own      string // this node's response channel
 	perRoom  bool
+	// everyone and rooms are the audiences of the broadcasts on the
+	// namespace's channel and, without perRoom, on a room's, which every
+	// node's pattern reads (with perRoom, a room's are read by the nodes
+	// holding it: no audience).
+	everyone, rooms *audience
 }
 
 func (p classic) namespace(nsp string) nsProtocol {
 	ch := newChannels(p.key, nsp)
-	return &classicNamespace{ch: ch, uid: p.uid, nsp: nsp, own: ch.responseTo(p.uid), perRoom: p.perRoom}
+	return &classicNamespace{ch: ch, uid: p.uid, nsp: nsp, own: ch.responseTo(p.uid), perRoom: p.perRoom,
+		everyone: &audience{}, rooms: &audience{}}
 }
 
 func (classic) asksFor(requestType) bool { return true }
@@ -399,11 +405,14 @@ func (p *classicNamespace) fromNode(msg string) bool {
 // own channel: receivers without that room skip decoding it.
 func (p *classicNamespace) encodeBroadcast(sel selector, event string, args []any) (message, error) {
 	payload, err := encodeClassicBroadcast(p.uid, p.nsp, sel, event, args)
-	channel := p.ch.broadcast
-	if len(sel.Rooms) == 1 {
-		channel = p.ch.room(sel.Rooms[0])
+	if len(sel.Rooms) != 1 {
+		return message{channel: p.ch.broadcast, payload: payload, audience: p.everyone}, err
 	}
-	return message{channel: channel, payload: payload}, err
+	m := message{channel: p.ch.room(sel.Rooms[0]), payload: payload}
+	if !p.perRoom {
+		m.audience = p.rooms
+	}
+	return m, err
 }
 
 func (p *classicNamespace) encodeRequest(r request) (message, error) {

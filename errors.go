@@ -68,7 +68,7 @@ var (
 // too, unless Redis answered it (a refusal: a wrong password, an unknown
 // command; a publish that reached no subscriber) or the client was closed.
 func unreachable(err error) error {
-	if _, answered := rueidis.IsRedisErr(err); answered || err == nil || errors.Is(err, rueidis.ErrClosing) || errors.Is(err, ErrUnavailable) || errors.Is(err, errReachedNobody) {
+	if _, answered := rueidis.IsRedisErr(err); answered || err == nil || errors.Is(err, rueidis.ErrClosing) || errors.Is(err, ErrUnavailable) || errors.Is(err, errReachedNobody) || errors.Is(err, errReachedFewer) {
 		return err
 	}
 	return errorf("%w: %w", ErrUnavailable, err)

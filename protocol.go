@@ -92,6 +92,9 @@ type message struct {
 	// kind is the protocol's type of a message whose command carries it
 	// apart from the payload (a stream entry's type field).
 	kind int
+	// audience, for a pub/sub broadcast every node reads, is what the
+	// publisher knows of its subscribers (checkReach); nil otherwise.
+	audience *audience
 }
 
 // seqNo numbers a durable message: the producer is a random name per

@@ -36,7 +36,10 @@ type publisher struct {
 	log       *slog.Logger
 	// inFlight is the encoded size of the batch being sent (0: none), for
 	// the delivery probe (probeAside.behind).
-	inFlight  atomic.Int64
+	inFlight atomic.Int64
+	// window is when the window after this node's last outage ends (unix
+	// nanoseconds; 0: none yet), for checkReach.
+	window    atomic.Int64
 	published atomic.Uint64
 	failures  atomic.Uint64
 	resent    atomic.Uint64
@@ -385,8 +388,8 @@ func (p *publisher) sendBatch(batch []outgoing) {
 			continue
 		}
 		err := results[i].Error()
-		if err == nil && p.heldSince != nil && !o.msg.durable && reachedNobody(results[i]) && p.heldSince(o.msg.channel, sentAt) {
-			err = errReachedNobody
+		if err == nil && !o.msg.durable {
+			err = p.checkReach(o.msg, results[i], sentAt)
 		}
 		i++
 		if err == nil {
@@ -424,11 +427,79 @@ func (p *publisher) sendBatch(batch []outgoing) {
 // count: a failure counted so may have been delivered.
 var errReachedNobody = errors.New("no subscriber on the server that took it received it, not even this node's own (subscriptions being renewed, or a server that is no longer the channel's master)")
 
-// reachedNobody reports whether r is a publish's answer that no subscriber
-// received it.
-func reachedNobody(r rueidis.RedisResult) bool {
+// errReachedFewer: a broadcast published within afterOutage of this
+// node's subscriptions coming back from an outage reached fewer
+// subscribers than the last one before the outage (the answer to a PUBLISH
+// or SPUBLISH counts them, this node's own included): the others'
+// subscriptions were probably still being renewed. It may have reached
+// some of them.
+var errReachedFewer = errors.New("reached fewer subscribers than before this node's outage, probably the others' subscriptions still being renewed (it may have reached some)")
+
+// afterOutage is how long after this node's subscriptions came back from
+// an outage a broadcast reaching fewer subscribers than before it counts
+// failed (errReachedFewer), unless the count is back before: the others
+// renew theirs within maxBackoff of Redis answering, or within a probe's
+// detection (ProbeInterval + ProbeTimeout, 1.2 s by default) when they
+// noticed later. A node that left for good during the outage makes the
+// broadcasts of its audience count failed until it ends.
+const afterOutage = 3 * time.Second
+
+// audience is what the publisher knows of the subscribers of a kind of
+// broadcast that every node of the fleet reads (a namespace's broadcasts
+// in classic mode, its channel in sharded mode): how many the answer to
+// the last one counted, and after an outage, how many it counted before.
+// The protocol bound to a namespace holds it; only the publisher's sender
+// reads and writes it.
+type audience struct {
+	last   int64 // the last count outside an outage's window, or since it came back
+	lastAt int64 // when the broadcast last counted was sent (unix nanoseconds)
+	window int64 // the end of the window before applies to (unix nanoseconds)
+	before int64 // last, when the window began; 0 once the count came back, or when last was too old
+}
+
+// countKept is how long before an outage ended a count still stands for
+// the fleet: a node that published nothing for longer compares nothing
+// after the outage (nodes may have left since, unseen).
+const countKept = time.Minute
+
+// outageEnded opens the window after an outage (afterOutage): called when
+// this node's subscriptions came back.
+func (p *publisher) outageEnded(at time.Time) {
+	p.window.Store(at.Add(afterOutage).UnixNano())
+}
+
+// checkReach fails a pub/sub publish Redis took that reached fewer
+// subscribers than it should have: in sharded mode none when this node
+// held the channel before sentAt (errReachedNobody), and after an outage
+// fewer than before it (errReachedFewer). Outside a window, it costs an
+// atomic load.
+func (p *publisher) checkReach(m message, r rueidis.RedisResult, sentAt time.Time) error {
 	n, err := r.AsInt64()
-	return err == nil && n == 0
+	switch {
+	case err != nil:
+		return nil
+	case n == 0 && p.heldSince != nil && p.heldSince(m.channel, sentAt):
+		return errReachedNobody
+	case m.audience == nil:
+		return nil
+	}
+	a, at := m.audience, sentAt.UnixNano()
+	end := p.window.Load()
+	if end == 0 || at > end {
+		a.last, a.lastAt = n, at
+		return nil
+	}
+	if a.window != end { // the first broadcast of this audience since the outage
+		a.window, a.before = end, a.last
+		if a.lastAt < end-int64(afterOutage+countKept) {
+			a.before = 0
+		}
+	}
+	if n >= a.before {
+		a.before, a.last, a.lastAt = 0, n, at // back: a node leaving later does not count
+		return nil
+	}
+	return errReachedFewer
 }
 
 // do sends cmds as one pipeline, within RequestTimeout.

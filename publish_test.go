@@ -194,3 +194,108 @@ func TestPublishFailuresReachTheCaller(t *testing.T) {
 	require.ErrorIs(t, a.a.To("r").Emit(context.Background(), "n", 0, 1), redisadapter.ErrPublish)
 	require.Less(t, time.Since(start), time.Second, "Emit returned within RequestTimeout")
 }
+
+// For a while after a node's subscriptions came back from an outage, a
+// broadcast that reaches fewer subscribers than the last one before the
+// outage is counted failed: the others' subscriptions may not be back yet
+// (issue 22). The other subscriber here is a plain client that Redis cuts
+// off with the node, and that subscribes again only when the test says.
+// Once the count is back, a subscriber leaving counts nothing.
+func TestFewerSubscribersAfterAnOutageIsAFailure(t *testing.T) {
+	srv := redistest.Start(t)
+	c := redisadapter.Standalone{Addr: srv.Addr()}
+	a := startNode(t, c, nil)
+	raw := rawClient(t, c)
+	const pattern = "socket.io#/#*" // what a classic node reads the namespace's broadcasts with
+	subscribePattern(t, srv.Addr(), pattern)
+	require.NoError(t, a.a.To("r").Emit(bg(t), "n", 0))
+	require.NoError(t, a.a.Flush(bg(t)), "reached the node and the other subscriber")
+
+	before := a.a.Stats()
+	require.NoError(t, raw.Do(bg(t), raw.B().ClientKill().TypePubsub().Build()).Error())
+	eventually(t, "the node's subscriptions back, and it publishes again", func() bool {
+		return a.a.Stats().Resubscribes > before.Resubscribes && a.a.Ping(bg(t)) == nil
+	})
+	require.NoError(t, a.a.To("r").Emit(bg(t), "n", 1), "queued")
+	err := a.a.Flush(bg(t))
+	require.ErrorIs(t, err, redisadapter.ErrPublish)
+	require.ErrorContains(t, err, "fewer subscribers than before")
+	require.Equal(t, before.PublishFailures+1, a.a.Stats().PublishFailures)
+
+	// The other subscriber is back: the count is too, and then a
+	// subscriber leaving is no outage's doing.
+	leave := subscribePattern(t, srv.Addr(), pattern)
+	require.NoError(t, a.a.To("r").Emit(bg(t), "n", 2))
+	require.NoError(t, a.a.Flush(bg(t)))
+	leave()
+	eventually(t, "the other subscriber gone", func() bool { return patternSubscribers(t, raw) == 1 })
+	require.NoError(t, a.a.To("r").Emit(bg(t), "n", 3))
+	require.NoError(t, a.a.Flush(bg(t)), "the count came back before the subscriber left")
+	require.Equal(t, before.PublishFailures+1, a.a.Stats().PublishFailures)
+}
+
+// A node that leaves cleanly, outside any outage of the publisher's, is no
+// loss: the broadcasts that reach fewer subscribers since count nothing
+// (every rolling deploy would count failures otherwise).
+func TestNodeLeavingIsNoFailure(t *testing.T) {
+	srv := redistest.Start(t)
+	c := redisadapter.Standalone{Addr: srv.Addr()}
+	a, b := startNode(t, c, nil), startNode(t, c, nil)
+	raw := rawClient(t, c)
+	require.NoError(t, a.a.To("r").Emit(bg(t), "n", 0))
+	require.NoError(t, a.a.Flush(bg(t)))
+	require.Equal(t, 2, patternSubscribers(t, raw))
+	b.stop()
+	eventually(t, "the other node's subscriptions gone", func() bool { return patternSubscribers(t, raw) == 1 })
+	require.NoError(t, a.a.To("r").Emit(bg(t), "n", 1))
+	require.NoError(t, a.a.Flush(bg(t)))
+	require.Zero(t, a.a.Stats().PublishFailures)
+}
+
+// subscribePattern subscribes a plain client of the Redis at addr to
+// pattern and returns once Redis confirmed it. The subscription ends, and
+// is not renewed, when Redis cuts the client off, when leave is called, or
+// with the test.
+func subscribePattern(t *testing.T, addr, pattern string) (leave func()) {
+	t.Helper()
+	cl, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}, DisableCache: true, DisableRetry: true})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	confirmed := make(chan struct{})
+	var once sync.Once
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		hctx := rueidis.WithOnSubscriptionHook(ctx, func(s rueidis.PubSubSubscription) {
+			if s.Kind == "psubscribe" {
+				once.Do(func() { close(confirmed) })
+			}
+		})
+		_ = cl.Receive(hctx, cl.B().Psubscribe().Pattern(pattern).Build(), func(rueidis.PubSubMessage) {})
+	}()
+	leave = sync.OnceFunc(func() {
+		cancel()
+		cl.Close()
+		<-done
+	})
+	t.Cleanup(leave)
+	select {
+	case <-confirmed:
+	case <-time.After(wait):
+		t.Fatalf("PSUBSCRIBE %s not confirmed within %v", pattern, wait)
+	}
+	return leave
+}
+
+// patternSubscribers counts the clients of raw's Redis subscribed to a
+// pattern, as CLIENT LIST shows them (PUBSUB NUMPAT counts the patterns).
+func patternSubscribers(t *testing.T, raw rueidis.Client) int {
+	t.Helper()
+	n := 0
+	for _, c := range clientFields(t, raw) {
+		if c["psub"] != "" && c["psub"] != "0" {
+			n++
+		}
+	}
+	return n
+}

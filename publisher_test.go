@@ -10,6 +10,7 @@ import (
 	"github.com/redis/rueidis"
 	"github.com/stretchr/testify/require"
 
+	"github.com/blogstack/redisadapter/internal/await"
 	"github.com/blogstack/redisadapter/internal/redistest"
 )
 
@@ -134,6 +135,50 @@ func TestPublishThatReachedNobodyIsAFailure(t *testing.T) {
 	t.Cleanup(release)
 	require.NoError(t, dc.Do(ctx, dc.B().Ssubscribe().Channel("held").Build()).Error())
 	require.NoError(t, p.publishWait(ctx, ns, message{channel: "held", payload: []byte("x")}))
+	require.EqualValues(t, 1, p.failures.Load())
+}
+
+// After an outage, a broadcast that reaches fewer subscribers than the
+// last one before it counts failed within afterOutage of the
+// subscriptions' return, and not after: a subscriber that left for good
+// during the outage does not make failures forever. A count older than
+// countKept when the outage ended compares nothing.
+func TestFewerSubscribersWithinTheWindowAfterAnOutage(t *testing.T) {
+	p, srv := newTestPublisher(t, Options{})
+	client := p.client
+	// Two bindings of the namespace: each has audiences of its own.
+	ns, stale := classic{key: "socket.io", uid: "test"}.namespace("/"), classic{key: "socket.io", uid: "test"}.namespace("/")
+	broadcast, err := ns.encodeBroadcast(selector{}, "n", nil)
+	require.NoError(t, err)
+	staleBroadcast, err := stale.encodeBroadcast(selector{}, "n", nil)
+	require.NoError(t, err)
+	ctx := context.Background()
+
+	sub, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr()}, DisableCache: true})
+	require.NoError(t, err)
+	dc, release := sub.Dedicate()
+	require.NoError(t, dc.Do(ctx, dc.B().Psubscribe().Pattern("socket.io#/#*").Build()).Error())
+	require.NoError(t, p.publishWait(ctx, ns, broadcast), "reached the subscriber")
+	require.NoError(t, p.publishWait(ctx, stale, staleBroadcast), "reached the subscriber")
+	release()
+	sub.Close()
+	await.True(t, 5*time.Second, 10*time.Millisecond, "the subscriber gone", func() bool {
+		n, err := client.Do(ctx, client.B().Publish().Channel(broadcast.channel).Message("x").Build()).AsInt64()
+		return err == nil && n == 0
+	})
+
+	p.outageEnded(time.Now())
+	err = p.publishWait(ctx, ns, broadcast)
+	require.ErrorIs(t, err, ErrPublish)
+	require.ErrorIs(t, err, errReachedFewer)
+	require.EqualValues(t, 1, p.failures.Load())
+	other := message{channel: "socket.io-request#/#", payload: []byte("x")}
+	require.NoError(t, p.publishWait(ctx, ns, other), "a message without an audience is not compared")
+
+	p.outageEnded(time.Now().Add(countKept + afterOutage))
+	require.NoError(t, p.publishWait(ctx, stale, staleBroadcast), "a count taken more than countKept before the outage ended")
+	p.outageEnded(time.Now().Add(-afterOutage - time.Millisecond))
+	require.NoError(t, p.publishWait(ctx, ns, broadcast), "the window after that outage is over")
 	require.EqualValues(t, 1, p.failures.Load())
 }
 

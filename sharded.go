@@ -84,13 +84,17 @@ type shardedNamespace struct {
 	ch       channels
 	uid, nsp string
 	own      string // this node's channel
+	// everyone is the audience of the broadcasts on the namespace's
+	// channel, which every node reads (a room's is read by the nodes
+	// holding it: no audience).
+	everyone *audience
 }
 
 func (p sharded) namespace(nsp string) nsProtocol { return newShardedNamespace(p.key, p.uid, nsp) }
 
 func newShardedNamespace(key, uid, nsp string) *shardedNamespace {
 	ch := newChannels(key, nsp)
-	return &shardedNamespace{ch: ch, uid: uid, nsp: nsp, own: ch.node(uid)}
+	return &shardedNamespace{ch: ch, uid: uid, nsp: nsp, own: ch.node(uid), everyone: &audience{}}
 }
 
 func (p sharded) roomChannels() roomChannels { return p }
@@ -172,13 +176,12 @@ func (p *shardedNamespace) encodeBroadcast(sel selector, event string, args []an
 		return message{}, err
 	}
 	payload, err := p.envelope(shardedBroadcast, data)
-	channel := p.ch.broadcast
 	// As Node's "dynamic" mode: a one-room broadcast goes to the room's
 	// channel, unless the room looks like a socket id (those have none).
 	if len(sel.Rooms) == 1 && hasRoomChannel(sel.Rooms[0]) {
-		channel = p.ch.room(sel.Rooms[0])
+		return message{channel: p.ch.room(sel.Rooms[0]), payload: payload}, err
 	}
-	return message{channel: channel, payload: payload}, err
+	return message{channel: p.ch.broadcast, payload: payload, audience: p.everyone}, err
 }
 
 // shardedBroadcastData is the data of a BROADCAST message:
