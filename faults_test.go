@@ -186,6 +186,23 @@ var faultCases = []faultCase{
 		}
 		return time.Now()
 	}},
+	// Redis drops every pub/sub connection while the victim's link is slow
+	// (200 ms each way): the other node renews its subscriptions within
+	// milliseconds and publishes again after the settle delay, while the
+	// victim's renewal takes a few round trips more. What the other node
+	// publishes meanwhile reaches it alone, fewer subscribers than before
+	// its outage: reported (errReachedFewer).
+	{name: "client-kill-pubsub-slow-victim", modes: []faultMode{faultClassic, faultStreams}, reportsLoss: true, inject: func(t testing.TB, e *faultEnv) time.Time {
+		e.px.Latency(200 * time.Millisecond)
+		defer e.px.Latency(0)
+		raw := rawClient(t, redisadapter.Standalone{Addr: e.srv.Addr()})
+		before := e.victim.a.Stats().Resubscribes
+		require.NoError(t, raw.Do(context.Background(), raw.B().ClientKill().TypePubsub().Build()).Error())
+		await.True(t, wait, 10*time.Millisecond, "the victim's subscriptions back", func() bool {
+			return e.victim.a.Stats().Resubscribes > before && e.victim.a.Ping(context.Background()) == nil
+		})
+		return time.Now()
+	}},
 	// The victim's stream reader's connection alone goes silent, in both
 	// directions: the namespace's probe, on the pub/sub connection, keeps
 	// coming back, so only the reader's own check finds it: an XREAD

@@ -424,7 +424,10 @@ func (p *publisher) sendBatch(batch []outgoing) {
 // once it thaws, what it had received, before it hears of the failover.
 // Most such broadcasts reach nobody; some reach the subscribers of the
 // promoted replica through the cluster bus, which the answer does not
-// count: a failure counted so may have been delivered.
+// count: a failure counted so may have been delivered. Also a broadcast
+// every node reads that reached nobody after others read the last ones
+// (PUBLISH in classic mode too): Redis cut every subscriber off, and took
+// it before this node noticed its own were gone.
 var errReachedNobody = errors.New("no subscriber on the server that took it received it, not even this node's own (subscriptions being renewed, or a server that is no longer the channel's master)")
 
 // errReachedFewer: a broadcast published within afterOutage of this
@@ -451,16 +454,51 @@ const afterOutage = 3 * time.Second
 // The protocol bound to a namespace holds it; only the publisher's sender
 // reads and writes it.
 type audience struct {
-	last   int64 // the last count outside an outage's window, or since it came back
-	lastAt int64 // when the broadcast last counted was sent (unix nanoseconds)
-	window int64 // the end of the window before applies to (unix nanoseconds)
-	before int64 // last, when the window began; 0 once the count came back, or when last was too old
+	last   int64 // the count outside an outage's window, or since it came back
+	lastAt int64 // when the broadcast that counted last was sent (unix nanoseconds)
+	// lowerSince: when a count lower than last was first seen since (0:
+	// none); it becomes last once it held for the hold reachedFewer is given.
+	lowerSince int64
+	window     int64 // the end of the window before applies to (unix nanoseconds)
+	before     int64 // last, when the window began; 0 once the count came back, or when last was too old
 }
 
 // countKept is how long before an outage ended a count still stands for
 // the fleet: a node that published nothing for longer compares nothing
 // after the outage (nodes may have left since, unseen).
 const countKept = time.Minute
+
+// reachedFewer reports whether a broadcast sent at (unix nanoseconds) that
+// reached n subscribers reached fewer than before this node's last outage,
+// whose window ends at window (0: none yet). Outside a window the count is
+// noted: a higher one at once, a lower one once it held for hold, so that
+// the broadcasts answered while the outage began (this node's own
+// subscriptions going, unnoticed yet) do not lower it. Within one, the
+// count noted last is compared with, until a broadcast reaches as many.
+func (a *audience) reachedFewer(n, at, window, hold int64) bool {
+	if window == 0 || at > window {
+		switch {
+		case n >= a.last:
+			a.last, a.lastAt, a.lowerSince = n, at, 0
+		case a.lowerSince == 0:
+			a.lowerSince = at
+		case at-a.lowerSince >= hold:
+			a.last, a.lastAt, a.lowerSince = n, at, 0
+		}
+		return false
+	}
+	if a.window != window { // the first broadcast of this audience since the outage
+		a.window, a.before, a.lowerSince = window, a.last, 0
+		if a.lastAt < window-int64(afterOutage+countKept) {
+			a.before = 0
+		}
+	}
+	if n >= a.before {
+		a.before, a.last, a.lastAt = 0, n, at // back: a node leaving later does not count
+		return false
+	}
+	return true
+}
 
 // outageEnded opens the window after an outage (afterOutage): called when
 // this node's subscriptions came back.
@@ -469,37 +507,31 @@ func (p *publisher) outageEnded(at time.Time) {
 }
 
 // checkReach fails a pub/sub publish Redis took that reached fewer
-// subscribers than it should have: in sharded mode none when this node
-// held the channel before sentAt (errReachedNobody), and after an outage
-// fewer than before it (errReachedFewer). Outside a window, it costs an
-// atomic load.
+// subscribers than it should have: none, not even this node's own, when
+// this node held the shard channel before sentAt (sharded mode), or when
+// the broadcast is one every node reads and others read the last ones
+// (errReachedNobody: this node's subscriptions were going, and the
+// others' too; no node received it); and after an outage, fewer than
+// before it (errReachedFewer). A lower count is taken as the fleet's once
+// it held for a probe's cycle (ProbeInterval + ProbeTimeout), how long a
+// node may take to notice it lost its subscriptions. An Emitter's
+// publisher (no heldSince: its node reads nothing) compares nothing.
+// Outside a window, it costs an atomic load.
 func (p *publisher) checkReach(m message, r rueidis.RedisResult, sentAt time.Time) error {
 	n, err := r.AsInt64()
 	switch {
-	case err != nil:
+	case err != nil || p.heldSince == nil:
 		return nil
-	case n == 0 && p.heldSince != nil && p.heldSince(m.channel, sentAt):
+	case n == 0 && p.heldSince(m.channel, sentAt):
 		return errReachedNobody
 	case m.audience == nil:
 		return nil
+	case m.audience.reachedFewer(n, sentAt.UnixNano(), p.window.Load(), int64(p.opts.ProbeInterval+p.opts.ProbeTimeout)):
+		return errReachedFewer
+	case n == 0 && m.audience.last > 1:
+		return errReachedNobody
 	}
-	a, at := m.audience, sentAt.UnixNano()
-	end := p.window.Load()
-	if end == 0 || at > end {
-		a.last, a.lastAt = n, at
-		return nil
-	}
-	if a.window != end { // the first broadcast of this audience since the outage
-		a.window, a.before = end, a.last
-		if a.lastAt < end-int64(afterOutage+countKept) {
-			a.before = 0
-		}
-	}
-	if n >= a.before {
-		a.before, a.last, a.lastAt = 0, n, at // back: a node leaving later does not count
-		return nil
-	}
-	return errReachedFewer
+	return nil
 }
 
 // do sends cmds as one pipeline, within RequestTimeout.

@@ -86,14 +86,15 @@ var testNS = classic{key: "socket.io", uid: "test"}.namespace("/")
 // testMessage is a pub/sub message on channel "ch".
 func testMessage(payload []byte) message { return message{channel: "ch", payload: payload} }
 
-// newTestPublisher is a publisher on a real Redis.
-func newTestPublisher(t *testing.T, o Options) (*publisher, *redistest.Server) {
+// newTestPublisher is a publisher on a real Redis; heldSince as
+// newPublisher's (nil: an Emitter's).
+func newTestPublisher(t *testing.T, o Options, heldSince func(string, time.Time) bool) (*publisher, *redistest.Server) {
 	t.Helper()
 	srv := redistest.Start(t)
 	o.setDefaults()
 	client, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr()}, DisableCache: true, DisableRetry: true})
 	require.NoError(t, err)
-	p := newPublisher(client, o, "test", slog.Default(), nil, nil)
+	p := newPublisher(client, o, "test", slog.Default(), nil, heldSince)
 	t.Cleanup(func() {
 		<-p.closeNow()
 		client.Close()
@@ -138,48 +139,94 @@ func TestPublishThatReachedNobodyIsAFailure(t *testing.T) {
 	require.EqualValues(t, 1, p.failures.Load())
 }
 
-// After an outage, a broadcast that reaches fewer subscribers than the
-// last one before it counts failed within afterOutage of the
-// subscriptions' return, and not after: a subscriber that left for good
-// during the outage does not make failures forever. A count older than
-// countKept when the outage ended compares nothing.
+// After an outage, a broadcast that Redis says reached fewer subscribers
+// than the last one before it counts failed within afterOutage of the
+// subscriptions' return, and not after; a message without an audience is
+// not compared (audience's rules: TestAudienceCountsAfterAnOutage). One
+// that reached nobody at all, after others read the last ones, counts
+// failed outside a window too: no other node received it.
 func TestFewerSubscribersWithinTheWindowAfterAnOutage(t *testing.T) {
-	p, srv := newTestPublisher(t, Options{})
-	client := p.client
-	// Two bindings of the namespace: each has audiences of its own.
-	ns, stale := classic{key: "socket.io", uid: "test"}.namespace("/"), classic{key: "socket.io", uid: "test"}.namespace("/")
+	noShards := func(string, time.Time) bool { return false } // a classic node's
+	p, srv := newTestPublisher(t, Options{}, noShards)
+	ns := classic{key: "socket.io", uid: "test"}.namespace("/")
 	broadcast, err := ns.encodeBroadcast(selector{}, "n", nil)
-	require.NoError(t, err)
-	staleBroadcast, err := stale.encodeBroadcast(selector{}, "n", nil)
 	require.NoError(t, err)
 	ctx := context.Background()
 
 	sub, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr()}, DisableCache: true})
 	require.NoError(t, err)
-	dc, release := sub.Dedicate()
-	require.NoError(t, dc.Do(ctx, dc.B().Psubscribe().Pattern("socket.io#/#*").Build()).Error())
-	require.NoError(t, p.publishWait(ctx, ns, broadcast), "reached the subscriber")
-	require.NoError(t, p.publishWait(ctx, stale, staleBroadcast), "reached the subscriber")
-	release()
-	sub.Close()
-	await.True(t, 5*time.Second, 10*time.Millisecond, "the subscriber gone", func() bool {
-		n, err := client.Do(ctx, client.B().Publish().Channel(broadcast.channel).Message("x").Build()).AsInt64()
-		return err == nil && n == 0
-	})
+	t.Cleanup(sub.Close)
+	var subscribers []func()
+	for range 2 {
+		dc, release := sub.Dedicate()
+		require.NoError(t, dc.Do(ctx, dc.B().Psubscribe().Pattern("socket.io#/#*").Build()).Error())
+		subscribers = append(subscribers, release)
+	}
+	require.NoError(t, p.publishWait(ctx, ns, broadcast), "reached both subscribers")
+	leave := func(n int64) {
+		t.Helper()
+		subscribers[0]()
+		subscribers = subscribers[1:]
+		await.True(t, 5*time.Second, 10*time.Millisecond, "a subscriber gone", func() bool {
+			m, err := p.client.Do(ctx, p.client.B().Publish().Channel(broadcast.channel).Message("x").Build()).AsInt64()
+			return err == nil && m == n
+		})
+	}
+	leave(1)
 
 	p.outageEnded(time.Now())
 	err = p.publishWait(ctx, ns, broadcast)
 	require.ErrorIs(t, err, ErrPublish)
 	require.ErrorIs(t, err, errReachedFewer)
+	require.NotErrorIs(t, err, ErrUnavailable, "Redis answered")
 	require.EqualValues(t, 1, p.failures.Load())
 	other := message{channel: "socket.io-request#/#", payload: []byte("x")}
 	require.NoError(t, p.publishWait(ctx, ns, other), "a message without an audience is not compared")
 
-	p.outageEnded(time.Now().Add(countKept + afterOutage))
-	require.NoError(t, p.publishWait(ctx, stale, staleBroadcast), "a count taken more than countKept before the outage ended")
 	p.outageEnded(time.Now().Add(-afterOutage - time.Millisecond))
 	require.NoError(t, p.publishWait(ctx, ns, broadcast), "the window after that outage is over")
 	require.EqualValues(t, 1, p.failures.Load())
+
+	leave(0)
+	require.ErrorIs(t, p.publishWait(ctx, ns, broadcast), errReachedNobody)
+	require.EqualValues(t, 2, p.failures.Load())
+}
+
+// What an audience compares after an outage, on a clock of its own:
+// the count before it, until a broadcast reaches as many again (a node
+// leaving after that counts nothing); a lower count outside an outage
+// only once it held (one answered as the outage began, this node's own
+// subscriptions going, is not the fleet's); a count older than countKept
+// when the outage ended, nothing.
+func TestAudienceCountsAfterAnOutage(t *testing.T) {
+	const ms = int64(time.Millisecond)
+	hold := 1200 * ms
+	window := func(restored int64) int64 { return restored + int64(afterOutage) }
+	var a audience
+	require.False(t, a.reachedFewer(2, 0, 0, hold))
+	require.False(t, a.reachedFewer(1, 100*ms, 0, hold), "no outage: a node may have left")
+	w := window(200 * ms)
+	require.True(t, a.reachedFewer(1, 250*ms, w, hold), "the count lower for 100 ms is not the fleet's yet")
+	require.True(t, a.reachedFewer(1, 300*ms, w, hold))
+	require.False(t, a.reachedFewer(2, 350*ms, w, hold), "back")
+	require.False(t, a.reachedFewer(1, 400*ms, w, hold), "a node leaving once the count was back")
+
+	a = audience{}
+	require.False(t, a.reachedFewer(2, 0, 0, hold))
+	require.False(t, a.reachedFewer(1, 100*ms, 0, hold))
+	require.False(t, a.reachedFewer(1, 100*ms+hold, 0, hold), "a node left: the lower count held")
+	require.False(t, a.reachedFewer(1, 2*hold, window(2*hold), hold), "as many as before the outage")
+
+	a = audience{}
+	require.False(t, a.reachedFewer(2, 0, 0, hold))
+	w = window(10 * ms)
+	require.True(t, a.reachedFewer(1, 20*ms, w, hold))
+	require.False(t, a.reachedFewer(1, w+ms, w, hold), "the window is over")
+
+	a = audience{}
+	require.False(t, a.reachedFewer(2, 0, 0, hold))
+	restored := int64(countKept) + 10*ms
+	require.False(t, a.reachedFewer(1, restored+ms, window(restored), hold), "the count was older than countKept")
 }
 
 // A shard channel counts as held from its first confirmation, through an
@@ -201,7 +248,7 @@ func TestShardChannelHeldThroughARenewal(t *testing.T) {
 // A failure is reported to a Flush even when an earlier Flush gave up
 // waiting: it used to be handed to the abandoned one and lost.
 func TestFlushGivenUpDoesNotSwallowAFailure(t *testing.T) {
-	p, srv := newTestPublisher(t, Options{RequestTimeout: time.Second})
+	p, srv := newTestPublisher(t, Options{RequestTimeout: time.Second}, nil)
 	srv.Stop(t)
 	require.NoError(t, p.publish(context.Background(), testNS, testMessage([]byte("lost"))))
 	gone, cancel := context.WithCancel(context.Background())
@@ -214,7 +261,7 @@ func TestFlushGivenUpDoesNotSwallowAFailure(t *testing.T) {
 // A batch holding only Flush markers says nothing about Redis: it used to
 // clear the flag that makes publishes wait for their answer.
 func TestFlushAloneKeepsTheOutageKnown(t *testing.T) {
-	p, srv := newTestPublisher(t, Options{RequestTimeout: time.Second})
+	p, srv := newTestPublisher(t, Options{RequestTimeout: time.Second}, nil)
 	srv.Stop(t)
 	require.NoError(t, p.publish(context.Background(), testNS, testMessage([]byte("lost"))))
 	require.ErrorIs(t, p.flush(context.Background()), ErrPublish)
@@ -226,7 +273,7 @@ func TestFlushAloneKeepsTheOutageKnown(t *testing.T) {
 
 // The queued and in-flight bytes stay within PublishQueue.
 func TestPublishQueueBoundsBytes(t *testing.T) {
-	p, srv := newTestPublisher(t, Options{PublishQueue: 1000, RequestTimeout: 2 * time.Second})
+	p, srv := newTestPublisher(t, Options{PublishQueue: 1000, RequestTimeout: 2 * time.Second}, nil)
 	pause, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr()}, DisableCache: true})
 	require.NoError(t, err)
 	defer pause.Close()

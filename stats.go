@@ -17,7 +17,9 @@ type Stats struct {
 	// and in the pub/sub modes, broadcasts published within 3 s of this
 	// node's subscriptions coming back from an outage that reached fewer
 	// subscribers than before it, until the count is back (the others'
-	// subscriptions not renewed yet; some may have received them).
+	// subscriptions not renewed yet; some may have received them), and
+	// broadcasts every node reads that reached nobody, not even this node,
+	// after others read the last ones (Redis cut every subscriber off).
 	PublishFailures uint64
 	// Resent counts stream entries sent again because a try may not have reached Redis, in streams mode.
 	Resent uint64
