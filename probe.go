@@ -194,10 +194,17 @@ func (p *prober) run(ctx context.Context) {
 			// even once the network is back): the connections and dials
 			// older than renewalWait are closed too, the younger ones
 			// left to finish.
+			// Meanwhile the heal watch dials Redis itself, to find a
+			// healed network sooner than the renewal's next dial would
+			// (heal.go).
 			if p.dead.Load() {
-				if n := p.a.conns.closeOlder(time.Now().Add(-p.renewalWait())); n > 0 {
+				wait := p.renewalWait()
+				if n := p.a.conns.closeOlder(time.Now().Add(-wait)); n > 0 {
 					p.a.log.Debug("delivery probe: renewal stuck; closed the connections again", "namespace", p.ns.name, "closed", n)
 				}
+				p.a.heal.tick(ctx, p.a.conns, p.a.soleNode(), wait, p.a.spawn, func(n int) {
+					p.a.log.Debug("delivery probe: Redis answers again; closed the connections dialed before", "namespace", p.ns.name, "closed", n)
+				})
 			}
 			if !sleepCtx(ctx, minBackoff) {
 				return
@@ -354,6 +361,20 @@ func (p *prober) checkRole(ctx context.Context, askSentinels bool) error {
 		return errStaleMaster{at: at, master: master}
 	}
 	return nil
+}
+
+// soleNode is the address of the one data node the client sends to (a
+// standalone server, a Sentinel client's master), or "" when it has none
+// or several (a cluster).
+func (a *Adapter) soleNode() string {
+	nodes := a.client.Nodes()
+	if len(nodes) != 1 {
+		return ""
+	}
+	for addr := range nodes {
+		return addr
+	}
+	return ""
 }
 
 // sentinelTarget is the address of the master a Sentinel client sends to

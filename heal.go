@@ -1,0 +1,117 @@
+package redisadapter
+
+// Finding a healed network while a renewal is stuck. After a failed probe
+// the prober closes a renewal's connection once it has waited renewalWait
+// (100 ms at least) unanswered, and the loop dials again (probe.go): a
+// connection dialed into a blackhole stays silent after the network
+// heals (its handshake's answer was dropped, and a flow a NAT dropped
+// stays dropped), so a node that relied on those dials alone found a
+// healed network about renewalWait/2 after the heal, on average. The heal
+// watch dials Redis itself, a fresh connection every healStagger, each
+// asking PING and given renewalWait: the first answer proves the way to
+// Redis is back both ways, and the connections dialed before it that have
+// read nothing since are closed, so that the loops dial again at once,
+// within healStagger of the heal.
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"sync"
+	"time"
+)
+
+// healStagger is how often the heal watch dials while a renewal is stuck:
+// a heal is found within it, plus a round trip.
+const healStagger = 20 * time.Millisecond
+
+// healInFlight bounds the heal watch's connections open at once. Against
+// a Redis that does not answer (frozen, or its host's SYNs dropped) each
+// is given renewalWait: the watch then dials at most healInFlight times
+// per renewalWait (40 a second at the 100 ms floor), beside the loops'
+// one dial each per renewalWait.
+const healInFlight = 4
+
+// healWatch dials Redis while a renewal after a failed probe is stuck
+// (the prober's tick); its zero value is ready. It is the Adapter's, one
+// for all its namespaces' probers.
+type healWatch struct {
+	mu       sync.Mutex
+	last     time.Time // when the last dial started
+	inFlight int
+	// found: when an answer last closed the stale connections. The
+	// renewal it started is given renewalWait before the watch closes
+	// anything again: a slow one (Redis thawing from a long SIGSTOP) is
+	// not closed over and over.
+	found time.Time
+}
+
+// tick starts a dial to addr unless one started within healStagger,
+// healInFlight are under way, or an answer closed the connections within
+// wait; the dial is given wait. On the first answer since the last, it
+// closes the connections opened and the dials started before that dial
+// started that have read nothing since (connCounter.closeStale), and
+// reports their number to closed. spawn runs the dial on a goroutine the
+// owner waits for.
+func (w *healWatch) tick(ctx context.Context, c *connCounter, addr string, wait time.Duration, spawn func(func()) bool, closed func(int)) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	now := time.Now()
+	if addr == "" || now.Sub(w.last) < healStagger || w.inFlight >= healInFlight || now.Sub(w.found) < wait {
+		return
+	}
+	started := spawn(func() {
+		answered := c.answers(ctx, addr, wait)
+		w.mu.Lock()
+		w.inFlight--
+		first := answered && w.found.Before(now)
+		if first {
+			w.found = time.Now()
+		}
+		w.mu.Unlock()
+		if first {
+			closed(c.closeStale(now))
+		}
+	})
+	if started {
+		w.last = now
+		w.inFlight++
+	}
+}
+
+// answers reports whether Redis at addr answers, within wait, a PING on
+// a connection of its own, dialed as the client's are (an answer, an
+// error such as NOAUTH included, proves the way back; with TLS, the
+// handshake comes first). The connection is not counted: it is no
+// client's, and is closed before answers returns.
+func (c *connCounter) answers(ctx context.Context, addr string, wait time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	d := c.dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	if c.tls != nil {
+		cfg := c.tls
+		if cfg.ServerName == "" {
+			cfg = cfg.Clone()
+			cfg.ServerName, _, _ = net.SplitHostPort(addr)
+		}
+		tc := tls.Client(conn, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return false
+		}
+		conn = tc
+	}
+	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+		return false
+	}
+	var b [1]byte
+	n, _ := conn.Read(b[:])
+	return n > 0
+}
