@@ -287,10 +287,11 @@ const renewalFloor = 100 * time.Millisecond
 // renewal is given up within about renewalFloor, so that a node follows a
 // healed network that quickly; over a slow one (the round trip's median
 // is hundreds of milliseconds) a renewal has the time it needs. While the
-// fault lasts, the node dials about once per renewalWait (a loop whose
+// fault lasts, the loops dial about once per renewalWait (a loop whose
 // connection the prober closed tries again without a back-off:
-// supervisor.closes), so it finds a healed network about renewalWait/2
-// after the heal, on average.
+// supervisor.closes), and the heal watch (heal.go) every healStagger, each
+// dial given renewalWait, so that a node finds a healed network within
+// healStagger of the heal rather than renewalWait/2 after it on average.
 func (p *prober) renewalWait() time.Duration {
 	_, median, _ := p.lag()
 	return min(max(renewalRoundTrips*median, renewalFloor), p.a.opts.ProbeTimeout)
@@ -356,7 +357,7 @@ func (p *prober) checkRole(ctx context.Context, askSentinels bool) error {
 		p.a.log.Debug("the sentinels could not be asked for the master; ROLE says master", "err", err)
 		return nil
 	}
-	if at := p.a.sentinelTarget(); at != "" && at != master {
+	if at := p.a.soleNode(); at != "" && at != master {
 		p.a.conns.closeSentinels()
 		return errStaleMaster{at: at, master: master}
 	}
@@ -364,23 +365,14 @@ func (p *prober) checkRole(ctx context.Context, askSentinels bool) error {
 }
 
 // soleNode is the address of the one data node the client sends to (a
-// standalone server, a Sentinel client's master), or "" when it has none
-// or several (a cluster).
+// standalone server, the master a Sentinel client sends to), or "" when
+// it has none (a Sentinel client between masters) or several (a cluster).
 func (a *Adapter) soleNode() string {
 	nodes := a.client.Nodes()
 	if len(nodes) != 1 {
 		return ""
 	}
 	for addr := range nodes {
-		return addr
-	}
-	return ""
-}
-
-// sentinelTarget is the address of the master a Sentinel client sends to
-// (its one node), or "" while it has none.
-func (a *Adapter) sentinelTarget() string {
-	for addr := range a.client.Nodes() {
 		return addr
 	}
 	return ""
@@ -398,7 +390,7 @@ func (a *Adapter) sentinelTarget() string {
 // server (rueidis may be moving) leaves them all be: the probe and
 // checkRole decide then.
 func (p *prober) leaveOldMaster(ctx context.Context) int {
-	at := p.a.sentinelTarget()
+	at := p.a.soleNode()
 	if at == "" || !p.a.conns.elsewhere(at) {
 		return 0
 	}
