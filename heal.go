@@ -7,11 +7,12 @@ package redisadapter
 // heals (its handshake's answer was dropped, and a flow a NAT dropped
 // stays dropped), so a node that relied on those dials alone found a
 // healed network about renewalWait/2 after the heal, on average. The heal
-// watch dials Redis itself, a fresh connection every healStagger, each
-// asking PING and given renewalWait: the first answer proves the way to
-// Redis is back both ways, and the connections dialed before it that have
-// read nothing since are closed, so that the loops dial again at once,
-// within healStagger of the heal.
+// watch dials Redis itself, healInFlight fresh connections per
+// renewalWait, staggered, each asking PING and given renewalWait: the
+// first answer proves the way to Redis is back both ways, and the
+// connections dialed before it that have read nothing since are closed,
+// so that the loops dial again at once, within renewalWait/healInFlight
+// of the heal (25 ms on a fast network) and a round trip.
 
 import (
 	"context"
@@ -21,15 +22,11 @@ import (
 	"time"
 )
 
-// healStagger is how often the heal watch dials while a renewal is stuck:
-// a heal is found within it, plus a round trip.
-const healStagger = 20 * time.Millisecond
-
-// healInFlight bounds the heal watch's connections open at once. Against
-// a Redis that does not answer (frozen, or its host's SYNs dropped) each
-// is given renewalWait: the watch then dials at most healInFlight times
-// per renewalWait (40 a second at the 100 ms floor), beside the loops'
-// one dial each per renewalWait.
+// healInFlight is how many dials the heal watch starts per renewalWait,
+// and bounds those under way at once: 40 a second at renewalFloor, beside
+// the loops' one each per renewalWait, whether Redis refuses them, leaves
+// them unanswered (frozen: its accept queue bounds what it is left with
+// when it thaws) or its host drops the SYNs.
 const healInFlight = 4
 
 // healWatch dials Redis while a renewal after a failed probe is stuck
@@ -46,9 +43,9 @@ type healWatch struct {
 	found time.Time
 }
 
-// tick starts a dial to addr unless one started within healStagger,
-// healInFlight are under way, or an answer closed the connections within
-// wait; the dial is given wait. On the first answer since the last, it
+// tick starts a dial to addr unless one started within
+// wait/healInFlight, healInFlight are under way, or an answer closed the
+// connections within wait; the dial is given wait. On the first answer since the last, it
 // closes the connections opened and the dials started before that dial
 // started that have read nothing since (connCounter.closeStale), and
 // reports their number to closed. spawn runs the dial on a goroutine the
@@ -57,7 +54,7 @@ func (w *healWatch) tick(ctx context.Context, c *connCounter, addr string, wait 
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	now := time.Now()
-	if addr == "" || now.Sub(w.last) < healStagger || w.inFlight >= healInFlight || now.Sub(w.found) < wait {
+	if addr == "" || now.Sub(w.last) < wait/healInFlight || w.inFlight >= healInFlight || now.Sub(w.found) < wait {
 		return
 	}
 	started := spawn(func() {

@@ -289,9 +289,10 @@ const renewalFloor = 100 * time.Millisecond
 // is hundreds of milliseconds) a renewal has the time it needs. While the
 // fault lasts, the loops dial about once per renewalWait (a loop whose
 // connection the prober closed tries again without a back-off:
-// supervisor.closes), and the heal watch (heal.go) every healStagger, each
-// dial given renewalWait, so that a node finds a healed network within
-// healStagger of the heal rather than renewalWait/2 after it on average.
+// supervisor.closes), and the heal watch (heal.go) healInFlight times,
+// staggered, so that a node finds a healed network within
+// renewalWait/healInFlight of the heal rather than renewalWait/2 after
+// it on average.
 func (p *prober) renewalWait() time.Duration {
 	_, median, _ := p.lag()
 	return min(max(renewalRoundTrips*median, renewalFloor), p.a.opts.ProbeTimeout)
