@@ -13,6 +13,17 @@ package redisadapter
 // connections dialed before it that have read nothing since are closed,
 // so that the loops dial again at once, within renewalWait/healInFlight
 // of the heal (25 ms on a fast network) and a round trip.
+//
+// A Redis frozen (SIGSTOP, a long fork) is not told apart from a
+// blackhole, and each connection dialed to it while it is frozen, closed
+// or not, takes a place in its accept queue (tcp-backlog, 511 by default)
+// until it thaws: once the queue is full, its host drops every SYN, and
+// in the fault matrix the renewals after a 15 s SIGSTOP then came back
+// 2-4 s after the thaw, where they took 0.1 s with the loops' dials alone.
+// So the watch's dials grow sparser as the fault lasts (one per
+// healDecay-th of the time stuck), and while it runs the loops' stuck
+// renewals are closed at healLoopWaits renewalWaits rather than one: the
+// watch closes them when Redis answers.
 
 import (
 	"context"
@@ -29,11 +40,22 @@ import (
 // when it thaws) or its host drops the SYNs.
 const healInFlight = 4
 
+// healDecay: after renewalWait/healInFlight*healDecay stuck (1 s at
+// renewalFloor), the watch dials once per healDecay-th of the time stuck
+// (50 ms after 2 s, 350 ms after 14 s): about 145 dials in 14 s.
+const healDecay = 40
+
+// healLoopWaits is how many renewalWaits a stuck renewal's connection is
+// given while the heal watch runs.
+const healLoopWaits = 4
+
 // healWatch dials Redis while a renewal after a failed probe is stuck
 // (the prober's tick); its zero value is ready. It is the Adapter's, one
 // for all its namespaces' probers.
 type healWatch struct {
 	mu       sync.Mutex
+	since    time.Time // when the renewal was first found stuck
+	ticked   time.Time // the last tick
 	last     time.Time // when the last dial started
 	inFlight int
 	// found: when an answer last closed the stale connections. The
@@ -44,8 +66,10 @@ type healWatch struct {
 }
 
 // tick starts a dial to addr unless one started within
-// wait/healInFlight, healInFlight are under way, or an answer closed the
-// connections within wait; the dial is given wait. On the first answer since the last, it
+// wait/healInFlight (or a healDecay-th of the time the renewal has been
+// stuck: since the first tick after a pause longer than wait),
+// healInFlight are under way, or an answer closed the connections within
+// wait; the dial is given wait. On the first answer since the last, it
 // closes the connections opened and the dials started before that dial
 // started that have read nothing since (connCounter.closeStale), and
 // reports their number to closed. spawn runs the dial on a goroutine the
@@ -54,7 +78,12 @@ func (w *healWatch) tick(ctx context.Context, c *connCounter, addr string, wait 
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	now := time.Now()
-	if addr == "" || now.Sub(w.last) < wait/healInFlight || w.inFlight >= healInFlight || now.Sub(w.found) < wait {
+	if now.Sub(w.ticked) > wait {
+		w.since = now
+	}
+	w.ticked = now
+	interval := max(wait/healInFlight, now.Sub(w.since)/healDecay)
+	if now.Sub(w.last) < interval || w.inFlight >= healInFlight || now.Sub(w.found) < wait {
 		return
 	}
 	started := spawn(func() {

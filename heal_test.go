@@ -83,16 +83,11 @@ func TestHealWatchClosesTheSilentConnectionOnceHealed(t *testing.T) {
 		w.tick(ctx, c, px.Addr(), wait, spawn, report)
 	}
 	require.Equal(t, int64(1), closes.Load())
-
-	// Without an address (a cluster's several nodes), nothing is dialed.
-	w = &healWatch{}
-	w.tick(ctx, c, "", wait, spawn, report)
-	require.Zero(t, w.inFlight)
 }
 
 // answers is true for a Redis that answers, false within the wait for a
 // way that drops everything.
-func TestAnswers(t *testing.T) {
+func TestHealWatchAnswers(t *testing.T) {
 	srv := redistest.Start(t)
 	px := faultproxy.Start(t, srv.Addr())
 	c := &connCounter{}
@@ -101,4 +96,32 @@ func TestAnswers(t *testing.T) {
 	start := time.Now()
 	require.False(t, c.answers(context.Background(), px.Addr(), 100*time.Millisecond))
 	require.Less(t, time.Since(start), 2*time.Second)
+}
+
+// The longer a renewal has been stuck, the sparser the watch's dials: a
+// frozen Redis keeps each in its accept queue until it thaws.
+func TestHealWatchDialsSparselyWhenStuckLong(t *testing.T) {
+	srv := redistest.Start(t)
+	px := faultproxy.Start(t, srv.Addr())
+	px.Blackhole(faultproxy.ToClient)
+	c := &connCounter{}
+	var wg sync.WaitGroup
+	t.Cleanup(wg.Wait)
+	dials := 0
+	spawn := func(f func()) bool {
+		dials++
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f()
+		}()
+		return true
+	}
+	const wait = 100 * time.Millisecond
+	now := time.Now()
+	w := &healWatch{since: now.Add(-14 * time.Second), ticked: now}
+	for end := now.Add(300 * time.Millisecond); time.Now().Before(end); time.Sleep(time.Millisecond) {
+		w.tick(t.Context(), c, px.Addr(), wait, spawn, func(int) { t.Error("nothing answers") })
+	}
+	require.Equal(t, 1, dials, "one dial per 14s/healDecay (350 ms)")
 }

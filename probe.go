@@ -193,18 +193,21 @@ func (p *prober) run(ctx context.Context) {
 			// timeout, and which a flow dropped by a NAT never answers
 			// even once the network is back): the connections and dials
 			// older than renewalWait are closed too, the younger ones
-			// left to finish.
-			// Meanwhile the heal watch dials Redis itself, to find a
-			// healed network sooner than the renewal's next dial would
-			// (heal.go).
+			// left to finish. With one data node, the heal watch dials
+			// Redis meanwhile, and closes them as soon as it answers
+			// (heal.go): they are given healLoopWaits renewalWaits then.
 			if p.dead.Load() {
-				wait := p.renewalWait()
-				if n := p.a.conns.closeOlder(time.Now().Add(-wait)); n > 0 {
+				wait, addr := p.renewalWait(), p.a.soleNode()
+				age := wait
+				if addr != "" {
+					age *= healLoopWaits
+					p.a.heal.tick(ctx, p.a.conns, addr, wait, p.a.spawn, func(n int) {
+						p.a.log.Debug("delivery probe: Redis answers again; closed the connections dialed before", "namespace", p.ns.name, "closed", n)
+					})
+				}
+				if n := p.a.conns.closeOlder(time.Now().Add(-age)); n > 0 {
 					p.a.log.Debug("delivery probe: renewal stuck; closed the connections again", "namespace", p.ns.name, "closed", n)
 				}
-				p.a.heal.tick(ctx, p.a.conns, p.a.soleNode(), wait, p.a.spawn, func(n int) {
-					p.a.log.Debug("delivery probe: Redis answers again; closed the connections dialed before", "namespace", p.ns.name, "closed", n)
-				})
 			}
 			if !sleepCtx(ctx, minBackoff) {
 				return
