@@ -7,19 +7,20 @@ package redisadapter
 // heals (its handshake's answer was dropped, and a flow a NAT dropped
 // stays dropped), so a node that relied on those dials alone found a
 // healed network about renewalWait/2 after the heal, on average. The heal
-// watch dials Redis itself, healInFlight fresh connections per
+// watch dials Redis itself, at first healInFlight fresh connections per
 // renewalWait, staggered, each asking PING and given renewalWait: the
 // first answer proves the way to Redis is back both ways, and the
 // connections dialed before it that have read nothing since are closed,
 // so that the loops dial again at once, within renewalWait/healInFlight
-// of the heal (25 ms on a fast network) and a round trip.
+// of the heal (25 ms on a fast network; 50 ms two seconds in) and a round
+// trip.
 //
 // A Redis frozen (SIGSTOP, a long fork) is not told apart from a
 // blackhole, and each connection dialed to it while it is frozen, closed
 // or not, takes a place in its accept queue (tcp-backlog, 511 by default)
 // until it thaws: once the queue is full, its host drops every SYN, and
 // in the fault matrix the renewals after a 15 s SIGSTOP then came back
-// 2-4 s after the thaw, where they took 0.1 s with the loops' dials alone.
+// 3-4 s after the thaw, where they took 0.1 s with the loops' dials alone.
 // So the watch's dials grow sparser as the fault lasts (one per
 // healDecay-th of the time stuck), and while it runs the loops' stuck
 // renewals are closed at healLoopWaits renewalWaits rather than one: the
@@ -33,16 +34,16 @@ import (
 	"time"
 )
 
-// healInFlight is how many dials the heal watch starts per renewalWait,
-// and bounds those under way at once: 40 a second at renewalFloor, beside
-// the loops' one each per renewalWait, whether Redis refuses them, leaves
-// them unanswered (frozen: its accept queue bounds what it is left with
-// when it thaws) or its host drops the SYNs.
+// healInFlight is how many dials the heal watch starts per renewalWait at
+// first (40 a second at renewalFloor), and bounds those under way at
+// once, whether Redis refuses them, leaves them unanswered (frozen) or its
+// host drops the SYNs.
 const healInFlight = 4
 
 // healDecay: after renewalWait/healInFlight*healDecay stuck (1 s at
 // renewalFloor), the watch dials once per healDecay-th of the time stuck
-// (50 ms after 2 s, 350 ms after 14 s): about 145 dials in 14 s.
+// (50 ms after 2 s, 350 ms after 14 s): about 145 dials in 14 s (130
+// counted per node in the fault matrix's 15 s SIGSTOP).
 const healDecay = 40
 
 // healLoopWaits is how many renewalWaits a stuck renewal's connection is
