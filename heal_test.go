@@ -25,16 +25,7 @@ func TestHealWatchClosesTheSilentConnectionOnceHealed(t *testing.T) {
 	srv := redistest.Start(t)
 	px := faultproxy.Start(t, srv.Addr())
 	c := &connCounter{}
-	var wg sync.WaitGroup
-	t.Cleanup(wg.Wait)
-	spawn := func(f func()) bool {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			f()
-		}()
-		return true
-	}
+	spawn := spawner(t, nil)
 	var closes, closed atomic.Int64
 	report := func(n int) {
 		closes.Add(1)
@@ -105,18 +96,8 @@ func TestHealWatchDialsSparselyWhenStuckLong(t *testing.T) {
 	px := faultproxy.Start(t, srv.Addr())
 	px.Blackhole(faultproxy.ToClient)
 	c := &connCounter{}
-	var wg sync.WaitGroup
-	t.Cleanup(wg.Wait)
 	dials := 0
-	spawn := func(f func()) bool {
-		dials++
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			f()
-		}()
-		return true
-	}
+	spawn := spawner(t, &dials)
 	const wait = 100 * time.Millisecond
 	now := time.Now()
 	w := &healWatch{since: now.Add(-14 * time.Second), ticked: now}
@@ -124,4 +105,22 @@ func TestHealWatchDialsSparselyWhenStuckLong(t *testing.T) {
 		w.tick(t.Context(), c, px.Addr(), wait, spawn, func(int) { t.Error("nothing answers") })
 	}
 	require.Equal(t, 1, dials, "one dial per 14s/healDecay (350 ms)")
+}
+
+// spawner is the heal watch's spawn for a test: it runs f on a goroutine
+// the test waits for, and counts it in started (nil: not counted).
+func spawner(t *testing.T, started *int) func(func()) bool {
+	var wg sync.WaitGroup
+	t.Cleanup(wg.Wait)
+	return func(f func()) bool {
+		if started != nil {
+			*started++
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f()
+		}()
+		return true
+	}
 }
