@@ -2,6 +2,8 @@ package redisadapter
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -13,6 +15,7 @@ import (
 	"github.com/blogstack/redisadapter/internal/await"
 	"github.com/blogstack/redisadapter/internal/faultproxy"
 	"github.com/blogstack/redisadapter/internal/redistest"
+	"github.com/blogstack/redisadapter/internal/testpki"
 )
 
 // The heal watch, ticked while Redis's answers are dropped on their way
@@ -87,6 +90,23 @@ func TestHealWatchAnswers(t *testing.T) {
 	start := time.Now()
 	require.False(t, c.answers(context.Background(), px.Addr(), 100*time.Millisecond))
 	require.Less(t, time.Since(start), 2*time.Second)
+}
+
+// Over TLS, the watch's PING goes after the handshake, with the client's
+// configuration (its ServerName taken from the address when unset); a
+// plain PING to a TLS port is not an answer.
+func TestHealWatchAnswersOverTLS(t *testing.T) {
+	ca := testpki.NewCA(t)
+	serverCert, serverKey := ca.Issue(t, "redis", false)
+	srv := redistest.StartWithFiles(t, map[string]string{
+		"ca.crt": ca.CertPEM, "server.crt": serverCert, "server.key": serverKey,
+	}, "--port", "0", "--tls-port", "{port}", "--tls-cert-file", "{dir}/server.crt",
+		"--tls-key-file", "{dir}/server.key", "--tls-ca-cert-file", "{dir}/ca.crt", "--tls-auth-clients", "no")
+	roots := x509.NewCertPool()
+	require.True(t, roots.AppendCertsFromPEM([]byte(ca.CertPEM)))
+	require.False(t, (&connCounter{}).answers(context.Background(), srv.Addr(), time.Second))
+	c := &connCounter{tls: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}}
+	require.True(t, c.answers(context.Background(), srv.Addr(), time.Second))
 }
 
 // The longer a renewal has been stuck, the sparser the watch's dials: a
