@@ -71,9 +71,9 @@ type healWatch struct {
 // stuck: since the first tick after a pause longer than wait),
 // healInFlight are under way, or an answer closed the connections within
 // wait; the dial is given wait. On the first answer since the last, it
-// closes the connections opened and the dials started before that dial
-// started that have read nothing since (connCounter.closeStale), and
-// reports their number to closed. spawn runs the dial on a goroutine the
+// closes, after as long again as the answer took, the connections opened
+// and the dials started before that dial started that have read nothing
+// since (connCounter.closeStale), and reports their number to closed. spawn runs the dial on a goroutine the
 // owner waits for.
 func (w *healWatch) tick(ctx context.Context, c *connCounter, addr string, wait time.Duration, spawn func(func()) bool, closed func(int)) {
 	w.mu.Lock()
@@ -96,7 +96,12 @@ func (w *healWatch) tick(ctx context.Context, c *connCounter, addr string, wait 
 			w.found = time.Now()
 		}
 		w.mu.Unlock()
-		if first {
+		// A Redis that thaws answers every connection queued to it at
+		// once, the renewals' too, which were dialed before this one:
+		// their answers are given as long as this one took (a healed
+		// network answers a fresh dial within a round trip) to be read
+		// before the connections that read nothing are closed.
+		if first && sleepCtx(ctx, time.Since(now)) {
 			closed(c.closeStale(now))
 		}
 	})
