@@ -73,8 +73,8 @@ type healWatch struct {
 // wait; the dial is given wait. On the first answer since the last, it
 // closes, after as long again as the answer took, the connections opened
 // and the dials started before that dial started that have read nothing
-// since (connCounter.closeStale), and reports their number to closed. spawn runs the dial on a goroutine the
-// owner waits for.
+// since (connCounter.closeStale), and reports their number to closed.
+// spawn runs the dial on a goroutine the owner waits for.
 func (w *healWatch) tick(ctx context.Context, c *connCounter, addr string, wait time.Duration, spawn func(func()) bool, closed func(int)) {
 	w.mu.Lock()
 	defer w.mu.Unlock()

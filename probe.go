@@ -292,10 +292,13 @@ const renewalFloor = 100 * time.Millisecond
 // is hundreds of milliseconds) a renewal has the time it needs. While the
 // fault lasts, the loops dial about once per renewalWait (a loop whose
 // connection the prober closed tries again without a back-off:
-// supervisor.closes), and the heal watch (heal.go) healInFlight times,
-// staggered, so that a node finds a healed network within
-// renewalWait/healInFlight of the heal rather than renewalWait/2 after
-// it on average.
+// supervisor.closes), and so found a healed network about renewalWait/2
+// after the heal, on average. With one data node the heal watch (heal.go)
+// dials meanwhile, healInFlight times per renewalWait at first, sparser as
+// the fault lasts, and closes the stuck renewal's connections when Redis
+// answers: a node finds a healed network within renewalWait/healInFlight
+// of the heal, 25 ms on a fast network (50 ms two seconds in), and the
+// loops' connections are given healLoopWaits renewalWaits.
 func (p *prober) renewalWait() time.Duration {
 	_, median, _ := p.lag()
 	return min(max(renewalRoundTrips*median, renewalFloor), p.a.opts.ProbeTimeout)
