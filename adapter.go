@@ -42,6 +42,7 @@ type Adapter struct {
 	ackTurns   connTurns             // deliver.go: acked emits, one at a time per connection
 	loops      supervisor            // supervise.go: keeps connections and subscriptions alive
 	probes     []*prober             // probe.go: each namespace's delivery probe
+	heal       healWatch             // heal.go: dials Redis while a renewal after a failed probe is stuck
 	stats      counters
 
 	// Lifecycle: see Close for the order in which these stop things.

@@ -52,7 +52,7 @@ func open(c Connector, opts *Options) (Connector, Options, rueidis.Client, *conn
 	// rueidis's back-off, up to a second after Redis does); a request fails
 	// at once rather than after retries that outlast the outage.
 	copt.DisableRetry = true
-	conns := &connCounter{}
+	conns := &connCounter{dialer: copt.Dialer, tls: copt.TLSConfig}
 	copt.DialCtxFn = conns.dial
 	if copt.Sentinel.MasterSet != "" {
 		conns.sentinel = &copt

@@ -67,6 +67,8 @@ type connCounter struct {
 	sentinel *rueidis.ClientOption // the client's option if it is a Sentinel client; nil otherwise
 	rooms    atomic.Int64          // connections the room channels' shards hold
 	closes   atomic.Uint64         // rises with each close that closes or abandons something (supervisor.closes)
+	dialer   net.Dialer            // the client's, for the heal watch's own dials (heal.go)
+	tls      *tls.Config           // the client's to the data nodes; nil: none
 
 	mu      sync.Mutex
 	open    map[*countedConn]struct{}

@@ -193,9 +193,19 @@ func (p *prober) run(ctx context.Context) {
 			// timeout, and which a flow dropped by a NAT never answers
 			// even once the network is back): the connections and dials
 			// older than renewalWait are closed too, the younger ones
-			// left to finish.
+			// left to finish. With one data node, the heal watch dials
+			// Redis meanwhile, and closes them as soon as it answers
+			// (heal.go): they are given healLoopWaits renewalWaits then.
 			if p.dead.Load() {
-				if n := p.a.conns.closeOlder(time.Now().Add(-p.renewalWait())); n > 0 {
+				wait, addr := p.renewalWait(), p.a.soleNode()
+				age := wait
+				if addr != "" {
+					age *= healLoopWaits
+					p.a.heal.tick(ctx, p.a.conns, addr, wait, p.a.spawn, func(n int) {
+						p.a.log.Debug("delivery probe: Redis answers again; closed the connections dialed before", "namespace", p.ns.name, "closed", n)
+					})
+				}
+				if n := p.a.conns.closeOlder(time.Now().Add(-age)); n > 0 {
 					p.a.log.Debug("delivery probe: renewal stuck; closed the connections again", "namespace", p.ns.name, "closed", n)
 				}
 			}
@@ -280,10 +290,15 @@ const renewalFloor = 100 * time.Millisecond
 // renewal is given up within about renewalFloor, so that a node follows a
 // healed network that quickly; over a slow one (the round trip's median
 // is hundreds of milliseconds) a renewal has the time it needs. While the
-// fault lasts, the node dials about once per renewalWait (a loop whose
+// fault lasts, the loops dial about once per renewalWait (a loop whose
 // connection the prober closed tries again without a back-off:
-// supervisor.closes), so it finds a healed network about renewalWait/2
-// after the heal, on average.
+// supervisor.closes), and so found a healed network about renewalWait/2
+// after the heal, on average. With one data node the heal watch (heal.go)
+// dials meanwhile, healInFlight times per renewalWait at first, sparser as
+// the fault lasts, and closes the stuck renewal's connections when Redis
+// answers: a node finds a healed network within renewalWait/healInFlight
+// of the heal, 25 ms on a fast network (50 ms two seconds in), and the
+// loops' connections are given healLoopWaits renewalWaits.
 func (p *prober) renewalWait() time.Duration {
 	_, median, _ := p.lag()
 	return min(max(renewalRoundTrips*median, renewalFloor), p.a.opts.ProbeTimeout)
@@ -349,17 +364,22 @@ func (p *prober) checkRole(ctx context.Context, askSentinels bool) error {
 		p.a.log.Debug("the sentinels could not be asked for the master; ROLE says master", "err", err)
 		return nil
 	}
-	if at := p.a.sentinelTarget(); at != "" && at != master {
+	if at := p.a.soleNode(); at != "" && at != master {
 		p.a.conns.closeSentinels()
 		return errStaleMaster{at: at, master: master}
 	}
 	return nil
 }
 
-// sentinelTarget is the address of the master a Sentinel client sends to
-// (its one node), or "" while it has none.
-func (a *Adapter) sentinelTarget() string {
-	for addr := range a.client.Nodes() {
+// soleNode is the address of the one data node the client sends to (a
+// standalone server, the master a Sentinel client sends to), or "" when
+// it has none (a Sentinel client between masters) or several (a cluster).
+func (a *Adapter) soleNode() string {
+	nodes := a.client.Nodes()
+	if len(nodes) != 1 {
+		return ""
+	}
+	for addr := range nodes {
 		return addr
 	}
 	return ""
@@ -377,7 +397,7 @@ func (a *Adapter) sentinelTarget() string {
 // server (rueidis may be moving) leaves them all be: the probe and
 // checkRole decide then.
 func (p *prober) leaveOldMaster(ctx context.Context) int {
-	at := p.a.sentinelTarget()
+	at := p.a.soleNode()
 	if at == "" || !p.a.conns.elsewhere(at) {
 		return 0
 	}

@@ -39,7 +39,8 @@ import (
 // spreads the commands with a key, stream entries among them, over its
 // pipelined connections). The prober closes such connections only while
 // the subscriptions are down, and one dialed within renewalWait of the
-// heal was left to finish: the publishes sent on it then waited for the
+// heal (or after the heal watch's dial that found it: heal.go) was left
+// to finish: the publishes sent on it then waited for the
 // next probe that took it, up to a second later. One that read since the
 // attempts began is spared: it serves (the renewed subscriptions may ride
 // a connection rueidis had opened before). The renewal proves the network

@@ -62,9 +62,10 @@ type supervisor struct {
 	// of its own accord (connCounter.closes: a failed delivery probe, a
 	// renewal stuck in a blackhole): an attempt that failed while it rose
 	// is tried again at once. The back-off spares a Redis that refuses or
-	// drops connections; these were closed here, and the prober paces
-	// its closes itself (renewalWait): waiting would only add up to
-	// maxBackoff to the time a node takes to find a healed network.
+	// drops connections; these were closed here, and the prober and the
+	// heal watch pace their closes themselves (renewalWait): waiting would
+	// only add up to maxBackoff to the time a node takes to find a healed
+	// network.
 	closes *atomic.Uint64
 }
 
