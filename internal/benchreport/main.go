@@ -272,7 +272,7 @@ func report(results []result, get func(string, string) (float64, bool), env map[
 
 	p("\n## Sharded rooms\n\n")
 	p("One node in sharded mode whose one socket joins 0, 1,000 or 10,000 rooms: goroutines added once every room's channel\n")
-	p("is subscribed, the process's CPU over a 3 s idle window (%% of one core; 0 rooms is the baseline), the time from a\n")
+	p("is subscribed, the process's CPU over a 10 s idle window (%% of one core; 0 rooms is the baseline), the time from a\n")
 	p("socket joining a fresh room with `conn.Join` until its channel is subscribed on the room's master (found by polling),\n")
 	p("and the time `Adapter.Join` takes to return (the subscription confirmed).\n\n")
 	p("| rooms | goroutines added | idle CPU | conn.Join to subscribed | Adapter.Join |\n|---|---|---|---|---|\n")
