@@ -288,6 +288,11 @@ type classicAnswer struct {
 type classic struct {
 	key, uid string
 	perRoom  bool
+	// counted: a PUBLISH's answer counts every subscriber of the fleet
+	// (one server). A cluster's counts only the clients of the node that
+	// ran it, and the nodes' patterns sit on whichever node rueidis
+	// picked: no audience there.
+	counted bool
 }
 
 // classicNamespace is the classic protocol bound to one namespace.
@@ -298,15 +303,24 @@ type classicNamespace struct {
 	perRoom  bool
 	// everyone and rooms are the audiences of the broadcasts on the
 	// namespace's channel and, without perRoom, on a room's, which every
-	// node's pattern reads (with perRoom, a room's are read by the nodes
-	// holding it: no audience).
+	// node's pattern reads (nil: not counted). With perRoom, a room's are
+	// read by the nodes holding it: no audience. In a fleet that mixes
+	// the two, a room's count is the pattern nodes' and the holders': the
+	// rooms compared after an outage may count failures they did not
+	// have, until the window ends (docs/delivery.md).
 	everyone, rooms *audience
 }
 
 func (p classic) namespace(nsp string) nsProtocol {
 	ch := newChannels(p.key, nsp)
-	return &classicNamespace{ch: ch, uid: p.uid, nsp: nsp, own: ch.responseTo(p.uid), perRoom: p.perRoom,
-		everyone: &audience{}, rooms: &audience{}}
+	n := &classicNamespace{ch: ch, uid: p.uid, nsp: nsp, own: ch.responseTo(p.uid), perRoom: p.perRoom}
+	if p.counted {
+		n.everyone = &audience{}
+		if !p.perRoom {
+			n.rooms = &audience{}
+		}
+	}
+	return n
 }
 
 func (classic) asksFor(requestType) bool { return true }
@@ -408,11 +422,7 @@ func (p *classicNamespace) encodeBroadcast(sel selector, event string, args []an
 	if len(sel.Rooms) != 1 {
 		return message{channel: p.ch.broadcast, payload: payload, audience: p.everyone}, err
 	}
-	m := message{channel: p.ch.room(sel.Rooms[0]), payload: payload}
-	if !p.perRoom {
-		m.audience = p.rooms
-	}
-	return m, err
+	return message{channel: p.ch.room(sel.Rooms[0]), payload: payload, audience: p.rooms}, err
 }
 
 func (p *classicNamespace) encodeRequest(r request) (message, error) {

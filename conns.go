@@ -102,11 +102,7 @@ func (c *connCounter) dial(ctx context.Context, dst string, d *net.Dialer, cfg *
 	if cfg == nil {
 		return cc, nil
 	}
-	if cfg.ServerName == "" { // as tls.Dialer does
-		cfg = cfg.Clone()
-		cfg.ServerName, _, _ = net.SplitHostPort(dst)
-	}
-	tc := tls.Client(cc, cfg)
+	tc := tls.Client(cc, serverNamed(cfg, dst))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		_ = cc.Close()
 		return nil, err
@@ -208,15 +204,26 @@ func (c *connCounter) close(which func(sentinel bool, dst string, started time.T
 	return c.closeSparing(which, nil)
 }
 
+// serverNamed is cfg for a TLS connection to dst: with dst's host as the
+// server name when cfg has none, as tls.Dialer does.
+func serverNamed(cfg *tls.Config, dst string) *tls.Config {
+	if cfg.ServerName != "" {
+		return cfg
+	}
+	cfg = cfg.Clone()
+	cfg.ServerName, _, _ = net.SplitHostPort(dst)
+	return cfg
+}
+
 // closeStale is closeOlder for the connections opened and the dials
-// started before t, but spares a connection that read bytes since t: one
-// a renewal since then took (the renewed subscriptions' connection, when
-// rueidis had it open already) is serving, where one dialed into a
-// blackhole that stays silent after it heals has read nothing since
-// (receive.go's refreshConnections).
-func (c *connCounter) closeStale(t time.Time) int {
+// started before t, but spares a connection that read bytes since spare
+// (at most t): one a renewal since then took (the renewed subscriptions'
+// connection, when rueidis had it open already) is serving, where one
+// dialed into a blackhole that stays silent after it heals has read
+// nothing since (receive.go's refreshConnections; the heal watch).
+func (c *connCounter) closeStale(t, spare time.Time) int {
 	return c.closeSparing(func(sentinel bool, _ string, started time.Time) bool { return !sentinel && started.Before(t) },
-		func(cc *countedConn) bool { return cc.readSince(t) })
+		func(cc *countedConn) bool { return cc.readSince(spare) })
 }
 
 // closeSparing is close, but for the open connections spare picks (nil:

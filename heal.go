@@ -29,7 +29,6 @@ package redisadapter
 import (
 	"context"
 	"crypto/tls"
-	"net"
 	"sync"
 	"time"
 )
@@ -73,7 +72,8 @@ type healWatch struct {
 // wait; the dial is given wait. On the first answer since the last, it
 // closes, after as long again as the answer took, the connections opened
 // and the dials started before that dial started that have read nothing
-// since (connCounter.closeStale), and reports their number to closed.
+// since the renewal got stuck (connCounter.closeStale), and reports their
+// number to closed.
 // spawn runs the dial on a goroutine the owner waits for.
 func (w *healWatch) tick(ctx context.Context, c *connCounter, addr string, wait time.Duration, spawn func(func()) bool, closed func(int)) {
 	w.mu.Lock()
@@ -87,6 +87,7 @@ func (w *healWatch) tick(ctx context.Context, c *connCounter, addr string, wait 
 	if now.Sub(w.last) < interval || w.inFlight >= healInFlight || now.Sub(w.found) < wait {
 		return
 	}
+	stuck := w.since
 	started := spawn(func() {
 		answered := c.answers(ctx, addr, wait)
 		w.mu.Lock()
@@ -101,8 +102,12 @@ func (w *healWatch) tick(ctx context.Context, c *connCounter, addr string, wait 
 		// their answers are given as long as this one took (a healed
 		// network answers a fresh dial within a round trip) to be read
 		// before the connections that read nothing are closed.
+		// A connection that read since the renewal got stuck is spared:
+		// one dialed into the fault reads nothing, and one a loop
+		// renewed before this dial (a renewal is on several
+		// connections, not all stuck) serves.
 		if first && sleepCtx(ctx, time.Since(now)) {
-			closed(c.closeStale(now))
+			closed(c.closeStale(now, stuck))
 		}
 	})
 	if started {
@@ -128,13 +133,11 @@ func (c *connCounter) answers(ctx context.Context, addr string, wait time.Durati
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
 	}
+	raw := conn
+	stop := context.AfterFunc(ctx, func() { _ = raw.Close() }) // the owner closing: Close does not wait out the deadline
+	defer stop()
 	if c.tls != nil {
-		cfg := c.tls
-		if cfg.ServerName == "" {
-			cfg = cfg.Clone()
-			cfg.ServerName, _, _ = net.SplitHostPort(addr)
-		}
-		tc := tls.Client(conn, cfg)
+		tc := tls.Client(conn, serverNamed(c.tls, addr))
 		if err := tc.HandshakeContext(ctx); err != nil {
 			return false
 		}

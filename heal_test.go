@@ -118,7 +118,10 @@ func TestHealWatchDialsSparselyWhenStuckLong(t *testing.T) {
 	c := &connCounter{}
 	dials := 0
 	spawn := spawner(t, &dials)
-	const wait = 100 * time.Millisecond
+	// A wait long enough that no pause between ticks on a loaded machine
+	// starts the stuck time again; wait/healInFlight is still below
+	// 14s/healDecay.
+	const wait = time.Second
 	now := time.Now()
 	w := &healWatch{since: now.Add(-14 * time.Second), ticked: now}
 	for end := now.Add(300 * time.Millisecond); time.Now().Before(end); time.Sleep(time.Millisecond) {

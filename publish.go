@@ -37,8 +37,8 @@ type publisher struct {
 	// inFlight is the encoded size of the batch being sent (0: none), for
 	// the delivery probe (probeAside.behind).
 	inFlight atomic.Int64
-	// window is when the window after this node's last outage ends (unix
-	// nanoseconds; 0: none yet), for checkReach.
+	// window is when the window after this node's last outage ends
+	// (sinceStart; 0: none yet), for checkReach.
 	window    atomic.Int64
 	published atomic.Uint64
 	failures  atomic.Uint64
@@ -428,7 +428,7 @@ func (p *publisher) sendBatch(batch []outgoing) {
 // every node reads that reached nobody after others read the last ones
 // (PUBLISH in classic mode too): Redis cut every subscriber off, and took
 // it before this node noticed its own were gone.
-var errReachedNobody = errors.New("no subscriber on the server that took it received it, not even this node's own (subscriptions being renewed, or a server that is no longer the channel's master)")
+var errReachedNobody = errors.New("no subscriber on the server that took it received it, not even this node's own (subscriptions being renewed, or in sharded mode a server that is no longer the channel's master)")
 
 // errReachedFewer: a broadcast published within afterOutage of this
 // node's subscriptions coming back from an outage reached fewer
@@ -438,13 +438,14 @@ var errReachedNobody = errors.New("no subscriber on the server that took it rece
 // some of them.
 var errReachedFewer = errors.New("reached fewer subscribers than before this node's outage, probably the others' subscriptions still being renewed (it may have reached some)")
 
-// afterOutage is how long after this node's subscriptions came back from
-// an outage a broadcast reaching fewer subscribers than before it counts
-// failed (errReachedFewer), unless the count is back before: the others
-// renew theirs within maxBackoff of Redis answering, or within a probe's
-// detection (ProbeInterval + ProbeTimeout, 1.2 s by default) when they
-// noticed later. A node that left for good during the outage makes the
-// broadcasts of its audience count failed until it ends.
+// afterOutage is how long at least, after this node's subscriptions came
+// back from an outage, a broadcast reaching fewer subscribers than before
+// it counts failed (errReachedFewer), unless the count is back before: the
+// others renew theirs within maxBackoff of Redis answering, or within a
+// probe's detection (ProbeInterval + ProbeTimeout, 1.2 s by default) when
+// they noticed later; twice that when it is longer (publisher.outageSpan).
+// A node that left for good during the outage makes the broadcasts of its
+// audience count failed until it ends.
 const afterOutage = 3 * time.Second
 
 // audience is what the publisher knows of the subscribers of a kind of
@@ -452,14 +453,15 @@ const afterOutage = 3 * time.Second
 // in classic mode, its channel in sharded mode): how many the answer to
 // the last one counted, and after an outage, how many it counted before.
 // The protocol bound to a namespace holds it; only the publisher's sender
-// reads and writes it.
+// reads and writes it. Times are monotonic (sinceStart).
 type audience struct {
-	last   int64 // the count outside an outage's window, or since it came back
-	lastAt int64 // when the broadcast that counted last was sent (unix nanoseconds)
+	last   int64 // the count noted (see reachedFewer)
+	lastAt int64 // when the broadcast that counted last was sent
+	seen   int64 // when the last broadcast was sent, whatever it counted
 	// lowerSince: when a count lower than last was first seen since (0:
 	// none); it becomes last once it held for the hold reachedFewer is given.
 	lowerSince int64
-	window     int64 // the end of the window before applies to (unix nanoseconds)
+	window     int64 // the end of the window before applies to
 	before     int64 // last, when the window began; 0 once the count came back, or when last was too old
 }
 
@@ -468,42 +470,60 @@ type audience struct {
 // after the outage (nodes may have left since, unseen).
 const countKept = time.Minute
 
-// reachedFewer reports whether a broadcast sent at (unix nanoseconds) that
-// reached n subscribers reached fewer than before this node's last outage,
-// whose window ends at window (0: none yet). Outside a window the count is
-// noted: a higher one at once, a lower one once it held for hold, so that
-// the broadcasts answered while the outage began (this node's own
-// subscriptions going, unnoticed yet) do not lower it. Within one, the
-// count noted last is compared with, until a broadcast reaches as many.
-func (a *audience) reachedFewer(n, at, window, hold int64) bool {
-	if window == 0 || at > window {
-		switch {
-		case n >= a.last:
-			a.last, a.lastAt, a.lowerSince = n, at, 0
-		case a.lowerSince == 0:
-			a.lowerSince = at
-		case at-a.lowerSince >= hold:
-			a.last, a.lastAt, a.lowerSince = n, at, 0
+// reachedFewer reports whether a broadcast sent at that reached n
+// subscribers reached fewer than before this node's last outage, whose
+// window of span ends at end (0: none yet). Within the window the count
+// noted before it is compared with, until a broadcast reaches as many.
+// Outside, or once it is back, the count is noted: a higher one at once, a
+// lower one once it held for hold (the broadcasts in between lower, none
+// sent more than hold apart), so that the broadcasts answered while the
+// outage began (this node's own subscriptions going, unnoticed yet) do
+// not lower it.
+func (a *audience) reachedFewer(n, at, end, span, hold int64) bool {
+	if end != 0 && at <= end {
+		if a.window != end { // the first broadcast of this audience since the outage
+			a.window, a.before, a.lowerSince = end, a.last, 0
+			if a.lastAt < end-span-int64(countKept) {
+				a.before = 0
+			}
 		}
-		return false
-	}
-	if a.window != window { // the first broadcast of this audience since the outage
-		a.window, a.before, a.lowerSince = window, a.last, 0
-		if a.lastAt < window-int64(afterOutage+countKept) {
-			a.before = 0
+		if a.before != 0 {
+			if n < a.before {
+				return true
+			}
+			a.before = 0 // back: a node leaving later counts nothing
 		}
 	}
-	if n >= a.before {
-		a.before, a.last, a.lastAt = 0, n, at // back: a node leaving later does not count
-		return false
+	switch {
+	case n >= a.last:
+		a.last, a.lastAt, a.lowerSince = n, at, 0
+	case a.lowerSince == 0 || at-a.seen > hold:
+		a.lowerSince = at
+	case at-a.lowerSince >= hold:
+		a.last, a.lastAt, a.lowerSince = n, at, 0
 	}
-	return true
+	a.seen = at
+	return false
 }
 
-// outageEnded opens the window after an outage (afterOutage): called when
+// reachedNobody reports whether a broadcast sent at that reached n
+// subscribers reached none, not even this node's own, where others read
+// the last ones, within countKept (a node left alone since published to
+// nobody else, rightly).
+func (a *audience) reachedNobody(n, at int64) bool {
+	return n == 0 && a.last > 1 && at-a.lastAt <= int64(countKept)
+}
+
+// outageSpan is how long the window after an outage lasts: afterOutage,
+// or twice a probe's detection when that is longer.
+func (p *publisher) outageSpan() time.Duration {
+	return max(afterOutage, 2*(p.opts.ProbeInterval+p.opts.ProbeTimeout))
+}
+
+// outageEnded opens the window after an outage (outageSpan): called when
 // this node's subscriptions came back.
 func (p *publisher) outageEnded(at time.Time) {
-	p.window.Store(at.Add(afterOutage).UnixNano())
+	p.window.Store(sinceStart(at.Add(p.outageSpan())))
 }
 
 // checkReach fails a pub/sub publish Redis took that reached fewer
@@ -516,7 +536,8 @@ func (p *publisher) outageEnded(at time.Time) {
 // it held for a probe's cycle (ProbeInterval + ProbeTimeout), how long a
 // node may take to notice it lost its subscriptions. An Emitter's
 // publisher (no heldSince: its node reads nothing) compares nothing.
-// Outside a window, it costs an atomic load.
+// Outside a window, it costs an atomic load and the audience's few
+// comparisons.
 func (p *publisher) checkReach(m message, r rueidis.RedisResult, sentAt time.Time) error {
 	n, err := r.AsInt64()
 	switch {
@@ -526,13 +547,24 @@ func (p *publisher) checkReach(m message, r rueidis.RedisResult, sentAt time.Tim
 		return errReachedNobody
 	case m.audience == nil:
 		return nil
-	case m.audience.reachedFewer(n, sentAt.UnixNano(), p.window.Load(), int64(p.opts.ProbeInterval+p.opts.ProbeTimeout)):
+	}
+	at := sinceStart(sentAt)
+	switch {
+	case m.audience.reachedFewer(n, at, p.window.Load(), int64(p.outageSpan()), int64(p.opts.ProbeInterval+p.opts.ProbeTimeout)):
 		return errReachedFewer
-	case n == 0 && m.audience.last > 1:
+	case m.audience.reachedNobody(n, at):
 		return errReachedNobody
 	}
 	return nil
 }
+
+// processStart is when the process started, for sinceStart.
+var processStart = time.Now()
+
+// sinceStart is t on the monotonic clock, in nanoseconds since
+// processStart: a time compared with others that a step of the wall clock
+// must not move.
+func sinceStart(t time.Time) int64 { return int64(t.Sub(processStart)) }
 
 // do sends cmds as one pipeline, within RequestTimeout.
 func (p *publisher) do(cmds []rueidis.Completed) []rueidis.RedisResult {

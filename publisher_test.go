@@ -148,7 +148,7 @@ func TestPublishThatReachedNobodyIsAFailure(t *testing.T) {
 func TestFewerSubscribersWithinTheWindowAfterAnOutage(t *testing.T) {
 	noShards := func(string, time.Time) bool { return false } // a classic node's
 	p, srv := newTestPublisher(t, Options{}, noShards)
-	ns := classic{key: "socket.io", uid: "test"}.namespace("/")
+	ns := classic{key: "socket.io", uid: "test", counted: true}.namespace("/")
 	broadcast, err := ns.encodeBroadcast(selector{}, "n", nil)
 	require.NoError(t, err)
 	ctx := context.Background()
@@ -183,7 +183,7 @@ func TestFewerSubscribersWithinTheWindowAfterAnOutage(t *testing.T) {
 	other := message{channel: "socket.io-request#/#", payload: []byte("x")}
 	require.NoError(t, p.publishWait(ctx, ns, other), "a message without an audience is not compared")
 
-	p.outageEnded(time.Now().Add(-afterOutage - time.Millisecond))
+	p.outageEnded(time.Now().Add(-p.outageSpan() - time.Millisecond))
 	require.NoError(t, p.publishWait(ctx, ns, broadcast), "the window after that outage is over")
 	require.EqualValues(t, 1, p.failures.Load())
 
@@ -194,39 +194,55 @@ func TestFewerSubscribersWithinTheWindowAfterAnOutage(t *testing.T) {
 
 // What an audience compares after an outage, on a clock of its own:
 // the count before it, until a broadcast reaches as many again (a node
-// leaving after that counts nothing); a lower count outside an outage
-// only once it held (one answered as the outage began, this node's own
-// subscriptions going, is not the fleet's); a count older than countKept
-// when the outage ended, nothing.
+// leaving after that counts nothing, and does not lower the count before
+// the next outage until it held); a lower count outside an outage only
+// once it held, the broadcasts in between no more than the hold apart
+// (one answered as the outage began, this node's own subscriptions going,
+// is not the fleet's); a count older than countKept when the outage
+// ended, nothing. A broadcast that reached nobody, after others read the
+// last ones, within countKept.
 func TestAudienceCountsAfterAnOutage(t *testing.T) {
 	const ms = int64(time.Millisecond)
-	hold := 1200 * ms
-	window := func(restored int64) int64 { return restored + int64(afterOutage) }
+	hold, span := 1200*ms, int64(afterOutage)
+	window := func(restored int64) int64 { return restored + span }
 	var a audience
-	require.False(t, a.reachedFewer(2, 0, 0, hold))
-	require.False(t, a.reachedFewer(1, 100*ms, 0, hold), "no outage: a node may have left")
+	require.False(t, a.reachedFewer(2, 0, 0, span, hold))
+	require.False(t, a.reachedFewer(1, 100*ms, 0, span, hold), "no outage: a node may have left")
 	w := window(200 * ms)
-	require.True(t, a.reachedFewer(1, 250*ms, w, hold), "the count lower for 100 ms is not the fleet's yet")
-	require.True(t, a.reachedFewer(1, 300*ms, w, hold))
-	require.False(t, a.reachedFewer(2, 350*ms, w, hold), "back")
-	require.False(t, a.reachedFewer(1, 400*ms, w, hold), "a node leaving once the count was back")
+	require.True(t, a.reachedFewer(1, 250*ms, w, span, hold), "the count lower for 100 ms is not the fleet's yet")
+	require.True(t, a.reachedFewer(1, 300*ms, w, span, hold))
+	require.False(t, a.reachedFewer(2, 350*ms, w, span, hold), "back")
+	require.False(t, a.reachedFewer(1, 400*ms, w, span, hold), "a node leaving once the count was back")
+	require.True(t, a.reachedFewer(1, 550*ms, window(500*ms), span, hold), "the lower count had not held: the next outage compares with 2")
 
 	a = audience{}
-	require.False(t, a.reachedFewer(2, 0, 0, hold))
-	require.False(t, a.reachedFewer(1, 100*ms, 0, hold))
-	require.False(t, a.reachedFewer(1, 100*ms+hold, 0, hold), "a node left: the lower count held")
-	require.False(t, a.reachedFewer(1, 2*hold, window(2*hold), hold), "as many as before the outage")
+	require.False(t, a.reachedFewer(2, 0, 0, span, hold))
+	require.False(t, a.reachedFewer(1, 100*ms, 0, span, hold))
+	require.False(t, a.reachedFewer(1, 100*ms+hold, 0, span, hold), "a node left: the lower count held")
+	require.False(t, a.reachedFewer(1, 2*hold, window(2*hold), span, hold), "as many as before the outage")
 
 	a = audience{}
-	require.False(t, a.reachedFewer(2, 0, 0, hold))
+	require.False(t, a.reachedFewer(2, 0, 0, span, hold))
+	require.False(t, a.reachedFewer(1, 100*ms, 0, span, hold))
+	require.False(t, a.reachedFewer(1, 100*ms+3*hold, 0, span, hold), "lower again after a silence: the hold starts again")
+	require.True(t, a.reachedFewer(1, 200*ms+3*hold, window(150*ms+3*hold), span, hold), "the count before is still 2")
+
+	a = audience{}
+	require.False(t, a.reachedFewer(2, 0, 0, span, hold))
 	w = window(10 * ms)
-	require.True(t, a.reachedFewer(1, 20*ms, w, hold))
-	require.False(t, a.reachedFewer(1, w+ms, w, hold), "the window is over")
+	require.True(t, a.reachedFewer(1, 20*ms, w, span, hold))
+	require.False(t, a.reachedFewer(1, w+ms, w, span, hold), "the window is over")
 
 	a = audience{}
-	require.False(t, a.reachedFewer(2, 0, 0, hold))
+	require.False(t, a.reachedFewer(2, 0, 0, span, hold))
 	restored := int64(countKept) + 10*ms
-	require.False(t, a.reachedFewer(1, restored+ms, window(restored), hold), "the count was older than countKept")
+	require.False(t, a.reachedFewer(1, restored+ms, window(restored), span, hold), "the count was older than countKept")
+
+	a = audience{}
+	require.False(t, a.reachedFewer(2, 0, 0, span, hold))
+	require.True(t, a.reachedNobody(0, 10*ms))
+	require.False(t, a.reachedNobody(1, 10*ms), "this node's own read it")
+	require.False(t, a.reachedNobody(0, int64(countKept)+ms), "others read broadcasts longer ago than countKept")
 }
 
 // A shard channel counts as held from its first confirmation, through an

@@ -48,7 +48,7 @@ import (
 // dial.
 func (a *Adapter) refreshConnections(ctx context.Context) {
 	if since, ok := a.subs.takeRenewal(); ok {
-		if n := a.conns.closeStale(since); n > 0 {
+		if n := a.conns.closeStale(since, since); n > 0 {
 			a.log.Debug("subscriptions renewed: closed the connections dialed into the fault", "closed", n)
 		}
 	}

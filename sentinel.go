@@ -59,7 +59,7 @@ func (s *Sentinel) validate() error {
 func (s Sentinel) configured() (Connector, error) { return s, s.validate() }
 
 func (s Sentinel) protocol(key, uid string) protocol {
-	return classic{key: key, uid: uid, perRoom: s.RoomSubscriptions}
+	return classic{key: key, uid: uid, perRoom: s.RoomSubscriptions, counted: true}
 }
 
 func (s Sentinel) clientOption() rueidis.ClientOption {

@@ -66,7 +66,7 @@ func (s Standalone) configured() (Connector, error) {
 }
 
 func (s Standalone) protocol(key, uid string) protocol {
-	return classic{key: key, uid: uid, perRoom: s.RoomSubscriptions}
+	return classic{key: key, uid: uid, perRoom: s.RoomSubscriptions, counted: true}
 }
 
 func (s Standalone) clientOption() rueidis.ClientOption {

@@ -7,19 +7,22 @@ import (
 
 // Stats are the adapter's counters since New. Read them with Adapter.Stats.
 type Stats struct {
-	// Published counts messages Redis took from this node (broadcasts, requests, responses).
+	// Published counts messages Redis took from this node (broadcasts, requests, responses),
+	// but for those counted in PublishFailures.
 	Published uint64
 	// PublishFailures counts queued messages Redis did not take
 	// (unreachable, refused, timed out); in sharded mode, broadcasts the
 	// server that took them delivered to no subscriber of its own, not even
 	// this node's (a master demoted while it was frozen; a few of those
 	// reach the promoted replica's subscribers through the cluster bus);
-	// and in the pub/sub modes, broadcasts published within 3 s of this
-	// node's subscriptions coming back from an outage that reached fewer
-	// subscribers than before it, until the count is back (the others'
-	// subscriptions not renewed yet; some may have received them), and
-	// broadcasts every node reads that reached nobody, not even this node,
-	// after others read the last ones (Redis cut every subscriber off).
+	// and, where Redis's answer counts the fleet's subscribers (classic
+	// mode on one server, standalone or Sentinel; sharded mode), broadcasts
+	// published within 3 s (twice ProbeInterval + ProbeTimeout when longer)
+	// of this node's subscriptions coming back from an outage that reached
+	// fewer subscribers than before it, until the count is back (the
+	// others' subscriptions not renewed yet; some may have received them),
+	// and broadcasts every node reads that reached nobody, not even this
+	// node, after others read the last ones (Redis cut every subscriber off).
 	PublishFailures uint64
 	// Resent counts stream entries sent again because a try may not have reached Redis, in streams mode.
 	Resent uint64
