@@ -251,7 +251,10 @@ func (l *localSockets) sweepOnce(ns *namespace) {
 		case ns.sockets[s.conn.ID()] != s: // onDisconnect came meanwhile
 		case !left[s]:
 			s.suspect = false
-			if s.unseen {
+			// Tracked by this sweep (trackUntracked), a socket whose
+			// connect handler is about to run is unseen too: it is
+			// given until the next sweep.
+			if s.unseen && time.Since(s.connected) >= sweepInterval {
 				unseen++
 			}
 		case !s.suspect:
