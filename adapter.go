@@ -153,9 +153,11 @@ func (a *Adapter) start(ctx context.Context) error {
 		}
 	}
 	a.subs = newSubscriptionTracker(len(a.in.routes), &a.stats, a.closing)
+	a.subs.lostF = a.noteGapStart
 	a.subs.restoredF = func() {
-		a.pub.outageEnded(time.Now())
-		a.spawn(func() { a.refreshConnections(loopCtx) })
+		at := time.Now()
+		a.pub.outageEnded(at)
+		a.spawn(func() { a.refreshConnections(loopCtx, at) })
 	}
 	for _, sub := range subs {
 		a.spawn(func() { a.receiveLoop(loopCtx, sub) })

@@ -81,6 +81,8 @@ func (a *Adapter) handleRequest(in inbound) {
 		a.serveServerSideEmit(ns, r)
 	case typeBroadcast:
 		a.serveBroadcastWithAck(ns, r)
+	case typeGap:
+		a.countGap(ns, r)
 	default:
 		a.in.dropped(m, fmt.Errorf("%w: unknown request type %d", errMalformed, r.typ))
 	}

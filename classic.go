@@ -114,6 +114,15 @@ func decodeClassicRequest(msg string) (request, error) {
 		if r.event, r.args, err = decodeEventArgs(w.Data); err != nil {
 			return r, err
 		}
+	case w.Type == typeGap:
+		var g gapData
+		if err := json.Unmarshal(w.Data, &g); err != nil {
+			return r, malformed("gap notice: %v", err)
+		}
+		var err error
+		if r.gapSince, r.gapUntil, err = g.span(); err != nil {
+			return r, err
+		}
 	case w.Opts != nil:
 		r.sel = selector{Rooms: w.Opts.Rooms, Except: w.Opts.Except}
 	case w.Type == typeRemoteJoin || w.Type == typeRemoteLeave || w.Type == typeRemoteDisconnect:
@@ -420,9 +429,9 @@ func (p *classicNamespace) fromNode(msg string) bool {
 func (p *classicNamespace) encodeBroadcast(sel selector, event string, args []any) (message, error) {
 	payload, err := encodeClassicBroadcast(p.uid, p.nsp, sel, event, args)
 	if len(sel.Rooms) != 1 {
-		return message{channel: p.ch.broadcast, payload: payload, audience: p.everyone}, err
+		return message{channel: p.ch.broadcast, payload: payload, audience: p.everyone, readByAll: true}, err
 	}
-	return message{channel: p.ch.room(sel.Rooms[0]), payload: payload, audience: p.rooms}, err
+	return message{channel: p.ch.room(sel.Rooms[0]), payload: payload, audience: p.rooms, readByAll: !p.perRoom}, err
 }
 
 func (p *classicNamespace) encodeRequest(r request) (message, error) {
@@ -445,9 +454,14 @@ func (p *classicNamespace) encodeRequest(r request) (message, error) {
 		if w.Data, err = encodeEventArgs(r.event, r.args); err != nil {
 			return message{}, err
 		}
+	case typeGap:
+		var err error
+		if w.Data, err = json.Marshal(gapDataOf(r)); err != nil {
+			return message{}, err
+		}
 	}
 	payload, err := json.Marshal(w)
-	return message{channel: p.ch.request, payload: payload}, err
+	return message{channel: p.ch.request, payload: payload, readByAll: true}, err
 }
 
 // encodeAnswer answers on the requester's own response channel, which

@@ -26,6 +26,11 @@ const (
 	typeBroadcast            requestType = 7
 	typeBroadcastClientCount requestType = 8
 	typeBroadcastAck         requestType = 9
+	// typeGap is ours: a node tells the others the span it could not read
+	// (gaps.go). Node's adapters ignore a type they do not know (the
+	// default branch of redis-adapter's onrequest and of ClusterAdapter's
+	// onMessage); this one is far from both enums.
+	typeGap requestType = 1000
 )
 
 func (t requestType) String() string {
@@ -46,6 +51,8 @@ func (t requestType) String() string {
 		return "serverSideEmit"
 	case typeBroadcast:
 		return "broadcastWithAck"
+	case typeGap:
+		return "gap"
 	}
 	return fmt.Sprintf("type %d", int(t))
 }
@@ -140,6 +147,10 @@ type request struct {
 	// the timeout its sender waits for the acknowledgements.
 	frame      broadcastFrame
 	ackTimeout time.Duration
+
+	// typeGap: the span the sender could not read, as durations before it
+	// sent the notice.
+	gapSince, gapUntil time.Duration
 }
 
 // answer is an answer to a request: what the core sends back, and what a

@@ -29,7 +29,7 @@ func (a *Adapter) Of(nsp string) Namespace {
 	ns, err := a.namespace(nsp)
 	o := BroadcastOperator{a: a, ns: ns, t: target{pub: a.pub, err: err}}
 	if ns != nil {
-		o.t.proto = ns.proto
+		o.t.proto, o.t.sent = ns.proto, ns.sent
 	}
 	return Namespace{all: o}
 }

@@ -88,11 +88,15 @@ type prober struct {
 
 	lastProof atomic.Int64  // unix nanoseconds of the last message read on channel
 	reads     atomic.Uint64 // messages read on any of the namespace's subscriptions
-	waiting   atomic.Uint64 // the number of the probe in flight; 0: none
-	back      chan uint64   // cap 1: the probe read back
-	asideBack chan uint64   // cap 1: the probe published aside read back
-	dead      atomic.Bool   // the last probe failed
-	n         uint64        // the last probe's number; the loop's alone
+	// lastRead is when the last of those was read (sinceStart), and
+	// readBeforeGap when the last was before the subscriptions last went
+	// down (gaps.go).
+	lastRead, readBeforeGap atomic.Int64
+	waiting                 atomic.Uint64 // the number of the probe in flight; 0: none
+	back                    chan uint64   // cap 1: the probe read back
+	asideBack               chan uint64   // cap 1: the probe published aside read back
+	dead                    atomic.Bool   // the last probe failed
+	n                       uint64        // the last probe's number; the loop's alone
 
 	mu   sync.Mutex
 	lags [probeLags]time.Duration // the last round trips, a ring
@@ -103,6 +107,7 @@ type prober struct {
 func newProber(a *Adapter, ns *namespace) *prober {
 	p := &prober{a: a, ns: ns, channel: ns.proto.probeChannel(), back: make(chan uint64, 1), asideBack: make(chan uint64, 1)}
 	p.lastProof.Store(time.Now().UnixNano())
+	p.lastRead.Store(sinceStart(time.Now()))
 	return p
 }
 

@@ -95,6 +95,12 @@ type message struct {
 	// audience, for a pub/sub broadcast every node reads, is what the
 	// publisher knows of its subscribers (checkReach); nil otherwise.
 	audience *audience
+	// readByAll: every node's subscriptions to the namespace read it (not
+	// a room channel's connection): a node that could not read misses it
+	// (gaps.go).
+	readByAll bool
+	// sent, when set, counts it once Redis took it (gaps.go).
+	sent *sentLog
 }
 
 // seqNo numbers a durable message: the producer is a random name per

@@ -394,6 +394,9 @@ func (p *publisher) sendBatch(batch []outgoing) {
 		i++
 		if err == nil {
 			p.published.Add(1)
+			if o.msg.sent != nil {
+				o.msg.sent.record(sinceStart(sentAt))
+			}
 		} else {
 			p.failures.Add(1)
 			if failed == nil {

@@ -45,13 +45,16 @@ import (
 // attempts began is spared: it serves (the renewed subscriptions may ride
 // a connection rueidis had opened before). The renewal proves the network
 // is back; one of those that was silent only for lack of traffic costs a
-// dial.
-func (a *Adapter) refreshConnections(ctx context.Context) {
+// dial. Then, on the connections left, it sends the gap notices of the
+// outage that ended at restored (gaps.go).
+func (a *Adapter) refreshConnections(ctx context.Context, restored time.Time) {
 	if since, ok := a.subs.takeRenewal(); ok {
 		if n := a.conns.closeStale(since, since); n > 0 {
 			a.log.Debug("subscriptions renewed: closed the connections dialed into the fault", "closed", n)
 		}
 	}
+	a.sendGaps(ctx, restored) // on the connections left
+
 	const pings = 16
 	for range pings {
 		for _, name := range a.opts.Namespaces {
@@ -116,6 +119,7 @@ var errUnsubscribed = errors.New("redis ended the subscription")
 // error, for New's.
 type subscriptionTracker struct {
 	restoredF func() // called (on rueidis's reader goroutine: it must not block) when an outage ends
+	lostF     func() // called (on a loop's goroutine: it must not block) when an outage begins
 	counts    *counters
 	closed    <-chan struct{} // closed when the owner closes: waits end with ErrClosed
 	mu        sync.Mutex
@@ -237,6 +241,9 @@ func (t *subscriptionTracker) down(channels map[string]queueKind, err error) {
 		}
 		if t.liveCount == t.want {
 			t.allLive = make(chan struct{})
+			if t.lostF != nil {
+				t.lostF()
+			}
 		}
 		t.live[ch] = false
 		t.liveCount--

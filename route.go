@@ -15,6 +15,7 @@ package redisadapter
 import (
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/redis/rueidis"
 )
@@ -102,6 +103,7 @@ func (in *inbox) onMessage(m rueidis.PubSubMessage) {
 		// The probed connection is not silent (probe.go); a room channel's
 		// message came on another connection and proves nothing of it.
 		p.reads.Add(1)
+		p.lastRead.Store(sinceStart(time.Now()))
 		if r.queue == toResponses && p.read(m) {
 			return // a delivery probe
 		}

@@ -38,6 +38,7 @@ const (
 	shardedBroadcastClientCount = 11
 	shardedBroadcastAck         = 12
 	shardedAdapterClose         = 13
+	shardedGap                  = int(typeGap) // ours (see typeGap)
 )
 
 type shardedData struct {
@@ -48,6 +49,7 @@ type shardedData struct {
 	Close       *bool           `json:"close,omitempty"`
 	Sockets     json.RawMessage `json:"sockets,omitempty"`
 	ClientCount *int            `json:"clientCount,omitempty"`
+	gapData
 }
 
 type shardedOpts struct {
@@ -181,7 +183,7 @@ func (p *shardedNamespace) encodeBroadcast(sel selector, event string, args []an
 	if len(sel.Rooms) == 1 && hasRoomChannel(sel.Rooms[0]) {
 		return message{channel: p.ch.room(sel.Rooms[0]), payload: payload}, err
 	}
-	return message{channel: p.ch.broadcast, payload: payload, audience: p.everyone}, err
+	return message{channel: p.ch.broadcast, payload: payload, audience: p.everyone, readByAll: true}, err
 }
 
 // shardedBroadcastData is the data of a BROADCAST message:
@@ -228,7 +230,7 @@ func (p *shardedNamespace) encodeRequest(r request) (message, error) {
 		return message{}, err
 	}
 	payload, err := p.message(typ, d)
-	return message{channel: p.ch.broadcast, payload: payload}, err
+	return message{channel: p.ch.broadcast, payload: payload, readByAll: true}, err
 }
 
 // shardedRequest is the ClusterAdapter message type and data of a request.
@@ -262,6 +264,8 @@ func shardedRequest(r request) (int, shardedData, error) {
 		}
 		typ, d.Packet, d.Opts = shardedBroadcast, b.Packet, b.Opts
 		d.Opts.Flags["timeout"] = r.ackTimeout.Milliseconds()
+	case typeGap:
+		typ, d.gapData = shardedGap, gapDataOf(r)
 	default:
 		return 0, d, errorf("%s has no ClusterAdapter form", r.typ)
 	}
@@ -412,6 +416,9 @@ func shardedRequestOf(m shardedMessage, d shardedData) (request, error) {
 		r.typ = typeBroadcast
 		r.frame = broadcastFrame{uid: m.UID, nsp: m.Nsp, sel: sel}
 		r.frame.event, r.frame.args, err = decodeJSONPacket(d.Packet)
+	case shardedGap:
+		r.typ = typeGap
+		r.gapSince, r.gapUntil, err = d.span()
 	default:
 		r.typ = -1
 	}

@@ -192,8 +192,11 @@ func (p *streamsNamespace) command(b rueidis.Builder, m message, seq seqNo) ruei
 }
 
 // asksFor: the ClusterAdapter protocol has no allRooms and no socket-id
-// listing; the core answers those with a fetch.
-func (streams) asksFor(t requestType) bool { return t != typeAllRooms && t != typeSockets }
+// listing; the core answers those with a fetch. No gap notices either: a
+// stream keeps what a reader could not read.
+func (streams) asksFor(t requestType) bool {
+	return t != typeAllRooms && t != typeSockets && t != typeGap
+}
 
 func (p *streamsNamespace) subscriptions(c rueidis.Client) []subscription {
 	public, own := p.sh.ch.broadcast, p.sh.own

@@ -14,8 +14,9 @@ type target struct {
 	pub   *publisher
 	proto nsProtocol // bound to the namespace
 	sel   selector
-	local bool  // only this node's sockets: nothing is published (Adapter only)
-	err   error // the namespace is not served (Adapter) or not valid (Emitter); every operation returns it
+	sent  *sentLog // counts what Redis took that every node reads (Adapter only: gaps.go)
+	local bool     // only this node's sockets: nothing is published (Adapter only)
+	err   error    // the namespace is not served (Adapter) or not valid (Emitter); every operation returns it
 }
 
 func (t target) to(rooms []string) target {
@@ -55,6 +56,9 @@ func (t target) emit(ctx context.Context, event string, args []any, deliver func
 	if deliver != nil {
 		deliver()
 	}
+	if m.readByAll {
+		m.sent = t.sent
+	}
 	return t.pub.publish(ctx, t.proto, m)
 }
 
@@ -75,6 +79,9 @@ func (t target) remote(ctx context.Context, typ requestType, rooms []string, clo
 	m, err := t.pub.encodeRequest(t.proto, request{uid: t.pub.uid, typ: typ, sel: t.sel, rooms: rooms, close: closeConn})
 	if err != nil {
 		return err
+	}
+	if m.readByAll {
+		m.sent = t.sent
 	}
 	return t.pub.publish(ctx, t.proto, m)
 }

@@ -1,0 +1,173 @@
+package redisadapter
+
+// Gaps: what a node may have missed while it could not read. A pub/sub
+// message reaches the subscribers connected when Redis runs the PUBLISH,
+// and Redis's answer counts a subscriber whose connection is still open on
+// its side as reached: a node whose subscriptions went silent (its way
+// from Redis blackholed) or were renewed (closed by its own failed probe,
+// cut off by Redis) misses what the others published meanwhile, and
+// neither they nor it can tell from the answers (publish.go's reach counts
+// compare only after the publisher's own outage). So once its
+// subscriptions are back, the node tells the others the span it could not
+// read, in a gap notice (typeGap, a request type of ours that Node's
+// adapters ignore), and each counts what it published in that span on the
+// channels every node's subscriptions read in Stats.PublishFailures.
+//
+// The span goes as durations before the notice was sent, read against the
+// receiver's clock when it arrives: hosts' clocks differ by more than a
+// notice's transit. It begins at the last message the node read before
+// its subscriptions went down, less its largest probe round trip
+// (publish to read back: what was published that long before may still
+// have been on its way), and ends when they were all back; the receiver
+// widens it by its own largest round trip for the notice's transit.
+// Counts are kept per sentSlot and taken whole slots at a time, and a
+// count taken is forgotten, so that several nodes' notices of one outage
+// count each broadcast once: a count may take in a few broadcasts
+// published just outside the span (reported failures may exceed the
+// losses), and misses none inside it within the horizon.
+//
+// Not covered: room channels' connections (a node's SUBSCRIBE per room,
+// sharded mode's room channels), whose losses are the nodes holding the
+// room's alone; streams mode, which loses nothing; an Emitter's
+// broadcasts (it reads no requests); a Node.js server, which sends no
+// notice and ignores ours; and a notice the others miss (a Redis every
+// node lost at once, and that they are not back from when it is sent).
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+)
+
+const (
+	// sentSlot is how finely a namespace's sends are counted.
+	sentSlot = 20 * time.Millisecond
+	// sentSlots is how many slots a namespace keeps: gaps reaching back
+	// further than sentSlots*sentSlot (a minute) count what is kept.
+	sentSlots = 3000
+)
+
+// sentLog counts the messages of a namespace Redis took that every node's
+// subscriptions read, per sentSlot, for the last sentSlots: what a gap
+// notice may ask about. Safe for concurrent use.
+type sentLog struct {
+	mu    sync.Mutex
+	slots []sentCount // ring, by slot number; made by the first record
+}
+
+type sentCount struct {
+	slot int64 // the slot's number: its start in sinceStart time, over sentSlot
+	n    uint64
+}
+
+// record counts one message sent at at (sinceStart).
+func (l *sentLog) record(at int64) {
+	s := at / int64(sentSlot)
+	l.mu.Lock()
+	if l.slots == nil {
+		l.slots = make([]sentCount, sentSlots)
+	}
+	c := &l.slots[s%sentSlots]
+	if c.slot != s {
+		*c = sentCount{slot: s}
+	}
+	c.n++
+	l.mu.Unlock()
+}
+
+// take returns, and forgets, the count of the messages sent in the slots
+// from and to fall in, and those between (sinceStart times; now is the
+// present). partial: the span reaches back past what is kept.
+func (l *sentLog) take(from, to, now int64) (n uint64, partial bool) {
+	if oldest := now - int64(sentSlots-1)*int64(sentSlot); from < oldest {
+		from, partial = oldest, true
+	}
+	from, to = max(from, 0), min(to, now)
+	if to < from {
+		return 0, partial
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.slots == nil {
+		return 0, partial
+	}
+	for s := from / int64(sentSlot); s <= to/int64(sentSlot); s++ {
+		if c := &l.slots[s%sentSlots]; c.slot == s {
+			n += c.n
+			c.n = 0
+		}
+	}
+	return n, partial
+}
+
+// gapData is a gap notice's data on the wire, in both protocols that send
+// one: the span the node could not read, in milliseconds before the notice
+// was sent.
+type gapData struct {
+	Since *int64 `json:"since,omitempty"`
+	Until *int64 `json:"until,omitempty"`
+}
+
+func gapDataOf(r request) gapData {
+	// Rounded outwards: the span is not narrowed.
+	since := int64((r.gapSince + time.Millisecond - 1) / time.Millisecond)
+	until := int64(r.gapUntil / time.Millisecond)
+	return gapData{Since: &since, Until: &until}
+}
+
+// span checks a decoded notice's span.
+func (g gapData) span() (since, until time.Duration, err error) {
+	const limit = int64(24 * time.Hour / time.Millisecond) // far past any span kept, and no overflow
+	switch {
+	case g.Since == nil || g.Until == nil:
+		return 0, 0, malformed("gap notice without since and until")
+	case *g.Until < 0 || *g.Since < *g.Until || *g.Since > limit:
+		return 0, 0, malformed("gap notice span %d..%d ms", *g.Since, *g.Until)
+	}
+	return time.Duration(*g.Since) * time.Millisecond, time.Duration(*g.Until) * time.Millisecond, nil
+}
+
+// noteGapStart notes, when the subscriptions go down, each namespace's last
+// read before: where the gap its notice will report begins.
+func (a *Adapter) noteGapStart() {
+	for _, p := range a.probes {
+		p.readBeforeGap.Store(p.lastRead.Load())
+	}
+}
+
+// sendGaps sends each namespace's gap notice, once the subscriptions came
+// back at restored: best effort, as an answer (a failure is counted and
+// logged, and reported to no caller).
+func (a *Adapter) sendGaps(ctx context.Context, restored time.Time) {
+	if !a.proto.asksFor(typeGap) {
+		return
+	}
+	now := time.Now()
+	for _, p := range a.probes {
+		_, _, lagMax := p.lag()
+		r := request{uid: a.uid, typ: typeGap,
+			gapSince: time.Duration(sinceStart(now)-p.readBeforeGap.Load()) + lagMax, gapUntil: max(now.Sub(restored), 0)}
+		m, err := a.pub.encodeRequest(p.ns.proto, r)
+		if err == nil {
+			err = a.pub.publishAnswer(ctx, p.ns.proto, m)
+		}
+		if err != nil && !errors.Is(err, ErrClosed) {
+			a.log.Warn("could not tell the other nodes what this node may have missed", "namespace", p.ns.name, "err", err)
+		}
+	}
+}
+
+// countGap counts failed what this node published in the span another node
+// could not read, r being its notice.
+func (a *Adapter) countGap(ns *namespace, r request) {
+	now := sinceStart(time.Now())
+	_, _, lagMax := a.probeLag()
+	n, partial := ns.sent.take(now-int64(r.gapSince+lagMax), now-int64(r.gapUntil), now)
+	if n == 0 {
+		return
+	}
+	a.pub.failures.Add(n)
+	a.log.Warn("broadcasts published while another node could not read them: counted failed",
+		"node", r.uid, "namespace", ns.name, "failed", n, "gap", (r.gapSince - r.gapUntil).Round(time.Millisecond), "older_not_counted", partial)
+}

@@ -1,0 +1,79 @@
+package redisadapter
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestSentLogCountsTheSpanOnce(t *testing.T) {
+	slot := int64(sentSlot)
+	base := 100 * slot
+	var l sentLog
+	require.Zero(t, first(l.take(0, base, base)), "nothing recorded")
+	for _, at := range []int64{base, base + 1, base + slot - 1, base + slot, base + 5*slot, base + 9*slot} {
+		l.record(at)
+	}
+	now := base + 10*slot
+
+	n, partial := l.take(base+slot/2, base+slot+1, now)
+	require.Equal(t, uint64(4), n, "whole slots: the span's first and last slots count entire")
+	require.False(t, partial)
+	require.Zero(t, first(l.take(base, base+slot, now)), "a count taken is forgotten")
+	require.Equal(t, uint64(1), first(l.take(base+5*slot, base+5*slot, now)))
+	require.Zero(t, first(l.take(base+9*slot, base+2*slot, now)), "an empty span")
+	require.Equal(t, uint64(1), first(l.take(-slot, now+slot, now)), "clamped to what is kept")
+}
+
+func TestSentLogKeepsAMinute(t *testing.T) {
+	slot := int64(sentSlot)
+	var l sentLog
+	l.record(0)
+	l.record(sentSlots * slot) // the same place in the ring: the older count goes
+	now := sentSlots*slot + slot
+	n, partial := l.take(0, now, now)
+	require.Equal(t, uint64(1), n)
+	require.True(t, partial, "the span reaches back past the horizon")
+}
+
+func first(n uint64, _ bool) uint64 { return n }
+
+func TestGapNoticeRoundTrip(t *testing.T) {
+	out := request{uid: "gapUID", typ: typeGap, gapSince: 1234*time.Millisecond + 400*time.Microsecond, gapUntil: 2*time.Millisecond + 700*time.Microsecond}
+	for _, proto := range []protocol{classic{key: "socket.io", uid: "gapUID"}, sharded{"socket.io", "gapUID"}} {
+		require.True(t, proto.asksFor(typeGap))
+		p := proto.namespace("/chat")
+		m, err := p.encodeRequest(out)
+		require.NoError(t, err)
+		require.True(t, m.readByAll, "every node's subscriptions read it")
+		switch proto.(type) {
+		case classic:
+			require.Equal(t, "socket.io-request#/chat#", m.channel)
+			require.JSONEq(t, `{"uid":"gapUID","type":1000,"data":{"since":1235,"until":2}}`, string(m.payload))
+		case sharded:
+			require.Equal(t, "socket.io#/chat#", m.channel)
+			require.JSONEq(t, `{"uid":"gapUID","nsp":"/chat","type":1000,"data":{"since":1235,"until":2}}`, string(m.payload))
+			_, req, err := p.decodeBroadcast(string(m.payload))
+			require.NoError(t, err)
+			require.NotNil(t, req, "a receiver routes it to its requests")
+		}
+		in, err := p.decodeRequest(string(m.payload))
+		require.NoError(t, err)
+		require.Equal(t, typeGap, in.typ)
+		require.Equal(t, "gapUID", in.uid)
+		require.Equal(t, 1235*time.Millisecond, in.gapSince, "rounded outwards")
+		require.Equal(t, 2*time.Millisecond, in.gapUntil, "rounded outwards")
+	}
+	require.False(t, streams{}.asksFor(typeGap), "a stream keeps what a reader missed")
+}
+
+func TestGapNoticeMalformed(t *testing.T) {
+	for _, data := range []string{`{}`, `{"since":5}`, `{"since":5,"until":6}`, `{"since":5,"until":-1}`, `{"since":99999999999,"until":0}`, `"x"`} {
+		_, err := decodeClassicRequest(`{"uid":"u","type":1000,"data":` + data + `}`)
+		require.True(t, errors.Is(err, errMalformed), "%s: %v", data, err)
+		_, err = sharded{"socket.io", "me"}.namespace("/").decodeRequest(`{"uid":"u","nsp":"/","type":1000,"data":` + data + `}`)
+		require.True(t, errors.Is(err, errMalformed), "%s: %v", data, err)
+	}
+}
