@@ -21,8 +21,12 @@ type Stats struct {
 	// of this node's subscriptions coming back from an outage that reached
 	// fewer subscribers than before it, until the count is back (the
 	// others' subscriptions not renewed yet; some may have received them),
-	// and broadcasts every node reads that reached nobody, not even this
-	// node, after others read the last ones (Redis cut every subscriber off).
+	// broadcasts every node reads that reached nobody, not even this
+	// node, after others read the last ones (Redis cut every subscriber
+	// off); and, in pub/sub modes, broadcasts and remote operations every
+	// node reads that this node published while another Go node could not
+	// read, counted when that node's gap notice comes (a few published just
+	// outside the span count too; see docs/delivery.md).
 	PublishFailures uint64
 	// Resent counts stream entries sent again because a try may not have reached Redis, in streams mode.
 	Resent uint64

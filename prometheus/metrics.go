@@ -18,7 +18,7 @@ const (
 
 var table = []metric{
 	{"Published", "published_total", "", "Messages Redis took from this node (broadcasts, requests, answers). A rate of 0 while sockets emit means nothing reaches Redis."},
-	{"PublishFailures", "publish_failures_total", "", "Queued messages Redis did not take (unreachable, refused, timed out), or, in sharded mode, that reached no subscriber of the server that took them, or, shortly after this node's outage, broadcasts that reached fewer subscribers than before it: the other nodes missed them (most of the latter two). Alert above zero."},
+	{"PublishFailures", "publish_failures_total", "", "Queued messages Redis did not take (unreachable, refused, timed out), or, in sharded mode, that reached no subscriber of the server that took them, or, shortly after this node's outage, broadcasts that reached fewer subscribers than before it, or broadcasts published while another node could not read (counted on its gap notice): the other nodes missed them (most of the latter three). Alert above zero."},
 	{"Resent", "resent_total", "", "Stream entries sent again after a try that may not have reached Redis (streams mode); nothing was lost. Alert when it keeps rising: publishes fail in flight (dropped connections, failovers)."},
 	{"Received", "received_total", "", "Messages read from Redis, own messages included. A rate of 0 on a fleet that broadcasts means this node hears nothing."},
 	{"Malformed", "malformed_total", "", "Received messages dropped as undecodable, oversized or of unknown type. Alert above zero: something else writes to the adapter's channels, or versions do not match."},
