@@ -174,6 +174,9 @@ func (a *Adapter) start(ctx context.Context) error {
 	} else if a.reroute != nil {
 		a.spawn(func() { a.followFailovers(loopCtx) })
 	}
+	if a.conns.sentinel != nil {
+		a.spawn(func() { a.followMaster(loopCtx) })
+	}
 
 	wait, cancel := context.WithTimeout(ctx, a.opts.RequestTimeout)
 	defer cancel()

@@ -56,6 +56,7 @@ func open(c Connector, opts *Options) (Connector, Options, rueidis.Client, *conn
 	copt.DialCtxFn = conns.dial
 	if copt.Sentinel.MasterSet != "" {
 		conns.sentinel = &copt
+		conns.dialedElsewhere = make(chan struct{}, 1)
 	}
 	client, err := rueidis.NewClient(copt)
 	if err != nil {

@@ -69,6 +69,10 @@ type connCounter struct {
 	closes   atomic.Uint64         // rises with each close that closes or abandons something (supervisor.closes)
 	dialer   net.Dialer            // the client's, for the heal watch's own dials (heal.go)
 	tls      *tls.Config           // the client's to the data nodes; nil: none
+	// dialedElsewhere (cap 1) is given a token when a Sentinel client
+	// dials a data server while it holds a connection to another: it may
+	// be moving to a new master (followMaster).
+	dialedElsewhere chan struct{}
 
 	mu      sync.Mutex
 	open    map[*countedConn]struct{}
@@ -120,7 +124,14 @@ func (c *connCounter) connect(ctx context.Context, dst string, d *net.Dialer) (n
 		c.dialing = make(map[*dialing]struct{})
 	}
 	c.dialing[dl] = struct{}{}
+	moving := c.dialedElsewhere != nil && !dl.sentinel && c.openElsewhere(dst)
 	c.mu.Unlock()
+	if moving {
+		select {
+		case c.dialedElsewhere <- struct{}{}:
+		default:
+		}
+	}
 	defer func() {
 		c.mu.Lock()
 		delete(c.dialing, dl)
@@ -161,14 +172,24 @@ func (c *connCounter) closeSentinels() int {
 func (c *connCounter) elsewhere(addr string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.openElsewhere(addr) {
+		return true
+	}
 	which := otherThan(addr)
-	for cc := range c.open {
-		if which(cc.sentinel, cc.dst, cc.opened) {
+	for dl := range c.dialing {
+		if which(dl.sentinel, dl.dst, dl.started) {
 			return true
 		}
 	}
-	for dl := range c.dialing {
-		if which(dl.sentinel, dl.dst, dl.started) {
+	return false
+}
+
+// openElsewhere reports whether a connection is open to another server
+// than addr, a sentinel's aside. c.mu is held.
+func (c *connCounter) openElsewhere(addr string) bool {
+	which := otherThan(addr)
+	for cc := range c.open {
+		if which(cc.sentinel, cc.dst, cc.opened) {
 			return true
 		}
 	}

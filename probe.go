@@ -220,7 +220,7 @@ func (p *prober) run(ctx context.Context) {
 			continue
 		}
 		if checkRoles {
-			if n := p.leaveOldMaster(ctx); n > 0 {
+			if n := p.a.leaveOldMaster(ctx); n > 0 {
 				p.a.log.Info("left the old Sentinel master: closed the connections to it", "namespace", p.ns.name, "closed", n)
 				if !sleepCtx(ctx, minBackoff) {
 					return
@@ -388,34 +388,6 @@ func (a *Adapter) soleNode() string {
 		return addr
 	}
 	return ""
-}
-
-// leaveOldMaster closes the connections the client holds, and abandons
-// the dials it makes, to another server than the master it sends to, once
-// every sentinel that answers names that master, and returns how many.
-// rueidis closes the old master's connections when it moves to the new
-// one, but not a connection it was dialing then (to a frozen master, a
-// handshake nobody answers yet): one that connects after the move carries
-// the subscriptions renewed on it to the old master, where they read
-// nothing the fleet publishes on the new one, and the probe, published on
-// the new one, would wait ProbeTimeout to tell. A sentinel naming another
-// server (rueidis may be moving) leaves them all be: the probe and
-// checkRole decide then.
-func (p *prober) leaveOldMaster(ctx context.Context) int {
-	at := p.a.soleNode()
-	if at == "" || !p.a.conns.elsewhere(at) {
-		return 0
-	}
-	masters, err := sentinelMasters(ctx, p.a.conns.sentinel, p.a.opts.ProbeTimeout)
-	if err != nil {
-		return 0
-	}
-	for _, m := range masters {
-		if m != at {
-			return 0
-		}
-	}
-	return p.a.conns.closeElsewhere(at)
 }
 
 // errProbeLost: the probe was published but did not come back in time.

@@ -168,3 +168,61 @@ func askSentinel(ctx context.Context, opt *rueidis.ClientOption, addr string, ti
 	}
 	return net.JoinHostPort(m[0], m[1]), nil
 }
+
+// leaveOldMaster closes the connections the client holds, and abandons
+// the dials it makes, to another server than the master it sends to, once
+// every sentinel that answers names that master, and returns how many.
+// rueidis closes the old master's connections when it moves to the new
+// one, but not a connection it was dialing then (to a frozen master, a
+// handshake nobody answers yet): one that connects after the move carries
+// the subscriptions renewed on it to the old master, where they read
+// nothing the fleet publishes on the new one, and the probe, published on
+// the new one, would wait ProbeTimeout to tell. A sentinel naming another
+// server (rueidis may be moving) leaves them all be: the probe and
+// checkRole decide then. The prober asks before each probe, and
+// followMaster as soon as the client dials another server.
+func (a *Adapter) leaveOldMaster(ctx context.Context) int {
+	at := a.soleNode()
+	if at == "" || !a.conns.elsewhere(at) {
+		return 0
+	}
+	masters, err := sentinelMasters(ctx, a.conns.sentinel, a.opts.ProbeTimeout)
+	if err != nil {
+		return 0
+	}
+	for _, m := range masters {
+		if m != at {
+			return 0
+		}
+	}
+	return a.conns.closeElsewhere(at)
+}
+
+// followMaster leaves the old master (leaveOldMaster) as soon as the
+// client has moved to a new one, until ctx ends. rueidis closes the old
+// master's connections when it moves, but lets a command in flight finish
+// first: a stream reader's XREAD, blocked on the old master for its
+// ProbeInterval, kept that node's broadcasts from being read for 0.4 s
+// after the election, where the prober, asking before its next probe
+// only, left it once its ProbeInterval of quiet had passed. The client
+// dials the new master before it moves (to ask its ROLE): each dial to
+// another server than the one the client sends to wakes this loop, which
+// looks for the move every minBackoff, for up to ProbeTimeout.
+func (a *Adapter) followMaster(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.conns.dialedElsewhere:
+		}
+		for deadline := time.Now().Add(a.opts.ProbeTimeout); time.Now().Before(deadline); {
+			if n := a.leaveOldMaster(ctx); n > 0 {
+				a.log.Info("left the old Sentinel master: closed the connections to it", "closed", n)
+				break
+			}
+			if !sleepCtx(ctx, minBackoff) {
+				return
+			}
+		}
+	}
+}
