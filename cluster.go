@@ -1,8 +1,10 @@
 package redisadapter
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -39,6 +41,12 @@ type Cluster struct {
 	// room matter. See "Which mode?" in docs/modes.md. Sharded mode always subscribes
 	// per room: setting both is an error. default: false (PSUBSCRIBE)
 	RoomSubscriptions bool
+
+	// dial, when set, opens the TCP connection to each node (TLS, if any,
+	// on top) in place of the client's dialer: a test seam, through which
+	// the fault matrix puts a proxy of its own before each node
+	// (export_test.go's ClusterDialingVia).
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 func (c Cluster) protocol(key, uid string) protocol {

@@ -5,6 +5,7 @@ package redisadapter
 // the client any of them describes.
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"strings"
@@ -52,7 +53,7 @@ func open(c Connector, opts *Options) (Connector, Options, rueidis.Client, *conn
 	// rueidis's back-off, up to a second after Redis does); a request fails
 	// at once rather than after retries that outlast the outage.
 	copt.DisableRetry = true
-	conns := &connCounter{dialer: copt.Dialer, tls: copt.TLSConfig}
+	conns := &connCounter{dialer: copt.Dialer, tls: copt.TLSConfig, via: dialSeam(c)}
 	copt.DialCtxFn = conns.dial
 	if copt.Sentinel.MasterSet != "" {
 		conns.sentinel = &copt
@@ -78,6 +79,18 @@ func roomSubscriptions(c Connector) bool {
 		return c.RoomSubscriptions
 	}
 	return false
+}
+
+// dialSeam returns the TCP dial of c's Cluster, if a test set one
+// (Cluster.dial); nil otherwise.
+func dialSeam(c Connector) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	switch c := c.(type) {
+	case Cluster:
+		return c.dial
+	case Streams:
+		return dialSeam(c.Connector)
+	}
+	return nil
 }
 
 // redisTarget names what opt connects to, for error messages: the address, the

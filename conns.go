@@ -73,6 +73,8 @@ type connCounter struct {
 	// dials a data server while it holds a connection to another: it may
 	// be moving to a new master (followMaster).
 	dialedElsewhere chan struct{}
+	// via, when set, dials in place of the dialer (Cluster.dial, a test seam).
+	via func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	mu      sync.Mutex
 	open    map[*countedConn]struct{}
@@ -137,7 +139,16 @@ func (c *connCounter) connect(ctx context.Context, dst string, d *net.Dialer) (n
 		delete(c.dialing, dl)
 		c.mu.Unlock()
 	}()
-	return d.DialContext(ctx, "tcp", dst)
+	return c.dialTCP(ctx, d, dst)
+}
+
+// dialTCP opens a TCP connection to addr with d, or through via when set:
+// the one place the client's dials and the heal watch's (heal.go) meet.
+func (c *connCounter) dialTCP(ctx context.Context, d *net.Dialer, addr string) (net.Conn, error) {
+	if c.via != nil {
+		return c.via(ctx, "tcp", addr)
+	}
+	return d.DialContext(ctx, "tcp", addr)
 }
 
 // closeAll closes every connection open now but the sentinels', and

@@ -125,7 +125,7 @@ func (c *connCounter) answers(ctx context.Context, addr string, wait time.Durati
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	d := c.dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	conn, err := c.dialTCP(ctx, &d, addr)
 	if err != nil {
 		return false
 	}
