@@ -123,6 +123,7 @@ func decodeClassicRequest(msg string) (request, error) {
 		if r.gapSince, r.gapUntil, err = g.span(); err != nil {
 			return r, err
 		}
+		r.gapRooms = g.RoomChannels
 	case w.Opts != nil:
 		r.sel = selector{Rooms: w.Opts.Rooms, Except: w.Opts.Except}
 	case w.Type == typeRemoteJoin || w.Type == typeRemoteLeave || w.Type == typeRemoteDisconnect:
@@ -429,9 +430,13 @@ func (p *classicNamespace) fromNode(msg string) bool {
 func (p *classicNamespace) encodeBroadcast(sel selector, event string, args []any) (message, error) {
 	payload, err := encodeClassicBroadcast(p.uid, p.nsp, sel, event, args)
 	if len(sel.Rooms) != 1 {
-		return message{channel: p.ch.broadcast, payload: payload, audience: p.everyone, readByAll: true}, err
+		return message{channel: p.ch.broadcast, payload: payload, audience: p.everyone, readers: readersAll}, err
 	}
-	return message{channel: p.ch.room(sel.Rooms[0]), payload: payload, audience: p.rooms, readByAll: !p.perRoom}, err
+	readers := readersAll // the pattern reads a room's channel
+	if p.perRoom {
+		readers = readersRoom
+	}
+	return message{channel: p.ch.room(sel.Rooms[0]), payload: payload, audience: p.rooms, readers: readers}, err
 }
 
 func (p *classicNamespace) encodeRequest(r request) (message, error) {
@@ -461,7 +466,7 @@ func (p *classicNamespace) encodeRequest(r request) (message, error) {
 		}
 	}
 	payload, err := json.Marshal(w)
-	return message{channel: p.ch.request, payload: payload, readByAll: true}, err
+	return message{channel: p.ch.request, payload: payload, readers: readersAll}, err
 }
 
 // encodeAnswer answers on the requester's own response channel, which

@@ -11,7 +11,12 @@ package redisadapter
 // subscriptions are back, the node tells the others the span it could not
 // read, in a gap notice (typeGap, a request type of ours that Node's
 // adapters ignore), and each counts what it published in that span on the
-// channels every node's subscriptions read in Stats.PublishFailures.
+// channels every node's subscriptions read in Stats.PublishFailures. A
+// room channels' connection (a node's SUBSCRIBE per room, sharded mode's
+// room channels: shards.go) that comes back on the same master sends a
+// notice of its own, for the rooms' channels: those are counted apart,
+// and all of them, not only the rooms on that master or held by that
+// node (the publisher knows neither).
 //
 // The span goes as durations before the notice was sent, read against the
 // receiver's clock when it arrives: hosts' clocks differ by more than a
@@ -26,12 +31,12 @@ package redisadapter
 // published just outside the span (reported failures may exceed the
 // losses), and misses none inside it within the horizon.
 //
-// Not covered: room channels' connections (a node's SUBSCRIBE per room,
-// sharded mode's room channels), whose losses are the nodes holding the
-// room's alone; streams mode, which loses nothing; an Emitter's
-// broadcasts (it reads no requests); a Node.js server, which sends no
-// notice and ignores ours; and a notice the others miss (a Redis every
-// node lost at once, and that they are not back from when it is sent).
+// Not covered: room channels whose master went away (a failover moves
+// them to a connection of the new master's, which held none of them
+// before); streams mode, which loses nothing; an Emitter's broadcasts (it
+// reads no requests); a Node.js server, which sends no notice and ignores
+// ours; and a notice the others miss (a Redis every node lost at once,
+// and that they are not back from when it is sent).
 
 import (
 	"context"
@@ -48,9 +53,28 @@ const (
 	sentSlots = 3000
 )
 
-// sentLog counts the messages of a namespace Redis took that every node's
-// subscriptions read, per sentSlot, for the last sentSlots: what a gap
-// notice may ask about. Safe for concurrent use.
+// gapLogs are a namespace's counts of what this node published, by who
+// reads it.
+type gapLogs struct {
+	all   sentLog // read by every node's subscriptions to the namespace (readersAll)
+	rooms sentLog // read on the room channels' connections (readersRoom)
+}
+
+// of is the log of messages read by r; nil for none (and from nil).
+func (g *gapLogs) of(r readers) *sentLog {
+	switch {
+	case g == nil:
+		return nil
+	case r == readersAll:
+		return &g.all
+	case r == readersRoom:
+		return &g.rooms
+	}
+	return nil
+}
+
+// sentLog counts messages of a namespace Redis took, per sentSlot, for the
+// last sentSlots: what a gap notice may ask about. Safe for concurrent use.
 type sentLog struct {
 	mu    sync.Mutex
 	slots []sentCount // ring, by slot number; made by the first record
@@ -103,17 +127,19 @@ func (l *sentLog) take(from, to, now int64) (n uint64, partial bool) {
 
 // gapData is a gap notice's data on the wire, in both protocols that send
 // one: the span the node could not read, in milliseconds before the notice
-// was sent.
+// was sent, and whether on its room channels' connection.
 type gapData struct {
 	Since *int64 `json:"since,omitempty"`
 	Until *int64 `json:"until,omitempty"`
+	// RoomChannels: not "rooms", which a sharded message's data has.
+	RoomChannels bool `json:"roomChannels,omitempty"`
 }
 
 func gapDataOf(r request) gapData {
 	// Rounded outwards: the span is not narrowed.
 	since := int64((r.gapSince + time.Millisecond - 1) / time.Millisecond)
 	until := int64(r.gapUntil / time.Millisecond)
-	return gapData{Since: &since, Until: &until}
+	return gapData{Since: &since, Until: &until, RoomChannels: r.gapRooms}
 }
 
 // span checks a decoded notice's span.
@@ -137,24 +163,41 @@ func (a *Adapter) noteGapStart() {
 }
 
 // sendGaps sends each namespace's gap notice, once the subscriptions came
-// back at restored: best effort, as an answer (a failure is counted and
-// logged, and reported to no caller).
+// back at restored.
 func (a *Adapter) sendGaps(ctx context.Context, restored time.Time) {
+	for _, p := range a.probes {
+		_, _, lagMax := p.lag()
+		a.sendGap(ctx, p.ns, p.readBeforeGap.Load()-int64(lagMax), restored, false)
+	}
+}
+
+// sendRoomGaps sends each namespace's gap notice for the room channels,
+// once a room channels' connection came back at restored: from is when
+// the one before last read (sinceStart).
+func (a *Adapter) sendRoomGaps(ctx context.Context, from int64, restored time.Time) {
+	_, _, lagMax := a.probeLag()
+	for _, p := range a.probes {
+		a.sendGap(ctx, p.ns, from-int64(lagMax), restored, true)
+	}
+}
+
+// sendGap sends ns's gap notice of the span from (sinceStart) to until:
+// best effort, as an answer (a failure is counted and logged, and
+// reported to no caller).
+func (a *Adapter) sendGap(ctx context.Context, ns *namespace, from int64, until time.Time, rooms bool) {
 	if !a.proto.asksFor(typeGap) {
 		return
 	}
 	now := time.Now()
-	for _, p := range a.probes {
-		_, _, lagMax := p.lag()
-		r := request{uid: a.uid, typ: typeGap,
-			gapSince: time.Duration(sinceStart(now)-p.readBeforeGap.Load()) + lagMax, gapUntil: max(now.Sub(restored), 0)}
-		m, err := a.pub.encodeRequest(p.ns.proto, r)
-		if err == nil {
-			err = a.pub.publishAnswer(ctx, p.ns.proto, m)
-		}
-		if err != nil && !errors.Is(err, ErrClosed) {
-			a.log.Warn("could not tell the other nodes what this node may have missed", "namespace", p.ns.name, "err", err)
-		}
+	r := request{uid: a.uid, typ: typeGap, gapRooms: rooms,
+		gapSince: time.Duration(max(sinceStart(now)-from, 0)), gapUntil: max(now.Sub(until), 0)}
+	r.gapSince = max(r.gapSince, r.gapUntil)
+	m, err := a.pub.encodeRequest(ns.proto, r)
+	if err == nil {
+		err = a.pub.publishAnswer(ctx, ns.proto, m)
+	}
+	if err != nil && !errors.Is(err, ErrClosed) {
+		a.log.Warn("could not tell the other nodes what this node may have missed", "namespace", ns.name, "err", err)
 	}
 }
 
@@ -163,11 +206,15 @@ func (a *Adapter) sendGaps(ctx context.Context, restored time.Time) {
 func (a *Adapter) countGap(ns *namespace, r request) {
 	now := sinceStart(time.Now())
 	_, _, lagMax := a.probeLag()
-	n, partial := ns.sent.take(now-int64(r.gapSince+lagMax), now-int64(r.gapUntil), now)
+	log, what := ns.sent.of(readersAll), "broadcasts"
+	if r.gapRooms {
+		log, what = ns.sent.of(readersRoom), "broadcasts to a room's channel"
+	}
+	n, partial := log.take(now-int64(r.gapSince+lagMax), now-int64(r.gapUntil), now)
 	if n == 0 {
 		return
 	}
 	a.pub.failures.Add(n)
-	a.log.Warn("broadcasts published while another node could not read them: counted failed",
+	a.log.Warn(what+" published while another node could not read them: counted failed",
 		"node", r.uid, "namespace", ns.name, "failed", n, "gap", (r.gapSince - r.gapUntil).Round(time.Millisecond), "older_not_counted", partial)
 }

@@ -47,7 +47,7 @@ func TestGapNoticeRoundTrip(t *testing.T) {
 		p := proto.namespace("/chat")
 		m, err := p.encodeRequest(out)
 		require.NoError(t, err)
-		require.True(t, m.readByAll, "every node's subscriptions read it")
+		require.Equal(t, readersAll, m.readers, "every node's subscriptions read it")
 		switch proto.(type) {
 		case classic:
 			require.Equal(t, "socket.io-request#/chat#", m.channel)
@@ -65,6 +65,16 @@ func TestGapNoticeRoundTrip(t *testing.T) {
 		require.Equal(t, "gapUID", in.uid)
 		require.Equal(t, 1235*time.Millisecond, in.gapSince, "rounded outwards")
 		require.Equal(t, 2*time.Millisecond, in.gapUntil, "rounded outwards")
+		require.False(t, in.gapRooms)
+
+		rooms := out
+		rooms.gapRooms = true
+		m, err = p.encodeRequest(rooms)
+		require.NoError(t, err)
+		require.Contains(t, string(m.payload), `"roomChannels":true`)
+		in, err = p.decodeRequest(string(m.payload))
+		require.NoError(t, err)
+		require.True(t, in.gapRooms, "a room channels' connection's gap")
 	}
 	require.False(t, streams{}.asksFor(typeGap), "a stream keeps what a reader missed")
 }
@@ -75,5 +85,29 @@ func TestGapNoticeMalformed(t *testing.T) {
 		require.True(t, errors.Is(err, errMalformed), "%s: %v", data, err)
 		_, err = sharded{"socket.io", "me"}.namespace("/").decodeRequest(`{"uid":"u","nsp":"/","type":1000,"data":` + data + `}`)
 		require.True(t, errors.Is(err, errMalformed), "%s: %v", data, err)
+	}
+}
+
+func TestGapLogsByReaders(t *testing.T) {
+	var g gapLogs
+	require.Same(t, &g.all, g.of(readersAll))
+	require.Same(t, &g.rooms, g.of(readersRoom))
+	require.Nil(t, g.of(readersNone))
+	require.Nil(t, (*gapLogs)(nil).of(readersAll), "an Emitter counts nothing")
+	for _, c := range []struct {
+		proto   protocol
+		sel     selector
+		readers readers
+	}{
+		{classic{key: "k", uid: "u"}, selector{}, readersAll},
+		{classic{key: "k", uid: "u"}, selector{Rooms: []string{"post:1"}}, readersAll},
+		{classic{key: "k", uid: "u", perRoom: true}, selector{Rooms: []string{"post:1"}}, readersRoom},
+		{sharded{"k", "u"}, selector{Rooms: []string{"post:1"}}, readersRoom},
+		{sharded{"k", "u"}, selector{Rooms: []string{"a", "b"}}, readersAll},
+		{streams{}, selector{}, readersNone},
+	} {
+		m, err := c.proto.namespace("/").encodeBroadcast(c.sel, "ev", nil)
+		require.NoError(t, err)
+		require.Equal(t, c.readers, m.readers, "%T %v", c.proto, c.sel)
 	}
 }

@@ -33,7 +33,7 @@ type namespace struct {
 	name  string
 	proto nsProtocol // the adapter's protocol, bound to the namespace
 	probe *prober    // probe.go: proves its subscription delivers; nil in an Emitter
-	sent  *sentLog   // what this node published that every node reads (gaps.go)
+	sent  *gapLogs   // what this node published, for gap notices (gaps.go)
 
 	mu           sync.RWMutex
 	sockets      map[string]*localSocket
@@ -42,7 +42,7 @@ type namespace struct {
 }
 
 func newNamespace(name string, proto nsProtocol) *namespace {
-	return &namespace{name: name, proto: proto, sent: &sentLog{}, sockets: make(map[string]*localSocket)}
+	return &namespace{name: name, proto: proto, sent: &gapLogs{}, sockets: make(map[string]*localSocket)}
 }
 
 type localSocket struct {

@@ -149,8 +149,9 @@ type request struct {
 	ackTimeout time.Duration
 
 	// typeGap: the span the sender could not read, as durations before it
-	// sent the notice.
+	// sent the notice, and whether on its room channels' connection.
 	gapSince, gapUntil time.Duration
+	gapRooms           bool
 }
 
 // answer is an answer to a request: what the core sends back, and what a

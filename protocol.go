@@ -95,13 +95,21 @@ type message struct {
 	// audience, for a pub/sub broadcast every node reads, is what the
 	// publisher knows of its subscribers (checkReach); nil otherwise.
 	audience *audience
-	// readByAll: every node's subscriptions to the namespace read it (not
-	// a room channel's connection): a node that could not read misses it
+	// readers is who reads it: what a node that could not read missed
 	// (gaps.go).
-	readByAll bool
+	readers readers
 	// sent, when set, counts it once Redis took it (gaps.go).
 	sent *sentLog
 }
+
+// readers is who reads a pub/sub message, for gap notices (gaps.go).
+type readers uint8
+
+const (
+	readersNone readers = iota // no gap counts it: a stream entry, an answer, a request that waits for answers
+	readersAll                 // every node's subscriptions to the namespace
+	readersRoom                // the nodes holding the room, on their room channels' connections
+)
 
 // seqNo numbers a durable message: the producer is a random name per
 // publisher, n its count of durable messages built, in sending order.

@@ -181,9 +181,9 @@ func (p *shardedNamespace) encodeBroadcast(sel selector, event string, args []an
 	// As Node's "dynamic" mode: a one-room broadcast goes to the room's
 	// channel, unless the room looks like a socket id (those have none).
 	if len(sel.Rooms) == 1 && hasRoomChannel(sel.Rooms[0]) {
-		return message{channel: p.ch.room(sel.Rooms[0]), payload: payload}, err
+		return message{channel: p.ch.room(sel.Rooms[0]), payload: payload, readers: readersRoom}, err
 	}
-	return message{channel: p.ch.broadcast, payload: payload, audience: p.everyone, readByAll: true}, err
+	return message{channel: p.ch.broadcast, payload: payload, audience: p.everyone, readers: readersAll}, err
 }
 
 // shardedBroadcastData is the data of a BROADCAST message:
@@ -230,7 +230,7 @@ func (p *shardedNamespace) encodeRequest(r request) (message, error) {
 		return message{}, err
 	}
 	payload, err := p.message(typ, d)
-	return message{channel: p.ch.broadcast, payload: payload, readByAll: true}, err
+	return message{channel: p.ch.broadcast, payload: payload, readers: readersAll}, err
 }
 
 // shardedRequest is the ClusterAdapter message type and data of a request.
@@ -419,6 +419,7 @@ func shardedRequestOf(m shardedMessage, d shardedData) (request, error) {
 	case shardedGap:
 		r.typ = typeGap
 		r.gapSince, r.gapUntil, err = d.span()
+		r.gapRooms = d.RoomChannels
 	default:
 		r.typ = -1
 	}

@@ -35,6 +35,10 @@ type shard struct {
 
 	held map[string]*heldChannel
 	todo []string // held channels to subscribe on the current connection
+	// gapFrom: when the connection that failed last read last
+	// (sinceStart), until the next one holds every channel again and the
+	// gap notice goes (gaps.go); 0: none. The loop's alone.
+	gapFrom int64
 
 	// Under mu: the subscriptions Redis says the current connection holds
 	// (its last confirmation's count), and their kind, for Stats.
@@ -233,6 +237,17 @@ func (s *shard) serve(ctx context.Context, ready func()) error {
 	probe := *s.probe.Load()
 	var lastRead atomic.Int64 // unix nanoseconds of the last message read
 	lastRead.Store(time.Now().UnixNano())
+	defer func() {
+		if ctx.Err() != nil || s.gapFrom != 0 {
+			return
+		}
+		for _, h := range s.held {
+			if h.on { // failed holding channels: the gap begins at its last read
+				s.gapFrom = sinceStart(time.Unix(0, lastRead.Load()))
+				return
+			}
+		}
+	}()
 	back := make(chan uint64, 1) // the probes read back
 	onMessage := func(m rueidis.PubSubMessage) {
 		lastRead.Store(time.Now().UnixNano())
@@ -290,6 +305,11 @@ func (s *shard) serve(ctx context.Context, ready func()) error {
 		s.release()
 		ready()
 		s.setProbeDead(false)
+		if from := s.gapFrom; from != 0 {
+			s.gapFrom = 0
+			restored := time.Now()
+			s.r.a.spawn(func() { s.r.a.sendRoomGaps(s.r.ctx, from, restored) })
+		}
 		select {
 		case <-s.changed:
 		case err := <-failed:

@@ -14,7 +14,7 @@ type target struct {
 	pub   *publisher
 	proto nsProtocol // bound to the namespace
 	sel   selector
-	sent  *sentLog // counts what Redis took that every node reads (Adapter only: gaps.go)
+	sent  *gapLogs // count what Redis took, for gap notices (Adapter only: gaps.go)
 	local bool     // only this node's sockets: nothing is published (Adapter only)
 	err   error    // the namespace is not served (Adapter) or not valid (Emitter); every operation returns it
 }
@@ -56,9 +56,7 @@ func (t target) emit(ctx context.Context, event string, args []any, deliver func
 	if deliver != nil {
 		deliver()
 	}
-	if m.readByAll {
-		m.sent = t.sent
-	}
+	m.sent = t.sent.of(m.readers)
 	return t.pub.publish(ctx, t.proto, m)
 }
 
@@ -80,9 +78,7 @@ func (t target) remote(ctx context.Context, typ requestType, rooms []string, clo
 	if err != nil {
 		return err
 	}
-	if m.readByAll {
-		m.sent = t.sent
-	}
+	m.sent = t.sent.of(m.readers)
 	return t.pub.publish(ctx, t.proto, m)
 }
 
