@@ -108,8 +108,13 @@ func (ps proxies) Silent() int {
 // the victim reaches every node through its own proxy.
 func proxiedCluster(t testing.TB, set *redistest.ClusterSet, conn redisadapter.Connector) (redisadapter.Connector, proxies) {
 	t.Helper()
+	if s, ok := conn.(redisadapter.Streams); ok {
+		c, ps := proxiedCluster(t, set, s.Connector)
+		s.Connector = c
+		return s, ps
+	}
 	cl, ok := conn.(redisadapter.Cluster)
-	require.True(t, ok, "a cluster mode's connector is a Cluster")
+	require.True(t, ok, "a cluster mode's connector is a Cluster, or Streams over one")
 	var ps proxies
 	routes := map[string]string{}
 	for _, n := range set.Nodes {
@@ -136,6 +141,9 @@ type faultMode struct {
 	cluster func(set *redistest.ClusterSet) redisadapter.Connector
 }
 
+// streams reports whether the mode is streams mode, which loses nothing.
+func (m faultMode) streams() bool { return strings.HasSuffix(m.name, "streams") }
+
 var (
 	faultClassic = faultMode{name: "classic",
 		conn: func(addr string) redisadapter.Connector { return redisadapter.Standalone{Addr: addr} },
@@ -155,6 +163,17 @@ var (
 	faultSharded = faultMode{name: "sharded",
 		cluster: func(set *redistest.ClusterSet) redisadapter.Connector {
 			return redisadapter.Cluster{Addrs: set.Addrs(), Sharded: true}
+		}}
+	// Classic pub/sub and streams on a cluster, for the faults on the
+	// network: PUBLISH goes through the cluster bus, and a stream lives on
+	// one master.
+	faultClusterClassic = faultMode{name: "cluster-classic",
+		cluster: func(set *redistest.ClusterSet) redisadapter.Connector {
+			return redisadapter.Cluster{Addrs: set.Addrs()}
+		}}
+	faultClusterStreams = faultMode{name: "cluster-streams",
+		cluster: func(set *redistest.ClusterSet) redisadapter.Connector {
+			return redisadapter.Streams{Connector: redisadapter.Cluster{Addrs: set.Addrs()}}
 		}}
 )
 
@@ -216,30 +235,30 @@ var faultCases = []faultCase{
 	// fault heals, and what the other node publishes meanwhile (about 2 s)
 	// reaches the other node alone: the victim's gap notice, once it is
 	// back, has the other node count it failed (gaps.go).
-	{name: "blackhole-to-redis", modes: []faultMode{faultClassic, faultStreams, faultSharded}, network: true, reportsLoss: true, inject: func(t testing.TB, e *faultEnv) time.Time {
+	{name: "blackhole-to-redis", modes: []faultMode{faultClassic, faultStreams, faultSharded, faultClusterClassic, faultClusterStreams}, network: true, reportsLoss: true, inject: func(t testing.TB, e *faultEnv) time.Time {
 		e.px.Blackhole(faultproxy.ToServer)
 		defer e.px.Heal()
 		return holdJittered(faultHold)
 	}},
 	// The victim reads nothing, and Redis counts it reached: its gap
 	// notice has the other node count failed what it missed.
-	{name: "blackhole-from-redis", modes: []faultMode{faultClassic, faultStreams, faultSharded}, network: true, reportsLoss: true, inject: func(t testing.TB, e *faultEnv) time.Time {
+	{name: "blackhole-from-redis", modes: []faultMode{faultClassic, faultStreams, faultSharded, faultClusterClassic, faultClusterStreams}, network: true, reportsLoss: true, inject: func(t testing.TB, e *faultEnv) time.Time {
 		e.px.Blackhole(faultproxy.ToClient)
 		defer e.px.Heal()
 		return holdJittered(faultHold)
 	}},
-	{name: "latency-200ms", modes: []faultMode{faultClassic, faultStreams, faultSharded}, network: true, quiet: true, inject: func(t testing.TB, e *faultEnv) time.Time {
+	{name: "latency-200ms", modes: []faultMode{faultClassic, faultStreams, faultSharded, faultClusterClassic, faultClusterStreams}, network: true, quiet: true, inject: func(t testing.TB, e *faultEnv) time.Time {
 		e.px.Latency(200 * time.Millisecond)
 		defer e.px.Latency(0)
 		return hold(faultHold)
 	}},
-	{name: "reset", modes: []faultMode{faultClassic, faultStreams, faultSharded}, network: true, reportsLoss: true, inject: func(t testing.TB, e *faultEnv) time.Time {
+	{name: "reset", modes: []faultMode{faultClassic, faultStreams, faultSharded, faultClusterClassic, faultClusterStreams}, network: true, reportsLoss: true, inject: func(t testing.TB, e *faultEnv) time.Time {
 		e.px.Reset()
 		return time.Now()
 	}},
 	// The victim keeps reading, slowly: its probe is waited for as behind
 	// a burst, and it rides the fault out with late deliveries.
-	{name: "slow-reader", modes: []faultMode{faultClassic, faultStreams, faultSharded}, network: true, quiet: true, inject: func(t testing.TB, e *faultEnv) time.Time {
+	{name: "slow-reader", modes: []faultMode{faultClassic, faultStreams, faultSharded, faultClusterClassic, faultClusterStreams}, network: true, quiet: true, inject: func(t testing.TB, e *faultEnv) time.Time {
 		e.px.SlowRead(1 << 10)
 		defer e.px.SlowRead(0)
 		return hold(faultHold)
@@ -591,7 +610,7 @@ func runFault(t testing.TB, fc faultCase, mode faultMode) faultResult {
 	fleet := []*node{e.victim, e.other}
 	p := newProbe(t, fleet, 1, 0)
 	marks := newMarkClock(t, fleet)
-	if mode.name == "streams" {
+	if mode.streams() {
 		p.drain = 5 * time.Second // entries resent after the fault come late
 	}
 	p.start()
@@ -841,7 +860,7 @@ func TestFaults(t *testing.T) {
 				require.GreaterOrEqual(t, r.recovered, time.Duration(0), "broadcasts flow again")
 				require.Less(t, r.recovered, 2*wait, "broadcasts flow again")
 				require.Zero(t, r.lostOutside, "broadcasts lost outside the fault")
-				if mode.name == "streams" {
+				if mode.streams() {
 					require.Zero(t, r.lost, "streams mode loses nothing it accepted")
 				} else if fc.reportsLoss {
 					require.LessOrEqual(t, r.lost, r.reported, "broadcasts lost unreported")

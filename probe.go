@@ -434,28 +434,33 @@ func (p *prober) probe(ctx context.Context) (time.Duration, error) {
 	defer p.waiting.Store(0)
 	m := message{channel: p.channel, payload: []byte(probePayload(n))}
 	build := func(b rueidis.Builder) rueidis.Completed { return p.ns.proto.command(b, m, seqNo{}) }
-	var aside *probeAside
-	// In a cluster a node's subscriptions and its PUBLISHes may be served
-	// by different nodes, a PUBLISH reaching the others over the cluster
-	// bus in no order with one published elsewhere: the order in which the
-	// two probes come back would prove nothing. There a late probe on a
-	// busy connection is waited for as behind a burst.
+	// In a cluster both probes go to the node serving the command's slot
+	// (the namespace's, or the channel's for an SPUBLISH), which executes
+	// them in the order they came and passes them on over the cluster bus,
+	// one link per pair of nodes, in that order: the order in which they
+	// come back proves as much as on one server (but while the slot moves,
+	// a failover: a probe then found lost renews the connections once
+	// more). Without the one aside, a late probe on a busy connection was
+	// waited for as behind a burst: a node whose way to the cluster was
+	// blackholed one way, still reading the others' broadcasts, was found
+	// 4.4 s in.
+	am := message{channel: p.channel, payload: []byte(asidePayload(n))}
+	aside := &probeAside{
+		publish: func(ctx context.Context) error {
+			return p.a.publishAside(ctx, func(b rueidis.Builder) rueidis.Completed { return p.ns.proto.command(b, am, seqNo{}) })
+		},
+		back:   p.asideBack,
+		behind: p.a.pub.inFlight.Load,
+	}
 	if p.a.client.Mode() != rueidis.ClientModeCluster {
-		am := message{channel: p.channel, payload: []byte(asidePayload(n))}
-		aside = &probeAside{
-			publish: func(ctx context.Context) error {
-				return p.a.publishAside(ctx, func(b rueidis.Builder) rueidis.Completed { return p.ns.proto.command(b, am, seqNo{}) })
-			},
-			back:   p.asideBack,
-			behind: p.a.pub.inFlight.Load,
-		}
 		// The probe proves the connection it goes out on. rueidis (v1.0)
 		// spreads the node's commands over its pipelined connections (two
 		// on two cores, four on four and more), but sends a command
 		// without a slot on the first, which the subscriptions ride: every
 		// other probe goes there, so that a fault of that connection alone
 		// is found by the next probe but one. (An SPUBLISH, sharded
-		// pub/sub, has its channel's slot, and goes as the others do.)
+		// pub/sub, has its channel's slot, and goes as the others do; in a
+		// cluster a command without a slot goes to a node at random.)
 		if n%2 == 0 {
 			build = func(b rueidis.Builder) rueidis.Completed {
 				cmd := p.ns.proto.command(b, m, seqNo{})
