@@ -86,6 +86,9 @@ func TestGapNoticeMalformed(t *testing.T) {
 		_, err = sharded{"socket.io", "me"}.namespace("/").decodeRequest(`{"uid":"u","nsp":"/","type":1000,"data":` + data + `}`)
 		require.True(t, errors.Is(err, errMalformed), "%s: %v", data, err)
 	}
+	// {"uid": "u", "type": 1000} in msgpack: the classic decoder's other form.
+	_, err := decodeClassicRequest("\x82\xa3uid\xa1u\xa4type\xcd\x03\xe8")
+	require.True(t, errors.Is(err, errMalformed), "%v", err)
 }
 
 func TestGapLogsByReaders(t *testing.T) {
