@@ -94,12 +94,12 @@ type prober struct {
 	// that reads broadcasts or requests went down (lastRead then), until
 	// they are all back (takeGaps); 0: none. Guarded by the subscription
 	// tracker's mutex (noteGapStart and takeGaps run under it).
-	gapFrom int64
-	waiting                 atomic.Uint64 // the number of the probe in flight; 0: none
-	back                    chan uint64   // cap 1: the probe read back
-	asideBack               chan uint64   // cap 1: the probe published aside read back
-	dead                    atomic.Bool   // the last probe failed
-	n                       uint64        // the last probe's number; the loop's alone
+	gapFrom   int64
+	waiting   atomic.Uint64 // the number of the probe in flight; 0: none
+	back      chan uint64   // cap 1: the probe read back
+	asideBack chan uint64   // cap 1: the probe published aside read back
+	dead      atomic.Bool   // the last probe failed
+	n         uint64        // the last probe's number; the loop's alone
 
 	mu   sync.Mutex
 	lags [probeLags]time.Duration // the last round trips, a ring

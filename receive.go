@@ -122,7 +122,7 @@ var errUnsubscribed = errors.New("redis ended the subscription")
 // subscription is back after an outage (see settle), and keeps the last
 // error, for New's.
 type subscriptionTracker struct {
-	restoredF func() // called under mu (on rueidis's reader goroutine: it must not block) when an outage ends
+	restoredF func()               // called under mu (on rueidis's reader goroutine: it must not block) when an outage ends
 	lostF     func(channel string) // called under mu (on a loop's goroutine: it must not block) for each channel or pattern lost
 	counts    *counters
 	closed    <-chan struct{} // closed when the owner closes: waits end with ErrClosed
