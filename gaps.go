@@ -89,8 +89,12 @@ type sentCount struct {
 	n    uint64
 }
 
-// record counts one message sent at at (sinceStart).
+// record counts one message sent at at (sinceStart, never before the
+// process started: a time before is not counted).
 func (l *sentLog) record(at int64) {
+	if at < 0 {
+		return
+	}
 	s := at / int64(sentSlot)
 	l.mu.Lock()
 	if l.slots == nil {
