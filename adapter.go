@@ -157,7 +157,8 @@ func (a *Adapter) start(ctx context.Context) error {
 	a.subs.restoredF = func() {
 		at := time.Now()
 		a.pub.outageEnded(at)
-		a.spawn(func() { a.refreshConnections(loopCtx, at) })
+		gaps := a.takeGaps()
+		a.spawn(func() { a.refreshConnections(loopCtx, at, gaps) })
 	}
 	for _, sub := range subs {
 		a.spawn(func() { a.receiveLoop(loopCtx, sub) })

@@ -82,7 +82,7 @@ func (a *Adapter) handleRequest(in inbound) {
 	case typeBroadcast:
 		a.serveBroadcastWithAck(ns, r)
 	case typeGap:
-		a.countGap(ns, r)
+		a.countGap(ns, r, in.at)
 	default:
 		a.in.dropped(m, fmt.Errorf("%w: unknown request type %d", errMalformed, r.typ))
 	}

@@ -170,6 +170,9 @@ func decodeMsgpackRequest(msg string) (request, error) {
 			return r, malformed("request %q: %v", key, err)
 		}
 	}
+	if r.typ == typeGap {
+		return r, malformed("a gap notice in msgpack") // sent in JSON only, its span read there
+	}
 	r.frame.uid = r.uid
 	return r, nil
 }

@@ -81,11 +81,13 @@ func roomSubscriptions(c Connector) bool {
 	return false
 }
 
-// dialSeam returns the TCP dial of c's Cluster, if a test set one
-// (Cluster.dial); nil otherwise.
+// dialSeam returns the TCP dial of c's Cluster or Sentinel, if a test set
+// one (Cluster.dial, Sentinel.dial); nil otherwise.
 func dialSeam(c Connector) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	switch c := c.(type) {
 	case Cluster:
+		return c.dial
+	case Sentinel:
 		return c.dial
 	case Streams:
 		return dialSeam(c.Connector)

@@ -131,6 +131,33 @@ func proxiedCluster(t testing.TB, set *redistest.ClusterSet, conn redisadapter.C
 	}), ps
 }
 
+// proxiedSentinel returns conn (a Sentinel, or Streams over one) dialing
+// each data node of set (the master and the replica) through a proxy of
+// its own, and the sentinels directly, and the proxies.
+func proxiedSentinel(t testing.TB, set *redistest.SentinelSet, conn redisadapter.Connector) (redisadapter.Connector, proxies) {
+	t.Helper()
+	if s, ok := conn.(redisadapter.Streams); ok {
+		c, ps := proxiedSentinel(t, set, s.Connector)
+		s.Connector = c
+		return s, ps
+	}
+	sc, ok := conn.(redisadapter.Sentinel)
+	require.True(t, ok, "a Sentinel mode's connector is a Sentinel, or Streams over one")
+	var ps proxies
+	routes := map[string]string{}
+	for _, n := range []*redistest.Server{set.Master, set.Replica} {
+		p := faultproxy.Start(t, n.Addr())
+		ps = append(ps, p)
+		routes[n.Addr()] = p.Addr()
+	}
+	return redisadapter.SentinelDialingVia(sc, func(addr string) string {
+		if to, ok := routes[addr]; ok {
+			return to
+		}
+		return addr // a sentinel
+	}), ps
+}
+
 // faultMode is a mode the adapter runs in, given the address of a
 // standalone Redis, the sentinel set or the cluster: a mode lacks the
 // topologies it does not run on.
@@ -175,7 +202,15 @@ var (
 		cluster: func(set *redistest.ClusterSet) redisadapter.Connector {
 			return redisadapter.Streams{Connector: redisadapter.Cluster{Addrs: set.Addrs()}}
 		}}
+	// Classic pub/sub and streams with Sentinel, for the faults on the
+	// network: the victim reaches the data nodes through proxies of its
+	// own, the sentinels directly (proxiedSentinel).
+	faultSentinelClassic = faultMode{name: "sentinel-classic", sent: faultClassic.sent}
+	faultSentinelStreams = faultMode{name: "sentinel-streams", sent: faultStreams.sent}
 )
+
+// networkModes are the modes of the faults on the victim's network.
+var networkModes = []faultMode{faultClassic, faultStreams, faultSharded, faultClusterClassic, faultClusterStreams, faultSentinelClassic, faultSentinelStreams}
 
 // faultCase is one fault: inject starts it, holds it and ends it, and
 // returns when it ended (with Sentinel, when the new master was elected).
@@ -235,30 +270,30 @@ var faultCases = []faultCase{
 	// fault heals, and what the other node publishes meanwhile (about 2 s)
 	// reaches the other node alone: the victim's gap notice, once it is
 	// back, has the other node count it failed (gaps.go).
-	{name: "blackhole-to-redis", modes: []faultMode{faultClassic, faultStreams, faultSharded, faultClusterClassic, faultClusterStreams}, network: true, reportsLoss: true, inject: func(t testing.TB, e *faultEnv) time.Time {
+	{name: "blackhole-to-redis", modes: networkModes, network: true, reportsLoss: true, inject: func(t testing.TB, e *faultEnv) time.Time {
 		e.px.Blackhole(faultproxy.ToServer)
 		defer e.px.Heal()
 		return holdJittered(faultHold)
 	}},
 	// The victim reads nothing, and Redis counts it reached: its gap
 	// notice has the other node count failed what it missed.
-	{name: "blackhole-from-redis", modes: []faultMode{faultClassic, faultStreams, faultSharded, faultClusterClassic, faultClusterStreams}, network: true, reportsLoss: true, inject: func(t testing.TB, e *faultEnv) time.Time {
+	{name: "blackhole-from-redis", modes: networkModes, network: true, reportsLoss: true, inject: func(t testing.TB, e *faultEnv) time.Time {
 		e.px.Blackhole(faultproxy.ToClient)
 		defer e.px.Heal()
 		return holdJittered(faultHold)
 	}},
-	{name: "latency-200ms", modes: []faultMode{faultClassic, faultStreams, faultSharded, faultClusterClassic, faultClusterStreams}, network: true, quiet: true, inject: func(t testing.TB, e *faultEnv) time.Time {
+	{name: "latency-200ms", modes: networkModes, network: true, quiet: true, inject: func(t testing.TB, e *faultEnv) time.Time {
 		e.px.Latency(200 * time.Millisecond)
 		defer e.px.Latency(0)
 		return hold(faultHold)
 	}},
-	{name: "reset", modes: []faultMode{faultClassic, faultStreams, faultSharded, faultClusterClassic, faultClusterStreams}, network: true, reportsLoss: true, inject: func(t testing.TB, e *faultEnv) time.Time {
+	{name: "reset", modes: networkModes, network: true, reportsLoss: true, inject: func(t testing.TB, e *faultEnv) time.Time {
 		e.px.Reset()
 		return time.Now()
 	}},
 	// The victim keeps reading, slowly: its probe is waited for as behind
 	// a burst, and it rides the fault out with late deliveries.
-	{name: "slow-reader", modes: []faultMode{faultClassic, faultStreams, faultSharded, faultClusterClassic, faultClusterStreams}, network: true, quiet: true, inject: func(t testing.TB, e *faultEnv) time.Time {
+	{name: "slow-reader", modes: networkModes, network: true, quiet: true, inject: func(t testing.TB, e *faultEnv) time.Time {
 		e.px.SlowRead(1 << 10)
 		defer e.px.SlowRead(0)
 		return hold(faultHold)
@@ -596,9 +631,13 @@ func runFault(t testing.TB, fc faultCase, mode faultMode) faultResult {
 		opts := &redisadapter.Options{Key: uniqueKey(t)}
 		e.victim = startNode(t, victim, opts)
 		e.other = startNode(t, mode.cluster(e.cluster), opts)
-	case fc.sentinel:
+	case fc.sentinel, mode.conn == nil && mode.sent != nil:
 		e.set = redistest.StartSentinel(t)
-		e.victim = startNode(t, mode.sent(e.set), nil)
+		victim := mode.sent(e.set)
+		if fc.network {
+			victim, e.px = proxiedSentinel(t, e.set, victim)
+		}
+		e.victim = startNode(t, victim, nil)
 		e.other = startNode(t, mode.sent(e.set), nil)
 	default:
 		e.srv = redistest.Start(t)

@@ -8,8 +8,10 @@ package redisadapter
 // cut off by Redis) misses what the others published meanwhile, and
 // neither they nor it can tell from the answers (publish.go's reach counts
 // compare only after the publisher's own outage). So once its
-// subscriptions are back, the node tells the others the span it could not
-// read, in a gap notice (typeGap, a request type of ours that Node's
+// subscriptions are back (and the settle delay passed, for the others to
+// have renewed theirs), the node tells the others the span it could not
+// read, for each namespace that lost a subscription to its broadcasts or
+// requests, in a gap notice (typeGap, a request type of ours that Node's
 // adapters ignore), and each counts what it published in that span on the
 // channels every node's subscriptions read in Stats.PublishFailures. A
 // room channels' connection (a node's SUBSCRIBE per room, sharded mode's
@@ -20,11 +22,13 @@ package redisadapter
 //
 // The span goes as durations before the notice was sent, read against the
 // receiver's clock when it arrives: hosts' clocks differ by more than a
-// notice's transit. It begins at the last message the node read before
-// its subscriptions went down, less its largest probe round trip
-// (publish to read back: what was published that long before may still
-// have been on its way), and ends when they were all back; the receiver
-// widens it by its own largest round trip for the notice's transit.
+// notice's transit. It begins at the last message the namespace's
+// subscriptions read before the first of them went down, less the largest
+// probe round trip (publish to read back: what was published that long
+// before may still have been on its way), and ends when they were all
+// back; the receiver reads it from the notice's arrival (not from when
+// its worker got to it), widened by its own largest round trip for the
+// notice's transit.
 // Counts are kept per sentSlot and taken whole slots at a time, and a
 // count taken is forgotten, so that several nodes' notices of one outage
 // count each broadcast once: a count may take in a few broadcasts
@@ -85,8 +89,12 @@ type sentCount struct {
 	n    uint64
 }
 
-// record counts one message sent at at (sinceStart).
+// record counts one message sent at at (sinceStart, never before the
+// process started: a time before is not counted).
 func (l *sentLog) record(at int64) {
+	if at < 0 {
+		return
+	}
 	s := at / int64(sentSlot)
 	l.mu.Lock()
 	if l.slots == nil {
@@ -154,30 +162,56 @@ func (g gapData) span() (since, until time.Duration, err error) {
 	return time.Duration(*g.Since) * time.Millisecond, time.Duration(*g.Until) * time.Millisecond, nil
 }
 
-// noteGapStart notes, when the subscriptions go down, each namespace's last
-// read before: where the gap its notice will report begins.
-func (a *Adapter) noteGapStart() {
-	for _, p := range a.probes {
-		p.readBeforeGap.Store(p.lastRead.Load())
+// noteGapStart notes, when channel (a subscription's channel or pattern)
+// goes down, where the gap of its namespace begins: at the namespace's
+// last read, unless a gap is open already. A channel of answers opens
+// none: an answer missed ends its request in a timeout, which says so. It
+// runs under the subscription tracker's mutex.
+func (a *Adapter) noteGapStart(channel string) {
+	r, ok := a.in.routes[channel]
+	if !ok || r.queue == toResponses || r.ns.probe == nil || r.ns.probe.gapFrom != 0 {
+		return
 	}
+	r.ns.probe.gapFrom = r.ns.probe.lastRead.Load()
 }
 
-// sendGaps sends each namespace's gap notice, once the subscriptions came
-// back at restored.
-func (a *Adapter) sendGaps(ctx context.Context, restored time.Time) {
+// gap is a namespace's span not read: from its last read before (less the
+// largest probe round trip), until the subscriptions were back.
+type gap struct {
+	ns   *namespace
+	from int64 // sinceStart
+}
+
+// takeGaps returns, and closes, the namespaces' open gaps, once every
+// subscription is back. It runs under the subscription tracker's mutex: a
+// subscription lost again before the notices go opens a gap of its own.
+func (a *Adapter) takeGaps() []gap {
+	var gaps []gap
 	for _, p := range a.probes {
+		if p.gapFrom == 0 {
+			continue
+		}
 		_, _, lagMax := p.lag()
-		a.sendGap(ctx, p.ns, p.readBeforeGap.Load()-int64(lagMax), restored, false)
+		gaps = append(gaps, gap{ns: p.ns, from: p.gapFrom - int64(lagMax)})
+		p.gapFrom = 0
+	}
+	return gaps
+}
+
+// sendGaps sends the gap notices of an outage that ended at restored.
+func (a *Adapter) sendGaps(ctx context.Context, restored time.Time, gaps []gap) {
+	for _, g := range gaps {
+		a.sendGap(ctx, g.ns, g.from, restored, false)
 	}
 }
 
 // sendRoomGaps sends each namespace's gap notice for the room channels,
 // once a room channels' connection came back at restored: from is when
-// the one before last read (sinceStart).
-func (a *Adapter) sendRoomGaps(ctx context.Context, from int64, restored time.Time) {
-	_, _, lagMax := a.probeLag()
+// the one before last read (sinceStart), lag the largest probe round trip
+// of that connection.
+func (a *Adapter) sendRoomGaps(ctx context.Context, from int64, lag time.Duration, restored time.Time) {
 	for _, p := range a.probes {
-		a.sendGap(ctx, p.ns, from-int64(lagMax), restored, true)
+		a.sendGap(ctx, p.ns, from-int64(lag), restored, true)
 	}
 }
 
@@ -202,15 +236,20 @@ func (a *Adapter) sendGap(ctx context.Context, ns *namespace, from int64, until 
 }
 
 // countGap counts failed what this node published in the span another node
-// could not read, r being its notice.
-func (a *Adapter) countGap(ns *namespace, r request) {
+// could not read, r being its notice, which arrived at arrived (sinceStart;
+// 0: now). The span is read from its arrival: the queue it waited in
+// (behind a slow ServerSideEmit handler, say) does not move it.
+func (a *Adapter) countGap(ns *namespace, r request, arrived int64) {
 	now := sinceStart(time.Now())
-	_, _, lagMax := a.probeLag()
-	log, what := ns.sent.of(readersAll), "broadcasts"
-	if r.gapRooms {
-		log, what = ns.sent.of(readersRoom), "broadcasts to a room's channel"
+	if arrived == 0 {
+		arrived = now
 	}
-	n, partial := log.take(now-int64(r.gapSince+lagMax), now-int64(r.gapUntil), now)
+	_, _, lagMax := a.probeLag()
+	sent, what := ns.sent.of(readersAll), "broadcasts"
+	if r.gapRooms {
+		sent, what = ns.sent.of(readersRoom), "broadcasts to a room's channel"
+	}
+	n, partial := sent.take(arrived-int64(r.gapSince+lagMax), arrived-int64(r.gapUntil), now)
 	if n == 0 {
 		return
 	}

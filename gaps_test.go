@@ -1,11 +1,15 @@
 package redisadapter
 
 import (
+	"bytes"
 	"errors"
+	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/blogstack/redisadapter/internal/await"
 )
 
 func TestSentLogCountsTheSpanOnce(t *testing.T) {
@@ -13,6 +17,7 @@ func TestSentLogCountsTheSpanOnce(t *testing.T) {
 	base := 100 * slot
 	var l sentLog
 	require.Zero(t, first(l.take(0, base, base)), "nothing recorded")
+	l.record(-1) // before the process started: not counted, no panic
 	for _, at := range []int64{base, base + 1, base + slot - 1, base + slot, base + 5*slot, base + 9*slot} {
 		l.record(at)
 	}
@@ -86,6 +91,9 @@ func TestGapNoticeMalformed(t *testing.T) {
 		_, err = sharded{"socket.io", "me"}.namespace("/").decodeRequest(`{"uid":"u","nsp":"/","type":1000,"data":` + data + `}`)
 		require.True(t, errors.Is(err, errMalformed), "%s: %v", data, err)
 	}
+	// {"uid": "u", "type": 1000} in msgpack: the classic decoder's other form.
+	_, err := decodeClassicRequest("\x82\xa3uid\xa1u\xa4type\xcd\x03\xe8")
+	require.True(t, errors.Is(err, errMalformed), "%v", err)
 }
 
 func TestGapLogsByReaders(t *testing.T) {
@@ -110,4 +118,34 @@ func TestGapLogsByReaders(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, c.readers, m.readers, "%T %v", c.proto, c.sel)
 	}
+}
+
+// A notice's span, read from its arrival: what was published in it counts
+// failed, in the log of its kind, once; what was published outside it,
+// more than a slot away, does not.
+func TestCountGapCountsTheSpan(t *testing.T) {
+	var logs bytes.Buffer
+	a := &Adapter{pub: &publisher{}, log: slog.New(slog.NewTextHandler(&logs, nil))}
+	ns := newNamespace("/", classic{key: "k", uid: "me"}.namespace("/"))
+	// The times below are before the process started until it has run 2 s.
+	await.True(t, 5*time.Second, 10*time.Millisecond, "the test process has run for 2 s", func() bool {
+		return sinceStart(time.Now()) > int64(2*time.Second)
+	})
+	now := sinceStart(time.Now())
+	arrived := now - int64(time.Second) // waited in the queue since
+	for _, ago := range []time.Duration{900 * time.Millisecond, 350 * time.Millisecond, 250 * time.Millisecond, 150 * time.Millisecond, 50 * time.Millisecond} {
+		ns.sent.all.record(arrived - int64(ago))
+		ns.sent.rooms.record(arrived - int64(ago))
+	}
+	notice := request{uid: "deaf", typ: typeGap, gapSince: 300 * time.Millisecond, gapUntil: 100 * time.Millisecond}
+
+	a.countGap(ns, notice, arrived)
+	require.Equal(t, uint64(2), a.pub.failures.Load(), "the two published 250 and 150 ms before it arrived")
+	require.Contains(t, logs.String(), "node=deaf")
+	a.countGap(ns, notice, arrived)
+	require.Equal(t, uint64(2), a.pub.failures.Load(), "a second notice of the span counts them once")
+
+	notice.gapRooms = true
+	a.countGap(ns, notice, arrived)
+	require.Equal(t, uint64(4), a.pub.failures.Load(), "the room channels' count apart")
 }

@@ -88,15 +88,18 @@ type prober struct {
 
 	lastProof atomic.Int64  // unix nanoseconds of the last message read on channel
 	reads     atomic.Uint64 // messages read on any of the namespace's subscriptions
-	// lastRead is when the last of those was read (sinceStart), and
-	// readBeforeGap when the last was before the subscriptions last went
-	// down (gaps.go).
-	lastRead, readBeforeGap atomic.Int64
-	waiting                 atomic.Uint64 // the number of the probe in flight; 0: none
-	back                    chan uint64   // cap 1: the probe read back
-	asideBack               chan uint64   // cap 1: the probe published aside read back
-	dead                    atomic.Bool   // the last probe failed
-	n                       uint64        // the last probe's number; the loop's alone
+	// lastRead is when the last of those was read (sinceStart).
+	lastRead atomic.Int64
+	// gapFrom is when the namespace's subscriptions read last before one
+	// that reads broadcasts or requests went down (lastRead then), until
+	// they are all back (takeGaps); 0: none. Guarded by the subscription
+	// tracker's mutex (noteGapStart and takeGaps run under it).
+	gapFrom   int64
+	waiting   atomic.Uint64 // the number of the probe in flight; 0: none
+	back      chan uint64   // cap 1: the probe read back
+	asideBack chan uint64   // cap 1: the probe published aside read back
+	dead      atomic.Bool   // the last probe failed
+	n         uint64        // the last probe's number; the loop's alone
 
 	mu   sync.Mutex
 	lags [probeLags]time.Duration // the last round trips, a ring

@@ -98,7 +98,8 @@ type message struct {
 	// readers is who reads it: what a node that could not read missed
 	// (gaps.go).
 	readers readers
-	// sent, when set, counts it once Redis took it (gaps.go).
+	// sent, when set, counts it once Redis took it (gaps.go): set on the
+	// Adapter's messages that wait for no answer (target.go).
 	sent *sentLog
 }
 
@@ -106,7 +107,7 @@ type message struct {
 type readers uint8
 
 const (
-	readersNone readers = iota // no gap counts it: a stream entry, an answer, a request that waits for answers
+	readersNone readers = iota // no gap counts it: a stream entry, an answer
 	readersAll                 // every node's subscriptions to the namespace
 	readersRoom                // the nodes holding the room, on their room channels' connections
 )

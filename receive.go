@@ -45,16 +45,17 @@ import (
 // attempts began is spared: it serves (the renewed subscriptions may ride
 // a connection rueidis had opened before). The renewal proves the network
 // is back; one of those that was silent only for lack of traffic costs a
-// dial. Then, on the connections left, it sends the gap notices of the
-// outage that ended at restored (gaps.go).
-func (a *Adapter) refreshConnections(ctx context.Context, restored time.Time) {
+// dial.
+//
+// Last, once the settle delay has passed since the subscriptions came back
+// at restored (the other nodes' renewed theirs too, after an outage they
+// all had), it sends the outage's gap notices (gaps.go).
+func (a *Adapter) refreshConnections(ctx context.Context, restored time.Time, gaps []gap) {
 	if since, ok := a.subs.takeRenewal(); ok {
 		if n := a.conns.closeStale(since, since); n > 0 {
 			a.log.Debug("subscriptions renewed: closed the connections dialed into the fault", "closed", n)
 		}
 	}
-	a.sendGaps(ctx, restored) // on the connections left
-
 	const pings = 16
 	for range pings {
 		for _, name := range a.opts.Namespaces {
@@ -62,6 +63,9 @@ func (a *Adapter) refreshConnections(ctx context.Context, restored time.Time) {
 			_ = a.client.Do(pctx, a.namespaces[name].proto.ping(a.client)).Error()
 			cancel()
 		}
+	}
+	if len(gaps) > 0 && sleepCtx(ctx, settle-time.Since(restored)) {
+		a.sendGaps(ctx, restored, gaps)
 	}
 }
 
@@ -118,8 +122,8 @@ var errUnsubscribed = errors.New("redis ended the subscription")
 // subscription is back after an outage (see settle), and keeps the last
 // error, for New's.
 type subscriptionTracker struct {
-	restoredF func() // called (on rueidis's reader goroutine: it must not block) when an outage ends
-	lostF     func() // called (on a loop's goroutine: it must not block) when an outage begins
+	restoredF func()               // called under mu (on rueidis's reader goroutine: it must not block) when an outage ends
+	lostF     func(channel string) // called under mu (on a loop's goroutine: it must not block) for each channel or pattern lost
 	counts    *counters
 	closed    <-chan struct{} // closed when the owner closes: waits end with ErrClosed
 	mu        sync.Mutex
@@ -241,9 +245,9 @@ func (t *subscriptionTracker) down(channels map[string]queueKind, err error) {
 		}
 		if t.liveCount == t.want {
 			t.allLive = make(chan struct{})
-			if t.lostF != nil {
-				t.lostF()
-			}
+		}
+		if t.lostF != nil {
+			t.lostF(ch)
 		}
 		t.live[ch] = false
 		t.liveCount--

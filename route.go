@@ -42,6 +42,9 @@ type inbound struct {
 	rueidis.PubSubMessage
 	ns  *namespace
 	req *request // a request decoded already (by the broadcast worker, or a stream reader)
+	// at is when it was read (sinceStart), on a namespace's subscriptions;
+	// 0 elsewhere. A gap notice's span is read from it (gaps.go).
+	at int64
 }
 
 // inbox routes received messages to the workers' queues. Its routes are
@@ -99,11 +102,13 @@ func (in *inbox) onMessage(m rueidis.PubSubMessage) {
 	if !ok {
 		return
 	}
+	var at int64
 	if p := r.ns.probe; p != nil && !r.room {
 		// The probed connection is not silent (probe.go); a room channel's
 		// message came on another connection and proves nothing of it.
+		at = sinceStart(time.Now())
 		p.reads.Add(1)
-		p.lastRead.Store(sinceStart(time.Now()))
+		p.lastRead.Store(at)
 		if r.queue == toResponses && p.read(m) {
 			return // a delivery probe
 		}
@@ -111,7 +116,7 @@ func (in *inbox) onMessage(m rueidis.PubSubMessage) {
 	if r.queue == toBroadcasts && r.ns.proto.fromNode(m.Message) {
 		return
 	}
-	in.route(r.queue, inbound{PubSubMessage: m, ns: r.ns})
+	in.route(r.queue, inbound{PubSubMessage: m, ns: r.ns, at: at})
 }
 
 // route puts m on queue q, or drops and counts it when q is full.

@@ -42,6 +42,12 @@ type Sentinel struct {
 	// Adapter.Join rather than conn.Join when the first broadcasts to a
 	// room matter. See "Which mode?" in docs/modes.md. default: false (PSUBSCRIBE)
 	RoomSubscriptions bool
+
+	// dial, when set, opens the TCP connection to each server, sentinels
+	// included (TLS, if any, on top), in place of the client's dialer: a
+	// test seam, through which the fault matrix puts a proxy of its own
+	// before each data node (export_test.go's SentinelDialingVia).
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Sentinel has no defaults to fill: MasterName and Addrs are required.

@@ -39,6 +39,8 @@ type shard struct {
 	// (sinceStart), until the next one holds every channel again and the
 	// gap notice goes (gaps.go); 0: none. The loop's alone.
 	gapFrom int64
+	// lag is the last round trip of the connections' delivery probes.
+	lag atomic.Int64
 
 	// Under mu: the subscriptions Redis says the current connection holds
 	// (its last confirmation's count), and their kind, for Stats.
@@ -235,22 +237,22 @@ func (s *shard) serve(ctx context.Context, ready func()) error {
 	}()
 	defer dc.Close()
 	probe := *s.probe.Load()
-	var lastRead atomic.Int64 // unix nanoseconds of the last message read
-	lastRead.Store(time.Now().UnixNano())
+	var lastRead atomic.Int64 // when the last message was read (sinceStart)
+	lastRead.Store(sinceStart(time.Now()))
 	defer func() {
 		if ctx.Err() != nil || s.gapFrom != 0 {
 			return
 		}
 		for _, h := range s.held {
 			if h.on { // failed holding channels: the gap begins at its last read
-				s.gapFrom = sinceStart(time.Unix(0, lastRead.Load()))
+				s.gapFrom = lastRead.Load()
 				return
 			}
 		}
 	}()
 	back := make(chan uint64, 1) // the probes read back
 	onMessage := func(m rueidis.PubSubMessage) {
-		lastRead.Store(time.Now().UnixNano())
+		lastRead.Store(sinceStart(time.Now()))
 		if m.Channel != probe || probe == "" {
 			s.r.a.in.onMessage(m)
 			return
@@ -308,7 +310,9 @@ func (s *shard) serve(ctx context.Context, ready func()) error {
 		if from := s.gapFrom; from != 0 {
 			s.gapFrom = 0
 			restored := time.Now()
-			s.r.a.spawn(func() { s.r.a.sendRoomGaps(s.r.ctx, from, restored) })
+			_, _, lag := s.r.a.probeLag()
+			lag = max(lag, time.Duration(s.lag.Load()))
+			s.r.a.spawn(func() { s.r.a.sendRoomGaps(s.r.ctx, from, lag, restored) })
 		}
 		select {
 		case <-s.changed:
@@ -366,7 +370,7 @@ func (s *shard) probeLoop(ctx context.Context, channel string, lastRead *atomic.
 	o := s.r.a.opts
 	reads := func() uint64 { return uint64(lastRead.Load()) }
 	for n := uint64(1); ; {
-		if quiet := time.Since(time.Unix(0, lastRead.Load())); quiet < o.ProbeInterval {
+		if quiet := time.Duration(sinceStart(time.Now()) - lastRead.Load()); quiet < o.ProbeInterval {
 			if !sleepCtx(ctx, o.ProbeInterval-quiet) {
 				return
 			}
@@ -377,9 +381,12 @@ func (s *shard) probeLoop(ctx context.Context, channel string, lastRead *atomic.
 		case <-back:
 		default:
 		}
-		_, err := s.r.a.probeRoundTrip(ctx, func(b rueidis.Builder) rueidis.Completed {
+		lag, err := s.r.a.probeRoundTrip(ctx, func(b rueidis.Builder) rueidis.Completed {
 			return s.r.rc.publishRoom(b, channel, probePayload(n))
 		}, n, back, reads, nil)
+		if err == nil {
+			s.lag.Store(int64(lag))
+		}
 		var lost errProbeLost
 		switch {
 		case ctx.Err() != nil || errors.Is(err, ErrClosed):
