@@ -238,10 +238,20 @@ func (p *prober) run(ctx context.Context) {
 		// back to the old master.
 		if err == nil && checkRoles && (p.dead.Load() || time.Since(lastRole) >= roleCheckInterval) {
 			lastRole = time.Now()
-			if err = p.checkRole(ctx, p.dead.Load()); refusal(err) {
+			err = p.checkRole(ctx, p.dead.Load())
+			switch {
+			case refusal(err):
 				checkRoles = false // an ACL without ROLE: the probe alone, as before
 				p.a.log.Warn("the server refused ROLE: a node left on a demoted Sentinel master is not detected (allow +role to this user)", "err", err)
 				err = nil
+			case errors.Is(err, context.DeadlineExceeded) && !p.dead.Load() && ctx.Err() == nil:
+				// The probe has just proven delivery: a ROLE unanswered
+				// within ProbeTimeout is behind the connection's backlog
+				// (a slow reader: it closed a connection that delivered,
+				// and lost its backlog), and says nothing of the role. It
+				// is asked again after the next probe.
+				p.a.log.Debug("ROLE unanswered after a probe came back; asked again after the next", "namespace", p.ns.name)
+				lastRole, err = time.Time{}, nil
 			}
 		}
 		if ctx.Err() != nil || errors.Is(err, ErrClosed) {
