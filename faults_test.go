@@ -102,60 +102,47 @@ func (ps proxies) Silent() int {
 	return n
 }
 
-// proxiedCluster starts a fault proxy before each node of set and returns
-// them with conn, which must be a Cluster, dialing each node through its
-// proxy: whatever addresses the cluster announces (CLUSTER SLOTS, MOVED),
-// the victim reaches every node through its own proxy.
-func proxiedCluster(t testing.TB, set *redistest.ClusterSet, conn redisadapter.Connector) (redisadapter.Connector, proxies) {
+// proxied returns conn (a Cluster or a Sentinel, or Streams over one)
+// dialing each of servers through a fault proxy of its own, and the
+// proxies: whatever addresses a cluster announces (CLUSTER SLOTS, MOVED)
+// or the sentinels name, the victim reaches each data node through its
+// own proxy. A Sentinel client dials the sentinels directly; a cluster
+// client dials nothing else.
+func proxied(t testing.TB, servers []*redistest.Server, conn redisadapter.Connector) (redisadapter.Connector, proxies) {
 	t.Helper()
-	if s, ok := conn.(redisadapter.Streams); ok {
-		c, ps := proxiedCluster(t, set, s.Connector)
-		s.Connector = c
-		return s, ps
-	}
-	cl, ok := conn.(redisadapter.Cluster)
-	require.True(t, ok, "a cluster mode's connector is a Cluster, or Streams over one")
 	var ps proxies
 	routes := map[string]string{}
-	for _, n := range set.Nodes {
+	for _, n := range servers {
 		p := faultproxy.Start(t, n.Addr())
 		ps = append(ps, p)
 		routes[n.Addr()] = p.Addr()
 	}
-	return redisadapter.ClusterDialingVia(cl, func(addr string) string {
-		if to, ok := routes[addr]; ok {
-			return to
+	var via func(redisadapter.Connector) redisadapter.Connector
+	via = func(conn redisadapter.Connector) redisadapter.Connector {
+		switch c := conn.(type) {
+		case redisadapter.Streams:
+			c.Connector = via(c.Connector)
+			return c
+		case redisadapter.Cluster:
+			return redisadapter.ClusterDialingVia(c, func(addr string) string {
+				if to, ok := routes[addr]; ok {
+					return to
+				}
+				t.Errorf("the victim dialed %s, no cluster node's address: not through a proxy", addr)
+				return addr
+			})
+		case redisadapter.Sentinel:
+			return redisadapter.SentinelDialingVia(c, func(addr string) string {
+				if to, ok := routes[addr]; ok {
+					return to
+				}
+				return addr // a sentinel
+			})
 		}
-		t.Errorf("the victim dialed %s, no cluster node's address: not through a proxy", addr)
-		return addr
-	}), ps
-}
-
-// proxiedSentinel returns conn (a Sentinel, or Streams over one) dialing
-// each data node of set (the master and the replica) through a proxy of
-// its own, and the sentinels directly, and the proxies.
-func proxiedSentinel(t testing.TB, set *redistest.SentinelSet, conn redisadapter.Connector) (redisadapter.Connector, proxies) {
-	t.Helper()
-	if s, ok := conn.(redisadapter.Streams); ok {
-		c, ps := proxiedSentinel(t, set, s.Connector)
-		s.Connector = c
-		return s, ps
+		t.Fatalf("no dial seam on a %T", conn)
+		return nil
 	}
-	sc, ok := conn.(redisadapter.Sentinel)
-	require.True(t, ok, "a Sentinel mode's connector is a Sentinel, or Streams over one")
-	var ps proxies
-	routes := map[string]string{}
-	for _, n := range []*redistest.Server{set.Master, set.Replica} {
-		p := faultproxy.Start(t, n.Addr())
-		ps = append(ps, p)
-		routes[n.Addr()] = p.Addr()
-	}
-	return redisadapter.SentinelDialingVia(sc, func(addr string) string {
-		if to, ok := routes[addr]; ok {
-			return to
-		}
-		return addr // a sentinel
-	}), ps
+	return via(conn), ps
 }
 
 // faultMode is a mode the adapter runs in, given the address of a
@@ -186,7 +173,7 @@ var (
 		}}
 	// Sharded pub/sub runs on a cluster only: in the cases on the network,
 	// the victim dials each cluster node through a proxy of its own
-	// (proxiedCluster).
+	// (proxied).
 	faultSharded = faultMode{name: "sharded",
 		cluster: func(set *redistest.ClusterSet) redisadapter.Connector {
 			return redisadapter.Cluster{Addrs: set.Addrs(), Sharded: true}
@@ -204,7 +191,7 @@ var (
 		}}
 	// Classic pub/sub and streams with Sentinel, for the faults on the
 	// network: the victim reaches the data nodes through proxies of its
-	// own, the sentinels directly (proxiedSentinel).
+	// own, the sentinels directly (proxied).
 	faultSentinelClassic = faultMode{name: "sentinel-classic", sent: faultClassic.sent}
 	faultSentinelStreams = faultMode{name: "sentinel-streams", sent: faultStreams.sent}
 )
@@ -626,7 +613,7 @@ func runFault(t testing.TB, fc faultCase, mode faultMode) faultResult {
 		e.cluster = sharedCluster(t)
 		victim := mode.cluster(e.cluster)
 		if fc.network {
-			victim, e.px = proxiedCluster(t, e.cluster, victim)
+			victim, e.px = proxied(t, e.cluster.Nodes, victim)
 		}
 		opts := &redisadapter.Options{Key: uniqueKey(t)}
 		e.victim = startNode(t, victim, opts)
@@ -635,7 +622,7 @@ func runFault(t testing.TB, fc faultCase, mode faultMode) faultResult {
 		e.set = redistest.StartSentinel(t)
 		victim := mode.sent(e.set)
 		if fc.network {
-			victim, e.px = proxiedSentinel(t, e.set, victim)
+			victim, e.px = proxied(t, []*redistest.Server{e.set.Master, e.set.Replica}, victim)
 		}
 		e.victim = startNode(t, victim, nil)
 		e.other = startNode(t, mode.sent(e.set), nil)
