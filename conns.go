@@ -73,7 +73,7 @@ type connCounter struct {
 	// dials a data server while it holds a connection to another: it may
 	// be moving to a new master (followMaster).
 	dialedElsewhere chan struct{}
-	// via, when set, dials in place of the dialer (Cluster.dial, a test seam).
+	// via, when set, dials in place of the dialer (Cluster.dial, Sentinel.dial: test seams).
 	via func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	mu      sync.Mutex
