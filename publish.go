@@ -377,6 +377,7 @@ func (p *publisher) sendBatch(batch []outgoing) {
 	}
 	var failed error
 	i := 0
+	at := sinceStart(sentAt)
 	for _, o := range sent {
 		if o.flush {
 			p.mu.Lock()
@@ -389,13 +390,13 @@ func (p *publisher) sendBatch(batch []outgoing) {
 		}
 		err := results[i].Error()
 		if err == nil && !o.msg.durable {
-			err = p.checkReach(o.msg, results[i], sentAt)
+			err = p.checkReach(o.msg, results[i], sentAt, at)
 		}
 		i++
 		if err == nil {
 			p.published.Add(1)
 			if o.msg.sent != nil {
-				o.msg.sent.record(sinceStart(sentAt))
+				o.msg.sent.record(at)
 			}
 		} else {
 			p.failures.Add(1)
@@ -540,8 +541,8 @@ func (p *publisher) outageEnded(at time.Time) {
 // node may take to notice it lost its subscriptions. An Emitter's
 // publisher (no heldSince: its node reads nothing) compares nothing.
 // Outside a window, it costs an atomic load and the audience's few
-// comparisons.
-func (p *publisher) checkReach(m message, r rueidis.RedisResult, sentAt time.Time) error {
+// comparisons. at is sentAt as sinceStart gives it.
+func (p *publisher) checkReach(m message, r rueidis.RedisResult, sentAt time.Time, at int64) error {
 	n, err := r.AsInt64()
 	switch {
 	case err != nil || p.heldSince == nil:
@@ -551,7 +552,6 @@ func (p *publisher) checkReach(m message, r rueidis.RedisResult, sentAt time.Tim
 	case m.audience == nil:
 		return nil
 	}
-	at := sinceStart(sentAt)
 	switch {
 	case m.audience.reachedFewer(n, at, p.window.Load(), int64(p.outageSpan()), int64(p.opts.ProbeInterval+p.opts.ProbeTimeout)):
 		return errReachedFewer
