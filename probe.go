@@ -247,9 +247,9 @@ func (p *prober) run(ctx context.Context) {
 			case errors.Is(err, context.DeadlineExceeded) && !p.dead.Load() && ctx.Err() == nil:
 				// The probe has just proven delivery: a ROLE unanswered
 				// within ProbeTimeout is behind the connection's backlog
-				// (a slow reader: it closed a connection that delivered,
-				// and lost its backlog), and says nothing of the role. It
-				// is asked again after the next probe.
+				// (a slow reader, whose connection taking it for a failure
+				// closed, losing the backlog), and says nothing of the
+				// role. It is asked again after the next probe.
 				p.a.log.Debug("ROLE unanswered after a probe came back; asked again after the next", "namespace", p.ns.name)
 				lastRole, err = time.Time{}, nil
 			}

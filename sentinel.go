@@ -213,18 +213,28 @@ func (a *Adapter) leaveOldMaster(ctx context.Context) int {
 // only, left it once its ProbeInterval of quiet had passed. The client
 // dials the new master before it moves (to ask its ROLE): each dial to
 // another server than the one the client sends to wakes this loop, which
-// looks for the move every minBackoff, for up to ProbeTimeout.
+// looks for the move every minBackoff, for up to ProbeTimeout. The
+// sentinels, each asked on a connection of its own, are asked when the
+// client sends to another server than when they were last asked, and
+// otherwise once per followAsk: during a failover, every node of a fleet
+// does this.
 func (a *Adapter) followMaster(ctx context.Context) {
+	const followAsk = 100 * time.Millisecond
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-a.conns.dialedElsewhere:
 		}
+		var askedAt string
+		var asked time.Time
 		for deadline := time.Now().Add(a.opts.ProbeTimeout); time.Now().Before(deadline); {
-			if n := a.leaveOldMaster(ctx); n > 0 {
-				a.log.Info("left the old Sentinel master: closed the connections to it", "closed", n)
-				break
+			if at := a.soleNode(); at != "" && (at != askedAt || time.Since(asked) >= followAsk) {
+				askedAt, asked = at, time.Now()
+				if n := a.leaveOldMaster(ctx); n > 0 {
+					a.log.Info("left the old Sentinel master: closed the connections to it", "closed", n)
+					break
+				}
 			}
 			if !sleepCtx(ctx, minBackoff) {
 				return
