@@ -164,11 +164,17 @@ func TestClientScriptMissing(t *testing.T) {
 		return string(b)
 	}
 	var warned []string
-	for _, line := range strings.Split(missing.stderr.String(), "\n") {
-		if strings.Contains(line, "socket.io-client is missing") {
-			warned = append(warned, line)
+	// The health check can answer before the pipe from the process's
+	// stderr has handed over the warning logged just before it listened.
+	eventually(t, 5*time.Second, "the warning logged", func() bool {
+		warned = warned[:0]
+		for _, line := range strings.Split(missing.stderr.String(), "\n") {
+			if strings.Contains(line, "socket.io-client is missing") {
+				warned = append(warned, line)
+			}
 		}
-	}
+		return len(warned) > 0
+	})
 	require.Len(t, warned, 1, "one line at start")
 	require.Contains(t, warned[0], "./examples/demo.sh")
 	require.Contains(t, page(missing), `id="missing"`)

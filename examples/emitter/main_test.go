@@ -101,7 +101,7 @@ func TestEmitterCommand(t *testing.T) {
 	defer silent.Close()
 	_, err = silent.Call(5*time.Second, "join", "42")
 	require.NoError(t, err)
-	stdout, stderr, err = emitter("-post", "42", "-text", "Anyone?", "-ack", "-timeout", "300ms")
+	stdout, stderr, err = emitter("-post", "42", "-text", "Anyone?", "-ack", "-timeout", "1s")
 	require.Error(t, err)
 	require.Equal(t, "\"read\"\n", stdout)
 	require.Contains(t, stderr, "1 of 2 known clients did not answer")
