@@ -196,6 +196,8 @@ func suite(t *testing.T, f features, connect func(name string) redisadapter.Conn
 		ac := a.client(t, "post:9")
 		bc := b.client(t, "post:9", "extra")
 		third.client(t)
+		// Its root CONNECT is sent before OnConnect runs: no join acked it.
+		eventually(t, "third's socket tracked", func() bool { return third.a.Stats().Sockets == 1 })
 		var bconn socketio.Conn
 		b.srv.ForEach("/", bc.ID(), func(c socketio.Conn) { bconn = c })
 		require.NoError(t, b.a.SetData(bconn, map[string]string{"user": "ada"}))

@@ -123,6 +123,8 @@ func emitterRequestsSuite(t *testing.T, e env) {
 	a, b := e.nodes(t, nil)
 	em := newEmitter(t, e.c, e.options(nil))
 	ac, bc, b2 := a.client(t, "post:1"), b.client(t, "post:1", "extra"), b.client(t)
+	// b2 joined no room, which would have acked its OnConnect.
+	eventually(t, "b2 tracked", func() bool { return b.a.Stats().Sockets == 2 })
 	var bconn socketio.Conn
 	b.srv.ForEach("/", bc.ID(), func(c socketio.Conn) { bconn = c })
 	require.NoError(t, b.a.SetData(bconn, map[string]string{"user": "ada"}))

@@ -308,7 +308,7 @@ func TestPublishQueueBoundsBytes(t *testing.T) {
 	pause, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr()}, DisableCache: true})
 	require.NoError(t, err)
 	defer pause.Close()
-	require.NoError(t, pause.Do(context.Background(), pause.B().ClientPause().Timeout(500).Write().Build()).Error())
+	require.NoError(t, pause.Do(context.Background(), pause.B().ClientPause().Timeout(1500).Write().Build()).Error())
 	payload := make([]byte, 300)
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()

@@ -341,7 +341,10 @@ func TestHealthCheckFrozenRedis(t *testing.T) {
 		return resp.StatusCode == http.StatusServiceUnavailable
 	})
 	t.Logf("503 %v after the freeze; slowest answer %v", time.Since(frozen).Round(time.Millisecond), slowest)
-	require.Less(t, slowest, 250*time.Millisecond, "every /health-check answer")
+	// A balancer's check gives up after a second or more (HAProxy's
+	// default: its 2 s interval); one waiting on the frozen Redis would
+	// take until the freeze ends.
+	require.Less(t, slowest, time.Second, "every /health-check answer")
 	redis.Thaw(t)
 	waitHealthy(t, nodes[0].url)
 }
