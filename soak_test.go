@@ -42,7 +42,12 @@ func TestSoak(t *testing.T) {
 	})
 	t.Run("SentinelFailover", func(t *testing.T) {
 		set := redistest.StartSentinel(t)
-		soak(t, redisadapter.Sentinel{MasterName: redistest.MasterName, Addrs: set.Addrs()}, func() { set.Master.Stop(t) })
+		soak(t, redisadapter.Sentinel{MasterName: redistest.MasterName, Addrs: set.Addrs()}, func() {
+			old, err := set.CurrentMaster(bg(t))
+			require.NoError(t, err)
+			set.Master.Stop(t)
+			newMaster(t, set, old) // the outage lasts until the election, however long it takes
+		})
 	})
 }
 
@@ -91,14 +96,28 @@ func soak(t *testing.T, c redisadapter.Connector, fault func()) {
 	var log []sent
 	start := time.Now()
 	var faultAt, faultDone time.Time
+	var faultEnded time.Time // when this loop saw the fault's action end
 	faulted := make(chan struct{})
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	for time.Since(start) < duration {
+	// Emits go on until duration has passed and for duration/3 after the
+	// fault's action ended, however long that took: the nodes' recovery
+	// is judged by events emitted after it.
+	for time.Since(start) < duration || faultEnded.IsZero() || time.Since(faultEnded) < duration/3 {
 		<-tick.C
 		if faultAt.IsZero() && time.Since(start) > duration/3 {
 			faultAt = time.Now()
-			go func() { fault(); faultDone = time.Now(); close(faulted) }()
+			go func() {
+				defer close(faulted) // also when fault failed the test
+				fault()
+				faultDone = time.Now()
+			}()
+		} else if !faultAt.IsZero() && faultEnded.IsZero() {
+			select {
+			case <-faulted:
+				faultEnded = time.Now()
+			default:
+			}
 		}
 		for want := int(time.Since(start).Seconds() * float64(rate)); len(log) < want && len(log) < maxEvents; {
 			seq := len(log)
