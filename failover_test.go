@@ -379,7 +379,8 @@ func everyRoomReceives(t *testing.T, sender *node, c *siotest.Client, rooms []st
 
 // A room channel whose slot migrates to another master is subscribed there:
 // the old master drops the subscription (an unrequested sunsubscribe) and
-// the node subscribes at the new owner.
+// the node subscribes at the new owner, then tells the others, in a gap
+// notice for the rooms' channels, that it could not read them meanwhile.
 func TestShardedRoomSlotMigrates(t *testing.T) {
 	// A cluster of its own: moving a slot by hand leaves the masters' views
 	// of the cluster apart for a while, which later tests would see.
@@ -389,6 +390,20 @@ func TestShardedRoomSlotMigrates(t *testing.T) {
 	a, b := startNode(t, c, opts), startNode(t, c, opts)
 	cl := a.client(t, "moving")
 	everyRoomReceives(t, b, cl, []string{"moving"}, "before")
+
+	// A spy on the namespace's channel, where the notices go.
+	notices := spyOn(t, c, func(b rueidis.Builder) rueidis.Completed {
+		return b.Ssubscribe().Channel(names{opts.Key}.namespace("/")).Build()
+	})
+	eventually(t, "the spy reads the namespace's channel", func() bool {
+		require.NoError(t, b.a.Of("/").Emit(bg(t), "spied"))
+		select {
+		case <-notices:
+			return true
+		case <-time.After(50 * time.Millisecond):
+			return false
+		}
+	})
 
 	ch := names{opts.Key}.room("/", "moving")
 	resubscribes := a.a.Stats().Resubscribes
@@ -400,6 +415,25 @@ func TestShardedRoomSlotMigrates(t *testing.T) {
 	t.Logf("slot %d moved; subscribed at the new owner after %v", slot, time.Since(moved).Round(time.Millisecond))
 	everyRoomReceives(t, b, cl, []string{"moving"}, "after")
 	require.Greater(t, a.a.Stats().Resubscribes, resubscribes)
+	deadline := time.After(wait)
+	for {
+		select {
+		case m := <-notices:
+			var n struct {
+				UID  string `json:"uid"`
+				Type int    `json:"type"`
+				Data struct {
+					RoomChannels bool `json:"roomChannels"`
+				} `json:"data"`
+			}
+			if json.Unmarshal([]byte(m), &n) == nil && n.Type == 1000 && n.UID == a.a.UID() && n.Data.RoomChannels {
+				t.Logf("a's notice: %s", m)
+				return
+			}
+		case <-deadline:
+			t.Fatal("a sent no gap notice for its room channels")
+		}
+	}
 }
 
 // clusterCLI runs redis-cli against n and returns its output, trimmed.

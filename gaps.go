@@ -15,8 +15,10 @@ package redisadapter
 // adapters ignore), and each counts what it published in that span on the
 // channels every node's subscriptions read in Stats.PublishFailures. A
 // room channels' connection (a node's SUBSCRIBE per room, sharded mode's
-// room channels: shards.go) that comes back on the same master sends a
-// notice of its own, for the rooms' channels: those are counted apart,
+// room channels: shards.go) sends a notice of its own once the channels
+// it could not read are subscribed again, on the same master or, moved by
+// a failover or a slot migration, on their new one (from the old
+// connection's last read): those are counted apart,
 // and all of them, not only the rooms on that master or held by that
 // node (the publisher knows neither).
 //
@@ -256,4 +258,12 @@ func (a *Adapter) countGap(ns *namespace, r request, arrived int64) {
 	a.pub.failures.Add(n)
 	a.log.Warn(what+" published while another node could not read them: counted failed",
 		"node", r.uid, "namespace", ns.name, "failed", n, "gap", (r.gapSince - r.gapUntil).Round(time.Millisecond), "older_not_counted", partial)
+}
+
+// earliest is the earlier of two instants (sinceStart), 0 being none.
+func earliest(a, b int64) int64 {
+	if a == 0 || (b != 0 && b < a) {
+		return b
+	}
+	return a
 }

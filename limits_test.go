@@ -76,21 +76,31 @@ func requestSpy(t *testing.T, c redisadapter.Connector, a *node, servers int) <-
 // spyRequests is requestSpy without the wait: it returns at once.
 func spyRequests(t *testing.T, c redisadapter.Connector) <-chan string {
 	t.Helper()
+	return spyOn(t, c, func(b rueidis.Builder) rueidis.Completed {
+		return b.Subscribe().Channel(defaultNames.requests("/")).Build()
+	})
+}
+
+// spyOn subscribes with the command subscribe builds on a client of its
+// own, until the test ends, and returns the messages read (the latest
+// dropped while 64 wait).
+func spyOn(t *testing.T, c redisadapter.Connector, subscribe func(rueidis.Builder) rueidis.Completed) <-chan string {
+	t.Helper()
 	spy := rawClient(t, c)
-	requests := make(chan string, 16)
+	messages := make(chan string, 64)
 	ctx, cancel := context.WithCancel(context.Background())
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)
-		_ = spy.Receive(ctx, spy.B().Subscribe().Channel(defaultNames.requests("/")).Build(), func(m rueidis.PubSubMessage) {
+		_ = spy.Receive(ctx, subscribe(spy.B()), func(m rueidis.PubSubMessage) {
 			select {
-			case requests <- m.Message:
+			case messages <- m.Message:
 			default:
 			}
 		})
 	}()
 	t.Cleanup(func() { cancel(); <-stopped })
-	return requests
+	return messages
 }
 
 // Close under load returns within its context and leaves nothing running

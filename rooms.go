@@ -168,6 +168,7 @@ type roomSub struct {
 	slot    uint16
 	shard   *shard // nil while its master is unknown
 	lost    bool   // it was subscribed before: its next subscription is a resubscribe
+	gapFrom int64  // as heldChannel's: moved, unread since (0: not)
 	// waiters are closed once the channel is confirmed; the manager keeps
 	// them while shard is nil, the shard otherwise.
 	waiters []chan struct{}
@@ -179,7 +180,7 @@ type roomSub struct {
 type shardEvent struct {
 	shard   *shard
 	channel string
-	lost    bool // the channel had been subscribed
+	added   // the channel's state for its next shard
 	waiters []chan struct{}
 }
 
@@ -420,8 +421,8 @@ func (r *roomSubs) assign(rs *roomSub) {
 	}
 	rs.shard = s
 	s.count++
-	s.add(rs.channel, rs.lost, rs.waiters)
-	rs.lost, rs.waiters = false, nil
+	s.add(rs.channel, added{lost: rs.lost, gapFrom: rs.gapFrom}, rs.waiters)
+	rs.lost, rs.gapFrom, rs.waiters = false, 0, nil
 }
 
 // report queues e for the manager; shards call it, never the Redis reader.
@@ -461,7 +462,7 @@ func (r *roomSubs) handleEvents() {
 			continue
 		}
 		rs.shard.count--
-		rs.shard, rs.lost = nil, e.lost
+		rs.shard, rs.lost, rs.gapFrom = nil, e.lost, earliest(rs.gapFrom, e.gapFrom)
 		rs.waiters = append(rs.waiters, e.waiters...)
 	}
 }
@@ -499,6 +500,10 @@ func (r *roomSubs) readSlots(ctx context.Context) {
 			}
 			rs.shard.count--
 			rs.waiters = append(rs.waiters, rs.shard.remove(rs.channel)...)
+			// Its new master's publishes go unread until the new shard
+			// confirms it: from the old shard's last read (a failover, or a
+			// migration, found late), the other nodes are told (gaps.go).
+			rs.gapFrom = earliest(rs.gapFrom, earliest(rs.shard.unreadFrom.Load(), rs.shard.readAt.Load()))
 			rs.shard, rs.lost = nil, true
 		}
 		r.assign(rs)

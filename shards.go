@@ -27,20 +27,28 @@ type shard struct {
 	stop  context.CancelFunc
 
 	mu      sync.Mutex
-	adds    map[string]bool // channel -> it was subscribed before
+	adds    map[string]added
 	dels    map[string]struct{}
-	unsubs  []string                   // channels Redis sunsubscribed
+	unsubs  []unsubPush                // channels Redis sunsubscribed
 	waits   map[string][]chan struct{} // Joins waiting for a channel's confirmation
 	changed chan struct{}              // cap 1: something above is waiting
 
 	held map[string]*heldChannel
 	todo []string // held channels to subscribe on the current connection
-	// gapFrom: when the connection that failed last read last
-	// (sinceStart), until the next one holds every channel again and the
-	// gap notice goes (gaps.go); 0: none. The loop's alone.
+	// gapFrom (sinceStart; 0: none): the earliest instant from which a
+	// channel confirmed since the last gap notice had gone unread; the
+	// notice goes once every channel is subscribed (gaps.go). The loop's
+	// alone.
 	gapFrom int64
 	// lag is the last round trip of the connections' delivery probes.
 	lag atomic.Int64
+	// The manager's view of when a channel it moves elsewhere went unread
+	// (sinceStart): readAt, when a connection last read anything (a
+	// message, probe or confirmation), the last proof that the channels
+	// were delivered; unreadFrom, while some channel is not subscribed
+	// again, the earliest instant since which it has gone unread (a failed
+	// connection's last read, or a gap it was moved here with).
+	readAt, unreadFrom atomic.Int64
 
 	// Under mu: the subscriptions Redis says the current connection holds
 	// (its last confirmation's count), and their kind, for Stats.
@@ -63,6 +71,21 @@ type shard struct {
 type heldChannel struct {
 	on   bool // subscribed on the current connection
 	lost bool // subscribed before: subscribing counts as a resubscribe
+	// gapFrom (sinceStart; 0: none): unread since, a connection having
+	// failed or a move; its confirmation ends the gap.
+	gapFrom int64
+}
+
+// unsubPush is a channel Redis sunsubscribed, at (sinceStart).
+type unsubPush struct {
+	channel string
+	at      int64
+}
+
+// added is a channel the manager gives a shard.
+type added struct {
+	lost    bool  // subscribed before
+	gapFrom int64 // as heldChannel's
 }
 
 // newShard starts the shard of addr, probed on probe, on a goroutine the
@@ -79,13 +102,13 @@ func newShard(r *roomSubs, addr, probe string) *shard {
 }
 
 // add subscribes ch; waiters are closed once it is confirmed.
-func (s *shard) add(ch string, lost bool, waiters []chan struct{}) {
+func (s *shard) add(ch string, a added, waiters []chan struct{}) {
 	s.mu.Lock()
 	delete(s.dels, ch)
 	if s.adds == nil {
-		s.adds = make(map[string]bool)
+		s.adds = make(map[string]added)
 	}
-	s.adds[ch] = lost
+	s.adds[ch] = a
 	s.addWaiters(ch, waiters...)
 	s.mu.Unlock()
 	s.signal()
@@ -125,13 +148,13 @@ func (s *shard) remove(ch string) []chan struct{} {
 }
 
 // handBack gives ch back to the manager (refused or dropped by Redis),
-// with the Joins waiting for it.
-func (s *shard) handBack(ch string, lost bool) {
+// with the Joins waiting for it and a's state for its next shard.
+func (s *shard) handBack(ch string, a added) {
 	s.mu.Lock()
 	waiters := s.waits[ch]
 	delete(s.waits, ch)
 	s.mu.Unlock()
-	s.r.report(shardEvent{shard: s, channel: ch, lost: lost, waiters: waiters})
+	s.r.report(shardEvent{shard: s, channel: ch, added: a, waiters: waiters})
 }
 
 // release closes the waits of the channels confirmed now.
@@ -160,6 +183,8 @@ func (s *shard) signal() {
 // holds, for the publisher (roomSubs.heldSince), and the (s)unsubscribe
 // pushes, ours and the unrequested ones alike.
 func (s *shard) onSubscription(p rueidis.PubSubSubscription) {
+	now := sinceStart(time.Now())
+	s.readAt.Store(now)
 	if p.Kind == "ssubscribe" {
 		s.r.confirm(p.Channel)
 	}
@@ -173,7 +198,7 @@ func (s *shard) onSubscription(p rueidis.PubSubSubscription) {
 		s.mu.Unlock()
 		return
 	}
-	s.unsubs = append(s.unsubs, p.Channel)
+	s.unsubs = append(s.unsubs, unsubPush{p.Channel, now})
 	s.mu.Unlock()
 	s.signal()
 }
@@ -240,19 +265,22 @@ func (s *shard) serve(ctx context.Context, ready func()) error {
 	var lastRead atomic.Int64 // when the last message was read (sinceStart)
 	lastRead.Store(sinceStart(time.Now()))
 	defer func() {
-		if ctx.Err() != nil || s.gapFrom != 0 {
+		if ctx.Err() != nil {
 			return
 		}
+		from := lastRead.Load()
 		for _, h := range s.held {
-			if h.on { // failed holding channels: the gap begins at its last read
-				s.gapFrom = lastRead.Load()
-				return
+			if h.on { // failed holding it: unread since the last read
+				h.gapFrom = earliest(h.gapFrom, from)
+				s.unreadFrom.Store(earliest(s.unreadFrom.Load(), from))
 			}
 		}
 	}()
 	back := make(chan uint64, 1) // the probes read back
 	onMessage := func(m rueidis.PubSubMessage) {
-		lastRead.Store(sinceStart(time.Now()))
+		now := sinceStart(time.Now())
+		lastRead.Store(now)
+		s.readAt.Store(now)
 		if m.Channel != probe || probe == "" {
 			s.r.a.in.onMessage(m)
 			return
@@ -307,6 +335,7 @@ func (s *shard) serve(ctx context.Context, ready func()) error {
 		s.release()
 		ready()
 		s.setProbeDead(false)
+		s.unreadFrom.Store(0) // every channel is subscribed, or handed back with its gap
 		if from := s.gapFrom; from != 0 {
 			s.gapFrom = 0
 			restored := time.Now()
@@ -434,18 +463,21 @@ func (s *shard) apply(ctx context.Context, dc rueidis.DedicatedClient) error {
 	unsubs := s.unsubs
 	s.unsubs = nil
 	s.mu.Unlock()
-	for _, ch := range unsubs {
-		if h, ok := s.held[ch]; ok && h.on {
-			delete(s.held, ch)
-			s.handBack(ch, true)
+	for _, u := range unsubs {
+		if h, ok := s.held[u.channel]; ok && h.on {
+			delete(s.held, u.channel)
+			s.handBack(u.channel, added{lost: true, gapFrom: u.at})
 		}
 	}
 
-	for ch, lost := range adds {
+	for ch, a := range adds {
 		if _, ok := s.held[ch]; ok {
 			continue // taken away and given back before this shard looked
 		}
-		s.held[ch] = &heldChannel{lost: lost}
+		s.held[ch] = &heldChannel{lost: a.lost, gapFrom: a.gapFrom}
+		if a.gapFrom != 0 {
+			s.unreadFrom.Store(earliest(s.unreadFrom.Load(), a.gapFrom))
+		}
 		s.todo = append(s.todo, ch)
 	}
 	for len(s.todo) > 0 {
@@ -492,13 +524,17 @@ func (s *shard) do(ctx context.Context, dc rueidis.DedicatedClient, cmds []rueid
 		if err != nil {
 			s.r.a.log.Debug("room channels: ssubscribe refused", "master", s.addr, "channel", chans[i], "err", err)
 			delete(s.held, chans[i])
-			s.handBack(chans[i], h.lost)
+			s.handBack(chans[i], added{lost: h.lost, gapFrom: h.gapFrom})
 			continue
 		}
 		h.on = true
 		if h.lost {
 			h.lost = false
 			s.r.a.stats.resubscribes.Add(1)
+		}
+		if h.gapFrom != 0 { // serve sends the notice once every channel is back
+			s.gapFrom = earliest(s.gapFrom, h.gapFrom)
+			h.gapFrom = 0
 		}
 	}
 	return nil
