@@ -37,9 +37,9 @@ package redisadapter
 // published just outside the span (reported failures may exceed the
 // losses), and misses none inside it within the horizon.
 //
-// Not covered: room channels whose master went away (a failover moves
-// them to a connection of the new master's, which held none of them
-// before); streams mode, which loses nothing; an Emitter's broadcasts (it
+// Not covered: with Sentinel and RoomSubscriptions, a demoted master
+// still delivers the node's probes, so a failover's room span may begin
+// after the failover (docs/delivery.md); streams mode, which loses nothing; an Emitter's broadcasts (it
 // reads no requests); a Node.js server, which sends no notice and ignores
 // ours; and a notice the others miss (a Redis every node lost at once,
 // and that they are not back from when it is sent).
@@ -208,9 +208,9 @@ func (a *Adapter) sendGaps(ctx context.Context, restored time.Time, gaps []gap) 
 }
 
 // sendRoomGaps sends each namespace's gap notice for the room channels,
-// once a room channels' connection came back at restored: from is when
-// the one before last read (sinceStart), lag the largest probe round trip
-// of that connection.
+// once a room channels' connection holds again, at restored, the channels
+// unread since from (sinceStart), widened by lag, the largest probe round
+// trip known.
 func (a *Adapter) sendRoomGaps(ctx context.Context, from int64, lag time.Duration, restored time.Time) {
 	for _, p := range a.probes {
 		a.sendGap(ctx, p.ns, from-int64(lag), restored, true)

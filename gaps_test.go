@@ -149,3 +149,28 @@ func TestCountGapCountsTheSpan(t *testing.T) {
 	a.countGap(ns, notice, arrived)
 	require.Equal(t, uint64(4), a.pub.failures.Load(), "the room channels' count apart")
 }
+
+// A room channel's gap follows it from shard to shard: one it was given
+// and the shard has not taken yet, or Redis's unsubscribe push not yet
+// handled, goes back to the manager with it; a second gap given for a
+// channel the shard holds merges, keeping the earlier start.
+func TestRoomGapFollowsTheChannel(t *testing.T) {
+	s := &shard{changed: make(chan struct{}, 1)}
+	s.add("x", added{gapFrom: 5}, nil)
+	s.add("x", added{lost: true, gapFrom: 3}, nil)
+	s.add("x", added{gapFrom: 4}, nil)
+	require.Equal(t, added{lost: true, gapFrom: 3}, s.adds["x"])
+	_, from := s.remove("x")
+	require.EqualValues(t, 3, from)
+
+	s.unsubs = []unsubPush{{"y", 7}, {"x", 2}}
+	_, from = s.remove("x")
+	require.EqualValues(t, 2, from, "the push it has not handled")
+	_, from = s.remove("z")
+	require.Zero(t, from)
+
+	require.EqualValues(t, 3, earliest(0, 3))
+	require.EqualValues(t, 3, earliest(3, 0))
+	require.EqualValues(t, 2, earliest(3, 2))
+	require.Zero(t, earliest(0, 0))
+}

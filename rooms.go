@@ -394,7 +394,8 @@ func (r *roomSubs) sweep(held map[string]*roomSub, rooms []string) {
 		r.a.in.roomRoutes.Delete(rs.channel)
 		if rs.shard != nil {
 			rs.shard.count--
-			rs.waiters = append(rs.waiters, rs.shard.remove(rs.channel)...)
+			waiters, _ := rs.shard.remove(rs.channel) // its sockets left: their gap goes with them
+			rs.waiters = append(rs.waiters, waiters...)
 		}
 		// The sockets left: a Join waiting for the room returns.
 		for _, w := range rs.waiters {
@@ -450,14 +451,12 @@ func (r *roomSubs) handleEvents() {
 				close(w)
 			}
 			continue
-		case rs.shard != e.shard: // moved already
+		case rs.shard != e.shard: // moved already: its gap follows it
 			if rs.shard == nil {
 				rs.waiters = append(rs.waiters, e.waiters...)
-			}
-			for _, w := range e.waiters {
-				if rs.shard != nil {
-					rs.shard.await(rs.channel, w)
-				}
+				rs.gapFrom = earliest(rs.gapFrom, e.gapFrom)
+			} else {
+				rs.shard.add(rs.channel, added{gapFrom: e.gapFrom}, e.waiters)
 			}
 			continue
 		}
@@ -499,11 +498,12 @@ func (r *roomSubs) readSlots(ctx context.Context) {
 				continue
 			}
 			rs.shard.count--
-			rs.waiters = append(rs.waiters, rs.shard.remove(rs.channel)...)
+			waiters, pending := rs.shard.remove(rs.channel)
+			rs.waiters = append(rs.waiters, waiters...)
 			// Its new master's publishes go unread until the new shard
 			// confirms it: from the old shard's last read (a failover, or a
 			// migration, found late), the other nodes are told (gaps.go).
-			rs.gapFrom = earliest(rs.gapFrom, earliest(rs.shard.unreadFrom.Load(), rs.shard.readAt.Load()))
+			rs.gapFrom = earliest(rs.gapFrom, earliest(pending, earliest(rs.shard.unreadFrom.Load(), rs.shard.lastProof(now))))
 			rs.shard, rs.lost = nil, true
 		}
 		r.assign(rs)

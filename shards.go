@@ -19,7 +19,8 @@ import (
 
 // shard holds the room channels of one master on one connection. The
 // manager owns count; mu guards the changes it asks for and the
-// sunsubscribe pushes the reader saw; the shard's goroutine owns the rest.
+// sunsubscribe pushes the reader saw; the atomics are shared; the shard's
+// goroutine owns the rest.
 type shard struct {
 	r     *roomSubs
 	addr  string
@@ -101,12 +102,16 @@ func newShard(r *roomSubs, addr, probe string) *shard {
 	return s
 }
 
-// add subscribes ch; waiters are closed once it is confirmed.
+// add subscribes ch, or merges a's gap into it if it holds ch already;
+// waiters are closed once it is confirmed.
 func (s *shard) add(ch string, a added, waiters []chan struct{}) {
 	s.mu.Lock()
 	delete(s.dels, ch)
 	if s.adds == nil {
 		s.adds = make(map[string]added)
+	}
+	if old, ok := s.adds[ch]; ok {
+		a = added{lost: a.lost || old.lost, gapFrom: earliest(a.gapFrom, old.gapFrom)}
 	}
 	s.adds[ch] = a
 	s.addWaiters(ch, waiters...)
@@ -132,9 +137,18 @@ func (s *shard) addWaiters(ch string, waiters ...chan struct{}) {
 	s.waits[ch] = append(s.waits[ch], waiters...)
 }
 
-// remove unsubscribes ch, and returns the Joins still waiting for it.
-func (s *shard) remove(ch string) []chan struct{} {
+// remove unsubscribes ch, and returns the Joins still waiting for it and
+// what the manager cannot see of its gap (sinceStart; 0: none): one it
+// was added with and this shard has not taken yet, or Redis's unsubscribe
+// push still to be handled.
+func (s *shard) remove(ch string) ([]chan struct{}, int64) {
 	s.mu.Lock()
+	gapFrom := s.adds[ch].gapFrom
+	for _, u := range s.unsubs {
+		if u.channel == ch {
+			gapFrom = earliest(gapFrom, u.at)
+		}
+	}
 	delete(s.adds, ch)
 	if s.dels == nil {
 		s.dels = make(map[string]struct{})
@@ -144,7 +158,7 @@ func (s *shard) remove(ch string) []chan struct{} {
 	delete(s.waits, ch)
 	s.mu.Unlock()
 	s.signal()
-	return waiters
+	return waiters, gapFrom
 }
 
 // handBack gives ch back to the manager (refused or dropped by Redis),
@@ -275,6 +289,14 @@ func (s *shard) serve(ctx context.Context, ready func()) error {
 				s.unreadFrom.Store(earliest(s.unreadFrom.Load(), from))
 			}
 		}
+		s.mu.Lock()
+		for _, u := range s.unsubs { // Redis dropped it before: unread since
+			if h, ok := s.held[u.channel]; ok {
+				h.gapFrom = earliest(h.gapFrom, u.at)
+				s.unreadFrom.Store(earliest(s.unreadFrom.Load(), u.at))
+			}
+		}
+		s.mu.Unlock()
 	}()
 	back := make(chan uint64, 1) // the probes read back
 	onMessage := func(m rueidis.PubSubMessage) {
@@ -335,7 +357,7 @@ func (s *shard) serve(ctx context.Context, ready func()) error {
 		s.release()
 		ready()
 		s.setProbeDead(false)
-		s.unreadFrom.Store(0) // every channel is subscribed, or handed back with its gap
+		s.unreadFrom.Store(0) // every channel is subscribed, handed back with its gap, or dropped with it in s.gapFrom
 		if from := s.gapFrom; from != 0 {
 			s.gapFrom = 0
 			restored := time.Now()
@@ -356,6 +378,21 @@ func (s *shard) serve(ctx context.Context, ready func()) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// lastProof is when the shard's connections last read anything (readAt;
+// 0: never), but no earlier than twice a probe's interval and wait before
+// now: a probed connection silent that long has failed, and unreadFrom
+// says since when; an unprobed one proves nothing either way, and a span
+// back to a quiet connection's last message would count every broadcast
+// since.
+func (s *shard) lastProof(now time.Time) int64 {
+	at := s.readAt.Load()
+	if at == 0 {
+		return 0
+	}
+	o := s.r.a.opts
+	return max(at, sinceStart(now.Add(-2*(o.ProbeInterval+o.ProbeTimeout))))
 }
 
 // setProbeDead notes whether a probe declared the connection dead, for Ping.
@@ -444,6 +481,9 @@ func (s *shard) apply(ctx context.Context, dc rueidis.DedicatedClient) error {
 	for ch := range dels {
 		if h, ok := s.held[ch]; ok {
 			delete(s.held, ch)
+			// Its sockets left (or the manager moved it, carrying the gap
+			// too): what they missed before still gets a notice.
+			s.gapFrom = earliest(s.gapFrom, h.gapFrom)
 			if h.on {
 				unsub = append(unsub, s.r.rc.unsubscribeRoom(dc.B(), ch))
 			}
@@ -471,8 +511,13 @@ func (s *shard) apply(ctx context.Context, dc rueidis.DedicatedClient) error {
 	}
 
 	for ch, a := range adds {
-		if _, ok := s.held[ch]; ok {
-			continue // taken away and given back before this shard looked
+		if h, ok := s.held[ch]; ok { // taken away and given back before this shard looked, or a gap merged in
+			if h.on {
+				s.gapFrom = earliest(s.gapFrom, a.gapFrom)
+			} else {
+				h.gapFrom = earliest(h.gapFrom, a.gapFrom)
+			}
+			continue
 		}
 		s.held[ch] = &heldChannel{lost: a.lost, gapFrom: a.gapFrom}
 		if a.gapFrom != 0 {
