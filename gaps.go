@@ -37,9 +37,10 @@ package redisadapter
 // published just outside the span (reported failures may exceed the
 // losses), and misses none inside it within the horizon.
 //
-// Not covered: with Sentinel and RoomSubscriptions, a demoted master
-// still delivers the node's probes, so a failover's room span may begin
-// after the failover (docs/delivery.md); streams mode, which loses nothing; an Emitter's broadcasts (it
+// Not covered: with Sentinel and RoomSubscriptions, a broadcast from a
+// node whose client follows a failover before this one's does (its own
+// probes still reach the old master meanwhile: docs/delivery.md); streams
+// mode, which loses nothing; an Emitter's broadcasts (it
 // reads no requests); a Node.js server, which sends no notice and ignores
 // ours; and a notice the others miss (a Redis every node lost at once,
 // and that they are not back from when it is sent).
