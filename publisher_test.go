@@ -107,23 +107,16 @@ func newTestPublisher(t *testing.T, o Options, heldSince func(string, time.Time)
 // a master demoted while frozen answers so for what it executes once it
 // thaws. On a channel the node does not hold, no subscriber is no loss.
 func TestPublishThatReachedNobodyIsAFailure(t *testing.T) {
-	srv := redistest.Start(t)
-	var o Options
-	o.setDefaults()
-	client, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr()}, DisableCache: true, DisableRetry: true})
-	require.NoError(t, err)
-	t.Cleanup(client.Close)
 	heldFrom := time.Now()
 	held := func(ch string, at time.Time) bool { return ch == "held" && heldFrom.Before(at) }
-	p := newPublisher(client, o, "test", slog.Default(), nil, held)
-	t.Cleanup(func() { <-p.closeNow() })
+	p, srv := newTestPublisher(t, Options{}, held)
 	ns := newShardedNamespace("socket.io", "test", "/")
 	ctx := context.Background()
 
 	require.NoError(t, p.publish(ctx, ns, message{channel: "not-held", payload: []byte("x")}))
 	require.NoError(t, p.flush(ctx), "nobody subscribes a channel the node does not hold: nothing lost")
 
-	err = p.publishWait(ctx, ns, message{channel: "held", payload: []byte("x")})
+	err := p.publishWait(ctx, ns, message{channel: "held", payload: []byte("x")})
 	require.ErrorIs(t, err, ErrPublish)
 	require.ErrorContains(t, err, "no subscriber")
 	require.EqualValues(t, 1, p.failures.Load())
@@ -266,19 +259,11 @@ func TestShardChannelHeldThroughARenewal(t *testing.T) {
 // paused, not stopped, so that the first Flush gives up before any answer
 // (a refused dial could answer it first).
 func TestFlushGivenUpDoesNotSwallowAFailure(t *testing.T) {
-	srv := redistest.Start(t)
-	var o Options
-	o.setDefaults()
-	client, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr()}, DisableCache: true, DisableRetry: true})
-	require.NoError(t, err)
-	t.Cleanup(client.Close)
-	held := func(ch string, _ time.Time) bool { return ch == "held" }
-	p := newPublisher(client, o, "test", slog.Default(), nil, held)
-	t.Cleanup(func() { <-p.closeNow() })
+	p, _ := newTestPublisher(t, Options{}, func(ch string, _ time.Time) bool { return ch == "held" })
 	ns := newShardedNamespace("socket.io", "test", "/")
 	ctx := context.Background()
 
-	require.NoError(t, client.Do(ctx, client.B().ClientPause().Timeout(1000).Write().Build()).Error())
+	require.NoError(t, p.client.Do(ctx, p.client.B().ClientPause().Timeout(1000).Write().Build()).Error())
 	// Nobody reads "held": once the pause ends, Redis answers that it
 	// reached no subscriber, a failure.
 	require.NoError(t, p.publish(ctx, ns, message{channel: "held", payload: []byte("lost")}))
